@@ -1,0 +1,429 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// threadNSPath names the network namespace of the calling OS thread.
+// /proc/self would name the thread group leader's, which is wrong as soon as
+// any thread has switched.
+const threadNSPath = "/proc/thread-self/ns/net"
+
+// Handle owns one open network namespace file descriptor.
+//
+// A nil *Handle stands for the caller's current namespace wherever nsnet
+// accepts one. Methods are safe for concurrent use, except that Close must not
+// race with an operation that is using the handle.
+type Handle struct {
+	fd   atomic.Int64 // -1 once closed
+	name string       // name under Dir, "" if not known
+	dev  uint64       // nsfs device and inode: the namespace's identity
+	ino  uint64
+}
+
+func newHandle(fd int, name string) (*Handle, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	h := &Handle{name: name, dev: st.Dev, ino: st.Ino}
+	h.fd.Store(int64(fd))
+	return h, nil
+}
+
+// Fd returns the namespace's file descriptor, or -1 if h is nil or closed.
+// The descriptor stays owned by h: do not close it.
+func (h *Handle) Fd() int {
+	if h == nil {
+		return -1
+	}
+	return int(h.fd.Load())
+}
+
+// FD returns the file descriptor, or an error matching [ErrClosed] if h is
+// closed. It is Fd for callers that must not act on a closed handle.
+func (h *Handle) FD() (int, error) {
+	fd := h.Fd()
+	if fd < 0 {
+		return -1, fmt.Errorf("netns: %s: %w", h, ErrClosed)
+	}
+	return fd, nil
+}
+
+// Close closes the file descriptor. The namespace itself goes away only when
+// nothing else (a bind mount, a process, a socket) refers to it. Close is
+// idempotent; calling it on a nil handle does nothing.
+func (h *Handle) Close() error {
+	if h == nil {
+		return nil
+	}
+	fd := h.fd.Swap(-1)
+	if fd < 0 {
+		return nil
+	}
+	if err := unix.Close(int(fd)); err != nil {
+		return fmt.Errorf("netns: close %s: %w", h, err)
+	}
+	return nil
+}
+
+// Name returns the name the handle was created or opened with under [Dir],
+// or "" for an anonymous namespace, a path or a process.
+func (h *Handle) Name() string {
+	if h == nil {
+		return ""
+	}
+	return h.name
+}
+
+// String describes the handle as "NAME net:[INODE]" (the inode is what
+// readlink /proc/PID/ns/net shows), or "current" for nil.
+func (h *Handle) String() string {
+	if h == nil {
+		return "current"
+	}
+	if h.name == "" {
+		return fmt.Sprintf("net:[%d]", h.ino)
+	}
+	return fmt.Sprintf("%s net:[%d]", h.name, h.ino)
+}
+
+// Equal reports whether h and o refer to the same namespace, by the nsfs
+// device and inode that identify it. A nil handle stands for the calling
+// thread's current namespace. Closed handles still compare by identity.
+func (h *Handle) Equal(o *Handle) bool {
+	a, erra := h.identity()
+	b, errb := o.identity()
+	return erra == nil && errb == nil && a == b
+}
+
+type nsID struct{ dev, ino uint64 }
+
+func (h *Handle) identity() (nsID, error) {
+	if h != nil {
+		return nsID{h.dev, h.ino}, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(threadNSPath, &st); err != nil {
+		return nsID{}, err
+	}
+	return nsID{st.Dev, st.Ino}, nil
+}
+
+// New creates a network namespace named name, like "ip netns add NAME", and
+// returns a handle to it. The namespace persists (bind-mounted under [Dir])
+// after the handle is closed, until [Delete].
+//
+// No thread of the caller changes namespace. An existing name gives an error
+// matching os.ErrExist; an invalid one, [ErrInvalidName], before anything is
+// created. Concurrent calls with the same name are safe: exactly one wins.
+// Needs CAP_SYS_ADMIN.
+func New(name string) (*Handle, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, fmt.Errorf("netns: new: %w", err)
+	}
+	if err := prepareDir(); err != nil {
+		return nil, fmt.Errorf("netns: new %q: %w", name, err)
+	}
+	path := filepath.Join(Dir, name)
+	// O_EXCL makes the name the lock: of racing creators only one gets the
+	// mount point, the rest see EEXIST and touch nothing.
+	f, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
+	if err != nil {
+		return nil, fmt.Errorf("netns: new %q: %w", name, err)
+	}
+	unix.Close(f)
+	fd, err := unshareNet(func() error {
+		return unix.Mount(threadNSPath, path, "none", unix.MS_BIND, "")
+	})
+	if err != nil {
+		unix.Unlink(path)
+		return nil, fmt.Errorf("netns: new %q: %w", name, err)
+	}
+	h, err := newHandle(fd, name)
+	if err != nil {
+		unix.Unmount(path, unix.MNT_DETACH)
+		unix.Unlink(path)
+		return nil, fmt.Errorf("netns: new %q: %w", name, err)
+	}
+	return h, nil
+}
+
+// NewAnonymous creates a network namespace with no name: it lives exactly as
+// long as the returned handle (and whatever else the caller attaches to it,
+// such as processes or sockets). Needs CAP_SYS_ADMIN.
+func NewAnonymous() (*Handle, error) {
+	fd, err := unshareNet(nil)
+	if err != nil {
+		return nil, fmt.Errorf("netns: new anonymous: %w", err)
+	}
+	h, err := newHandle(fd, "")
+	if err != nil {
+		return nil, fmt.Errorf("netns: new anonymous: %w", err)
+	}
+	return h, nil
+}
+
+// unshareNet creates a namespace on a locked thread of its own, runs inside
+// (if not nil) while that thread is in it, and returns an fd to the new
+// namespace. The thread is switched back, or discarded if that fails.
+func unshareNet(inside func() error) (int, error) {
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{-1, err}
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{-1, fmt.Errorf("unshare: %w", err)}
+			return
+		}
+		fd, err := unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == nil && inside != nil {
+			if err = inside(); err != nil {
+				unix.Close(fd)
+				fd = -1
+			}
+		}
+		if rerr := unix.Setns(orig, unix.CLONE_NEWNET); rerr != nil {
+			// Leave the thread locked: the runtime ends it with this goroutine.
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			ch <- result{-1, errors.Join(err, fmt.Errorf("restore thread namespace: %w", rerr))}
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{fd, err}
+	}()
+	r := <-ch
+	return r.fd, r.err
+}
+
+var dirMu sync.Mutex
+var dirReady bool
+
+// prepareDir makes Dir a shared mount point, as iproute2's netns_add does, so
+// that namespaces mounted there propagate to mount namespaces created later
+// (ip netns exec makes one per command) and "ip netns del" in another mount
+// namespace unmounts them everywhere.
+func prepareDir() error {
+	dirMu.Lock()
+	defer dirMu.Unlock()
+	if dirReady {
+		return nil
+	}
+	if err := os.MkdirAll(Dir, 0o755); err != nil {
+		return err
+	}
+	for bound := false; ; bound = true {
+		err := unix.Mount("", Dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		if err == nil {
+			dirReady = true
+			return nil
+		}
+		if err != unix.EINVAL || bound {
+			return fmt.Errorf("make %s shared: %w", Dir, err)
+		}
+		// EINVAL: Dir is not a mount point yet; bind it onto itself first.
+		if err := unix.Mount(Dir, Dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", Dir, err)
+		}
+	}
+}
+
+// Delete removes the named namespace, like "ip netns del NAME": it unmounts
+// and removes /run/netns/NAME. The namespace itself is freed by the kernel
+// once nothing else refers to it (open handles keep it alive). A missing name
+// gives an error matching os.ErrNotExist. Needs CAP_SYS_ADMIN.
+func Delete(name string) error {
+	if err := ValidateName(name); err != nil {
+		return fmt.Errorf("netns: delete: %w", err)
+	}
+	path := filepath.Join(Dir, name)
+	// MNT_DETACH as iproute2 does: a process still inside keeps it alive.
+	// EINVAL means "not a mount point" (a half-made entry): remove it anyway.
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("netns: delete %q: %w", name, err)
+	}
+	if err := unix.Unlink(path); err != nil {
+		return fmt.Errorf("netns: delete %q: %w", name, err)
+	}
+	return nil
+}
+
+// Open opens the named namespace under [Dir], made by [New] or by
+// "ip netns add". A missing name gives an error matching os.ErrNotExist.
+func Open(name string) (*Handle, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, fmt.Errorf("netns: open: %w", err)
+	}
+	h, err := openNS(filepath.Join(Dir, name), name)
+	if err != nil {
+		return nil, fmt.Errorf("netns: open %q: %w", name, err)
+	}
+	return h, nil
+}
+
+// OpenPath opens the network namespace file at path, such as
+// /proc/PID/ns/net or a bind mount made by another tool. A file that is not
+// a network namespace is refused with unix.EINVAL.
+func OpenPath(path string) (*Handle, error) {
+	h, err := openNS(path, "")
+	if err != nil {
+		return nil, fmt.Errorf("netns: open %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// OpenPID opens the network namespace of process pid.
+func OpenPID(pid int) (*Handle, error) {
+	return OpenPath(fmt.Sprintf("/proc/%d/ns/net", pid))
+}
+
+// Current opens the network namespace of the calling OS thread. For an
+// ordinary Go program that has not locked a thread into another namespace,
+// that is the namespace the process runs in.
+func Current() (*Handle, error) {
+	return OpenPath(threadNSPath)
+}
+
+func openNS(path, name string) (*Handle, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	// NS_GET_NSTYPE (Linux 4.11) tells a network namespace from any other
+	// file, including other namespace kinds.
+	t, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE)
+	if err != nil || t != unix.CLONE_NEWNET {
+		unix.Close(fd)
+		if err == nil || err == unix.ENOTTY {
+			err = unix.EINVAL
+		}
+		return nil, fmt.Errorf("not a network namespace: %w", err)
+	}
+	return newHandle(fd, name)
+}
+
+// List returns the names of the namespaces under [Dir], sorted, like
+// "ip netns list". A missing Dir means none.
+func List() ([]string, error) {
+	ents, err := os.ReadDir(Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("netns: list: %w", err)
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Do runs fn on an OS thread that is inside h's namespace and returns fn's
+// error. The calling goroutine's thread is never moved: fn runs on a fresh
+// goroutine locked to its own thread, which is switched back afterwards (or
+// discarded by the runtime if that fails). A panic in fn is re-raised in the
+// caller after the thread has been restored.
+//
+// Only code running on that thread is inside the namespace: goroutines that
+// fn starts run on other threads and do NOT inherit it. Sockets opened in fn
+// stay in the namespace for their whole life, wherever they are used later.
+// A nil h runs fn directly in the caller's current namespace. Entering a
+// namespace needs CAP_SYS_ADMIN.
+func (h *Handle) Do(fn func() error) error {
+	if h == nil {
+		return fn()
+	}
+	fd, err := h.FD()
+	if err != nil {
+		return err
+	}
+	type result struct {
+		err      error
+		panicked bool
+		panicVal any
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("netns: do in %s: %w", h, err)}
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("netns: enter %s: %w", h, err)}
+			return
+		}
+		var r result
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					r.panicked, r.panicVal = true, v
+				}
+			}()
+			r.err = fn()
+		}()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			// Leave the thread locked: the runtime ends it with this goroutine.
+			r.err = errors.Join(r.err, fmt.Errorf("netns: restore thread after %s: %w", h, err))
+			ch <- r
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- r
+	}()
+	r := <-ch
+	if r.panicked {
+		panic(r.panicVal)
+	}
+	return r.err
+}
+
+// Start starts cmd with its process inside h's namespace, the
+// "ip netns exec" equivalent (only the network namespace changes; unlike
+// ip netns exec, /sys and /etc/netns/NAME are not remounted). The child is
+// forked from a thread locked inside the namespace, so it starts there; the
+// caller's threads are not moved. Wait for it with cmd.Wait as usual. A nil h
+// starts cmd in the current namespace.
+func (h *Handle) Start(cmd *exec.Cmd) error {
+	return h.Do(cmd.Start)
+}
+
+// Run starts cmd inside h's namespace like [Handle.Start] and waits for it.
+func (h *Handle) Run(cmd *exec.Cmd) error {
+	if err := h.Start(cmd); err != nil {
+		return err
+	}
+	return cmd.Wait()
+}
