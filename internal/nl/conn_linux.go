@@ -1,0 +1,136 @@
+package nl
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/mdlayher/netlink"
+	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Conn is a route netlink socket opened inside one namespace. It is not safe
+// for concurrent use: each operation dials its own, or owns one for its
+// whole duration.
+type Conn struct {
+	c *netlink.Conn
+}
+
+// Dial opens a route netlink socket inside ns (nil: the caller's current
+// namespace) without moving the caller's thread: the socket is created on a
+// locked helper thread and keeps its namespace for life. Extended
+// acknowledgements are on, so kernel error messages reach the caller, and
+// strict checking, so dumps can be filtered in the kernel.
+func Dial(ns *netns.Handle) (*Conn, error) {
+	cfg := &netlink.Config{Strict: true}
+	if ns != nil {
+		fd, err := ns.FD()
+		if err != nil {
+			return nil, err
+		}
+		cfg.NetNS = fd
+	}
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dial rtnetlink in %s: %w", ns, err)
+	}
+	return &Conn{c: c}, nil
+}
+
+// Close closes the socket.
+func (c *Conn) Close() error { return c.c.Close() }
+
+// Request is one rtnetlink request: a message type, flags beyond
+// NLM_F_REQUEST, and the marshalled body.
+type Request struct {
+	Type  uint16
+	Flags netlink.HeaderFlags
+	Data  []byte
+}
+
+func (r Request) isDump() bool { return r.Flags&netlink.Dump == netlink.Dump }
+
+// Do sends all requests in one sendmsg and collects, for each, its reply
+// messages and its error. The kernel handles the requests in order and goes
+// on after a failure, so a batch must only hold requests that are each fine
+// on their own; callers use the per-request errors to know what took effect.
+//
+// Every non-dump request is sent with NLM_F_ACK, so each one ends with
+// exactly one acknowledgement or error, and a dump ends with NLMSG_DONE:
+// that is how replies are matched to requests without trusting sequence
+// numbers across datagrams.
+func (c *Conn) Do(reqs ...Request) (replies [][]netlink.Message, errs []error, err error) {
+	msgs := make([]netlink.Message, len(reqs))
+	for i, r := range reqs {
+		flags := netlink.Request | r.Flags
+		if !r.isDump() {
+			flags |= netlink.Acknowledge
+		}
+		msgs[i] = netlink.Message{Header: netlink.Header{Type: netlink.HeaderType(r.Type), Flags: flags}, Data: r.Data}
+	}
+	if len(msgs) == 1 {
+		_, err = c.c.Send(msgs[0])
+	} else {
+		_, err = c.c.SendMessages(msgs)
+	}
+	if err != nil {
+		return nil, nil, Wrap(err)
+	}
+	replies = make([][]netlink.Message, len(reqs))
+	errs = make([]error, len(reqs))
+	for i := 0; i < len(reqs); {
+		got, rerr := c.c.Receive()
+		if rerr != nil {
+			var oe *netlink.OpError
+			if !errors.As(rerr, &oe) || oe.Op != "receive" || !isErrno(oe.Err) {
+				return replies, errs, Wrap(rerr) // the socket itself failed
+			}
+			errs[i] = Wrap(rerr)
+			i++
+			continue
+		}
+		if reqs[i].isDump() {
+			replies[i] = got // Receive gathers a multi-part dump up to DONE
+			i++
+			continue
+		}
+		for _, m := range got {
+			if m.Header.Type == netlink.Error {
+				i++ // the acknowledgement that ends request i
+				continue
+			}
+			if i < len(reqs) {
+				replies[i] = append(replies[i], m)
+			}
+		}
+	}
+	return replies, errs, nil
+}
+
+func isErrno(err error) bool {
+	var errno unix.Errno
+	return errors.As(err, &errno)
+}
+
+// Exec sends the requests as one batch and returns the first error,
+// whatever it was (socket or request).
+func (c *Conn) Exec(reqs ...Request) error {
+	_, errs, err := c.Do(reqs...)
+	if err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+// Query sends one request and returns its replies.
+func (c *Conn) Query(r Request) ([]netlink.Message, error) {
+	replies, errs, err := c.Do(r)
+	if err != nil {
+		return nil, err
+	}
+	return replies[0], errs[0]
+}
+
+// NativeEndian is the byte order of rtnetlink's fixed headers.
+var NativeEndian = binary.NativeEndian

@@ -1,0 +1,70 @@
+package nl
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+)
+
+// ErrInvalidName is matched by the error for a malformed interface name.
+var ErrInvalidName = errors.New("invalid interface name")
+
+// MaxIfNameLen is IFNAMSIZ-1: the kernel refuses longer names with ERANGE.
+const MaxIfNameLen = 15
+
+// CheckIfName reports what is wrong with an interface name, before the kernel
+// sees it, with the rules of the kernel's dev_valid_name.
+func CheckIfName(name string) error {
+	var why string
+	switch {
+	case name == "":
+		why = "empty"
+	case len(name) > MaxIfNameLen:
+		why = fmt.Sprintf("%d bytes, more than %d", len(name), MaxIfNameLen)
+	case name == "." || name == "..":
+		why = "is . or .."
+	case strings.ContainsAny(name, "/: \t\n\r\v\f\x00"):
+		why = "contains /, :, NUL or white space"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w %q: %s", ErrInvalidName, name, why)
+}
+
+// kernelError keeps the *netlink.OpError → syscall.Errno chain and adds the
+// mapping callers expect from a link, address or route that is not there:
+// ENODEV (no such link), EADDRNOTAVAIL (no such address) and ESRCH (no such
+// route) match os.ErrNotExist as ENOENT does.
+type kernelError struct{ err error }
+
+func (e *kernelError) Error() string { return e.err.Error() }
+func (e *kernelError) Unwrap() error { return e.err }
+
+func (e *kernelError) Is(target error) bool {
+	if target != os.ErrNotExist {
+		return false
+	}
+	var errno syscall.Errno
+	if !errors.As(e.err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.ENODEV, syscall.EADDRNOTAVAIL, syscall.ESRCH, syscall.ENOENT:
+		return true
+	}
+	return false
+}
+
+// Wrap gives a kernel error the os.ErrNotExist mapping; nil stays nil.
+func Wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ke *kernelError
+	if errors.As(err, &ke) {
+		return err
+	}
+	return &kernelError{err}
+}

@@ -1,0 +1,35 @@
+// Package veth creates veth pairs and operates on links of any kind: list,
+// look up, set up or down, move to another namespace, delete. It is the
+// "ip link" equivalent, over rtnetlink and without a process.
+//
+// # Create in place
+//
+// [Create] makes the pair in one RTM_NEWLINK with the peer created directly
+// inside its namespace, optionally already up: no create-then-move, which
+// would cost an RCU grace period and bring the moved link down again.
+//
+// # Any link kind
+//
+// [List], [Lookup], [SetUp], [SetDown], [Move] and [Delete] work on every
+// link kind (veth, bridge, macvlan, vxlan, lo, physical NICs), not only on
+// veth links. [Move] behaves as the kernel makes it: the moved link arrives
+// down and without addresses, and since interface indexes are per
+// namespace, look it up again by name in the target namespace.
+//
+// # Namespaces
+//
+// Every function takes the namespace it acts in as a *netns.Handle; nil is
+// the caller's current namespace. The calling thread never changes
+// namespace: the netlink socket is opened inside the target one.
+//
+// # Errors
+//
+// Interface names are checked before the kernel sees them (1 to 15 bytes,
+// no '/', ':', white space or NUL, not "." or ".."); a bad one gives an error
+// matching [ErrInvalidName]. A missing link matches os.ErrNotExist (the
+// kernel's ENODEV), an existing name os.ErrExist, a lack of CAP_NET_ADMIN
+// os.ErrPermission. Errors name the package, the operation and the link, and
+// keep the kernel's extended acknowledgement text when it sends one.
+//
+// All functions are safe for concurrent use.
+package veth

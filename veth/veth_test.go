@@ -1,0 +1,239 @@
+package veth_test
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/veth"
+)
+
+func TestMain(m *testing.M) { sandbox.Main(m) }
+
+// ipLink is the part of "ip -j link show" compared with Link.
+type ipLink struct {
+	Ifindex     int      `json:"ifindex"`
+	Ifname      string   `json:"ifname"`
+	Flags       []string `json:"flags"`
+	MTU         int      `json:"mtu"`
+	Operstate   string   `json:"operstate"`
+	Address     string   `json:"address"`
+	Link        string   `json:"link"`
+	LinkIndex   int      `json:"link_index"`
+	LinkNetnsid *int     `json:"link_netnsid"`
+	Info        *struct {
+		Kind string `json:"info_kind"`
+	} `json:"linkinfo"`
+}
+
+func ipLinks(t *testing.T, nsName string) map[string]ipLink {
+	t.Helper()
+	args := []string{"-j", "-d", "link", "show"}
+	if nsName != "" {
+		args = append([]string{"-n", nsName}, args...)
+	}
+	var links []ipLink
+	if err := json.Unmarshal([]byte(sandbox.Cmd(t, "ip", args...)), &links); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]ipLink{}
+	for _, l := range links {
+		m[l.Ifname] = l
+	}
+	return m
+}
+
+// TestCreatePeerInNamespace creates a pair with the peer inside a named
+// namespace, up, with MTU and MAC addresses, and checks every field
+// against ip -j -d link, on both sides.
+func TestCreatePeerInNamespace(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	sandbox.CheckLeaks(t)
+	ns, err := netns.New("veth-t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Delete("veth-t1")
+	defer ns.Close()
+
+	hw := net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
+	peerHW := net.HardwareAddr{0x02, 0, 0, 0, 0, 2}
+	err = veth.Create(nil, veth.Config{
+		Name: "vt-host", PeerName: "eth0", PeerNS: ns, MTU: 1400,
+		HardwareAddr: hw, PeerHardwareAddr: peerHW, Up: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer veth.Delete(nil, "vt-host")
+
+	host, err := veth.Lookup(nil, "vt-host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := veth.Lookup(ns, "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		l      veth.Link
+		nsName string
+		hw     net.HardwareAddr
+	}{{host, "", hw}, {peer, "veth-t1", peerHW}} {
+		want := ipLinks(t, c.nsName)[c.l.Name]
+		if c.l.Index != want.Ifindex || c.l.MTU != want.MTU || c.l.MTU != 1400 ||
+			c.l.HardwareAddr.String() != want.Address || c.l.HardwareAddr.String() != c.hw.String() ||
+			c.l.OperState != want.Operstate || c.l.Kind != want.Info.Kind || c.l.Kind != "veth" ||
+			c.l.PeerIndex != want.LinkIndex || want.LinkNetnsid == nil || c.l.PeerNetNSID != *want.LinkNetnsid {
+			t.Errorf("library: %+v\nip: %+v", c.l, want)
+		}
+		if !c.l.Up() || !strings.Contains(strings.Join(want.Flags, ","), "UP") {
+			t.Errorf("%s not up: %v", c.l.Name, want.Flags)
+		}
+	}
+	if host.PeerIndex != peer.Index || peer.PeerIndex != host.Index {
+		t.Errorf("peer indexes: host %d->%d, peer %d->%d", host.Index, host.PeerIndex, peer.Index, peer.PeerIndex)
+	}
+	if s := host.String(); !strings.Contains(s, "vt-host@if") || !strings.Contains(s, "mtu 1400") || !strings.Contains(s, "link/ether 02:00:00:00:00:01") {
+		t.Errorf("String:\n%s", s)
+	}
+
+	// List agrees with ip on the set of links.
+	links, err := veth.List(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want []string
+	for _, l := range links {
+		got = append(got, l.Name)
+	}
+	for name := range ipLinks(t, "veth-t1") {
+		want = append(want, name)
+	}
+	if diff := cmp.Diff(want, got, cmpSort); diff != "" {
+		t.Errorf("List (-ip +library):\n%s", diff)
+	}
+
+	// Down, then delete: the peer goes with it.
+	if err := veth.SetDown(ns, "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if ipLinks(t, "veth-t1")["eth0"].Operstate != "DOWN" {
+		t.Errorf("eth0 not down")
+	}
+	if err := veth.Delete(nil, "vt-host"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ipLinks(t, "veth-t1")["eth0"]; ok {
+		t.Errorf("peer survived Delete")
+	}
+}
+
+var cmpSort = cmp.Transformer("sort", func(in []string) []string {
+	out := append([]string(nil), in...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+})
+
+// TestMove moves an end into a namespace: it arrives down, found by name.
+func TestMove(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.CheckLeaks(t)
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if err := veth.Create(nil, veth.Config{Name: "mv0", PeerName: "mv1", Up: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer veth.Delete(nil, "mv0")
+	if err := veth.Move(nil, "mv1", ns); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := veth.Lookup(nil, "mv1"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("mv1 still here: %v", err)
+	}
+	l, err := veth.Lookup(ns, "mv1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Up() {
+		t.Errorf("moved link is up: %v", l)
+	}
+	if err := veth.SetUp(ns, "mv1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestErrors: every exported function with missing links, duplicates, bad
+// names, bad configs and closed handles; each error matches its promised
+// target and nothing changes.
+func TestErrors(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	sandbox.CheckLeaks(t)
+	if err := veth.Create(nil, veth.Config{Name: "e0", PeerName: "e1"}); err != nil {
+		t.Fatal(err)
+	}
+	defer veth.Delete(nil, "e0")
+	closed, _ := netns.NewAnonymous()
+	closed.Close()
+	before := sandbox.Cmd(t, "ip", "-d", "link")
+
+	for _, c := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"create duplicate", veth.Create(nil, veth.Config{Name: "e0", PeerName: "x1"}), os.ErrExist},
+		{"create duplicate peer", veth.Create(nil, veth.Config{Name: "x0", PeerName: "e1"}), os.ErrExist},
+		{"create long name", veth.Create(nil, veth.Config{Name: "sixteen-bytes-xx", PeerName: "p"}), veth.ErrInvalidName},
+		{"create empty peer", veth.Create(nil, veth.Config{Name: "a"}), veth.ErrInvalidName},
+		{"create slash", veth.Create(nil, veth.Config{Name: "a/b", PeerName: "p"}), veth.ErrInvalidName},
+		{"create same names", veth.Create(nil, veth.Config{Name: "a", PeerName: "a"}), veth.ErrInvalidConfig},
+		{"create bad mtu", veth.Create(nil, veth.Config{Name: "a", PeerName: "b", MTU: 20}), veth.ErrInvalidConfig},
+		{"create multicast mac", veth.Create(nil, veth.Config{Name: "a", PeerName: "b", HardwareAddr: net.HardwareAddr{1, 0, 0, 0, 0, 1}}), veth.ErrInvalidConfig},
+		{"create closed peer ns", veth.Create(nil, veth.Config{Name: "a", PeerName: "b", PeerNS: closed}), netns.ErrClosed},
+		{"create closed ns", veth.Create(closed, veth.Config{Name: "a", PeerName: "b"}), netns.ErrClosed},
+		{"lookup missing", lookupErr(nil, "nope"), os.ErrNotExist},
+		{"lookup bad name", lookupErr(nil, "a:b"), veth.ErrInvalidName},
+		{"lookup closed", lookupErr(closed, "e0"), netns.ErrClosed},
+		{"up missing", veth.SetUp(nil, "nope"), os.ErrNotExist},
+		{"down missing", veth.SetDown(nil, "nope"), os.ErrNotExist},
+		{"up bad name", veth.SetUp(nil, ".."), veth.ErrInvalidName},
+		{"delete missing", veth.Delete(nil, "nope"), os.ErrNotExist},
+		{"delete bad name", veth.Delete(nil, ""), veth.ErrInvalidName},
+		{"move missing", veth.Move(nil, "nope", closed), netns.ErrClosed},
+		{"move closed target", veth.Move(nil, "e0", closed), netns.ErrClosed},
+		{"list closed", listErr(closed), netns.ErrClosed},
+	} {
+		if !errors.Is(c.err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, c.err, c.want)
+		} else if !strings.HasPrefix(c.err.Error(), "veth: ") {
+			t.Errorf("%s: %q lacks the package prefix", c.name, c.err)
+		}
+	}
+	if err := veth.Move(nil, "e0", nil); err == nil {
+		t.Errorf("move to nil namespace succeeded")
+	}
+	if after := sandbox.Cmd(t, "ip", "-d", "link"); after != before {
+		t.Errorf("links changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func lookupErr(ns *netns.Handle, name string) error { _, err := veth.Lookup(ns, name); return err }
+func listErr(ns *netns.Handle) error                 { _, err := veth.List(ns); return err }
