@@ -68,3 +68,7 @@ func Wrap(err error) error {
 	}
 	return &kernelError{err}
 }
+
+// ErrInvalidPrefix is matched by the error for an address or prefix that
+// cannot be used.
+var ErrInvalidPrefix = errors.New("invalid prefix")

@@ -1,0 +1,223 @@
+package addr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ErrInvalidName is matched by the error for a malformed link name.
+var ErrInvalidName = nl.ErrInvalidName
+
+// ErrInvalidPrefix is matched by the error for an unusable address.
+var ErrInvalidPrefix = nl.ErrInvalidPrefix
+
+// ErrDADFailed is matched by WaitReady's error when duplicate address
+// detection found the address in use on the link.
+var ErrDADFailed = errors.New("duplicate address detected")
+
+// Address is one address of a link, as "ip address show" lists it.
+type Address struct {
+	Prefix    netip.Prefix // the address and its prefix length
+	LinkIndex int
+	Broadcast netip.Addr // IPv4 only; invalid if none
+	Scope     uint8      // RT_SCOPE_*: 0 global, 253 link, 254 host
+	Flags     uint32     // IFA_F_*: permanent, tentative, nodad, ...
+	Label     string     // IPv4 label, usually the link name
+}
+
+// Tentative reports whether the address is still in duplicate address
+// detection (IPv6), and so not yet usable as a source.
+func (a Address) Tentative() bool { return a.Flags&unix.IFA_F_TENTATIVE != 0 }
+
+// Config holds the options of an address; the zero value is what
+// "ip address add" does.
+type Config struct {
+	// NoDAD skips IPv6 duplicate address detection ("nodad"), so the
+	// address is usable at once. Ignored for IPv4.
+	NoDAD bool
+}
+
+// Add adds p to the link called link ("ip address add P dev LINK").
+func Add(ns *netns.Handle, link string, p netip.Prefix) error { return Config{}.Add(ns, link, p) }
+
+// Replace adds p to the link, or updates it if present
+// ("ip address replace").
+func Replace(ns *netns.Handle, link string, p netip.Prefix) error {
+	return Config{}.Replace(ns, link, p)
+}
+
+// Add adds p to the link with c's options. An address already there
+// matches os.ErrExist.
+func (c Config) Add(ns *netns.Handle, link string, p netip.Prefix) error {
+	return c.change(ns, "add", link, p, false)
+}
+
+// Replace is Add that updates an existing address instead of failing.
+func (c Config) Replace(ns *netns.Handle, link string, p netip.Prefix) error {
+	return c.change(ns, "replace", link, p, true)
+}
+
+func (c Config) change(ns *netns.Handle, op, link string, p netip.Prefix, replace bool) error {
+	var flags uint32
+	if c.NoDAD && p.Addr().Is6() {
+		flags |= unix.IFA_F_NODAD
+	}
+	return do(ns, op, link, p, func(index int) nl.Request { return nl.NewAddr(index, p, flags, replace) })
+}
+
+// Delete removes p from the link ("ip address del P dev LINK"). A missing
+// address matches os.ErrNotExist.
+func Delete(ns *netns.Handle, link string, p netip.Prefix) error {
+	return do(ns, "delete", link, p, func(index int) nl.Request { return nl.DelAddr(index, p) })
+}
+
+// Validate reports what makes p unusable as an interface address, or nil.
+// The error matches ErrInvalidPrefix.
+func Validate(p netip.Prefix) error {
+	a := p.Addr()
+	switch {
+	case !p.IsValid():
+		return fmt.Errorf("%w: %v: not a valid prefix", ErrInvalidPrefix, p)
+	case a.Is4In6():
+		return fmt.Errorf("%w: %v: IPv4-mapped IPv6 address, use the IPv4 form", ErrInvalidPrefix, p)
+	case a.Zone() != "":
+		return fmt.Errorf("%w: %v: has a zone", ErrInvalidPrefix, p)
+	case a.IsUnspecified():
+		return fmt.Errorf("%w: %v: unspecified address", ErrInvalidPrefix, p)
+	case a.IsMulticast():
+		return fmt.Errorf("%w: %v: multicast address", ErrInvalidPrefix, p)
+	}
+	return nil
+}
+
+func do(ns *netns.Handle, op, link string, p netip.Prefix, req func(index int) nl.Request) error {
+	if err := nl.CheckIfName(link); err != nil {
+		return fmt.Errorf("addr: %s %v: %w", op, p, err)
+	}
+	if err := Validate(p); err != nil {
+		return fmt.Errorf("addr: %s: %w", op, err)
+	}
+	c, err := nl.Dial(ns)
+	if err != nil {
+		return fmt.Errorf("addr: %s %v dev %s: %w", op, p, link, err)
+	}
+	defer c.Close()
+	index, err := c.LinkIndex(link)
+	if err == nil {
+		err = c.Exec(req(index))
+	}
+	if err != nil {
+		return fmt.Errorf("addr: %s %v dev %s: %w", op, p, link, err)
+	}
+	return nil
+}
+
+// List returns the addresses of the link called link in ns, or of every
+// link if link is "" ("ip address show [dev LINK]"). For one link the
+// kernel filters the dump itself.
+func List(ns *netns.Handle, link string) ([]Address, error) {
+	if link != "" {
+		if err := nl.CheckIfName(link); err != nil {
+			return nil, fmt.Errorf("addr: list: %w", err)
+		}
+	}
+	c, err := nl.Dial(ns)
+	if err != nil {
+		return nil, fmt.Errorf("addr: list: %w", err)
+	}
+	defer c.Close()
+	index := 0
+	if link != "" {
+		if index, err = c.LinkIndex(link); err != nil {
+			return nil, fmt.Errorf("addr: list dev %s: %w", link, err)
+		}
+	}
+	return list(c, index)
+}
+
+func list(c *nl.Conn, index int) ([]Address, error) {
+	msgs, err := c.Query(nl.DumpAddrs(0, index))
+	if err != nil {
+		return nil, fmt.Errorf("addr: list: %w", err)
+	}
+	var out []Address
+	for _, m := range msgs {
+		var am rtnetlink.AddressMessage
+		if err := am.UnmarshalBinary(m.Data); err != nil {
+			return nil, fmt.Errorf("addr: list: %w", err)
+		}
+		if index != 0 && int(am.Index) != index || am.Attributes == nil {
+			continue // a kernel without strict filtering sent them all
+		}
+		ip := am.Attributes.Local
+		if ip == nil {
+			ip = am.Attributes.Address
+		}
+		a := Address{
+			Prefix:    netip.PrefixFrom(nl.IPToAddr(ip), int(am.PrefixLength)),
+			LinkIndex: int(am.Index),
+			Scope:     am.Scope,
+			Flags:     am.Attributes.Flags | uint32(am.Flags),
+			Label:     am.Attributes.Label,
+		}
+		if am.Attributes.Broadcast != nil {
+			a.Broadcast = nl.IPToAddr(am.Attributes.Broadcast)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// WaitReady waits until p on the link has left the tentative state of
+// IPv6 duplicate address detection, polling every 10ms until ctx is done.
+// IPv4 addresses are ready at once. A failed detection matches
+// ErrDADFailed; an address not on the link, os.ErrNotExist.
+func WaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Prefix) error {
+	if err := nl.CheckIfName(link); err != nil {
+		return fmt.Errorf("addr: wait %v: %w", p, err)
+	}
+	c, err := nl.Dial(ns)
+	if err != nil {
+		return fmt.Errorf("addr: wait %v: %w", p, err)
+	}
+	defer c.Close()
+	index, err := c.LinkIndex(link)
+	if err != nil {
+		return fmt.Errorf("addr: wait %v dev %s: %w", p, link, err)
+	}
+	for {
+		addrs, err := list(c, index)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, a := range addrs {
+			if a.Prefix != p {
+				continue
+			}
+			found = true
+			if a.Flags&unix.IFA_F_DADFAILED != 0 {
+				return fmt.Errorf("addr: wait %v dev %s: %w", p, link, ErrDADFailed)
+			}
+			if !a.Tentative() {
+				return nil
+			}
+		}
+		if !found {
+			return fmt.Errorf("addr: wait %v dev %s: %w", p, link, nl.Wrap(unix.EADDRNOTAVAIL))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("addr: wait %v dev %s: %w", p, link, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

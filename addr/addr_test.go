@@ -1,0 +1,191 @@
+package addr_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/addr"
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/veth"
+)
+
+func TestMain(m *testing.M) { sandbox.Main(m) }
+
+type ipAddr struct {
+	Family    string `json:"family"`
+	Local     string `json:"local"`
+	Prefixlen int    `json:"prefixlen"`
+	Broadcast string `json:"broadcast"`
+	Scope     string `json:"scope"`
+	Tentative bool   `json:"tentative"`
+	Nodad     bool   `json:"nodad"`
+}
+
+func ipAddrs(t *testing.T, nsName, dev string) []ipAddr {
+	t.Helper()
+	var out []struct {
+		AddrInfo []ipAddr `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(sandbox.Cmd(t, "ip", "-n", nsName, "-j", "addr", "show", "dev", dev)), &out); err != nil {
+		t.Fatal(err)
+	}
+	return out[0].AddrInfo
+}
+
+func setup(t *testing.T) *netns.Handle {
+	ns := testnet.NewNS(t, "addr-t")
+	if err := veth.Create(ns, veth.Config{Name: "a0", PeerName: "a1", Up: true}); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+func TestAddListReplaceDelete(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	sandbox.CheckLeaks(t)
+	ns := setup(t)
+	v4 := netip.MustParsePrefix("10.0.0.1/24")
+	v4b := netip.MustParsePrefix("192.0.2.7/31")
+	v6 := netip.MustParsePrefix("fd00::1/64")
+	if err := addr.Add(ns, "a0", v4); err != nil {
+		t.Fatal(err)
+	}
+	if err := addr.Add(ns, "a0", v4b); err != nil {
+		t.Fatal(err)
+	}
+	if err := (addr.Config{NoDAD: true}).Add(ns, "a0", v6); err != nil {
+		t.Fatal(err)
+	}
+	got, err := addr.List(ns, "a0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a0, _ := veth.Lookup(ns, "a0")
+	byAddr := map[string]addr.Address{}
+	for _, a := range got {
+		if a.LinkIndex != a0.Index {
+			t.Errorf("address %v on link %d, want %d", a.Prefix, a.LinkIndex, a0.Index)
+		}
+		byAddr[a.Prefix.Addr().String()] = a
+	}
+	ip := ipAddrs(t, "addr-t", "a0")
+	if len(ip) != len(got) {
+		t.Fatalf("library %v, ip %+v", got, ip)
+	}
+	for _, w := range ip {
+		g, ok := byAddr[w.Local]
+		brd := ""
+		if g.Broadcast.IsValid() {
+			brd = g.Broadcast.String()
+		}
+		if !ok || g.Prefix.Bits() != w.Prefixlen || brd != w.Broadcast || g.Tentative() != w.Tentative {
+			t.Errorf("ip %+v, library %+v", w, g)
+		}
+	}
+	if byAddr["10.0.0.1"].Broadcast != netip.MustParseAddr("10.0.0.255") || byAddr["192.0.2.7"].Broadcast.IsValid() {
+		t.Errorf("broadcast: %v", byAddr)
+	}
+	if byAddr["fd00::1"].Flags&0x02 == 0 { // IFA_F_NODAD
+		t.Errorf("nodad not set: %+v", ip)
+	}
+	// Same broadcast as ip(8) gives with "brd +".
+	sandbox.Cmd(t, "ip", "-n", "addr-t", "addr", "add", "198.51.100.1/24", "brd", "+", "dev", "a1")
+	if b := ipAddrs(t, "addr-t", "a1"); len(b) == 0 || b[0].Broadcast != "198.51.100.255" {
+		t.Errorf("ip's own broadcast: %+v", b)
+	}
+
+	if err := addr.Add(ns, "a0", v4); !errors.Is(err, os.ErrExist) {
+		t.Errorf("duplicate Add: %v, want ErrExist", err)
+	}
+	if err := addr.Replace(ns, "a0", v4); err != nil {
+		t.Errorf("Replace: %v", err)
+	}
+	for _, p := range []netip.Prefix{v4, v4b, v6} {
+		if err := addr.Delete(ns, "a0", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := ipAddrs(t, "addr-t", "a0"); len(left) != 1 || left[0].Family != "inet6" || !strings.HasPrefix(left[0].Local, "fe80::") {
+		t.Errorf("left after delete: %+v", left)
+	}
+	if err := addr.Delete(ns, "a0", v4); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("second Delete: %v, want ErrNotExist", err)
+	}
+	all, err := addr.List(ns, "")
+	if err != nil || len(all) < 3 { // lo's two, a0's link-local, a1's ...
+		t.Errorf("List all: %v %v", all, err)
+	}
+}
+
+func TestWaitReady(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	ns := setup(t)
+	p := netip.MustParsePrefix("fd00::5/64")
+	if err := addr.Add(ns, "a0", p); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := addr.WaitReady(ctx, ns, "a0", p); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range ipAddrs(t, "addr-t", "a0") {
+		if a.Local == "fd00::5" && a.Tentative {
+			t.Errorf("still tentative per ip: %+v", a)
+		}
+	}
+	expired, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if err := addr.WaitReady(expired, ns, "a0", netip.MustParsePrefix("fd00::9/64")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("wait for missing address: %v", err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	sandbox.CheckLeaks(t)
+	ns := setup(t)
+	closed, _ := netns.NewAnonymous()
+	closed.Close()
+	before := sandbox.Cmd(t, "ip", "-n", "addr-t", "addr")
+	p := netip.MustParsePrefix("10.1.0.1/24")
+	for _, c := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"missing link", addr.Add(ns, "nope", p), os.ErrNotExist},
+		{"bad link name", addr.Add(ns, "way-too-long-name", p), addr.ErrInvalidName},
+		{"zero prefix", addr.Add(ns, "a0", netip.Prefix{}), addr.ErrInvalidPrefix},
+		{"unspecified", addr.Add(ns, "a0", netip.MustParsePrefix("0.0.0.0/8")), addr.ErrInvalidPrefix},
+		{"multicast", addr.Add(ns, "a0", netip.MustParsePrefix("224.0.0.1/24")), addr.ErrInvalidPrefix},
+		{"mapped", addr.Add(ns, "a0", netip.MustParsePrefix("::ffff:10.0.0.1/120")), addr.ErrInvalidPrefix},
+		{"delete missing", addr.Delete(ns, "a0", p), os.ErrNotExist},
+		{"closed", addr.Add(closed, "a0", p), netns.ErrClosed},
+		{"list missing link", listErr(ns, "nope"), os.ErrNotExist},
+		{"list closed", listErr(closed, ""), netns.ErrClosed},
+		{"wait bad name", addr.WaitReady(context.Background(), ns, "", p), addr.ErrInvalidName},
+	} {
+		if !errors.Is(c.err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, c.err, c.want)
+		} else if !strings.HasPrefix(c.err.Error(), "addr: ") {
+			t.Errorf("%s: %q lacks the package prefix", c.name, c.err)
+		}
+	}
+	if after := sandbox.Cmd(t, "ip", "-n", "addr-t", "addr"); after != before {
+		t.Errorf("addresses changed:\n%s\n---\n%s", before, after)
+	}
+}
+
+func listErr(ns *netns.Handle, link string) error { _, err := addr.List(ns, link); return err }

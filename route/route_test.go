@@ -1,0 +1,223 @@
+package route_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/addr"
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/route"
+	"github.com/nsnet/nsnet/veth"
+)
+
+func TestMain(m *testing.M) { sandbox.Main(m) }
+
+type ipRoute struct {
+	Dst      string `json:"dst"`
+	Gateway  string `json:"gateway"`
+	Dev      string `json:"dev"`
+	Protocol string `json:"protocol"`
+	Scope    string `json:"scope"`
+	Metric   int    `json:"metric"`
+}
+
+func ipRoutes(t *testing.T, nsName string, v6 bool) []ipRoute {
+	t.Helper()
+	args := []string{"-n", nsName, "-j"}
+	if v6 {
+		args = append(args, "-6")
+	}
+	var rs []ipRoute
+	if err := json.Unmarshal([]byte(sandbox.Cmd(t, "ip", append(args, "route", "show")...)), &rs); err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// pair builds the tutorial's middle steps with the library: two named
+// namespaces, a veth pair between them (peer created inside), both up,
+// 10.0.0.1/24 and 10.0.0.2/24, and a default route via 10.0.0.1 inside.
+func pair(t *testing.T) (host, ns *netns.Handle) {
+	host = testnet.NewNS(t, "rt-host")
+	ns = testnet.NewNS(t, "rt-ns")
+	if err := veth.Create(host, veth.Config{Name: "veth-a", PeerName: "veth-b", PeerNS: ns, Up: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := addr.Add(host, "veth-a", netip.MustParsePrefix("10.0.0.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := addr.Add(ns, "veth-b", netip.MustParsePrefix("10.0.0.2/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := route.AddDefault(ns, netip.MustParseAddr("10.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	return host, ns
+}
+
+func TestTutorialMiddleSteps(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	sandbox.RequireCmd(t, "ping")
+	sandbox.CheckLeaks(t)
+	host, ns := pair(t)
+
+	// ip -j route agrees with route.List, field by field.
+	got, err := route.List(ns, &route.Filter{Family: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ipRoutes(t, "rt-ns", false)
+	if len(got) != len(want) || len(got) != 2 {
+		t.Fatalf("routes: library %v, ip %+v", got, want)
+	}
+	peer, err := veth.Lookup(ns, "veth-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range want {
+		g := got[i]
+		dst := g.Dst.String()
+		if g.Dst.Bits() == 0 {
+			dst = "default"
+		} else if g.Dst.Bits() == 32 {
+			dst = g.Dst.Addr().String()
+		}
+		gw := ""
+		if g.Gateway.IsValid() {
+			gw = g.Gateway.String()
+		}
+		if dst != w.Dst || gw != w.Gateway || g.LinkIndex != peer.Index || w.Dev != "veth-b" || g.Metric != w.Metric {
+			t.Errorf("route %d: library %v (if%d), ip %+v", i, g, g.LinkIndex, w)
+		}
+	}
+	// ip route get and route.Get agree.
+	r, err := route.Get(ns, netip.MustParseAddr("203.0.113.9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Gateway != netip.MustParseAddr("10.0.0.1") || r.LinkIndex != peer.Index || r.Src != netip.MustParseAddr("10.0.0.2") {
+		t.Errorf("Get = %+v", r)
+	}
+	ipGet := sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "get", "203.0.113.9")
+	if !strings.Contains(ipGet, "via 10.0.0.1 dev veth-b src 10.0.0.2") {
+		t.Errorf("ip route get: %s", ipGet)
+	}
+
+	// Real traffic, both ways: ping and a TCP echo.
+	if !testnet.Ping(t, "rt-ns", "10.0.0.1") || !testnet.Ping(t, "rt-host", "10.0.0.2") {
+		t.Fatal("ping failed")
+	}
+	testnet.Listen(t, host, "10.0.0.1:7001")
+	testnet.Listen(t, ns, "10.0.0.2:7002")
+	if from, err := testnet.Echo(ns, "10.0.0.1:7001"); err != nil || from != "10.0.0.2" {
+		t.Errorf("echo ns->host: from %q, %v", from, err)
+	}
+	if from, err := testnet.Echo(host, "10.0.0.2:7002"); err != nil || from != "10.0.0.1" {
+		t.Errorf("echo host->ns: from %q, %v", from, err)
+	}
+
+	// Delete the default route: the outside becomes unreachable.
+	if err := route.Delete(ns, route.Route{Dst: netip.MustParsePrefix("0.0.0.0/0")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := route.Get(ns, netip.MustParseAddr("203.0.113.9")); err == nil {
+		t.Errorf("route get after delete succeeded")
+	}
+	if err := route.Delete(ns, route.Route{Dst: netip.MustParsePrefix("0.0.0.0/0")}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("second delete: %v, want ErrNotExist", err)
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ping")
+	sandbox.CheckLeaks(t)
+	host, ns := pair(t)
+	a1, a2 := netip.MustParsePrefix("fd00::1/64"), netip.MustParsePrefix("fd00::2/64")
+	if err := addr.Add(host, "veth-a", a1); err != nil {
+		t.Fatal(err)
+	}
+	if err := addr.Add(ns, "veth-b", a2); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := addr.WaitReady(ctx, host, "veth-a", a1); err != nil {
+		t.Fatal(err)
+	}
+	if err := addr.WaitReady(ctx, ns, "veth-b", a2); err != nil {
+		t.Fatal(err)
+	}
+	if err := route.AddDefault(ns, netip.MustParseAddr("fd00::1")); err != nil {
+		t.Fatal(err)
+	}
+	rs := ipRoutes(t, "rt-ns", true)
+	found := false
+	for _, r := range rs {
+		found = found || (r.Dst == "default" && r.Gateway == "fd00::1")
+	}
+	if !found {
+		t.Errorf("ip -6 route: %+v", rs)
+	}
+	if !testnet.Ping(t, "rt-ns", "fd00::1") || !testnet.Ping(t, "rt-host", "fd00::2") {
+		t.Fatal("ping6 failed")
+	}
+	testnet.Listen(t, host, "[fd00::1]:7003")
+	if from, err := testnet.Echo(ns, "[fd00::1]:7003"); err != nil || from != "fd00::2" {
+		t.Errorf("echo6: from %q, %v", from, err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	sandbox.CheckLeaks(t)
+	_, ns := pair(t)
+	closed, _ := netns.NewAnonymous()
+	closed.Close()
+	before := sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all")
+	p := netip.MustParsePrefix
+	a := netip.MustParseAddr
+	for _, c := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"duplicate default", route.AddDefault(ns, a("10.0.0.1")), os.ErrExist},
+		{"zero dst", route.Add(ns, route.Route{}), route.ErrInvalidRoute},
+		{"host bits", route.Add(ns, route.Route{Dst: p("192.0.2.1/24"), Gateway: a("10.0.0.1")}), route.ErrInvalidRoute},
+		{"mixed families", route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), Gateway: a("fd00::1")}), route.ErrInvalidRoute},
+		{"missing link", route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), Link: "nope"}), os.ErrNotExist},
+		{"bad link name", route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), Link: "a b"}), route.ErrInvalidName},
+		{"missing route", route.Delete(ns, route.Route{Dst: p("198.51.100.0/24")}), os.ErrNotExist},
+		{"closed ns", route.Add(closed, route.Route{Dst: p("192.0.2.0/24"), Gateway: a("10.0.0.1")}), netns.ErrClosed},
+		{"get invalid", getErr(ns, netip.Addr{}), route.ErrInvalidRoute},
+		{"list bad family", listErr(ns, &route.Filter{Family: 5}), route.ErrInvalidRoute},
+		{"list closed", listErr(closed, nil), netns.ErrClosed},
+	} {
+		if !errors.Is(c.err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, c.err, c.want)
+		} else if !strings.HasPrefix(c.err.Error(), "route: ") {
+			t.Errorf("%s: %q lacks the package prefix", c.name, c.err)
+		}
+	}
+	// A gateway that is not on any connected network: the kernel says so.
+	if err := route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), Gateway: a("198.51.100.1")}); err == nil {
+		t.Errorf("unreachable gateway accepted")
+	}
+	if after := sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all"); after != before {
+		t.Errorf("routes changed:\n%s\n---\n%s", before, after)
+	}
+}
+
+func getErr(ns *netns.Handle, a netip.Addr) error     { _, err := route.Get(ns, a); return err }
+func listErr(ns *netns.Handle, f *route.Filter) error { _, err := route.List(ns, f); return err }
