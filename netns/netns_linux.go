@@ -108,6 +108,14 @@ func (h *Handle) Equal(o *Handle) bool {
 	return erra == nil && errb == nil && a == b
 }
 
+// ID returns the namespace's inode number, the number in "net:[N]": equal
+// IDs mean the same namespace while both are alive. A nil handle gives the
+// calling thread's current namespace's ID, or 0 if it cannot be read.
+func (h *Handle) ID() uint64 {
+	id, _ := h.identity()
+	return id.ino
+}
+
 type nsID struct{ dev, ino uint64 }
 
 func (h *Handle) identity() (nsID, error) {

@@ -62,3 +62,6 @@ func Current() (*Handle, error) { return nil, errUnsupported }
 
 // List returns an error wrapping errors.ErrUnsupported.
 func List() ([]string, error) { return nil, errUnsupported }
+
+// ID returns 0.
+func (h *Handle) ID() uint64 { return 0 }

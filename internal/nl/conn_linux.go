@@ -56,6 +56,10 @@ func (r Request) isDump() bool { return r.Flags&netlink.Dump == netlink.Dump }
 // on after a failure, so a batch must only hold requests that are each fine
 // on their own; callers use the per-request errors to know what took effect.
 //
+// A dump may only be the last request of a batch: the kernel answers the
+// requests after a dump while the dump is still being read, so their
+// replies would interleave with its parts.
+//
 // Every non-dump request is sent with NLM_F_ACK, so each one ends with
 // exactly one acknowledgement or error, and a dump ends with NLMSG_DONE:
 // that is how replies are matched to requests without trusting sequence
@@ -63,6 +67,9 @@ func (r Request) isDump() bool { return r.Flags&netlink.Dump == netlink.Dump }
 func (c *Conn) Do(reqs ...Request) (replies [][]netlink.Message, errs []error, err error) {
 	msgs := make([]netlink.Message, len(reqs))
 	for i, r := range reqs {
+		if r.isDump() && i != len(reqs)-1 {
+			return nil, nil, errors.New("nl: a dump must be the last request of a batch")
+		}
 		flags := netlink.Request | r.Flags
 		if !r.isDump() {
 			flags |= netlink.Acknowledge

@@ -135,8 +135,7 @@ type Veth struct {
 	MTU              int // 0: kernel default
 	HardwareAddr     []byte
 	PeerHardwareAddr []byte
-	Up               bool   // the first end comes up in the same request (see NewVeth)
-	Alias            string // IFLA_IFALIAS of the first end, "" for none
+	Up               bool // the first end comes up in the same request (see NewVeth)
 }
 
 // NewVeth is the RTM_NEWLINK that creates the pair with the peer made
@@ -159,9 +158,6 @@ func NewVeth(v Veth) Request {
 		Address: v.HardwareAddr,
 		Info:    &rtnetlink.LinkInfo{Kind: "veth", Data: &vethData{peer}},
 	}}
-	if v.Alias != "" {
-		m.Attributes.Alias = &v.Alias
-	}
 	// Only the first end can be created up: the kernel registers and
 	// configures the peer before it links the two, so opening the peer then
 	// fails with ENOTCONN (veth_open without a peer). Bring it up after.
@@ -190,4 +186,17 @@ func (v *vethData) Encode(ae *netlink.AttributeEncoder) error {
 	}
 	ae.Bytes(vethInfoPeer, b)
 	return nil
+}
+
+// GetLinkByIndex is RTM_GETLINK for one index.
+func GetLinkByIndex(index int) Request {
+	return linkRequest(unix.RTM_GETLINK, 0, &rtnetlink.LinkMessage{
+		Index: uint32(index), Attributes: &rtnetlink.LinkAttributes{ExtMask: &skipStats},
+	})
+}
+
+// SetAlias sets the ifalias of link index (the kernel ignores
+// IFLA_IFALIAS when creating a link).
+func SetAlias(index int, alias string) Request {
+	return SetLink(&rtnetlink.LinkMessage{Index: uint32(index), Attributes: &rtnetlink.LinkAttributes{Alias: &alias}})
 }

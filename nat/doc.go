@@ -1,0 +1,54 @@
+// Package nat connects a network namespace to the outside world through an
+// uplink with nftables NAT, in one call:
+//
+//	l, err := nat.Connect(ns, "eth0", netip.MustParsePrefix("10.0.0.0/24"))
+//	...
+//	defer l.Close()
+//
+// [Connect] does what the tutorial does by hand with ip(8), iptables(8) and
+// sysctl(8) — veth pair, addresses, links up, default route, masquerade and
+// forwarding rules, forwarding switched on — and [Link.Close] undoes exactly
+// that, so "nft list ruleset", the links, addresses, routes and sysctls read
+// as before. [Config] covers the rest (host namespace, names, addresses,
+// MTU, siblings).
+//
+// # Rules
+//
+// Every rule lives in the library's own table, "ip nsnet" ([TableName]),
+// made with the first Link and removed with the last. Per-link state goes
+// into nftables sets, so N links mean N set elements, not N rules: the
+// rule count and the per-packet work stay flat as links are added. No other
+// table, chain or rule is touched. The set elements carry the owning
+// process's pid and start time, as does the host veth's ifalias.
+//
+// # Secure by default
+//
+// A Link behaves like a home router: the namespace opens connections to
+// the outside and receives the replies; nothing unsolicited from outside
+// reaches it, even from a host that routes the namespace's prefix to the
+// uplink; packets from the namespace with a source outside its prefix are
+// dropped; and two connected namespaces cannot reach each other through the
+// host unless both set [Config.AllowSiblings]. These drops match only the
+// library's own links.
+//
+// # Forwarding
+//
+// IPv4 forwarding is turned on per link — on the host end of the veth and
+// on the uplink — rather than with the global net.ipv4.ip_forward switch.
+// The uplink's setting is restored when the last Link through it closes.
+//
+// # Coexistence
+//
+// An accept in one nftables table does not override a drop in another on
+// the same hook. On a host whose forward hook drops by policy elsewhere
+// (Docker's iptables FORWARD chain, for one), forwarded traffic of a Link is
+// still dropped there; see the README.
+//
+// # Errors
+//
+// Input is checked before the kernel is touched: [ErrInvalidConfig],
+// [ErrInvalidName] and [ErrOverlap] for what Connect refuses, os.ErrNotExist
+// for a missing uplink, os.ErrExist for a namespace already connected or a
+// veth name in use. A failure part-way undoes what was done and names the
+// step. Connect and Close are safe for concurrent use.
+package nat

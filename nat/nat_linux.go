@@ -1,0 +1,688 @@
+package nat
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ErrInvalidConfig is matched by the error for input Connect refuses before
+// touching the kernel: nil or host namespace, unusable prefix or
+// addresses, bad names.
+var ErrInvalidConfig = errors.New("invalid nat config")
+
+// ErrOverlap is matched by the error when the prefix overlaps an address or
+// route of the host, or the prefix of another live Link.
+var ErrOverlap = errors.New("prefix overlaps")
+
+// Config holds everything Connect can be told. The zero value is the
+// tutorial's set-up; Connect(ns, uplink, cidr) is Config{}.Connect.
+type Config struct {
+	// HostNS is the namespace holding the uplink and the host end of the
+	// veth pair, where the nftables rules go. nil: the caller's current
+	// namespace. Keep it open until the Link is closed.
+	HostNS *netns.Handle
+	// HostVeth names the host end; "" picks a unique "nsn-" name.
+	HostVeth string
+	// NSVeth names the end inside the namespace; "" means "eth0".
+	NSVeth string
+	// HostAddr and NSAddr are the two addresses, inside the prefix; the
+	// zero value means the first and second host address of it (10.0.0.1
+	// and 10.0.0.2 for 10.0.0.0/24). HostAddr is the namespace's gateway.
+	HostAddr, NSAddr netip.Addr
+	// MTU of the veth pair; 0 keeps the kernel default (1500).
+	MTU int
+	// AllowSiblings lets this link reach, and be reached by, other links
+	// that also set it. By default every Link is its own network: two
+	// connected namespaces cannot reach each other through the host.
+	AllowSiblings bool
+}
+
+// Link is one namespace connected to the outside through NAT. Its fields
+// say what Connect made; do not change them. Close undoes it all.
+type Link struct {
+	Prefix   netip.Prefix // the namespace's network
+	Uplink   string       // the host link its traffic leaves by
+	HostVeth string       // host end of the veth pair
+	NSVeth   string       // end inside the namespace
+	HostAddr netip.Prefix // address of HostVeth, the namespace's gateway
+	NSAddr   netip.Prefix // address of NSVeth
+
+	host      *netns.Handle // our own handle to HostNS (nil: current)
+	hostKey   uint64
+	nsKey     uint64
+	uplinkIdx int
+	elems     elements
+
+	mu     sync.Mutex
+	closed bool
+	err    error
+}
+
+func (l *Link) String() string {
+	return fmt.Sprintf("%s: %s (%s) <-> %s (%s) via %s", l.Prefix, l.HostVeth, l.HostAddr.Addr(), l.NSVeth, l.NSAddr.Addr(), l.Uplink)
+}
+
+// Connect gives the namespace ns a path to the outside world through the
+// link uplink of the current namespace, with cidr as its network:
+// Config{}.Connect(ns, uplink, cidr). An empty uplink means the link of the
+// default route.
+func Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+	return Config{}.Connect(ns, uplink, cidr)
+}
+
+// hostState is what this process knows of one host namespace: whether the
+// table is in place, the uplinks whose forwarding it turned on, and the
+// prefixes and namespaces of its live links.
+type hostState struct {
+	mu         sync.Mutex // serialises table creation and uplink refcounts
+	tableReady bool
+	uplinks    map[int]*uplinkRef
+	links      int
+}
+
+type uplinkRef struct {
+	users   int
+	restore bool // forwarding was off before us: turn it off after the last
+}
+
+var registry = struct {
+	sync.Mutex
+	hosts    map[uint64]*hostState
+	prefixes map[uint64][]netip.Prefix // host ns → live prefixes
+	nss      map[uint64]bool           // connected namespaces
+}{hosts: map[uint64]*hostState{}, prefixes: map[uint64][]netip.Prefix{}, nss: map[uint64]bool{}}
+
+// reserve records the prefix and namespace of a Link about to be made, so
+// that concurrent Connects cannot both take them.
+func reserve(hostKey, nsKey uint64, p netip.Prefix) (*hostState, error) {
+	registry.Lock()
+	defer registry.Unlock()
+	if registry.nss[nsKey] {
+		return nil, fmt.Errorf("namespace net:[%d] is already connected: %w", nsKey, os.ErrExist)
+	}
+	for _, q := range registry.prefixes[hostKey] {
+		if q.Overlaps(p) {
+			return nil, fmt.Errorf("%w: %v is used by another link", ErrOverlap, q)
+		}
+	}
+	registry.nss[nsKey] = true
+	registry.prefixes[hostKey] = append(registry.prefixes[hostKey], p)
+	hs := registry.hosts[hostKey]
+	if hs == nil {
+		hs = &hostState{uplinks: map[int]*uplinkRef{}}
+		registry.hosts[hostKey] = hs
+	}
+	return hs, nil
+}
+
+func release(hostKey, nsKey uint64, p netip.Prefix) {
+	registry.Lock()
+	defer registry.Unlock()
+	delete(registry.nss, nsKey)
+	ps := registry.prefixes[hostKey]
+	for i, q := range ps {
+		if q == p {
+			registry.prefixes[hostKey] = append(ps[:i:i], ps[i+1:]...)
+			break
+		}
+	}
+}
+
+// failHook, when set by tests, is called before each step of Connect and
+// Close; an error it returns fails that step.
+var failHook func(step string) error
+
+func hook(step string) error {
+	if failHook != nil {
+		return failHook(step)
+	}
+	return nil
+}
+
+// ownerMark is written on the host veth (as its ifalias) and on every set
+// element, so that Sweep can find what a dead process left behind.
+var ownerMark = func() string {
+	return fmt.Sprintf("nsnet pid=%d start=%d", os.Getpid(), processStart(os.Getpid()))
+}()
+
+func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (hostAddr, nsAddr netip.Addr, err error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case ns == nil:
+		return hostAddr, nsAddr, bad("namespace is nil (the host's own); give the namespace to connect")
+	case ns.Fd() < 0:
+		return hostAddr, nsAddr, fmt.Errorf("namespace: %w", netns.ErrClosed)
+	case cfg.HostNS != nil && cfg.HostNS.Fd() < 0:
+		return hostAddr, nsAddr, fmt.Errorf("host namespace: %w", netns.ErrClosed)
+	case ns.Equal(cfg.HostNS):
+		return hostAddr, nsAddr, bad("namespace %v is the host namespace itself", ns)
+	case !cidr.IsValid() || !cidr.Addr().Is4() || cidr.Addr().Zone() != "":
+		return hostAddr, nsAddr, bad("prefix %v is not an IPv4 prefix", cidr)
+	case cidr.Masked() != cidr:
+		return hostAddr, nsAddr, bad("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
+	case cidr.Bits() > 30:
+		return hostAddr, nsAddr, bad("prefix %v has no room for two hosts (at most /30)", cidr)
+	case cidr.Bits() < 8:
+		return hostAddr, nsAddr, bad("prefix %v is larger than /8", cidr)
+	case cidr.Addr().IsLoopback() || cidr.Addr().IsMulticast() || cidr.Addr().IsLinkLocalUnicast() ||
+		cidr.Addr().IsUnspecified() || cidr.Overlaps(netip.MustParsePrefix("240.0.0.0/4")):
+		return hostAddr, nsAddr, bad("prefix %v is loopback, multicast, link-local or reserved", cidr)
+	}
+	if uplink != "" {
+		if err := nl.CheckIfName(uplink); err != nil {
+			return hostAddr, nsAddr, fmt.Errorf("uplink: %w", err)
+		}
+	}
+	for _, n := range []string{cfg.HostVeth, cfg.NSVeth} {
+		if n != "" {
+			if err := nl.CheckIfName(n); err != nil {
+				return hostAddr, nsAddr, err
+			}
+		}
+	}
+	if cfg.MTU != 0 && (cfg.MTU < 576 || cfg.MTU > 65535) {
+		return hostAddr, nsAddr, bad("MTU %d outside 576..65535", cfg.MTU)
+	}
+	hostAddr, nsAddr = cfg.HostAddr, cfg.NSAddr
+	if !hostAddr.IsValid() {
+		hostAddr = cidr.Addr().Next()
+	}
+	if !nsAddr.IsValid() {
+		nsAddr = hostAddr.Next()
+		if nsAddr == lastAddr(cidr) {
+			nsAddr = cidr.Addr().Next()
+		}
+	}
+	for _, a := range []netip.Addr{hostAddr, nsAddr} {
+		if !cidr.Contains(a) || a == cidr.Addr() || a == lastAddr(cidr) {
+			return hostAddr, nsAddr, bad("address %v is not a host address of %v", a, cidr)
+		}
+	}
+	if hostAddr == nsAddr {
+		return hostAddr, nsAddr, bad("host and namespace addresses are both %v", hostAddr)
+	}
+	return hostAddr, nsAddr, nil
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(b)
+}
+
+func randomVethName() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 11)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return "nsn-" + string(b)
+}
+
+// Connect connects ns to the outside world through uplink (in c.HostNS;
+// "" for the link of the default route), giving it the network cidr. It is
+// the tutorial in one call:
+//
+//  1. checks everything before touching the kernel: ns is given and not
+//     the host namespace, cidr is an IPv4 prefix with room for two hosts
+//     and overlaps no address or route of the host nor another live Link,
+//     the uplink exists, is up and has an IPv4 address;
+//  2. creates the veth pair with its peer made inside ns, both ends up
+//     (and lo inside), the two addresses, and ns's default route via the
+//     host end;
+//  3. turns on IPv4 forwarding for exactly the host end and the uplink
+//     (per link; the global ip_forward switch is left alone), restoring the
+//     uplink's setting when its last Link closes;
+//  4. adds the link to the sets of the library's nftables table: masquerade
+//     for cidr leaving by the uplink, forwarding out of the link, replies
+//     back in, nothing unsolicited, no spoofed sources, no traffic between
+//     links unless AllowSiblings.
+//
+// A failure part-way undoes what was done and returns the first error,
+// naming the step. Needs CAP_NET_ADMIN in both namespaces. Safe for
+// concurrent use with other Connects and Closes.
+func (c Config) Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+	l, err := c.connect(ns, uplink, cidr)
+	if err != nil {
+		return nil, fmt.Errorf("nat: connect %v: %w", cidr, err)
+	}
+	return l, nil
+}
+
+func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+	hostAddr, nsAddr, err := c.validate(ns, uplink, cidr)
+	if err != nil {
+		return nil, err
+	}
+	l := &Link{
+		Prefix:   cidr,
+		HostVeth: c.HostVeth,
+		NSVeth:   c.NSVeth,
+		HostAddr: netip.PrefixFrom(hostAddr, cidr.Bits()),
+		NSAddr:   netip.PrefixFrom(nsAddr, cidr.Bits()),
+		hostKey:  c.HostNS.ID(),
+		nsKey:    ns.ID(),
+	}
+	if l.HostVeth == "" {
+		l.HostVeth = randomVethName()
+	}
+	if l.NSVeth == "" {
+		l.NSVeth = "eth0"
+	}
+
+	hc, err := nl.Dial(c.HostNS)
+	if err != nil {
+		return nil, err
+	}
+	defer hc.Close()
+	up, err := inspectHost(hc, uplink, cidr)
+	if err != nil {
+		return nil, err
+	}
+	l.Uplink, l.uplinkIdx = up.name, up.index
+
+	hs, err := reserve(l.hostKey, l.nsKey, cidr)
+	if err != nil {
+		return nil, err
+	}
+	var undo []func() error
+	fail := func(step string, err error) (*Link, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]() // best effort: the first error is the one returned
+		}
+		release(l.hostKey, l.nsKey, cidr)
+		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	if c.HostNS != nil {
+		if l.host, err = netns.OpenPath(fmt.Sprintf("/proc/self/fd/%d", c.HostNS.Fd())); err != nil {
+			return fail("host namespace", err)
+		}
+		undo = append(undo, l.host.Close)
+	}
+	nc, err := nl.Dial(ns)
+	if err != nil {
+		return fail("namespace", err)
+	}
+	defer nc.Close()
+
+	// Step: the veth pair, host end up, and its index (one round trip).
+	if err := hook("veth"); err != nil {
+		return fail("veth", err)
+	}
+	replies, errs, err := hc.Do(
+		nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: ns.Fd(), MTU: c.MTU, Up: true}),
+		nl.GetLinkByName(l.HostVeth))
+	if err == nil {
+		err = errs[0]
+	}
+	if err != nil {
+		return fail("veth "+l.HostVeth+" peer "+l.NSVeth, err)
+	}
+	undo = append(undo, func() error { return hc.Exec(nl.DeleteLink(0, l.HostVeth)) })
+	hostIdx, err := indexOf(replies[1], errs[1])
+	if err != nil {
+		return fail("veth", err)
+	}
+
+	// Step: lo and the namespace end up, and its index.
+	if err := hook("namespace links"); err != nil {
+		return fail("namespace links", err)
+	}
+	replies, errs, err = nc.Do(nl.SetLinkUp(0, "lo", true), nl.SetLinkUp(0, l.NSVeth, true), nl.GetLinkByName(l.NSVeth))
+	if err == nil {
+		err = errors.Join(errs...)
+	}
+	if err != nil {
+		return fail("namespace links", err)
+	}
+	nsIdx, _ := indexOf(replies[2], nil)
+
+	// Step: host address and forwarding on the host end and the uplink.
+	if err := hook("host address"); err != nil {
+		return fail("host address", err)
+	}
+	// The kernel ignores IFLA_IFALIAS on creation, so the owner mark goes
+	// here, by index: never by name in a batch after the create, which
+	// would mark a user's link of that name if the create had failed.
+	reqs := []nl.Request{
+		nl.NewAddr(hostIdx, l.HostAddr, 0, false), nl.SetForwarding(hostIdx, true), nl.SetAlias(hostIdx, ownerMark),
+	}
+	hs.mu.Lock()
+	ref := hs.uplinks[up.index]
+	if ref == nil {
+		ref = &uplinkRef{restore: !up.forwarding}
+		hs.uplinks[up.index] = ref
+		if ref.restore {
+			reqs = append(reqs, nl.SetForwarding(up.index, true))
+		}
+	}
+	ref.users++
+	hs.mu.Unlock()
+	undo = append(undo, func() error { return hs.releaseUplink(hc, up.index) })
+	if err := hc.Exec(reqs...); err != nil {
+		return fail("host address and forwarding", err)
+	}
+
+	// Step: namespace address and default route.
+	if err := hook("namespace address"); err != nil {
+		return fail("namespace address", err)
+	}
+	err = nc.Exec(nl.NewAddr(nsIdx, l.NSAddr, 0, false),
+		nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: hostAddr,
+			Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
+	if err != nil {
+		return fail("namespace address and route", err)
+	}
+
+	// Step: nftables, one transaction.
+	if err := hook("nftables"); err != nil {
+		return fail("nftables", err)
+	}
+	l.elems = linkElements(l, ownerMark, c.AllowSiblings)
+	if err := hs.addElements(c.HostNS, l.elems); err != nil {
+		return fail("nftables", err)
+	}
+	hs.mu.Lock()
+	hs.links++
+	hs.mu.Unlock()
+	return l, nil
+}
+
+func indexOf(msgs []netlink.Message, err error) (int, error) {
+	if err != nil {
+		return 0, err
+	}
+	if len(msgs) != 1 {
+		return 0, fmt.Errorf("link lookup: %d replies", len(msgs))
+	}
+	link, err := nl.DecodeLink(msgs[0].Data)
+	return int(link.Index), err
+}
+
+// releaseUplink drops one user of the uplink and turns its forwarding back
+// off after the last user if it was off before the first.
+func (hs *hostState) releaseUplink(hc *nl.Conn, index int) error {
+	hs.mu.Lock()
+	ref := hs.uplinks[index]
+	if ref == nil {
+		hs.mu.Unlock()
+		return nil
+	}
+	ref.users--
+	last := ref.users == 0
+	if last {
+		delete(hs.uplinks, index)
+	}
+	hs.mu.Unlock()
+	if last && ref.restore {
+		return hc.Exec(nl.SetForwarding(index, false))
+	}
+	return nil
+}
+
+// nftConn opens an nftables connection in the host namespace. A fresh one
+// per transaction: a Conn that failed to serialise a message stays failed.
+func nftConn(host *netns.Handle) (*nftables.Conn, error) {
+	if host == nil {
+		return nftables.New()
+	}
+	fd, err := host.FD()
+	if err != nil {
+		return nil, err
+	}
+	return nftables.New(nftables.WithNetNSFd(fd))
+}
+
+// addElements adds a link's elements in one transaction, creating the
+// table first if this process has not seen it yet. The table is created
+// with NLM_F_EXCL in the same transaction as the elements, so if another
+// process made it meanwhile the whole transaction fails and is retried with
+// the elements alone; if it vanished (nft flush ruleset), the retry goes the
+// other way.
+func (hs *hostState) addElements(host *netns.Handle, e elements) error {
+	hs.mu.Lock()
+	withTable := !hs.tableReady
+	hs.mu.Unlock()
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = flush(host, func(c *nftables.Conn) error {
+			if withTable {
+				if err := addSkeleton(c); err != nil {
+					return err
+				}
+			}
+			return e.apply(c, true)
+		})
+		switch {
+		case err == nil:
+			hs.mu.Lock()
+			hs.tableReady = true
+			hs.mu.Unlock()
+			return nil
+		case withTable && errors.Is(err, unix.EEXIST):
+			withTable = false
+		case !withTable && errors.Is(err, unix.ENOENT):
+			withTable = true
+		default:
+			return err
+		}
+	}
+	return err
+}
+
+func flush(host *netns.Handle, queue func(*nftables.Conn) error) error {
+	c, err := nftConn(host)
+	if err != nil {
+		return err
+	}
+	if err := queue(c); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// Close undoes everything Connect made, in reverse order: the set
+// elements (and the library's table with the last link of the process when
+// no other process has links in it), the uplink's forwarding setting if
+// this was its last user and it was off before, and the veth pair, which
+// takes its addresses and the namespace's route with it. The namespace
+// itself belongs to the caller and stays. Close goes on after a failed step
+// and returns all errors joined. It is idempotent: a second call returns
+// the first call's result.
+func (l *Link) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return l.err
+	}
+	l.closed = true
+	var errs []error
+	step := func(name string, f func() error) {
+		err := hook("close " + name)
+		if err == nil {
+			err = f()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	registry.Lock()
+	hs := registry.hosts[l.hostKey]
+	registry.Unlock()
+	hs.mu.Lock()
+	hs.links--
+	last := hs.links == 0
+	hs.mu.Unlock()
+
+	step("nftables", func() error {
+		err := flush(l.host, func(c *nftables.Conn) error { return l.elems.apply(c, false) })
+		if err == nil && last {
+			err = hs.dropTableIfUnused(l.host)
+		}
+		return err
+	})
+	hc, err := nl.Dial(l.host)
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		step("veth", func() error { return hc.Exec(nl.DeleteLink(0, l.HostVeth)) })
+		step("uplink forwarding", func() error { return hs.releaseUplink(hc, l.uplinkIdx) })
+		hc.Close()
+	}
+	release(l.hostKey, l.nsKey, l.Prefix)
+	if l.host != nil {
+		l.host.Close()
+	}
+	if len(errs) > 0 {
+		l.err = fmt.Errorf("nat: close %v: %w", l.Prefix, errors.Join(errs...))
+	}
+	return l.err
+}
+
+// dropTableIfUnused deletes the table when its links set is empty: no
+// process has a link in it any more.
+func (hs *hostState) dropTableIfUnused(host *netns.Handle) error {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.links != 0 {
+		return nil // a Connect came in meanwhile
+	}
+	c, err := nftConn(host)
+	if err != nil {
+		return err
+	}
+	els, err := c.GetSetElements(setByName[setLinks])
+	if err != nil || len(els) > 0 {
+		return err
+	}
+	c.DelTable(table)
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	hs.tableReady = false
+	return nil
+}
+
+type uplinkInfo struct {
+	name       string
+	index      int
+	forwarding bool
+}
+
+// inspectHost finds the uplink (or the default route's link), checks it is
+// up with an IPv4 address, and that cidr overlaps no route or address of
+// the host, with one link lookup and one IPv4 route dump of every table
+// (the local table lists the host's own addresses).
+func inspectHost(hc *nl.Conn, uplink string, cidr netip.Prefix) (uplinkInfo, error) {
+	// The dump goes last: nl.Conn.Do needs it so.
+	var reqs []nl.Request
+	if uplink != "" {
+		reqs = append(reqs, nl.GetLinkByName(uplink))
+	}
+	reqs = append(reqs, nl.DumpRoutes(unix.AF_INET, 0))
+	replies, errs, err := hc.Do(reqs...)
+	last := len(reqs) - 1
+	if err == nil {
+		err = errs[last]
+	}
+	if err != nil {
+		return uplinkInfo{}, fmt.Errorf("host routes: %w", err)
+	}
+	var routes []nl.RouteSpec
+	defaultIdx, defaultMetric := 0, -1
+	for _, m := range replies[last] {
+		r, err := nl.DecodeRoute(m.Data)
+		if err != nil {
+			return uplinkInfo{}, fmt.Errorf("host routes: %w", err)
+		}
+		routes = append(routes, r)
+		if r.Dst.Bits() == 0 && r.Table == unix.RT_TABLE_MAIN && r.LinkIndex != 0 && (defaultMetric < 0 || r.Metric < defaultMetric) {
+			defaultIdx, defaultMetric = r.LinkIndex, r.Metric
+		}
+	}
+	var linkMsg []byte
+	if uplink != "" {
+		if errs[0] != nil {
+			return uplinkInfo{}, fmt.Errorf("uplink %q: %w", uplink, errs[0])
+		}
+		linkMsg = replies[0][0].Data
+	} else {
+		if defaultIdx == 0 {
+			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no IPv4 default route: %w", nl.Wrap(unix.ENODEV))
+		}
+		msgs, err := hc.Query(nl.GetLinkByIndex(defaultIdx))
+		if err != nil {
+			return uplinkInfo{}, fmt.Errorf("default route's link: %w", err)
+		}
+		linkMsg = msgs[0].Data
+	}
+	link, err := nl.DecodeLink(linkMsg)
+	if err != nil {
+		return uplinkInfo{}, err
+	}
+	up := uplinkInfo{name: link.Attributes.Name, index: int(link.Index)}
+	up.forwarding, _ = nl.Forwarding(linkMsg)
+	if link.Flags&unix.IFF_UP == 0 {
+		return up, fmt.Errorf("uplink %q is down: bring it up first", up.name)
+	}
+	hasV4 := false
+	for _, r := range routes {
+		if r.Type == unix.RTN_LOCAL && r.LinkIndex == up.index {
+			hasV4 = true
+		}
+		if r.Dst.Bits() > 0 && r.Dst.Overlaps(cidr) && !(r.Type == unix.RTN_BROADCAST || r.Type == unix.RTN_MULTICAST) {
+			what := "route"
+			if r.Type == unix.RTN_LOCAL {
+				what = "address"
+			}
+			return up, fmt.Errorf("%w: host %s %v", ErrOverlap, what, r.Dst)
+		}
+	}
+	if !hasV4 {
+		return up, fmt.Errorf("uplink %q has no IPv4 address: masquerading needs one", up.name)
+	}
+	return up, nil
+}
+
+// processStart returns a process's start time in clock ticks since boot
+// (field 22 of /proc/PID/stat): with the pid it tells a process from a
+// later one that reuses the pid.
+func processStart(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	// The command name (field 2) may hold spaces and parentheses: count
+	// fields after its closing parenthesis.
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0
+	}
+	var v uint64
+	fmt.Sscan(f[19], &v)
+	return v
+}
+
+// ErrInvalidName is matched by the error for a malformed interface name.
+var ErrInvalidName = nl.ErrInvalidName

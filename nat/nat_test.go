@@ -1,0 +1,267 @@
+package nat_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
+)
+
+func TestMain(m *testing.M) { sandbox.Main(m) }
+
+// state is everything Close must restore, read with independent tools.
+func state(t *testing.T, w *testnet.World) string {
+	t.Helper()
+	in := func(args ...string) string {
+		return sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
+	}
+	return strings.Join([]string{
+		in("ip", "-d", "link"), in("ip", "-4", "addr"), in("ip", "-4", "route", "show", "table", "all"),
+		in("nft", "list", "ruleset"),
+		in("sh", "-c", "grep . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/ip_forward"),
+	}, "\n---\n")
+}
+
+func requireTools(t *testing.T) {
+	sandbox.Require(t)
+	for _, c := range []string{"ip", "nft", "ping"} {
+		sandbox.RequireCmd(t, c)
+	}
+}
+
+// TestTutorial is the tutorial end to end: example-ns1 connected to a fake
+// internet through NAT with one call, checked with ping, TCP, nft and ip.
+func TestTutorial(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "tut-")
+	ns := testnet.NewNS(t, "example-ns1")
+	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+
+	// Control: nothing reaches out before Connect.
+	if testnet.Ping(t, "example-ns1", "203.0.113.1") {
+		t.Fatal("outside reachable before Connect")
+	}
+	if _, err := testnet.Echo(ns, "203.0.113.1:8080"); err == nil {
+		t.Fatal("TCP reached outside before Connect")
+	}
+
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.0.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.HostAddr.String() != "10.0.0.1/24" || l.NSAddr.String() != "10.0.0.2/24" || l.NSVeth != "eth0" || l.Uplink != "up0" {
+		t.Errorf("link: %+v", l)
+	}
+	if !testnet.Ping(t, "example-ns1", "10.0.0.1") {
+		t.Error("ping 10.0.0.1 failed")
+	}
+	if !testnet.Ping(t, "example-ns1", "203.0.113.1") {
+		t.Error("ping 203.0.113.1 failed")
+	}
+	from, err := testnet.Echo(ns, "203.0.113.1:8080")
+	if err != nil || from != "203.0.113.2" {
+		t.Errorf("TCP to the outside: seen from %q (want the uplink's 203.0.113.2), %v", from, err)
+	}
+
+	// The ruleset holds the masquerade and forward rules and this link's
+	// elements; forwarding is on for the uplink and the host end only.
+	rules := sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset")
+	for _, want := range []string{"table ip nsnet", "masquerade", "hook forward", "hook postrouting",
+		"ct state established,related accept", "10.0.0.0/24 . \"" + l.HostVeth + "\"", "10.0.0.0/24 . \"up0\""} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, rules)
+		}
+	}
+	fwd := func(dev string) string {
+		return strings.TrimSpace(sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/sys/net/ipv4/conf/"+dev+"/forwarding"))
+	}
+	global := strings.TrimSpace(sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/sys/net/ipv4/ip_forward"))
+	if fwd("up0") != "1" || fwd(l.HostVeth) != "1" || fwd("lo") != "0" || global != "0" {
+		t.Errorf("forwarding: up0 %s, %s %s, lo %s, global %s", fwd("up0"), l.HostVeth, fwd(l.HostVeth), fwd("lo"), global)
+	}
+	alias := sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "show", l.HostVeth)
+	if !strings.Contains(alias, "alias nsnet pid=") {
+		t.Errorf("host veth has no owner mark:\n%s", alias)
+	}
+
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if after := state(t, w); after != before {
+		t.Errorf("state after Close differs:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if testnet.Ping(t, "example-ns1", "203.0.113.1") {
+		t.Error("outside still reachable after Close")
+	}
+}
+
+// TestThreeLinks: three namespaces at once all reach out, closing one
+// leaves the others working, an overlapping prefix is refused, and the
+// rule count does not grow with the links.
+func TestThreeLinks(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "three-")
+	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+	var links []*nat.Link
+	var nss []*netns.Handle
+	rulesWith := map[int]int{}
+	for i := range 3 {
+		ns := testnet.NewNS(t, fmt.Sprintf("three-ns%d", i))
+		l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix(fmt.Sprintf("10.0.%d.0/24", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		links, nss = append(links, l), append(nss, ns)
+		rulesWith[i+1] = countRules(t, w)
+	}
+	if rulesWith[1] != rulesWith[3] {
+		t.Errorf("rules: %d with one link, %d with three", rulesWith[1], rulesWith[3])
+	}
+	other := testnet.NewNS(t, "three-other")
+	if _, err := (nat.Config{HostNS: w.Host}).Connect(other, "up0", netip.MustParsePrefix("10.0.1.128/25")); !errors.Is(err, nat.ErrOverlap) {
+		t.Errorf("overlapping prefix: %v, want ErrOverlap", err)
+	}
+	for i, ns := range nss {
+		if from, err := testnet.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+			t.Errorf("ns%d: %q %v", i, from, err)
+		}
+	}
+	if err := links[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 2} {
+		if _, err := testnet.Echo(nss[i], "203.0.113.1:8080"); err != nil {
+			t.Errorf("ns%d after closing ns1: %v", i, err)
+		}
+	}
+	if _, err := testnet.Echo(nss[1], "203.0.113.1:8080"); err == nil {
+		t.Errorf("ns1 still reaches out after Close")
+	}
+	links[0].Close()
+	links[2].Close()
+	if after := state(t, w); after != before {
+		t.Errorf("state after Close differs:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func countRules(t *testing.T, w *testnet.World) int {
+	var rs struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	out := sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "-j", "list", "ruleset")
+	if err := json.Unmarshal([]byte(out), &rs); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, o := range rs.Nftables {
+		if _, ok := o["rule"]; ok {
+			n++
+		}
+	}
+	return n
+}
+
+// TestForeignTableUntouched: a user's own table is byte-identical after
+// Connect and Close.
+func TestForeignTableUntouched(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "foreign-")
+	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "add table inet mine; add chain inet mine userfwd { type filter hook forward priority 10; policy accept; }; add rule inet mine userfwd ip saddr 192.0.2.0/24 counter accept comment \"users rule\"")
+	list := func() string {
+		return sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "-j", "list", "table", "inet", "mine")
+	}
+	before := list()
+	ns := testnet.NewNS(t, "foreign-ns")
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.9.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !testnet.Ping(t, "foreign-ns", "203.0.113.1") {
+		t.Error("ping failed next to a foreign table")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := list(); after != before {
+		t.Errorf("user's table changed:\n%s\n---\n%s", before, after)
+	}
+}
+
+// TestBadInput: each refusal is a clear error and changes nothing.
+func TestBadInput(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "bad-")
+	ns := testnet.NewNS(t, "bad-ns")
+	closed, _ := netns.NewAnonymous()
+	closed.Close()
+	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.1")
+	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "link", "add", "down0", "type", "veth", "peer", "name", "down1")
+	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "link", "add", "nov4", "type", "veth", "peer", "name", "nov4p")
+	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "link", "set", "nov4", "up")
+	before := state(t, w)
+	p := netip.MustParsePrefix
+	cfg := nat.Config{HostNS: w.Host}
+	for _, c := range []struct {
+		name   string
+		ns     *netns.Handle
+		cfg    nat.Config
+		uplink string
+		cidr   netip.Prefix
+		want   error
+		says   string
+	}{
+		{"nil namespace", nil, cfg, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "nil"},
+		{"host namespace", w.Host, cfg, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "host namespace"},
+		{"closed namespace", closed, cfg, "up0", p("10.0.0.0/24"), netns.ErrClosed, "closed"},
+		{"missing uplink", ns, cfg, "nope0", p("10.0.0.0/24"), os.ErrNotExist, "nope0"},
+		{"bad uplink name", ns, cfg, "bad/name", p("10.0.0.0/24"), nat.ErrInvalidName, "bad/name"},
+		{"uplink down", ns, cfg, "down0", p("10.0.0.0/24"), nil, "down"},
+		{"uplink without IPv4", ns, cfg, "nov4", p("10.0.0.0/24"), nil, "no IPv4 address"},
+		{"zero prefix", ns, cfg, "up0", netip.Prefix{}, nat.ErrInvalidConfig, "not an IPv4 prefix"},
+		{"IPv6 prefix", ns, cfg, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "not an IPv4 prefix"},
+		{"host bits", ns, cfg, "up0", p("10.0.0.1/24"), nat.ErrInvalidConfig, "host bits"},
+		{"too small", ns, cfg, "up0", p("10.0.0.0/31"), nat.ErrInvalidConfig, "room for two hosts"},
+		{"loopback", ns, cfg, "up0", p("127.1.0.0/24"), nat.ErrInvalidConfig, "loopback"},
+		{"multicast", ns, cfg, "up0", p("224.1.0.0/24"), nat.ErrInvalidConfig, "multicast"},
+		{"link-local", ns, cfg, "up0", p("169.254.1.0/24"), nat.ErrInvalidConfig, "link-local"},
+		{"overlaps uplink address", ns, cfg, "up0", p("203.0.113.0/25"), nat.ErrOverlap, "203.0.113"},
+		{"overlaps host route", ns, cfg, "up0", p("198.51.100.0/24"), nat.ErrOverlap, "198.51.100.0/24"},
+		{"address outside prefix", ns, nat.Config{HostNS: w.Host, HostAddr: netip.MustParseAddr("10.1.0.1")}, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "not a host address"},
+		{"same addresses", ns, nat.Config{HostNS: w.Host, HostAddr: netip.MustParseAddr("10.0.0.5"), NSAddr: netip.MustParseAddr("10.0.0.5")}, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "both"},
+		{"long veth name", ns, nat.Config{HostNS: w.Host, HostVeth: "sixteen-bytes-xx"}, "up0", p("10.0.0.0/24"), nat.ErrInvalidName, "sixteen"},
+		{"existing veth name", ns, nat.Config{HostNS: w.Host, HostVeth: "up0"}, "up0", p("10.0.0.0/24"), os.ErrExist, "up0"},
+	} {
+		_, err := c.cfg.Connect(c.ns, c.uplink, c.cidr)
+		if err == nil || (c.want != nil && !errors.Is(err, c.want)) || !strings.Contains(err.Error(), c.says) || !strings.HasPrefix(err.Error(), "nat: ") {
+			t.Errorf("%s: %v, want %v saying %q", c.name, err, c.want, c.says)
+		}
+	}
+	// Connecting the same namespace twice is refused.
+	l, err := cfg.Connect(ns, "up0", p("10.0.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.Connect(ns, "up0", p("10.7.0.0/24")); !errors.Is(err, os.ErrExist) {
+		t.Errorf("second Connect of one namespace: %v, want ErrExist", err)
+	}
+	l.Close()
+	if after := state(t, w); after != before {
+		t.Errorf("state changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
