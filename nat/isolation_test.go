@@ -1,0 +1,103 @@
+package nat_test
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/nat"
+)
+
+// TestIsolation checks the four home-router properties with real traffic:
+// out and back works; siblings cannot reach each other (unless both allow
+// it); nothing unsolicited comes in even when the outside routes the
+// prefixes to the uplink; spoofed sources are dropped.
+func TestIsolation(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "iso-")
+	inet := func(args ...string) string {
+		return sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.InetName}, args...)...)
+	}
+	// The outside knows a way to both prefixes: only the rules stop it.
+	inet("ip", "route", "add", "10.0.0.0/16", "via", "203.0.113.2")
+	cfg := nat.Config{HostNS: w.Host}
+	ns1 := testnet.NewNS(t, "iso-ns1")
+	ns2 := testnet.NewNS(t, "iso-ns2")
+	l1, err := cfg.Connect(ns1, "up0", netip.MustParsePrefix("10.0.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Close()
+	l2, err := cfg.Connect(ns2, "up0", netip.MustParsePrefix("10.0.2.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	testnet.Listen(t, ns1, "0.0.0.0:9000")
+	testnet.Listen(t, ns2, "0.0.0.0:9000")
+	testnet.Listen(t, w.Inet, "203.0.113.1:9000")
+
+	// 1. Out and back.
+	if from, err := testnet.Echo(ns1, "203.0.113.1:9000"); err != nil || from != "203.0.113.2" {
+		t.Errorf("ns1 -> outside: %q %v", from, err)
+	}
+	// 2. Siblings are isolated both ways (the host ends' addresses are
+	// the host's own, reached through INPUT, so they stay reachable).
+	if testnet.Ping(t, "iso-ns1", "10.0.2.2") || testnet.Ping(t, "iso-ns2", "10.0.1.2") {
+		t.Error("siblings reach each other")
+	}
+	if _, err := testnet.Echo(ns1, "10.0.2.2:9000"); err == nil {
+		t.Error("TCP between siblings")
+	}
+	// 3. Nothing unsolicited from outside, though it has a route.
+	if testnet.Ping(t, w.InetName, "10.0.1.2") {
+		t.Error("outside pings into ns1")
+	}
+	if _, err := testnet.Echo(w.Inet, "10.0.1.2:9000"); err == nil {
+		t.Error("outside opens TCP into ns1")
+	}
+	// 4. Spoofed sources are dropped: count what reaches the outside with
+	// a source that is not ns1's prefix.
+	inet("nft", "add table ip watch; add chain ip watch in { type filter hook input priority 0; }; add rule ip watch in ip saddr 192.0.2.66 counter; add rule ip watch in ip saddr 203.0.113.2 counter")
+	sandbox.Cmd(t, "ip", "netns", "exec", "iso-ns1", "ip", "addr", "add", "192.0.2.66/32", "dev", "eth0")
+	sandbox.CmdErr("ip", "netns", "exec", "iso-ns1", "ping", "-c2", "-i0.2", "-W1", "-I", "192.0.2.66", "203.0.113.1")
+	testnet.Ping(t, "iso-ns1", "203.0.113.1") // control: legit traffic is counted
+	counters := inet("nft", "list", "table", "ip", "watch")
+	if !strings.Contains(counters, "ip saddr 192.0.2.66 counter packets 0 ") {
+		t.Errorf("spoofed packets reached the outside:\n%s", counters)
+	}
+	if strings.Contains(counters, "ip saddr 203.0.113.2 counter packets 0 ") {
+		t.Errorf("control: legit traffic did not reach the outside:\n%s", counters)
+	}
+}
+
+// TestAllowSiblings: links that both allow it reach each other; a third
+// that does not stays isolated.
+func TestAllowSiblings(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "sib-")
+	open := nat.Config{HostNS: w.Host, AllowSiblings: true}
+	var names []string
+	for i, c := range []nat.Config{open, open, {HostNS: w.Host}} {
+		name := "sib-ns" + string(rune('1'+i))
+		ns := testnet.NewNS(t, name)
+		l, err := c.Connect(ns, "up0", netip.MustParsePrefix("10.0."+string(rune('1'+i))+".0/24"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		names = append(names, name)
+	}
+	if !testnet.Ping(t, names[0], "10.0.2.2") || !testnet.Ping(t, names[1], "10.0.1.2") {
+		t.Error("allowed siblings cannot reach each other")
+	}
+	if testnet.Ping(t, names[0], "10.0.3.2") || testnet.Ping(t, names[2], "10.0.1.2") {
+		t.Error("a link without AllowSiblings is reachable")
+	}
+	if !testnet.Ping(t, names[2], "203.0.113.1") {
+		t.Error("third link cannot reach out")
+	}
+}
