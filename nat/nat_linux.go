@@ -58,11 +58,18 @@ type Link struct {
 	HostAddr netip.Prefix // address of HostVeth, the namespace's gateway
 	NSAddr   netip.Prefix // address of NSVeth
 
-	host      *netns.Handle // our own handle to HostNS (nil: current)
+	owned
+}
+
+// owned is what a Link or Rules holds in the host: set elements, a share
+// of the uplink's forwarding, a reserved prefix; close gives it all back.
+type owned struct {
+	host      *netns.Handle // our own handle to the host namespace (nil: current)
 	hostKey   uint64
-	nsKey     uint64
+	nsKey     uint64 // connected namespace, 0 for Rules
 	uplinkIdx int
 	elems     elements
+	hs        *hostState
 
 	mu     sync.Mutex
 	closed bool
@@ -169,17 +176,9 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 		return hostAddr, nsAddr, fmt.Errorf("host namespace: %w", netns.ErrClosed)
 	case ns.Equal(cfg.HostNS):
 		return hostAddr, nsAddr, bad("namespace %v is the host namespace itself", ns)
-	case !cidr.IsValid() || !cidr.Addr().Is4() || cidr.Addr().Zone() != "":
-		return hostAddr, nsAddr, bad("prefix %v is not an IPv4 prefix", cidr)
-	case cidr.Masked() != cidr:
-		return hostAddr, nsAddr, bad("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
-	case cidr.Bits() > 30:
-		return hostAddr, nsAddr, bad("prefix %v has no room for two hosts (at most /30)", cidr)
-	case cidr.Bits() < 8:
-		return hostAddr, nsAddr, bad("prefix %v is larger than /8", cidr)
-	case cidr.Addr().IsLoopback() || cidr.Addr().IsMulticast() || cidr.Addr().IsLinkLocalUnicast() ||
-		cidr.Addr().IsUnspecified() || cidr.Overlaps(netip.MustParsePrefix("240.0.0.0/4")):
-		return hostAddr, nsAddr, bad("prefix %v is loopback, multicast, link-local or reserved", cidr)
+	}
+	if err := validPrefix(cidr); err != nil {
+		return hostAddr, nsAddr, err
 	}
 	if uplink != "" {
 		if err := nl.CheckIfName(uplink); err != nil {
@@ -215,6 +214,27 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 		return hostAddr, nsAddr, bad("host and namespace addresses are both %v", hostAddr)
 	}
 	return hostAddr, nsAddr, nil
+}
+
+// validPrefix checks that cidr can be a namespace's network.
+func validPrefix(cidr netip.Prefix) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case !cidr.IsValid() || !cidr.Addr().Is4() || cidr.Addr().Zone() != "":
+		return bad("prefix %v is not an IPv4 prefix", cidr)
+	case cidr.Masked() != cidr:
+		return bad("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
+	case cidr.Bits() > 30:
+		return bad("prefix %v has no room for two hosts (at most /30)", cidr)
+	case cidr.Bits() < 8:
+		return bad("prefix %v is larger than /8", cidr)
+	case cidr.Addr().IsLoopback() || cidr.Addr().IsMulticast() || cidr.Addr().IsLinkLocalUnicast() ||
+		cidr.Addr().IsUnspecified() || cidr.Overlaps(netip.MustParsePrefix("240.0.0.0/4")):
+		return bad("prefix %v is loopback, multicast, link-local or reserved", cidr)
+	}
+	return nil
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
@@ -276,9 +296,8 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		NSVeth:   c.NSVeth,
 		HostAddr: netip.PrefixFrom(hostAddr, cidr.Bits()),
 		NSAddr:   netip.PrefixFrom(nsAddr, cidr.Bits()),
-		hostKey:  c.HostNS.ID(),
-		nsKey:    ns.ID(),
 	}
+	l.hostKey, l.nsKey = c.HostNS.ID(), ns.ID()
 	if l.HostVeth == "" {
 		l.HostVeth = randomVethName()
 	}
@@ -291,7 +310,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		return nil, err
 	}
 	defer hc.Close()
-	up, err := inspectHost(hc, uplink, cidr)
+	up, err := inspectHost(hc, uplink, cidr, true)
 	if err != nil {
 		return nil, err
 	}
@@ -301,6 +320,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	if err != nil {
 		return nil, err
 	}
+	l.hs = hs
 	var undo []func() error
 	fail := func(step string, err error) (*Link, error) {
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -309,12 +329,10 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		release(l.hostKey, l.nsKey, cidr)
 		return nil, fmt.Errorf("%s: %w", step, err)
 	}
-	if c.HostNS != nil {
-		if l.host, err = netns.OpenPath(fmt.Sprintf("/proc/self/fd/%d", c.HostNS.Fd())); err != nil {
-			return fail("host namespace", err)
-		}
-		undo = append(undo, l.host.Close)
+	if l.host, err = dupHandle(c.HostNS); err != nil {
+		return fail("host namespace", err)
 	}
+	undo = append(undo, l.host.Close)
 	nc, err := nl.Dial(ns)
 	if err != nil {
 		return fail("namespace", err)
@@ -363,17 +381,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	reqs := []nl.Request{
 		nl.NewAddr(hostIdx, l.HostAddr, 0, false), nl.SetForwarding(hostIdx, true), nl.SetAlias(hostIdx, ownerMark),
 	}
-	hs.mu.Lock()
-	ref := hs.uplinks[up.index]
-	if ref == nil {
-		ref = &uplinkRef{restore: !up.forwarding}
-		hs.uplinks[up.index] = ref
-		if ref.restore {
-			reqs = append(reqs, nl.SetForwarding(up.index, true))
-		}
-	}
-	ref.users++
-	hs.mu.Unlock()
+	reqs = append(reqs, hs.acquireUplink(up)...)
 	undo = append(undo, func() error { return hs.releaseUplink(hc, up.index) })
 	if err := hc.Exec(reqs...); err != nil {
 		return fail("host address and forwarding", err)
@@ -394,7 +402,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	if err := hook("nftables"); err != nil {
 		return fail("nftables", err)
 	}
-	l.elems = linkElements(l, ownerMark, c.AllowSiblings)
+	l.elems = linkElements(l.Prefix, l.HostVeth, l.Uplink, ownerMark, c.AllowSiblings)
 	if err := hs.addElements(c.HostNS, l.elems); err != nil {
 		return fail("nftables", err)
 	}
@@ -413,6 +421,36 @@ func indexOf(msgs []netlink.Message, err error) (int, error) {
 	}
 	link, err := nl.DecodeLink(msgs[0].Data)
 	return int(link.Index), err
+}
+
+// acquireUplink counts one more user of the uplink and returns the request
+// that turns its forwarding on, if this is the first user and it was off.
+func (hs *hostState) acquireUplink(up uplinkInfo) []nl.Request {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	ref := hs.uplinks[up.index]
+	if ref == nil {
+		ref = &uplinkRef{restore: !up.forwarding}
+		hs.uplinks[up.index] = ref
+	}
+	ref.users++
+	if ref.users == 1 && ref.restore {
+		return []nl.Request{nl.SetForwarding(up.index, true)}
+	}
+	return nil
+}
+
+// dupHandle opens a handle of our own to h's namespace, so that Close
+// works even if the caller has closed h by then. nil stays nil.
+func dupHandle(h *netns.Handle) (*netns.Handle, error) {
+	if h == nil {
+		return nil, nil
+	}
+	fd, err := h.FD()
+	if err != nil {
+		return nil, err
+	}
+	return netns.OpenPath(fmt.Sprintf("/proc/self/fd/%d", fd))
 }
 
 // releaseUplink drops one user of the uplink and turns its forwarding back
@@ -499,19 +537,23 @@ func flush(host *netns.Handle, queue func(*nftables.Conn) error) error {
 
 // Close undoes everything Connect made, in reverse order: the set
 // elements (and the library's table with the last link of the process when
-// no other process has links in it), the uplink's forwarding setting if
-// this was its last user and it was off before, and the veth pair, which
-// takes its addresses and the namespace's route with it. The namespace
+// no other process has links in it), the veth pair, which takes its
+// addresses and the namespace's route with it, and the uplink's forwarding
+// setting if this was its last user and it was off before. The namespace
 // itself belongs to the caller and stays. Close goes on after a failed step
 // and returns all errors joined. It is idempotent: a second call returns
 // the first call's result.
-func (l *Link) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return l.err
+func (l *Link) Close() error { return l.owned.close(l.Prefix, l.HostVeth) }
+
+// close removes the elements, deletes vethToDelete if not "", and releases
+// the uplink and the prefix.
+func (o *owned) close(prefix netip.Prefix, vethToDelete string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return o.err
 	}
-	l.closed = true
+	o.closed = true
 	var errs []error
 	step := func(name string, f func() error) {
 		err := hook("close " + name)
@@ -522,37 +564,37 @@ func (l *Link) Close() error {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
-	registry.Lock()
-	hs := registry.hosts[l.hostKey]
-	registry.Unlock()
+	hs := o.hs
 	hs.mu.Lock()
 	hs.links--
 	last := hs.links == 0
 	hs.mu.Unlock()
 
 	step("nftables", func() error {
-		err := flush(l.host, func(c *nftables.Conn) error { return l.elems.apply(c, false) })
+		err := flush(o.host, func(c *nftables.Conn) error { return o.elems.apply(c, false) })
 		if err == nil && last {
-			err = hs.dropTableIfUnused(l.host)
+			err = hs.dropTableIfUnused(o.host)
 		}
 		return err
 	})
-	hc, err := nl.Dial(l.host)
+	hc, err := nl.Dial(o.host)
 	if err != nil {
 		errs = append(errs, err)
 	} else {
-		step("veth", func() error { return hc.Exec(nl.DeleteLink(0, l.HostVeth)) })
-		step("uplink forwarding", func() error { return hs.releaseUplink(hc, l.uplinkIdx) })
+		if vethToDelete != "" {
+			step("veth", func() error { return hc.Exec(nl.DeleteLink(0, vethToDelete)) })
+		}
+		step("uplink forwarding", func() error { return hs.releaseUplink(hc, o.uplinkIdx) })
 		hc.Close()
 	}
-	release(l.hostKey, l.nsKey, l.Prefix)
-	if l.host != nil {
-		l.host.Close()
+	release(o.hostKey, o.nsKey, prefix)
+	if o.host != nil {
+		o.host.Close()
 	}
 	if len(errs) > 0 {
-		l.err = fmt.Errorf("nat: close %v: %w", l.Prefix, errors.Join(errs...))
+		o.err = fmt.Errorf("nat: close %v: %w", prefix, errors.Join(errs...))
 	}
-	return l.err
+	return o.err
 }
 
 // dropTableIfUnused deletes the table when its links set is empty: no
@@ -589,7 +631,7 @@ type uplinkInfo struct {
 // up with an IPv4 address, and that cidr overlaps no route or address of
 // the host, with one link lookup and one IPv4 route dump of every table
 // (the local table lists the host's own addresses).
-func inspectHost(hc *nl.Conn, uplink string, cidr netip.Prefix) (uplinkInfo, error) {
+func inspectHost(hc *nl.Conn, uplink string, cidr netip.Prefix, checkOverlap bool) (uplinkInfo, error) {
 	// The dump goes last: nl.Conn.Do needs it so.
 	var reqs []nl.Request
 	if uplink != "" {
@@ -646,7 +688,7 @@ func inspectHost(hc *nl.Conn, uplink string, cidr netip.Prefix) (uplinkInfo, err
 		if r.Type == unix.RTN_LOCAL && r.LinkIndex == up.index {
 			hasV4 = true
 		}
-		if r.Dst.Bits() > 0 && r.Dst.Overlaps(cidr) && !(r.Type == unix.RTN_BROADCAST || r.Type == unix.RTN_MULTICAST) {
+		if checkOverlap && r.Dst.Bits() > 0 && r.Dst.Overlaps(cidr) && !(r.Type == unix.RTN_BROADCAST || r.Type == unix.RTN_MULTICAST) {
 			what := "route"
 			if r.Type == unix.RTN_LOCAL {
 				what = "address"

@@ -175,15 +175,15 @@ func rangeKey(p netip.Prefix, name string) nftables.SetElement {
 	}
 }
 
-func linkElements(l *Link, owner string, siblings bool) elements {
+func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings bool) elements {
 	mark := func(e nftables.SetElement) nftables.SetElement { e.Comment = owner; return e }
 	e := elements{
-		links: []nftables.SetElement{mark(nftables.SetElement{Key: ifname(l.HostVeth)})},
-		nets:  []nftables.SetElement{mark(rangeKey(l.Prefix, l.HostVeth))},
-		masq:  []nftables.SetElement{mark(rangeKey(l.Prefix, l.Uplink))},
+		links: []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})},
+		nets:  []nftables.SetElement{mark(rangeKey(prefix, hostVeth))},
+		masq:  []nftables.SetElement{mark(rangeKey(prefix, uplink))},
 	}
 	if siblings {
-		e.siblings = []nftables.SetElement{mark(nftables.SetElement{Key: ifname(l.HostVeth)})}
+		e.siblings = []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})}
 	}
 	return e
 }

@@ -1,0 +1,99 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/netns"
+)
+
+// Rules is the tutorial's iptables and sysctl step on its own, for a veth
+// pair made by hand: the link's entries in the library's nftables table and
+// IPv4 forwarding on its host end and the uplink. Connect does this itself;
+// use AddRules when building the rest with the veth, addr and route
+// packages. Close removes exactly what AddRules added.
+type Rules struct {
+	Prefix   netip.Prefix // the namespace's network behind HostVeth
+	HostVeth string       // host end of the pair, made by the caller
+	Uplink   string       // the host link the traffic leaves by
+	owned
+}
+
+// AddRules masquerades cidr leaving by uplink and forwards the traffic of
+// the link hostVeth (in host; nil: the current namespace), with the same
+// rules and isolation as Connect ("iptables -t nat -A POSTROUTING -s CIDR
+// -o UPLINK -j MASQUERADE", the two FORWARD rules, and forwarding on). An
+// empty uplink means the link of the default route. hostVeth must exist,
+// normally holding an address in cidr. Overlap with the host's routes is
+// not checked (the caller's own address on hostVeth makes one), overlap
+// with other live Links and Rules is.
+func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
+	r, err := addRules(host, hostVeth, uplink, cidr)
+	if err != nil {
+		return nil, fmt.Errorf("nat: add rules %v dev %s: %w", cidr, hostVeth, err)
+	}
+	return r, nil
+}
+
+func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
+	if err := validPrefix(cidr); err != nil {
+		return nil, err
+	}
+	if err := nl.CheckIfName(hostVeth); err != nil {
+		return nil, err
+	}
+	if uplink != "" {
+		if err := nl.CheckIfName(uplink); err != nil {
+			return nil, fmt.Errorf("uplink: %w", err)
+		}
+	}
+	if host != nil && host.Fd() < 0 {
+		return nil, fmt.Errorf("host namespace: %w", netns.ErrClosed)
+	}
+	hc, err := nl.Dial(host)
+	if err != nil {
+		return nil, err
+	}
+	defer hc.Close()
+	up, err := inspectHost(hc, uplink, cidr, false)
+	if err != nil {
+		return nil, err
+	}
+	vethIdx, err := hc.LinkIndex(hostVeth)
+	if err != nil {
+		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
+	}
+	r := &Rules{Prefix: cidr, HostVeth: hostVeth, Uplink: up.name}
+	r.hostKey, r.uplinkIdx = host.ID(), up.index
+	if r.hs, err = reserve(r.hostKey, 0, cidr); err != nil {
+		return nil, err
+	}
+	if r.host, err = dupHandle(host); err != nil {
+		release(r.hostKey, 0, cidr)
+		return nil, err
+	}
+	reqs := append([]nl.Request{nl.SetForwarding(vethIdx, true)}, r.hs.acquireUplink(up)...)
+	if err := hc.Exec(reqs...); err != nil {
+		r.hs.releaseUplink(hc, up.index)
+		r.host.Close()
+		release(r.hostKey, 0, cidr)
+		return nil, fmt.Errorf("forwarding: %w", err)
+	}
+	r.elems = linkElements(r.Prefix, r.HostVeth, r.Uplink, ownerMark, false)
+	if err := r.hs.addElements(host, r.elems); err != nil {
+		r.hs.releaseUplink(hc, up.index)
+		r.host.Close()
+		release(r.hostKey, 0, cidr)
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	r.hs.mu.Lock()
+	r.hs.links++
+	r.hs.mu.Unlock()
+	return r, nil
+}
+
+// Close removes the rules' set entries (and the library's table after the
+// last user) and restores the uplink's forwarding after its last user.
+// Forwarding on HostVeth stays: the link is the caller's. Idempotent.
+func (r *Rules) Close() error { return r.owned.close(r.Prefix, "") }

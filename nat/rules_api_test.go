@@ -1,0 +1,58 @@
+package nat_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/nsnet/nsnet/addr"
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/route"
+	"github.com/nsnet/nsnet/veth"
+)
+
+// TestTutorialByHand does every step of the tutorial with its own package,
+// the iptables step with AddRules, and checks traffic and the clean-up.
+func TestTutorialByHand(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "hand-")
+	ns := testnet.NewNS(t, "hand-ns1")
+	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(veth.Create(w.Host, veth.Config{Name: "veth-a", PeerName: "veth-b", PeerNS: ns, Up: true}))
+	must(veth.SetUp(ns, "lo"))
+	must(addr.Add(w.Host, "veth-a", netip.MustParsePrefix("10.0.0.1/24")))
+	must(addr.Add(ns, "veth-b", netip.MustParsePrefix("10.0.0.2/24")))
+	must(route.AddDefault(ns, netip.MustParseAddr("10.0.0.1")))
+	if testnet.Ping(t, "hand-ns1", "203.0.113.1") {
+		t.Fatal("outside reachable before the rules")
+	}
+	r, err := nat.AddRules(w.Host, "veth-a", "up0", netip.MustParsePrefix("10.0.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, err := testnet.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+		t.Errorf("TCP out: %q %v", from, err)
+	}
+	if _, err := nat.AddRules(w.Host, "veth-a", "up0", netip.MustParsePrefix("10.0.0.0/25")); err == nil {
+		t.Error("overlapping rules accepted")
+	}
+	must(r.Close())
+	must(r.Close())
+	if testnet.Ping(t, "hand-ns1", "203.0.113.1") {
+		t.Error("outside reachable after Close")
+	}
+	must(veth.Delete(w.Host, "veth-a"))
+	if after := state(t, w); after != before {
+		t.Errorf("state differs:\n%s\n---\n%s", before, after)
+	}
+}
