@@ -11,8 +11,6 @@ package sandbox
 
 import (
 	"bytes"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,12 +18,10 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/nsnet/nsnet/internal/private"
 )
 
 const (
@@ -46,7 +42,7 @@ func Main(m *testing.M) {
 
 func run(m *testing.M) int {
 	if os.Getenv(envInside) == "1" {
-		if err := setUp(); err != nil {
+		if err := private.SetUp(); err != nil {
 			fmt.Fprintf(os.Stderr, "sandbox: set-up failed: %v\n", err)
 			return 1
 		}
@@ -58,65 +54,14 @@ func run(m *testing.M) int {
 		whyNot = "not root"
 		return m.Run()
 	}
-	exe, err := os.Executable()
+	code, err := private.Rerun(envInside)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "sandbox: %v\n", err)
-		return 1
-	}
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), envInside+"=1")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Go remounts / as MS_REC|MS_PRIVATE in the child when it unshares
-		// the mount namespace, so nothing mounted inside propagates out.
-		Unshareflags: unix.CLONE_NEWNET | unix.CLONE_NEWNS,
-		Pdeathsig:    syscall.SIGKILL,
-	}
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
 		// Unsharing can fail in a container without CAP_SYS_ADMIN: run in
 		// place and let Require skip (or fail under CI).
 		whyNot = fmt.Sprintf("cannot create sandbox namespaces: %v", err)
 		return m.Run()
 	}
-	return 0
-}
-
-// setUp runs in the re-executed child: a private /run/netns and lo up.
-func setUp() error {
-	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
-		return err
-	}
-	if err := unix.Mount("tmpfs", "/run/netns", "tmpfs", 0, "mode=0755"); err != nil {
-		return fmt.Errorf("mount tmpfs on /run/netns: %w", err)
-	}
-	return LoUp(-1)
-}
-
-// LoUp brings up the loopback link (always ifindex 1) of the namespace of
-// nsFD, or of the current one for -1, with one raw RTM_NEWLINK.
-func LoUp(nsFD int) error {
-	cfg := &netlink.Config{}
-	if nsFD >= 0 {
-		cfg.NetNS = nsFD
-	}
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	b := make([]byte, unix.SizeofIfInfomsg)
-	binary.NativeEndian.PutUint32(b[4:], 1)            // ifi_index: lo
-	binary.NativeEndian.PutUint32(b[8:], unix.IFF_UP)  // ifi_flags
-	binary.NativeEndian.PutUint32(b[12:], unix.IFF_UP) // ifi_change
-	_, err = c.Execute(netlink.Message{
-		Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: netlink.Request | netlink.Acknowledge},
-		Data:   b,
-	})
-	return err
+	return code
 }
 
 // Inside reports whether the tests run in the sandbox, with privileges.

@@ -1,0 +1,153 @@
+// Command tutorial walks the classic "network namespace + NAT" tutorial
+// step by step with nsnet's packages, printing each step's shell command,
+// the call that replaces it and the resulting state, then proves the
+// namespace reaches the outside and removes everything.
+//
+// By default it builds its own private world first (network and mount
+// namespaces of its own, an uplink up0 = 203.0.113.2/24 and an outside host
+// 203.0.113.1 in a namespace "inet"), so it is safe on any Linux machine:
+//
+//	sudo go run ./examples/tutorial
+//
+// With -uplink it runs on the real host instead, connecting through that
+// link; -probe HOST:PORT then names a TCP service outside to try.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"net/netip"
+	"os"
+
+	"github.com/nsnet/nsnet/addr"
+	"github.com/nsnet/nsnet/internal/demo"
+	"github.com/nsnet/nsnet/internal/world"
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/route"
+	"github.com/nsnet/nsnet/veth"
+)
+
+func main() {
+	uplink := flag.String("uplink", "", "run on the real host, NAT through this link (default: a private world)")
+	probe := flag.String("probe", "", "with -uplink: a TCP HOST:PORT outside to connect to")
+	cidr := flag.String("cidr", "10.0.0.0/24", "the namespace's network")
+	flag.Parse()
+	prefix, err := netip.ParsePrefix(*cidr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	target := *probe
+	if *uplink == "" {
+		w := demo.Private()
+		defer w.Close()
+		*uplink = world.Uplink
+		target = world.Outside.String() + ":8080"
+		if err := demo.EchoServer(w.Inet, target); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("# private world: uplink %s %v, outside host %v in namespace inet\n\n", world.Uplink, world.UplinkAddr, world.Outside)
+	}
+	if err := run(*uplink, prefix, target); err != nil {
+		log.Print(err)
+		os.Exit(1)
+	}
+}
+
+func step(shell, call string) {
+	fmt.Printf("$ %s\n  -> %s\n", shell, call)
+}
+
+func run(uplink string, prefix netip.Prefix, target string) (err error) {
+	hostAddr := netip.PrefixFrom(prefix.Addr().Next(), prefix.Bits())
+	nsAddr := netip.PrefixFrom(hostAddr.Addr().Next(), prefix.Bits())
+	var undo []func() error
+	defer func() {
+		fmt.Println("\n# clean up, in reverse order")
+		for i := len(undo) - 1; i >= 0; i-- {
+			if e := undo[i](); e != nil && err == nil {
+				err = e
+			}
+		}
+		fmt.Println("done: nothing left behind")
+	}()
+
+	step("ip netns add example-ns1", `netns.New("example-ns1")`)
+	ns, err := netns.New("example-ns1")
+	if err != nil {
+		return err
+	}
+	undo = append(undo, func() error { ns.Close(); return netns.Delete("example-ns1") })
+
+	step("ip link add ex-veth-a type veth peer ex-veth-b; ip link set ex-veth-b netns example-ns1",
+		`veth.Create(nil, veth.Config{Name: "ex-veth-a", PeerName: "ex-veth-b", PeerNS: ns})  // peer made inside, one message`)
+	if err := veth.Create(nil, veth.Config{Name: "ex-veth-a", PeerName: "ex-veth-b", PeerNS: ns}); err != nil {
+		return err
+	}
+	undo = append(undo, func() error { return veth.Delete(nil, "ex-veth-a") })
+
+	step("ip link set ex-veth-a up; ip netns exec example-ns1 ip link set ex-veth-b up (and lo)",
+		`veth.SetUp(nil, "ex-veth-a"); veth.SetUp(ns, "ex-veth-b"); veth.SetUp(ns, "lo")`)
+	for _, e := range []error{veth.SetUp(nil, "ex-veth-a"), veth.SetUp(ns, "ex-veth-b"), veth.SetUp(ns, "lo")} {
+		if e != nil {
+			return e
+		}
+	}
+
+	step(fmt.Sprintf("ip address add %v dev ex-veth-a; ip netns exec example-ns1 ip address add %v dev ex-veth-b", hostAddr, nsAddr),
+		fmt.Sprintf(`addr.Add(nil, "ex-veth-a", %v); addr.Add(ns, "ex-veth-b", %v)`, hostAddr, nsAddr))
+	if err := addr.Add(nil, "ex-veth-a", hostAddr); err != nil {
+		return err
+	}
+	if err := addr.Add(ns, "ex-veth-b", nsAddr); err != nil {
+		return err
+	}
+
+	step("ip netns exec example-ns1 ip route add default via "+hostAddr.Addr().String(),
+		fmt.Sprintf("route.AddDefault(ns, %v)", hostAddr.Addr()))
+	if err := route.AddDefault(ns, hostAddr.Addr()); err != nil {
+		return err
+	}
+
+	step(fmt.Sprintf("iptables -t nat -A POSTROUTING -s %v -o %s -j MASQUERADE; iptables -A FORWARD ... (x2); sysctl net.ipv4.ip_forward=1", prefix, uplink),
+		fmt.Sprintf(`nat.AddRules(nil, "ex-veth-a", %q, %v)  // own nftables table, per-link forwarding`, uplink, prefix))
+	rules, err := nat.AddRules(nil, "ex-veth-a", uplink, prefix)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, rules.Close)
+
+	fmt.Println("\n# state inside example-ns1 (ip link / ip address / ip route)")
+	links, err := veth.List(ns)
+	if err != nil {
+		return err
+	}
+	fmt.Print(veth.Format(links))
+	addrs, err := addr.List(ns, "ex-veth-b")
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		fmt.Printf("    inet %v dev ex-veth-b\n", a.Prefix)
+	}
+	routes, err := route.List(ns, &route.Filter{Family: 4})
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		fmt.Printf("    route %v\n", r)
+	}
+
+	if target == "" {
+		fmt.Println("\n# no -probe given: skipping the connectivity check")
+		return nil
+	}
+	fmt.Printf("\n# from inside example-ns1: TCP to %s\n", target)
+	line, err := demo.Dial(ns, target)
+	if err != nil {
+		return fmt.Errorf("connectivity check: %w", err)
+	}
+	fmt.Printf("  the outside says: %s", line)
+	return nil
+}
