@@ -236,4 +236,4 @@ func TestErrors(t *testing.T) {
 }
 
 func lookupErr(ns *netns.Handle, name string) error { _, err := veth.Lookup(ns, name); return err }
-func listErr(ns *netns.Handle) error                 { _, err := veth.List(ns); return err }
+func listErr(ns *netns.Handle) error                { _, err := veth.List(ns); return err }
