@@ -96,6 +96,7 @@ type hostState struct {
 	tableReady bool
 	uplinks    map[int]*uplinkRef
 	links      int
+	routes     routeCache
 }
 
 type uplinkRef struct {
@@ -125,12 +126,23 @@ func reserve(hostKey, nsKey uint64, p netip.Prefix) (*hostState, error) {
 	}
 	registry.nss[nsKey] = true
 	registry.prefixes[hostKey] = append(registry.prefixes[hostKey], p)
+	return hostForLocked(hostKey), nil
+}
+
+// hostFor returns this process's state of the host namespace hostKey.
+func hostFor(hostKey uint64) *hostState {
+	registry.Lock()
+	defer registry.Unlock()
+	return hostForLocked(hostKey)
+}
+
+func hostForLocked(hostKey uint64) *hostState {
 	hs := registry.hosts[hostKey]
 	if hs == nil {
 		hs = &hostState{uplinks: map[int]*uplinkRef{}}
 		registry.hosts[hostKey] = hs
 	}
-	return hs, nil
+	return hs
 }
 
 func release(hostKey, nsKey uint64, p netip.Prefix) {
@@ -310,7 +322,10 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		return nil, err
 	}
 	defer hc.Close()
-	up, err := inspectHost(hc, uplink, cidr, true)
+	if err := hook("inspect host"); err != nil {
+		return nil, err
+	}
+	up, err := inspectHost(hostFor(l.hostKey), c.HostNS, hc, uplink, cidr, true)
 	if err != nil {
 		return nil, err
 	}
@@ -333,6 +348,9 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		return fail("host namespace", err)
 	}
 	undo = append(undo, l.host.Close)
+	if err := hook("namespace socket"); err != nil {
+		return fail("namespace socket", err)
+	}
 	nc, err := nl.Dial(ns)
 	if err != nil {
 		return fail("namespace", err)
@@ -568,6 +586,9 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete string) error {
 	hs.mu.Lock()
 	hs.links--
 	last := hs.links == 0
+	if last {
+		hs.routes.close() // no fd outlives the last link
+	}
 	hs.mu.Unlock()
 
 	step("nftables", func() error {
@@ -628,43 +649,46 @@ type uplinkInfo struct {
 }
 
 // inspectHost finds the uplink (or the default route's link), checks it is
-// up with an IPv4 address, and that cidr overlaps no route or address of
-// the host, with one link lookup and one IPv4 route dump of every table
-// (the local table lists the host's own addresses).
-func inspectHost(hc *nl.Conn, uplink string, cidr netip.Prefix, checkOverlap bool) (uplinkInfo, error) {
-	// The dump goes last: nl.Conn.Do needs it so.
-	var reqs []nl.Request
-	if uplink != "" {
-		reqs = append(reqs, nl.GetLinkByName(uplink))
-	}
-	reqs = append(reqs, nl.DumpRoutes(unix.AF_INET, 0))
-	replies, errs, err := hc.Do(reqs...)
-	last := len(reqs) - 1
-	if err == nil {
-		err = errs[last]
-	}
-	if err != nil {
-		return uplinkInfo{}, fmt.Errorf("host routes: %w", err)
-	}
-	var routes []nl.RouteSpec
-	defaultIdx, defaultMetric := 0, -1
-	for _, m := range replies[last] {
-		r, err := nl.DecodeRoute(m.Data)
-		if err != nil {
-			return uplinkInfo{}, fmt.Errorf("host routes: %w", err)
-		}
-		routes = append(routes, r)
-		if r.Dst.Bits() == 0 && r.Table == unix.RT_TABLE_MAIN && r.LinkIndex != 0 && (defaultMetric < 0 || r.Metric < defaultMetric) {
-			defaultIdx, defaultMetric = r.LinkIndex, r.Metric
-		}
-	}
+// up with an IPv4 address, and, with checkOverlap, that cidr overlaps no
+// route or address of the host (the local table lists the host's own
+// addresses). Routes come from the host's route cache, so the cost does not
+// grow with the number of links.
+func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, cidr netip.Prefix, checkOverlap bool) (uplinkInfo, error) {
 	var linkMsg []byte
 	if uplink != "" {
-		if errs[0] != nil {
-			return uplinkInfo{}, fmt.Errorf("uplink %q: %w", uplink, errs[0])
+		msgs, err := hc.Query(nl.GetLinkByName(uplink))
+		if err != nil {
+			return uplinkInfo{}, fmt.Errorf("uplink %q: %w", uplink, err)
 		}
-		linkMsg = replies[0][0].Data
-	} else {
+		linkMsg = msgs[0].Data
+	}
+	hs.mu.Lock()
+	routes, err := hs.routes.current(host, hc)
+	if err != nil {
+		hs.mu.Unlock()
+		return uplinkInfo{}, fmt.Errorf("host routes: %w", err)
+	}
+	defaultIdx, defaultMetric := 0, -1
+	var overlap error
+	local := map[int]bool{} // links with an IPv4 address
+	for r := range routes {
+		if r.dst.Bits() == 0 && r.table == unix.RT_TABLE_MAIN && r.oif != 0 && (defaultMetric < 0 || r.metric < defaultMetric) {
+			defaultIdx, defaultMetric = r.oif, r.metric
+		}
+		if r.typ == unix.RTN_LOCAL {
+			local[r.oif] = true
+		}
+		if checkOverlap && overlap == nil && r.dst.Bits() > 0 && r.dst.Overlaps(cidr) &&
+			r.typ != unix.RTN_BROADCAST && r.typ != unix.RTN_MULTICAST {
+			what := "route"
+			if r.typ == unix.RTN_LOCAL {
+				what = "address"
+			}
+			overlap = fmt.Errorf("%w: host %s %v", ErrOverlap, what, r.dst)
+		}
+	}
+	hs.mu.Unlock()
+	if uplink == "" {
 		if defaultIdx == 0 {
 			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no IPv4 default route: %w", nl.Wrap(unix.ENODEV))
 		}
@@ -680,26 +704,13 @@ func inspectHost(hc *nl.Conn, uplink string, cidr netip.Prefix, checkOverlap boo
 	}
 	up := uplinkInfo{name: link.Attributes.Name, index: int(link.Index)}
 	up.forwarding, _ = nl.Forwarding(linkMsg)
-	if link.Flags&unix.IFF_UP == 0 {
+	switch {
+	case link.Flags&unix.IFF_UP == 0:
 		return up, fmt.Errorf("uplink %q is down: bring it up first", up.name)
-	}
-	hasV4 := false
-	for _, r := range routes {
-		if r.Type == unix.RTN_LOCAL && r.LinkIndex == up.index {
-			hasV4 = true
-		}
-		if checkOverlap && r.Dst.Bits() > 0 && r.Dst.Overlaps(cidr) && !(r.Type == unix.RTN_BROADCAST || r.Type == unix.RTN_MULTICAST) {
-			what := "route"
-			if r.Type == unix.RTN_LOCAL {
-				what = "address"
-			}
-			return up, fmt.Errorf("%w: host %s %v", ErrOverlap, what, r.Dst)
-		}
-	}
-	if !hasV4 {
+	case !local[up.index]:
 		return up, fmt.Errorf("uplink %q has no IPv4 address: masquerading needs one", up.name)
 	}
-	return up, nil
+	return up, overlap
 }
 
 // processStart returns a process's start time in clock ticks since boot

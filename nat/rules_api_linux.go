@@ -56,7 +56,7 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 		return nil, err
 	}
 	defer hc.Close()
-	up, err := inspectHost(hc, uplink, cidr, false)
+	up, err := inspectHost(hostFor(host.ID()), host, hc, uplink, cidr, false)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,100 @@
+package nl
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/mdlayher/netlink"
+	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Watch is a route netlink socket subscribed to multicast notifications,
+// read without blocking: it lets a caller keep a copy of kernel state up to
+// date at the cost of the changes since the last look, instead of dumping
+// everything every time.
+type Watch struct {
+	c   *netlink.Conn
+	buf []byte
+}
+
+// ErrOverflow is returned by Poll when the kernel dropped notifications
+// because the socket's buffer was full (ENOBUFS): the copy must be rebuilt
+// from a dump.
+var ErrOverflow = errors.New("netlink notifications overflowed")
+
+// DialWatch opens a socket in ns subscribed to the rtnetlink groups.
+func DialWatch(ns *netns.Handle, groups ...uint32) (*Watch, error) {
+	cfg := &netlink.Config{}
+	if ns != nil {
+		fd, err := ns.FD()
+		if err != nil {
+			return nil, err
+		}
+		cfg.NetNS = fd
+	}
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dial rtnetlink watch in %s: %w", ns, err)
+	}
+	for _, g := range groups {
+		if err := c.JoinGroup(g); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("join rtnetlink group %d: %w", g, err)
+		}
+	}
+	// Room for bursts (a thousand route changes) between two polls.
+	_ = c.SetReadBuffer(4 << 20)
+	return &Watch{c: c, buf: make([]byte, 64<<10)}, nil
+}
+
+// Close closes the socket.
+func (w *Watch) Close() error { return w.c.Close() }
+
+// Poll hands every notification queued on the socket to fn and returns
+// when none is left, without waiting. ErrOverflow means some were lost.
+func (w *Watch) Poll(fn func(typ uint16, body []byte)) error {
+	rc, err := w.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), w.buf, unix.MSG_DONTWAIT)
+			return true // never park: EAGAIN means drained
+		})
+		if err != nil {
+			return err
+		}
+		switch {
+		case rerr == unix.EAGAIN:
+			return nil
+		case rerr == unix.ENOBUFS:
+			return ErrOverflow
+		case rerr != nil:
+			return rerr
+		}
+		if err := eachMessage(w.buf[:n], fn); err != nil {
+			return err
+		}
+	}
+}
+
+// eachMessage splits a datagram into netlink messages.
+func eachMessage(b []byte, fn func(typ uint16, body []byte)) error {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(NativeEndian.Uint32(b[0:4]))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return fmt.Errorf("netlink message of %d bytes in a datagram of %d", l, len(b))
+		}
+		fn(NativeEndian.Uint16(b[4:6]), b[unix.NLMSG_HDRLEN:l])
+		l = (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
+		if l > len(b) {
+			break
+		}
+		b = b[l:]
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+package nat_test
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
+)
+
+// BenchmarkNewConnect is the set-up of one namespace as a user writes it:
+// netns.New + nat.Connect. BenchmarkCloseDelete is its tear-down.
+// cmd/nsnet-bench compares both with the tutorial's shell commands.
+func BenchmarkNewConnect(b *testing.B) {
+	sandbox.Require(b)
+	w := testnet.NewWorld(b, "bn-")
+	cfg := nat.Config{HostNS: w.Host}
+	type made struct {
+		name string
+		ns   *netns.Handle
+		l    *nat.Link
+	}
+	var all []made
+	i := 0
+	for b.Loop() {
+		name := fmt.Sprintf("bn-%d", i)
+		ns, err := netns.New(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		l, err := cfg.Connect(ns, "up0", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
+		if err != nil {
+			b.Fatal(err)
+		}
+		all = append(all, made{name, ns, l})
+		i++
+	}
+	b.StopTimer()
+	for _, m := range all {
+		m.l.Close()
+		m.ns.Close()
+		netns.Delete(m.name)
+	}
+}
+
+func BenchmarkConnectClose(b *testing.B) {
+	sandbox.Require(b)
+	w := testnet.NewWorld(b, "bc-")
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	cfg := nat.Config{HostNS: w.Host}
+	for b.Loop() {
+		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.0.0.0/24"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,6 @@
+package nat
+
+// SetFailHook makes f run before each step of Connect and Close (steps of
+// Close are named "close STEP"); a non-nil error fails that step. nil
+// removes it. For tests only: not safe to change while Connects run.
+func SetFailHook(f func(step string) error) { failHook = f }
