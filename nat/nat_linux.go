@@ -97,6 +97,59 @@ type hostState struct {
 	uplinks    map[int]*uplinkRef
 	links      int
 	routes     routeCache
+	conns      []*nl.Conn // idle rtnetlink sockets in the host namespace
+}
+
+// enter counts a Link being made or alive; the caches and the table stay
+// while there is one.
+func (hs *hostState) enter() {
+	hs.mu.Lock()
+	hs.links++
+	hs.mu.Unlock()
+}
+
+// leave uncounts one; after the last, it closes the cached sockets (no fd
+// outlives the last link) and removes the table if no process uses it.
+func (hs *hostState) leave(host *netns.Handle) error {
+	hs.mu.Lock()
+	hs.links--
+	last := hs.links == 0
+	if last {
+		hs.routes.close()
+		for _, c := range hs.conns {
+			c.Close()
+		}
+		hs.conns = nil
+	}
+	hs.mu.Unlock()
+	if last {
+		return hs.dropTableIfUnused(host)
+	}
+	return nil
+}
+
+// conn returns an idle host socket, or dials one.
+func (hs *hostState) conn(host *netns.Handle) (*nl.Conn, error) {
+	hs.mu.Lock()
+	if n := len(hs.conns); n > 0 {
+		c := hs.conns[n-1]
+		hs.conns = hs.conns[:n-1]
+		hs.mu.Unlock()
+		return c, nil
+	}
+	hs.mu.Unlock()
+	return nl.Dial(host)
+}
+
+// putConn keeps c for the next operation while links exist.
+func (hs *hostState) putConn(c *nl.Conn) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.links > 0 && len(hs.conns) < 4 {
+		hs.conns = append(hs.conns, c)
+		return
+	}
+	c.Close()
 }
 
 type uplinkRef struct {
@@ -317,117 +370,181 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		l.NSVeth = "eth0"
 	}
 
-	hc, err := nl.Dial(c.HostNS)
-	if err != nil {
-		return nil, err
+	hs := hostFor(l.hostKey)
+	hs.enter() // keeps the caches alive until this Connect is done
+	up, hc, err := func() (uplinkInfo, *nl.Conn, error) {
+		hc, err := hs.conn(c.HostNS)
+		if err != nil {
+			return uplinkInfo{}, nil, err
+		}
+		if err := hook("inspect host"); err != nil {
+			return uplinkInfo{}, hc, err
+		}
+		up, err := inspectHost(hs, c.HostNS, hc, uplink, cidr, true)
+		if err != nil {
+			return up, hc, err
+		}
+		l.hs, err = reserve(l.hostKey, l.nsKey, cidr)
+		return up, hc, err
+	}()
+	if hc != nil {
+		defer hs.putConn(hc) // runs after leave below: then it closes hc
 	}
-	defer hc.Close()
-	if err := hook("inspect host"); err != nil {
-		return nil, err
-	}
-	up, err := inspectHost(hostFor(l.hostKey), c.HostNS, hc, uplink, cidr, true)
 	if err != nil {
+		hs.leave(c.HostNS)
 		return nil, err
 	}
 	l.Uplink, l.uplinkIdx = up.name, up.index
 
-	hs, err := reserve(l.hostKey, l.nsKey, cidr)
-	if err != nil {
-		return nil, err
+	// From here on every step records its undo; fail runs them in reverse.
+	var (
+		undoMu sync.Mutex
+		undo   []func() error
+	)
+	pushUndo := func(f func() error) {
+		undoMu.Lock()
+		undo = append(undo, f)
+		undoMu.Unlock()
 	}
-	l.hs = hs
-	var undo []func() error
-	fail := func(step string, err error) (*Link, error) {
+	fail := func(err error) (*Link, error) {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]() // best effort: the first error is the one returned
 		}
 		release(l.hostKey, l.nsKey, cidr)
-		return nil, fmt.Errorf("%s: %w", step, err)
+		hs.leave(l.host)
+		l.host.Close()
+		return nil, err
 	}
 	if l.host, err = dupHandle(c.HostNS); err != nil {
-		return fail("host namespace", err)
+		return fail(fmt.Errorf("host namespace: %w", err))
 	}
-	undo = append(undo, l.host.Close)
-	if err := hook("namespace socket"); err != nil {
-		return fail("namespace socket", err)
-	}
-	nc, err := nl.Dial(ns)
-	if err != nil {
-		return fail("namespace", err)
-	}
-	defer nc.Close()
+	l.elems = linkElements(l.Prefix, l.HostVeth, l.Uplink, ownerMark, c.AllowSiblings)
 
-	// Step: the veth pair, host end up, and its index (one round trip).
-	if err := hook("veth"); err != nil {
-		return fail("veth", err)
+	// The steps run as three lanes, each in order, the lanes side by side
+	// (Connect's time is the longest lane, not the sum of all):
+	//   host:      veth pair (peer made in ns) -> host address, forwarding, owner mark
+	//   namespace: socket -> (after the veth) lo and peer up -> address, default route
+	//   nftables:  the link's set elements (names only: they need no link)
+	vethDone := make(chan bool, 1) // true if the pair exists
+	var wg sync.WaitGroup
+	var nsErr, nftErr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		nsErr = c.namespaceLane(ns, l, hostAddr, vethDone)
+	}()
+	go func() {
+		defer wg.Done()
+		if nftErr = hook("nftables"); nftErr != nil {
+			nftErr = fmt.Errorf("nftables: %w", nftErr)
+			return
+		}
+		if nftErr = hs.addElements(c.HostNS, l.elems); nftErr != nil {
+			nftErr = fmt.Errorf("nftables: %w", nftErr)
+			return
+		}
+		pushUndo(func() error { return flush(c.HostNS, func(c *nftables.Conn) error { return l.elems.apply(c, false) }) })
+	}()
+	hostErr := func() error {
+		if err := hook("veth"); err != nil {
+			vethDone <- false
+			return fmt.Errorf("veth: %w", err)
+		}
+		replies, errs, err := hc.Do(
+			nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: ns.Fd(), MTU: c.MTU, Up: true}),
+			nl.GetLinkByName(l.HostVeth))
+		if err == nil {
+			err = errs[0]
+		}
+		if err != nil {
+			vethDone <- false
+			return fmt.Errorf("veth %s peer %s: %w", l.HostVeth, l.NSVeth, err)
+		}
+		// Deleting the host end takes the peer, both addresses and the
+		// namespace's route with it.
+		pushUndo(func() error { return hc.Exec(nl.DeleteLink(0, l.HostVeth)) })
+		vethDone <- true
+		hostIdx, err := indexOf(replies[1], errs[1])
+		if err != nil {
+			return fmt.Errorf("veth: %w", err)
+		}
+		if err := hook("host address"); err != nil {
+			return fmt.Errorf("host address: %w", err)
+		}
+		// The kernel ignores IFLA_IFALIAS on creation, so the owner mark
+		// goes here, by index: never by name in a batch after the create,
+		// which would mark a user's link of that name had the create failed.
+		reqs := []nl.Request{
+			nl.NewAddr(hostIdx, l.HostAddr, 0, false), nl.SetForwarding(hostIdx, true), nl.SetAlias(hostIdx, ownerMark),
+		}
+		reqs = append(reqs, hs.acquireUplink(up)...)
+		pushUndo(func() error { return hs.releaseUplink(hc, up.index) })
+		if err := hc.Exec(reqs...); err != nil {
+			return fmt.Errorf("host address and forwarding: %w", err)
+		}
+		return nil
+	}()
+	wg.Wait()
+	if err := errors.Join(hostErr, nsErr, nftErr); err != nil {
+		return fail(firstOf(hostErr, nsErr, nftErr))
 	}
-	replies, errs, err := hc.Do(
-		nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: ns.Fd(), MTU: c.MTU, Up: true}),
-		nl.GetLinkByName(l.HostVeth))
-	if err == nil {
-		err = errs[0]
-	}
-	if err != nil {
-		return fail("veth "+l.HostVeth+" peer "+l.NSVeth, err)
-	}
-	undo = append(undo, func() error { return hc.Exec(nl.DeleteLink(0, l.HostVeth)) })
-	hostIdx, err := indexOf(replies[1], errs[1])
-	if err != nil {
-		return fail("veth", err)
-	}
+	return l, nil
+}
 
-	// Step: lo and the namespace end up, and its index.
+func firstOf(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// namespaceLane does the namespace's side of Connect: its own socket,
+// then, once the host lane has made the pair, lo and the peer up, the
+// address and the default route. Nothing to undo: the peer goes with the
+// pair.
+func (c Config) namespaceLane(ns *netns.Handle, l *Link, gw netip.Addr, vethDone <-chan bool) error {
+	herr := hook("namespace socket")
+	var nc *nl.Conn
+	if herr == nil {
+		var err error
+		if nc, err = nl.Dial(ns); err != nil {
+			herr = err
+		} else {
+			defer nc.Close()
+		}
+	}
+	if !<-vethDone {
+		return nil // the host lane failed and says why
+	}
+	if herr != nil {
+		return fmt.Errorf("namespace socket: %w", herr)
+	}
 	if err := hook("namespace links"); err != nil {
-		return fail("namespace links", err)
+		return fmt.Errorf("namespace links: %w", err)
 	}
-	replies, errs, err = nc.Do(nl.SetLinkUp(0, "lo", true), nl.SetLinkUp(0, l.NSVeth, true), nl.GetLinkByName(l.NSVeth))
+	replies, errs, err := nc.Do(nl.SetLinkUp(0, "lo", true), nl.SetLinkUp(0, l.NSVeth, true), nl.GetLinkByName(l.NSVeth))
 	if err == nil {
 		err = errors.Join(errs...)
 	}
 	if err != nil {
-		return fail("namespace links", err)
+		return fmt.Errorf("namespace links: %w", err)
 	}
-	nsIdx, _ := indexOf(replies[2], nil)
-
-	// Step: host address and forwarding on the host end and the uplink.
-	if err := hook("host address"); err != nil {
-		return fail("host address", err)
+	nsIdx, err := indexOf(replies[2], nil)
+	if err != nil {
+		return fmt.Errorf("namespace links: %w", err)
 	}
-	// The kernel ignores IFLA_IFALIAS on creation, so the owner mark goes
-	// here, by index: never by name in a batch after the create, which
-	// would mark a user's link of that name if the create had failed.
-	reqs := []nl.Request{
-		nl.NewAddr(hostIdx, l.HostAddr, 0, false), nl.SetForwarding(hostIdx, true), nl.SetAlias(hostIdx, ownerMark),
-	}
-	reqs = append(reqs, hs.acquireUplink(up)...)
-	undo = append(undo, func() error { return hs.releaseUplink(hc, up.index) })
-	if err := hc.Exec(reqs...); err != nil {
-		return fail("host address and forwarding", err)
-	}
-
-	// Step: namespace address and default route.
 	if err := hook("namespace address"); err != nil {
-		return fail("namespace address", err)
+		return fmt.Errorf("namespace address: %w", err)
 	}
 	err = nc.Exec(nl.NewAddr(nsIdx, l.NSAddr, 0, false),
-		nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: hostAddr,
+		nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: gw,
 			Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
 	if err != nil {
-		return fail("namespace address and route", err)
+		return fmt.Errorf("namespace address and route: %w", err)
 	}
-
-	// Step: nftables, one transaction.
-	if err := hook("nftables"); err != nil {
-		return fail("nftables", err)
-	}
-	l.elems = linkElements(l.Prefix, l.HostVeth, l.Uplink, ownerMark, c.AllowSiblings)
-	if err := hs.addElements(c.HostNS, l.elems); err != nil {
-		return fail("nftables", err)
-	}
-	hs.mu.Lock()
-	hs.links++
-	hs.mu.Unlock()
-	return l, nil
+	return nil
 }
 
 func indexOf(msgs []netlink.Message, err error) (int, error) {
@@ -583,22 +700,10 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete string) error {
 		}
 	}
 	hs := o.hs
-	hs.mu.Lock()
-	hs.links--
-	last := hs.links == 0
-	if last {
-		hs.routes.close() // no fd outlives the last link
-	}
-	hs.mu.Unlock()
-
 	step("nftables", func() error {
-		err := flush(o.host, func(c *nftables.Conn) error { return o.elems.apply(c, false) })
-		if err == nil && last {
-			err = hs.dropTableIfUnused(o.host)
-		}
-		return err
+		return flush(o.host, func(c *nftables.Conn) error { return o.elems.apply(c, false) })
 	})
-	hc, err := nl.Dial(o.host)
+	hc, err := hs.conn(o.host)
 	if err != nil {
 		errs = append(errs, err)
 	} else {
@@ -606,9 +711,12 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete string) error {
 			step("veth", func() error { return hc.Exec(nl.DeleteLink(0, vethToDelete)) })
 		}
 		step("uplink forwarding", func() error { return hs.releaseUplink(hc, o.uplinkIdx) })
-		hc.Close()
+		hs.putConn(hc)
 	}
 	release(o.hostKey, o.nsKey, prefix)
+	if err := hs.leave(o.host); err != nil {
+		errs = append(errs, fmt.Errorf("nftables table: %w", err))
+	}
 	if o.host != nil {
 		o.host.Close()
 	}

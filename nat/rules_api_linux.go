@@ -51,45 +51,50 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 	if host != nil && host.Fd() < 0 {
 		return nil, fmt.Errorf("host namespace: %w", netns.ErrClosed)
 	}
-	hc, err := nl.Dial(host)
-	if err != nil {
+	hs := hostFor(host.ID())
+	hs.enter()
+	r := &Rules{Prefix: cidr, HostVeth: hostVeth}
+	r.hs = hs
+	reserved := false
+	fail := func(err error) (*Rules, error) {
+		if reserved {
+			release(r.hostKey, 0, cidr)
+		}
+		hs.leave(host)
+		r.host.Close()
 		return nil, err
 	}
-	defer hc.Close()
-	up, err := inspectHost(hostFor(host.ID()), host, hc, uplink, cidr, false)
+	hc, err := hs.conn(host)
 	if err != nil {
-		return nil, err
+		return fail(err)
+	}
+	defer hs.putConn(hc)
+	up, err := inspectHost(hs, host, hc, uplink, cidr, false)
+	if err != nil {
+		return fail(err)
 	}
 	vethIdx, err := hc.LinkIndex(hostVeth)
 	if err != nil {
-		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
+		return fail(fmt.Errorf("link %q: %w", hostVeth, err))
 	}
-	r := &Rules{Prefix: cidr, HostVeth: hostVeth, Uplink: up.name}
-	r.hostKey, r.uplinkIdx = host.ID(), up.index
-	if r.hs, err = reserve(r.hostKey, 0, cidr); err != nil {
-		return nil, err
+	r.Uplink, r.hostKey, r.uplinkIdx = up.name, host.ID(), up.index
+	if _, err = reserve(r.hostKey, 0, cidr); err != nil {
+		return fail(err)
 	}
+	reserved = true
 	if r.host, err = dupHandle(host); err != nil {
-		release(r.hostKey, 0, cidr)
-		return nil, err
+		return fail(err)
 	}
-	reqs := append([]nl.Request{nl.SetForwarding(vethIdx, true)}, r.hs.acquireUplink(up)...)
+	reqs := append([]nl.Request{nl.SetForwarding(vethIdx, true)}, hs.acquireUplink(up)...)
 	if err := hc.Exec(reqs...); err != nil {
-		r.hs.releaseUplink(hc, up.index)
-		r.host.Close()
-		release(r.hostKey, 0, cidr)
-		return nil, fmt.Errorf("forwarding: %w", err)
+		hs.releaseUplink(hc, up.index)
+		return fail(fmt.Errorf("forwarding: %w", err))
 	}
 	r.elems = linkElements(r.Prefix, r.HostVeth, r.Uplink, ownerMark, false)
-	if err := r.hs.addElements(host, r.elems); err != nil {
-		r.hs.releaseUplink(hc, up.index)
-		r.host.Close()
-		release(r.hostKey, 0, cidr)
-		return nil, fmt.Errorf("nftables: %w", err)
+	if err := hs.addElements(host, r.elems); err != nil {
+		hs.releaseUplink(hc, up.index)
+		return fail(fmt.Errorf("nftables: %w", err))
 	}
-	r.hs.mu.Lock()
-	r.hs.links++
-	r.hs.mu.Unlock()
 	return r, nil
 }
 
