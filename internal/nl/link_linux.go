@@ -200,3 +200,28 @@ func GetLinkByIndex(index int) Request {
 func SetAlias(index int, alias string) Request {
 	return SetLink(&rtnetlink.LinkMessage{Index: uint32(index), Attributes: &rtnetlink.LinkAttributes{Alias: &alias}})
 }
+
+// iflaGroup is IFLA_GROUP, the link's device group; rtnetlink/v2 decodes
+// it but does not encode it.
+const iflaGroup = 27
+
+// SetGroup moves the link called name into device group g.
+func SetGroup(name string, g uint32) Request {
+	b := make([]byte, unix.SizeofIfInfomsg)
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.IFLA_IFNAME, name)
+	ae.Uint32(iflaGroup, g)
+	attrs, _ := ae.Encode()
+	return Request{Type: unix.RTM_NEWLINK, Data: append(b, attrs...)}
+}
+
+// DeleteGroup deletes every link of device group g in one request: the
+// kernel unregisters them together and waits for one RCU grace period for
+// all, instead of one per link.
+func DeleteGroup(g uint32) Request {
+	b := make([]byte, unix.SizeofIfInfomsg)
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint32(iflaGroup, g)
+	attrs, _ := ae.Encode()
+	return Request{Type: unix.RTM_DELLINK, Data: append(b, attrs...)}
+}
