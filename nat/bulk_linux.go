@@ -66,14 +66,15 @@ func closeGroup(hs *hostState, links []*Link) error {
 		}
 	}
 	step("nftables", func() error {
-		return flush(host, func(c *nftables.Conn) error {
-			for _, l := range links {
-				if err := l.elems.apply(c, false); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		// One message per set for all the links, not one per link.
+		var all elements
+		for _, l := range links {
+			all.links = append(all.links, l.elems.links...)
+			all.nets = append(all.nets, l.elems.nets...)
+			all.masq = append(all.masq, l.elems.masq...)
+			all.siblings = append(all.siblings, l.elems.siblings...)
+		}
+		return hs.flush(host, func(c *nftables.Conn) error { return all.apply(c, false) })
 	})
 	hc, err := hs.conn(host)
 	if err != nil {

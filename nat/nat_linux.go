@@ -97,7 +97,8 @@ type hostState struct {
 	uplinks    map[int]*uplinkRef
 	links      int
 	routes     routeCache
-	conns      []*nl.Conn // idle rtnetlink sockets in the host namespace
+	conns      []*nl.Conn       // idle rtnetlink sockets in the host namespace
+	nfts       []*nftables.Conn // idle lasting nftables connections there
 }
 
 // enter counts a Link being made or alive; the caches and the table stay
@@ -119,7 +120,10 @@ func (hs *hostState) leave(host *netns.Handle) error {
 		for _, c := range hs.conns {
 			c.Close()
 		}
-		hs.conns = nil
+		for _, c := range hs.nfts {
+			c.CloseLasting()
+		}
+		hs.conns, hs.nfts = nil, nil
 	}
 	hs.mu.Unlock()
 	if last {
@@ -370,8 +374,21 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		l.NSVeth = "eth0"
 	}
 
+	// The namespace's socket is opened while the host is inspected: it
+	// depends on nothing else.
+	nsConn := make(chan dialed, 1)
+	go func() {
+		if err := hook("namespace socket"); err != nil {
+			nsConn <- dialed{err: err}
+			return
+		}
+		c, err := nl.Dial(ns)
+		nsConn <- dialed{c, err}
+	}()
 	hs := hostFor(l.hostKey)
 	hs.enter() // keeps the caches alive until this Connect is done
+	// The first Connect in a host makes the table, alongside the checks.
+	table := hs.prepareTable(c.HostNS)
 	up, hc, err := func() (uplinkInfo, *nl.Conn, error) {
 		hc, err := hs.conn(c.HostNS)
 		if err != nil {
@@ -391,7 +408,11 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		defer hs.putConn(hc) // runs after leave below: then it closes hc
 	}
 	if err != nil {
+		table() // settled before leave, which may remove the table again
 		hs.leave(c.HostNS)
+		if d := <-nsConn; d.c != nil {
+			d.c.Close()
+		}
 		return nil, err
 	}
 	l.Uplink, l.uplinkIdx = up.name, up.index
@@ -407,6 +428,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		undoMu.Unlock()
 	}
 	fail := func(err error) (*Link, error) {
+		table()
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]() // best effort: the first error is the one returned
 		}
@@ -416,6 +438,9 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		return nil, err
 	}
 	if l.host, err = dupHandle(c.HostNS); err != nil {
+		if d := <-nsConn; d.c != nil {
+			d.c.Close()
+		}
 		return fail(fmt.Errorf("host namespace: %w", err))
 	}
 	l.elems = linkElements(l.Prefix, l.HostVeth, l.Uplink, ownerMark, c.AllowSiblings)
@@ -431,7 +456,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		nsErr = c.namespaceLane(ns, l, hostAddr, vethDone)
+		nsErr = c.namespaceLane(nsConn, l, hostAddr, vethDone)
 	}()
 	go func() {
 		defer wg.Done()
@@ -439,11 +464,17 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 			nftErr = fmt.Errorf("nftables: %w", nftErr)
 			return
 		}
+		if nftErr = table(); nftErr != nil {
+			nftErr = fmt.Errorf("nftables table: %w", nftErr)
+			return
+		}
 		if nftErr = hs.addElements(c.HostNS, l.elems); nftErr != nil {
 			nftErr = fmt.Errorf("nftables: %w", nftErr)
 			return
 		}
-		pushUndo(func() error { return flush(c.HostNS, func(c *nftables.Conn) error { return l.elems.apply(c, false) }) })
+		pushUndo(func() error {
+			return hs.flush(c.HostNS, func(c *nftables.Conn) error { return l.elems.apply(c, false) })
+		})
 	}()
 	hostErr := func() error {
 		if err := hook("veth"); err != nil {
@@ -500,38 +531,45 @@ func firstOf(errs ...error) error {
 	return nil
 }
 
-// namespaceLane does the namespace's side of Connect: its own socket,
-// then, once the host lane has made the pair, lo and the peer up, the
-// address and the default route. Nothing to undo: the peer goes with the
-// pair.
-func (c Config) namespaceLane(ns *netns.Handle, l *Link, gw netip.Addr, vethDone <-chan bool) error {
-	herr := hook("namespace socket")
-	var nc *nl.Conn
-	if herr == nil {
-		var err error
-		if nc, err = nl.Dial(ns); err != nil {
-			herr = err
-		} else {
-			defer nc.Close()
-		}
+type dialed struct {
+	c   *nl.Conn
+	err error
+}
+
+// namespaceLane does the namespace's side of Connect on the socket opened
+// for it: lo up at once, then, once the host lane has made the pair, the
+// peer up, the address and the default route. Nothing to undo: the peer
+// goes with the pair, and lo up is harmless.
+func (c Config) namespaceLane(nsConn <-chan dialed, l *Link, gw netip.Addr, vethDone <-chan bool) error {
+	d := <-nsConn
+	if d.c != nil {
+		defer d.c.Close()
+	}
+	var loErr error
+	if d.err == nil {
+		loErr = d.c.Exec(nl.SetLinkUp(0, "lo", true))
 	}
 	if !<-vethDone {
 		return nil // the host lane failed and says why
 	}
-	if herr != nil {
-		return fmt.Errorf("namespace socket: %w", herr)
+	if d.err != nil {
+		return fmt.Errorf("namespace socket: %w", d.err)
 	}
+	if loErr != nil {
+		return fmt.Errorf("namespace lo: %w", loErr)
+	}
+	nc := d.c
 	if err := hook("namespace links"); err != nil {
 		return fmt.Errorf("namespace links: %w", err)
 	}
-	replies, errs, err := nc.Do(nl.SetLinkUp(0, "lo", true), nl.SetLinkUp(0, l.NSVeth, true), nl.GetLinkByName(l.NSVeth))
+	replies, errs, err := nc.Do(nl.SetLinkUp(0, l.NSVeth, true), nl.GetLinkByName(l.NSVeth))
 	if err == nil {
 		err = errors.Join(errs...)
 	}
 	if err != nil {
 		return fmt.Errorf("namespace links: %w", err)
 	}
-	nsIdx, err := indexOf(replies[2], nil)
+	nsIdx, err := indexOf(replies[1], nil)
 	if err != nil {
 		return fmt.Errorf("namespace links: %w", err)
 	}
@@ -609,17 +647,51 @@ func (hs *hostState) releaseUplink(hc *nl.Conn, index int) error {
 	return nil
 }
 
-// nftConn opens an nftables connection in the host namespace. A fresh one
-// per transaction: a Conn that failed to serialise a message stays failed.
+// nftConn opens a lasting nftables connection in the host namespace, with
+// a read buffer large enough for the acknowledgements of a big batch (the
+// default one overflows with ENOBUFS at a few hundred messages).
 func nftConn(host *netns.Handle) (*nftables.Conn, error) {
-	if host == nil {
-		return nftables.New()
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
+		return c.SetReadBuffer(4 << 20)
+	})}
+	if host != nil {
+		fd, err := host.FD()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nftables.WithNetNSFd(fd))
 	}
-	fd, err := host.FD()
-	if err != nil {
-		return nil, err
+	return nftables.New(opts...)
+}
+
+// prepareTable starts making the library's table if this process has not
+// made or seen it in this host, and returns a function that waits for that
+// and returns its error (nil at once when there was nothing to do).
+// Another process making it first (EEXIST) is fine.
+func (hs *hostState) prepareTable(host *netns.Handle) func() error {
+	hs.mu.Lock()
+	ready := hs.tableReady
+	hs.mu.Unlock()
+	if ready {
+		return func() error { return nil }
 	}
-	return nftables.New(nftables.WithNetNSFd(fd))
+	ch := make(chan error, 1)
+	go func() {
+		err := hs.flush(host, addSkeleton)
+		if err == nil || errors.Is(err, unix.EEXIST) {
+			err = nil
+			hs.mu.Lock()
+			hs.tableReady = true
+			hs.mu.Unlock()
+		}
+		ch <- err
+	}()
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() { err = <-ch })
+		return err
+	}
 }
 
 // addElements adds a link's elements in one transaction, creating the
@@ -634,7 +706,7 @@ func (hs *hostState) addElements(host *netns.Handle, e elements) error {
 	hs.mu.Unlock()
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		err = flush(host, func(c *nftables.Conn) error {
+		err = hs.flush(host, func(c *nftables.Conn) error {
 			if withTable {
 				if err := addSkeleton(c); err != nil {
 					return err
@@ -659,15 +731,34 @@ func (hs *hostState) addElements(host *netns.Handle, e elements) error {
 	return err
 }
 
-func flush(host *netns.Handle, queue func(*nftables.Conn) error) error {
-	c, err := nftConn(host)
-	if err != nil {
-		return err
+// flush queues a transaction with queue and commits it, on a pooled
+// connection. A connection that saw any error is dropped, never reused: a
+// google/nftables Conn that failed to serialise a message stays failed.
+func (hs *hostState) flush(host *netns.Handle, queue func(*nftables.Conn) error) error {
+	hs.mu.Lock()
+	var c *nftables.Conn
+	if n := len(hs.nfts); n > 0 {
+		c, hs.nfts = hs.nfts[n-1], hs.nfts[:n-1]
 	}
-	if err := queue(c); err != nil {
-		return err
+	hs.mu.Unlock()
+	if c == nil {
+		var err error
+		if c, err = nftConn(host); err != nil {
+			return err
+		}
 	}
-	return c.Flush()
+	err := queue(c)
+	if err == nil {
+		err = c.Flush()
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if err != nil || hs.links == 0 || len(hs.nfts) >= 4 {
+		c.CloseLasting()
+	} else {
+		hs.nfts = append(hs.nfts, c)
+	}
+	return err
 }
 
 // Close undoes everything Connect made, in reverse order: the set
@@ -689,33 +780,54 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete string) error {
 		return o.err
 	}
 	o.closed = true
-	var errs []error
+	var (
+		errMu sync.Mutex
+		errs  []error
+	)
 	step := func(name string, f func() error) {
 		err := hook("close " + name)
 		if err == nil {
 			err = f()
 		}
 		if err != nil {
+			errMu.Lock()
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			errMu.Unlock()
 		}
 	}
 	hs := o.hs
-	step("nftables", func() error {
-		return flush(o.host, func(c *nftables.Conn) error { return o.elems.apply(c, false) })
-	})
+	release(o.hostKey, o.nsKey, prefix)
+	// Two lanes side by side, since each may wait for an RCU grace period
+	// (tens of milliseconds): deleting the veth, and removing the set
+	// elements (plus, after the last link, the table, whose base chains'
+	// hooks are unregistered).
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		step("nftables", func() error {
+			return hs.flush(o.host, func(c *nftables.Conn) error { return o.elems.apply(c, false) })
+		})
+		if err := hs.leave(o.host); err != nil {
+			errMu.Lock()
+			errs = append(errs, fmt.Errorf("nftables table: %w", err))
+			errMu.Unlock()
+		}
+	}()
 	hc, err := hs.conn(o.host)
 	if err != nil {
+		errMu.Lock()
 		errs = append(errs, err)
+		errMu.Unlock()
 	} else {
 		if vethToDelete != "" {
 			step("veth", func() error { return hc.Exec(nl.DeleteLink(0, vethToDelete)) })
 		}
 		step("uplink forwarding", func() error { return hs.releaseUplink(hc, o.uplinkIdx) })
-		hs.putConn(hc)
 	}
-	release(o.hostKey, o.nsKey, prefix)
-	if err := hs.leave(o.host); err != nil {
-		errs = append(errs, fmt.Errorf("nftables table: %w", err))
+	wg.Wait()
+	if hc != nil {
+		hs.putConn(hc)
 	}
 	if o.host != nil {
 		o.host.Close()
@@ -738,6 +850,7 @@ func (hs *hostState) dropTableIfUnused(host *netns.Handle) error {
 	if err != nil {
 		return err
 	}
+	defer c.CloseLasting()
 	els, err := c.GetSetElements(setByName[setLinks])
 	if err != nil || len(els) > 0 {
 		return err
