@@ -72,7 +72,7 @@ func main() {
 			shUp, shDown := shell(*script, n)
 			libUp, libDown := library(w, n, false, 1)
 			_, bulkDown := library(w, n, true, 1)
-			parUp, _ := library(w, n, true, runtime.NumCPU()*2)
+			parUp, _ := library(w, n, true, runtime.NumCPU())
 			for i, d := range []time.Duration{shUp, shDown, libUp, libDown, bulkDown, parUp} {
 				if r == 0 || d < best[i] {
 					best[i] = d
@@ -87,7 +87,7 @@ func main() {
 			best[4].Seconds(), ratio(best[1], best[4]), per(best[5]))
 	}
 	fmt.Println("\nper namespace: set-up is netns.New + nat.Connect; tear-down is Link.Close + netns.Delete;")
-	fmt.Println("CloseAll is nat.CloseAll(all) + netns.Delete each; parallel set-up uses", runtime.NumCPU()*2, "goroutines.")
+	fmt.Println("CloseAll is nat.CloseAll(all) + netns.Delete each; parallel set-up uses", runtime.NumCPU(), "goroutines.")
 }
 
 func check(err error) {
