@@ -443,7 +443,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		}
 		return fail(fmt.Errorf("host namespace: %w", err))
 	}
-	l.elems = linkElements(l.Prefix, l.HostVeth, l.Uplink, ownerMark, c.AllowSiblings)
+	l.elems = linkElements(l.Prefix, l.HostVeth, l.Uplink, ownerMark, c.AllowSiblings, hs.wouldRestore(up))
 
 	// The steps run as three lanes, each in order, the lanes side by side
 	// (Connect's time is the longest lane, not the sum of all):
@@ -481,9 +481,18 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 			vethDone <- false
 			return fmt.Errorf("veth: %w", err)
 		}
-		replies, errs, err := hc.Do(
-			nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: ns.Fd(), MTU: c.MTU, Up: true}),
-			nl.GetLinkByName(l.HostVeth))
+		// The owner mark (ifalias, which the kernel ignores on creation)
+		// goes in the same batch when the name is our own random one, so
+		// that not even a crash right after leaves an unmarked pair behind.
+		// A name the caller chose may be a link of theirs if the create
+		// fails: then the mark waits for the index (next batch).
+		reqs := []nl.Request{nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: ns.Fd(), MTU: c.MTU, Up: true})}
+		markedNow := c.HostVeth == ""
+		if markedNow {
+			reqs = append(reqs, nl.SetAliasByName(l.HostVeth, ownerMark))
+		}
+		reqs = append(reqs, nl.GetLinkByName(l.HostVeth))
+		replies, errs, err := hc.Do(reqs...)
 		if err == nil {
 			err = errs[0]
 		}
@@ -495,18 +504,17 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		// namespace's route with it.
 		pushUndo(func() error { return hc.Exec(nl.DeleteLink(0, l.HostVeth)) })
 		vethDone <- true
-		hostIdx, err := indexOf(replies[1], errs[1])
+		last := len(reqs) - 1
+		hostIdx, err := indexOf(replies[last], errors.Join(errs[1:]...))
 		if err != nil {
 			return fmt.Errorf("veth: %w", err)
 		}
 		if err := hook("host address"); err != nil {
 			return fmt.Errorf("host address: %w", err)
 		}
-		// The kernel ignores IFLA_IFALIAS on creation, so the owner mark
-		// goes here, by index: never by name in a batch after the create,
-		// which would mark a user's link of that name had the create failed.
-		reqs := []nl.Request{
-			nl.NewAddr(hostIdx, l.HostAddr, 0, false), nl.SetForwarding(hostIdx, true), nl.SetAlias(hostIdx, ownerMark),
+		reqs = []nl.Request{nl.NewAddr(hostIdx, l.HostAddr, 0, false), nl.SetForwarding(hostIdx, true)}
+		if !markedNow {
+			reqs = append(reqs, nl.SetAlias(hostIdx, ownerMark))
 		}
 		reqs = append(reqs, hs.acquireUplink(up)...)
 		pushUndo(func() error { return hs.releaseUplink(hc, up.index) })
@@ -594,6 +602,17 @@ func indexOf(msgs []netlink.Message, err error) (int, error) {
 	}
 	link, err := nl.DecodeLink(msgs[0].Data)
 	return int(link.Index), err
+}
+
+// wouldRestore tells whether this process is (or, with its next link,
+// will be) the one that turns the uplink's forwarding off again.
+func (hs *hostState) wouldRestore(up uplinkInfo) bool {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if ref := hs.uplinks[up.index]; ref != nil {
+		return ref.restore
+	}
+	return !up.forwarding
 }
 
 // acquireUplink counts one more user of the uplink and returns the request

@@ -90,7 +90,7 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 		hs.releaseUplink(hc, up.index)
 		return fail(fmt.Errorf("forwarding: %w", err))
 	}
-	r.elems = linkElements(r.Prefix, r.HostVeth, r.Uplink, ownerMark, false)
+	r.elems = linkElements(r.Prefix, r.HostVeth, r.Uplink, ownerMark, false, hs.wouldRestore(up))
 	if err := hs.addElements(host, r.elems); err != nil {
 		hs.releaseUplink(hc, up.index)
 		return fail(fmt.Errorf("nftables: %w", err))

@@ -175,12 +175,19 @@ func rangeKey(p netip.Prefix, name string) nftables.SetElement {
 	}
 }
 
-func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings bool) elements {
+// linkElements are the set entries of one link, each commented with the
+// owner mark; the masq entry also says whether the owner turned the
+// uplink's forwarding on (restoreFwd), for Sweep.
+func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings, restoreFwd bool) elements {
 	mark := func(e nftables.SetElement) nftables.SetElement { e.Comment = owner; return e }
+	masq := mark(rangeKey(prefix, uplink))
+	if restoreFwd {
+		masq.Comment += restoreMark
+	}
 	e := elements{
 		links: []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})},
 		nets:  []nftables.SetElement{mark(rangeKey(prefix, hostVeth))},
-		masq:  []nftables.SetElement{mark(rangeKey(prefix, uplink))},
+		masq:  []nftables.SetElement{masq},
 	}
 	if siblings {
 		e.siblings = []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})}

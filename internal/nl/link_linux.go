@@ -225,3 +225,10 @@ func DeleteGroup(g uint32) Request {
 	attrs, _ := ae.Encode()
 	return Request{Type: unix.RTM_DELLINK, Data: append(b, attrs...)}
 }
+
+// SetAliasByName sets the ifalias of the link called name. Only for a name
+// that cannot belong to anyone else: in a batch after a failed create it
+// would mark whatever link has that name.
+func SetAliasByName(name, alias string) Request {
+	return SetLink(&rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{Name: name, Alias: &alias}})
+}

@@ -41,6 +41,12 @@ func Main(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	if os.Getenv(envInside) == "child" {
+		// A helper process started by Child: already inside, set up.
+		inside = true
+		sandboxNS, _ = os.Readlink("/proc/self/ns/net")
+		return m.Run()
+	}
 	if os.Getenv(envInside) == "1" {
 		if err := private.SetUp(); err != nil {
 			fmt.Fprintf(os.Stderr, "sandbox: set-up failed: %v\n", err)
@@ -195,4 +201,17 @@ func foreignThreads() []string {
 		}
 	}
 	return bad
+}
+
+// Child returns a command that runs this test binary again as a helper
+// process inside the same sandbox (no new namespaces, no new mounts),
+// running only the tests that match run, with env added to its
+// environment. Tests use it for real second processes: crashes, two users
+// of the library at once.
+func Child(run string, env ...string) *exec.Cmd {
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "-test.run=^"+run+"$", "-test.count=1")
+	cmd.Env = append(append(os.Environ(), envInside+"=child"), env...)
+	cmd.Stderr = os.Stderr
+	return cmd
 }

@@ -1,0 +1,192 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
+)
+
+// restoreMark follows the owner mark on a masq entry whose owner turned the
+// uplink's forwarding on and so must turn it off again.
+const restoreMark = " fwd=restore"
+
+// owner is a parsed owner mark: "nsnet pid=P start=S".
+type owner struct {
+	pid   int
+	start uint64
+}
+
+func parseOwner(mark string) (owner, bool) {
+	var o owner
+	mark, _, _ = strings.Cut(mark, restoreMark)
+	if _, err := fmt.Sscanf(mark, "nsnet pid=%d start=%d", &o.pid, &o.start); err != nil || o.pid <= 0 {
+		return o, false
+	}
+	return o, true
+}
+
+// alive reports whether the process that wrote the mark still runs: the
+// pid exists and started at the same time (a reused pid did not).
+func (o owner) alive() bool {
+	return processStart(o.pid) == o.start
+}
+
+// SweepResult says what Sweep removed.
+type SweepResult struct {
+	Links    []string // host veth ends deleted (their peers went with them)
+	Elements int      // set entries removed from the library's table
+	Uplinks  []string // uplinks whose forwarding was turned off again
+	Table    bool     // the library's table was removed (no owner left)
+}
+
+// Sweep removes what dead processes left behind in host (nil: the current
+// namespace): processes killed or crashed before they closed their Links.
+// It finds the library's marks — the host veth's ifalias and the comment of
+// every set entry, "nsnet pid=P start=S" — and removes the veths and entries
+// of owners that no longer run (a pid reused by another process does not
+// count as alive: its start time differs), turns forwarding off again on
+// uplinks that a dead owner had turned on and no live one uses, and removes
+// the table if nothing is left in it. What live processes own is not
+// touched. Safe to run at any time, for example at program start.
+//
+// A process killed in the middle of Connect, between creating a veth pair
+// with a name it was given and marking it, leaves an unmarked pair that
+// Sweep cannot attribute and leaves alone.
+func Sweep(host *netns.Handle) (SweepResult, error) {
+	var res SweepResult
+	hc, err := nl.Dial(host)
+	if err != nil {
+		return res, fmt.Errorf("nat: sweep: %w", err)
+	}
+	defer hc.Close()
+
+	// Links.
+	msgs, err := hc.Query(nl.DumpLinks())
+	if err != nil {
+		return res, fmt.Errorf("nat: sweep: links: %w", err)
+	}
+	var dels []nl.Request
+	for _, m := range msgs {
+		link, err := nl.DecodeLink(m.Data)
+		if err != nil || link.Attributes.Alias == nil {
+			continue
+		}
+		if o, ok := parseOwner(*link.Attributes.Alias); ok && !o.alive() {
+			dels = append(dels, nl.DeleteLink(int(link.Index), ""))
+			res.Links = append(res.Links, link.Attributes.Name)
+		}
+	}
+	var errs []error
+	if len(dels) > 0 {
+		if err := hc.Exec(dels...); err != nil {
+			errs = append(errs, fmt.Errorf("links: %w", err))
+		}
+	}
+
+	// Set entries, forwarding, table.
+	c, err := nftConn(host)
+	if err != nil {
+		return res, fmt.Errorf("nat: sweep: %w", errors.Join(append(errs, err)...))
+	}
+	defer c.CloseLasting()
+	if _, err := c.ListTableOfFamily(TableName, nftables.TableFamilyIPv4); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return res, sweepErr(errs) // no table: nothing more of ours
+		}
+		return res, fmt.Errorf("nat: sweep: %w", errors.Join(append(errs, err)...))
+	}
+	dead := elements{}
+	left := 0
+	restore := map[string]bool{} // uplink → a dead owner turned it on
+	liveUplinks := map[string]bool{}
+	for _, set := range sets {
+		els, err := c.GetSetElements(set)
+		if err != nil {
+			return res, fmt.Errorf("nat: sweep: set %s: %w", set.Name, errors.Join(append(errs, err)...))
+		}
+		var gone []nftables.SetElement
+		for _, e := range els {
+			o, ok := parseOwner(e.Comment)
+			isDead := ok && !o.alive()
+			if set.Name == setMasq && len(e.Key) > 4 {
+				up := strings.TrimRight(string(e.Key[4:]), "\x00")
+				if isDead && strings.HasSuffix(e.Comment, restoreMark) {
+					restore[up] = true
+				} else if !isDead {
+					liveUplinks[up] = true
+				}
+			}
+			if isDead {
+				gone = append(gone, e)
+			} else {
+				left++
+			}
+		}
+		switch set.Name {
+		case setLinks:
+			dead.links = gone
+		case setNets:
+			dead.nets = gone
+		case setMasq:
+			dead.masq = gone
+		case setSiblings:
+			dead.siblings = gone
+		}
+		res.Elements += len(gone)
+	}
+	if res.Elements > 0 {
+		if err := dead.apply(c, false); err == nil {
+			err = c.Flush()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("set entries: %w", err))
+			}
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	for up := range restore {
+		if liveUplinks[up] {
+			continue
+		}
+		idx, err := hc.LinkIndex(up)
+		if err != nil {
+			continue // gone: nothing to restore
+		}
+		if err := hc.Exec(nl.SetForwarding(idx, false)); err != nil {
+			errs = append(errs, fmt.Errorf("uplink %s forwarding: %w", up, err))
+			continue
+		}
+		res.Uplinks = append(res.Uplinks, up)
+	}
+	if left == 0 && len(errs) == 0 {
+		hs := hostFor(host.ID())
+		hs.mu.Lock()
+		mine := hs.links
+		hs.mu.Unlock()
+		if mine == 0 {
+			c.DelTable(table)
+			if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("table: %w", err))
+			} else {
+				res.Table = true
+				hs.mu.Lock()
+				hs.tableReady = false
+				hs.mu.Unlock()
+			}
+		}
+	}
+	return res, sweepErr(errs)
+}
+
+func sweepErr(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("nat: sweep: %w", errors.Join(errs...))
+}
+

@@ -1,0 +1,147 @@
+package nat_test
+
+import (
+	"bufio"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
+)
+
+// TestHelperConnect is not a test: it is the body of the child processes
+// that TestSweep* start and kill. It connects NSNET_HELPER_NS through
+// NSNET_HELPER_HOST's up0, says so on stdout, and waits to be killed;
+// with NSNET_HELPER_STEP it stops in the middle, before that step.
+func TestHelperConnect(t *testing.T) {
+	if os.Getenv("NSNET_HELPER") != "connect" {
+		return // only a body for helper processes, as os/exec's TestHelperProcess
+	}
+	host, err := netns.Open(os.Getenv("NSNET_HELPER_HOST"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.Open(os.Getenv("NSNET_HELPER_NS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if step := os.Getenv("NSNET_HELPER_STEP"); step != "" {
+		nat.SetFailHook(func(s string) error {
+			if s == step {
+				fmt.Println("blocked")
+				select {} // killed here
+			}
+			return nil
+		})
+	}
+	cfg := nat.Config{HostNS: host}
+	if _, err := cfg.Connect(ns, "up0", netip.MustParsePrefix(os.Getenv("NSNET_HELPER_PREFIX"))); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("connected")
+	select {}
+}
+
+// killedChild starts a helper that connects nsName and kills it (SIGKILL)
+// once it printed want ("connected", or "blocked" with step set).
+func killedChild(t *testing.T, w *testnet.World, nsName, prefix, step string) {
+	t.Helper()
+	testnet.NewNS(t, nsName)
+	cmd := sandbox.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
+		"NSNET_HELPER_NS="+nsName, "NSNET_HELPER_PREFIX="+prefix, "NSNET_HELPER_STEP="+step)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	want := "connected"
+	if step != "" {
+		want = "blocked"
+	}
+	got := make(chan string, 1)
+	go func() {
+		s := bufio.NewScanner(out)
+		for s.Scan() {
+			if strings.TrimSpace(s.Text()) == want {
+				got <- want
+				return
+			}
+		}
+		got <- "eof"
+	}()
+	select {
+	case g := <-got:
+		if g != want {
+			t.Fatalf("helper said %q, want %q", g, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("helper did not report")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+}
+
+// TestSweepDeadOwner: a process killed after Connect leaves its link,
+// rules and forwarding; Sweep removes them all, and the host reads as
+// before, forwarding back off and the table gone.
+func TestSweepDeadOwner(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "swd-")
+	before := state(t, w)
+	killedChild(t, w, "swd-ns1", "10.5.1.0/24", "")
+	if state(t, w) == before {
+		t.Fatal("the killed helper left nothing: the test proves nothing")
+	}
+	res, err := nat.Sweep(w.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Links) != 1 || res.Elements != 3 || len(res.Uplinks) != 1 || !res.Table {
+		t.Errorf("Sweep = %+v", res)
+	}
+	if after := state(t, w); after != before {
+		t.Errorf("state after Sweep:\n%s\n---\n%s", before, after)
+	}
+}
+
+// TestSweepLeavesLiveOwners: with a live link of this process, a dead
+// helper's link (killed after Connect) and another's killed in the middle
+// of Connect are swept; the live link keeps working and its rules stay.
+func TestSweepLeavesLiveOwners(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "swl-")
+	live := testnet.NewNS(t, "swl-live")
+	l, err := nat.Config{HostNS: w.Host}.Connect(live, "up0", netip.MustParsePrefix("10.5.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	before := state(t, w)
+	killedChild(t, w, "swl-dead1", "10.5.1.0/24", "")
+	killedChild(t, w, "swl-dead2", "10.5.2.0/24", "host address")
+	res, err := nat.Sweep(w.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Links) != 2 || res.Table || len(res.Uplinks) != 0 {
+		t.Errorf("Sweep = %+v", res)
+	}
+	if after := state(t, w); after != before {
+		t.Errorf("state after Sweep:\n%s\n---\n%s", before, after)
+	}
+	if !testnet.Ping(t, "swl-live", "203.0.113.1") {
+		t.Error("the live link stopped working")
+	}
+	// Sweeping again finds nothing.
+	if res, err := nat.Sweep(w.Host); err != nil || len(res.Links)+res.Elements != 0 {
+		t.Errorf("second Sweep = %+v, %v", res, err)
+	}
+}
