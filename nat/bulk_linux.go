@@ -108,6 +108,7 @@ func closeGroup(hs *hostState, links []*Link) error {
 			errs = append(errs, fmt.Errorf("nftables table: %w", err))
 		}
 		l.host.Close()
+		l.nsRef.Close()
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("nat: close %d links: %w", len(links), errors.Join(errs...))

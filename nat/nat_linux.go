@@ -67,6 +67,10 @@ type owned struct {
 	host      *netns.Handle // our own handle to the host namespace (nil: current)
 	hostKey   uint64
 	nsKey     uint64 // connected namespace, 0 for Rules
+	// nsRef holds the connected namespace open while the Link lives: its
+	// inode, nsKey, cannot then be reused by a new namespace that the
+	// registry would mistake for this one.
+	nsRef *netns.Handle
 	uplinkIdx int
 	elems     elements
 	hs        *hostState
@@ -124,6 +128,10 @@ func (hs *hostState) leave(host *netns.Handle) error {
 			c.CloseLasting()
 		}
 		hs.conns, hs.nfts = nil, nil
+		// Forget the rest too: with no link left, nothing holds the host
+		// namespace open, and a new namespace may get its inode (the key).
+		// Uplink counts can only be left over here if a Close step failed.
+		clear(hs.uplinks)
 	}
 	hs.mu.Unlock()
 	if last {
@@ -395,7 +403,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 			return uplinkInfo{}, nil, err
 		}
 		if err := hook("inspect host"); err != nil {
-			return uplinkInfo{}, hc, err
+			return uplinkInfo{}, hc, fmt.Errorf("inspect host: %w", err)
 		}
 		up, err := inspectHost(hs, c.HostNS, hc, uplink, cidr, true)
 		if err != nil {
@@ -435,9 +443,13 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		release(l.hostKey, l.nsKey, cidr)
 		hs.leave(l.host)
 		l.host.Close()
+		l.nsRef.Close()
 		return nil, err
 	}
-	if l.host, err = dupHandle(c.HostNS); err != nil {
+	if l.nsRef, err = dupHandle(ns); err == nil {
+		l.host, err = dupHandle(c.HostNS)
+	}
+	if err != nil {
 		if d := <-nsConn; d.c != nil {
 			d.c.Close()
 		}
@@ -453,10 +465,11 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	vethDone := make(chan bool, 1) // true if the pair exists
 	var wg sync.WaitGroup
 	var nsErr, nftErr error
+	var lane nsLane
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		nsErr = c.namespaceLane(nsConn, l, hostAddr, vethDone)
+		lane, nsErr = c.namespaceLane(nsConn, l, hostAddr, vethDone)
 	}()
 	go func() {
 		defer wg.Done()
@@ -524,8 +537,20 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		return nil
 	}()
 	wg.Wait()
+	if lane.c != nil {
+		defer lane.c.Close()
+	}
 	if err := errors.Join(hostErr, nsErr, nftErr); err != nil {
 		return fail(firstOf(hostErr, nsErr, nftErr))
+	}
+	if lane.loIndex != 0 {
+		err := hook("namespace lo")
+		if err == nil {
+			err = lane.c.Exec(nl.SetLinkUp(lane.loIndex, "", true))
+		}
+		if err != nil {
+			return fail(fmt.Errorf("namespace lo: %w", err))
+		}
 	}
 	return l, nil
 }
@@ -548,49 +573,56 @@ type dialed struct {
 // for it: lo up at once, then, once the host lane has made the pair, the
 // peer up, the address and the default route. Nothing to undo: the peer
 // goes with the pair, and lo up is harmless.
-func (c Config) namespaceLane(nsConn <-chan dialed, l *Link, gw netip.Addr, vethDone <-chan bool) error {
+func (c Config) namespaceLane(nsConn <-chan dialed, l *Link, gw netip.Addr, vethDone <-chan bool) (lane nsLane, err error) {
 	d := <-nsConn
-	if d.c != nil {
-		defer d.c.Close()
-	}
-	var loErr error
-	if d.err == nil {
-		loErr = d.c.Exec(nl.SetLinkUp(0, "lo", true))
-	}
+	lane.c = d.c
 	if !<-vethDone {
-		return nil // the host lane failed and says why
+		return lane, nil // the host lane failed and says why
 	}
 	if d.err != nil {
-		return fmt.Errorf("namespace socket: %w", d.err)
-	}
-	if loErr != nil {
-		return fmt.Errorf("namespace lo: %w", loErr)
+		return lane, fmt.Errorf("namespace socket: %w", d.err)
 	}
 	nc := d.c
 	if err := hook("namespace links"); err != nil {
-		return fmt.Errorf("namespace links: %w", err)
+		return lane, fmt.Errorf("namespace links: %w", err)
 	}
-	replies, errs, err := nc.Do(nl.SetLinkUp(0, l.NSVeth, true), nl.GetLinkByName(l.NSVeth))
+	replies, errs, err := nc.Do(nl.GetLinkByName("lo"), nl.SetLinkUp(0, l.NSVeth, true), nl.GetLinkByName(l.NSVeth))
 	if err == nil {
 		err = errors.Join(errs...)
 	}
 	if err != nil {
-		return fmt.Errorf("namespace links: %w", err)
+		return lane, fmt.Errorf("namespace links: %w", err)
 	}
-	nsIdx, err := indexOf(replies[1], nil)
+	lo, err := nl.DecodeLink(replies[0][0].Data)
 	if err != nil {
-		return fmt.Errorf("namespace links: %w", err)
+		return lane, fmt.Errorf("namespace links: %w", err)
+	}
+	if lo.Flags&unix.IFF_UP == 0 {
+		lane.loIndex = int(lo.Index)
+	}
+	nsIdx, err := indexOf(replies[2], nil)
+	if err != nil {
+		return lane, fmt.Errorf("namespace links: %w", err)
 	}
 	if err := hook("namespace address"); err != nil {
-		return fmt.Errorf("namespace address: %w", err)
+		return lane, fmt.Errorf("namespace address: %w", err)
 	}
 	err = nc.Exec(nl.NewAddr(nsIdx, l.NSAddr, 0, false),
 		nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: gw,
 			Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
 	if err != nil {
-		return fmt.Errorf("namespace address and route: %w", err)
+		return lane, fmt.Errorf("namespace address and route: %w", err)
 	}
-	return nil
+	return lane, nil
+}
+
+// nsLane is what the namespace lane leaves for the end of Connect: its
+// socket, and lo's index if lo is down. lo comes up only once every lane
+// has succeeded, since bringing a link up cannot be undone exactly (the
+// kernel attaches a qdisc that stays after it goes down again).
+type nsLane struct {
+	c       *nl.Conn
+	loIndex int
 }
 
 func indexOf(msgs []netlink.Message, err error) (int, error) {
@@ -696,7 +728,10 @@ func (hs *hostState) prepareTable(host *netns.Handle) func() error {
 	}
 	ch := make(chan error, 1)
 	go func() {
-		err := hs.flush(host, addSkeleton)
+		err := hook("nftables table")
+		if err == nil {
+			err = hs.flush(host, addSkeleton)
+		}
 		if err == nil || errors.Is(err, unix.EEXIST) {
 			err = nil
 			hs.mu.Lock()
@@ -780,12 +815,13 @@ func (hs *hostState) flush(host *netns.Handle, queue func(*nftables.Conn) error)
 	return err
 }
 
-// Close undoes everything Connect made, in reverse order: the set
-// elements (and the library's table with the last link of the process when
-// no other process has links in it), the veth pair, which takes its
-// addresses and the namespace's route with it, and the uplink's forwarding
-// setting if this was its last user and it was off before. The namespace
-// itself belongs to the caller and stays. Close goes on after a failed step
+// Close undoes everything Connect made: the uplink's forwarding setting
+// if this was its last user and it was off before, the set elements (and
+// the library's table with the last link of the process when no other
+// process has links in it), and the veth pair, which takes its addresses
+// and the namespace's route with it; the last two side by side, as each
+// waits for an RCU grace period. The namespace itself belongs to the
+// caller and stays, with lo up. Close goes on after a failed step
 // and returns all errors joined. It is idempotent: a second call returns
 // the first call's result.
 func (l *Link) Close() error { return l.owned.close(l.Prefix, l.HostVeth) }
@@ -816,10 +852,18 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete string) error {
 	}
 	hs := o.hs
 	release(o.hostKey, o.nsKey, prefix)
-	// Two lanes side by side, since each may wait for an RCU grace period
-	// (tens of milliseconds): deleting the veth, and removing the set
-	// elements (plus, after the last link, the table, whose base chains'
-	// hooks are unregistered).
+	// The uplink's share first, before the lanes: leave, after the last
+	// link, forgets every uplink count.
+	hc, err := hs.conn(o.host)
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		step("uplink forwarding", func() error { return hs.releaseUplink(hc, o.uplinkIdx) })
+	}
+	// Then two lanes side by side, since each may wait for an RCU grace
+	// period (tens of milliseconds): deleting the veth, and removing the
+	// set elements (plus, after the last link, the table, whose base
+	// chains' hooks are unregistered).
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -833,24 +877,15 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete string) error {
 			errMu.Unlock()
 		}
 	}()
-	hc, err := hs.conn(o.host)
-	if err != nil {
-		errMu.Lock()
-		errs = append(errs, err)
-		errMu.Unlock()
-	} else {
-		if vethToDelete != "" {
-			step("veth", func() error { return hc.Exec(nl.DeleteLink(0, vethToDelete)) })
-		}
-		step("uplink forwarding", func() error { return hs.releaseUplink(hc, o.uplinkIdx) })
+	if hc != nil && vethToDelete != "" {
+		step("veth", func() error { return hc.Exec(nl.DeleteLink(0, vethToDelete)) })
 	}
 	wg.Wait()
 	if hc != nil {
 		hs.putConn(hc)
 	}
-	if o.host != nil {
-		o.host.Close()
-	}
+	o.host.Close()
+	o.nsRef.Close()
 	if len(errs) > 0 {
 		o.err = fmt.Errorf("nat: close %v: %w", prefix, errors.Join(errs...))
 	}

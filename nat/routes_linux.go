@@ -45,7 +45,10 @@ func (rc *routeCache) current(host *netns.Handle, hc *nl.Conn) (map[routeKey]boo
 		}
 		// Lost notifications: rebuild from a dump below.
 	}
-	w, err := nl.DialWatch(host, unix.RTNLGRP_IPV4_ROUTE)
+	// Links too: the kernel flushes the IPv4 routes of a link that goes
+	// down or away without any RTM_DELROUTE, so those events must drop
+	// them from the copy.
+	w, err := nl.DialWatch(host, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_LINK)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +71,21 @@ func (rc *routeCache) current(host *netns.Handle, hc *nl.Conn) (map[routeKey]boo
 }
 
 func (rc *routeCache) apply(typ uint16, body []byte) {
+	if typ == unix.RTM_NEWLINK || typ == unix.RTM_DELLINK {
+		if len(body) < unix.SizeofIfInfomsg {
+			return
+		}
+		index := int(nl.NativeEndian.Uint32(body[4:8]))
+		flags := nl.NativeEndian.Uint32(body[8:12])
+		if typ == unix.RTM_DELLINK || flags&unix.IFF_UP == 0 {
+			for k := range rc.routes {
+				if k.oif == index {
+					delete(rc.routes, k)
+				}
+			}
+		}
+		return
+	}
 	r, err := nl.DecodeRoute(body)
 	if err != nil || !r.Dst.Addr().Is4() {
 		return

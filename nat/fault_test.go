@@ -1,0 +1,126 @@
+package nat_test
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/nat"
+)
+
+var connectSteps = []string{
+	"inspect host", "nftables table", "namespace socket", "veth", "nftables",
+	"host address", "namespace links", "namespace address", "namespace lo",
+}
+
+var errInjected = errors.New("injected fault")
+
+func failAt(step string) func(string) error {
+	return func(s string) error {
+		if s == step {
+			return errInjected
+		}
+		return nil
+	}
+}
+
+// TestConnectFaults makes each step of Connect fail in turn, first with no
+// other link (the table is made in the same Connect), then next to a live
+// one: the error names the step, and the host and the namespace read
+// exactly as before.
+func TestConnectFaults(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "flt-")
+	ns := testnet.NewNS(t, "flt-ns")
+	cfg := nat.Config{HostNS: w.Host}
+	nsState := func() string {
+		return sandbox.Cmd(t, "ip", "-n", "flt-ns", "-d", "link") + sandbox.Cmd(t, "ip", "-n", "flt-ns", "-4", "route")
+	}
+	for _, withLive := range []bool{false, true} {
+		var live *nat.Link
+		if withLive {
+			other := testnet.NewNS(t, "flt-live")
+			var err error
+			if live, err = cfg.Connect(other, "up0", netip.MustParsePrefix("10.6.0.0/24")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before, nsBefore := state(t, w), nsState()
+		for _, step := range connectSteps {
+			if withLive && (step == "nftables table" || step == "namespace lo") {
+				continue // the table exists, lo is up (from the last round): no such step
+			}
+			nat.SetFailHook(failAt(step))
+			l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.6.1.0/24"))
+			nat.SetFailHook(nil)
+			if err == nil {
+				l.Close()
+				t.Errorf("live=%v, %s: Connect succeeded", withLive, step)
+				continue
+			}
+			if !errors.Is(err, errInjected) || !strings.Contains(err.Error(), step) {
+				t.Errorf("live=%v, %s: error %q does not name the step", withLive, step, err)
+			}
+			if after := state(t, w); after != before {
+				t.Errorf("live=%v, %s: host state changed:\n%s\n---\n%s", withLive, step, before, after)
+			}
+			if after := nsState(); after != nsBefore {
+				t.Errorf("live=%v, %s: namespace changed:\n%s\n---\n%s", withLive, step, nsBefore, after)
+			}
+		}
+		// And the same Connect works once nothing fails.
+		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.6.1.0/24"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !testnet.Ping(t, "flt-ns", "203.0.113.1") {
+			t.Error("no traffic after the faults")
+		}
+		l.Close()
+		if live != nil {
+			live.Close()
+		}
+	}
+}
+
+// TestCloseFaults makes each step of Close fail in turn: Close reports it
+// by name and still does the other steps.
+func TestCloseFaults(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "cflt-")
+	ns := testnet.NewNS(t, "cflt-ns")
+	cfg := nat.Config{HostNS: w.Host}
+	rules := func() string { return sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset") }
+	links := func() string { return sandbox.Cmd(t, "ip", "-n", w.HostName, "-o", "link") }
+	for _, step := range []string{"nftables", "veth", "uplink forwarding"} {
+		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.7.0.0/24"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nat.SetFailHook(failAt("close " + step))
+		err = l.Close()
+		nat.SetFailHook(nil)
+		if !errors.Is(err, errInjected) || !strings.Contains(err.Error(), step) {
+			t.Errorf("close %s: error %v", step, err)
+		}
+		if err2 := l.Close(); err2 != err {
+			t.Errorf("close %s: second Close returned %v, not the first result", step, err2)
+		}
+		vethLeft := strings.Contains(links(), l.HostVeth)
+		elemsLeft := strings.Contains(rules(), l.HostVeth)
+		if vethLeft != (step == "veth") || elemsLeft != (step == "nftables") {
+			t.Errorf("close %s: veth left %v, set entries left %v", step, vethLeft, elemsLeft)
+		}
+		// Clean up what the injected fault left, as a user would.
+		if vethLeft {
+			sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "del", l.HostVeth)
+		}
+		if elemsLeft {
+			sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "delete", "table", "ip", "nsnet")
+		}
+	}
+}
