@@ -64,13 +64,13 @@ type Link struct {
 // owned is what a Link or Rules holds in the host: set elements, a share
 // of the uplink's forwarding, a reserved prefix; close gives it all back.
 type owned struct {
-	host      *netns.Handle // our own handle to the host namespace (nil: current)
-	hostKey   uint64
-	nsKey     uint64 // connected namespace, 0 for Rules
+	host    *netns.Handle // our own handle to the host namespace (nil: current)
+	hostKey uint64
+	nsKey   uint64 // connected namespace, 0 for Rules
 	// nsRef holds the connected namespace open while the Link lives: its
 	// inode, nsKey, cannot then be reused by a new namespace that the
 	// registry would mistake for this one.
-	nsRef *netns.Handle
+	nsRef     *netns.Handle
 	uplinkIdx int
 	elems     elements
 	hs        *hostState

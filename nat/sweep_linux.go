@@ -189,4 +189,3 @@ func sweepErr(errs []error) error {
 	}
 	return fmt.Errorf("nat: sweep: %w", errors.Join(errs...))
 }
-
