@@ -13,7 +13,7 @@ import (
 
 var connectSteps = []string{
 	"inspect host", "nftables table", "namespace socket", "veth", "nftables",
-	"host address", "namespace links", "namespace address", "namespace lo",
+	"host address", "namespace links", "namespace lo",
 }
 
 var errInjected = errors.New("injected fault")

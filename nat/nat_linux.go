@@ -2,6 +2,7 @@ package nat
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -70,10 +71,12 @@ type owned struct {
 	// nsRef holds the connected namespace open while the Link lives: its
 	// inode, nsKey, cannot then be reused by a new namespace that the
 	// registry would mistake for this one.
-	nsRef     *netns.Handle
-	uplinkIdx int
-	elems     elements
-	hs        *hostState
+	nsRef *netns.Handle
+	// hostIdx and nsIdx are the interface indexes of the pair's ends.
+	hostIdx, nsIdx int
+	uplinkIdx      int
+	elems          elements
+	hs             *hostState
 
 	mu     sync.Mutex
 	closed bool
@@ -494,20 +497,33 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 			vethDone <- false
 			return fmt.Errorf("veth: %w", err)
 		}
+		// Both ends get interface indexes picked here, at random from a
+		// range nothing else uses (see randomIndex), so no round trip is
+		// needed to learn them: each later batch can name the links by
+		// index at once. (Looking a veth up also costs the kernel a scan
+		// of every namespace id the host has, which grows with the links.)
 		// The owner mark (ifalias, which the kernel ignores on creation)
 		// goes in the same batch when the name is our own random one, so
-		// that not even a crash right after leaves an unmarked pair behind.
-		// A name the caller chose may be a link of theirs if the create
-		// fails: then the mark waits for the index (next batch).
-		reqs := []nl.Request{nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: ns.Fd(), MTU: c.MTU, Up: true})}
+		// not even a crash right after leaves an unmarked pair behind. A
+		// name the caller chose may be a link of theirs if the create
+		// fails: then the mark goes by index with the next batch.
 		markedNow := c.HostVeth == ""
-		if markedNow {
-			reqs = append(reqs, nl.SetAliasByName(l.HostVeth, ownerMark))
-		}
-		reqs = append(reqs, nl.GetLinkByName(l.HostVeth))
-		replies, errs, err := hc.Do(reqs...)
-		if err == nil {
-			err = errs[0]
+		var err error
+		for attempt := 0; ; attempt++ {
+			l.hostIdx, l.nsIdx = randomIndex(), randomIndex()
+			reqs := []nl.Request{nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: ns.Fd(),
+				MTU: c.MTU, Up: true, Index: l.hostIdx, PeerIndex: l.nsIdx})}
+			if markedNow {
+				reqs = append(reqs, nl.SetAliasByName(l.HostVeth, ownerMark))
+			}
+			var errs []error
+			_, errs, err = hc.Do(reqs...)
+			if err == nil {
+				err = errs[0]
+			}
+			if !errors.Is(err, unix.EBUSY) || attempt == 3 {
+				break
+			}
 		}
 		if err != nil {
 			vethDone <- false
@@ -515,19 +531,14 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		}
 		// Deleting the host end takes the peer, both addresses and the
 		// namespace's route with it.
-		pushUndo(func() error { return hc.Exec(nl.DeleteLink(0, l.HostVeth)) })
+		pushUndo(func() error { return hc.Exec(nl.DeleteLink(l.hostIdx, "")) })
 		vethDone <- true
-		last := len(reqs) - 1
-		hostIdx, err := indexOf(replies[last], errors.Join(errs[1:]...))
-		if err != nil {
-			return fmt.Errorf("veth: %w", err)
-		}
 		if err := hook("host address"); err != nil {
 			return fmt.Errorf("host address: %w", err)
 		}
-		reqs = []nl.Request{nl.NewAddr(hostIdx, l.HostAddr, 0, false), nl.SetForwarding(hostIdx, true)}
+		reqs := []nl.Request{nl.NewAddr(l.hostIdx, l.HostAddr, 0, false), nl.SetForwarding(l.hostIdx, true)}
 		if !markedNow {
-			reqs = append(reqs, nl.SetAlias(hostIdx, ownerMark))
+			reqs = append(reqs, nl.SetAlias(l.hostIdx, ownerMark))
 		}
 		reqs = append(reqs, hs.acquireUplink(up)...)
 		pushUndo(func() error { return hs.releaseUplink(hc, up.index) })
@@ -586,12 +597,17 @@ func (c Config) namespaceLane(nsConn <-chan dialed, l *Link, gw netip.Addr, veth
 	if err := hook("namespace links"); err != nil {
 		return lane, fmt.Errorf("namespace links: %w", err)
 	}
-	replies, errs, err := nc.Do(nl.GetLinkByName("lo"), nl.SetLinkUp(0, l.NSVeth, true), nl.GetLinkByName(l.NSVeth))
+	// lo is looked up, not brought up yet (see nsLane); the peer, whose
+	// index the host lane chose, comes up with its address and route.
+	replies, errs, err := nc.Do(nl.GetLinkByName("lo"), nl.SetLinkUp(l.nsIdx, "", true),
+		nl.NewAddr(l.nsIdx, l.NSAddr, 0, false),
+		nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: gw,
+			Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
 	if err == nil {
 		err = errors.Join(errs...)
 	}
 	if err != nil {
-		return lane, fmt.Errorf("namespace links: %w", err)
+		return lane, fmt.Errorf("namespace links, address and route: %w", err)
 	}
 	lo, err := nl.DecodeLink(replies[0][0].Data)
 	if err != nil {
@@ -599,19 +615,6 @@ func (c Config) namespaceLane(nsConn <-chan dialed, l *Link, gw netip.Addr, veth
 	}
 	if lo.Flags&unix.IFF_UP == 0 {
 		lane.loIndex = int(lo.Index)
-	}
-	nsIdx, err := indexOf(replies[2], nil)
-	if err != nil {
-		return lane, fmt.Errorf("namespace links: %w", err)
-	}
-	if err := hook("namespace address"); err != nil {
-		return lane, fmt.Errorf("namespace address: %w", err)
-	}
-	err = nc.Exec(nl.NewAddr(nsIdx, l.NSAddr, 0, false),
-		nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: gw,
-			Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
-	if err != nil {
-		return lane, fmt.Errorf("namespace address and route: %w", err)
 	}
 	return lane, nil
 }
@@ -623,6 +626,16 @@ func (c Config) namespaceLane(nsConn <-chan dialed, l *Link, gw netip.Addr, veth
 type nsLane struct {
 	c       *nl.Conn
 	loIndex int
+}
+
+// randomIndex picks an interface index for a new link from the top of the
+// range, [2^29, 2^30): the kernel hands out indexes counting up from 1, so
+// these are never taken by links it numbers itself, and a collision with
+// another chosen one (EBUSY) is retried.
+func randomIndex() int {
+	var b [4]byte
+	rand.Read(b[:])
+	return 1<<29 + int(binary.NativeEndian.Uint32(b[:])&(1<<29-1))
 }
 
 func indexOf(msgs []netlink.Message, err error) (int, error) {

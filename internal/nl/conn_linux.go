@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/netns"
@@ -65,33 +66,53 @@ func (r Request) isDump() bool { return r.Flags&netlink.Dump == netlink.Dump }
 // that is how replies are matched to requests without trusting sequence
 // numbers across datagrams.
 func (c *Conn) Do(reqs ...Request) (replies [][]netlink.Message, errs []error, err error) {
-	msgs := make([]netlink.Message, len(reqs))
 	for i, r := range reqs {
 		if r.isDump() && i != len(reqs)-1 {
 			return nil, nil, errors.New("nl: a dump must be the last request of a batch")
 		}
+	}
+	replies = make([][]netlink.Message, len(reqs))
+	errs = make([]error, len(reqs))
+	// Chunks small enough that their acknowledgements fit the socket's
+	// receive buffer: past it the kernel drops them (ENOBUFS), and the
+	// count that pairs replies with requests would be lost.
+	const chunk = 64
+	for lo := 0; lo < len(reqs); lo += chunk {
+		hi := min(lo+chunk, len(reqs))
+		if err := c.do(reqs[lo:hi], replies[lo:hi], errs[lo:hi]); err != nil {
+			return replies, errs, err
+		}
+	}
+	return replies, errs, nil
+}
+
+func (c *Conn) do(reqs []Request, replies [][]netlink.Message, errs []error) error {
+	msgs := make([]netlink.Message, len(reqs))
+	for i, r := range reqs {
 		flags := netlink.Request | r.Flags
 		if !r.isDump() {
 			flags |= netlink.Acknowledge
 		}
 		msgs[i] = netlink.Message{Header: netlink.Header{Type: netlink.HeaderType(r.Type), Flags: flags}, Data: r.Data}
 	}
+	var err error
 	if len(msgs) == 1 {
 		_, err = c.c.Send(msgs[0])
 	} else {
 		_, err = c.c.SendMessages(msgs)
 	}
 	if err != nil {
-		return nil, nil, Wrap(err)
+		return Wrap(err)
 	}
-	replies = make([][]netlink.Message, len(reqs))
-	errs = make([]error, len(reqs))
 	for i := 0; i < len(reqs); {
 		got, rerr := c.c.Receive()
 		if rerr != nil {
+			// A request's error is a bare errno from an NLMSG_ERROR; a
+			// failed recvmsg (ENOBUFS: replies lost) is a SyscallError.
 			var oe *netlink.OpError
-			if !errors.As(rerr, &oe) || oe.Op != "receive" || !isErrno(oe.Err) {
-				return replies, errs, Wrap(rerr) // the socket itself failed
+			var se *os.SyscallError
+			if errors.As(rerr, &se) || !errors.As(rerr, &oe) || !isErrno(oe.Err) {
+				return Wrap(rerr) // the socket itself failed
 			}
 			errs[i] = Wrap(rerr)
 			i++
@@ -112,7 +133,7 @@ func (c *Conn) Do(reqs ...Request) (replies [][]netlink.Message, errs []error, e
 			}
 		}
 	}
-	return replies, errs, nil
+	return nil
 }
 
 func isErrno(err error) bool {

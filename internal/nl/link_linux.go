@@ -136,6 +136,10 @@ type Veth struct {
 	HardwareAddr     []byte
 	PeerHardwareAddr []byte
 	Up               bool // the first end comes up in the same request (see NewVeth)
+	// Index and PeerIndex ask for these interface indexes (0: the kernel
+	// picks). The kernel takes PeerIndex only together with Index. A taken
+	// index fails the request with EBUSY.
+	Index, PeerIndex int
 }
 
 // NewVeth is the RTM_NEWLINK that creates the pair with the peer made
@@ -144,7 +148,7 @@ type Veth struct {
 // VETH_INFO_PEER, so no move (which would cost an RCU grace period and
 // reset the link) is needed.
 func NewVeth(v Veth) Request {
-	peer := &rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{
+	peer := &rtnetlink.LinkMessage{Index: uint32(v.PeerIndex), Attributes: &rtnetlink.LinkAttributes{
 		Name:    v.PeerName,
 		MTU:     uint32(v.MTU),
 		Address: v.PeerHardwareAddr,
@@ -152,7 +156,7 @@ func NewVeth(v Veth) Request {
 	if v.PeerNSFd >= 0 {
 		peer.Attributes.NetNS = rtnetlink.NetNSForFD(uint32(v.PeerNSFd))
 	}
-	m := &rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{
+	m := &rtnetlink.LinkMessage{Index: uint32(v.Index), Attributes: &rtnetlink.LinkAttributes{
 		Name:    v.Name,
 		MTU:     uint32(v.MTU),
 		Address: v.HardwareAddr,
