@@ -47,7 +47,26 @@ type Config struct {
 	// that also set it. By default every Link is its own network: two
 	// connected namespaces cannot reach each other through the host.
 	AllowSiblings bool
+	// AllowForeignDrop lets Connect go ahead on a host where another
+	// table's forward base chain drops by policy (Docker's iptables
+	// FORWARD chain is the common case). An accept in nsnet's table does
+	// not override that drop, so forwarded traffic of the namespace is
+	// dropped there unless the caller accepts it in that chain too, for
+	// example (nsnet's own host ends are called nsn-*, unless HostVeth
+	// names them):
+	//
+	//	nft insert rule ip filter FORWARD iifname "nsn-*" accept
+	//	nft insert rule ip filter FORWARD oifname "nsn-*" ct state established,related accept
+	//
+	// (with Docker, in its DOCKER-USER chain). By default such a host is
+	// refused with ErrForeignDrop: nsnet never changes another table.
+	AllowForeignDrop bool
 }
+
+// ErrForeignDrop is matched by Connect's error on a host where another
+// nftables table's forward chain drops by policy; the error names the
+// chain. See Config.AllowForeignDrop.
+var ErrForeignDrop = errors.New("another table's forward chain drops by policy")
 
 // Link is one namespace connected to the outside through NAT. Its fields
 // say what Connect made; do not change them. Close undoes it all.
@@ -106,6 +125,9 @@ type hostState struct {
 	routes     routeCache
 	conns      []*nl.Conn       // idle rtnetlink sockets in the host namespace
 	nfts       []*nftables.Conn // idle lasting nftables connections there
+	// dropChecked and dropChain remember checkForeignDrop's finding.
+	dropChecked bool
+	dropChain   string
 }
 
 // enter counts a Link being made or alive; the caches and the table stay
@@ -135,6 +157,7 @@ func (hs *hostState) leave(host *netns.Handle) error {
 		// namespace open, and a new namespace may get its inode (the key).
 		// Uplink counts can only be left over here if a Close step failed.
 		clear(hs.uplinks)
+		hs.dropChecked = false
 	}
 	hs.mu.Unlock()
 	if last {
@@ -400,6 +423,16 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	hs.enter() // keeps the caches alive until this Connect is done
 	// The first Connect in a host makes the table, alongside the checks.
 	table := hs.prepareTable(c.HostNS)
+	if !c.AllowForeignDrop {
+		if err := hs.checkForeignDrop(c.HostNS); err != nil {
+			table()
+			hs.leave(c.HostNS)
+			if d := <-nsConn; d.c != nil {
+				d.c.Close()
+			}
+			return nil, err
+		}
+	}
 	up, hc, err := func() (uplinkInfo, *nl.Conn, error) {
 		hc, err := hs.conn(c.HostNS)
 		if err != nil {
@@ -726,6 +759,47 @@ func nftConn(host *netns.Handle) (*nftables.Conn, error) {
 		opts = append(opts, nftables.WithNetNSFd(fd))
 	}
 	return nftables.New(opts...)
+}
+
+// checkForeignDrop looks, once per host state (again after the last link
+// went), for a forward base chain of another ip or inet table whose policy
+// is drop, and fails with ErrForeignDrop naming it.
+func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
+	hs.mu.Lock()
+	checked, found := hs.dropChecked, hs.dropChain
+	hs.mu.Unlock()
+	if !checked {
+		c, err := nftConn(host)
+		if err != nil {
+			return err
+		}
+		defer c.CloseLasting()
+		chains, err := c.ListChains()
+		if err != nil {
+			return fmt.Errorf("list nftables chains: %w", err)
+		}
+		for _, ch := range chains {
+			fam := ch.Table.Family
+			if ch.Table.Name == TableName || (fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyINet) ||
+				ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward ||
+				ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
+				continue
+			}
+			family := "ip"
+			if fam == nftables.TableFamilyINet {
+				family = "inet"
+			}
+			found = fmt.Sprintf("%s %s %s", family, ch.Table.Name, ch.Name)
+			break
+		}
+		hs.mu.Lock()
+		hs.dropChecked, hs.dropChain = true, found
+		hs.mu.Unlock()
+	}
+	if found != "" {
+		return fmt.Errorf("%w: chain %q drops forwarded packets that nsnet's table accepts; accept the namespace's traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop", ErrForeignDrop, found)
+	}
+	return nil
 }
 
 // prepareTable starts making the library's table if this process has not
