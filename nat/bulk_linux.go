@@ -96,7 +96,7 @@ func closeGroup(hs *hostState, links []*Link) error {
 		step("uplink forwarding", func() error {
 			var errs []error
 			for _, l := range links {
-				errs = append(errs, hs.releaseUplink(hc, l.uplinkIdx))
+				errs = append(errs, hs.releaseUplink(hc, host, l.uplinkIdx, l.Uplink))
 			}
 			return errors.Join(errs...)
 		})

@@ -12,7 +12,7 @@ import (
 )
 
 var connectSteps = []string{
-	"inspect host", "nftables table", "namespace socket", "veth", "nftables",
+	"inspect host", "nftables table", "namespace socket", "uplink forwarding", "veth", "nftables",
 	"host address", "namespace links", "namespace lo",
 }
 
@@ -66,7 +66,7 @@ func TestConnectFaults(t *testing.T) {
 				t.Errorf("live=%v, %s: error %q does not name the step", withLive, step, err)
 			}
 			if after := state(t, w); after != before {
-				t.Errorf("live=%v, %s: host state changed:\n%s\n---\n%s", withLive, step, before, after)
+				t.Errorf("live=%v, %s: host state changed:\n%s", withLive, step, lineDiff(before, after))
 			}
 			if after := nsState(); after != nsBefore {
 				t.Errorf("live=%v, %s: namespace changed:\n%s\n---\n%s", withLive, step, nsBefore, after)

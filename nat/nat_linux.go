@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -118,7 +119,8 @@ func Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) 
 // table is in place, the uplinks whose forwarding it turned on, and the
 // prefixes and namespaces of its live links.
 type hostState struct {
-	mu         sync.Mutex // serialises table creation and uplink refcounts
+	mu         sync.Mutex // guards the fields below
+	fwdMu      sync.Mutex // serialises uplink forwarding decisions with their changes
 	tableReady bool
 	uplinks    map[int]*uplinkRef
 	links      int
@@ -192,7 +194,7 @@ func (hs *hostState) putConn(c *nl.Conn) {
 
 type uplinkRef struct {
 	users   int
-	restore bool // forwarding was off before us: turn it off after the last
+	restore bool // this process turns forwarding off again after its last user
 }
 
 var registry = struct {
@@ -491,7 +493,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		}
 		return fail(fmt.Errorf("host namespace: %w", err))
 	}
-	l.elems = linkElements(l.Prefix, l.HostVeth, l.Uplink, ownerMark, c.AllowSiblings, hs.wouldRestore(up))
+	l.elems = linkElements(l.Prefix, l.HostVeth, l.Uplink, ownerMark, c.AllowSiblings)
 
 	// The steps run as three lanes, each in order, the lanes side by side
 	// (Connect's time is the longest lane, not the sum of all):
@@ -524,6 +526,22 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		pushUndo(func() error {
 			return hs.flush(c.HostNS, func(c *nftables.Conn) error { return l.elems.apply(c, false) })
 		})
+		// The uplink's forwarding, after the table exists (its fwd set
+		// records the users); still alongside the other lanes.
+		if nftErr = hook("uplink forwarding"); nftErr != nil {
+			nftErr = fmt.Errorf("uplink forwarding: %w", nftErr)
+			return
+		}
+		uc, err := hs.conn(c.HostNS)
+		if err != nil {
+			nftErr = fmt.Errorf("uplink forwarding: %w", err)
+			return
+		}
+		defer hs.putConn(uc)
+		if nftErr = hs.acquireUplink(uc, c.HostNS, up); nftErr != nil {
+			return
+		}
+		pushUndo(func() error { return hs.releaseUplink(hc, c.HostNS, up.index, up.name) })
 	}()
 	hostErr := func() error {
 		if err := hook("veth"); err != nil {
@@ -573,8 +591,6 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		if !markedNow {
 			reqs = append(reqs, nl.SetAlias(l.hostIdx, ownerMark))
 		}
-		reqs = append(reqs, hs.acquireUplink(up)...)
-		pushUndo(func() error { return hs.releaseUplink(hc, up.index) })
 		if err := hc.Exec(reqs...); err != nil {
 			return fmt.Errorf("host address and forwarding: %w", err)
 		}
@@ -682,32 +698,237 @@ func indexOf(msgs []netlink.Message, err error) (int, error) {
 	return int(link.Index), err
 }
 
-// wouldRestore tells whether this process is (or, with its next link,
-// will be) the one that turns the uplink's forwarding off again.
-func (hs *hostState) wouldRestore(up uplinkInfo) bool {
+// acquireUplink counts one more user of the uplink in this process; the
+// first one registers the process in the fwd set (see fwdRegister).
+func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInfo) error {
+	hs.fwdMu.Lock()
+	defer hs.fwdMu.Unlock()
 	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	if ref := hs.uplinks[up.index]; ref != nil {
-		return ref.restore
-	}
-	return !up.forwarding
-}
-
-// acquireUplink counts one more user of the uplink and returns the request
-// that turns its forwarding on, if this is the first user and it was off.
-func (hs *hostState) acquireUplink(up uplinkInfo) []nl.Request {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
 	ref := hs.uplinks[up.index]
 	if ref == nil {
-		ref = &uplinkRef{restore: !up.forwarding}
+		ref = &uplinkRef{}
 		hs.uplinks[up.index] = ref
 	}
 	ref.users++
-	if ref.users == 1 && ref.restore {
-		return []nl.Request{nl.SetForwarding(up.index, true)}
+	first := ref.users == 1
+	hs.mu.Unlock()
+	if !first {
+		return nil
+	}
+	if err := withHostLock(host, func() error { return hs.fwdRegister(hc, host, up) }); err != nil {
+		hs.mu.Lock()
+		ref.users--
+		if ref.users == 0 {
+			delete(hs.uplinks, up.index)
+		}
+		hs.mu.Unlock()
+		return fmt.Errorf("uplink forwarding: %w", err)
 	}
 	return nil
+}
+
+// releaseUplink drops one user of the uplink; the last one in this
+// process unregisters it (see fwdUnregister).
+func (hs *hostState) releaseUplink(hc *nl.Conn, host *netns.Handle, index int, name string) error {
+	hs.fwdMu.Lock()
+	defer hs.fwdMu.Unlock()
+	hs.mu.Lock()
+	ref := hs.uplinks[index]
+	if ref == nil {
+		hs.mu.Unlock()
+		return nil
+	}
+	ref.users--
+	last := ref.users == 0
+	if last {
+		delete(hs.uplinks, index)
+	}
+	hs.mu.Unlock()
+	if !last {
+		return nil
+	}
+	return withHostLock(host, func() error { return hs.fwdUnregister(hc, host, index, name) })
+}
+
+// An uplink's forwarding is shared by every nsnet process with links out
+// of it, and must go back to what it was before the first of them once the
+// last is gone, whoever that is and even if some crashed. The fwd set
+// holds one entry per (uplink, process), commented with the owner mark and
+// the original setting ("orig=off" or "orig=on"); registrations and
+// unregistrations happen under a lock shared by the processes of the host
+// namespace (withHostLock), so a check and the change it decides cannot
+// interleave with another process's.
+const (
+	origOff = " orig=off"
+	origOn  = " orig=on"
+)
+
+func fwdKey(uplink string, pid int) []byte {
+	k := ifname(uplink)
+	return binary.BigEndian.AppendUint32(k, uint32(pid))
+}
+
+type fwdEntry struct {
+	el      nftables.SetElement
+	uplink  string
+	alive   bool
+	mine    bool
+	origOff bool
+}
+
+func readFwd(c *nftables.Conn, uplink string) ([]fwdEntry, error) {
+	els, err := c.GetSetElements(setByName[setFwd])
+	if err != nil {
+		return nil, fmt.Errorf("read fwd set: %w", err)
+	}
+	var out []fwdEntry
+	for _, e := range els {
+		if len(e.Key) < unix.IFNAMSIZ+4 {
+			continue
+		}
+		name := strings.TrimRight(string(e.Key[:unix.IFNAMSIZ]), "\x00")
+		if uplink != "" && name != uplink {
+			continue
+		}
+		o, ok := parseOwner(e.Comment)
+		out = append(out, fwdEntry{
+			el: e, uplink: name, alive: ok && o.alive(), mine: ok && o.pid == os.Getpid(),
+			origOff: strings.HasSuffix(e.Comment, origOff),
+		})
+	}
+	return out, nil
+}
+
+// fwdRegister records this process as a user of the uplink. If no live
+// process uses it yet, the original setting is the current one — unless a
+// dead user left a record saying it was off — and forwarding is turned on.
+// Otherwise the live users' record of the original is copied.
+func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo) error {
+	c, err := nftConn(host)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	entries, err := readFwd(c, up.name)
+	if err != nil {
+		return err
+	}
+	var dead []nftables.SetElement
+	live, wasOff := false, false
+	for _, e := range entries {
+		switch {
+		case e.alive && !e.mine:
+			live, wasOff = true, e.origOff
+		case !e.alive:
+			dead = append(dead, e.el)
+			wasOff = wasOff || e.origOff
+		}
+	}
+	if !live {
+		msgs, err := hc.Query(nl.GetLinkByIndex(up.index))
+		if err != nil {
+			return err
+		}
+		on, _ := nl.Forwarding(msgs[0].Data)
+		wasOff = wasOff || !on
+		if !on {
+			if err := hc.Exec(nl.SetForwarding(up.index, true)); err != nil {
+				return err
+			}
+		}
+	}
+	mark := ownerMark + origOn
+	if wasOff {
+		mark = ownerMark + origOff
+	}
+	if len(dead) > 0 {
+		if err := c.SetDeleteElements(setByName[setFwd], dead); err != nil {
+			return err
+		}
+	}
+	if err := c.SetAddElements(setByName[setFwd], []nftables.SetElement{{Key: fwdKey(up.name, os.Getpid()), Comment: mark}}); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// fwdUnregister removes this process's record; if no live user is left,
+// forwarding goes back off when it was off originally.
+func (hs *hostState) fwdUnregister(hc *nl.Conn, host *netns.Handle, index int, name string) error {
+	c, err := nftConn(host)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	entries, err := readFwd(c, name)
+	if isENOENT(err) {
+		return nil // the table is gone: someone swept it all
+	}
+	if err != nil {
+		return err
+	}
+	var gone []nftables.SetElement
+	others, wasOff := false, false
+	for _, e := range entries {
+		if e.alive && !e.mine {
+			others = true
+			continue
+		}
+		gone = append(gone, e.el)
+		wasOff = wasOff || e.origOff
+	}
+	if !others && wasOff {
+		if err := hc.Exec(nl.SetForwarding(index, false)); err != nil {
+			return err
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	if err := c.SetDeleteElements(setByName[setFwd], gone); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// withHostLock runs fn while holding a lock shared by every process in the
+// host namespace: an abstract unix socket name, which is scoped to a
+// network namespace and bound by one socket at a time, and released by the
+// kernel when its holder exits, even by SIGKILL.
+func withHostLock(host *netns.Handle, fn func() error) error {
+	var fd int
+	bind := func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: "@nsnet-uplink-forwarding"}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		return nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := host.Do(bind)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
+			return fmt.Errorf("host lock: %w", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	defer unix.Close(fd)
+	return fn()
+}
+
+// isENOENT reports a missing table or set. google/nftables formats some
+// receive errors with %v, which drops the errno from the chain, so the
+// message is the fallback.
+func isENOENT(err error) bool {
+	return err != nil && (errors.Is(err, unix.ENOENT) || strings.HasSuffix(err.Error(), unix.ENOENT.Error()))
 }
 
 // dupHandle opens a handle of our own to h's namespace, so that Close
@@ -721,27 +942,6 @@ func dupHandle(h *netns.Handle) (*netns.Handle, error) {
 		return nil, err
 	}
 	return netns.OpenPath(fmt.Sprintf("/proc/self/fd/%d", fd))
-}
-
-// releaseUplink drops one user of the uplink and turns its forwarding back
-// off after the last user if it was off before the first.
-func (hs *hostState) releaseUplink(hc *nl.Conn, index int) error {
-	hs.mu.Lock()
-	ref := hs.uplinks[index]
-	if ref == nil {
-		hs.mu.Unlock()
-		return nil
-	}
-	ref.users--
-	last := ref.users == 0
-	if last {
-		delete(hs.uplinks, index)
-	}
-	hs.mu.Unlock()
-	if last && ref.restore {
-		return hc.Exec(nl.SetForwarding(index, false))
-	}
-	return nil
 }
 
 // nftConn opens a lasting nftables connection in the host namespace, with
@@ -911,11 +1111,11 @@ func (hs *hostState) flush(host *netns.Handle, queue func(*nftables.Conn) error)
 // caller and stays, with lo up. Close goes on after a failed step
 // and returns all errors joined. It is idempotent: a second call returns
 // the first call's result.
-func (l *Link) Close() error { return l.owned.close(l.Prefix, l.HostVeth) }
+func (l *Link) Close() error { return l.owned.close(l.Prefix, l.HostVeth, l.Uplink) }
 
 // close removes the elements, deletes vethToDelete if not "", and releases
 // the uplink and the prefix.
-func (o *owned) close(prefix netip.Prefix, vethToDelete string) error {
+func (o *owned) close(prefix netip.Prefix, vethToDelete, uplinkName string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
@@ -945,7 +1145,7 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete string) error {
 	if err != nil {
 		errs = append(errs, err)
 	} else {
-		step("uplink forwarding", func() error { return hs.releaseUplink(hc, o.uplinkIdx) })
+		step("uplink forwarding", func() error { return hs.releaseUplink(hc, o.host, o.uplinkIdx, uplinkName) })
 	}
 	// Then two lanes side by side, since each may wait for an RCU grace
 	// period (tens of milliseconds): deleting the veth, and removing the
@@ -987,21 +1187,44 @@ func (hs *hostState) dropTableIfUnused(host *netns.Handle) error {
 	if hs.links != 0 {
 		return nil // a Connect came in meanwhile
 	}
+	raw, err := dialNFT(host)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
 	c, err := nftConn(host)
 	if err != nil {
 		return err
 	}
 	defer c.CloseLasting()
-	els, err := c.GetSetElements(setByName[setLinks])
-	if err != nil || len(els) > 0 {
+	// Read the generation, check that no process has anything in the
+	// table, and delete it only if nothing committed in between (another
+	// process adding its entries): else look again.
+	for attempt := 0; attempt < 5; attempt++ {
+		gen, err := ruleGeneration(raw)
+		if err != nil {
+			return err
+		}
+		for _, set := range sets {
+			els, err := c.GetSetElements(set)
+			if isENOENT(err) {
+				hs.tableReady = false
+				return nil // gone already
+			}
+			if err != nil || len(els) > 0 {
+				return err
+			}
+		}
+		err = delTableAtGen(raw, gen)
+		if err == errGenChanged {
+			continue
+		}
+		if err == nil {
+			hs.tableReady = false
+		}
 		return err
 	}
-	c.DelTable(table)
-	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return err
-	}
-	hs.tableReady = false
-	return nil
+	return nil // busy host: leave the empty table; the next last Close or Sweep removes it
 }
 
 type uplinkInfo struct {

@@ -265,3 +265,31 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("state changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// lineDiff lists the lines only one side has: enough to read what changed
+// in a state dump.
+func lineDiff(before, after string) string {
+	count := func(s string) map[string]int {
+		m := map[string]int{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l]++
+		}
+		return m
+	}
+	b, a := count(before), count(after)
+	var out []string
+	for _, l := range strings.Split(before, "\n") {
+		if a[l] < b[l] {
+			out = append(out, "- "+l)
+			a[l]++
+		}
+	}
+	b, a = count(before), count(after)
+	for _, l := range strings.Split(after, "\n") {
+		if b[l] < a[l] {
+			out = append(out, "+ "+l)
+			b[l]++
+		}
+	}
+	return strings.Join(out, "\n")
+}

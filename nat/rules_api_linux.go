@@ -2,6 +2,8 @@ package nat
 
 import (
 	"fmt"
+
+	"github.com/google/nftables"
 	"net/netip"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -85,15 +87,16 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 	if r.host, err = dupHandle(host); err != nil {
 		return fail(err)
 	}
-	reqs := append([]nl.Request{nl.SetForwarding(vethIdx, true)}, hs.acquireUplink(up)...)
-	if err := hc.Exec(reqs...); err != nil {
-		hs.releaseUplink(hc, up.index)
+	if err := hc.Exec(nl.SetForwarding(vethIdx, true)); err != nil {
 		return fail(fmt.Errorf("forwarding: %w", err))
 	}
-	r.elems = linkElements(r.Prefix, r.HostVeth, r.Uplink, ownerMark, false, hs.wouldRestore(up))
+	r.elems = linkElements(r.Prefix, r.HostVeth, r.Uplink, ownerMark, false)
 	if err := hs.addElements(host, r.elems); err != nil {
-		hs.releaseUplink(hc, up.index)
 		return fail(fmt.Errorf("nftables: %w", err))
+	}
+	if err := hs.acquireUplink(hc, host, up); err != nil {
+		hs.flush(host, func(c *nftables.Conn) error { return r.elems.apply(c, false) })
+		return fail(err)
 	}
 	return r, nil
 }
@@ -101,4 +104,4 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 // Close removes the rules' set entries (and the library's table after the
 // last user) and restores the uplink's forwarding after its last user.
 // Forwarding on HostVeth stays: the link is the caller's. Idempotent.
-func (r *Rules) Close() error { return r.owned.close(r.Prefix, "") }
+func (r *Rules) Close() error { return r.owned.close(r.Prefix, "", r.Uplink) }

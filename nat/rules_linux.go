@@ -22,6 +22,7 @@ const (
 	setNets     = "nets"     // ipv4_addr . ifname (interval): prefix . host veth
 	setMasq     = "masq"     // ipv4_addr . ifname (interval): prefix . uplink
 	setSiblings = "siblings" // ifname: links that may talk to each other
+	setFwd      = "fwd"      // ifname . pid: processes using an uplink's forwarding
 )
 
 // Fixed set IDs: google/nftables draws them from a package-level counter
@@ -32,16 +33,21 @@ const (
 	idNets
 	idMasq
 	idSiblings
+	idFwd
 )
 
 var (
 	table      = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
 	addrIfname = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIFName)
-	sets       = []*nftables.Set{
+	// ifnameDotPID keys the fwd set: an uplink's name and a process id,
+	// stored in a 4-byte field (typed ipv4_addr only for its size).
+	ifnameDotPID = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)
+	sets         = []*nftables.Set{
 		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFName, Comment: "nsnet: host ends"},
 		{Table: table, Name: setNets, ID: idNets, KeyType: addrIfname, Interval: true, Concatenation: true, Comment: "nsnet: prefix . host end"},
 		{Table: table, Name: setMasq, ID: idMasq, KeyType: addrIfname, Interval: true, Concatenation: true, Comment: "nsnet: prefix . uplink"},
 		{Table: table, Name: setSiblings, ID: idSiblings, KeyType: nftables.TypeIFName, Comment: "nsnet: links that may reach each other"},
+		{Table: table, Name: setFwd, ID: idFwd, KeyType: ifnameDotPID, Concatenation: true, Comment: "nsnet: uplink forwarding users"},
 	}
 	setByName = func() map[string]*nftables.Set {
 		m := map[string]*nftables.Set{}
@@ -176,18 +182,13 @@ func rangeKey(p netip.Prefix, name string) nftables.SetElement {
 }
 
 // linkElements are the set entries of one link, each commented with the
-// owner mark; the masq entry also says whether the owner turned the
-// uplink's forwarding on (restoreFwd), for Sweep.
-func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings, restoreFwd bool) elements {
+// owner mark, for Sweep.
+func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings bool) elements {
 	mark := func(e nftables.SetElement) nftables.SetElement { e.Comment = owner; return e }
-	masq := mark(rangeKey(prefix, uplink))
-	if restoreFwd {
-		masq.Comment += restoreMark
-	}
 	e := elements{
 		links: []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})},
 		nets:  []nftables.SetElement{mark(rangeKey(prefix, hostVeth))},
-		masq:  []nftables.SetElement{masq},
+		masq:  []nftables.SetElement{mark(rangeKey(prefix, uplink))},
 	}
 	if siblings {
 		e.siblings = []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})}

@@ -11,10 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// restoreMark follows the owner mark on a masq entry whose owner turned the
-// uplink's forwarding on and so must turn it off again.
-const restoreMark = " fwd=restore"
-
 // owner is a parsed owner mark: "nsnet pid=P start=S".
 type owner struct {
 	pid   int
@@ -23,7 +19,7 @@ type owner struct {
 
 func parseOwner(mark string) (owner, bool) {
 	var o owner
-	mark, _, _ = strings.Cut(mark, restoreMark)
+	mark, _, _ = strings.Cut(mark, " orig=")
 	if _, err := fmt.Sscanf(mark, "nsnet pid=%d start=%d", &o.pid, &o.start); err != nil || o.pid <= 0 {
 		return o, false
 	}
@@ -102,26 +98,17 @@ func Sweep(host *netns.Handle) (SweepResult, error) {
 	}
 	dead := elements{}
 	left := 0
-	restore := map[string]bool{} // uplink → a dead owner turned it on
-	liveUplinks := map[string]bool{}
 	for _, set := range sets {
+		if set.Name == setFwd {
+			continue // below, per uplink
+		}
 		els, err := c.GetSetElements(set)
 		if err != nil {
 			return res, fmt.Errorf("nat: sweep: set %s: %w", set.Name, errors.Join(append(errs, err)...))
 		}
 		var gone []nftables.SetElement
 		for _, e := range els {
-			o, ok := parseOwner(e.Comment)
-			isDead := ok && !o.alive()
-			if set.Name == setMasq && len(e.Key) > 4 {
-				up := strings.TrimRight(string(e.Key[4:]), "\x00")
-				if isDead && strings.HasSuffix(e.Comment, restoreMark) {
-					restore[up] = true
-				} else if !isDead {
-					liveUplinks[up] = true
-				}
-			}
-			if isDead {
+			if o, ok := parseOwner(e.Comment); ok && !o.alive() {
 				gone = append(gone, e)
 			} else {
 				left++
@@ -149,19 +136,59 @@ func Sweep(host *netns.Handle) (SweepResult, error) {
 			errs = append(errs, err)
 		}
 	}
-	for up := range restore {
-		if liveUplinks[up] {
-			continue
-		}
-		idx, err := hc.LinkIndex(up)
+	// Uplink forwarding: an uplink whose users are all dead goes back to
+	// its original setting, under the same lock the users take.
+	err = withHostLock(host, func() error {
+		entries, err := readFwd(c, "")
 		if err != nil {
-			continue // gone: nothing to restore
+			return err
 		}
-		if err := hc.Exec(nl.SetForwarding(idx, false)); err != nil {
-			errs = append(errs, fmt.Errorf("uplink %s forwarding: %w", up, err))
-			continue
+		byUplink := map[string][]fwdEntry{}
+		for _, e := range entries {
+			byUplink[e.uplink] = append(byUplink[e.uplink], e)
 		}
-		res.Uplinks = append(res.Uplinks, up)
+		var gone []nftables.SetElement
+		for up, es := range byUplink {
+			live, wasOff := false, false
+			for _, e := range es {
+				live = live || e.alive
+				wasOff = wasOff || e.origOff
+			}
+			if live {
+				// Users remain: only the dead ones' records go.
+				for _, e := range es {
+					if e.alive {
+						left++
+					} else {
+						gone = append(gone, e.el)
+					}
+				}
+				continue
+			}
+			for _, e := range es {
+				gone = append(gone, e.el)
+			}
+			if !wasOff {
+				continue
+			}
+			if idx, err := hc.LinkIndex(up); err == nil {
+				if err := hc.Exec(nl.SetForwarding(idx, false)); err != nil {
+					return fmt.Errorf("uplink %s forwarding: %w", up, err)
+				}
+				res.Uplinks = append(res.Uplinks, up)
+			}
+		}
+		if len(gone) == 0 {
+			return nil
+		}
+		if err := c.SetDeleteElements(setByName[setFwd], gone); err != nil {
+			return err
+		}
+		res.Elements += len(gone)
+		return c.Flush()
+	})
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if left == 0 && len(errs) == 0 {
 		hs := hostFor(host.ID())

@@ -104,11 +104,11 @@ func TestSweepDeadOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Links) != 1 || res.Elements != 3 || len(res.Uplinks) != 1 || !res.Table {
+	if len(res.Links) != 1 || res.Elements != 4 || len(res.Uplinks) != 1 || !res.Table {
 		t.Errorf("Sweep = %+v", res)
 	}
 	if after := state(t, w); after != before {
-		t.Errorf("state after Sweep:\n%s\n---\n%s", before, after)
+		t.Errorf("state after Sweep:\n%s", lineDiff(before, after))
 	}
 }
 
@@ -135,7 +135,7 @@ func TestSweepLeavesLiveOwners(t *testing.T) {
 		t.Errorf("Sweep = %+v", res)
 	}
 	if after := state(t, w); after != before {
-		t.Errorf("state after Sweep:\n%s\n---\n%s", before, after)
+		t.Errorf("state after Sweep:\n%s", lineDiff(before, after))
 	}
 	if !testnet.Ping(t, "swl-live", "203.0.113.1") {
 		t.Error("the live link stopped working")

@@ -1,0 +1,125 @@
+package nat_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
+)
+
+// TestConcurrentCycles: 32 goroutines each run Connect/Close cycles on a
+// namespace of their own. Every Connect must fully work (TCP through the
+// NAT) and no two links may share a name; afterwards the host is as
+// before and nothing leaked (threads, fds, goroutines).
+func TestConcurrentCycles(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "conc-")
+	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+	const workers, cycles = 32, 3
+	var nss []*netns.Handle
+	for i := range workers {
+		nss = append(nss, testnet.NewNS(t, fmt.Sprintf("conc-%d", i)))
+	}
+	var mu sync.Mutex
+	names := map[string]bool{}
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range cycles {
+				p := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 20+c, i))
+				l, err := nat.Config{HostNS: w.Host}.Connect(nss[i], "up0", p)
+				if err != nil {
+					t.Errorf("worker %d cycle %d: %v", i, c, err)
+					return
+				}
+				mu.Lock()
+				if names[l.HostVeth] {
+					t.Errorf("name %s given twice", l.HostVeth)
+				}
+				names[l.HostVeth] = true
+				mu.Unlock()
+				if from, err := testnet.Echo(nss[i], "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+					t.Errorf("worker %d cycle %d: traffic: %q %v", i, c, from, err)
+				}
+				if err := l.Close(); err != nil {
+					t.Errorf("worker %d cycle %d: %v", i, c, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if after := state(t, w); after != before {
+		t.Errorf("state after the cycles:\n%s", lineDiff(before, after))
+	}
+}
+
+// TestHelperCycles is the body of TestTwoProcesses' helper processes: N
+// Connect/Close cycles with traffic, on namespaces named by the helper.
+func TestHelperCycles(t *testing.T) {
+	if os.Getenv("NSNET_HELPER") != "cycles" {
+		return // only a body for helper processes
+	}
+	host, err := netns.Open(os.Getenv("NSNET_HELPER_HOST"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	id, _ := strconv.Atoi(os.Getenv("NSNET_HELPER_ID"))
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	for c := range 15 {
+		p := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 40+id, c))
+		l, err := nat.Config{HostNS: host}.Connect(ns, "up0", p)
+		if err != nil {
+			t.Fatalf("cycle %d: %v", c, err)
+		}
+		if from, err := testnet.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+			t.Fatalf("cycle %d: traffic: %q %v", c, from, err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatalf("cycle %d: %v", c, err)
+		}
+	}
+	fmt.Println("helper ok")
+}
+
+// TestTwoProcesses: two processes use the library on one host at the same
+// time (each creating and removing the shared table as its links come and
+// go); both succeed and the host is left as before.
+func TestTwoProcesses(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "two-")
+	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+	var wg sync.WaitGroup
+	for id := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := sandbox.Child("TestHelperCycles", "NSNET_HELPER=cycles", "NSNET_HELPER_HOST="+w.HostName, fmt.Sprintf("NSNET_HELPER_ID=%d", id))
+			out, err := cmd.Output()
+			if err != nil || !strings.Contains(string(out), "helper ok") {
+				t.Errorf("helper %d: %v\n%s", id, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	if after := state(t, w); after != before {
+		t.Errorf("state after two processes:\n%s", lineDiff(before, after))
+	}
+}
