@@ -66,15 +66,21 @@ func closeGroup(hs *hostState, links []*Link) error {
 		}
 	}
 	step("nftables", func() error {
-		// One message per set for all the links, not one per link.
-		var all elements
-		for _, l := range links {
-			all.links = append(all.links, l.elems.links...)
-			all.nets = append(all.nets, l.elems.nets...)
-			all.masq = append(all.masq, l.elems.masq...)
-			all.siblings = append(all.siblings, l.elems.siblings...)
+		// One message per set for many links, not one per link; a
+		// transaction per 200 links keeps each send under the socket's
+		// limit (EMSGSIZE past about 200 KiB).
+		var errs []error
+		for lo := 0; lo < len(links); lo += 200 {
+			var all elements
+			for _, l := range links[lo:min(lo+200, len(links))] {
+				all.links = append(all.links, l.elems.links...)
+				all.nets = append(all.nets, l.elems.nets...)
+				all.masq = append(all.masq, l.elems.masq...)
+				all.siblings = append(all.siblings, l.elems.siblings...)
+			}
+			errs = append(errs, hs.flush(host, func(c *nftables.Conn) error { return all.apply(c, false) }))
 		}
-		return hs.flush(host, func(c *nftables.Conn) error { return all.apply(c, false) })
+		return errors.Join(errs...)
 	})
 	hc, err := hs.conn(host)
 	if err != nil {
