@@ -159,7 +159,7 @@ func (hs *hostState) leave(host *netns.Handle) error {
 		// namespace open, and a new namespace may get its inode (the key).
 		// Uplink counts can only be left over here if a Close step failed.
 		clear(hs.uplinks)
-		hs.dropChecked = false
+		hs.dropChecked, hs.dropChain = false, ""
 	}
 	hs.mu.Unlock()
 	if last {
@@ -519,28 +519,24 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 			nftErr = fmt.Errorf("nftables table: %w", nftErr)
 			return
 		}
-		if nftErr = hs.addElements(c.HostNS, l.elems); nftErr != nil {
-			nftErr = fmt.Errorf("nftables: %w", nftErr)
-			return
-		}
-		pushUndo(func() error {
-			return hs.flush(c.HostNS, func(c *nftables.Conn) error { return l.elems.apply(c, false) })
-		})
-		// The uplink's forwarding, after the table exists (its fwd set
-		// records the users); still alongside the other lanes.
+		// The uplink's forwarding share and the link's entries, in one
+		// transaction when this process registers as the uplink's user.
 		if nftErr = hook("uplink forwarding"); nftErr != nil {
 			nftErr = fmt.Errorf("uplink forwarding: %w", nftErr)
 			return
 		}
 		uc, err := hs.conn(c.HostNS)
 		if err != nil {
-			nftErr = fmt.Errorf("uplink forwarding: %w", err)
+			nftErr = fmt.Errorf("nftables: %w", err)
 			return
 		}
 		defer hs.putConn(uc)
-		if nftErr = hs.acquireUplink(uc, c.HostNS, up); nftErr != nil {
+		if nftErr = hs.acquireUplink(uc, c.HostNS, up, l.elems); nftErr != nil {
 			return
 		}
+		pushUndo(func() error {
+			return hs.flush(c.HostNS, func(c *nftables.Conn) error { return l.elems.apply(c, false) })
+		})
 		pushUndo(func() error { return hs.releaseUplink(hc, c.HostNS, up.index, up.name) })
 	}()
 	hostErr := func() error {
@@ -698,9 +694,11 @@ func indexOf(msgs []netlink.Message, err error) (int, error) {
 	return int(link.Index), err
 }
 
-// acquireUplink counts one more user of the uplink in this process; the
-// first one registers the process in the fwd set (see fwdRegister).
-func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInfo) error {
+// acquireUplink counts one more user of the uplink in this process and
+// adds the link's set entries e: the first user registers the process in
+// the fwd set in the same transaction (see fwdRegister), the others add e
+// alone.
+func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInfo, e elements) error {
 	hs.fwdMu.Lock()
 	defer hs.fwdMu.Unlock()
 	hs.mu.Lock()
@@ -713,9 +711,15 @@ func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInf
 	first := ref.users == 1
 	hs.mu.Unlock()
 	if !first {
+		if err := hs.addElements(host, e); err != nil {
+			hs.mu.Lock()
+			ref.users--
+			hs.mu.Unlock()
+			return fmt.Errorf("nftables: %w", err)
+		}
 		return nil
 	}
-	if err := withHostLock(host, func() error { return hs.fwdRegister(hc, host, up) }); err != nil {
+	if err := withHostLock(host, func() error { return hs.fwdRegister(hc, host, up, e) }); err != nil {
 		hs.mu.Lock()
 		ref.users--
 		if ref.users == 0 {
@@ -803,14 +807,15 @@ func readFwd(c *nftables.Conn, uplink string) ([]fwdEntry, error) {
 // process uses it yet, the original setting is the current one — unless a
 // dead user left a record saying it was off — and forwarding is turned on.
 // Otherwise the live users' record of the original is copied.
-func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo) error {
+func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo, e elements) error {
 	c, err := nftConn(host)
 	if err != nil {
 		return err
 	}
 	defer c.CloseLasting()
 	entries, err := readFwd(c, up.name)
-	if err != nil {
+	needTable := isENOENT(err) // another process removed it since: make it again
+	if err != nil && !needTable {
 		return err
 	}
 	var dead []nftables.SetElement
@@ -824,32 +829,66 @@ func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo)
 			wasOff = wasOff || e.origOff
 		}
 	}
+	turnOn := false
 	if !live {
 		msgs, err := hc.Query(nl.GetLinkByIndex(up.index))
 		if err != nil {
 			return err
 		}
 		on, _ := nl.Forwarding(msgs[0].Data)
-		wasOff = wasOff || !on
-		if !on {
-			if err := hc.Exec(nl.SetForwarding(up.index, true)); err != nil {
-				return err
-			}
-		}
+		wasOff, turnOn = wasOff || !on, !on
 	}
 	mark := ownerMark + origOn
 	if wasOff {
 		mark = ownerMark + origOff
 	}
-	if len(dead) > 0 {
-		if err := c.SetDeleteElements(setByName[setFwd], dead); err != nil {
+	commit := func(c *nftables.Conn) error {
+		if needTable {
+			if err := addSkeleton(c); err != nil {
+				return err
+			}
+		}
+		if len(dead) > 0 {
+			if err := c.SetDeleteElements(setByName[setFwd], dead); err != nil {
+				return err
+			}
+		}
+		if err := e.apply(c, true); err != nil {
+			return err
+		}
+		return c.SetAddElements(setByName[setFwd], []nftables.SetElement{{Key: fwdKey(up.name, os.Getpid()), Comment: mark}})
+	}
+	// Another process may make or remove the table between the read and
+	// the commit (it removes it only when it holds no entries, so none of
+	// what was read is lost): follow it.
+	for attempt := 0; ; attempt++ {
+		err = hs.flush(host, commit)
+		switch {
+		case err == nil:
+		case needTable && errors.Is(err, unix.EEXIST) && attempt < 3:
+			needTable = false
+			continue
+		case !needTable && isENOENT(err) && attempt < 3:
+			needTable = true
+			continue
+		default:
+			return err
+		}
+		break
+	}
+	hs.mu.Lock()
+	hs.tableReady = true
+	hs.mu.Unlock()
+	if turnOn {
+		if err := hc.Exec(nl.SetForwarding(up.index, true)); err != nil {
+			hs.flush(host, func(c *nftables.Conn) error {
+				e.apply(c, false)
+				return c.SetDeleteElements(setByName[setFwd], []nftables.SetElement{{Key: fwdKey(up.name, os.Getpid())}})
+			})
 			return err
 		}
 	}
-	if err := c.SetAddElements(setByName[setFwd], []nftables.SetElement{{Key: fwdKey(up.name, os.Getpid()), Comment: mark}}); err != nil {
-		return err
-	}
-	return c.Flush()
+	return nil
 }
 
 // fwdUnregister removes this process's record; if no live user is left,
@@ -969,6 +1008,7 @@ func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
 	checked, found := hs.dropChecked, hs.dropChain
 	hs.mu.Unlock()
 	if !checked {
+		found = ""
 		c, err := nftConn(host)
 		if err != nil {
 			return err

@@ -3,7 +3,6 @@ package nat
 import (
 	"fmt"
 
-	"github.com/google/nftables"
 	"net/netip"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -91,11 +90,10 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 		return fail(fmt.Errorf("forwarding: %w", err))
 	}
 	r.elems = linkElements(r.Prefix, r.HostVeth, r.Uplink, ownerMark, false)
-	if err := hs.addElements(host, r.elems); err != nil {
-		return fail(fmt.Errorf("nftables: %w", err))
+	if err := hs.prepareTable(host)(); err != nil {
+		return fail(fmt.Errorf("nftables table: %w", err))
 	}
-	if err := hs.acquireUplink(hc, host, up); err != nil {
-		hs.flush(host, func(c *nftables.Conn) error { return r.elems.apply(c, false) })
+	if err := hs.acquireUplink(hc, host, up, r.elems); err != nil {
 		return fail(err)
 	}
 	return r, nil
