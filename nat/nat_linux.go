@@ -300,6 +300,15 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 	if cfg.MTU != 0 && (cfg.MTU < 576 || cfg.MTU > 65535) {
 		return hostAddr, nsAddr, bad("MTU %d outside 576..65535", cfg.MTU)
 	}
+	return cfg.addresses(cidr)
+}
+
+// addresses returns the host and namespace addresses for cidr: those of
+// cfg, or by default the first two host addresses.
+func (cfg Config) addresses(cidr netip.Prefix) (hostAddr, nsAddr netip.Addr, err error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
 	hostAddr, nsAddr = cfg.HostAddr, cfg.NSAddr
 	if !hostAddr.IsValid() {
 		hostAddr = cidr.Addr().Next()

@@ -1,0 +1,50 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+)
+
+func FuzzParseOwner(f *testing.F) {
+	f.Add(ownerMark)
+	f.Add(ownerMark + origOff)
+	f.Add("nsnet pid=-1 start=2")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		if o, ok := parseOwner(s); ok && o.pid <= 0 {
+			t.Fatalf("%q parsed to pid %d", s, o.pid)
+		}
+	})
+}
+
+// FuzzValidate: whatever Config.validate accepts is an IPv4 prefix with
+// two distinct host addresses inside it.
+func FuzzValidate(f *testing.F) {
+	f.Add(uint32(0x0a000000), 24, uint32(0), uint32(0))
+	f.Add(uint32(0x0a000000), 30, uint32(0x0a000001), uint32(0x0a000002))
+	f.Add(uint32(0x7f000000), 8, uint32(0), uint32(0))
+	f.Fuzz(func(t *testing.T, a uint32, bits int, host, nsa uint32) {
+		addr := func(v uint32) netip.Addr {
+			return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		}
+		cidr := netip.PrefixFrom(addr(a), bits)
+		cfg := Config{}
+		if host != 0 {
+			cfg.HostAddr = addr(host)
+		}
+		if nsa != 0 {
+			cfg.NSAddr = addr(nsa)
+		}
+		if validPrefix(cidr) != nil {
+			return
+		}
+		h, n, err := cfg.addresses(cidr)
+		if err != nil {
+			return
+		}
+		if !cidr.Contains(h) || !cidr.Contains(n) || h == n || h == cidr.Addr() || n == lastAddr(cidr) || cidr.Bits() > 30 {
+			panic(fmt.Sprintf("accepted %v with %v and %v", cidr, h, n))
+		}
+	})
+}
