@@ -18,57 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrInvalidConfig is matched by the error for input Connect refuses before
-// touching the kernel: nil or host namespace, unusable prefix or
-// addresses, bad names.
-var ErrInvalidConfig = errors.New("invalid nat config")
-
-// ErrOverlap is matched by the error when the prefix overlaps an address or
-// route of the host, or the prefix of another live Link.
-var ErrOverlap = errors.New("prefix overlaps")
-
-// Config holds everything Connect can be told. The zero value is the
-// tutorial's set-up; Connect(ns, uplink, cidr) is Config{}.Connect.
-type Config struct {
-	// HostNS is the namespace holding the uplink and the host end of the
-	// veth pair, where the nftables rules go. nil: the caller's current
-	// namespace. Keep it open until the Link is closed.
-	HostNS *netns.Handle
-	// HostVeth names the host end; "" picks a unique "nsn-" name.
-	HostVeth string
-	// NSVeth names the end inside the namespace; "" means "eth0".
-	NSVeth string
-	// HostAddr and NSAddr are the two addresses, inside the prefix; the
-	// zero value means the first and second host address of it (10.0.0.1
-	// and 10.0.0.2 for 10.0.0.0/24). HostAddr is the namespace's gateway.
-	HostAddr, NSAddr netip.Addr
-	// MTU of the veth pair; 0 keeps the kernel default (1500).
-	MTU int
-	// AllowSiblings lets this link reach, and be reached by, other links
-	// that also set it. By default every Link is its own network: two
-	// connected namespaces cannot reach each other through the host.
-	AllowSiblings bool
-	// AllowForeignDrop lets Connect go ahead on a host where another
-	// table's forward base chain drops by policy (Docker's iptables
-	// FORWARD chain is the common case). An accept in nsnet's table does
-	// not override that drop, so forwarded traffic of the namespace is
-	// dropped there unless the caller accepts it in that chain too, for
-	// example (nsnet's own host ends are called nsn-*, unless HostVeth
-	// names them):
-	//
-	//	nft insert rule ip filter FORWARD iifname "nsn-*" accept
-	//	nft insert rule ip filter FORWARD oifname "nsn-*" ct state established,related accept
-	//
-	// (with Docker, in its DOCKER-USER chain). By default such a host is
-	// refused with ErrForeignDrop: nsnet never changes another table.
-	AllowForeignDrop bool
-}
-
-// ErrForeignDrop is matched by Connect's error on a host where another
-// nftables table's forward chain drops by policy; the error names the
-// chain. See Config.AllowForeignDrop.
-var ErrForeignDrop = errors.New("another table's forward chain drops by policy")
-
 // Link is one namespace connected to the outside through NAT. Its fields
 // say what Connect made; do not change them. Close undoes it all.
 type Link struct {
@@ -1370,6 +1319,3 @@ func processStart(pid int) uint64 {
 	fmt.Sscan(f[19], &v)
 	return v
 }
-
-// ErrInvalidName is matched by the error for a malformed interface name.
-var ErrInvalidName = nl.ErrInvalidName

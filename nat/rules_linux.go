@@ -11,10 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TableName is the library's own nftables table (family ip). Every rule,
-// chain and set nsnet makes lives there; no other table is ever changed.
-const TableName = "nsnet"
-
 // Set names. Per-link state lives in these sets, so the rules — and the
 // work every packet does — stay the same however many links there are.
 const (

@@ -32,14 +32,6 @@ func (o owner) alive() bool {
 	return processStart(o.pid) == o.start
 }
 
-// SweepResult says what Sweep removed.
-type SweepResult struct {
-	Links    []string // host veth ends deleted (their peers went with them)
-	Elements int      // set entries removed from the library's table
-	Uplinks  []string // uplinks whose forwarding was turned off again
-	Table    bool     // the library's table was removed (no owner left)
-}
-
 // Sweep removes what dead processes left behind in host (nil: the current
 // namespace): processes killed or crashed before they closed their Links.
 // It finds the library's marks — the host veth's ifalias and the comment of

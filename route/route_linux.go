@@ -1,7 +1,6 @@
 package route
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
@@ -9,101 +8,6 @@ import (
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
-
-// ErrInvalidRoute is matched by the error for a route that cannot be sent
-// to the kernel as given.
-var ErrInvalidRoute = errors.New("invalid route")
-
-// ErrInvalidName is matched by the error for a malformed link name.
-var ErrInvalidName = nl.ErrInvalidName
-
-// Scopes, as in "ip route ... scope SCOPE".
-const (
-	ScopeUniverse uint8 = unix.RT_SCOPE_UNIVERSE
-	ScopeLink     uint8 = unix.RT_SCOPE_LINK
-	ScopeHost     uint8 = unix.RT_SCOPE_HOST
-)
-
-// Tables, as in "ip route ... table TABLE".
-const (
-	TableMain  = unix.RT_TABLE_MAIN
-	TableLocal = unix.RT_TABLE_LOCAL
-)
-
-// Route is one route. The zero value of every field but Dst means what
-// ip(8) does when the option is left out.
-type Route struct {
-	// Dst is the destination; 0.0.0.0/0 or ::/0 for the default route.
-	Dst netip.Prefix
-	// Gateway is the next hop ("via"); invalid for a directly connected
-	// destination. Same family as Dst.
-	Gateway netip.Addr
-	// Link is the output link by name ("dev"); "" for none, or use
-	// LinkIndex. When both are set, Link wins.
-	Link      string
-	LinkIndex int
-	// Src is the preferred source address ("src"); invalid for none.
-	Src netip.Addr
-	// Metric is the route's priority ("metric"); lower wins.
-	Metric int
-	// Table is the routing table; 0 is the main table (254).
-	Table int
-	// Scope is the route's scope; 0 is universe, except that a route with
-	// a link and no gateway gets link scope, as ip(8) gives it.
-	Scope uint8
-	// Protocol is who installed it; 0 means "boot", ip's default.
-	Protocol uint8
-	// Type is the route type; 0 means unicast.
-	Type uint8
-}
-
-func (r Route) String() string {
-	s := r.Dst.String()
-	if r.Dst.Bits() == 0 {
-		s = "default"
-	}
-	if r.Gateway.IsValid() {
-		s += " via " + r.Gateway.String()
-	}
-	if r.Link != "" {
-		s += " dev " + r.Link
-	} else if r.LinkIndex != 0 {
-		s += fmt.Sprintf(" dev if%d", r.LinkIndex)
-	}
-	if r.Src.IsValid() {
-		s += " src " + r.Src.String()
-	}
-	if r.Metric != 0 {
-		s += fmt.Sprintf(" metric %d", r.Metric)
-	}
-	if r.Table != 0 && r.Table != TableMain {
-		s += fmt.Sprintf(" table %d", r.Table)
-	}
-	return s
-}
-
-func (r Route) validate() error {
-	bad := func(why string) error { return fmt.Errorf("%w %v: %s", ErrInvalidRoute, r, why) }
-	switch {
-	case !r.Dst.IsValid():
-		return bad("destination is not a valid prefix")
-	case r.Dst.Addr().Is4In6() || r.Dst.Addr().Zone() != "":
-		return bad("destination is IPv4-mapped or has a zone")
-	case r.Dst.Masked() != r.Dst:
-		return bad(fmt.Sprintf("destination has host bits set (did you mean %v?)", r.Dst.Masked()))
-	case r.Gateway.IsValid() && r.Gateway.Is4() != r.Dst.Addr().Is4():
-		return bad("gateway and destination are of different families")
-	case r.Gateway.IsValid() && (r.Gateway.IsUnspecified() || r.Gateway.IsMulticast()):
-		return bad("gateway is unspecified or multicast")
-	case r.Src.IsValid() && r.Src.Is4() != r.Dst.Addr().Is4():
-		return bad("source and destination are of different families")
-	case r.Metric < 0 || r.Table < 0 || r.LinkIndex < 0:
-		return bad("negative metric, table or link index")
-	case r.Link != "":
-		return nl.CheckIfName(r.Link)
-	}
-	return nil
-}
 
 func (r Route) spec(c *nl.Conn) (nl.RouteSpec, error) {
 	s := nl.RouteSpec{
@@ -180,14 +84,6 @@ func exec(ns *netns.Handle, op string, r Route, req func(nl.RouteSpec) nl.Reques
 		return fmt.Errorf("route: %s %v: %w", op, r, err)
 	}
 	return nil
-}
-
-// Filter selects the routes List returns.
-type Filter struct {
-	// Family is 4, 6 or 0 for both.
-	Family int
-	// Table is the table to list; 0 is the main table, -1 every table.
-	Table int
 }
 
 // List returns the routes of ns that f selects (nil: both families, main

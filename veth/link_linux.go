@@ -2,41 +2,11 @@ package veth
 
 import (
 	"fmt"
-	"net"
-	"strings"
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
-	"golang.org/x/sys/unix"
 )
-
-// Link is what "ip link show" tells about one link of any kind.
-type Link struct {
-	Index int    // interface index, unique within its namespace only
-	Name  string // interface name
-	Kind  string // "veth", "bridge", ...; "" for links without one (lo, most NICs)
-	MTU   int
-	// Flags are the kernel's IFF_* flags (net.FlagUp and friends for the
-	// common ones; IFF_LOWER_UP is 1<<16).
-	Flags        uint32
-	OperState    string // "UP", "DOWN", "UNKNOWN", "LOWERLAYERDOWN", ...
-	HardwareAddr net.HardwareAddr
-	Broadcast    net.HardwareAddr
-	LinkType     uint16 // ARPHRD_*: 1 Ethernet, 772 loopback
-	// PeerIndex is, for a veth, the peer's interface index in the peer's
-	// namespace (IFLA_LINK); 0 if none.
-	PeerIndex int
-	// PeerNetNSID is, for a veth whose peer is in another namespace, that
-	// namespace's id as seen from this one (IFLA_LINK_NETNSID); -1 if the
-	// peer is in the same namespace or there is no peer.
-	PeerNetNSID int
-	MasterIndex int    // bridge or bond the link is enslaved to; 0 if none
-	Alias       string // ifalias, "" if unset
-}
-
-// Up reports whether the link is administratively up (IFF_UP).
-func (l Link) Up() bool { return l.Flags&unix.IFF_UP != 0 }
 
 func fromNL(m nl.Link) Link {
 	a := m.Attributes
@@ -80,84 +50,6 @@ func operState(s rtnetlink.OperationalState) string {
 		return "UP"
 	}
 	return "UNKNOWN"
-}
-
-var flagNames = []struct {
-	bit  uint32
-	name string
-}{
-	{unix.IFF_LOOPBACK, "LOOPBACK"}, {unix.IFF_BROADCAST, "BROADCAST"},
-	{unix.IFF_POINTOPOINT, "POINTOPOINT"}, {unix.IFF_MULTICAST, "MULTICAST"},
-	{unix.IFF_NOARP, "NOARP"}, {unix.IFF_ALLMULTI, "ALLMULTI"},
-	{unix.IFF_PROMISC, "PROMISC"}, {unix.IFF_MASTER, "MASTER"},
-	{unix.IFF_SLAVE, "SLAVE"}, {unix.IFF_DEBUG, "DEBUG"},
-	{unix.IFF_DYNAMIC, "DYNAMIC"}, {unix.IFF_AUTOMEDIA, "AUTOMEDIA"},
-	{unix.IFF_PORTSEL, "PORTSEL"}, {unix.IFF_NOTRAILERS, "NOTRAILERS"},
-	{unix.IFF_UP, "UP"}, {unix.IFF_LOWER_UP, "LOWER_UP"}, {unix.IFF_DORMANT, "DORMANT"},
-	{unix.IFF_ECHO, "ECHO"},
-}
-
-// String formats the link as "ip link show" does, on two lines:
-//
-//	5: veth0@if4: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 state UP
-//	    link/ether 2a:7d:... brd ff:ff:ff:ff:ff:ff link-netnsid 0
-func (l Link) String() string {
-	var b strings.Builder
-	name := l.Name
-	if l.PeerIndex != 0 && (l.PeerIndex != l.Index || l.PeerNetNSID >= 0) {
-		name += fmt.Sprintf("@if%d", l.PeerIndex)
-	}
-	var flags []string
-	for _, f := range flagNames {
-		if l.Flags&f.bit != 0 {
-			flags = append(flags, f.name)
-		}
-	}
-	if l.Flags&unix.IFF_UP != 0 && l.Flags&unix.IFF_LOWER_UP == 0 {
-		flags = append(flags, "NO-CARRIER")
-	}
-	fmt.Fprintf(&b, "%d: %s: <%s> mtu %d", l.Index, name, strings.Join(flags, ","), l.MTU)
-	if l.MasterIndex != 0 {
-		fmt.Fprintf(&b, " master if%d", l.MasterIndex)
-	}
-	fmt.Fprintf(&b, " state %s", l.OperState)
-	kind := "ether"
-	switch l.LinkType {
-	case unix.ARPHRD_LOOPBACK:
-		kind = "loopback"
-	case unix.ARPHRD_ETHER:
-	case unix.ARPHRD_NONE:
-		kind = "none"
-	default:
-		kind = fmt.Sprint(l.LinkType)
-	}
-	fmt.Fprintf(&b, "\n    link/%s", kind)
-	if len(l.HardwareAddr) > 0 {
-		fmt.Fprintf(&b, " %s", l.HardwareAddr)
-	}
-	if len(l.Broadcast) > 0 {
-		fmt.Fprintf(&b, " brd %s", l.Broadcast)
-	}
-	if l.PeerNetNSID >= 0 {
-		fmt.Fprintf(&b, " link-netnsid %d", l.PeerNetNSID)
-	}
-	if l.Kind != "" {
-		fmt.Fprintf(&b, " (%s)", l.Kind)
-	}
-	if l.Alias != "" {
-		fmt.Fprintf(&b, "\n    alias %s", l.Alias)
-	}
-	return b.String()
-}
-
-// Format formats links one after the other as "ip link show" does.
-func Format(links []Link) string {
-	var b strings.Builder
-	for _, l := range links {
-		b.WriteString(l.String())
-		b.WriteByte('\n')
-	}
-	return b.String()
 }
 
 func checkName(op, name string) error {

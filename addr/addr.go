@@ -1,0 +1,63 @@
+package addr
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/nsnet/nsnet/internal/nl"
+)
+
+// ifaFTentative is Linux's IFA_F_TENTATIVE.
+const ifaFTentative = 0x40
+
+// ErrInvalidName is matched by the error for a malformed link name.
+var ErrInvalidName = nl.ErrInvalidName
+
+// ErrInvalidPrefix is matched by the error for an unusable address.
+var ErrInvalidPrefix = nl.ErrInvalidPrefix
+
+// ErrDADFailed is matched by WaitReady's error when duplicate address
+// detection found the address in use on the link.
+var ErrDADFailed = errors.New("duplicate address detected")
+
+// Address is one address of a link, as "ip address show" lists it.
+type Address struct {
+	Prefix    netip.Prefix // the address and its prefix length
+	LinkIndex int
+	Broadcast netip.Addr // IPv4 only; invalid if none
+	Scope     uint8      // RT_SCOPE_*: 0 global, 253 link, 254 host
+	Flags     uint32     // IFA_F_*: permanent, tentative, nodad, ...
+	Label     string     // IPv4 label, usually the link name
+}
+
+// Tentative reports whether the address is still in duplicate address
+// detection (IPv6), and so not yet usable as a source.
+func (a Address) Tentative() bool { return a.Flags&ifaFTentative != 0 }
+
+// Config holds the options of an address; the zero value is what
+// "ip address add" does.
+type Config struct {
+	// NoDAD skips IPv6 duplicate address detection ("nodad"), so the
+	// address is usable at once. Ignored for IPv4.
+	NoDAD bool
+}
+
+// Validate reports what makes p unusable as an interface address, or nil.
+// The error matches ErrInvalidPrefix.
+func Validate(p netip.Prefix) error {
+	a := p.Addr()
+	switch {
+	case !p.IsValid():
+		return fmt.Errorf("%w: %v: not a valid prefix", ErrInvalidPrefix, p)
+	case a.Is4In6():
+		return fmt.Errorf("%w: %v: IPv4-mapped IPv6 address, use the IPv4 form", ErrInvalidPrefix, p)
+	case a.Zone() != "":
+		return fmt.Errorf("%w: %v: has a zone", ErrInvalidPrefix, p)
+	case a.IsUnspecified():
+		return fmt.Errorf("%w: %v: unspecified address", ErrInvalidPrefix, p)
+	case a.IsMulticast():
+		return fmt.Errorf("%w: %v: multicast address", ErrInvalidPrefix, p)
+	}
+	return nil
+}

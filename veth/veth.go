@@ -1,0 +1,58 @@
+package veth
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/netns"
+)
+
+// ErrInvalidName is matched by the error for a malformed interface name.
+var ErrInvalidName = nl.ErrInvalidName
+
+// ErrInvalidConfig is matched by the error for a Config that cannot be
+// created (bad MTU, bad hardware address, both ends with one name).
+var ErrInvalidConfig = errors.New("invalid veth config")
+
+// Config describes a veth pair. The zero value is not valid: both names
+// are needed.
+type Config struct {
+	// Name is the end created in the namespace passed to Create.
+	Name string
+	// PeerName is the other end, created directly in PeerNS.
+	PeerName string
+	// PeerNS is the namespace of the peer; nil puts it next to Name.
+	PeerNS *netns.Handle
+	// MTU of both ends; 0 keeps the kernel default (1500). 68 to 65535.
+	MTU int
+	// HardwareAddr and PeerHardwareAddr are the ends' MAC addresses; nil
+	// lets the kernel pick random ones.
+	HardwareAddr, PeerHardwareAddr net.HardwareAddr
+	// Up brings both ends up: Name in the creating request itself, the
+	// peer by a second request in its namespace (the kernel cannot open a
+	// veth end before it is linked to its peer).
+	Up bool
+}
+
+func (c *Config) validate() error {
+	if err := nl.CheckIfName(c.Name); err != nil {
+		return err
+	}
+	if err := nl.CheckIfName(c.PeerName); err != nil {
+		return err
+	}
+	if c.Name == c.PeerName && c.PeerNS == nil {
+		return fmt.Errorf("%w: both ends are called %q in one namespace", ErrInvalidConfig, c.Name)
+	}
+	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
+		return fmt.Errorf("%w: MTU %d outside 68..65535", ErrInvalidConfig, c.MTU)
+	}
+	for _, hw := range []net.HardwareAddr{c.HardwareAddr, c.PeerHardwareAddr} {
+		if hw != nil && (len(hw) != 6 || hw[0]&1 != 0 || string(hw) == "\x00\x00\x00\x00\x00\x00") {
+			return fmt.Errorf("%w: hardware address %v is not a unicast Ethernet address", ErrInvalidConfig, hw)
+		}
+	}
+	return nil
+}
