@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"strings"
@@ -1246,30 +1247,16 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 		linkMsg = msgs[0].Data
 	}
 	hs.mu.Lock()
-	routes, err := hs.routes.current(host, hc)
-	if err != nil {
+	if err := hs.routes.refresh(host, hc); err != nil {
 		hs.mu.Unlock()
 		return uplinkInfo{}, fmt.Errorf("host routes: %w", err)
 	}
-	defaultIdx, defaultMetric := 0, -1
 	var overlap error
-	local := map[int]bool{} // links with an IPv4 address
-	for r := range routes {
-		if r.dst.Bits() == 0 && r.table == unix.RT_TABLE_MAIN && r.oif != 0 && (defaultMetric < 0 || r.metric < defaultMetric) {
-			defaultIdx, defaultMetric = r.oif, r.metric
-		}
-		if r.typ == unix.RTN_LOCAL {
-			local[r.oif] = true
-		}
-		if checkOverlap && overlap == nil && r.dst.Bits() > 0 && r.dst.Overlaps(cidr) &&
-			r.typ != unix.RTN_BROADCAST && r.typ != unix.RTN_MULTICAST {
-			what := "route"
-			if r.typ == unix.RTN_LOCAL {
-				what = "address"
-			}
-			overlap = fmt.Errorf("%w: host %s %v", ErrOverlap, what, r.dst)
-		}
+	if checkOverlap {
+		overlap = hs.routes.overlap(cidr)
 	}
+	defaultIdx := hs.routes.defaultLink()
+	locals := maps.Clone(hs.routes.locals) // links with an IPv4 address
 	hs.mu.Unlock()
 	if uplink == "" {
 		if defaultIdx == 0 {
@@ -1290,7 +1277,7 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 	switch {
 	case link.Flags&unix.IFF_UP == 0:
 		return up, fmt.Errorf("uplink %q is down: bring it up first", up.name)
-	case !local[up.index]:
+	case locals[up.index] == 0:
 		return up, fmt.Errorf("uplink %q has no IPv4 address: masquerading needs one", up.name)
 	}
 	return up, overlap

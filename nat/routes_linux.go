@@ -1,8 +1,12 @@
 package nat
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
+	"sort"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -17,31 +21,56 @@ type routeKey struct {
 	gw                 netip.Addr
 }
 
+// span is a route's destination as a range of IPv4 addresses.
+type span struct {
+	first, last uint32
+	key         routeKey
+}
+
 // routeCache is a copy of the host's IPv4 routes (every table; the local
 // table holds the host's own addresses), built with one dump and then kept
-// current from route notifications. Connect checks overlaps against it, so
-// its cost stays flat however many links (each adding routes) exist,
-// instead of dumping thousands of routes every time. It lives while the
-// process has links in the host namespace; the caller holds hostState.mu.
+// current from notifications, with indexes so that Connect's checks cost
+// O(log n) however many links (each adding routes) exist, instead of a dump
+// of thousands of routes every time. It lives while the process has links
+// in the host namespace; the caller holds hostState.mu.
 type routeCache struct {
 	w      *nl.Watch
 	routes map[routeKey]bool
+	spans  []span      // routes that can overlap a prefix, by first address
+	locals map[int]int // links with IPv4 addresses: index → local routes
+	// defaults are the main table's default routes (few).
+	defaults map[routeKey]bool
+	// byLink finds a link's routes when it goes down or away.
+	byLink map[int]map[routeKey]bool
 }
 
 func keyOf(r nl.RouteSpec) routeKey {
 	return routeKey{table: r.Table, metric: r.Metric, oif: r.LinkIndex, typ: r.Type, dst: r.Dst, gw: r.Gateway}
 }
 
-// current brings the copy up to date and returns it.
-func (rc *routeCache) current(host *netns.Handle, hc *nl.Conn) (map[routeKey]bool, error) {
+func u32(a netip.Addr) uint32 { b := a.As4(); return binary.BigEndian.Uint32(b[:]) }
+
+func spanOf(p netip.Prefix) (first, last uint32) {
+	first = u32(p.Masked().Addr())
+	return first, first | uint32(uint64(1)<<(32-p.Bits())-1)
+}
+
+// counts tells which routes take part in the overlap check: not the
+// default route, not broadcast or multicast entries.
+func (k routeKey) counts() bool {
+	return k.dst.Bits() > 0 && k.typ != unix.RTN_BROADCAST && k.typ != unix.RTN_MULTICAST
+}
+
+// refresh brings the copy up to date.
+func (rc *routeCache) refresh(host *netns.Handle, hc *nl.Conn) error {
 	if rc.w != nil {
 		err := rc.w.Poll(rc.apply)
 		if err == nil {
-			return rc.routes, nil
+			return nil
 		}
 		rc.close()
 		if !errors.Is(err, nl.ErrOverflow) {
-			return nil, err
+			return err
 		}
 		// Lost notifications: rebuild from a dump below.
 	}
@@ -50,24 +79,72 @@ func (rc *routeCache) current(host *netns.Handle, hc *nl.Conn) (map[routeKey]boo
 	// them from the copy.
 	w, err := nl.DialWatch(host, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_LINK)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Subscribed before the dump: a change racing with it arrives as a
 	// notification afterwards and is applied on top.
 	msgs, err := hc.Query(nl.DumpRoutes(unix.AF_INET, 0))
 	if err != nil {
 		w.Close()
-		return nil, err
+		return err
 	}
-	rc.w, rc.routes = w, make(map[routeKey]bool, len(msgs))
+	rc.w, rc.routes, rc.spans = w, make(map[routeKey]bool, len(msgs)), nil
+	rc.locals, rc.defaults, rc.byLink = map[int]int{}, map[routeKey]bool{}, map[int]map[routeKey]bool{}
 	for _, m := range msgs {
 		rc.apply(unix.RTM_NEWROUTE, m.Data)
 	}
 	if err := rc.w.Poll(rc.apply); err != nil {
 		rc.close()
-		return nil, err
+		return err
 	}
-	return rc.routes, nil
+	return nil
+}
+
+func (rc *routeCache) add(k routeKey) {
+	if rc.routes[k] {
+		return
+	}
+	rc.routes[k] = true
+	if rc.byLink[k.oif] == nil {
+		rc.byLink[k.oif] = map[routeKey]bool{}
+	}
+	rc.byLink[k.oif][k] = true
+	if k.dst.Bits() == 0 && k.table == unix.RT_TABLE_MAIN && k.oif != 0 {
+		rc.defaults[k] = true
+	}
+	if k.typ == unix.RTN_LOCAL {
+		rc.locals[k.oif]++
+	}
+	if k.counts() {
+		first, last := spanOf(k.dst)
+		i := sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first >= first })
+		rc.spans = slices.Insert(rc.spans, i, span{first, last, k})
+	}
+}
+
+func (rc *routeCache) del(k routeKey) {
+	if !rc.routes[k] {
+		return
+	}
+	delete(rc.routes, k)
+	delete(rc.defaults, k)
+	if delete(rc.byLink[k.oif], k); len(rc.byLink[k.oif]) == 0 {
+		delete(rc.byLink, k.oif)
+	}
+	if k.typ == unix.RTN_LOCAL {
+		if rc.locals[k.oif]--; rc.locals[k.oif] <= 0 {
+			delete(rc.locals, k.oif)
+		}
+	}
+	if k.counts() {
+		first, _ := spanOf(k.dst)
+		for i := sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first >= first }); i < len(rc.spans) && rc.spans[i].first == first; i++ {
+			if rc.spans[i].key == k {
+				rc.spans = slices.Delete(rc.spans, i, i+1)
+				break
+			}
+		}
+	}
 }
 
 func (rc *routeCache) apply(typ uint16, body []byte) {
@@ -78,10 +155,8 @@ func (rc *routeCache) apply(typ uint16, body []byte) {
 		index := int(nl.NativeEndian.Uint32(body[4:8]))
 		flags := nl.NativeEndian.Uint32(body[8:12])
 		if typ == unix.RTM_DELLINK || flags&unix.IFF_UP == 0 {
-			for k := range rc.routes {
-				if k.oif == index {
-					delete(rc.routes, k)
-				}
+			for k := range rc.byLink[index] {
+				rc.del(k)
 			}
 		}
 		return
@@ -92,15 +167,55 @@ func (rc *routeCache) apply(typ uint16, body []byte) {
 	}
 	switch typ {
 	case unix.RTM_NEWROUTE:
-		rc.routes[keyOf(r)] = true
+		rc.add(keyOf(r))
 	case unix.RTM_DELROUTE:
-		delete(rc.routes, keyOf(r))
+		rc.del(keyOf(r))
 	}
+}
+
+// overlap returns an error naming a route or address of the host that
+// overlaps cidr, or nil: a route inside cidr (found by binary search on
+// first addresses), or one containing it (one lookup per shorter length,
+// through the same search).
+func (rc *routeCache) overlap(cidr netip.Prefix) error {
+	first, last := spanOf(cidr)
+	found := func(k routeKey) error {
+		what := "route"
+		if k.typ == unix.RTN_LOCAL {
+			what = "address"
+		}
+		return fmt.Errorf("%w: host %s %v", ErrOverlap, what, k.dst)
+	}
+	i := sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first >= first })
+	if i < len(rc.spans) && rc.spans[i].first <= last {
+		return found(rc.spans[i].key)
+	}
+	for bits := cidr.Bits() - 1; bits > 0; bits-- {
+		outer, _ := spanOf(netip.PrefixFrom(cidr.Addr(), bits))
+		for j := sort.Search(len(rc.spans), func(j int) bool { return rc.spans[j].first >= outer }); j < len(rc.spans) && rc.spans[j].first == outer; j++ {
+			if rc.spans[j].last >= last {
+				return found(rc.spans[j].key)
+			}
+		}
+	}
+	return nil
+}
+
+// defaultLink returns the output link of the main table's IPv4 default
+// route with the lowest metric, or 0.
+func (rc *routeCache) defaultLink() int {
+	idx, metric := 0, -1
+	for k := range rc.defaults {
+		if metric < 0 || k.metric < metric {
+			idx, metric = k.oif, k.metric
+		}
+	}
+	return idx
 }
 
 func (rc *routeCache) close() {
 	if rc.w != nil {
 		rc.w.Close()
-		rc.w, rc.routes = nil, nil
+		rc.w, rc.routes, rc.spans, rc.locals, rc.defaults, rc.byLink = nil, nil, nil, nil, nil, nil
 	}
 }

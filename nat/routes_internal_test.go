@@ -1,0 +1,55 @@
+package nat
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestRouteCacheOverlap checks the indexed overlap search against the
+// obvious linear one, for routes inside, around, beside and equal to the
+// prefix asked about, and after deletions.
+func TestRouteCacheOverlap(t *testing.T) {
+	rc := routeCache{routes: map[routeKey]bool{}, locals: map[int]int{}, defaults: map[routeKey]bool{}, byLink: map[int]map[routeKey]bool{}}
+	add := func(p string, typ uint8, oif int) routeKey {
+		k := routeKey{table: unix.RT_TABLE_MAIN, typ: typ, oif: oif, dst: netip.MustParsePrefix(p)}
+		rc.add(k)
+		return k
+	}
+	add("0.0.0.0/0", unix.RTN_UNICAST, 1)
+	add("203.0.113.0/24", unix.RTN_UNICAST, 2)
+	local := add("203.0.113.2/32", unix.RTN_LOCAL, 2)
+	add("203.0.113.255/32", unix.RTN_BROADCAST, 2)
+	add("10.0.0.0/24", unix.RTN_UNICAST, 3)
+	add("172.16.0.0/12", unix.RTN_UNICAST, 4)
+	add("10.9.0.64/26", unix.RTN_UNICAST, 5)
+	linear := func(c netip.Prefix) bool {
+		for k := range rc.routes {
+			if k.counts() && k.dst.Overlaps(c) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []string{"10.0.0.0/24", "10.0.0.0/16", "10.0.1.0/24", "10.0.0.128/25", "172.20.0.0/24", "172.32.0.0/24",
+		"203.0.113.0/30", "203.0.113.252/30", "10.9.0.0/24", "10.9.0.0/26", "10.9.0.128/25", "192.168.0.0/16", "11.0.0.0/8"} {
+		p := netip.MustParsePrefix(c)
+		got := rc.overlap(p)
+		if (got != nil) != linear(p) || (got != nil && !errors.Is(got, ErrOverlap)) {
+			t.Errorf("overlap(%v) = %v, linear search says %v", p, got, linear(p))
+		}
+	}
+	if rc.defaultLink() != 1 || rc.locals[2] != 1 {
+		t.Errorf("default link %d, locals %v", rc.defaultLink(), rc.locals)
+	}
+	// Link 3 goes away: its routes with it, as the kernel flushes them.
+	ifi := make([]byte, unix.SizeofIfInfomsg)
+	ifi[4] = 3
+	rc.apply(unix.RTM_DELLINK, ifi)
+	rc.del(local)
+	if rc.overlap(netip.MustParsePrefix("10.0.0.0/24")) != nil || rc.locals[2] != 0 {
+		t.Errorf("after deletions: %v, locals %v", rc.overlap(netip.MustParsePrefix("10.0.0.0/24")), rc.locals)
+	}
+}
