@@ -169,15 +169,7 @@ func library(w *world.World, n int, bulk bool, workers int) (up, down time.Durat
 	up = time.Since(t0)
 	t0 = time.Now()
 	if bulk {
-		links := make([]*nat.Link, n)
-		for i, m := range all {
-			links[i] = m.l
-		}
-		check(nat.CloseAll(links...))
-		for _, m := range all {
-			m.ns.Close()
-			check(netns.Delete(m.name))
-		}
+		closeAll(all)
 	} else {
 		for _, m := range all {
 			check(m.l.Close())
@@ -186,6 +178,19 @@ func library(w *world.World, n int, bulk bool, workers int) (up, down time.Durat
 		}
 	}
 	return up, time.Since(t0)
+}
+
+// closeAll is the bulk tear-down: nat.CloseAll, then the namespaces.
+func closeAll(all []made) {
+	links := make([]*nat.Link, len(all))
+	for i, m := range all {
+		links[i] = m.l
+	}
+	check(nat.CloseAll(links...))
+	for _, m := range all {
+		m.ns.Close()
+		check(netns.Delete(m.name))
+	}
 }
 
 // scaling checks the targets that need many namespaces.
@@ -224,15 +229,7 @@ func scaling(w *world.World, n int) {
 		window+1, ms(first)/float64(window), window, ms(last)/float64(window), float64(last)/float64(first), n, ms(total)/float64(n))
 	fmt.Printf("nftables rules / base chains: %v with 1 link, %v with %d\n", rulesAt[1], rulesAt[n], n)
 	t0 := time.Now()
-	links := make([]*nat.Link, len(all))
-	for i, m := range all {
-		links[i] = m.l
-	}
-	check(nat.CloseAll(links...))
-	for _, m := range all {
-		m.ns.Close()
-		check(netns.Delete(m.name))
-	}
+	closeAll(all)
 	fmt.Printf("CloseAll + Delete of %d: %.3f s\n", n, time.Since(t0).Seconds())
 
 	// Resources over n Connect/Close cycles.

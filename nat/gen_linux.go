@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/mdlayher/netlink"
+	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
@@ -39,13 +40,9 @@ func nfgen(family uint8, resID uint16) []byte {
 }
 
 func dialNFT(host *netns.Handle) (*netlink.Conn, error) {
-	cfg := &netlink.Config{}
-	if host != nil {
-		fd, err := host.FD()
-		if err != nil {
-			return nil, err
-		}
-		cfg.NetNS = fd
+	cfg, err := nl.Config(host)
+	if err != nil {
+		return nil, err
 	}
 	return netlink.Dial(unix.NETLINK_NETFILTER, cfg)
 }

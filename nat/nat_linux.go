@@ -658,8 +658,10 @@ func indexOf(msgs []netlink.Message, err error) (int, error) {
 // the fwd set in the same transaction (see fwdRegister), the others add e
 // alone.
 func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInfo, e elements) error {
+	// fwdMu is taken even by later users: it makes them wait until a first
+	// user's registration (forwarding on) is done. It is not held while
+	// they add their entries.
 	hs.fwdMu.Lock()
-	defer hs.fwdMu.Unlock()
 	hs.mu.Lock()
 	ref := hs.uplinks[up.index]
 	if ref == nil {
@@ -670,6 +672,7 @@ func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInf
 	first := ref.users == 1
 	hs.mu.Unlock()
 	if !first {
+		hs.fwdMu.Unlock()
 		if err := hs.addElements(host, e); err != nil {
 			hs.mu.Lock()
 			ref.users--
@@ -678,6 +681,7 @@ func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInf
 		}
 		return nil
 	}
+	defer hs.fwdMu.Unlock()
 	if err := withHostLock(host, func() error { return hs.fwdRegister(hc, host, up, e) }); err != nil {
 		hs.mu.Lock()
 		ref.users--

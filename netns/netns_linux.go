@@ -185,11 +185,43 @@ func NewAnonymous() (*Handle, error) {
 
 // unshareNet creates a namespace on a locked thread of its own, runs inside
 // (if not nil) while that thread is in it, and returns an fd to the new
-// namespace. The thread is switched back, or discarded if that fails.
+// namespace.
 func unshareNet(inside func() error) (int, error) {
+	fd := -1
+	err := onThread(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare: %w", err)
+		}
+		return nil
+	}, func() (err error) {
+		if fd, err = unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+			return err
+		}
+		if inside != nil {
+			return inside()
+		}
+		return nil
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return -1, err
+	}
+	return fd, nil
+}
+
+// onThread runs fn on a fresh goroutine locked to its own OS thread, after
+// enter has moved that thread into another network namespace, and then
+// moves the thread back where it was. The caller's thread never moves. If
+// moving back fails, the goroutine exits still locked, so the Go runtime
+// ends the thread instead of reusing it in the wrong namespace. A panic in
+// fn is re-raised in the caller, after the thread is back.
+func onThread(enter, fn func() error) error {
 	type result struct {
-		fd  int
-		err error
+		err      error
+		panicked bool
+		panicVal any
 	}
 	ch := make(chan result, 1)
 	go func() {
@@ -197,35 +229,37 @@ func unshareNet(inside func() error) (int, error) {
 		orig, err := unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{-1, err}
+			ch <- result{err: err}
 			return
 		}
 		defer unix.Close(orig)
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{-1, fmt.Errorf("unshare: %w", err)}
+		if err := enter(); err != nil {
+			runtime.UnlockOSThread() // enter failed: the thread did not move
+			ch <- result{err: err}
 			return
 		}
-		fd, err := unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err == nil && inside != nil {
-			if err = inside(); err != nil {
-				unix.Close(fd)
-				fd = -1
-			}
-		}
-		if rerr := unix.Setns(orig, unix.CLONE_NEWNET); rerr != nil {
-			// Leave the thread locked: the runtime ends it with this goroutine.
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-			ch <- result{-1, errors.Join(err, fmt.Errorf("restore thread namespace: %w", rerr))}
-			return
+		var r result
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					r.panicked, r.panicVal = true, v
+				}
+			}()
+			r.err = fn()
+		}()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			r.err = errors.Join(r.err, fmt.Errorf("restore thread namespace: %w", err))
+			ch <- r
+			return // still locked: the runtime ends the thread
 		}
 		runtime.UnlockOSThread()
-		ch <- result{fd, err}
+		ch <- r
 	}()
 	r := <-ch
-	return r.fd, r.err
+	if r.panicked {
+		panic(r.panicVal)
+	}
+	return r.err
 }
 
 var dirMu sync.Mutex
@@ -373,49 +407,12 @@ func (h *Handle) Do(fn func() error) error {
 	if err != nil {
 		return err
 	}
-	type result struct {
-		err      error
-		panicked bool
-		panicVal any
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("netns: do in %s: %w", h, err)}
-			return
-		}
-		defer unix.Close(orig)
+	return onThread(func() error {
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("netns: enter %s: %w", h, err)}
-			return
+			return fmt.Errorf("netns: enter %s: %w", h, err)
 		}
-		var r result
-		func() {
-			defer func() {
-				if v := recover(); v != nil {
-					r.panicked, r.panicVal = true, v
-				}
-			}()
-			r.err = fn()
-		}()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: the runtime ends it with this goroutine.
-			r.err = errors.Join(r.err, fmt.Errorf("netns: restore thread after %s: %w", h, err))
-			ch <- r
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- r
-	}()
-	r := <-ch
-	if r.panicked {
-		panic(r.panicVal)
-	}
-	return r.err
+		return nil
+	}, fn)
 }
 
 // Start starts cmd with its process inside h's namespace, the

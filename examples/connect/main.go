@@ -10,38 +10,21 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"log"
 	"net/netip"
 	"os"
 
 	"github.com/nsnet/nsnet/internal/demo"
-	"github.com/nsnet/nsnet/internal/world"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
 )
 
 func main() {
-	uplink := flag.String("uplink", "", "run on the real host through this link (default: a private world)")
-	probe := flag.String("probe", "", "with -uplink: a TCP HOST:PORT outside to connect to")
-	cidr := flag.String("cidr", "10.0.0.0/24", "the namespace's network")
-	flag.Parse()
-	prefix, err := netip.ParsePrefix(*cidr)
+	f, done := demo.ParseFlags()
+	err := run(f.Uplink, f.Prefix, f.Target)
+	done()
 	if err != nil {
-		log.Fatal(err)
-	}
-	target := *probe
-	if *uplink == "" {
-		w := demo.Private()
-		defer w.Close()
-		*uplink = world.Uplink
-		target = world.Outside.String() + ":8080"
-		if err := demo.EchoServer(w.Inet, target); err != nil {
-			log.Fatal(err)
-		}
-	}
-	if err := run(*uplink, prefix, target); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}

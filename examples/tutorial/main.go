@@ -14,7 +14,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"log"
 	"net/netip"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/nsnet/nsnet/addr"
 	"github.com/nsnet/nsnet/internal/demo"
-	"github.com/nsnet/nsnet/internal/world"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/route"
@@ -30,26 +28,10 @@ import (
 )
 
 func main() {
-	uplink := flag.String("uplink", "", "run on the real host, NAT through this link (default: a private world)")
-	probe := flag.String("probe", "", "with -uplink: a TCP HOST:PORT outside to connect to")
-	cidr := flag.String("cidr", "10.0.0.0/24", "the namespace's network")
-	flag.Parse()
-	prefix, err := netip.ParsePrefix(*cidr)
+	f, done := demo.ParseFlags()
+	err := run(f.Uplink, f.Prefix, f.Target)
+	done()
 	if err != nil {
-		log.Fatal(err)
-	}
-	target := *probe
-	if *uplink == "" {
-		w := demo.Private()
-		defer w.Close()
-		*uplink = world.Uplink
-		target = world.Outside.String() + ":8080"
-		if err := demo.EchoServer(w.Inet, target); err != nil {
-			log.Fatal(err)
-		}
-		fmt.Printf("# private world: uplink %s %v, outside host %v in namespace inet\n\n", world.Uplink, world.UplinkAddr, world.Outside)
-	}
-	if err := run(*uplink, prefix, target); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}

@@ -6,8 +6,10 @@ package demo
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -44,6 +46,40 @@ func Private() *world.World {
 		os.Exit(1)
 	}
 	return w
+}
+
+// Flags are the options the tutorial and connect examples share.
+type Flags struct {
+	Uplink string       // the uplink to NAT through
+	Target string       // a TCP HOST:PORT outside to prove connectivity, or ""
+	Prefix netip.Prefix // the namespace's network
+}
+
+// ParseFlags defines and parses -uplink, -probe and -cidr. Without -uplink
+// it enters a private world (see Private) with an echo server on the
+// outside host as the target; done removes that world.
+func ParseFlags() (f Flags, done func()) {
+	uplink := flag.String("uplink", "", "run on the real host, NAT through this link (default: a private world)")
+	probe := flag.String("probe", "", "with -uplink: a TCP HOST:PORT outside to connect to")
+	cidr := flag.String("cidr", "10.0.0.0/24", "the namespace's network")
+	flag.Parse()
+	prefix, err := netip.ParsePrefix(*cidr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	f = Flags{Uplink: *uplink, Target: *probe, Prefix: prefix}
+	if f.Uplink != "" {
+		return f, func() {}
+	}
+	w := Private()
+	f.Uplink, f.Target = world.Uplink, world.Outside.String()+":8080"
+	if err := EchoServer(w.Inet, f.Target); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("# private world: uplink %s %v, outside host %v in namespace inet\n\n", world.Uplink, world.UplinkAddr, world.Outside)
+	return f, func() { w.Close() }
 }
 
 // EchoServer listens on addr inside ns and answers each connection with

@@ -24,14 +24,11 @@ type Conn struct {
 // acknowledgements are on, so kernel error messages reach the caller, and
 // strict checking, so dumps can be filtered in the kernel.
 func Dial(ns *netns.Handle) (*Conn, error) {
-	cfg := &netlink.Config{Strict: true}
-	if ns != nil {
-		fd, err := ns.FD()
-		if err != nil {
-			return nil, err
-		}
-		cfg.NetNS = fd
+	cfg, err := Config(ns)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Strict = true
 	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dial rtnetlink in %s: %w", ns, err)
@@ -41,6 +38,20 @@ func Dial(ns *netns.Handle) (*Conn, error) {
 
 // Close closes the socket.
 func (c *Conn) Close() error { return c.c.Close() }
+
+// Config is the netlink configuration that opens a socket inside ns (nil:
+// the caller's current namespace); a closed handle is an error.
+func Config(ns *netns.Handle) (*netlink.Config, error) {
+	cfg := &netlink.Config{}
+	if ns != nil {
+		fd, err := ns.FD()
+		if err != nil {
+			return nil, err
+		}
+		cfg.NetNS = fd
+	}
+	return cfg, nil
+}
 
 // Request is one rtnetlink request: a message type, flags beyond
 // NLM_F_REQUEST, and the marshalled body.

@@ -25,13 +25,9 @@ var ErrOverflow = errors.New("netlink notifications overflowed")
 
 // DialWatch opens a socket in ns subscribed to the rtnetlink groups.
 func DialWatch(ns *netns.Handle, groups ...uint32) (*Watch, error) {
-	cfg := &netlink.Config{}
-	if ns != nil {
-		fd, err := ns.FD()
-		if err != nil {
-			return nil, err
-		}
-		cfg.NetNS = fd
+	cfg, err := Config(ns)
+	if err != nil {
+		return nil, err
 	}
 	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
 	if err != nil {
