@@ -143,8 +143,7 @@ func (hs *hostState) putConn(c *nl.Conn) {
 }
 
 type uplinkRef struct {
-	users   int
-	restore bool // this process turns forwarding off again after its last user
+	users int // this process's links out of the uplink
 }
 
 var registry = struct {
@@ -640,17 +639,6 @@ func randomIndex() int {
 	var b [4]byte
 	rand.Read(b[:])
 	return 1<<29 + int(binary.NativeEndian.Uint32(b[:])&(1<<29-1))
-}
-
-func indexOf(msgs []netlink.Message, err error) (int, error) {
-	if err != nil {
-		return 0, err
-	}
-	if len(msgs) != 1 {
-		return 0, fmt.Errorf("link lookup: %d replies", len(msgs))
-	}
-	link, err := nl.DecodeLink(msgs[0].Data)
-	return int(link.Index), err
 }
 
 // acquireUplink counts one more user of the uplink in this process and
