@@ -102,7 +102,7 @@ func closeGroup(hs *hostState, links []*Link) error {
 		step("uplink forwarding", func() error {
 			var errs []error
 			for _, l := range links {
-				errs = append(errs, hs.releaseUplink(hc, host, l.uplinkIdx, l.Uplink))
+				errs = append(errs, hs.releaseUplink(hc, host, l.uplinkIdx, l.Uplink, elements{}))
 			}
 			return errors.Join(errs...)
 		})

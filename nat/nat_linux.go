@@ -495,7 +495,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		pushUndo(func() error {
 			return hs.flush(c.HostNS, func(c *nftables.Conn) error { return l.elems.apply(c, false) })
 		})
-		pushUndo(func() error { return hs.releaseUplink(hc, c.HostNS, up.index, up.name) })
+		pushUndo(func() error { return hs.releaseUplink(hc, c.HostNS, up.index, up.name, elements{}) })
 	}()
 	hostErr := func() error {
 		if err := hook("veth"); err != nil {
@@ -682,27 +682,30 @@ func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInf
 	return nil
 }
 
-// releaseUplink drops one user of the uplink; the last one in this
-// process unregisters it (see fwdUnregister).
-func (hs *hostState) releaseUplink(hc *nl.Conn, host *netns.Handle, index int, name string) error {
+// releaseUplink drops one user of the uplink and removes the link's set
+// entries e; the last user in this process also unregisters it, in the
+// same transaction (see fwdUnregister): each nftables commit that removes
+// entries can cost the kernel milliseconds, so one is better than two.
+func (hs *hostState) releaseUplink(hc *nl.Conn, host *netns.Handle, index int, name string, e elements) error {
 	hs.fwdMu.Lock()
 	defer hs.fwdMu.Unlock()
 	hs.mu.Lock()
 	ref := hs.uplinks[index]
-	if ref == nil {
-		hs.mu.Unlock()
-		return nil
-	}
-	ref.users--
-	last := ref.users == 0
-	if last {
-		delete(hs.uplinks, index)
+	last := false
+	if ref != nil {
+		ref.users--
+		if last = ref.users == 0; last {
+			delete(hs.uplinks, index)
+		}
 	}
 	hs.mu.Unlock()
 	if !last {
-		return nil
+		if e.empty() {
+			return nil
+		}
+		return hs.flush(host, func(c *nftables.Conn) error { return e.apply(c, false) })
 	}
-	return withHostLock(host, func() error { return hs.fwdUnregister(hc, host, index, name) })
+	return withHostLock(host, func() error { return hs.fwdUnregister(hc, host, index, name, e) })
 }
 
 // An uplink's forwarding is shared by every nsnet process with links out
@@ -844,7 +847,7 @@ func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo,
 
 // fwdUnregister removes this process's record; if no live user is left,
 // forwarding goes back off when it was off originally.
-func (hs *hostState) fwdUnregister(hc *nl.Conn, host *netns.Handle, index int, name string) error {
+func (hs *hostState) fwdUnregister(hc *nl.Conn, host *netns.Handle, index int, name string, e elements) error {
 	c, err := nftConn(host)
 	if err != nil {
 		return err
@@ -872,13 +875,18 @@ func (hs *hostState) fwdUnregister(hc *nl.Conn, host *netns.Handle, index int, n
 			return err
 		}
 	}
-	if len(gone) == 0 {
+	if len(gone) == 0 && e.empty() {
 		return nil
 	}
-	if err := c.SetDeleteElements(setByName[setFwd], gone); err != nil {
-		return err
-	}
-	return c.Flush()
+	return hs.flush(host, func(c *nftables.Conn) error {
+		if err := e.apply(c, false); err != nil {
+			return err
+		}
+		if len(gone) == 0 {
+			return nil
+		}
+		return c.SetDeleteElements(setByName[setFwd], gone)
+	})
 }
 
 // withHostLock runs fn while holding a lock shared by every process in the
@@ -1113,53 +1121,45 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete, uplinkName string) erro
 		return o.err
 	}
 	o.closed = true
-	var (
-		errMu sync.Mutex
-		errs  []error
-	)
-	step := func(name string, f func() error) {
-		err := hook("close " + name)
-		if err == nil {
-			err = f()
-		}
+	var errs []error
+	fault := func(step string, err error) {
 		if err != nil {
-			errMu.Lock()
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			errMu.Unlock()
+			errs = append(errs, fmt.Errorf("%s: %w", step, err))
 		}
 	}
 	hs := o.hs
 	release(o.hostKey, o.nsKey, prefix)
-	// The uplink's share first, before the lanes: leave, after the last
-	// link, forgets every uplink count.
 	hc, err := hs.conn(o.host)
-	if err != nil {
-		errs = append(errs, err)
-	} else {
-		step("uplink forwarding", func() error { return hs.releaseUplink(hc, o.host, o.uplinkIdx, uplinkName) })
-	}
-	// Then two lanes side by side, since each may wait for an RCU grace
-	// period (tens of milliseconds): deleting the veth, and removing the
-	// set elements (plus, after the last link, the table, whose base
-	// chains' hooks are unregistered).
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		step("nftables", func() error {
-			return hs.flush(o.host, func(c *nftables.Conn) error { return o.elems.apply(c, false) })
-		})
-		if err := hs.leave(o.host); err != nil {
-			errMu.Lock()
-			errs = append(errs, fmt.Errorf("nftables table: %w", err))
-			errMu.Unlock()
-		}
-	}()
-	if hc != nil && vethToDelete != "" {
-		step("veth", func() error { return hc.Exec(nl.DeleteLink(0, vethToDelete)) })
-	}
-	wg.Wait()
+	fault("netlink", err)
+	// The set entries and the uplink's share go in one transaction (and,
+	// after the last link, the table), then the veth. Not side by side:
+	// the kernel makes an nftables commit wait while a link is being
+	// unregistered, so overlapping them only made both slower. Each step
+	// goes on after a failed one; the test hooks can fail any of them.
 	if hc != nil {
+		errU, errN := hook("close uplink forwarding"), hook("close nftables")
+		fault("uplink forwarding", errU)
+		fault("nftables", errN)
+		e := o.elems
+		if errN != nil {
+			e = elements{} // the fault leaves the entries
+		}
+		switch {
+		case errU == nil:
+			fault("uplink forwarding and nftables", hs.releaseUplink(hc, o.host, o.uplinkIdx, uplinkName, e))
+		case !e.empty():
+			fault("nftables", hs.flush(o.host, func(c *nftables.Conn) error { return e.apply(c, false) }))
+		}
+	}
+	fault("nftables table", hs.leave(o.host))
+	if hc != nil {
+		if vethToDelete != "" {
+			err := hook("close veth")
+			if err == nil {
+				err = hc.Exec(nl.DeleteLink(0, vethToDelete))
+			}
+			fault("veth", err)
+		}
 		hs.putConn(hc)
 	}
 	o.host.Close()
@@ -1196,15 +1196,15 @@ func (hs *hostState) dropTableIfUnused(host *netns.Handle) error {
 		if err != nil {
 			return err
 		}
-		for _, set := range sets {
-			els, err := c.GetSetElements(set)
-			if isENOENT(err) {
-				hs.tableReady = false
-				return nil // gone already
-			}
-			if err != nil || len(els) > 0 {
-				return err
-			}
+		// Every Link and Rules has an entry in links, for as long as it
+		// has any other entry (fwd included): links empty means unused.
+		els, err := c.GetSetElements(setByName[setLinks])
+		if isENOENT(err) {
+			hs.tableReady = false
+			return nil // gone already
+		}
+		if err != nil || len(els) > 0 {
+			return err
 		}
 		err = delTableAtGen(raw, gen)
 		if err == errGenChanged {

@@ -192,6 +192,10 @@ func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings 
 	return e
 }
 
+func (e elements) empty() bool {
+	return len(e.links)+len(e.nets)+len(e.masq)+len(e.siblings) == 0
+}
+
 func (e elements) apply(c *nftables.Conn, add bool) error {
 	op := c.SetAddElements
 	if !add {
