@@ -15,11 +15,14 @@
 // # Rules
 //
 // Every rule lives in the library's own table, "ip nsnet" ([TableName]),
-// made with the first Link and removed with the last. Per-link state goes
-// into nftables sets, so N links mean N set elements, not N rules: the
-// rule count and the per-packet work stay flat as links are added. No other
-// table, chain or rule is touched. The set elements carry the owning
-// process's pid and start time, as does the host veth's ifalias.
+// made with the first Link and removed with the last (by whichever process
+// closes it; the delete only commits if no other process added anything
+// meanwhile). Per-link state goes into nftables sets, so N links mean N set
+// elements, not N rules: nine rules and two base chains, and the same
+// per-packet work, with 1 link or 1,000. No other table, chain or rule is
+// touched. The set elements carry the owning process's pid and start time,
+// as does the host veth's ifalias, so [Sweep] can remove what a crashed
+// process left. [CloseAll] tears many links down at once.
 //
 // # Secure by default
 //
@@ -35,19 +38,23 @@
 //
 // IPv4 forwarding is turned on per link — on the host end of the veth and
 // on the uplink — rather than with the global net.ipv4.ip_forward switch.
-// The uplink's setting is restored when the last Link through it closes.
+// The uplink's original setting is recorded in the table's fwd set and
+// restored when the last Link through it closes, in whichever nsnet process
+// that is (they coordinate through a lock scoped to the network namespace).
 //
 // # Coexistence
 //
 // An accept in one nftables table does not override a drop in another on
-// the same hook. On a host whose forward hook drops by policy elsewhere
-// (Docker's iptables FORWARD chain, for one), forwarded traffic of a Link is
-// still dropped there; see the README.
+// the same hook. On a host whose forward chain in another table drops by
+// policy (Docker's iptables FORWARD chain, for one), Connect fails with
+// [ErrForeignDrop] naming the chain, unless [Config.AllowForeignDrop] says
+// the caller has accepted the traffic there.
 //
 // # Errors
 //
 // Input is checked before the kernel is touched: [ErrInvalidConfig],
-// [ErrInvalidName] and [ErrOverlap] for what Connect refuses, os.ErrNotExist
+// [ErrInvalidName], [ErrOverlap] and [ErrForeignDrop] for what Connect
+// refuses, os.ErrNotExist
 // for a missing uplink, os.ErrExist for a namespace already connected or a
 // veth name in use. A failure part-way undoes what was done and names the
 // step. Connect and Close are safe for concurrent use.
