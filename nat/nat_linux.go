@@ -143,7 +143,8 @@ func (hs *hostState) putConn(c *nl.Conn) {
 }
 
 type uplinkRef struct {
-	users int // this process's links out of the uplink
+	users      int  // this process's links out of the uplink
+	registered bool // this process is in the fwd set for it
 }
 
 var registry = struct {
@@ -657,7 +658,8 @@ func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInf
 		hs.uplinks[up.index] = ref
 	}
 	ref.users++
-	first := ref.users == 1
+	// The first user registers; so does a later one if the first failed.
+	first := !ref.registered
 	hs.mu.Unlock()
 	if !first {
 		hs.fwdMu.Unlock()
@@ -679,6 +681,9 @@ func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInf
 		hs.mu.Unlock()
 		return fmt.Errorf("uplink forwarding: %w", err)
 	}
+	hs.mu.Lock()
+	ref.registered = true
+	hs.mu.Unlock()
 	return nil
 }
 
