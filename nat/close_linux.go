@@ -1,0 +1,79 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/nsnet/nsnet/internal/nl"
+)
+
+// Close undoes everything Connect made: the uplink's forwarding setting
+// if this was its last user and it was off before, the set elements (and
+// the library's table with the last link of the process when no other
+// process has links in it), and the veth pair, which takes its addresses
+// and the namespace's route with it; the last two side by side, as each
+// waits for an RCU grace period. The namespace itself belongs to the
+// caller and stays, with lo up. Close goes on after a failed step
+// and returns all errors joined. It is idempotent: a second call returns
+// the first call's result.
+func (l *Link) Close() error { return l.owned.close(l.Prefix, l.HostVeth, l.Uplink) }
+
+// close removes the elements, deletes vethToDelete if not "", and releases
+// the uplink and the prefix.
+func (o *owned) close(prefix netip.Prefix, vethToDelete, uplinkName string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return o.err
+	}
+	o.closed = true
+	var errs []error
+	fault := func(step string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", step, err))
+		}
+	}
+	hs := o.hs
+	release(o.hostKey, o.nsKey, prefix)
+	hc, err := hs.conn(o.host)
+	fault("netlink", err)
+	// The set entries and the uplink's share go in one transaction (and,
+	// after the last link, the table), then the veth. Not side by side:
+	// the kernel makes an nftables commit wait while a link is being
+	// unregistered, so overlapping them only made both slower. Each step
+	// goes on after a failed one; the test hooks can fail any of them.
+	if hc != nil {
+		errU, errN := hook("close uplink forwarding"), hook("close nftables")
+		fault("uplink forwarding", errU)
+		fault("nftables", errN)
+		e := o.elems
+		if errN != nil {
+			e = elements{} // the fault leaves the entries
+		}
+		switch {
+		case errU == nil:
+			fault("uplink forwarding and nftables", hs.releaseUplink(hc, o.host, o.uplinkIdx, uplinkName, e))
+		case !e.empty():
+			fault("nftables", hs.flush(o.host, func(c *nftables.Conn) error { return e.apply(c, false) }))
+		}
+	}
+	fault("nftables table", hs.leave(o.host))
+	if hc != nil {
+		if vethToDelete != "" {
+			err := hook("close veth")
+			if err == nil {
+				err = hc.Exec(nl.DeleteLink(0, vethToDelete))
+			}
+			fault("veth", err)
+		}
+		hs.putConn(hc)
+	}
+	o.host.Close()
+	o.nsRef.Close()
+	if len(errs) > 0 {
+		o.err = fmt.Errorf("nat: close %v: %w", prefix, errors.Join(errs...))
+	}
+	return o.err
+}
