@@ -9,15 +9,15 @@ import (
 	"github.com/nsnet/nsnet/internal/nl"
 )
 
-// Close undoes everything Connect made: the uplink's forwarding setting
-// if this was its last user and it was off before, the set elements (and
-// the library's table with the last link of the process when no other
-// process has links in it), and the veth pair, which takes its addresses
-// and the namespace's route with it; the last two side by side, as each
-// waits for an RCU grace period. The namespace itself belongs to the
-// caller and stays, with lo up. Close goes on after a failed step
-// and returns all errors joined. It is idempotent: a second call returns
-// the first call's result.
+// Close undoes everything Connect made: in one nftables transaction the
+// link's set entries and its share of the uplink (whose forwarding goes
+// back to what it was when no nsnet process uses it any more), then, after
+// the process's last link when no other process has entries in it, the
+// library's table, and last the veth pair, which takes its addresses and
+// the namespace's route with it. The namespace itself belongs to the
+// caller and stays, with lo up. Close goes on after a failed step and
+// returns all errors joined. It is idempotent: a second call returns the
+// first call's result. Safe for concurrent use.
 func (l *Link) Close() error { return l.owned.close(l.Prefix, l.HostVeth, l.Uplink) }
 
 // close removes the elements, deletes vethToDelete if not "", and releases
