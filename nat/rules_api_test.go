@@ -1,13 +1,18 @@
 package nat_test
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/nsnet/nsnet/addr"
 	"github.com/nsnet/nsnet/internal/sandbox"
 	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/route"
 	"github.com/nsnet/nsnet/veth"
 )
@@ -54,5 +59,52 @@ func TestTutorialByHand(t *testing.T) {
 	must(veth.Delete(w.Host, "veth-a"))
 	if after := state(t, w); after != before {
 		t.Errorf("state differs:\n%s\n---\n%s", before, after)
+	}
+}
+
+// TestAddRulesSweepCloseAllBadInput: the other exported calls refuse bad
+// input with the promised errors and change nothing.
+func TestAddRulesSweepCloseAllBadInput(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "rbad-")
+	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", "hv0", "type", "veth", "peer", "name", "hv1")
+	closed, _ := netns.NewAnonymous()
+	closed.Close()
+	before := state(t, w)
+	p := netip.MustParsePrefix("10.9.0.0/24")
+	for _, c := range []struct {
+		name      string
+		host      *netns.Handle
+		veth, upl string
+		cidr      netip.Prefix
+		want      error
+	}{
+		{"missing veth", w.Host, "nope0", "up0", p, os.ErrNotExist},
+		{"bad veth name", w.Host, "a:b", "up0", p, nat.ErrInvalidName},
+		{"missing uplink", w.Host, "hv0", "nope0", p, os.ErrNotExist},
+		{"IPv6 prefix", w.Host, "hv0", "up0", netip.MustParsePrefix("fd00::/64"), nat.ErrInvalidConfig},
+		{"host bits", w.Host, "hv0", "up0", netip.MustParsePrefix("10.9.0.1/24"), nat.ErrInvalidConfig},
+		{"closed host", closed, "hv0", "up0", p, netns.ErrClosed},
+	} {
+		r, err := nat.AddRules(c.host, c.veth, c.upl, c.cidr)
+		if err == nil {
+			r.Close()
+		}
+		if !errors.Is(err, c.want) || !strings.HasPrefix(fmt.Sprint(err), "nat: ") {
+			t.Errorf("AddRules %s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	if _, err := nat.Sweep(closed); !errors.Is(err, netns.ErrClosed) {
+		t.Errorf("Sweep on a closed handle: %v", err)
+	}
+	if err := nat.CloseAll(); err != nil {
+		t.Errorf("CloseAll of nothing: %v", err)
+	}
+	if err := nat.CloseAll(nil, nil); err != nil {
+		t.Errorf("CloseAll of nils: %v", err)
+	}
+	if after := state(t, w); after != before {
+		t.Errorf("state changed:\n%s", lineDiff(before, after))
 	}
 }
