@@ -3,7 +3,6 @@ package nat
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"net/netip"
 	"os"
 	"strings"
@@ -386,6 +385,8 @@ type uplinkInfo struct {
 // addresses). Routes come from the host's route cache, so the cost does not
 // grow with the number of links.
 func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, cidr netip.Prefix, checkOverlap bool) (uplinkInfo, error) {
+	// The uplink named: its index is known before the cache is looked at.
+	upIdx := 0
 	var linkMsg []byte
 	if uplink != "" {
 		msgs, err := hc.Query(nl.GetLinkByName(uplink))
@@ -393,6 +394,11 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 			return uplinkInfo{}, fmt.Errorf("uplink %q: %w", uplink, err)
 		}
 		linkMsg = msgs[0].Data
+		l, err := nl.DecodeLink(linkMsg)
+		if err != nil {
+			return uplinkInfo{}, err
+		}
+		upIdx = int(l.Index)
 	}
 	hs.mu.Lock()
 	if err := hs.routes.refresh(host, hc); err != nil {
@@ -403,14 +409,16 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 	if checkOverlap {
 		overlap = hs.routes.overlap(cidr)
 	}
-	defaultIdx := hs.routes.defaultLink()
-	locals := maps.Clone(hs.routes.locals) // links with an IPv4 address
+	if uplink == "" {
+		upIdx = hs.routes.defaultLink()
+	}
+	hasV4 := hs.routes.locals[upIdx] > 0
 	hs.mu.Unlock()
 	if uplink == "" {
-		if defaultIdx == 0 {
+		if upIdx == 0 {
 			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no IPv4 default route: %w", nl.Wrap(unix.ENODEV))
 		}
-		msgs, err := hc.Query(nl.GetLinkByIndex(defaultIdx))
+		msgs, err := hc.Query(nl.GetLinkByIndex(upIdx))
 		if err != nil {
 			return uplinkInfo{}, fmt.Errorf("default route's link: %w", err)
 		}
@@ -425,7 +433,7 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 	switch {
 	case link.Flags&unix.IFF_UP == 0:
 		return up, fmt.Errorf("uplink %q is down: bring it up first", up.name)
-	case locals[up.index] == 0:
+	case !hasV4:
 		return up, fmt.Errorf("uplink %q has no IPv4 address: masquerading needs one", up.name)
 	}
 	return up, overlap

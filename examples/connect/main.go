@@ -13,22 +13,13 @@ import (
 	"fmt"
 	"log"
 	"net/netip"
-	"os"
 
 	"github.com/nsnet/nsnet/internal/demo"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
 )
 
-func main() {
-	f, done := demo.ParseFlags()
-	err := run(f.Uplink, f.Prefix, f.Target)
-	done()
-	if err != nil {
-		log.Print(err)
-		os.Exit(1)
-	}
-}
+func main() { demo.Main(run) }
 
 func run(uplink string, prefix netip.Prefix, target string) error {
 	ns, err := netns.New("example-ns1")

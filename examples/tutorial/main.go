@@ -15,9 +15,7 @@ package main
 
 import (
 	"fmt"
-	"log"
 	"net/netip"
-	"os"
 
 	"github.com/nsnet/nsnet/addr"
 	"github.com/nsnet/nsnet/internal/demo"
@@ -27,15 +25,7 @@ import (
 	"github.com/nsnet/nsnet/veth"
 )
 
-func main() {
-	f, done := demo.ParseFlags()
-	err := run(f.Uplink, f.Prefix, f.Target)
-	done()
-	if err != nil {
-		log.Print(err)
-		os.Exit(1)
-	}
-}
+func main() { demo.Main(run) }
 
 func step(shell, call string) {
 	fmt.Printf("$ %s\n  -> %s\n", shell, call)

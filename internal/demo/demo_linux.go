@@ -82,6 +82,18 @@ func ParseFlags() (f Flags, done func()) {
 	return f, func() { w.Close() }
 }
 
+// Main parses the shared flags (see ParseFlags), calls run with them,
+// removes the private world and exits non-zero if run failed.
+func Main(run func(uplink string, prefix netip.Prefix, target string) error) {
+	f, done := ParseFlags()
+	err := run(f.Uplink, f.Prefix, f.Target)
+	done()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
 // EchoServer listens on addr inside ns and answers each connection with
 // the source address it sees. It runs until the program ends.
 func EchoServer(ns *netns.Handle, addr string) error {
