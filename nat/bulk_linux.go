@@ -82,10 +82,30 @@ func closeGroup(hs *hostState, links []*Link) error {
 		}
 		return errors.Join(errs...)
 	})
+	// The uplinks and the table go before the veths, and the nftables
+	// sockets are closed after them (see nftSockets).
 	hc, err := hs.conn(host)
 	if err != nil {
 		errs = append(errs, err)
 	} else {
+		step("uplink forwarding", func() error {
+			var errs []error
+			for _, l := range links {
+				errs = append(errs, hs.releaseUplink(hc, host, l.uplinkIdx, l.Uplink, elements{}))
+			}
+			return errors.Join(errs...)
+		})
+	}
+	var socks []nftSockets
+	for _, l := range links {
+		release(l.hostKey, l.nsKey, l.Prefix)
+		s, err := hs.leave(l.host)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("nftables table: %w", err))
+		}
+		socks = append(socks, s)
+	}
+	if hc != nil {
 		step("veths", func() error {
 			g := randomGroup()
 			reqs := make([]nl.Request, 0, len(links)+1)
@@ -99,20 +119,10 @@ func closeGroup(hs *hostState, links []*Link) error {
 			// Delete the group even if some could not join it; report those.
 			return errors.Join(errors.Join(gerrs...), hc.Exec(nl.DeleteGroup(g)))
 		})
-		step("uplink forwarding", func() error {
-			var errs []error
-			for _, l := range links {
-				errs = append(errs, hs.releaseUplink(hc, host, l.uplinkIdx, l.Uplink, elements{}))
-			}
-			return errors.Join(errs...)
-		})
 		hs.putConn(hc)
 	}
-	for _, l := range links {
-		release(l.hostKey, l.nsKey, l.Prefix)
-		if err := hs.leave(l.host); err != nil {
-			errs = append(errs, fmt.Errorf("nftables table: %w", err))
-		}
+	for i, l := range links {
+		socks[i].close()
 		l.host.Close()
 		l.nsRef.Close()
 	}

@@ -59,7 +59,8 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete, uplinkName string) erro
 			fault("nftables", hs.flush(o.host, func(c *nftables.Conn) error { return e.apply(c, false) }))
 		}
 	}
-	fault("nftables table", hs.leave(o.host))
+	socks, err := hs.leave(o.host)
+	fault("nftables table", err)
 	if hc != nil {
 		if vethToDelete != "" {
 			err := hook("close veth")
@@ -70,6 +71,7 @@ func (o *owned) close(prefix netip.Prefix, vethToDelete, uplinkName string) erro
 		}
 		hs.putConn(hc)
 	}
+	socks.close() // after the veth delete: see nftSockets
 	o.host.Close()
 	o.nsRef.Close()
 	if len(errs) > 0 {

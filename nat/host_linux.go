@@ -26,7 +26,7 @@ type hostState struct {
 	links      int
 	routes     routeCache
 	conns      []*nl.Conn       // idle rtnetlink sockets in the host namespace
-	nfts       []*nftables.Conn // idle lasting nftables connections there
+	nfts       []*nftables.Conn // idle lasting nftables connections there (see nftSockets)
 	// dropChecked and dropChain remember checkForeignDrop's finding.
 	dropChecked bool
 	dropChain   string
@@ -40,21 +40,22 @@ func (hs *hostState) enter() {
 	hs.mu.Unlock()
 }
 
-// leave uncounts one; after the last, it closes the cached sockets (no fd
-// outlives the last link) and removes the table if no process uses it.
-func (hs *hostState) leave(host *netns.Handle) error {
+// leave uncounts one; after the last, it forgets the host state (closing
+// the cached rtnetlink sockets: no fd outlives the last link) and removes
+// the table if no process uses it. The nftables sockets are not closed
+// here but handed back, for the caller to close after its last kernel step
+// (see nftSockets).
+func (hs *hostState) leave(host *netns.Handle) (nftSockets, error) {
 	hs.mu.Lock()
 	hs.links--
 	last := hs.links == 0
+	var socks nftSockets
 	if last {
 		hs.routes.close()
 		for _, c := range hs.conns {
 			c.Close()
 		}
-		for _, c := range hs.nfts {
-			c.CloseLasting()
-		}
-		hs.conns, hs.nfts = nil, nil
+		socks.conns, hs.conns, hs.nfts = hs.nfts, nil, nil
 		// Forget the rest too: with no link left, nothing holds the host
 		// namespace open, and a new namespace may get its inode (the key).
 		// Uplink counts can only be left over here if a Close step failed.
@@ -63,9 +64,52 @@ func (hs *hostState) leave(host *netns.Handle) error {
 	}
 	hs.mu.Unlock()
 	if last {
-		return hs.dropTableIfUnused(host)
+		return socks, hs.dropTableIfUnused(host, &socks)
 	}
-	return nil
+	return socks, nil
+}
+
+// nftSockets are nftables sockets to be closed later. Closing a
+// NETLINK_NETFILTER socket makes the kernel finish nf_tables' pending
+// destroy work first (nft_rcv_nl_event flushes it), and that work waits for
+// an RCU grace period whenever a transaction anywhere on the machine
+// deleted something just before: 10-25 ms here, more than doubling a
+// Close. So nftables sockets are pooled while links exist, and after the
+// last link they are closed once its veth is deleted, which waits for
+// grace periods of its own and leaves that work done.
+type nftSockets struct {
+	conns []*nftables.Conn
+	raw   *netlink.Conn // for the generation-checked table delete
+}
+
+func (s *nftSockets) conn(host *netns.Handle) (*nftables.Conn, error) {
+	if len(s.conns) > 0 {
+		return s.conns[0], nil
+	}
+	c, err := nftConn(host)
+	if err == nil {
+		s.conns = append(s.conns, c)
+	}
+	return c, err
+}
+
+func (s *nftSockets) rawConn(host *netns.Handle) (*netlink.Conn, error) {
+	if s.raw != nil {
+		return s.raw, nil
+	}
+	var err error
+	s.raw, err = dialNFT(host)
+	return s.raw, err
+}
+
+func (s *nftSockets) close() {
+	for _, c := range s.conns {
+		c.CloseLasting()
+	}
+	if s.raw != nil {
+		s.raw.Close()
+	}
+	*s = nftSockets{}
 }
 
 // conn returns an idle host socket, or dials one.
@@ -192,12 +236,12 @@ func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
 	hs.mu.Unlock()
 	if !checked {
 		found = ""
-		c, err := nftConn(host)
+		c, err := hs.nft(host)
 		if err != nil {
 			return err
 		}
-		defer c.CloseLasting()
 		chains, err := c.ListChains()
+		hs.putNFT(c, err)
 		if err != nil {
 			return fmt.Errorf("list nftables chains: %w", err)
 		}
@@ -296,53 +340,62 @@ func (hs *hostState) addElements(host *netns.Handle, e elements) error {
 }
 
 // flush queues a transaction with queue and commits it, on a pooled
-// connection. A connection that saw any error is dropped, never reused: a
-// google/nftables Conn that failed to serialise a message stays failed.
+// connection.
 func (hs *hostState) flush(host *netns.Handle, queue func(*nftables.Conn) error) error {
-	hs.mu.Lock()
-	var c *nftables.Conn
-	if n := len(hs.nfts); n > 0 {
-		c, hs.nfts = hs.nfts[n-1], hs.nfts[:n-1]
+	c, err := hs.nft(host)
+	if err != nil {
+		return err
 	}
-	hs.mu.Unlock()
-	if c == nil {
-		var err error
-		if c, err = nftConn(host); err != nil {
-			return err
-		}
-	}
-	err := queue(c)
+	err = queue(c)
 	if err == nil {
 		err = c.Flush()
 	}
+	hs.putNFT(c, err)
+	return err
+}
+
+// nft returns an idle nftables connection of the host, or dials one.
+func (hs *hostState) nft(host *netns.Handle) (*nftables.Conn, error) {
+	hs.mu.Lock()
+	if n := len(hs.nfts); n > 0 {
+		c := hs.nfts[n-1]
+		hs.nfts = hs.nfts[:n-1]
+		hs.mu.Unlock()
+		return c, nil
+	}
+	hs.mu.Unlock()
+	return nftConn(host)
+}
+
+// putNFT keeps c for later while links exist (see nftSockets). A
+// connection that saw an error is closed, never reused: a google/nftables
+// Conn that failed to serialise a message stays failed.
+func (hs *hostState) putNFT(c *nftables.Conn, err error) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if err != nil || hs.links == 0 || len(hs.nfts) >= 4 {
 		c.CloseLasting()
-	} else {
-		hs.nfts = append(hs.nfts, c)
+		return
 	}
-	return err
+	hs.nfts = append(hs.nfts, c)
 }
 
 // dropTableIfUnused deletes the table when its links set is empty: no
 // process has a link in it any more.
-func (hs *hostState) dropTableIfUnused(host *netns.Handle) error {
+func (hs *hostState) dropTableIfUnused(host *netns.Handle, socks *nftSockets) error {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if hs.links != 0 {
 		return nil // a Connect came in meanwhile
 	}
-	raw, err := dialNFT(host)
+	raw, err := socks.rawConn(host)
 	if err != nil {
 		return err
 	}
-	defer raw.Close()
-	c, err := nftConn(host)
+	c, err := socks.conn(host)
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
 	// Read the generation, check that no process has anything in the
 	// table, and delete it only if nothing committed in between (another
 	// process adding its entries): else look again.

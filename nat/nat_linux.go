@@ -248,7 +248,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	if !c.AllowForeignDrop {
 		if err := hs.checkForeignDrop(c.HostNS); err != nil {
 			table()
-			hs.leave(c.HostNS)
+			leave(hs, c.HostNS)
 			if d := <-nsConn; d.c != nil {
 				d.c.Close()
 			}
@@ -275,7 +275,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	}
 	if err != nil {
 		table() // settled before leave, which may remove the table again
-		hs.leave(c.HostNS)
+		leave(hs, c.HostNS)
 		if d := <-nsConn; d.c != nil {
 			d.c.Close()
 		}
@@ -299,7 +299,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 			undo[i]() // best effort: the first error is the one returned
 		}
 		release(l.hostKey, l.nsKey, cidr)
-		hs.leave(l.host)
+		leave(hs, l.host)
 		l.host.Close()
 		l.nsRef.Close()
 		return nil, err
@@ -429,6 +429,12 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		}
 	}
 	return l, nil
+}
+
+// leave is hs.leave for a failed Connect, with nothing left to wait for.
+func leave(hs *hostState, host *netns.Handle) {
+	socks, _ := hs.leave(host)
+	socks.close()
 }
 
 func firstOf(errs ...error) error {

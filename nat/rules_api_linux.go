@@ -61,7 +61,7 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 		if reserved {
 			release(r.hostKey, 0, cidr)
 		}
-		hs.leave(host)
+		leave(hs, host)
 		r.host.Close()
 		return nil, err
 	}

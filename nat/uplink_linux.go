@@ -144,12 +144,12 @@ func readFwd(c *nftables.Conn, uplink string) ([]fwdEntry, error) {
 // dead user left a record saying it was off — and forwarding is turned on.
 // Otherwise the live users' record of the original is copied.
 func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo, e elements) error {
-	c, err := nftConn(host)
+	c, err := hs.nft(host)
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
 	entries, err := readFwd(c, up.name)
+	hs.putNFT(c, err)
 	needTable := isENOENT(err) // another process removed it since: make it again
 	if err != nil && !needTable {
 		return err
@@ -230,12 +230,12 @@ func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo,
 // fwdUnregister removes this process's record; if no live user is left,
 // forwarding goes back off when it was off originally.
 func (hs *hostState) fwdUnregister(hc *nl.Conn, host *netns.Handle, index int, name string, e elements) error {
-	c, err := nftConn(host)
+	c, err := hs.nft(host)
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
 	entries, err := readFwd(c, name)
+	hs.putNFT(c, err)
 	if isENOENT(err) {
 		return nil // the table is gone: someone swept it all
 	}
