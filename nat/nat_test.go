@@ -89,6 +89,20 @@ func TestTutorial(t *testing.T) {
 	if fwd("up0") != "1" || fwd(l.HostVeth) != "1" || fwd("lo") != "0" || global != "0" {
 		t.Errorf("forwarding: up0 %s, %s %s, lo %s, global %s", fwd("up0"), l.HostVeth, fwd(l.HostVeth), fwd("lo"), global)
 	}
+	// The host end has no IPv6 (see Connect's doc); the namespace's end
+	// keeps its own.
+	in := func(ns string, args ...string) string {
+		return strings.TrimSpace(sandbox.Cmd(t, "ip", append([]string{"netns", "exec", ns}, args...)...))
+	}
+	if v := in(w.HostName, "cat", "/proc/sys/net/ipv6/conf/"+l.HostVeth+"/disable_ipv6"); v != "1" {
+		t.Errorf("host end disable_ipv6 = %s, want 1", v)
+	}
+	if a := in(w.HostName, "ip", "-6", "addr", "show", "dev", l.HostVeth); a != "" {
+		t.Errorf("host end has IPv6 addresses:\n%s", a)
+	}
+	if v := in("example-ns1", "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"); v != "0" {
+		t.Errorf("namespace end disable_ipv6 = %s, want 0", v)
+	}
 	alias := sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "show", l.HostVeth)
 	if !strings.Contains(alias, "alias nsnet pid=") {
 		t.Errorf("host veth has no owner mark:\n%s", alias)

@@ -77,3 +77,33 @@ func Forwarding(linkMsg []byte) (on, ok bool) {
 	}
 	return false, false
 }
+
+// IFLA_AF_SPEC → AF_INET6 attribute and value that turn IPv6 address
+// generation off on a link (net.ipv6.conf.LINK.addr_gen_mode = 1).
+const (
+	iflaInet6AddrGenMode = 8 // IFLA_INET6_ADDR_GEN_MODE
+	in6AddrGenModeNone   = 1 // IN6_ADDR_GEN_MODE_NONE
+)
+
+// NoLinkLocal turns IPv6 address generation off on a link that is still
+// down, so that it comes up with no link-local address, no fe80::/64 route
+// and no duplicate address detection. The kernel keeps the routes of
+// every such link in one list per prefix, which makes each new link's
+// set-up cost grow with the number of links. The kernel ignores this nest
+// when a link is created, so it is a request of its own. A link without
+// IPv6 (IPv6 disabled, MTU below 1280) refuses it with EAFNOSUPPORT, which
+// callers can ignore: there is nothing to turn off.
+func NoLinkLocal(index int) Request {
+	ae := netlink.NewAttributeEncoder()
+	ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(unix.AF_INET6, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint8(iflaInet6AddrGenMode, in6AddrGenModeNone)
+			return nil
+		})
+		return nil
+	})
+	attrs, _ := ae.Encode() // plain nests of a u8 cannot fail
+	b := make([]byte, unix.SizeofIfInfomsg, unix.SizeofIfInfomsg+len(attrs))
+	NativeEndian.PutUint32(b[4:], uint32(index))
+	return Request{Type: unix.RTM_SETLINK, Data: append(b, attrs...)}
+}

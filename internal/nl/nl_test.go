@@ -100,6 +100,32 @@ func TestSetForwardingBytes(t *testing.T) {
 	}
 }
 
+// TestNoLinkLocalBytes pins the address generation message: ifinfomsg for
+// index 9, then IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE: u8 1 } }
+// (inet6_set_link_af, net/ipv6/addrconf.c), the u8 padded to 4 bytes.
+func TestNoLinkLocalBytes(t *testing.T) {
+	r := NoLinkLocal(9)
+	var want []byte
+	want = append(want, 0, 0, 0, 0)
+	want = binary.NativeEndian.AppendUint32(want, 9)
+	want = append(want, make([]byte, 8)...)
+	nla := func(typ uint16, payload []byte) []byte {
+		b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(payload)))
+		b = binary.NativeEndian.AppendUint16(b, typ)
+		b = append(b, payload...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	const nested = unix.NLA_F_NESTED
+	mode := nla(8, []byte{1}) // length 5, then 3 bytes of padding
+	want = append(want, nla(unix.IFLA_AF_SPEC|nested, nla(unix.AF_INET6|nested, mode))...)
+	if r.Type != unix.RTM_SETLINK || !bytes.Equal(r.Data, want) {
+		t.Errorf("NoLinkLocal(9) = %d %x\nwant %d %x", r.Type, r.Data, unix.RTM_SETLINK, want)
+	}
+}
+
 func TestForwardingDecode(t *testing.T) {
 	// A link message with IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF as the kernel
 	// dumps it: an array of u32, forwarding first.
