@@ -74,7 +74,6 @@ func closeGroup(hs *hostState, links []*Link) error {
 			var all elements
 			for _, l := range links[lo:min(lo+200, len(links))] {
 				all.links = append(all.links, l.elems.links...)
-				all.nets = append(all.nets, l.elems.nets...)
 				all.masq = append(all.masq, l.elems.masq...)
 				all.siblings = append(all.siblings, l.elems.siblings...)
 			}

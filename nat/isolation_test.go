@@ -1,9 +1,11 @@
 package nat_test
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nsnet/nsnet/internal/sandbox"
 	"github.com/nsnet/nsnet/internal/testnet"
@@ -71,6 +73,42 @@ func TestIsolation(t *testing.T) {
 	}
 	if strings.Contains(counters, "ip saddr 203.0.113.2 counter packets 0 ") {
 		t.Errorf("control: legit traffic did not reach the outside:\n%s", counters)
+	}
+	// A sibling's source is spoofed too, though its prefix is masqueraded
+	// out of the same uplink: UDP to port 9999 from ns2's 10.0.2.66 sent by
+	// ns1 must not get out; the same from ns1's own address does (port
+	// 9998, the control).
+	inet("nft", "add rule ip watch in udp dport 9999 counter; add rule ip watch in udp dport 9998 counter")
+	sandbox.Cmd(t, "ip", "netns", "exec", "iso-ns1", "ip", "addr", "add", "10.0.2.66/32", "dev", "eth0")
+	send := func(from string, port int) {
+		err := ns1.Do(func() error {
+			// Unconnected: the outside's port unreachable replies do not
+			// fail the next write.
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(from)})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for range 3 {
+				if _, err := c.WriteToUDP([]byte("probe"), &net.UDPAddr{IP: net.ParseIP("203.0.113.1"), Port: port}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("10.0.2.66", 9999)
+	send("10.0.1.2", 9998)
+	time.Sleep(200 * time.Millisecond)
+	counters = inet("nft", "list", "table", "ip", "watch")
+	if !strings.Contains(counters, "udp dport 9999 counter packets 0 ") {
+		t.Errorf("packets with a sibling's source reached the outside:\n%s", counters)
+	}
+	if strings.Contains(counters, "udp dport 9998 counter packets 0 ") {
+		t.Errorf("control: UDP from ns1's own address did not reach the outside:\n%s", counters)
 	}
 }
 

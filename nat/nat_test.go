@@ -77,7 +77,8 @@ func TestTutorial(t *testing.T) {
 	// elements; forwarding is on for the uplink and the host end only.
 	rules := sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset")
 	for _, want := range []string{"table ip nsnet", "masquerade", "hook forward", "hook postrouting",
-		"ct state established,related accept", "10.0.0.0/24 . \"" + l.HostVeth + "\"", "10.0.0.0/24 . \"up0\""} {
+		"ct state established,related accept", "fib saddr . iif oif missing drop",
+		"elements = { \"" + l.HostVeth + "\" comment", "10.0.0.0/24 . \"up0\""} {
 		if !strings.Contains(rules, want) {
 			t.Errorf("ruleset lacks %q:\n%s", want, rules)
 		}

@@ -15,7 +15,6 @@ import (
 // work every packet does — stay the same however many links there are.
 const (
 	setLinks    = "links"    // ifname: host ends of our veths
-	setNets     = "nets"     // ipv4_addr . ifname (interval): prefix . host veth
 	setMasq     = "masq"     // ipv4_addr . ifname (interval): prefix . uplink
 	setSiblings = "siblings" // ifname: links that may talk to each other
 	setFwd      = "fwd"      // ifname . pid: processes using an uplink's forwarding
@@ -26,7 +25,6 @@ const (
 // distinct.
 const (
 	idLinks uint32 = iota + 1
-	idNets
 	idMasq
 	idSiblings
 	idFwd
@@ -39,10 +37,9 @@ var (
 	// stored in a 4-byte field (typed ipv4_addr only for its size).
 	ifnameDotPID = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)
 	sets         = []*nftables.Set{
-		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFName, Comment: "nsnet: host ends"},
-		{Table: table, Name: setNets, ID: idNets, KeyType: addrIfname, Interval: true, Concatenation: true, Comment: "nsnet: prefix . host end"},
+		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian, Comment: "nsnet: host ends"},
 		{Table: table, Name: setMasq, ID: idMasq, KeyType: addrIfname, Interval: true, Concatenation: true, Comment: "nsnet: prefix . uplink"},
-		{Table: table, Name: setSiblings, ID: idSiblings, KeyType: nftables.TypeIFName, Comment: "nsnet: links that may reach each other"},
+		{Table: table, Name: setSiblings, ID: idSiblings, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian, Comment: "nsnet: links that may reach each other"},
 		{Table: table, Name: setFwd, ID: idFwd, KeyType: ifnameDotPID, Concatenation: true, Comment: "nsnet: uplink forwarding users"},
 	}
 	setByName = func() map[string]*nftables.Set {
@@ -88,7 +85,7 @@ func saddrDotIf(key expr.MetaKey) []expr.Any {
 // addSkeleton queues the table, its sets, chains and rules:
 //
 //	table ip nsnet {
-//	  set links, nets, masq, siblings (see above)
+//	  set links, masq, siblings, fwd (see above)
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    iifname @links jump from_link
 //	    oifname @links jump to_link }
@@ -105,7 +102,13 @@ func saddrDotIf(key expr.MetaKey) []expr.Any {
 //	}
 //
 // Packets of other interfaces match neither jump in forward and leave the
-// table after two set lookups, untouched.
+// table after two set lookups, untouched. The spoofing check is a strict
+// reverse-path lookup, as rp_filter=1 does: a source passes only if the
+// host routes it back out of the link it came in by, which the link's
+// prefix is (its address on the host end makes that route). It costs one
+// FIB lookup per packet however many links there are, where a set of
+// prefix . link entries cost a lookup that grows with them, and one more
+// set to rewrite on every Connect.
 func addSkeleton(c *nftables.Conn) error {
 	c.CreateTable(table)
 	for _, s := range sets {
@@ -132,8 +135,10 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(forward, "to a connected namespace",
 		metaLoad(expr.MetaKeyOIFNAME, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "to_link"))
 
-	rule(fromLink, "source outside the link's prefix",
-		append(saddrDotIf(expr.MetaKeyIIFNAME), lookup(setNets, 1, true), verdict(expr.VerdictDrop, ""))...)
+	rule(fromLink, "source not routed back out of the link",
+		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+		verdict(expr.VerdictDrop, ""))
 	rule(fromLink, "siblings allowed",
 		metaLoad(expr.MetaKeyIIFNAME, 1), lookup(setSiblings, 1, false),
 		metaLoad(expr.MetaKeyOIFNAME, 1), lookup(setSiblings, 1, false), verdict(expr.VerdictAccept, ""))
@@ -157,8 +162,7 @@ func addSkeleton(c *nftables.Conn) error {
 
 // elements are the set entries of one link.
 type elements struct {
-	links, siblings []nftables.SetElement
-	nets, masq      []nftables.SetElement
+	links, siblings, masq []nftables.SetElement
 }
 
 // rangeKey is the start and inclusive end of prefix, each followed by the
@@ -183,7 +187,6 @@ func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings 
 	mark := func(e nftables.SetElement) nftables.SetElement { e.Comment = owner; return e }
 	e := elements{
 		links: []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})},
-		nets:  []nftables.SetElement{mark(rangeKey(prefix, hostVeth))},
 		masq:  []nftables.SetElement{mark(rangeKey(prefix, uplink))},
 	}
 	if siblings {
@@ -193,7 +196,7 @@ func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings 
 }
 
 func (e elements) empty() bool {
-	return len(e.links)+len(e.nets)+len(e.masq)+len(e.siblings) == 0
+	return len(e.links)+len(e.masq)+len(e.siblings) == 0
 }
 
 func (e elements) apply(c *nftables.Conn, add bool) error {
@@ -204,7 +207,7 @@ func (e elements) apply(c *nftables.Conn, add bool) error {
 	for _, x := range []struct {
 		set string
 		els []nftables.SetElement
-	}{{setLinks, e.links}, {setNets, e.nets}, {setMasq, e.masq}, {setSiblings, e.siblings}} {
+	}{{setLinks, e.links}, {setMasq, e.masq}, {setSiblings, e.siblings}} {
 		if len(x.els) == 0 {
 			continue
 		}

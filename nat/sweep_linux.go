@@ -109,8 +109,6 @@ func Sweep(host *netns.Handle) (SweepResult, error) {
 		switch set.Name {
 		case setLinks:
 			dead.links = gone
-		case setNets:
-			dead.nets = gone
 		case setMasq:
 			dead.masq = gone
 		case setSiblings:

@@ -104,7 +104,7 @@ func TestSweepDeadOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Links) != 1 || res.Elements != 4 || len(res.Uplinks) != 1 || !res.Table {
+	if len(res.Links) != 1 || res.Elements != 3 || len(res.Uplinks) != 1 || !res.Table {
 		t.Errorf("Sweep = %+v", res)
 	}
 	if after := state(t, w); after != before {
