@@ -90,7 +90,7 @@ func saddrDotIf(key expr.MetaKey) []expr.Any {
 //	    iifname @links jump from_link
 //	    oifname @links jump to_link }
 //	  chain from_link {
-//	    ip saddr . iifname != @nets drop      # spoofed source
+//	    fib saddr . iif oif missing drop      # spoofed source
 //	    iifname @siblings oifname @siblings accept
 //	    oifname @links drop                   # another link: isolated
 //	    accept }
