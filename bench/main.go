@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,6 +90,10 @@ func main() {
 	fmt.Println("\nper namespace: set-up is netns.New + nat.Connect; tear-down is Link.Close + netns.Delete;")
 	fmt.Println("CloseAll is nat.CloseAll(all) + netns.Delete each; parallel set-up uses", runtime.NumCPU(), "goroutines.")
 }
+
+// settle lets the kernel finish what the previous run left it to do in the
+// background (namespaces being destroyed, RCU callbacks).
+func settle() { time.Sleep(300 * time.Millisecond) }
 
 func check(err error) {
 	if err != nil {
@@ -195,44 +200,26 @@ func closeAll(all []made) {
 
 // scaling checks the targets that need many namespaces.
 func scaling(w *world.World, n int) {
-	// Rules and base chains with 1 and with n links.
-	rulesAt := map[int][2]int{}
-	var all []made
-	var first, last, total time.Duration
+	// The cost per namespace of setting up 10, then of setting up n, in the
+	// same run. Set-up times of single namespaces are noisy on a shared
+	// machine, so the marginal cost (first namespaces against the last
+	// ones) is compared with medians.
+	small, _ := setUpTimes(w, 10)
+	settle()
+	times, rulesAt := setUpTimes(w, n)
 	window := min(50, n/4)
-	for i := 1; i <= n; i++ {
-		name := fmt.Sprintf("sc-ns%d", i)
-		t0 := time.Now()
-		ns, err := netns.New(name)
-		check(err)
-		l, err := nat.Connect(ns, world.Uplink, prefix(i))
-		check(err)
-		d := time.Since(t0)
-		total += d
-		// The first Connect makes the table and the caches: leave it out.
-		if i > 1 && i <= window+1 {
-			first += d
-		}
-		if i > n-window {
-			last += d
-		}
-		all = append(all, made{name, ns, l})
-		if i == 1 || i == n {
-			rulesAt[i] = countRules()
-			if i == 1 {
-				fmt.Printf("throughput, 1 link:     %s\n", throughput(w, ns))
-			}
-		}
-	}
-	fmt.Printf("throughput, %d links: %s\n", n, throughput(w, all[0].ns))
-	fmt.Printf("set-up per namespace: namespaces 2-%d %.2f ms, last %d %.2f ms, ratio %.2f; average of all %d %.2f ms\n",
-		window+1, ms(first)/float64(window), window, ms(last)/float64(window), float64(last)/float64(first), n, ms(total)/float64(n))
-	fmt.Printf("nftables rules / base chains: %v with 1 link, %v with %d\n", rulesAt[1], rulesAt[n], n)
-	t0 := time.Now()
-	closeAll(all)
-	fmt.Printf("CloseAll + Delete of %d: %.3f s\n", n, time.Since(t0).Seconds())
+	fmt.Printf("set-up per namespace: %.2f ms with %d, %.2f ms with 10, ratio %.2f\n",
+		mean(times), n, mean(small), mean(times)/mean(small))
+	// The first Connect makes the table and the caches: leave it out.
+	early, late := median(times[1:window+1]), median(times[n-window:])
+	fmt.Printf("marginal set-up (medians): namespaces 2-%d %.2f ms, last %d %.2f ms, ratio %.2f\n",
+		window+1, early, window, late, late/early)
+	fmt.Printf("nftables rules / base chains: %v with 1 link, %v with %d\n", rulesAt[0], rulesAt[1], n)
+	settle()
+	interleaved(n, 50)
 
-	// Resources over n Connect/Close cycles.
+	// Resources over n Connect/Close cycles, after a warm-up that lets the
+	// Go runtime make the threads it keeps.
 	ns, err := netns.NewAnonymous()
 	check(err)
 	defer ns.Close()
@@ -241,7 +228,9 @@ func scaling(w *world.World, n int) {
 		check(err)
 		check(l.Close())
 	}
-	cycle()
+	for range 20 {
+		cycle()
+	}
 	runtime.GC()
 	fds0, thr0, gor0, rss0 := resources()
 	for range n {
@@ -252,6 +241,118 @@ func scaling(w *world.World, n int) {
 	fds1, thr1, gor1, rss1 := resources()
 	fmt.Printf("after %d Connect/Close cycles: fds %d -> %d, threads %d -> %d, goroutines %d -> %d, RSS %.1f -> %.1f MiB\n",
 		n, fds0, fds1, thr0, thr1, gor0, gor1, rss0, rss1)
+}
+
+// interleaved measures the same things in two host namespaces that exist
+// side by side, one with few links and one with n, taking turns, so that
+// the machine's changing load (other tenants, the kernel's background
+// work) falls on both alike and the ratios show what the number of links
+// costs. Each round sets up and tears down one probe namespace in each
+// host (the time of New + Connect is kept), then streams to each host's
+// own outside namespace through one of its links.
+func interleaved(n, rounds int) {
+	a, err := world.New("few-host", "few-inet")
+	check(err)
+	defer a.Close()
+	b, err := world.New("many-host", "many-inet")
+	check(err)
+	defer b.Close()
+	fill := func(w *world.World, tag string, from, to int) []made {
+		var all []made
+		for i := from; i <= to; i++ {
+			name := fmt.Sprintf("%s-ns%d", tag, i)
+			ns, err := netns.New(name)
+			check(err)
+			l, err := nat.Config{HostNS: w.Host}.Connect(ns, world.Uplink, prefix(i))
+			check(err)
+			all = append(all, made{name, ns, l})
+		}
+		return all
+	}
+	probe := func(w *world.World, tag string) float64 {
+		name := tag + "-probe"
+		t0 := time.Now()
+		ns, err := netns.New(name)
+		check(err)
+		l, err := nat.Config{HostNS: w.Host}.Connect(ns, world.Uplink, netip.MustParsePrefix("10.200.0.0/24"))
+		check(err)
+		d := ms(time.Since(t0))
+		check(l.Close())
+		ns.Close()
+		check(netns.Delete(name))
+		return d
+	}
+	few := fill(a, "few", 1, 1)
+	many := fill(b, "many", 1, n)
+	var thFew, thMany []float64
+	for range 7 {
+		thFew = append(thFew, throughput(a, few[0].ns, 1))
+		thMany = append(thMany, throughput(b, many[0].ns, 1))
+	}
+	few = append(few, fill(a, "few", 2, 10)...)
+	var tFew, tMany []float64
+	for range rounds {
+		tFew = append(tFew, probe(a, "few"))
+		tMany = append(tMany, probe(b, "many"))
+	}
+	fmt.Printf("interleaved, %d rounds: set-up of one more namespace (median) %.2f ms with %d links, %.2f ms with %d, ratio %.2f\n",
+		rounds, median(tFew), len(few), median(tMany), len(many), median(tMany)/median(tFew))
+	fmt.Printf("interleaved, 7 rounds: throughput (median) %.0f MB/s with 1 link, %.0f MB/s with %d, ratio %.2f\n",
+		median(thFew), median(thMany), len(many), median(thMany)/median(thFew))
+	closeAll(few)
+	closeAll(many)
+}
+
+// setUpTimes sets up n namespaces (netns.New + nat.Connect each) and returns
+// each one's time, and the library's rules and base chains with 1 and with
+// n links. The throughput of the first namespace to the outside host is
+// measured with 1 and with n connected. Everything is torn down before it
+// returns.
+func setUpTimes(w *world.World, n int) (times []float64, rules [2][2]int) {
+	var all []made
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("sc-ns%d", i)
+		t0 := time.Now()
+		ns, err := netns.New(name)
+		check(err)
+		l, err := nat.Connect(ns, world.Uplink, prefix(i))
+		check(err)
+		times = append(times, ms(time.Since(t0)))
+		all = append(all, made{name, ns, l})
+		if i == 1 {
+			rules[0] = countRules()
+			if n > 10 {
+				fmt.Printf("throughput, 1 link:     %.0f MB/s\n", throughput(w, ns, 3))
+			}
+		}
+	}
+	rules[1] = countRules()
+	if n > 10 {
+		fmt.Printf("throughput, %d links: %.0f MB/s\n", n, throughput(w, all[0].ns, 3))
+	}
+	t0 := time.Now()
+	closeAll(all)
+	if n > 10 {
+		fmt.Printf("CloseAll + Delete of %d: %.3f s\n", n, time.Since(t0).Seconds())
+	}
+	return times, rules
+}
+
+func mean(xs []float64) float64 {
+	s := 0.0
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(len(xs))
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
@@ -279,7 +380,7 @@ func countRules() [2]int {
 
 // throughput sends 256 MiB over TCP from inside ns to the outside host
 // through the NAT, best of three, in MB/s.
-func throughput(w *world.World, ns *netns.Handle) string {
+func throughput(w *world.World, ns *netns.Handle, streams int) float64 {
 	const size = 256 << 20
 	var l net.Listener
 	check(w.Inet.Do(func() (err error) { l, err = net.Listen("tcp", world.Outside.String()+":5201"); return err }))
@@ -296,7 +397,7 @@ func throughput(w *world.World, ns *netns.Handle) string {
 	}()
 	best := 0.0
 	buf := make([]byte, 1<<20)
-	for range 3 {
+	for range streams {
 		var c net.Conn
 		check(ns.Do(func() (err error) { c, err = net.Dial("tcp", world.Outside.String()+":5201"); return err }))
 		t0 := time.Now()
@@ -309,7 +410,7 @@ func throughput(w *world.World, ns *netns.Handle) string {
 			best = mbs
 		}
 	}
-	return fmt.Sprintf("%.0f MB/s", best)
+	return best
 }
 
 func resources() (fds, threads, goroutines int, rssMiB float64) {
