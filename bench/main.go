@@ -63,18 +63,29 @@ func main() {
 	if *script == "" {
 		*script = findScript()
 	}
-	fmt.Println("| N | shell set-up | nsnet set-up | ratio | shell tear-down | nsnet Close+Delete | ratio | nsnet CloseAll+Delete | ratio | nsnet parallel set-up |")
+	fmt.Println("| N | shell set-up | nsnet set-up | ratio | shell tear-down | nsnet Close+Delete | ratio | nsnet CloseAll+Delete | ratio | sequential / parallel set-up |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, f := range strings.Split(*ns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		check(err)
-		var best [6]time.Duration
+		var best [7]time.Duration
 		for r := 0; r < *runs; r++ {
 			shUp, shDown := shell(*script, n)
 			libUp, libDown := library(w, n, false, 1)
 			_, bulkDown := library(w, n, true, 1)
-			parUp, _ := library(w, n, true, runtime.NumCPU())
-			for i, d := range []time.Duration{shUp, shDown, libUp, libDown, bulkDown, parUp} {
+			// Sequential against parallel set-up on their own, each after
+			// a pause that lets the kernel finish destroying the previous
+			// run's namespaces, in alternating order.
+			var seqUp, parUp time.Duration
+			for i := range 2 {
+				settle()
+				if (r+i)%2 == 0 {
+					seqUp, _ = library(w, n, true, 1)
+				} else {
+					parUp, _ = library(w, n, true, runtime.NumCPU())
+				}
+			}
+			for i, d := range []time.Duration{shUp, shDown, libUp, libDown, bulkDown, seqUp, parUp} {
 				if r == 0 || d < best[i] {
 					best[i] = d
 				}
@@ -82,13 +93,14 @@ func main() {
 		}
 		per := func(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(n)/1e6) }
 		ratio := func(a, b time.Duration) string { return fmt.Sprintf("%.1f×", float64(a)/float64(b)) }
-		fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %.3f s total | %s | %s |\n", n,
+		fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %.3f s total | %s | %s / %s (%.2f) |\n", n,
 			per(best[0]), per(best[2]), ratio(best[0], best[2]),
 			per(best[1]), per(best[3]), ratio(best[1], best[3]),
-			best[4].Seconds(), ratio(best[1], best[4]), per(best[5]))
+			best[4].Seconds(), ratio(best[1], best[4]), per(best[5]), per(best[6]), float64(best[5])/float64(best[6]))
 	}
 	fmt.Println("\nper namespace: set-up is netns.New + nat.Connect; tear-down is Link.Close + netns.Delete;")
-	fmt.Println("CloseAll is nat.CloseAll(all) + netns.Delete each; parallel set-up uses", runtime.NumCPU(), "goroutines.")
+	fmt.Println("CloseAll is nat.CloseAll(all) + netns.Delete each; parallel set-up uses", runtime.NumCPU(), "goroutines,")
+	fmt.Println("measured against a sequential one, each after a pause (sequential / parallel > 1: parallel is faster).")
 }
 
 // settle lets the kernel finish what the previous run left it to do in the

@@ -22,6 +22,8 @@ type hostState struct {
 	mu         sync.Mutex // guards the fields below
 	fwdMu      sync.Mutex // serialises uplink forwarding decisions with their changes
 	tableReady bool
+	// tableMaking is the attempt at making the table under way, if any.
+	tableMaking *tableAttempt
 	uplinks    map[int]*uplinkRef
 	links      int
 	routes     routeCache
@@ -272,34 +274,48 @@ func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
 // prepareTable starts making the library's table if this process has not
 // made or seen it in this host, and returns a function that waits for that
 // and returns its error (nil at once when there was nothing to do).
-// Another process making it first (EEXIST) is fine.
+// Concurrent callers share one attempt: a second creation would fail with
+// EEXIST, and the kernel makes every failed nftables transaction wait for
+// an RCU grace period (tens of milliseconds) while it undoes it. Another
+// process making it first (EEXIST) is fine.
 func (hs *hostState) prepareTable(host *netns.Handle) func() error {
 	hs.mu.Lock()
-	ready := hs.tableReady
-	hs.mu.Unlock()
-	if ready {
+	if hs.tableReady {
+		hs.mu.Unlock()
 		return func() error { return nil }
 	}
-	ch := make(chan error, 1)
-	go func() {
-		err := hook("nftables table")
-		if err == nil {
-			err = hs.flush(host, addSkeleton)
-		}
-		if err == nil || errors.Is(err, unix.EEXIST) {
-			err = nil
+	if hs.tableMaking == nil {
+		making := &tableAttempt{done: make(chan struct{})}
+		hs.tableMaking = making
+		go func() {
+			err := hook("nftables table")
+			if err == nil {
+				err = hs.flush(host, addSkeleton)
+			}
 			hs.mu.Lock()
-			hs.tableReady = true
+			if err == nil || errors.Is(err, unix.EEXIST) {
+				err = nil
+				hs.tableReady = true
+			}
+			hs.tableMaking = nil
 			hs.mu.Unlock()
-		}
-		ch <- err
-	}()
-	var once sync.Once
-	var err error
-	return func() error {
-		once.Do(func() { err = <-ch })
-		return err
+			making.err = err
+			close(making.done)
+		}()
 	}
+	making := hs.tableMaking
+	hs.mu.Unlock()
+	return func() error {
+		<-making.done
+		return making.err
+	}
+}
+
+// tableAttempt is one attempt at making the table, shared by the Connects
+// that wait for it.
+type tableAttempt struct {
+	done chan struct{}
+	err  error // set before done is closed
 }
 
 // addElements adds a link's elements in one transaction, creating the
