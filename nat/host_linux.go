@@ -24,11 +24,11 @@ type hostState struct {
 	tableReady bool
 	// tableMaking is the attempt at making the table under way, if any.
 	tableMaking *tableAttempt
-	uplinks    map[int]*uplinkRef
-	links      int
-	routes     routeCache
-	conns      []*nl.Conn       // idle rtnetlink sockets in the host namespace
-	nfts       []*nftables.Conn // idle lasting nftables connections there (see nftSockets)
+	uplinks     map[int]*uplinkRef
+	links       int
+	routes      routeCache
+	conns       []*nl.Conn       // idle rtnetlink sockets in the host namespace
+	nfts        []*nftables.Conn // idle lasting nftables connections there (see nftSockets)
 	// dropChecked and dropChain remember checkForeignDrop's finding.
 	dropChecked bool
 	dropChain   string
