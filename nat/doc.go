@@ -29,10 +29,19 @@
 // A Link behaves like a home router: the namespace opens connections to
 // the outside and receives the replies; nothing unsolicited from outside
 // reaches it, even from a host that routes the namespace's prefix to the
-// uplink; packets from the namespace with a source outside its prefix are
-// dropped; and two connected namespaces cannot reach each other through the
-// host unless both set [Config.AllowSiblings]. These drops match only the
-// library's own links.
+// uplink; packets from the namespace whose source the host would not route
+// back out of its link (anything outside its prefix: a strict reverse-path
+// check) are dropped; and two connected namespaces cannot reach each other
+// through the host unless both set [Config.AllowSiblings]. These drops
+// match only the library's own links.
+//
+// # IPv4 only
+//
+// nsnet connects IPv4. The host end of each veth has IPv6 turned off
+// (disable_ipv6, or where /proc/sys is read-only no IPv6 address
+// generation): the kernel keeps the IPv6 routes of every link in shared
+// lists, which made each Connect slower the more links the host had. The
+// namespace's end keeps IPv6 as usual.
 //
 // # Forwarding
 //

@@ -116,15 +116,21 @@ func (s *nftSockets) close() {
 
 // conn returns an idle host socket, or dials one.
 func (hs *hostState) conn(host *netns.Handle) (*nl.Conn, error) {
-	hs.mu.Lock()
-	if n := len(hs.conns); n > 0 {
-		c := hs.conns[n-1]
-		hs.conns = hs.conns[:n-1]
-		hs.mu.Unlock()
+	if c, ok := takeIdle(hs, &hs.conns); ok {
 		return c, nil
 	}
-	hs.mu.Unlock()
 	return nl.Dial(host)
+}
+
+// takeIdle takes the last idle connection of pool, a pool of hs.
+func takeIdle[C any](hs *hostState, pool *[]C) (c C, ok bool) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if n := len(*pool); n > 0 {
+		c, *pool = (*pool)[n-1], (*pool)[:n-1]
+		return c, true
+	}
+	return c, false
 }
 
 // putConn keeps c for the next operation while links exist.
@@ -372,14 +378,9 @@ func (hs *hostState) flush(host *netns.Handle, queue func(*nftables.Conn) error)
 
 // nft returns an idle nftables connection of the host, or dials one.
 func (hs *hostState) nft(host *netns.Handle) (*nftables.Conn, error) {
-	hs.mu.Lock()
-	if n := len(hs.nfts); n > 0 {
-		c := hs.nfts[n-1]
-		hs.nfts = hs.nfts[:n-1]
-		hs.mu.Unlock()
+	if c, ok := takeIdle(hs, &hs.nfts); ok {
 		return c, nil
 	}
-	hs.mu.Unlock()
 	return nftConn(host)
 }
 

@@ -22,18 +22,27 @@ func SetForwarding(index int, on bool) Request {
 	if on {
 		v = 1
 	}
+	return setLinkAF(index, unix.AF_INET, func(ae *netlink.AttributeEncoder) {
+		ae.Nested(iflaInetConf, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint32(ipv4DevconfForwarding, v)
+			return nil
+		})
+	})
+}
+
+// setLinkAF is RTM_SETLINK for link index carrying IFLA_AF_SPEC →
+// family → the attributes fill writes: the nest inet_set_link_af and
+// inet6_set_link_af read. rtnetlink/v2 cannot send it, so it is built here.
+func setLinkAF(index int, family uint16, fill func(*netlink.AttributeEncoder)) Request {
 	ae := netlink.NewAttributeEncoder()
 	ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
-		ae.Nested(unix.AF_INET, func(ae *netlink.AttributeEncoder) error {
-			ae.Nested(iflaInetConf, func(ae *netlink.AttributeEncoder) error {
-				ae.Uint32(ipv4DevconfForwarding, v)
-				return nil
-			})
+		ae.Nested(family, func(ae *netlink.AttributeEncoder) error {
+			fill(ae)
 			return nil
 		})
 		return nil
 	})
-	attrs, _ := ae.Encode() // plain nests of a u32 cannot fail
+	attrs, _ := ae.Encode() // nests of fixed-size integers cannot fail
 	b := make([]byte, unix.SizeofIfInfomsg, unix.SizeofIfInfomsg+len(attrs))
 	NativeEndian.PutUint32(b[4:], uint32(index))
 	return Request{Type: unix.RTM_SETLINK, Data: append(b, attrs...)}
@@ -94,16 +103,7 @@ const (
 // IPv6 (IPv6 disabled, MTU below 1280) refuses it with EAFNOSUPPORT, which
 // callers can ignore: there is nothing to turn off.
 func NoLinkLocal(index int) Request {
-	ae := netlink.NewAttributeEncoder()
-	ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
-		ae.Nested(unix.AF_INET6, func(ae *netlink.AttributeEncoder) error {
-			ae.Uint8(iflaInet6AddrGenMode, in6AddrGenModeNone)
-			return nil
-		})
-		return nil
+	return setLinkAF(index, unix.AF_INET6, func(ae *netlink.AttributeEncoder) {
+		ae.Uint8(iflaInet6AddrGenMode, in6AddrGenModeNone)
 	})
-	attrs, _ := ae.Encode() // plain nests of a u8 cannot fail
-	b := make([]byte, unix.SizeofIfInfomsg, unix.SizeofIfInfomsg+len(attrs))
-	NativeEndian.PutUint32(b[4:], uint32(index))
-	return Request{Type: unix.RTM_SETLINK, Data: append(b, attrs...)}
 }
