@@ -17,8 +17,10 @@ import (
 // the namespace's route with it. The namespace itself belongs to the
 // caller and stays, with lo up. Between the first step and the veth
 // delete (about a millisecond) the link's packets are no longer filtered or
-// masqueraded: deleting the veth first would make Close wait for another
-// RCU grace period (see nftSockets). Close goes on after a failed step and
+// masqueraded: deleting the veth first would make the last Close wait for
+// another RCU grace period (the kernel makes closing an nftables socket
+// wait for one after a commit that deleted anything, and the last Close
+// closes them). Close goes on after a failed step and
 // returns all errors joined. It is idempotent: a second call returns the
 // first call's result. Safe for concurrent use.
 func (l *Link) Close() error { return l.owned.close(l.Prefix, l.HostVeth, l.Uplink) }
