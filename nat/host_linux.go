@@ -42,6 +42,13 @@ func (hs *hostState) enter() {
 	hs.mu.Unlock()
 }
 
+// lastLink reports whether only one link (or one being made) is counted.
+func (hs *hostState) lastLink() bool {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return hs.links <= 1
+}
+
 // leave uncounts one; after the last, it forgets the host state (closing
 // the cached rtnetlink sockets: no fd outlives the last link) and removes
 // the table if no process uses it. The nftables sockets are not closed
