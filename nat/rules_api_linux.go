@@ -26,7 +26,9 @@ type Rules struct {
 // rules and isolation as Connect ("iptables -t nat -A POSTROUTING -s CIDR
 // -o UPLINK -j MASQUERADE", the two FORWARD rules, and forwarding on). An
 // empty uplink means the link of the default route. hostVeth must exist,
-// normally holding an address in cidr. Overlap with the host's routes is
+// and the host must route cidr through it (an address in cidr on hostVeth
+// does that): packets from the link whose source would not be routed back
+// out of it are dropped as spoofed. Overlap with the host's routes is
 // not checked (the caller's own address on hostVeth makes one), overlap
 // with other live Links and Rules is.
 func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
