@@ -54,37 +54,31 @@ func Forwarding(linkMsg []byte) (on, ok bool) {
 	if len(linkMsg) < unix.SizeofIfInfomsg {
 		return false, false
 	}
-	ad, err := netlink.NewAttributeDecoder(linkMsg[unix.SizeofIfInfomsg:])
-	if err != nil {
-		return false, false
-	}
-	for ad.Next() {
-		if ad.Type() != unix.IFLA_AF_SPEC {
-			continue
-		}
-		af, err := netlink.NewAttributeDecoder(ad.Bytes())
-		if err != nil {
+	b := linkMsg[unix.SizeofIfInfomsg:]
+	for _, typ := range []uint16{unix.IFLA_AF_SPEC, unix.AF_INET, iflaInetConf} {
+		if b, ok = attribute(b, typ); !ok {
 			return false, false
 		}
-		for af.Next() {
-			if af.Type() != unix.AF_INET {
-				continue
-			}
-			in, err := netlink.NewAttributeDecoder(af.Bytes())
-			if err != nil {
-				return false, false
-			}
-			for in.Next() {
-				if in.Type() == iflaInetConf {
-					b := in.Bytes()
-					if len(b) >= 4*ipv4DevconfForwarding {
-						return NativeEndian.Uint32(b[4*(ipv4DevconfForwarding-1):]) != 0, true
-					}
-				}
-			}
+	}
+	if len(b) < 4*ipv4DevconfForwarding {
+		return false, false
+	}
+	return NativeEndian.Uint32(b[4*(ipv4DevconfForwarding-1):]) != 0, true
+}
+
+// attribute returns the payload of the first attribute of type typ in b,
+// the walk down one level of the nest setLinkAF builds.
+func attribute(b []byte, typ uint16) ([]byte, bool) {
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return nil, false
+	}
+	for ad.Next() {
+		if ad.Type() == typ {
+			return ad.Bytes(), true
 		}
 	}
-	return false, false
+	return nil, false
 }
 
 // IFLA_AF_SPEC → AF_INET6 attribute and value that turn IPv6 address
