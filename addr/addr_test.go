@@ -158,7 +158,7 @@ func TestErrors(t *testing.T) {
 	ns := setup(t)
 	closed, _ := netns.NewAnonymous()
 	closed.Close()
-	before := sandbox.Cmd(t, "ip", "-n", "addr-t", "addr")
+	before := testnet.Steady(sandbox.Cmd(t, "ip", "-n", "addr-t", "addr"))
 	p := netip.MustParsePrefix("10.1.0.1/24")
 	for _, c := range []struct {
 		name string
@@ -183,7 +183,7 @@ func TestErrors(t *testing.T) {
 			t.Errorf("%s: %q lacks the package prefix", c.name, c.err)
 		}
 	}
-	if after := sandbox.Cmd(t, "ip", "-n", "addr-t", "addr"); after != before {
+	if after := testnet.Steady(sandbox.Cmd(t, "ip", "-n", "addr-t", "addr")); after != before {
 		t.Errorf("addresses changed:\n%s\n---\n%s", before, after)
 	}
 }

@@ -38,7 +38,7 @@ func TestConnectFaults(t *testing.T) {
 	ns := testnet.NewNS(t, "flt-ns")
 	cfg := nat.Config{HostNS: w.Host}
 	nsState := func() string {
-		return sandbox.Cmd(t, "ip", "-n", "flt-ns", "-d", "link") + sandbox.Cmd(t, "ip", "-n", "flt-ns", "-4", "route")
+		return testnet.Steady(sandbox.Cmd(t, "ip", "-n", "flt-ns", "-d", "link") + sandbox.Cmd(t, "ip", "-n", "flt-ns", "-4", "route"))
 	}
 	for _, withLive := range []bool{false, true} {
 		var live *nat.Link

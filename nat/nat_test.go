@@ -23,11 +23,11 @@ func state(t *testing.T, w *testnet.World) string {
 	in := func(args ...string) string {
 		return sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
 	}
-	return strings.Join([]string{
+	return testnet.Steady(strings.Join([]string{
 		in("ip", "-d", "link"), in("ip", "-4", "addr"), in("ip", "-4", "route", "show", "table", "all"),
 		in("nft", "list", "ruleset"),
 		in("sh", "-c", "grep . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/ip_forward"),
-	}, "\n---\n")
+	}, "\n---\n"))
 }
 
 func requireTools(t *testing.T) {

@@ -184,7 +184,7 @@ func TestErrors(t *testing.T) {
 	_, ns := pair(t)
 	closed, _ := netns.NewAnonymous()
 	closed.Close()
-	before := sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all")
+	before := testnet.Steady(sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all"))
 	p := netip.MustParsePrefix
 	a := netip.MustParseAddr
 	for _, c := range []struct {
@@ -214,7 +214,7 @@ func TestErrors(t *testing.T) {
 	if err := route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), Gateway: a("198.51.100.1")}); err == nil {
 		t.Errorf("unreachable gateway accepted")
 	}
-	if after := sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all"); after != before {
+	if after := testnet.Steady(sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all")); after != before {
 		t.Errorf("routes changed:\n%s\n---\n%s", before, after)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/veth"
 )
@@ -192,7 +193,7 @@ func TestErrors(t *testing.T) {
 	defer veth.Delete(nil, "e0")
 	closed, _ := netns.NewAnonymous()
 	closed.Close()
-	before := sandbox.Cmd(t, "ip", "-d", "link")
+	before := testnet.Steady(sandbox.Cmd(t, "ip", "-d", "link"))
 
 	for _, c := range []struct {
 		name string
@@ -230,7 +231,7 @@ func TestErrors(t *testing.T) {
 	if err := veth.Move(nil, "e0", nil); err == nil {
 		t.Errorf("move to nil namespace succeeded")
 	}
-	if after := sandbox.Cmd(t, "ip", "-d", "link"); after != before {
+	if after := testnet.Steady(sandbox.Cmd(t, "ip", "-d", "link")); after != before {
 		t.Errorf("links changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
