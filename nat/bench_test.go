@@ -13,7 +13,8 @@ import (
 
 // BenchmarkNewConnect is the set-up of one namespace as a user writes it:
 // netns.New + nat.Connect. BenchmarkCloseDelete is its tear-down.
-// cmd/nsnet-bench compares both with the tutorial's shell commands.
+// The program in bench/ (go run ./bench) compares both with the tutorial's
+// shell commands, side by side.
 func BenchmarkNewConnect(b *testing.B) {
 	sandbox.Require(b)
 	w := testnet.NewWorld(b, "bn-")
