@@ -102,8 +102,14 @@ func TestIsolation(t *testing.T) {
 	}
 	send("10.0.2.66", 9999)
 	send("10.0.1.2", 9998)
-	time.Sleep(200 * time.Millisecond)
-	counters = inet("nft", "list", "table", "ip", "watch")
+	// The control's packets went the same way after the probes: once they
+	// are counted (or after 5 s), the probes had their chance too.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		counters = inet("nft", "list", "table", "ip", "watch")
+		if !strings.Contains(counters, "udp dport 9998 counter packets 0 ") || time.Now().After(deadline) {
+			break
+		}
+	}
 	if !strings.Contains(counters, "udp dport 9999 counter packets 0 ") {
 		t.Errorf("packets with a sibling's source reached the outside:\n%s", counters)
 	}
