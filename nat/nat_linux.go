@@ -50,6 +50,8 @@ type owned struct {
 	err    error
 }
 
+// String describes the link in one line, as
+// "10.0.0.0/24: nsn-k3f9a0b2c7d (10.0.0.1) <-> eth0 (10.0.0.2) via up0".
 func (l *Link) String() string {
 	return fmt.Sprintf("%s: %s (%s) <-> %s (%s) via %s", l.Prefix, l.HostVeth, l.HostAddr.Addr(), l.NSVeth, l.NSAddr.Addr(), l.Uplink)
 }

@@ -55,6 +55,8 @@ type Route struct {
 	Type uint8
 }
 
+// String describes the route in "ip route" style, e.g.
+// "default via 10.0.0.1 dev eth0" or "192.0.2.0/24 dev eth0".
 func (r Route) String() string {
 	s := r.Dst.String()
 	if r.Dst.Bits() == 0 {
