@@ -6,6 +6,7 @@
 //	sudo go run ./bench                  # N = 1, 10, 200
 //	sudo go run ./bench -n 1,50 -runs 3  # chosen N, best of 3
 //	sudo go run ./bench -scale 1000      # scaling, rules, throughput, resources
+//	sudo go run ./bench -pairs 21        # one namespace, 21 alternating pairs, medians
 package main
 
 import (
@@ -37,6 +38,7 @@ func main() {
 	ns := flag.String("n", "1,10,200", "comma-separated numbers of namespaces")
 	runs := flag.Int("runs", 1, "runs per N; the best is kept")
 	scale := flag.Int("scale", 0, "run the scaling checks with this many namespaces instead")
+	pairs := flag.Int("pairs", 0, "instead of the table: set up and tear down one namespace this many times each way, alternating, and print medians")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
 	if !private.Inside(envPrivate) {
@@ -62,6 +64,10 @@ func main() {
 	}
 	if *script == "" {
 		*script = findScript()
+	}
+	if *pairs > 0 {
+		single(w, *script, *pairs)
+		return
 	}
 	fmt.Println("| N | shell set-up | nsnet set-up | ratio | shell tear-down | nsnet Close+Delete | ratio | nsnet CloseAll+Delete | ratio | sequential / parallel set-up |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
@@ -101,6 +107,27 @@ func main() {
 	fmt.Println("\nper namespace: set-up is netns.New + nat.Connect; tear-down is Link.Close + netns.Delete;")
 	fmt.Println("CloseAll is nat.CloseAll(all) + netns.Delete each; parallel set-up uses", runtime.NumCPU(), "goroutines,")
 	fmt.Println("measured against a sequential one, each after a pause (sequential / parallel > 1: parallel is faster).")
+}
+
+// single measures N=1 as many alternating pairs (shell, then library, each
+// after a pause): a single namespace is one sample per run, which the
+// machine's load moves by more than the effects in question, so medians
+// over many pairs say more than the best of a few runs.
+func single(w *world.World, script string, pairs int) {
+	var shUp, shDown, libUp, libDown, ratios []float64
+	for range pairs {
+		settle()
+		su, sd := shell(script, 1)
+		settle()
+		lu, ld := library(w, 1, false, 1)
+		shUp, shDown = append(shUp, ms(su)), append(shDown, ms(sd))
+		libUp, libDown = append(libUp, ms(lu)), append(libDown, ms(ld))
+		ratios = append(ratios, ms(su)/ms(lu))
+	}
+	fmt.Printf("one namespace, %d alternating pairs (medians): set-up shell %.2f ms, nsnet %.2f ms, ratio %.1f× (pairs' ratios %.1f–%.1f×);\n",
+		pairs, median(shUp), median(libUp), median(shUp)/median(libUp), slices.Min(ratios), slices.Max(ratios))
+	fmt.Printf("tear-down shell %.2f ms, nsnet Close+Delete %.2f ms, ratio %.1f×\n",
+		median(shDown), median(libDown), median(shDown)/median(libDown))
 }
 
 // settle lets the kernel finish what the previous run left it to do in the
