@@ -159,11 +159,12 @@ var registry = struct {
 }{hosts: map[uint64]*hostState{}, prefixes: map[uint64][]netip.Prefix{}, nss: map[uint64]bool{}}
 
 // reserve records the prefix and namespace of a Link about to be made, so
-// that concurrent Connects cannot both take them.
+// that concurrent Connects cannot both take them. Rules have no namespace
+// of theirs: nsKey 0 reserves the prefix alone.
 func reserve(hostKey, nsKey uint64, p netip.Prefix) (*hostState, error) {
 	registry.Lock()
 	defer registry.Unlock()
-	if registry.nss[nsKey] {
+	if nsKey != 0 && registry.nss[nsKey] {
 		return nil, fmt.Errorf("namespace net:[%d] is already connected: %w", nsKey, os.ErrExist)
 	}
 	for _, q := range registry.prefixes[hostKey] {
@@ -171,7 +172,9 @@ func reserve(hostKey, nsKey uint64, p netip.Prefix) (*hostState, error) {
 			return nil, fmt.Errorf("%w: %v is used by another link", ErrOverlap, q)
 		}
 	}
-	registry.nss[nsKey] = true
+	if nsKey != 0 {
+		registry.nss[nsKey] = true
+	}
 	registry.prefixes[hostKey] = append(registry.prefixes[hostKey], p)
 	return hostForLocked(hostKey), nil
 }

@@ -108,3 +108,44 @@ func TestAddRulesSweepCloseAllBadInput(t *testing.T) {
 		t.Errorf("state changed:\n%s", lineDiff(before, after))
 	}
 }
+
+// TestTwoRules: two Rules live at once in one process, on two links with
+// their own prefixes; a third overlapping one is refused as an overlap.
+func TestTwoRules(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "two-")
+	before := state(t, w)
+	var all []*nat.Rules
+	for i, name := range []string{"hv-a", "hv-c"} {
+		if err := veth.Create(w.Host, veth.Config{Name: name, PeerName: name + "p", Up: true}); err != nil {
+			t.Fatal(err)
+		}
+		defer veth.Delete(w.Host, name)
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 8, byte(i), 0}), 24)
+		if err := addr.Add(w.Host, name, netip.PrefixFrom(p.Addr().Next(), 24)); err != nil {
+			t.Fatal(err)
+		}
+		r, err := nat.AddRules(w.Host, name, "up0", p)
+		if err != nil {
+			t.Fatalf("AddRules %s %v: %v", name, p, err)
+		}
+		all = append(all, r)
+	}
+	if _, err := nat.AddRules(w.Host, "hv-c", "up0", netip.MustParsePrefix("10.8.1.0/25")); !errors.Is(err, nat.ErrOverlap) {
+		t.Errorf("overlapping third: %v, want ErrOverlap", err)
+	}
+	for _, r := range all {
+		if err := r.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	for _, name := range []string{"hv-a", "hv-c"} {
+		if err := veth.Delete(w.Host, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := state(t, w); after != before {
+		t.Errorf("state differs:\n%s", lineDiff(before, after))
+	}
+}
