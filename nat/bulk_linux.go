@@ -73,9 +73,7 @@ func closeGroup(hs *hostState, links []*Link) error {
 		for lo := 0; lo < len(links); lo += 200 {
 			var all elements
 			for _, l := range links[lo:min(lo+200, len(links))] {
-				all.links = append(all.links, l.elems.links...)
-				all.masq = append(all.masq, l.elems.masq...)
-				all.siblings = append(all.siblings, l.elems.siblings...)
+				all.add(l.elems)
 			}
 			errs = append(errs, hs.flush(host, func(c *nftables.Conn) error { return all.apply(c, false) }))
 		}

@@ -454,9 +454,8 @@ func (hs *hostState) dropTableIfUnused(host *netns.Handle, socks *nftSockets) er
 }
 
 type uplinkInfo struct {
-	name       string
-	index      int
-	forwarding bool
+	name  string
+	index int
 }
 
 // inspectHost finds the uplink (or the default route's link), checks it is
@@ -509,7 +508,6 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 		return uplinkInfo{}, err
 	}
 	up := uplinkInfo{name: link.Attributes.Name, index: int(link.Index)}
-	up.forwarding, _ = nl.Forwarding(linkMsg)
 	switch {
 	case link.Flags&unix.IFF_UP == 0:
 		return up, fmt.Errorf("uplink %q is down: bring it up first", up.name)

@@ -81,19 +81,21 @@ var ownerMark = func() string {
 	return fmt.Sprintf("nsnet pid=%d start=%d", os.Getpid(), processStart(os.Getpid()))
 }()
 
+// invalid is an ErrInvalidConfig saying what is wrong.
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+}
+
 func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (hostAddr, nsAddr netip.Addr, err error) {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
-	}
 	switch {
 	case ns == nil:
-		return hostAddr, nsAddr, bad("namespace is nil (the host's own); give the namespace to connect")
+		return hostAddr, nsAddr, invalid("namespace is nil (the host's own); give the namespace to connect")
 	case ns.Fd() < 0:
 		return hostAddr, nsAddr, fmt.Errorf("namespace: %w", netns.ErrClosed)
 	case cfg.HostNS != nil && cfg.HostNS.Fd() < 0:
 		return hostAddr, nsAddr, fmt.Errorf("host namespace: %w", netns.ErrClosed)
 	case ns.Equal(cfg.HostNS):
-		return hostAddr, nsAddr, bad("namespace %v is the host namespace itself", ns)
+		return hostAddr, nsAddr, invalid("namespace %v is the host namespace itself", ns)
 	}
 	if err := validPrefix(cidr); err != nil {
 		return hostAddr, nsAddr, err
@@ -111,7 +113,7 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 		}
 	}
 	if cfg.MTU != 0 && (cfg.MTU < 576 || cfg.MTU > 65535) {
-		return hostAddr, nsAddr, bad("MTU %d outside 576..65535", cfg.MTU)
+		return hostAddr, nsAddr, invalid("MTU %d outside 576..65535", cfg.MTU)
 	}
 	return cfg.addresses(cidr)
 }
@@ -119,9 +121,6 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 // addresses returns the host and namespace addresses for cidr: those of
 // cfg, or by default the first two host addresses.
 func (cfg Config) addresses(cidr netip.Prefix) (hostAddr, nsAddr netip.Addr, err error) {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
-	}
 	hostAddr, nsAddr = cfg.HostAddr, cfg.NSAddr
 	if !hostAddr.IsValid() {
 		hostAddr = cidr.Addr().Next()
@@ -134,36 +133,34 @@ func (cfg Config) addresses(cidr netip.Prefix) (hostAddr, nsAddr netip.Addr, err
 	}
 	for _, a := range []netip.Addr{hostAddr, nsAddr} {
 		if !cidr.Contains(a) || a == cidr.Addr() || a == lastAddr(cidr) {
-			return hostAddr, nsAddr, bad("address %v is not a host address of %v", a, cidr)
+			return hostAddr, nsAddr, invalid("address %v is not a host address of %v", a, cidr)
 		}
 	}
 	if hostAddr == nsAddr {
-		return hostAddr, nsAddr, bad("host and namespace addresses are both %v", hostAddr)
+		return hostAddr, nsAddr, invalid("host and namespace addresses are both %v", hostAddr)
 	}
 	return hostAddr, nsAddr, nil
 }
 
 // validPrefix checks that cidr can be a namespace's network.
 func validPrefix(cidr netip.Prefix) error {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
-	}
 	switch {
 	case !cidr.IsValid() || !cidr.Addr().Is4() || cidr.Addr().Zone() != "":
-		return bad("prefix %v is not an IPv4 prefix", cidr)
+		return invalid("prefix %v is not an IPv4 prefix", cidr)
 	case cidr.Masked() != cidr:
-		return bad("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
+		return invalid("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
 	case cidr.Bits() > 30:
-		return bad("prefix %v has no room for two hosts (at most /30)", cidr)
+		return invalid("prefix %v has no room for two hosts (at most /30)", cidr)
 	case cidr.Bits() < 8:
-		return bad("prefix %v is larger than /8", cidr)
+		return invalid("prefix %v is larger than /8", cidr)
 	case cidr.Addr().IsLoopback() || cidr.Addr().IsMulticast() || cidr.Addr().IsLinkLocalUnicast() ||
 		cidr.Addr().IsUnspecified() || cidr.Overlaps(netip.MustParsePrefix("240.0.0.0/4")):
-		return bad("prefix %v is loopback, multicast, link-local or reserved", cidr)
+		return invalid("prefix %v is loopback, multicast, link-local or reserved", cidr)
 	}
 	return nil
 }
 
+// lastAddr is the last address of p (its broadcast address).
 func lastAddr(p netip.Prefix) netip.Addr {
 	b := p.Addr().As4()
 	for i := p.Bits(); i < 32; i++ {

@@ -2,7 +2,6 @@ package nat
 
 import (
 	"fmt"
-
 	"net/netip"
 
 	"github.com/nsnet/nsnet/internal/nl"

@@ -169,11 +169,7 @@ type elements struct {
 // interface name: the element of a concatenated interval set (pipapo takes
 // the end as the last address, not one past it).
 func rangeKey(p netip.Prefix, name string) nftables.SetElement {
-	first := p.Masked().Addr().As4()
-	last := first
-	for i := p.Bits(); i < 32; i++ {
-		last[i/8] |= 0x80 >> (i % 8)
-	}
+	first, last := p.Masked().Addr().As4(), lastAddr(p.Masked()).As4()
 	n := ifname(name)
 	return nftables.SetElement{
 		Key:    append(first[:], n...),
@@ -193,6 +189,13 @@ func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings 
 		e.siblings = []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})}
 	}
 	return e
+}
+
+// add appends o's entries to e's, for one transaction covering many links.
+func (e *elements) add(o elements) {
+	e.links = append(e.links, o.links...)
+	e.masq = append(e.masq, o.masq...)
+	e.siblings = append(e.siblings, o.siblings...)
 }
 
 func (e elements) empty() bool {
