@@ -73,7 +73,8 @@ func (hs *hostState) leave(host *netns.Handle) (nftSockets, error) {
 	}
 	hs.mu.Unlock()
 	if last {
-		return socks, hs.dropTableIfUnused(host, &socks)
+		_, err := hs.dropTableIfUnused(host, &socks)
+		return socks, err
 	}
 	return socks, nil
 }
@@ -408,20 +409,21 @@ func (hs *hostState) putNFT(c *nftables.Conn, err error) {
 }
 
 // dropTableIfUnused deletes the table when its links set is empty: no
-// process has a link in it any more.
-func (hs *hostState) dropTableIfUnused(host *netns.Handle, socks *nftSockets) error {
+// process has a link in it any more. dropped says whether this call
+// deleted it.
+func (hs *hostState) dropTableIfUnused(host *netns.Handle, socks *nftSockets) (dropped bool, err error) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if hs.links != 0 {
-		return nil // a Connect came in meanwhile
+		return false, nil // a Connect came in meanwhile
 	}
 	raw, err := socks.rawConn(host)
 	if err != nil {
-		return err
+		return false, err
 	}
 	c, err := socks.conn(host)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// Read the generation, check that no process has anything in the
 	// table, and delete it only if nothing committed in between (another
@@ -429,17 +431,17 @@ func (hs *hostState) dropTableIfUnused(host *netns.Handle, socks *nftSockets) er
 	for attempt := 0; attempt < 5; attempt++ {
 		gen, err := ruleGeneration(raw)
 		if err != nil {
-			return err
+			return false, err
 		}
 		// Every Link and Rules has an entry in links, for as long as it
 		// has any other entry (fwd included): links empty means unused.
 		els, err := c.GetSetElements(setByName[setLinks])
 		if isENOENT(err) {
 			hs.tableReady = false
-			return nil // gone already
+			return false, nil // gone already
 		}
 		if err != nil || len(els) > 0 {
-			return err
+			return false, err
 		}
 		err = delTableAtGen(raw, gen)
 		if err == errGenChanged {
@@ -448,9 +450,9 @@ func (hs *hostState) dropTableIfUnused(host *netns.Handle, socks *nftSockets) er
 		if err == nil {
 			hs.tableReady = false
 		}
-		return err
+		return err == nil, err
 	}
-	return nil // busy host: leave the empty table; the next last Close or Sweep removes it
+	return false, nil // busy host: leave the empty table; the next last Close or Sweep removes it
 }
 
 type uplinkInfo struct {

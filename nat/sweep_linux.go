@@ -77,11 +77,12 @@ func Sweep(host *netns.Handle) (SweepResult, error) {
 	}
 
 	// Set entries, forwarding, table.
-	c, err := nftConn(host)
+	var socks nftSockets
+	defer socks.close()
+	c, err := socks.conn(host)
 	if err != nil {
 		return res, fmt.Errorf("nat: sweep: %w", errors.Join(append(errs, err)...))
 	}
-	defer c.CloseLasting()
 	if _, err := c.ListTableOfFamily(TableName, nftables.TableFamilyIPv4); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return res, sweepErr(errs) // no table: nothing more of ours
@@ -181,21 +182,13 @@ func Sweep(host *netns.Handle) (SweepResult, error) {
 		errs = append(errs, err)
 	}
 	if left == 0 && len(errs) == 0 {
-		hs := hostFor(host.ID())
-		hs.mu.Lock()
-		mine := hs.links
-		hs.mu.Unlock()
-		if mine == 0 {
-			c.DelTable(table)
-			if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("table: %w", err))
-			} else {
-				res.Table = true
-				hs.mu.Lock()
-				hs.tableReady = false
-				hs.mu.Unlock()
-			}
+		// The same generation-checked delete as after a last Close: a
+		// process adding its entries meanwhile keeps the table.
+		dropped, err := hostFor(host.ID()).dropTableIfUnused(host, &socks)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("table: %w", err))
 		}
+		res.Table = dropped
 	}
 	return res, sweepErr(errs)
 }
