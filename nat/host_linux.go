@@ -336,24 +336,31 @@ type tableAttempt struct {
 }
 
 // addElements adds a link's elements in one transaction, creating the
-// table first if this process has not seen it yet. The table is created
-// with NLM_F_EXCL in the same transaction as the elements, so if another
-// process made it meanwhile the whole transaction fails and is retried with
-// the elements alone; if it vanished (nft flush ruleset), the retry goes the
-// other way.
+// table in it too if this process has not seen it yet (see
+// flushWithTable).
 func (hs *hostState) addElements(host *netns.Handle, e elements) error {
 	hs.mu.Lock()
 	withTable := !hs.tableReady
 	hs.mu.Unlock()
+	return hs.flushWithTable(host, withTable, func(c *nftables.Conn) error { return e.apply(c, true) })
+}
+
+// flushWithTable commits queue's transaction, preceded by the table's
+// creation with withTable. The table is created with NLM_F_EXCL, so if
+// another process made it meanwhile the whole transaction fails and is
+// retried without it; if it vanished (nft flush ruleset, another process's
+// last Close), the retry goes the other way. Success means the table is
+// there.
+func (hs *hostState) flushWithTable(host *netns.Handle, withTable bool, queue func(*nftables.Conn) error) error {
 	var err error
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 0; attempt < 4; attempt++ {
 		err = hs.flush(host, func(c *nftables.Conn) error {
 			if withTable {
 				if err := addSkeleton(c); err != nil {
 					return err
 				}
 			}
-			return e.apply(c, true)
+			return queue(c)
 		})
 		switch {
 		case err == nil:
@@ -363,7 +370,7 @@ func (hs *hostState) addElements(host *netns.Handle, e elements) error {
 			return nil
 		case withTable && errors.Is(err, unix.EEXIST):
 			withTable = false
-		case !withTable && errors.Is(err, unix.ENOENT):
+		case !withTable && isENOENT(err):
 			withTable = true
 		default:
 			return err

@@ -178,12 +178,10 @@ func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo,
 	if wasOff {
 		mark = ownerMark + origOff
 	}
-	commit := func(c *nftables.Conn) error {
-		if needTable {
-			if err := addSkeleton(c); err != nil {
-				return err
-			}
-		}
+	// Another process may make or remove the table between the read and
+	// the commit (it removes it only when it holds no entries, so none of
+	// what was read is lost): flushWithTable follows it.
+	err = hs.flushWithTable(host, needTable, func(c *nftables.Conn) error {
 		if len(dead) > 0 {
 			if err := c.SetDeleteElements(setByName[setFwd], dead); err != nil {
 				return err
@@ -193,28 +191,10 @@ func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo,
 			return err
 		}
 		return c.SetAddElements(setByName[setFwd], []nftables.SetElement{{Key: fwdKey(up.name, os.Getpid()), Comment: mark}})
+	})
+	if err != nil {
+		return err
 	}
-	// Another process may make or remove the table between the read and
-	// the commit (it removes it only when it holds no entries, so none of
-	// what was read is lost): follow it.
-	for attempt := 0; ; attempt++ {
-		err = hs.flush(host, commit)
-		switch {
-		case err == nil:
-		case needTable && errors.Is(err, unix.EEXIST) && attempt < 3:
-			needTable = false
-			continue
-		case !needTable && isENOENT(err) && attempt < 3:
-			needTable = true
-			continue
-		default:
-			return err
-		}
-		break
-	}
-	hs.mu.Lock()
-	hs.tableReady = true
-	hs.mu.Unlock()
 	if turnOn {
 		if err := hc.Exec(nl.SetForwarding(up.index, true)); err != nil {
 			hs.flush(host, func(c *nftables.Conn) error {
