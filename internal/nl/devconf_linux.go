@@ -34,18 +34,15 @@ func SetForwarding(index int, on bool) Request {
 // family → the attributes fill writes: the nest inet_set_link_af and
 // inet6_set_link_af read. rtnetlink/v2 cannot send it, so it is built here.
 func setLinkAF(index int, family uint16, fill func(*netlink.AttributeEncoder)) Request {
-	ae := netlink.NewAttributeEncoder()
-	ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
-		ae.Nested(family, func(ae *netlink.AttributeEncoder) error {
-			fill(ae)
+	return rawLinkRequest(unix.RTM_SETLINK, index, func(ae *netlink.AttributeEncoder) {
+		ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
+			ae.Nested(family, func(ae *netlink.AttributeEncoder) error {
+				fill(ae)
+				return nil
+			})
 			return nil
 		})
-		return nil
 	})
-	attrs, _ := ae.Encode() // nests of fixed-size integers cannot fail
-	b := make([]byte, unix.SizeofIfInfomsg, unix.SizeofIfInfomsg+len(attrs))
-	NativeEndian.PutUint32(b[4:], uint32(index))
-	return Request{Type: unix.RTM_SETLINK, Data: append(b, attrs...)}
 }
 
 // Forwarding reads IPV4_DEVCONF_FORWARDING from an RTM_NEWLINK body; ok is

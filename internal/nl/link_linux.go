@@ -211,23 +211,31 @@ const iflaGroup = 27
 
 // SetGroup moves the link called name into device group g.
 func SetGroup(name string, g uint32) Request {
-	b := make([]byte, unix.SizeofIfInfomsg)
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.IFLA_IFNAME, name)
-	ae.Uint32(iflaGroup, g)
-	attrs, _ := ae.Encode()
-	return Request{Type: unix.RTM_NEWLINK, Data: append(b, attrs...)}
+	return rawLinkRequest(unix.RTM_NEWLINK, 0, func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.IFLA_IFNAME, name)
+		ae.Uint32(iflaGroup, g)
+	})
 }
 
 // DeleteGroup deletes every link of device group g in one request: the
 // kernel unregisters them together and waits for one RCU grace period for
 // all, instead of one per link.
 func DeleteGroup(g uint32) Request {
-	b := make([]byte, unix.SizeofIfInfomsg)
+	return rawLinkRequest(unix.RTM_DELLINK, 0, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(iflaGroup, g)
+	})
+}
+
+// rawLinkRequest is a link message built by hand, for what rtnetlink/v2
+// cannot encode: an ifinfomsg naming index (0: none, the attributes say
+// which link) and the attributes fill writes.
+func rawLinkRequest(typ uint16, index int, fill func(*netlink.AttributeEncoder)) Request {
 	ae := netlink.NewAttributeEncoder()
-	ae.Uint32(iflaGroup, g)
-	attrs, _ := ae.Encode()
-	return Request{Type: unix.RTM_DELLINK, Data: append(b, attrs...)}
+	fill(ae)
+	attrs, _ := ae.Encode() // strings, integers and their nests cannot fail
+	b := make([]byte, unix.SizeofIfInfomsg, unix.SizeofIfInfomsg+len(attrs))
+	NativeEndian.PutUint32(b[4:], uint32(index))
+	return Request{Type: typ, Data: append(b, attrs...)}
 }
 
 // SetAliasByName sets the ifalias of the link called name. Only for a name
