@@ -5,7 +5,6 @@
 package private
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -13,7 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/mdlayher/netlink"
+	"github.com/nsnet/nsnet/internal/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,20 +73,12 @@ func SetUp() error {
 }
 
 // LoUp brings up the loopback link (always ifindex 1) of the current
-// namespace with one raw RTM_NEWLINK.
+// namespace.
 func LoUp() error {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	c, err := nl.Dial(nil)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	b := make([]byte, unix.SizeofIfInfomsg)
-	binary.NativeEndian.PutUint32(b[4:], 1)            // ifi_index: lo
-	binary.NativeEndian.PutUint32(b[8:], unix.IFF_UP)  // ifi_flags
-	binary.NativeEndian.PutUint32(b[12:], unix.IFF_UP) // ifi_change
-	_, err = c.Execute(netlink.Message{
-		Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: netlink.Request | netlink.Acknowledge},
-		Data:   b,
-	})
-	return err
+	return c.Exec(nl.SetLinkUp(1, "", true))
 }
