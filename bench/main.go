@@ -26,13 +26,11 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/nsnet/nsnet/internal/private"
+	"github.com/nsnet/nsnet/internal/demo"
 	"github.com/nsnet/nsnet/internal/world"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
 )
-
-const envPrivate = "NSNET_BENCH_PRIVATE"
 
 func main() {
 	ns := flag.String("n", "1,10,200", "comma-separated numbers of namespaces")
@@ -41,20 +39,7 @@ func main() {
 	pairs := flag.Int("pairs", 0, "instead of the table: set up and tear down one namespace this many times each way, alternating, and print medians")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
-	if !private.Inside(envPrivate) {
-		if os.Geteuid() != 0 {
-			fmt.Fprintln(os.Stderr, "bench needs root")
-			os.Exit(1)
-		}
-		code, err := private.Rerun(envPrivate)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-		os.Exit(code)
-	}
-	check(private.SetUp())
-	w, err := world.New("", "inet")
-	check(err)
+	w := demo.Private() // everything below runs in private namespaces
 	defer w.Close()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Printf("# %s, kernel %s, %d CPUs, %s\n", time.Now().UTC().Format("2006-01-02"), strings.TrimSpace(string(kernel)), runtime.NumCPU(), runtime.Version())

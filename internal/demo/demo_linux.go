@@ -1,7 +1,7 @@
-// Package demo holds what the example programs share: entering a private
-// world (own network and mount namespaces, a fake uplink and outside host)
-// unless told to use the real host, and a TCP echo on the outside host to
-// prove connectivity.
+// Package demo holds what the example programs and the bench share:
+// entering a private world (own network and mount namespaces, a fake uplink
+// and outside host) unless told to use the real host, and a TCP echo on the
+// outside host to prove connectivity.
 package demo
 
 import (
