@@ -51,7 +51,7 @@ func main() {
 		*script = findScript()
 	}
 	if *pairs > 0 {
-		single(w, *script, *pairs)
+		single(*script, *pairs)
 		return
 	}
 	fmt.Println("| N | shell set-up | nsnet set-up | ratio | shell tear-down | nsnet Close+Delete | ratio | nsnet CloseAll+Delete | ratio | sequential / parallel set-up |")
@@ -62,8 +62,8 @@ func main() {
 		var best [7]time.Duration
 		for r := 0; r < *runs; r++ {
 			shUp, shDown := shell(*script, n)
-			libUp, libDown := library(w, n, false, 1)
-			_, bulkDown := library(w, n, true, 1)
+			libUp, libDown := library(n, false, 1)
+			_, bulkDown := library(n, true, 1)
 			// Sequential against parallel set-up on their own, each after
 			// a pause that lets the kernel finish destroying the previous
 			// run's namespaces, in alternating order.
@@ -71,9 +71,9 @@ func main() {
 			for i := range 2 {
 				settle()
 				if (r+i)%2 == 0 {
-					seqUp, _ = library(w, n, true, 1)
+					seqUp, _ = library(n, true, 1)
 				} else {
-					parUp, _ = library(w, n, true, runtime.NumCPU())
+					parUp, _ = library(n, true, runtime.NumCPU())
 				}
 			}
 			for i, d := range []time.Duration{shUp, shDown, libUp, libDown, bulkDown, seqUp, parUp} {
@@ -98,13 +98,13 @@ func main() {
 // after a pause): a single namespace is one sample per run, which the
 // machine's load moves by more than the effects in question, so medians
 // over many pairs say more than the best of a few runs.
-func single(w *world.World, script string, pairs int) {
+func single(script string, pairs int) {
 	var shUp, shDown, libUp, libDown, ratios []float64
 	for range pairs {
 		settle()
 		su, sd := shell(script, 1)
 		settle()
-		lu, ld := library(w, 1, false, 1)
+		lu, ld := library(1, false, 1)
 		shUp, shDown = append(shUp, ms(su)), append(shDown, ms(sd))
 		libUp, libDown = append(libUp, ms(lu)), append(libDown, ms(ld))
 		ratios = append(ratios, ms(su)/ms(lu))
@@ -168,10 +168,27 @@ type made struct {
 	l    *nat.Link
 }
 
+// newConnected sets up one namespace as a user writes it: netns.New, then
+// Connect through the world's uplink in cfg.HostNS.
+func newConnected(cfg nat.Config, name string, p netip.Prefix) made {
+	ns, err := netns.New(name)
+	check(err)
+	l, err := cfg.Connect(ns, world.Uplink, p)
+	check(err)
+	return made{name, ns, l}
+}
+
+// tearDown is newConnected's counterpart: Close, then netns.Delete.
+func (m made) tearDown() {
+	check(m.l.Close())
+	m.ns.Close()
+	check(netns.Delete(m.name))
+}
+
 // library sets up n namespaces as a user would (netns.New + nat.Connect,
 // by `workers` goroutines) and tears them down (Close + Delete each, or
 // CloseAll + Delete each with bulk).
-func library(w *world.World, n int, bulk bool, workers int) (up, down time.Duration) {
+func library(n int, bulk bool, workers int) (up, down time.Duration) {
 	all := make([]made, n)
 	t0 := time.Now()
 	var wg sync.WaitGroup
@@ -185,12 +202,7 @@ func library(w *world.World, n int, bulk bool, workers int) (up, down time.Durat
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				name := fmt.Sprintf("ex-ns%d", i)
-				ns, err := netns.New(name)
-				check(err)
-				l, err := nat.Connect(ns, world.Uplink, prefix(i))
-				check(err)
-				all[i-1] = made{name, ns, l}
+				all[i-1] = newConnected(nat.Config{}, fmt.Sprintf("ex-ns%d", i), prefix(i))
 			}
 		}()
 	}
@@ -201,9 +213,7 @@ func library(w *world.World, n int, bulk bool, workers int) (up, down time.Durat
 		closeAll(all)
 	} else {
 		for _, m := range all {
-			check(m.l.Close())
-			m.ns.Close()
-			check(netns.Delete(m.name))
+			m.tearDown()
 		}
 	}
 	return up, time.Since(t0)
@@ -284,26 +294,15 @@ func interleaved(n, rounds int) {
 	fill := func(w *world.World, tag string, from, to int) []made {
 		var all []made
 		for i := from; i <= to; i++ {
-			name := fmt.Sprintf("%s-ns%d", tag, i)
-			ns, err := netns.New(name)
-			check(err)
-			l, err := nat.Config{HostNS: w.Host}.Connect(ns, world.Uplink, prefix(i))
-			check(err)
-			all = append(all, made{name, ns, l})
+			all = append(all, newConnected(nat.Config{HostNS: w.Host}, fmt.Sprintf("%s-ns%d", tag, i), prefix(i)))
 		}
 		return all
 	}
 	probe := func(w *world.World, tag string) float64 {
-		name := tag + "-probe"
 		t0 := time.Now()
-		ns, err := netns.New(name)
-		check(err)
-		l, err := nat.Config{HostNS: w.Host}.Connect(ns, world.Uplink, netip.MustParsePrefix("10.200.0.0/24"))
-		check(err)
+		m := newConnected(nat.Config{HostNS: w.Host}, tag+"-probe", netip.MustParsePrefix("10.200.0.0/24"))
 		d := ms(time.Since(t0))
-		check(l.Close())
-		ns.Close()
-		check(netns.Delete(name))
+		m.tearDown()
 		return d
 	}
 	few := fill(a, "few", 1, 1)
@@ -335,18 +334,14 @@ func interleaved(n, rounds int) {
 func setUpTimes(w *world.World, n int) (times []float64, rules [2][2]int) {
 	var all []made
 	for i := 1; i <= n; i++ {
-		name := fmt.Sprintf("sc-ns%d", i)
 		t0 := time.Now()
-		ns, err := netns.New(name)
-		check(err)
-		l, err := nat.Connect(ns, world.Uplink, prefix(i))
-		check(err)
+		m := newConnected(nat.Config{}, fmt.Sprintf("sc-ns%d", i), prefix(i))
 		times = append(times, ms(time.Since(t0)))
-		all = append(all, made{name, ns, l})
+		all = append(all, m)
 		if i == 1 {
 			rules[0] = countRules()
 			if n > 10 {
-				fmt.Printf("throughput, 1 link:     %.0f MB/s\n", throughput(w, ns, 3))
+				fmt.Printf("throughput, 1 link:     %.0f MB/s\n", throughput(w, m.ns, 3))
 			}
 		}
 	}
