@@ -455,14 +455,9 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 // containers) the write fails and is let go: nl.NoLinkLocal, sent with the
 // link's up, still keeps the link-local address and its route away.
 func disableIPv6(host *netns.Handle, link string) {
-	write := func() error {
+	host.Do(func() error { // a nil host: right here, no thread hop
 		return os.WriteFile("/proc/sys/net/ipv6/conf/"+link+"/disable_ipv6", []byte("1\n"), 0)
-	}
-	if host == nil {
-		write()
-		return
-	}
-	host.Do(write)
+	})
 }
 
 // leave is hs.leave for a failed Connect, with nothing left to wait for.
