@@ -45,9 +45,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "nsrun:", err)
 		os.Exit(2)
 	}
+	var w *world.World
 	if *priv {
-		w := demo.Private()
-		defer w.Close()
+		w = demo.Private()
 		if *uplink == "" {
 			*uplink = world.Uplink
 		}
@@ -55,6 +55,9 @@ func main() {
 	code, err := run(*uplink, prefix, *verbose, flag.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nsrun:", err)
+	}
+	if w != nil {
+		w.Close() // os.Exit runs no deferred calls
 	}
 	os.Exit(code)
 }
