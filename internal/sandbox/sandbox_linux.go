@@ -41,17 +41,14 @@ func Main(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	if os.Getenv(envInside) == "child" {
-		// A helper process started by Child: already inside, set up.
-		inside = true
-		sandboxNS, _ = os.Readlink("/proc/self/ns/net")
-		return m.Run()
-	}
-	if os.Getenv(envInside) == "1" {
+	switch os.Getenv(envInside) {
+	case "1": // the re-executed test binary: set the sandbox up
 		if err := private.SetUp(); err != nil {
 			fmt.Fprintf(os.Stderr, "sandbox: set-up failed: %v\n", err)
 			return 1
 		}
+		fallthrough
+	case "child": // a helper process started by Child: already set up
 		inside = true
 		sandboxNS, _ = os.Readlink("/proc/self/ns/net")
 		return m.Run()
