@@ -7,6 +7,7 @@
 //	sudo go run ./bench -n 1,50 -runs 3  # chosen N, best of 3
 //	sudo go run ./bench -scale 1000      # scaling, rules, throughput, resources
 //	sudo go run ./bench -pairs 21        # one namespace, 21 alternating pairs, medians
+//	sudo go run ./bench -n 10 -par 16    # 16 rounds of sequential vs parallel set-up
 package main
 
 import (
