@@ -12,7 +12,8 @@ import (
 // obvious linear one, for routes inside, around, beside and equal to the
 // prefix asked about, and after deletions.
 func TestRouteCacheOverlap(t *testing.T) {
-	rc := routeCache{routes: map[routeKey]bool{}, locals: map[int]int{}, defaults: map[routeKey]bool{}, byLink: map[int]map[routeKey]bool{}}
+	var rc routeCache
+	rc.reset(nil)
 	add := func(p string, typ uint8, oif int) routeKey {
 		k := routeKey{table: unix.RT_TABLE_MAIN, typ: typ, oif: oif, dst: netip.MustParsePrefix(p)}
 		rc.add(k)
@@ -26,9 +27,11 @@ func TestRouteCacheOverlap(t *testing.T) {
 	add("172.16.0.0/12", unix.RTN_UNICAST, 4)
 	add("10.9.0.64/26", unix.RTN_UNICAST, 5)
 	linear := func(c netip.Prefix) bool {
-		for k := range rc.routes {
-			if k.counts() && k.dst.Overlaps(c) {
-				return true
+		for _, routes := range rc.byLink {
+			for k := range routes {
+				if k.counts() && k.dst.Overlaps(c) {
+					return true
+				}
 			}
 		}
 		return false

@@ -35,13 +35,26 @@ type span struct {
 // in the host namespace; the caller holds hostState.mu.
 type routeCache struct {
 	w      *nl.Watch
-	routes map[routeKey]bool
 	spans  []span      // routes that can overlap a prefix, by first address
 	locals map[int]int // links with IPv4 addresses: index → local routes
 	// defaults are the main table's default routes (few).
 	defaults map[routeKey]bool
-	// byLink finds a link's routes when it goes down or away.
+	// byLink holds every route, by output link: it finds a link's routes
+	// when the link goes down or away.
 	byLink map[int]map[routeKey]bool
+}
+
+// reset empties the copy, which w will keep current.
+func (rc *routeCache) reset(w *nl.Watch) {
+	*rc = routeCache{w: w, locals: map[int]int{}, defaults: map[routeKey]bool{}, byLink: map[int]map[routeKey]bool{}}
+}
+
+// has reports whether the copy holds k.
+func (rc *routeCache) has(k routeKey) bool { return rc.byLink[k.oif][k] }
+
+// search returns the index of the first span starting at or after first.
+func (rc *routeCache) search(first uint32) int {
+	return sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first >= first })
 }
 
 func keyOf(r nl.RouteSpec) routeKey {
@@ -88,8 +101,7 @@ func (rc *routeCache) refresh(host *netns.Handle, hc *nl.Conn) error {
 		w.Close()
 		return err
 	}
-	rc.w, rc.routes, rc.spans = w, make(map[routeKey]bool, len(msgs)), nil
-	rc.locals, rc.defaults, rc.byLink = map[int]int{}, map[routeKey]bool{}, map[int]map[routeKey]bool{}
+	rc.reset(w)
 	for _, m := range msgs {
 		rc.apply(unix.RTM_NEWROUTE, m.Data)
 	}
@@ -101,10 +113,9 @@ func (rc *routeCache) refresh(host *netns.Handle, hc *nl.Conn) error {
 }
 
 func (rc *routeCache) add(k routeKey) {
-	if rc.routes[k] {
+	if rc.has(k) {
 		return
 	}
-	rc.routes[k] = true
 	if rc.byLink[k.oif] == nil {
 		rc.byLink[k.oif] = map[routeKey]bool{}
 	}
@@ -117,16 +128,15 @@ func (rc *routeCache) add(k routeKey) {
 	}
 	if k.counts() {
 		first, last := spanOf(k.dst)
-		i := sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first >= first })
+		i := rc.search(first)
 		rc.spans = slices.Insert(rc.spans, i, span{first, last, k})
 	}
 }
 
 func (rc *routeCache) del(k routeKey) {
-	if !rc.routes[k] {
+	if !rc.has(k) {
 		return
 	}
-	delete(rc.routes, k)
 	delete(rc.defaults, k)
 	if delete(rc.byLink[k.oif], k); len(rc.byLink[k.oif]) == 0 {
 		delete(rc.byLink, k.oif)
@@ -138,7 +148,7 @@ func (rc *routeCache) del(k routeKey) {
 	}
 	if k.counts() {
 		first, _ := spanOf(k.dst)
-		for i := sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first >= first }); i < len(rc.spans) && rc.spans[i].first == first; i++ {
+		for i := rc.search(first); i < len(rc.spans) && rc.spans[i].first == first; i++ {
 			if rc.spans[i].key == k {
 				rc.spans = slices.Delete(rc.spans, i, i+1)
 				break
@@ -186,13 +196,13 @@ func (rc *routeCache) overlap(cidr netip.Prefix) error {
 		}
 		return fmt.Errorf("%w: host %s %v", ErrOverlap, what, k.dst)
 	}
-	i := sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first >= first })
+	i := rc.search(first)
 	if i < len(rc.spans) && rc.spans[i].first <= last {
 		return found(rc.spans[i].key)
 	}
 	for bits := cidr.Bits() - 1; bits > 0; bits-- {
 		outer, _ := spanOf(netip.PrefixFrom(cidr.Addr(), bits))
-		for j := sort.Search(len(rc.spans), func(j int) bool { return rc.spans[j].first >= outer }); j < len(rc.spans) && rc.spans[j].first == outer; j++ {
+		for j := rc.search(outer); j < len(rc.spans) && rc.spans[j].first == outer; j++ {
 			if rc.spans[j].last >= last {
 				return found(rc.spans[j].key)
 			}
@@ -216,6 +226,6 @@ func (rc *routeCache) defaultLink() int {
 func (rc *routeCache) close() {
 	if rc.w != nil {
 		rc.w.Close()
-		rc.w, rc.routes, rc.spans, rc.locals, rc.defaults, rc.byLink = nil, nil, nil, nil, nil, nil
+		*rc = routeCache{}
 	}
 }
