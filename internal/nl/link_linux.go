@@ -74,7 +74,7 @@ func SetLinkUp(index int, name string, up bool) Request {
 	if name != "" {
 		m.Attributes = &rtnetlink.LinkAttributes{Name: name}
 	}
-	return linkRequest(unix.RTM_NEWLINK, 0, m)
+	return SetLink(m)
 }
 
 // DeleteLink is RTM_DELLINK by name, or by index if name is "".
