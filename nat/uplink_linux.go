@@ -167,6 +167,8 @@ func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo,
 	}
 	turnOn := false
 	if !live {
+		// Read again here, under the lock, not taken from inspectHost's
+		// reply: another process may have changed it since.
 		msgs, err := hc.Query(nl.GetLinkByIndex(up.index))
 		if err != nil {
 			return err
