@@ -29,7 +29,8 @@ type Rules struct {
 // does that): packets from the link whose source would not be routed back
 // out of it are dropped as spoofed. Overlap with the host's routes is
 // not checked (the caller's own address on hostVeth makes one), overlap
-// with other live Links and Rules is.
+// with other live Links and Rules is. A failure part-way undoes what was
+// done, hostVeth's forwarding included.
 func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
 	r, err := addRules(host, hostVeth, uplink, cidr)
 	if err != nil {
@@ -58,7 +59,11 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 	r := &Rules{Prefix: cidr, HostVeth: hostVeth}
 	r.hs = hs
 	reserved := false
+	var undoForwarding func() // set once the link's forwarding was turned on
 	fail := func(err error) (*Rules, error) {
+		if undoForwarding != nil {
+			undoForwarding()
+		}
 		if reserved {
 			release(r.hostKey, 0, cidr)
 		}
@@ -75,10 +80,16 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 	if err != nil {
 		return fail(err)
 	}
-	vethIdx, err := hc.LinkIndex(hostVeth)
+	msgs, err := hc.Query(nl.GetLinkByName(hostVeth))
 	if err != nil {
 		return fail(fmt.Errorf("link %q: %w", hostVeth, err))
 	}
+	link, err := nl.DecodeLink(msgs[0].Data)
+	if err != nil {
+		return fail(fmt.Errorf("link %q: %w", hostVeth, err))
+	}
+	vethIdx := int(link.Index)
+	wasOn, _ := nl.Forwarding(msgs[0].Data)
 	r.Uplink, r.hostKey, r.uplinkIdx = up.name, host.ID(), up.index
 	if _, err = reserve(r.hostKey, 0, cidr); err != nil {
 		return fail(err)
@@ -89,6 +100,9 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 	}
 	if err := hc.Exec(nl.SetForwarding(vethIdx, true)); err != nil {
 		return fail(fmt.Errorf("forwarding: %w", err))
+	}
+	if !wasOn {
+		undoForwarding = func() { hc.Exec(nl.SetForwarding(vethIdx, false)) }
 	}
 	r.elems = linkElements(r.Prefix, r.HostVeth, r.Uplink, ownerMark, false)
 	if err := hs.prepareTable(host)(); err != nil {

@@ -149,3 +149,25 @@ func TestTwoRules(t *testing.T) {
 		t.Errorf("state differs:\n%s", lineDiff(before, after))
 	}
 }
+
+// TestAddRulesFault: AddRules failing after it turned the link's forwarding
+// on (here at the table) leaves the host as it was, forwarding included.
+func TestAddRulesFault(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "rflt-")
+	if err := veth.Create(w.Host, veth.Config{Name: "rf-a", PeerName: "rf-b", Up: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer veth.Delete(w.Host, "rf-a")
+	before := state(t, w)
+	nat.SetFailHook(failAt("nftables table"))
+	r, err := nat.AddRules(w.Host, "rf-a", "up0", netip.MustParsePrefix("10.0.0.0/24"))
+	nat.SetFailHook(nil)
+	if !errors.Is(err, errInjected) {
+		t.Fatalf("AddRules = %v, %v; want the injected fault", r, err)
+	}
+	if after := state(t, w); after != before {
+		t.Errorf("state changed:\n%s", lineDiff(before, after))
+	}
+}
