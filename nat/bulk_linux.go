@@ -6,27 +6,32 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/google/nftables"
 	"github.com/nsnet/nsnet/internal/nl"
 )
 
 // CloseAll closes many links at once, much faster than calling Close on
-// each: one nftables transaction removes all their set entries, and their
-// veth pairs are moved into a fresh device group and deleted with one
-// request, so the kernel waits for one RCU grace period for all of them
-// instead of one per link (tens of milliseconds each). When it returns,
-// every link, address, route, rule and forwarding setting of the links is
-// gone, as after Close. Links already closed are skipped; nil entries are
-// ignored. Errors are joined; each link ends closed either way.
+// each: their veth pairs are moved into a fresh device group and deleted
+// with one request, so the kernel waits for one RCU grace period for all
+// of them instead of one per link (tens of milliseconds each), and one
+// nftables transaction per thousand messages removes their set entries.
+// When it returns, every link, address, route, rule and forwarding setting
+// of the links is gone, as after Close, from the library's own records.
+// Links already closed are skipped; nil entries are ignored, zero ones
+// reported. Errors are joined; each link ends closed either way.
 func CloseAll(links ...*Link) error {
 	byHost := map[*hostState][]*Link{}
 	var order []*hostState
 	seen := map[*Link]bool{}
+	var errs []error
 	for _, l := range links {
 		if l == nil || seen[l] {
 			continue
 		}
 		seen[l] = true
+		if l.hs == nil {
+			errs = append(errs, l.Close()) // not made by Connect: Close says so
+			continue
+		}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -38,7 +43,6 @@ func CloseAll(links ...*Link) error {
 		}
 		byHost[l.hs] = append(byHost[l.hs], l)
 	}
-	var errs []error
 	for _, hs := range order {
 		group := byHost[hs]
 		err := closeGroup(hs, group)
@@ -65,49 +69,16 @@ func closeGroup(hs *hostState, links []*Link) error {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
-	step("nftables", func() error {
-		// One message per set for many links, not one per link; a
-		// transaction per 200 links keeps each send under the socket's
-		// limit (EMSGSIZE past about 200 KiB).
-		var errs []error
-		for lo := 0; lo < len(links); lo += 200 {
-			var all elements
-			for _, l := range links[lo:min(lo+200, len(links))] {
-				all.add(l.elems)
-			}
-			errs = append(errs, hs.flush(host, func(c *nftables.Conn) error { return all.apply(c, false) }))
-		}
-		return errors.Join(errs...)
-	})
-	// The uplinks and the table go before the veths, and the nftables
-	// sockets are closed after them (see nftSockets).
 	hc, err := hs.conn(host)
 	if err != nil {
 		errs = append(errs, err)
 	} else {
-		step("uplink forwarding", func() error {
-			var errs []error
-			for _, l := range links {
-				errs = append(errs, hs.releaseUplink(hc, host, l.uplinkIdx, l.Uplink, elements{}))
-			}
-			return errors.Join(errs...)
-		})
-	}
-	var socks []nftSockets
-	for _, l := range links {
-		release(l.hostKey, l.nsKey, l.Prefix)
-		s, err := hs.leave(l.host)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("nftables table: %w", err))
-		}
-		socks = append(socks, s)
-	}
-	if hc != nil {
+		// The veths first: the links are never there unfiltered.
 		step("veths", func() error {
 			g := randomGroup()
-			reqs := make([]nl.Request, 0, len(links)+1)
+			reqs := make([]nl.Request, 0, len(links))
 			for _, l := range links {
-				reqs = append(reqs, nl.SetGroup(l.HostVeth, g))
+				reqs = append(reqs, nl.SetGroup(l.hostIdx, g))
 			}
 			_, gerrs, err := hc.Do(reqs...)
 			if err != nil {
@@ -116,10 +87,34 @@ func closeGroup(hs *hostState, links []*Link) error {
 			// Delete the group even if some could not join it; report those.
 			return errors.Join(errors.Join(gerrs...), hc.Exec(nl.DeleteGroup(g)))
 		})
+		step("nftables", func() error {
+			// The entries of all links but each uplink's last, in one
+			// transaction; the last ones with their uplink's release.
+			var errs []error
+			var bulk []elem
+			last := map[int]*Link{}
+			for _, l := range links {
+				if prev := last[l.ent.uplink]; prev != nil {
+					bulk = append(bulk, prev.ent.elems()...)
+					hs.dropUser(prev.ent.uplink)
+				}
+				last[l.ent.uplink] = l
+			}
+			if len(bulk) > 0 {
+				errs = append(errs, hs.delEntries(host, bulk))
+			}
+			for _, l := range last {
+				errs = append(errs, hs.removeLink(host, hc, l.ent))
+			}
+			return errors.Join(errs...)
+		})
 		hs.putConn(hc)
 	}
-	for i, l := range links {
-		socks[i].close()
+	for _, l := range links {
+		release(l.hostKey, l.nsKey, l.ent.prefix)
+		if err := hs.leave(l.host); err != nil {
+			errs = append(errs, fmt.Errorf("nftables table: %w", err))
+		}
 		l.host.Close()
 		l.nsRef.Close()
 	}
@@ -127,6 +122,17 @@ func closeGroup(hs *hostState, links []*Link) error {
 		return fmt.Errorf("nat: close %d links: %w", len(links), errors.Join(errs...))
 	}
 	return nil
+}
+
+// dropUser uncounts one of this process's links out of uplink, for a link
+// whose entries are removed by someone else (CloseAll) and which is not
+// the uplink's last.
+func (hs *hostState) dropUser(uplink int) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if ref := hs.uplinks[uplink]; ref != nil && ref.users > 1 {
+		ref.users--
+	}
 }
 
 // randomGroup picks a device group no one uses: not 0 (the default group

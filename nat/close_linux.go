@@ -3,95 +3,91 @@ package nat
 import (
 	"errors"
 	"fmt"
-	"net/netip"
+	"os"
 
-	"github.com/google/nftables"
 	"github.com/nsnet/nsnet/internal/nl"
 )
 
-// Close undoes everything Connect made: it deletes the veth pair, which
-// takes its addresses and the namespace's route with it, then, in one
-// nftables transaction, removes the link's set entries and its share of the
-// uplink (whose forwarding goes back to what it was when no nsnet process
-// uses it any more), and after the process's last link, when no other
-// process has entries in it, the library's table. For the process's last
-// link in the host the nftables steps come first and the veth last: its
-// Close closes the library's nftables sockets, and the kernel makes that
-// wait for an RCU grace period after a commit that deleted anything, which
-// the veth delete then covers; in the millisecond between, that link's
-// packets are no longer filtered or masqueraded. The namespace itself
-// belongs to the caller and stays, with lo up. Close goes on after a
-// failed step and returns all errors joined. It is idempotent: a second
-// call returns the first call's result. Safe for concurrent use.
-func (l *Link) Close() error { return l.owned.close(l.Prefix, l.HostVeth, l.Uplink) }
+// Close undoes everything Connect made, from the library's own record of
+// it (not from the Link's fields, nor by names the host may have reused):
+// it deletes the host end of the veth pair by its interface index, which
+// takes the peer, their addresses and the namespace's route with it; then,
+// in one nftables transaction, removes the link's set entries and prefix
+// claim; the last of the process's links out of the uplink also removes
+// the process's share of it, and when no nsnet process uses the uplink any
+// more its forwarding goes back to what it was. After the process's last
+// link in the host, the library's table goes too if no other process has
+// entries in it. The veth goes first, so the link is never there without
+// its filtering and masquerading.
+//
+// Close removes everything still there even when a part was removed or
+// changed by someone else meanwhile (a renamed or deleted veth or uplink, a
+// flushed ruleset), and then returns an error matching os.ErrNotExist that
+// says what was already gone. It goes on after a failed step and returns
+// all errors joined. The namespace itself belongs to the caller and stays,
+// with lo up. Close is idempotent: a second call returns the first call's
+// result. A nil or zero Link returns an error. Safe for concurrent use.
+func (l *Link) Close() error {
+	if l == nil {
+		return errors.New("nat: close of a nil *Link")
+	}
+	return l.owned.close("nat: close "+l.owned.what(), true)
+}
 
-// close removes the elements, deletes vethToDelete if not "", and releases
-// the uplink and the prefix.
-func (o *owned) close(prefix netip.Prefix, vethToDelete, uplinkName string) error {
+// what names the link in Close's errors, from the record.
+func (o *owned) what() string {
+	if o.hs == nil {
+		return "link"
+	}
+	return fmt.Sprintf("%v (%s)", o.ent.prefix, o.vethName)
+}
+
+// close undoes what o holds; deleteVeth says the host end is the
+// library's to delete (not for Rules).
+func (o *owned) close(what string, deleteVeth bool) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return o.err
 	}
 	o.closed = true
+	if o.hs == nil {
+		o.err = fmt.Errorf("%s: not made by Connect or AddRules: %w", what, os.ErrInvalid)
+		return o.err
+	}
 	var errs []error
 	fault := func(step string, err error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", step, err))
 		}
 	}
-	hs := o.hs
-	release(o.hostKey, o.nsKey, prefix)
-	hc, err := hs.conn(o.host)
+	hs, host := o.hs, o.host
+	hc, err := hs.conn(host)
 	fault("netlink", err)
-	// The veth and the nftables steps one after the other, not side by
-	// side: the kernel makes an nftables commit wait while a link is being
-	// unregistered, so overlapping them only made both slower. The veth
-	// goes first, so the link is never there unfiltered, except for the
-	// last link (see Close). Each step goes on after a failed one; the
-	// test hooks can fail any of them.
-	deleteVeth := func() {
-		if hc == nil || vethToDelete == "" {
-			return
+	if hc != nil {
+		if deleteVeth {
+			err := hook("close veth")
+			if err == nil {
+				err = hc.Exec(nl.DeleteLink(o.hostIdx, ""))
+				if errors.Is(err, os.ErrNotExist) {
+					err = fmt.Errorf("veth %s (index %d) %w", o.vethName, o.hostIdx, errGone)
+				}
+			}
+			fault("veth", err)
 		}
-		err := hook("close veth")
+		err := hook("close nftables")
 		if err == nil {
-			err = hc.Exec(nl.DeleteLink(0, vethToDelete))
+			err = hs.removeLink(host, hc, o.ent)
 		}
-		fault("veth", err)
-	}
-	vethFirst := !hs.lastLink()
-	if vethFirst {
-		deleteVeth()
-	}
-	if hc != nil {
-		errU, errN := hook("close uplink forwarding"), hook("close nftables")
-		fault("uplink forwarding", errU)
-		fault("nftables", errN)
-		e := o.elems
-		if errN != nil {
-			e = elements{} // the fault leaves the entries
-		}
-		switch {
-		case errU == nil:
-			fault("uplink forwarding and nftables", hs.releaseUplink(hc, o.host, o.uplinkIdx, uplinkName, e))
-		case !e.empty():
-			fault("nftables", hs.flush(o.host, func(c *nftables.Conn) error { return e.apply(c, false) }))
-		}
-	}
-	socks, err := hs.leave(o.host)
-	fault("nftables table", err)
-	if !vethFirst {
-		deleteVeth()
-	}
-	if hc != nil {
+		fault("nftables", err)
 		hs.putConn(hc)
 	}
-	socks.close() // after the veth delete: see nftSockets
+	release(o.hostKey, o.nsKey, o.ent.prefix)
+	fault("nftables table", hs.leave(host))
 	o.host.Close()
 	o.nsRef.Close()
 	if len(errs) > 0 {
-		o.err = fmt.Errorf("nat: close %v: %w", prefix, errors.Join(errs...))
+		o.err = fmt.Errorf("%s: %w", what, errors.Join(errs...))
 	}
 	return o.err
 }

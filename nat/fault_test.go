@@ -12,8 +12,7 @@ import (
 )
 
 var connectSteps = []string{
-	"inspect host", "nftables table", "namespace socket", "uplink forwarding", "veth", "nftables",
-	"host address", "namespace links", "namespace lo",
+	"nftables table", "inspect host", "veth", "nftables", "uplink forwarding", "namespace", "host link", "namespace lo",
 }
 
 var errInjected = errors.New("injected fault")
@@ -51,8 +50,8 @@ func TestConnectFaults(t *testing.T) {
 		}
 		before, nsBefore := state(t, w), nsState()
 		for _, step := range connectSteps {
-			if withLive && (step == "nftables table" || step == "namespace lo") {
-				continue // the table exists, lo is up (from the last round): no such step
+			if withLive && (step == "nftables table" || step == "uplink forwarding" || step == "namespace lo") {
+				continue // the table exists, up0 forwards, lo is up (from the last round): no such step
 			}
 			nat.SetFailHook(failAt(step))
 			l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.6.1.0/24"))
@@ -121,6 +120,7 @@ func TestCloseFaults(t *testing.T) {
 		}
 		if elemsLeft {
 			sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "delete", "table", "ip", "nsnet")
+			sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=0")
 		}
 	}
 }

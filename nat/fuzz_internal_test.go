@@ -10,10 +10,11 @@ func FuzzParseOwner(f *testing.F) {
 	f.Add(ownerMark)
 	f.Add(ownerMark + origOff)
 	f.Add("nsnet pid=-1 start=2")
+	f.Add("nsnet owner=abc pid=1")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, s string) {
-		if o, ok := parseOwner(s); ok && o.pid <= 0 {
-			t.Fatalf("%q parsed to pid %d", s, o.pid)
+		if o, ok := parseOwner(s); ok && len(o.id) != 12 {
+			t.Fatalf("%q parsed to owner %q", s, o.id)
 		}
 	})
 }

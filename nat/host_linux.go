@@ -15,123 +15,132 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hostState is what this process knows of one host namespace: whether the
-// table is in place, the uplinks whose forwarding it turned on, and the
-// prefixes and namespaces of its live links.
+// hostState is what this process keeps for one host namespace while it
+// has links there: its owner socket, idle sockets, what it knows of the
+// table and the uplinks it uses, and the route cache. It is forgotten
+// (sockets closed) after the last link. mu is never held across I/O.
 type hostState struct {
-	mu         sync.Mutex // guards the fields below
-	fwdMu      sync.Mutex // serialises uplink forwarding decisions with their changes
-	tableReady bool
-	// tableMaking is the attempt at making the table under way, if any.
+	mu          sync.Mutex
+	links       int        // Links and Rules being made or alive
+	ownerMu     sync.Mutex // guards ownerFD, held while it is bound
+	ownerFD     int        // owner socket (see protocol_linux.go), -1 if none
+	tableReady  bool
 	tableMaking *tableAttempt
 	uplinks     map[int]*uplinkRef
-	links       int
-	routes      routeCache
-	conns       []*nl.Conn       // idle rtnetlink sockets in the host namespace
-	nfts        []*nftables.Conn // idle lasting nftables connections there (see nftSockets)
-	// dropChecked and dropChain remember checkForeignDrop's finding.
+	conns       []*nl.Conn
+	nfts        []*nftables.Conn
+	raws        []*netlink.Conn
 	dropChecked bool
 	dropChain   string
+
+	// routesMu serialises the route cache: reading the notifications
+	// queued since the last look never waits for the kernel.
+	routesMu sync.Mutex
+	routes   routeCache
 }
 
-// enter counts a Link being made or alive; the caches and the table stay
-// while there is one.
-func (hs *hostState) enter() {
+// uplinkRef is this process's use of one uplink (by index).
+type uplinkRef struct {
+	users      int  // this process's links out of it
+	registered bool // this process has its entry in the uplinks set
+	origOff    bool // forwarding was off before the first nsnet user
+}
+
+var registry = struct {
+	sync.Mutex
+	hosts    map[uint64]*hostState
+	prefixes map[uint64][]netip.Prefix // host ns → this process's live prefixes
+	nss      map[uint64]bool           // connected namespaces
+}{hosts: map[uint64]*hostState{}, prefixes: map[uint64][]netip.Prefix{}, nss: map[uint64]bool{}}
+
+// enter returns the state of host (its key hostKey) with one more link
+// counted; the first also binds the owner socket there.
+func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
+	registry.Lock()
+	hs := registry.hosts[hostKey]
+	if hs == nil {
+		hs = &hostState{uplinks: map[int]*uplinkRef{}, ownerFD: -1}
+		registry.hosts[hostKey] = hs
+	}
+	registry.Unlock()
 	hs.mu.Lock()
 	hs.links++
 	hs.mu.Unlock()
+	// Bound before anything with this process's mark exists in host, so
+	// no other process can take a mark of a live process for a dead one's.
+	hs.ownerMu.Lock()
+	defer hs.ownerMu.Unlock()
+	if hs.ownerFD < 0 {
+		fd, err := holdOwner(host)
+		if err != nil {
+			hs.ownerMu.Unlock()
+			hs.leave(host)
+			hs.ownerMu.Lock() // for the deferred unlock
+			return nil, err
+		}
+		hs.ownerFD = fd
+	}
+	return hs, nil
 }
 
-// lastLink reports whether only one link (or one being made) is counted.
-func (hs *hostState) lastLink() bool {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	return hs.links <= 1
-}
-
-// leave uncounts one; after the last, it forgets the host state (closing
-// the cached rtnetlink sockets: no fd outlives the last link) and removes
-// the table if no process uses it. The nftables sockets are not closed
-// here but handed back, for the caller to close after its last kernel step
-// (see nftSockets).
-func (hs *hostState) leave(host *netns.Handle) (nftSockets, error) {
+// leave uncounts one link; after the last, it removes the table if no
+// process uses it any more and forgets everything (sockets, caches, the
+// owner socket: from then on this process owns nothing there).
+func (hs *hostState) leave(host *netns.Handle) error {
 	hs.mu.Lock()
 	hs.links--
 	last := hs.links == 0
-	var socks nftSockets
-	if last {
-		hs.routes.close()
-		for _, c := range hs.conns {
-			c.Close()
-		}
-		socks.conns, hs.conns, hs.nfts = hs.nfts, nil, nil
-		// Forget the rest too: with no link left, nothing holds the host
-		// namespace open, and a new namespace may get its inode (the key).
-		// Uplink counts can only be left over here if a Close step failed.
-		clear(hs.uplinks)
-		hs.dropChecked, hs.dropChain = false, ""
-	}
 	hs.mu.Unlock()
-	if last {
-		_, err := hs.dropTableIfUnused(host, &socks)
-		return socks, err
+	if !last {
+		return nil
 	}
-	return socks, nil
+	err := hs.dropTableIfUnused(host)
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.links != 0 {
+		return err // a Connect came in meanwhile: it keeps all this
+	}
+	var socks idleSockets
+	socks.rt, socks.nft, socks.raw = hs.conns, hs.nfts, hs.raws
+	hs.conns, hs.nfts, hs.raws = nil, nil, nil
+	clear(hs.uplinks)
+	hs.tableReady, hs.dropChecked, hs.dropChain = false, false, ""
+	hs.routesMu.Lock()
+	hs.routes.close()
+	hs.routesMu.Unlock()
+	// Closing an nftables socket makes the kernel finish nf_tables' pending
+	// destroy work first, which waits for an RCU grace period after any
+	// commit that deleted something (10-25 ms): not the caller's wait.
+	go socks.close()
+	hs.ownerMu.Lock()
+	if hs.ownerFD >= 0 {
+		unix.Close(hs.ownerFD)
+		hs.ownerFD = -1
+	}
+	hs.ownerMu.Unlock()
+	return err
 }
 
-// nftSockets are nftables sockets to be closed later. Closing a
-// NETLINK_NETFILTER socket makes the kernel finish nf_tables' pending
-// destroy work first (nft_rcv_nl_event flushes it), and that work waits for
-// an RCU grace period whenever a transaction anywhere on the machine
-// deleted something just before: 10-25 ms here, more than doubling a
-// Close. So nftables sockets are pooled while links exist, and after the
-// last link they are closed once its veth is deleted, which waits for
-// grace periods of its own and leaves that work done.
-type nftSockets struct {
-	conns []*nftables.Conn
-	raw   *netlink.Conn // for the generation-checked table delete
+type idleSockets struct {
+	rt  []*nl.Conn
+	nft []*nftables.Conn
+	raw []*netlink.Conn
 }
 
-func (s *nftSockets) conn(host *netns.Handle) (*nftables.Conn, error) {
-	if len(s.conns) > 0 {
-		return s.conns[0], nil
+func (s idleSockets) close() {
+	for _, c := range s.rt {
+		c.Close()
 	}
-	c, err := nftConn(host)
-	if err == nil {
-		s.conns = append(s.conns, c)
-	}
-	return c, err
-}
-
-func (s *nftSockets) rawConn(host *netns.Handle) (*netlink.Conn, error) {
-	if s.raw != nil {
-		return s.raw, nil
-	}
-	var err error
-	s.raw, err = dialNFT(host)
-	return s.raw, err
-}
-
-func (s *nftSockets) close() {
-	for _, c := range s.conns {
+	for _, c := range s.nft {
 		c.CloseLasting()
 	}
-	if s.raw != nil {
-		s.raw.Close()
+	for _, c := range s.raw {
+		c.Close()
 	}
-	*s = nftSockets{}
 }
 
-// conn returns an idle host socket, or dials one.
-func (hs *hostState) conn(host *netns.Handle) (*nl.Conn, error) {
-	if c, ok := takeIdle(hs, &hs.conns); ok {
-		return c, nil
-	}
-	return nl.Dial(host)
-}
-
-// takeIdle takes the last idle connection of pool, a pool of hs.
-func takeIdle[C any](hs *hostState, pool *[]C) (c C, ok bool) {
+// take takes the last idle connection of pool, a pool of hs.
+func take[C any](hs *hostState, pool *[]C) (c C, ok bool) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if n := len(*pool); n > 0 {
@@ -141,72 +150,277 @@ func takeIdle[C any](hs *hostState, pool *[]C) (c C, ok bool) {
 	return c, false
 }
 
-// putConn keeps c for the next operation while links exist.
-func (hs *hostState) putConn(c *nl.Conn) {
+// put keeps c for later while links exist, unless the operation on it
+// failed (a failed connection may hold stale replies) or enough are kept.
+func put[C any](hs *hostState, pool *[]C, c C, failed bool, closeFn func(C)) {
 	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	if hs.links > 0 && len(hs.conns) < 4 {
-		hs.conns = append(hs.conns, c)
+	if !failed && hs.links > 0 && len(*pool) < 4 {
+		*pool = append(*pool, c)
+		hs.mu.Unlock()
 		return
 	}
-	c.Close()
+	hs.mu.Unlock()
+	closeFn(c)
 }
 
-var registry = struct {
-	sync.Mutex
-	hosts    map[uint64]*hostState
-	prefixes map[uint64][]netip.Prefix // host ns → live prefixes
-	nss      map[uint64]bool           // connected namespaces
-}{hosts: map[uint64]*hostState{}, prefixes: map[uint64][]netip.Prefix{}, nss: map[uint64]bool{}}
-
-// reserve records the prefix and namespace of a Link about to be made, so
-// that concurrent Connects cannot both take them. Rules have no namespace
-// of theirs: nsKey 0 reserves the prefix alone.
-func reserve(hostKey, nsKey uint64, p netip.Prefix) (*hostState, error) {
-	registry.Lock()
-	defer registry.Unlock()
-	if nsKey != 0 && registry.nss[nsKey] {
-		return nil, fmt.Errorf("namespace net:[%d] is already connected: %w", nsKey, os.ErrExist)
+// conn returns an idle rtnetlink socket of the host, or dials one.
+func (hs *hostState) conn(host *netns.Handle) (*nl.Conn, error) {
+	if c, ok := take(hs, &hs.conns); ok {
+		return c, nil
 	}
-	for _, q := range registry.prefixes[hostKey] {
-		if q.Overlaps(p) {
-			return nil, fmt.Errorf("%w: %v is used by another link", ErrOverlap, q)
+	return nl.Dial(host)
+}
+
+func (hs *hostState) putConn(c *nl.Conn) {
+	put(hs, &hs.conns, c, false, func(c *nl.Conn) { c.Close() })
+}
+
+// nft returns an idle google/nftables connection (for the skeleton and
+// for reading sets), or dials one.
+func (hs *hostState) nft(host *netns.Handle) (*nftables.Conn, error) {
+	if c, ok := take(hs, &hs.nfts); ok {
+		return c, nil
+	}
+	return nftConn(host)
+}
+
+// putNFT: a google/nftables Conn that failed to serialise a message stays
+// failed, so one that saw an error is closed.
+func (hs *hostState) putNFT(c *nftables.Conn, err error) {
+	put(hs, &hs.nfts, c, err != nil, func(c *nftables.Conn) { c.CloseLasting() })
+}
+
+// commit commits b on an idle raw nftables socket of the host.
+func (hs *hostState) commit(host *netns.Handle, b *batch) error {
+	c, ok := take(hs, &hs.raws)
+	if !ok {
+		var err error
+		if c, err = dialNFT(host); err != nil {
+			return err
 		}
 	}
-	if nsKey != 0 {
-		registry.nss[nsKey] = true
+	err := b.commit(c)
+	put(hs, &hs.raws, c, err != nil, func(c *netlink.Conn) { c.Close() })
+	return err
+}
+
+// nftConn opens a lasting google/nftables connection in the host
+// namespace, with a read buffer large enough for big set listings.
+func nftConn(host *netns.Handle) (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
+		return c.SetReadBuffer(4 << 20)
+	})}
+	fd, err := host.FD()
+	if err != nil {
+		return nil, err
 	}
-	registry.prefixes[hostKey] = append(registry.prefixes[hostKey], p)
-	return hostForLocked(hostKey), nil
+	return nftables.New(append(opts, nftables.WithNetNSFd(fd))...)
 }
 
-// hostFor returns this process's state of the host namespace hostKey.
-func hostFor(hostKey uint64) *hostState {
-	registry.Lock()
-	defer registry.Unlock()
-	return hostForLocked(hostKey)
+// tableAttempt is one attempt at making the table, shared by the Connects
+// of this process that wait for it: a second creation would fail, and the
+// kernel makes every failed transaction wait for an RCU grace period.
+type tableAttempt struct {
+	done chan struct{}
+	err  error // set before done is closed
 }
 
-func hostForLocked(hostKey uint64) *hostState {
-	hs := registry.hosts[hostKey]
-	if hs == nil {
-		hs = &hostState{uplinks: map[int]*uplinkRef{}}
-		registry.hosts[hostKey] = hs
+// ErrForeignTable is matched by the error when the host has an nftables
+// table called nsnet (family ip) that nsnet did not make: nsnet never
+// changes it.
+var ErrForeignTable = errors.New("nftables table ip " + TableName + " exists and is not nsnet's")
+
+// ensureTable makes the library's table, or checks that the one there is
+// the library's, once per host state (again after it went missing).
+func (hs *hostState) ensureTable(host *netns.Handle) error {
+	hs.mu.Lock()
+	if hs.tableReady {
+		hs.mu.Unlock()
+		return nil
 	}
-	return hs
+	making := hs.tableMaking
+	if making != nil {
+		hs.mu.Unlock()
+		<-making.done
+		return making.err
+	}
+	making = &tableAttempt{done: make(chan struct{})}
+	hs.tableMaking = making
+	hs.mu.Unlock()
+
+	err := hook("nftables table")
+	if err == nil {
+		err = hs.makeTable(host)
+	}
+	hs.mu.Lock()
+	hs.tableReady = err == nil
+	hs.tableMaking = nil
+	hs.mu.Unlock()
+	making.err = err
+	close(making.done)
+	return err
 }
 
-func release(hostKey, nsKey uint64, p netip.Prefix) {
-	registry.Lock()
-	defer registry.Unlock()
-	delete(registry.nss, nsKey)
-	ps := registry.prefixes[hostKey]
-	for i, q := range ps {
-		if q == p {
-			registry.prefixes[hostKey] = append(ps[:i:i], ps[i+1:]...)
-			break
+func (hs *hostState) makeTable(host *netns.Handle) error {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		var c *nftables.Conn
+		if c, err = hs.nft(host); err != nil {
+			return err
+		}
+		err = addSkeleton(c)
+		if err == nil {
+			err = c.Flush()
+		}
+		hs.putNFT(c, err)
+		if !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		// Another process made it: if it is ours, fine. It may also be
+		// gone again already (that process's last Close): make it again.
+		if err = hs.ownTable(host); !isENOENT(err) {
+			return err
 		}
 	}
+	return err
+}
+
+// ownTable checks that the table called nsnet is the library's: it has
+// every set of the library's, each with the library's key type.
+// (google/nftables does not read a set's comment back, or that would be
+// the mark.)
+func (hs *hostState) ownTable(host *netns.Handle) error {
+	var err error
+	// A dump racing with another process's removal and re-creation of the
+	// table can see part of it: only a table found wanting three times
+	// running is called foreign.
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = hs.checkSets(host); err == nil || !errors.Is(err, ErrForeignTable) {
+			return err
+		}
+	}
+	return err
+}
+
+func (hs *hostState) checkSets(host *netns.Handle) error {
+	c, err := hs.nft(host)
+	if err != nil {
+		return err
+	}
+	got, err := c.GetSets(table)
+	hs.putNFT(c, err)
+	if err != nil {
+		return fmt.Errorf("read table ip %s: %w", TableName, err)
+	}
+	have := map[string]string{}
+	for _, s := range got {
+		have[s.Name] = s.KeyType.Name
+	}
+	for _, s := range sets {
+		if have[s.Name] != s.KeyType.Name {
+			return fmt.Errorf("%w (it has no nsnet set %q of type %s); remove or rename it", ErrForeignTable, s.Name, s.KeyType.Name)
+		}
+	}
+	return nil
+}
+
+// tableGone notes that the table vanished (nft flush ruleset, another
+// process's last Close): the next ensureTable makes it again.
+func (hs *hostState) tableGone() {
+	hs.mu.Lock()
+	hs.tableReady = false
+	hs.mu.Unlock()
+}
+
+// commitEntries commits b, which needs the table: when the table has gone
+// missing meanwhile (ENOENT) it is made again and b retried.
+func (hs *hostState) commitEntries(host *netns.Handle, b *batch) error {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		if err = hs.ensureTable(host); err != nil {
+			return fmt.Errorf("nftables table: %w", err)
+		}
+		if err = hs.commit(host, b); !isENOENT(err) {
+			return err
+		}
+		hs.tableGone()
+	}
+	return err
+}
+
+// dropTableIfUnused deletes the table after this process's last link,
+// when no other process uses it either (see dropTable).
+func (hs *hostState) dropTableIfUnused(host *netns.Handle) error {
+	_, err := hs.dropTable(host)
+	return err
+}
+
+// tableUnused reports whether the library's table exists with an empty
+// links set.
+func (hs *hostState) tableUnused(host *netns.Handle) bool {
+	c, err := nftConn(host)
+	if err != nil {
+		return false
+	}
+	defer c.CloseLasting()
+	els, err := c.GetSetElements(setByName[setLinks])
+	return err == nil && len(els) == 0
+}
+
+// dropTable deletes the table when its links set is empty (no process has
+// a link in it), if it is the library's, in a transaction that commits
+// only if nothing committed since the check; dropped says whether it did.
+// It gives up, leaving the table, while this process has links in hs.
+func (hs *hostState) dropTable(host *netns.Handle) (dropped bool, err error) {
+	raw, err := dialNFT(host)
+	if err != nil {
+		return false, err
+	}
+	defer func() { raw.Close() }()
+	c, err := nftConn(host)
+	if err != nil {
+		return false, err
+	}
+	defer c.CloseLasting()
+	for attempt := 0; attempt < 5; attempt++ {
+		hs.mu.Lock()
+		busy := hs.links != 0
+		hs.mu.Unlock()
+		if busy {
+			return false, nil // a Connect came in meanwhile
+		}
+		gen, err := ruleGeneration(raw)
+		if err != nil {
+			return false, err
+		}
+		els, err := c.GetSetElements(setByName[setLinks])
+		if isENOENT(err) {
+			return false, nil // gone already
+		}
+		if err != nil || len(els) > 0 {
+			return false, err
+		}
+		if err := hs.ownTable(host); err != nil {
+			return false, nil // not ours (any more): not ours to remove
+		}
+		b := batch{gen: &gen}
+		if err := b.delTable(); err != nil {
+			return false, err
+		}
+		err = b.commit(raw)
+		switch {
+		case err == errGenChanged:
+			// One error for the whole batch: the socket holds no other
+			// reply and can be used again.
+			continue
+		case isENOENT(err):
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		return true, nil
+	}
+	return false, nil // a busy host: the next last Close or Sweep removes it
 }
 
 // isENOENT reports a missing table or set. google/nftables formats some
@@ -216,39 +430,67 @@ func isENOENT(err error) bool {
 	return err != nil && (errors.Is(err, unix.ENOENT) || strings.HasSuffix(err.Error(), unix.ENOENT.Error()))
 }
 
-// dupHandle opens a handle of our own to h's namespace, so that Close
-// works even if the caller has closed h by then. nil stays nil.
-func dupHandle(h *netns.Handle) (*netns.Handle, error) {
-	if h == nil {
-		return nil, nil
+// reserve records the prefix and namespace of a Link about to be made in
+// this process, so that its own concurrent Connects fail early and clearly
+// (other processes are kept out by the claims set). Rules have no
+// namespace: nsKey 0 reserves the prefix alone.
+func reserve(hostKey, nsKey uint64, p netip.Prefix) error {
+	registry.Lock()
+	defer registry.Unlock()
+	if nsKey != 0 && registry.nss[nsKey] {
+		return fmt.Errorf("namespace net:[%d] is already connected: %w", nsKey, os.ErrExist)
 	}
+	for _, q := range registry.prefixes[hostKey] {
+		if q.Overlaps(p) {
+			return fmt.Errorf("%w: %v is used by another link of this process", ErrOverlap, q)
+		}
+	}
+	if nsKey != 0 {
+		registry.nss[nsKey] = true
+	}
+	registry.prefixes[hostKey] = append(registry.prefixes[hostKey], p)
+	return nil
+}
+
+func release(hostKey, nsKey uint64, p netip.Prefix) {
+	registry.Lock()
+	defer registry.Unlock()
+	if nsKey != 0 {
+		delete(registry.nss, nsKey)
+	}
+	ps := registry.prefixes[hostKey]
+	for i, q := range ps {
+		if q == p {
+			registry.prefixes[hostKey] = append(ps[:i:i], ps[i+1:]...)
+			break
+		}
+	}
+}
+
+// resolveHost returns a handle of the library's own to h's namespace, for
+// nil the calling thread's: resolved once, here on the caller's thread,
+// so that no internal goroutine (running elsewhere) can mistake its own
+// namespace for the caller's, and so that Close works after the caller
+// closed h.
+func resolveHost(h *netns.Handle) (*netns.Handle, error) {
+	if h == nil {
+		return netns.Current()
+	}
+	return dupHandle(h)
+}
+
+// dupHandle opens a handle of our own to h's namespace.
+func dupHandle(h *netns.Handle) (*netns.Handle, error) {
 	fd, err := h.FD()
 	if err != nil {
 		return nil, err
 	}
-	return netns.OpenPath(fmt.Sprintf("/proc/self/fd/%d", fd))
+	return netns.OpenPath(fmt.Sprintf("/proc/thread-self/fd/%d", fd))
 }
 
-// nftConn opens a lasting nftables connection in the host namespace, with
-// a read buffer large enough for the acknowledgements of a big batch (the
-// default one overflows with ENOBUFS at a few hundred messages).
-func nftConn(host *netns.Handle) (*nftables.Conn, error) {
-	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
-		return c.SetReadBuffer(4 << 20)
-	})}
-	if host != nil {
-		fd, err := host.FD()
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, nftables.WithNetNSFd(fd))
-	}
-	return nftables.New(opts...)
-}
-
-// checkForeignDrop looks, once per host state (again after the last link
-// went), for a forward base chain of another ip or inet table whose policy
-// is drop, and fails with ErrForeignDrop naming it.
+// checkForeignDrop looks, once per host state, for a forward base chain of
+// another ip or inet table whose policy is drop, and fails with
+// ErrForeignDrop naming it.
 func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
 	hs.mu.Lock()
 	checked, found := hs.dropChecked, hs.dropChain
@@ -288,180 +530,6 @@ func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
 	return nil
 }
 
-// prepareTable starts making the library's table if this process has not
-// made or seen it in this host, and returns a function that waits for that
-// and returns its error (nil at once when there was nothing to do).
-// Concurrent callers share one attempt: a second creation would fail with
-// EEXIST, and the kernel makes every failed nftables transaction wait for
-// an RCU grace period (tens of milliseconds) while it undoes it. Another
-// process making it first (EEXIST) is fine.
-func (hs *hostState) prepareTable(host *netns.Handle) func() error {
-	hs.mu.Lock()
-	if hs.tableReady {
-		hs.mu.Unlock()
-		return func() error { return nil }
-	}
-	if hs.tableMaking == nil {
-		making := &tableAttempt{done: make(chan struct{})}
-		hs.tableMaking = making
-		go func() {
-			err := hook("nftables table")
-			if err == nil {
-				err = hs.flush(host, addSkeleton)
-			}
-			hs.mu.Lock()
-			if err == nil || errors.Is(err, unix.EEXIST) {
-				err = nil
-				hs.tableReady = true
-			}
-			hs.tableMaking = nil
-			hs.mu.Unlock()
-			making.err = err
-			close(making.done)
-		}()
-	}
-	making := hs.tableMaking
-	hs.mu.Unlock()
-	return func() error {
-		<-making.done
-		return making.err
-	}
-}
-
-// tableAttempt is one attempt at making the table, shared by the Connects
-// that wait for it.
-type tableAttempt struct {
-	done chan struct{}
-	err  error // set before done is closed
-}
-
-// addElements adds a link's elements in one transaction, creating the
-// table in it too if this process has not seen it yet (see
-// flushWithTable).
-func (hs *hostState) addElements(host *netns.Handle, e elements) error {
-	hs.mu.Lock()
-	withTable := !hs.tableReady
-	hs.mu.Unlock()
-	return hs.flushWithTable(host, withTable, func(c *nftables.Conn) error { return e.apply(c, true) })
-}
-
-// flushWithTable commits queue's transaction, preceded by the table's
-// creation with withTable. The table is created with NLM_F_EXCL, so if
-// another process made it meanwhile the whole transaction fails and is
-// retried without it; if it vanished (nft flush ruleset, another process's
-// last Close), the retry goes the other way. Success means the table is
-// there.
-func (hs *hostState) flushWithTable(host *netns.Handle, withTable bool, queue func(*nftables.Conn) error) error {
-	var err error
-	for attempt := 0; attempt < 4; attempt++ {
-		err = hs.flush(host, func(c *nftables.Conn) error {
-			if withTable {
-				if err := addSkeleton(c); err != nil {
-					return err
-				}
-			}
-			return queue(c)
-		})
-		switch {
-		case err == nil:
-			hs.mu.Lock()
-			hs.tableReady = true
-			hs.mu.Unlock()
-			return nil
-		case withTable && errors.Is(err, unix.EEXIST):
-			withTable = false
-		case !withTable && isENOENT(err):
-			withTable = true
-		default:
-			return err
-		}
-	}
-	return err
-}
-
-// flush queues a transaction with queue and commits it, on a pooled
-// connection.
-func (hs *hostState) flush(host *netns.Handle, queue func(*nftables.Conn) error) error {
-	c, err := hs.nft(host)
-	if err != nil {
-		return err
-	}
-	err = queue(c)
-	if err == nil {
-		err = c.Flush()
-	}
-	hs.putNFT(c, err)
-	return err
-}
-
-// nft returns an idle nftables connection of the host, or dials one.
-func (hs *hostState) nft(host *netns.Handle) (*nftables.Conn, error) {
-	if c, ok := takeIdle(hs, &hs.nfts); ok {
-		return c, nil
-	}
-	return nftConn(host)
-}
-
-// putNFT keeps c for later while links exist (see nftSockets). A
-// connection that saw an error is closed, never reused: a google/nftables
-// Conn that failed to serialise a message stays failed.
-func (hs *hostState) putNFT(c *nftables.Conn, err error) {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	if err != nil || hs.links == 0 || len(hs.nfts) >= 4 {
-		c.CloseLasting()
-		return
-	}
-	hs.nfts = append(hs.nfts, c)
-}
-
-// dropTableIfUnused deletes the table when its links set is empty: no
-// process has a link in it any more. dropped says whether this call
-// deleted it.
-func (hs *hostState) dropTableIfUnused(host *netns.Handle, socks *nftSockets) (dropped bool, err error) {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	if hs.links != 0 {
-		return false, nil // a Connect came in meanwhile
-	}
-	raw, err := socks.rawConn(host)
-	if err != nil {
-		return false, err
-	}
-	c, err := socks.conn(host)
-	if err != nil {
-		return false, err
-	}
-	// Read the generation, check that no process has anything in the
-	// table, and delete it only if nothing committed in between (another
-	// process adding its entries): else look again.
-	for attempt := 0; attempt < 5; attempt++ {
-		gen, err := ruleGeneration(raw)
-		if err != nil {
-			return false, err
-		}
-		// Every Link and Rules has an entry in links, for as long as it
-		// has any other entry (fwd included): links empty means unused.
-		els, err := c.GetSetElements(setByName[setLinks])
-		if isENOENT(err) {
-			hs.tableReady = false
-			return false, nil // gone already
-		}
-		if err != nil || len(els) > 0 {
-			return false, err
-		}
-		err = delTableAtGen(raw, gen)
-		if err == errGenChanged {
-			continue
-		}
-		if err == nil {
-			hs.tableReady = false
-		}
-		return err == nil, err
-	}
-	return false, nil // busy host: leave the empty table; the next last Close or Sweep removes it
-}
-
 type uplinkInfo struct {
 	name  string
 	index int
@@ -470,10 +538,8 @@ type uplinkInfo struct {
 // inspectHost finds the uplink (or the default route's link), checks it is
 // up with an IPv4 address, and, with checkOverlap, that cidr overlaps no
 // route or address of the host (the local table lists the host's own
-// addresses). Routes come from the host's route cache, so the cost does not
-// grow with the number of links.
+// addresses). The overlap error names the holder (see holderOf).
 func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, cidr netip.Prefix, checkOverlap bool) (uplinkInfo, error) {
-	// The uplink named: its index is known before the cache is looked at.
 	upIdx := 0
 	var linkMsg []byte
 	if uplink != "" {
@@ -488,12 +554,12 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 		}
 		upIdx = int(l.Index)
 	}
-	hs.mu.Lock()
+	hs.routesMu.Lock()
 	if err := hs.routes.refresh(host, hc); err != nil {
-		hs.mu.Unlock()
+		hs.routesMu.Unlock()
 		return uplinkInfo{}, fmt.Errorf("host routes: %w", err)
 	}
-	var overlap error
+	var overlap *routeKey
 	if checkOverlap {
 		overlap = hs.routes.overlap(cidr)
 	}
@@ -501,7 +567,7 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 		upIdx = hs.routes.defaultLink()
 	}
 	hasV4 := hs.routes.locals[upIdx] > 0
-	hs.mu.Unlock()
+	hs.routesMu.Unlock()
 	if uplink == "" {
 		if upIdx == 0 {
 			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no IPv4 default route: %w", nl.Wrap(unix.ENODEV))
@@ -518,10 +584,55 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 	}
 	up := uplinkInfo{name: link.Attributes.Name, index: int(link.Index)}
 	switch {
+	case link.Flags&unix.IFF_LOOPBACK != 0:
+		return up, fmt.Errorf("%w: uplink %q is a loopback link: nothing leaves by it", ErrInvalidConfig, up.name)
 	case link.Flags&unix.IFF_UP == 0:
 		return up, fmt.Errorf("uplink %q is down: bring it up first", up.name)
 	case !hasV4:
 		return up, fmt.Errorf("uplink %q has no IPv4 address: masquerading needs one", up.name)
 	}
-	return up, overlap
+	if overlap != nil {
+		return up, hs.overlapErr(host, hc, *overlap)
+	}
+	return up, nil
+}
+
+// errDeadHolder marks an overlap with what a dead owner left: Connect
+// sweeps it and tries again.
+var errDeadHolder = errors.New("held by a dead owner")
+
+// overlapErr is the ErrOverlap for route k of the host, naming the link it
+// belongs to and, for one of nsnet's, its owner; it also matches
+// errDeadHolder when that owner is dead.
+func (hs *hostState) overlapErr(host *netns.Handle, hc *nl.Conn, k routeKey) error {
+	what := "route"
+	if k.typ == unix.RTN_LOCAL {
+		what = "address"
+	}
+	err := fmt.Errorf("%w: host %s %v", ErrOverlap, what, k.dst)
+	if k.oif == 0 {
+		return err
+	}
+	msgs, qerr := hc.Query(nl.GetLinkByIndex(k.oif))
+	if qerr != nil {
+		return err
+	}
+	link, derr := nl.DecodeLink(msgs[0].Data)
+	if derr != nil {
+		return err
+	}
+	holder := fmt.Sprintf("link %s", link.Attributes.Name)
+	if link.Attributes.Alias != nil {
+		if o, ok := parseOwner(*link.Attributes.Alias); ok {
+			live, lerr := liveOwners(host, []string{o.id})
+			switch {
+			case lerr != nil:
+			case live[o.id]:
+				holder += fmt.Sprintf(" of live pid %d (nsnet owner %s)", o.pid, o.id)
+			default:
+				return fmt.Errorf("%w: host %s %v of link %s, %w (pid %d, owner %s)", ErrOverlap, what, k.dst, link.Attributes.Name, errDeadHolder, o.pid, o.id)
+			}
+		}
+	}
+	return fmt.Errorf("%w: host %s %v of %s", ErrOverlap, what, k.dst, holder)
 }

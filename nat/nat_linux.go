@@ -7,21 +7,20 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 
-	"github.com/google/nftables"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
 
 // Link is one namespace connected to the outside through NAT. Its fields
-// say what Connect made; do not change them. Close undoes it all.
+// say what Connect made, for reading; Close does not look at them (it
+// undoes from a record of its own), so changing them changes nothing.
 type Link struct {
 	Prefix   netip.Prefix // the namespace's network
-	Uplink   string       // the host link its traffic leaves by
-	HostVeth string       // host end of the veth pair
+	Uplink   string       // the host link its traffic leaves by (its name at Connect)
+	HostVeth string       // host end of the veth pair (its name at Connect)
 	NSVeth   string       // end inside the namespace
 	HostAddr netip.Prefix // address of HostVeth, the namespace's gateway
 	NSAddr   netip.Prefix // address of NSVeth
@@ -29,20 +28,22 @@ type Link struct {
 	owned
 }
 
-// owned is what a Link or Rules holds in the host: set elements, a share
-// of the uplink's forwarding, a reserved prefix; close gives it all back.
+// owned is what a Link or Rules holds in the host, recorded when it was
+// made: set entries, a share of the uplink's forwarding, a reserved
+// prefix; close gives it all back.
 type owned struct {
-	host    *netns.Handle // our own handle to the host namespace (nil: current)
+	host    *netns.Handle // our own handle to the host namespace
 	hostKey uint64
 	nsKey   uint64 // connected namespace, 0 for Rules
 	// nsRef holds the connected namespace open while the Link lives: its
 	// inode, nsKey, cannot then be reused by a new namespace that the
 	// registry would mistake for this one.
 	nsRef *netns.Handle
-	// hostIdx and nsIdx are the interface indexes of the pair's ends.
+	// hostIdx and nsIdx are the interface indexes of the pair's ends
+	// (hostIdx is the caller's link for Rules, never deleted).
 	hostIdx, nsIdx int
-	uplinkIdx      int
-	elems          elements
+	vethName       string // for error messages only
+	ent            entries
 	hs             *hostState
 
 	mu     sync.Mutex
@@ -53,6 +54,9 @@ type owned struct {
 // String describes the link in one line, as
 // "10.0.0.0/24: nsn-k3f9a0b2c7d (10.0.0.1) <-> eth0 (10.0.0.2) via up0".
 func (l *Link) String() string {
+	if l == nil {
+		return "<nil>"
+	}
 	return fmt.Sprintf("%s: %s (%s) <-> %s (%s) via %s", l.Prefix, l.HostVeth, l.HostAddr.Addr(), l.NSVeth, l.NSAddr.Addr(), l.Uplink)
 }
 
@@ -74,12 +78,6 @@ func hook(step string) error {
 	}
 	return nil
 }
-
-// ownerMark is written on the host veth (as its ifalias) and on every set
-// element, so that Sweep can find what a dead process left behind.
-var ownerMark = func() string {
-	return fmt.Sprintf("nsnet pid=%d start=%d", os.Getpid(), processStart(os.Getpid()))
-}()
 
 // invalid is an ErrInvalidConfig saying what is wrong.
 func invalid(format string, a ...any) error {
@@ -185,23 +183,27 @@ func randomVethName() string {
 //
 //  1. checks everything before touching the kernel: ns is given and not
 //     the host namespace, cidr is an IPv4 prefix with room for two hosts
-//     and overlaps no address or route of the host nor another live Link,
-//     the uplink exists, is up and has an IPv4 address;
-//  2. creates the veth pair with its peer made inside ns, both ends up
-//     (and lo inside), the two addresses, and ns's default route via the
-//     host end; the host end has IPv6 off (the namespace's end keeps it),
-//     which keeps Connect's cost flat however many links the host has;
-//  3. turns on IPv4 forwarding for exactly the host end and the uplink
-//     (per link; the global ip_forward switch is left alone), restoring the
-//     uplink's setting when its last Link closes;
-//  4. adds the link to the sets of the library's nftables table: masquerade
-//     for cidr leaving by the uplink, forwarding out of the link, replies
-//     back in, nothing unsolicited, no spoofed sources, no traffic between
-//     links unless AllowSiblings.
+//     and overlaps no address or route of the host nor another live Link
+//     (of any process), the uplink exists, is up and has an IPv4 address;
+//  2. creates the veth pair with its peer made inside ns;
+//  3. adds the link to the sets of the library's nftables table, keyed by
+//     interface index: masquerade out of the uplink, forwarding out of the
+//     link, replies back in, nothing unsolicited, no spoofed sources, no
+//     traffic between links unless AllowSiblings; and claims cidr for it
+//     (in the same transaction), which no other process can then claim;
+//  4. turns on IPv4 forwarding for the uplink (restored when its last
+//     nsnet user, in any process, is gone);
+//  5. brings up the namespace's end with its address and default route;
+//  6. brings up the host end with its address (IPv6 off: the namespace's
+//     end keeps it) and, last, its forwarding: not one packet of the
+//     namespace is forwarded before the rules that filter and masquerade
+//     it are in place.
 //
 // A failure part-way undoes what was done and returns the first error,
-// naming the step. Needs CAP_NET_ADMIN in both namespaces. Safe for
-// concurrent use with other Connects and Closes.
+// naming the step. A prefix held only by the leftovers of a dead process
+// (one killed before it closed its links) is reclaimed: Connect sweeps
+// them (see Sweep) and tries once more. Needs CAP_NET_ADMIN in both
+// namespaces (and CAP_SYS_ADMIN to enter them). Safe for concurrent use.
 func (c Config) Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
 	l, err := c.connect(ns, uplink, cidr)
 	if err != nil {
@@ -215,6 +217,16 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	if err != nil {
 		return nil, err
 	}
+	// The host namespace is resolved once, here on the caller's thread.
+	host, err := resolveHost(c.HostNS)
+	if err != nil {
+		return nil, fmt.Errorf("host namespace: %w", err)
+	}
+	nsRef, err := dupHandle(ns)
+	if err != nil {
+		host.Close()
+		return nil, fmt.Errorf("namespace: %w", err)
+	}
 	l := &Link{
 		Prefix:   cidr,
 		HostVeth: c.HostVeth,
@@ -222,163 +234,114 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		HostAddr: netip.PrefixFrom(hostAddr, cidr.Bits()),
 		NSAddr:   netip.PrefixFrom(nsAddr, cidr.Bits()),
 	}
-	l.hostKey, l.nsKey = c.HostNS.ID(), ns.ID()
+	l.host, l.nsRef = host, nsRef
+	l.hostKey, l.nsKey = host.ID(), nsRef.ID()
 	if l.HostVeth == "" {
 		l.HostVeth = randomVethName()
 	}
 	if l.NSVeth == "" {
 		l.NSVeth = "eth0"
 	}
-
-	// The namespace's socket is opened while the host is inspected: it
-	// depends on nothing else.
-	nsConn := make(chan dialed, 1)
-	go func() {
-		if err := hook("namespace socket"); err != nil {
-			nsConn <- dialed{err: err}
-			return
+	l.vethName = l.HostVeth
+	for attempt := 0; ; attempt++ {
+		err = c.steps(l, uplink)
+		if attempt > 0 || !errors.Is(err, errDeadHolder) {
+			break
 		}
-		c, err := nl.Dial(ns)
-		nsConn <- dialed{c, err}
+		// The prefix is held by what a dead process left: sweep it.
+		if _, serr := Sweep(host); serr != nil {
+			err = errors.Join(err, serr)
+			break
+		}
+	}
+	if err != nil {
+		host.Close()
+		nsRef.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// undoStack holds the undo of each step done so far.
+type undoStack []func()
+
+func (u *undoStack) push(f func()) { *u = append(*u, f) }
+
+// unwind undoes in reverse order.
+func (u undoStack) unwind() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// steps makes the link, one step after another; a failing step unwinds
+// the ones before it.
+func (c Config) steps(l *Link, uplink string) (err error) {
+	var undo undoStack
+	defer func() {
+		if err != nil {
+			undo.unwind()
+		}
 	}()
-	hs := hostFor(l.hostKey)
-	hs.enter() // keeps the caches alive until this Connect is done
-	// The first Connect in a host makes the table, alongside the checks.
-	table := hs.prepareTable(c.HostNS)
+	host := l.host
+	step := func(name string, f func() error) error {
+		if err := hook(name); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if err := f(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}
+
+	// In this process first: a clear error for its own overlaps.
+	if err := reserve(l.hostKey, l.nsKey, l.Prefix); err != nil {
+		return err
+	}
+	undo.push(func() { release(l.hostKey, l.nsKey, l.Prefix) })
+
+	hs, err := enter(host, l.hostKey)
+	if err != nil {
+		return err
+	}
+	l.hs = hs
+	undo.push(func() { hs.leave(host) })
+
+	if err := step("nftables table", func() error { return hs.ensureTable(host) }); err != nil {
+		return err
+	}
 	if !c.AllowForeignDrop {
-		if err := hs.checkForeignDrop(c.HostNS); err != nil {
-			table()
-			leave(hs, c.HostNS)
-			if d := <-nsConn; d.c != nil {
-				d.c.Close()
-			}
-			return nil, err
+		if err := hs.checkForeignDrop(host); err != nil {
+			return err
 		}
 	}
-	up, hc, err := func() (uplinkInfo, *nl.Conn, error) {
-		hc, err := hs.conn(c.HostNS)
-		if err != nil {
-			return uplinkInfo{}, nil, err
-		}
-		if err := hook("inspect host"); err != nil {
-			return uplinkInfo{}, hc, fmt.Errorf("inspect host: %w", err)
-		}
-		up, err := inspectHost(hs, c.HostNS, hc, uplink, cidr, true)
-		if err != nil {
-			return up, hc, err
-		}
-		l.hs, err = reserve(l.hostKey, l.nsKey, cidr)
-		return up, hc, err
-	}()
-	if hc != nil {
-		defer hs.putConn(hc) // runs after leave below: then it closes hc
-	}
+	hc, err := hs.conn(host)
 	if err != nil {
-		table() // settled before leave, which may remove the table again
-		leave(hs, c.HostNS)
-		if d := <-nsConn; d.c != nil {
-			d.c.Close()
-		}
-		return nil, err
+		return err
 	}
-	l.Uplink, l.uplinkIdx = up.name, up.index
+	defer hs.putConn(hc)
+	var up uplinkInfo
+	if err := hook("inspect host"); err != nil {
+		return fmt.Errorf("inspect host: %w", err)
+	}
+	if up, err = inspectHost(hs, host, hc, uplink, l.Prefix, true); err != nil {
+		return err
+	}
+	l.Uplink = up.name
 
-	// From here on every step records its undo; fail runs them in reverse.
-	var (
-		undoMu sync.Mutex
-		undo   []func() error
-	)
-	pushUndo := func(f func() error) {
-		undoMu.Lock()
-		undo = append(undo, f)
-		undoMu.Unlock()
-	}
-	fail := func(err error) (*Link, error) {
-		table()
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]() // best effort: the first error is the one returned
-		}
-		release(l.hostKey, l.nsKey, cidr)
-		leave(hs, l.host)
-		l.host.Close()
-		l.nsRef.Close()
-		return nil, err
-	}
-	if l.nsRef, err = dupHandle(ns); err == nil {
-		l.host, err = dupHandle(c.HostNS)
-	}
-	if err != nil {
-		if d := <-nsConn; d.c != nil {
-			d.c.Close()
-		}
-		return fail(fmt.Errorf("host namespace: %w", err))
-	}
-	l.elems = linkElements(l.Prefix, l.HostVeth, l.Uplink, ownerMark, c.AllowSiblings)
-
-	// The steps run as three lanes, each in order, the lanes side by side
-	// (Connect's time is the longest lane, not the sum of all):
-	//   host:      veth pair (peer made in ns) -> host address, forwarding, owner mark
-	//   namespace: socket -> (after the veth) lo and peer up -> address, default route
-	//   nftables:  the link's set elements (names only: they need no link)
-	vethDone := make(chan bool, 1) // true if the pair exists
-	var wg sync.WaitGroup
-	var nsErr, nftErr error
-	var lane nsLane
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		lane, nsErr = c.namespaceLane(nsConn, l, hostAddr, vethDone)
-	}()
-	go func() {
-		defer wg.Done()
-		if nftErr = hook("nftables"); nftErr != nil {
-			nftErr = fmt.Errorf("nftables: %w", nftErr)
-			return
-		}
-		if nftErr = table(); nftErr != nil {
-			nftErr = fmt.Errorf("nftables table: %w", nftErr)
-			return
-		}
-		// The uplink's forwarding share and the link's entries, in one
-		// transaction when this process registers as the uplink's user.
-		if nftErr = hook("uplink forwarding"); nftErr != nil {
-			nftErr = fmt.Errorf("uplink forwarding: %w", nftErr)
-			return
-		}
-		uc, err := hs.conn(c.HostNS)
-		if err != nil {
-			nftErr = fmt.Errorf("nftables: %w", err)
-			return
-		}
-		defer hs.putConn(uc)
-		if nftErr = hs.acquireUplink(uc, c.HostNS, up, l.elems); nftErr != nil {
-			return
-		}
-		pushUndo(func() error {
-			return hs.flush(c.HostNS, func(c *nftables.Conn) error { return l.elems.apply(c, false) })
-		})
-		pushUndo(func() error { return hs.releaseUplink(hc, c.HostNS, up.index, up.name, elements{}) })
-	}()
-	hostErr := func() error {
-		if err := hook("veth"); err != nil {
-			vethDone <- false
-			return fmt.Errorf("veth: %w", err)
-		}
-		// Both ends get interface indexes picked here, at random from a
-		// range nothing else uses (see randomIndex), so no round trip is
-		// needed to learn them: each later batch can name the links by
-		// index at once. (Looking a veth up also costs the kernel a scan
-		// of every namespace id the host has, which grows with the links.)
-		// The owner mark (ifalias, which the kernel ignores on creation)
-		// goes in the same batch when the name is our own random one, so
-		// not even a crash right after leaves an unmarked pair behind. A
-		// name the caller chose may be a link of theirs if the create
-		// fails: then the mark goes by index with the next batch.
-		markedNow := c.HostVeth == ""
+	// The pair, its ends numbered by the library (see randomIndex), so
+	// that every later step names them by index. The owner mark (ifalias,
+	// which the kernel ignores on creation) goes in the same batch when
+	// the name is the library's own random one, so not even a crash right
+	// after leaves an unmarked pair; a name the caller chose may be a link
+	// of theirs if the create fails, so its mark comes with the host link
+	// step, by index.
+	markedNow := c.HostVeth == ""
+	err = step("veth", func() error {
 		var err error
 		for attempt := 0; ; attempt++ {
 			l.hostIdx, l.nsIdx = randomIndex(), randomIndex()
-			reqs := []nl.Request{nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: ns.Fd(),
+			reqs := []nl.Request{nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: l.nsRef.Fd(),
 				MTU: c.MTU, Index: l.hostIdx, PeerIndex: l.nsIdx})}
 			if markedNow {
 				reqs = append(reqs, nl.SetAliasByName(l.HostVeth, ownerMark))
@@ -393,26 +356,66 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 			}
 		}
 		if err != nil {
-			vethDone <- false
-			return fmt.Errorf("veth %s peer %s: %w", l.HostVeth, l.NSVeth, err)
+			return fmt.Errorf("%s peer %s: %w", l.HostVeth, l.NSVeth, err)
 		}
-		// Deleting the host end takes the peer, both addresses and the
-		// namespace's route with it.
-		pushUndo(func() error { return hc.Exec(nl.DeleteLink(l.hostIdx, "")) })
-		// Before the namespace lane takes the kernel's rtnl lock, which
-		// makes this write retry in a loop.
-		disableIPv6(c.HostNS, l.HostVeth)
-		vethDone <- true
-		if err := hook("host address"); err != nil {
-			return fmt.Errorf("host address: %w", err)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// Deleting the host end takes the peer, both addresses and the
+	// namespace's route with it.
+	undo.push(func() { hc.Exec(nl.DeleteLink(l.hostIdx, "")) })
+
+	l.ent = entries{link: l.hostIdx, uplink: up.index, prefix: l.Prefix, siblings: c.AllowSiblings,
+		mark: ownerMark + " link=" + l.HostVeth}
+	if err := step("nftables", func() error { return hs.addLink(host, hc, l.ent) }); err != nil {
+		return err
+	}
+	undo.push(func() { hs.removeLink(host, hc, l.ent) })
+
+	var loIndex int
+	err = step("namespace", func() error {
+		nc, err := nl.Dial(l.nsRef)
+		if err != nil {
+			return err
 		}
-		// The host end comes up here, not when created, with no IPv6 (see
-		// disableIPv6).
+		defer nc.Close()
+		// lo is looked up, not brought up yet (see below); the peer comes
+		// up with its address and route.
+		replies, errs, err := nc.Do(nl.GetLinkByName("lo"), nl.SetLinkUp(l.nsIdx, "", true),
+			nl.NewAddr(l.nsIdx, l.NSAddr, 0, false),
+			nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: l.HostAddr.Addr(),
+				Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
+		if err == nil {
+			err = errors.Join(errs...)
+		}
+		if err != nil {
+			return err
+		}
+		lo, err := nl.DecodeLink(replies[0][0].Data)
+		if err != nil {
+			return err
+		}
+		if lo.Flags&unix.IFF_UP == 0 {
+			loIndex = int(lo.Index)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	err = step("host link", func() error {
+		disableIPv6(host, l.HostVeth)
+		// Forwarding last: the link's packets are forwarded only once
+		// everything that filters and masquerades them is in place.
 		reqs := []nl.Request{nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true),
-			nl.NewAddr(l.hostIdx, l.HostAddr, 0, false), nl.SetForwarding(l.hostIdx, true)}
+			nl.NewAddr(l.hostIdx, l.HostAddr, 0, false)}
 		if !markedNow {
 			reqs = append(reqs, nl.SetAlias(l.hostIdx, ownerMark))
 		}
+		reqs = append(reqs, nl.SetForwarding(l.hostIdx, true))
 		_, errs, err := hc.Do(reqs...)
 		if err == nil {
 			if errors.Is(errs[0], unix.EAFNOSUPPORT) {
@@ -420,54 +423,24 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 			}
 			err = errors.Join(errs...)
 		}
-		if err != nil {
-			return fmt.Errorf("host link up, address and forwarding: %w", err)
-		}
-		return nil
-	}()
-	wg.Wait()
-	if lane.c != nil {
-		defer lane.c.Close()
-	}
-	if err := errors.Join(hostErr, nsErr, nftErr); err != nil {
-		return fail(firstOf(hostErr, nsErr, nftErr))
-	}
-	if lane.loIndex != 0 {
-		err := hook("namespace lo")
-		if err == nil {
-			err = lane.c.Exec(nl.SetLinkUp(lane.loIndex, "", true))
-		}
-		if err != nil {
-			return fail(fmt.Errorf("namespace lo: %w", err))
-		}
-	}
-	return l, nil
-}
-
-// disableIPv6 turns IPv6 off on the host end of a new pair while it is
-// still down. nsnet connects IPv4 only, and the kernel keeps the IPv6
-// routes of every link (fe80::/64, ff00::/8) in one list per prefix, so
-// with IPv6 on, each Connect cost more the more links the host had: the
-// last 50 of 1,000 Connects took 1.4-1.9x as long as the first 50, against
-// 1.0-1.3x with IPv6 off (4 runs each, bench -scale style). disable_ipv6
-// has no netlink attribute, so it is written under /proc/sys, which follows
-// the writing thread's namespace. Where /proc/sys is read-only (as in many
-// containers) the write fails and is let go: nl.NoLinkLocal, sent with the
-// link's up, still keeps the link-local address and its route away.
-func disableIPv6(host *netns.Handle, link string) {
-	host.Do(func() error { // a nil host: right here, no thread hop
-		return os.WriteFile("/proc/sys/net/ipv6/conf/"+link+"/disable_ipv6", []byte("1\n"), 0)
+		return err
 	})
-}
+	if err != nil {
+		return err
+	}
 
-// leave is hs.leave for a failed Connect, with nothing left to wait for.
-func leave(hs *hostState, host *netns.Handle) {
-	socks, _ := hs.leave(host)
-	socks.close()
-}
-
-func firstOf(errs ...error) error {
-	for _, err := range errs {
+	// lo comes up only once everything else worked: bringing a link up
+	// cannot be undone exactly (the kernel attaches a qdisc that stays
+	// after it goes down again).
+	if loIndex != 0 {
+		err := step("namespace lo", func() error {
+			nc, err := nl.Dial(l.nsRef)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			return nc.Exec(nl.SetLinkUp(loIndex, "", true))
+		})
 		if err != nil {
 			return err
 		}
@@ -475,57 +448,19 @@ func firstOf(errs ...error) error {
 	return nil
 }
 
-type dialed struct {
-	c   *nl.Conn
-	err error
-}
-
-// namespaceLane does the namespace's side of Connect on the socket opened
-// for it: lo up at once, then, once the host lane has made the pair, the
-// peer up, the address and the default route. Nothing to undo: the peer
-// goes with the pair, and lo up is harmless.
-func (c Config) namespaceLane(nsConn <-chan dialed, l *Link, gw netip.Addr, vethDone <-chan bool) (lane nsLane, err error) {
-	d := <-nsConn
-	lane.c = d.c
-	if !<-vethDone {
-		return lane, nil // the host lane failed and says why
-	}
-	if d.err != nil {
-		return lane, fmt.Errorf("namespace socket: %w", d.err)
-	}
-	nc := d.c
-	if err := hook("namespace links"); err != nil {
-		return lane, fmt.Errorf("namespace links: %w", err)
-	}
-	// lo is looked up, not brought up yet (see nsLane); the peer, whose
-	// index the host lane chose, comes up with its address and route.
-	replies, errs, err := nc.Do(nl.GetLinkByName("lo"), nl.SetLinkUp(l.nsIdx, "", true),
-		nl.NewAddr(l.nsIdx, l.NSAddr, 0, false),
-		nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: gw,
-			Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
-	if err == nil {
-		err = errors.Join(errs...)
-	}
-	if err != nil {
-		return lane, fmt.Errorf("namespace links, address and route: %w", err)
-	}
-	lo, err := nl.DecodeLink(replies[0][0].Data)
-	if err != nil {
-		return lane, fmt.Errorf("namespace links: %w", err)
-	}
-	if lo.Flags&unix.IFF_UP == 0 {
-		lane.loIndex = int(lo.Index)
-	}
-	return lane, nil
-}
-
-// nsLane is what the namespace lane leaves for the end of Connect: its
-// socket, and lo's index if lo is down. lo comes up only once every lane
-// has succeeded, since bringing a link up cannot be undone exactly (the
-// kernel attaches a qdisc that stays after it goes down again).
-type nsLane struct {
-	c       *nl.Conn
-	loIndex int
+// disableIPv6 turns IPv6 off on the host end of a new pair while it is
+// still down. nsnet connects IPv4 only, and the kernel keeps the IPv6
+// routes of every link (fe80::/64, ff00::/8) in one list per prefix, so
+// with IPv6 on, each Connect cost more the more links the host had (see
+// README, Benchmarks). disable_ipv6 has no netlink attribute, so it is
+// written under /proc/sys, which follows the writing thread's namespace.
+// Where /proc/sys is read-only (as in many containers) the write fails and
+// is let go: nl.NoLinkLocal, sent with the link's up, still keeps the
+// link-local address and its route away.
+func disableIPv6(host *netns.Handle, link string) {
+	host.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/"+link+"/disable_ipv6", []byte("1\n"), 0)
+	})
 }
 
 // randomIndex picks an interface index for a new link from the top of the
@@ -536,28 +471,4 @@ func randomIndex() int {
 	var b [4]byte
 	rand.Read(b[:])
 	return 1<<29 + int(binary.NativeEndian.Uint32(b[:])&(1<<29-1))
-}
-
-// processStart returns a process's start time in clock ticks since boot
-// (field 22 of /proc/PID/stat): with the pid it tells a process from a
-// later one that reuses the pid.
-func processStart(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	// The command name (field 2) may hold spaces and parentheses: count
-	// fields after its closing parenthesis.
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0
-	}
-	var v uint64
-	fmt.Sscan(f[19], &v)
-	return v
 }

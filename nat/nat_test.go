@@ -78,7 +78,7 @@ func TestTutorial(t *testing.T) {
 	rules := sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset")
 	for _, want := range []string{"table ip nsnet", "masquerade", "hook forward", "hook postrouting",
 		"ct state established,related accept", "fib saddr . iif oif missing drop",
-		"elements = { \"" + l.HostVeth + "\" comment", "10.0.0.0/24 . \"up0\""} {
+		"elements = { \"" + l.HostVeth + "\" comment", "\"" + l.HostVeth + "\" . \"up0\" comment", "10.0.0.0/24 comment"} {
 		if !strings.Contains(rules, want) {
 			t.Errorf("ruleset lacks %q:\n%s", want, rules)
 		}
@@ -105,7 +105,7 @@ func TestTutorial(t *testing.T) {
 		t.Errorf("namespace end disable_ipv6 = %s, want 0", v)
 	}
 	alias := sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "show", l.HostVeth)
-	if !strings.Contains(alias, "alias nsnet pid=") {
+	if !strings.Contains(alias, "alias nsnet owner=") {
 		t.Errorf("host veth has no owner mark:\n%s", alias)
 	}
 

@@ -1,9 +1,10 @@
 package nat
 
 import (
-	"errors"
 	"net/netip"
 	"testing"
+
+	"github.com/nsnet/nsnet/internal/nl"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,7 +41,7 @@ func TestRouteCacheOverlap(t *testing.T) {
 		"203.0.113.0/30", "203.0.113.252/30", "10.9.0.0/24", "10.9.0.0/26", "10.9.0.128/25", "192.168.0.0/16", "11.0.0.0/8"} {
 		p := netip.MustParsePrefix(c)
 		got := rc.overlap(p)
-		if (got != nil) != linear(p) || (got != nil && !errors.Is(got, ErrOverlap)) {
+		if (got != nil) != linear(p) || (got != nil && !got.dst.Overlaps(p)) {
 			t.Errorf("overlap(%v) = %v, linear search says %v", p, got, linear(p))
 		}
 	}
@@ -50,9 +51,33 @@ func TestRouteCacheOverlap(t *testing.T) {
 	// Link 3 goes away: its routes with it, as the kernel flushes them.
 	ifi := make([]byte, unix.SizeofIfInfomsg)
 	ifi[4] = 3
-	rc.apply(unix.RTM_DELLINK, ifi)
+	rc.apply(unix.RTM_DELLINK, 0, ifi)
 	rc.del(local)
-	if rc.overlap(netip.MustParsePrefix("10.0.0.0/24")) != nil || rc.locals[2] != 0 {
-		t.Errorf("after deletions: %v, locals %v", rc.overlap(netip.MustParsePrefix("10.0.0.0/24")), rc.locals)
+	if rc.overlap(netip.MustParsePrefix("10.0.0.0/24")) != nil || rc.locals[2] != 0 || rc.stale {
+		t.Errorf("after deletions: %v, locals %v, stale %v", rc.overlap(netip.MustParsePrefix("10.0.0.0/24")), rc.locals, rc.stale)
 	}
+	// What the copy cannot follow exactly makes it stale (rebuilt from a
+	// dump at the next look): link 2 going down (the kernel flushes its
+	// routes but keeps its local ones, silently), a replaced route.
+	ifi[4] = 2 // flags 0: down
+	rc.apply(unix.RTM_NEWLINK, 0, ifi)
+	if !rc.stale {
+		t.Error("a link with routes going down left the copy fresh")
+	}
+	rc.reset(nil)
+	ifi[4] = 9 // a link with no routes going down (every new veth): nothing to follow
+	rc.apply(unix.RTM_NEWLINK, 0, ifi)
+	if rc.stale {
+		t.Error("a link without routes going down made the copy stale")
+	}
+	rc.apply(unix.RTM_NEWROUTE, unix.NLM_F_REPLACE, routeMsg(t, "10.70.1.0/24", 4))
+	if !rc.stale {
+		t.Error("a replaced route left the copy fresh")
+	}
+}
+
+func routeMsg(t *testing.T, dst string, oif int) []byte {
+	t.Helper()
+	b := nl.RouteMessage(nl.RouteSpec{Dst: netip.MustParsePrefix(dst), LinkIndex: oif, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST})
+	return b
 }

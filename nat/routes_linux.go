@@ -3,7 +3,6 @@ package nat
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -32,9 +31,19 @@ type span struct {
 // current from notifications, with indexes so that Connect's checks cost
 // O(log n) however many links (each adding routes) exist, instead of a dump
 // of thousands of routes every time. It lives while the process has links
-// in the host namespace; the caller holds hostState.mu.
+// in the host namespace; the caller holds hostState.routesMu.
+//
+// The kernel does not announce every change (DESIGN.md, principle 10):
+// a link going down flushes its routes but keeps its local ones, and says
+// nothing of either; a link going away flushes all of its routes without
+// a word; a replaced route is announced as new, with no word of the one it
+// replaced. The copy follows exactly what it can follow (a deleted link
+// takes every route through it) and is rebuilt from a dump after anything
+// else (a link going down, a replace, a deleted link while multipath
+// routes exist), so that it always agrees with the kernel.
 type routeCache struct {
 	w      *nl.Watch
+	stale  bool        // an event the copy cannot follow exactly: rebuild
 	spans  []span      // routes that can overlap a prefix, by first address
 	locals map[int]int // links with IPv4 addresses: index → local routes
 	// defaults are the main table's default routes (few).
@@ -76,26 +85,35 @@ func (k routeKey) counts() bool {
 
 // refresh brings the copy up to date.
 func (rc *routeCache) refresh(host *netns.Handle, hc *nl.Conn) error {
-	if rc.w != nil {
-		err := rc.w.Poll(rc.apply)
-		if err == nil {
-			return nil
+	for attempt := 0; ; attempt++ {
+		if rc.w != nil {
+			err := rc.w.Poll(rc.apply)
+			if err == nil && !rc.stale {
+				return nil
+			}
+			rc.close()
+			if (err != nil && !errors.Is(err, nl.ErrOverflow)) || attempt == 3 {
+				return errors.Join(err, errors.New("host routes keep changing; try again"))
+			}
+			// Lost notifications or a change the copy cannot follow:
+			// rebuild from a dump.
 		}
-		rc.close()
-		if !errors.Is(err, nl.ErrOverflow) {
+		if err := rc.build(host, hc); err != nil {
 			return err
 		}
-		// Lost notifications: rebuild from a dump below.
 	}
-	// Links too: the kernel flushes the IPv4 routes of a link that goes
-	// down or away without any RTM_DELROUTE, so those events must drop
-	// them from the copy.
+}
+
+// build makes the copy anew from a dump.
+func (rc *routeCache) build(host *netns.Handle, hc *nl.Conn) error {
+	// Links too: their deletes and downs flush routes without any
+	// RTM_DELROUTE (see routeCache).
 	w, err := nl.DialWatch(host, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_LINK)
 	if err != nil {
 		return err
 	}
 	// Subscribed before the dump: a change racing with it arrives as a
-	// notification afterwards and is applied on top.
+	// notification afterwards and is applied on top (refresh polls next).
 	msgs, err := hc.Query(nl.DumpRoutes(unix.AF_INET, 0))
 	if err != nil {
 		w.Close()
@@ -103,11 +121,7 @@ func (rc *routeCache) refresh(host *netns.Handle, hc *nl.Conn) error {
 	}
 	rc.reset(w)
 	for _, m := range msgs {
-		rc.apply(unix.RTM_NEWROUTE, m.Data)
-	}
-	if err := rc.w.Poll(rc.apply); err != nil {
-		rc.close()
-		return err
+		rc.apply(unix.RTM_NEWROUTE, 0, m.Data)
 	}
 	return nil
 }
@@ -157,17 +171,23 @@ func (rc *routeCache) del(k routeKey) {
 	}
 }
 
-func (rc *routeCache) apply(typ uint16, body []byte) {
+func (rc *routeCache) apply(typ, flags uint16, body []byte) {
 	if typ == unix.RTM_NEWLINK || typ == unix.RTM_DELLINK {
 		if len(body) < unix.SizeofIfInfomsg {
 			return
 		}
 		index := int(nl.NativeEndian.Uint32(body[4:8]))
-		flags := nl.NativeEndian.Uint32(body[8:12])
-		if typ == unix.RTM_DELLINK || flags&unix.IFF_UP == 0 {
+		up := nl.NativeEndian.Uint32(body[8:12])&unix.IFF_UP != 0
+		switch {
+		case typ == unix.RTM_DELLINK && len(rc.byLink[0]) == 0:
+			// Every route through a deleted link goes with it, silently.
 			for k := range rc.byLink[index] {
 				rc.del(k)
 			}
+		case typ == unix.RTM_DELLINK:
+			rc.stale = true // multipath routes (oif 0) may have gone too
+		case !up && len(rc.byLink[index]) > 0:
+			rc.stale = true // routes flushed but local ones kept: rebuild
 		}
 		return
 	}
@@ -175,27 +195,23 @@ func (rc *routeCache) apply(typ uint16, body []byte) {
 	if err != nil || !r.Dst.Addr().Is4() {
 		return
 	}
-	switch typ {
-	case unix.RTM_NEWROUTE:
+	switch {
+	case typ == unix.RTM_NEWROUTE && flags&unix.NLM_F_REPLACE != 0:
+		rc.stale = true // which route it replaced is not said
+	case typ == unix.RTM_NEWROUTE:
 		rc.add(keyOf(r))
-	case unix.RTM_DELROUTE:
+	case typ == unix.RTM_DELROUTE:
 		rc.del(keyOf(r))
 	}
 }
 
-// overlap returns an error naming a route or address of the host that
-// overlaps cidr, or nil: a route inside cidr (found by binary search on
-// first addresses), or one containing it (one lookup per shorter length,
-// through the same search).
-func (rc *routeCache) overlap(cidr netip.Prefix) error {
+// overlap returns a route or address of the host that overlaps cidr, or
+// nil: a route inside cidr (found by binary search on first addresses), or
+// one containing it (one lookup per shorter length, through the same
+// search).
+func (rc *routeCache) overlap(cidr netip.Prefix) *routeKey {
 	first, last := spanOf(cidr)
-	found := func(k routeKey) error {
-		what := "route"
-		if k.typ == unix.RTN_LOCAL {
-			what = "address"
-		}
-		return fmt.Errorf("%w: host %s %v", ErrOverlap, what, k.dst)
-	}
+	found := func(k routeKey) *routeKey { return &k }
 	i := rc.search(first)
 	if i < len(rc.spans) && rc.spans[i].first <= last {
 		return found(rc.spans[i].key)

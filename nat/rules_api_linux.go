@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -20,17 +21,20 @@ type Rules struct {
 	owned
 }
 
-// AddRules masquerades cidr leaving by uplink and forwards the traffic of
-// the link hostVeth (in host; nil: the current namespace), with the same
+// AddRules masquerades the traffic of the link hostVeth (in host; nil: the
+// current namespace) leaving by uplink, and forwards it, with the same
 // rules and isolation as Connect ("iptables -t nat -A POSTROUTING -s CIDR
 // -o UPLINK -j MASQUERADE", the two FORWARD rules, and forwarding on). An
 // empty uplink means the link of the default route. hostVeth must exist,
 // and the host must route cidr through it (an address in cidr on hostVeth
 // does that): packets from the link whose source would not be routed back
-// out of it are dropped as spoofed. Overlap with the host's routes is
-// not checked (the caller's own address on hostVeth makes one), overlap
-// with other live Links and Rules is. A failure part-way undoes what was
-// done, hostVeth's forwarding included.
+// out of it are dropped as spoofed. Links are matched by interface index:
+// the rules follow hostVeth and the uplink through renames. Overlap with
+// the host's routes is not checked (the caller's own address on hostVeth
+// makes one); overlap with other live Links and Rules, of any process, is.
+// One Rules per link: a second AddRules for the same hostVeth while the
+// first is live fails with an error matching os.ErrExist. A failure
+// part-way undoes what was done, hostVeth's forwarding included.
 func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
 	r, err := addRules(host, hostVeth, uplink, cidr)
 	if err != nil {
@@ -39,7 +43,7 @@ func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 	return r, nil
 }
 
-func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
+func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (_ *Rules, err error) {
 	if err := validPrefix(cidr); err != nil {
 		return nil, err
 	}
@@ -51,70 +55,83 @@ func addRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 			return nil, fmt.Errorf("uplink: %w", err)
 		}
 	}
-	if host != nil && host.Fd() < 0 {
+	if hostNS != nil && hostNS.Fd() < 0 {
 		return nil, fmt.Errorf("host namespace: %w", netns.ErrClosed)
 	}
-	hs := hostFor(host.ID())
-	hs.enter()
+	host, err := resolveHost(hostNS)
+	if err != nil {
+		return nil, fmt.Errorf("host namespace: %w", err)
+	}
+	var undo undoStack
+	defer func() {
+		if err != nil {
+			undo.unwind()
+		}
+	}()
+	undo.push(func() { host.Close() })
 	r := &Rules{Prefix: cidr, HostVeth: hostVeth}
-	r.hs = hs
-	reserved := false
-	var undoForwarding func() // set once the link's forwarding was turned on
-	fail := func(err error) (*Rules, error) {
-		if undoForwarding != nil {
-			undoForwarding()
-		}
-		if reserved {
-			release(r.hostKey, 0, cidr)
-		}
-		leave(hs, host)
-		r.host.Close()
+	r.host, r.hostKey, r.vethName = host, host.ID(), hostVeth
+	if err := reserve(r.hostKey, 0, cidr); err != nil {
 		return nil, err
+	}
+	undo.push(func() { release(r.hostKey, 0, cidr) })
+	hs, err := enter(host, r.hostKey)
+	if err != nil {
+		return nil, err
+	}
+	r.hs = hs
+	undo.push(func() { hs.leave(host) })
+	if err := hs.ensureTable(host); err != nil {
+		return nil, fmt.Errorf("nftables table: %w", err)
 	}
 	hc, err := hs.conn(host)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	defer hs.putConn(hc)
 	up, err := inspectHost(hs, host, hc, uplink, cidr, false)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	msgs, err := hc.Query(nl.GetLinkByName(hostVeth))
 	if err != nil {
-		return fail(fmt.Errorf("link %q: %w", hostVeth, err))
+		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
 	}
 	link, err := nl.DecodeLink(msgs[0].Data)
 	if err != nil {
-		return fail(fmt.Errorf("link %q: %w", hostVeth, err))
+		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
 	}
-	vethIdx := int(link.Index)
+	r.Uplink, r.hostIdx = up.name, int(link.Index)
+	if r.hostIdx == up.index {
+		return nil, fmt.Errorf("%w: link %s is the uplink itself", ErrInvalidConfig, hostVeth)
+	}
 	wasOn, _ := nl.Forwarding(msgs[0].Data)
-	r.Uplink, r.hostKey, r.uplinkIdx = up.name, host.ID(), up.index
-	if _, err = reserve(r.hostKey, 0, cidr); err != nil {
-		return fail(err)
+	r.ent = entries{link: r.hostIdx, uplink: up.index, prefix: cidr, mark: ownerMark + " link=" + hostVeth}
+	if err := hs.addLink(host, hc, r.ent); err != nil {
+		return nil, err
 	}
-	reserved = true
-	if r.host, err = dupHandle(host); err != nil {
-		return fail(err)
+	undo.push(func() { hs.removeLink(host, hc, r.ent) })
+	// Forwarding last, once the rules are in place.
+	if err := hook("rules forwarding"); err != nil {
+		return nil, fmt.Errorf("forwarding: %w", err)
 	}
-	if err := hc.Exec(nl.SetForwarding(vethIdx, true)); err != nil {
-		return fail(fmt.Errorf("forwarding: %w", err))
+	if err := hc.Exec(nl.SetForwarding(r.hostIdx, true)); err != nil {
+		return nil, fmt.Errorf("forwarding: %w", err)
 	}
 	if !wasOn {
-		undoForwarding = func() { hc.Exec(nl.SetForwarding(vethIdx, false)) }
-	}
-	r.elems = linkElements(r.Prefix, r.HostVeth, r.Uplink, ownerMark, false)
-	if err := hs.prepareTable(host)(); err != nil {
-		return fail(fmt.Errorf("nftables table: %w", err))
-	}
-	if err := hs.acquireUplink(hc, host, up, r.elems); err != nil {
-		return fail(err)
+		undo.push(func() { hc.Exec(nl.SetForwarding(r.hostIdx, false)) })
 	}
 	return r, nil
 }
 
 // Close removes the rules' set entries (and the library's table after the
-// last user) and restores the uplink's forwarding after its last user.
-// Forwarding on HostVeth stays: the link is the caller's. Idempotent.
-func (r *Rules) Close() error { return r.owned.close(r.Prefix, "", r.Uplink) }
+// last user) and restores the uplink's forwarding after its last user,
+// from its own record (renames of the link or the uplink do not matter).
+// Forwarding on HostVeth stays: the link is the caller's. Idempotent; a
+// nil or zero Rules returns an error.
+func (r *Rules) Close() error {
+	if r == nil {
+		return errors.New("nat: close of a nil *Rules")
+	}
+	return r.owned.close("nat: close rules "+r.owned.what(), false)
+}

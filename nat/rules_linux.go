@@ -1,7 +1,7 @@
 package nat
 
 import (
-	"fmt"
+	"encoding/binary"
 	"net/netip"
 
 	"github.com/google/nftables"
@@ -13,11 +13,15 @@ import (
 
 // Set names. Per-link state lives in these sets, so the rules — and the
 // work every packet does — stay the same however many links there are.
+// Links are named by interface index, which the kernel never gives two
+// live links and which a rename does not change: a name can be reused or
+// renamed under the library, an index cannot.
 const (
-	setLinks    = "links"    // ifname: host ends of our veths
-	setMasq     = "masq"     // ipv4_addr . ifname (interval): prefix . uplink
-	setSiblings = "siblings" // ifname: links that may talk to each other
-	setFwd      = "fwd"      // ifname . pid: processes using an uplink's forwarding
+	setLinks    = "links"    // iface_index: host ends of our links
+	setEgress   = "egress"   // iface_index . iface_index: host end . its uplink
+	setSiblings = "siblings" // iface_index: links that may talk to each other
+	setClaims   = "claims"   // ipv4_addr interval: prefixes held (see protocol_linux.go)
+	setUplinks  = "uplinks"  // iface_index . ifname: uplink . owner using its forwarding
 )
 
 // Fixed set IDs: google/nftables draws them from a package-level counter
@@ -25,22 +29,26 @@ const (
 // distinct.
 const (
 	idLinks uint32 = iota + 1
-	idMasq
+	idEgress
 	idSiblings
-	idFwd
+	idClaims
+	idUplinks
 )
+
+// setComment starts every set's comment: a table called nsnet whose sets
+// lack it was not made by nsnet and is never changed (see ownTable).
+const setComment = "nsnet: "
 
 var (
 	table      = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
-	addrIfname = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIFName)
-	// ifnameDotPID keys the fwd set: an uplink's name and a process id,
-	// stored in a 4-byte field (typed ipv4_addr only for its size).
-	ifnameDotPID = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)
-	sets         = []*nftables.Set{
-		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian, Comment: "nsnet: host ends"},
-		{Table: table, Name: setMasq, ID: idMasq, KeyType: addrIfname, Interval: true, Concatenation: true, Comment: "nsnet: prefix . uplink"},
-		{Table: table, Name: setSiblings, ID: idSiblings, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian, Comment: "nsnet: links that may reach each other"},
-		{Table: table, Name: setFwd, ID: idFwd, KeyType: ifnameDotPID, Concatenation: true, Comment: "nsnet: uplink forwarding users"},
+	indexPair  = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFIndex)
+	indexDotID = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFName)
+	sets       = []*nftables.Set{
+		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "host ends"},
+		{Table: table, Name: setEgress, ID: idEgress, KeyType: indexPair, Concatenation: true, Comment: setComment + "host end . uplink: forwarded and masqueraded"},
+		{Table: table, Name: setSiblings, ID: idSiblings, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "links that may reach each other"},
+		{Table: table, Name: setClaims, ID: idClaims, KeyType: nftables.TypeIPAddr, Interval: true, Comment: setComment + "prefixes of live links"},
+		{Table: table, Name: setUplinks, ID: idUplinks, KeyType: indexDotID, Concatenation: true, Comment: setComment + "uplink . owner using its forwarding"},
 	}
 	setByName = func() map[string]*nftables.Set {
 		m := map[string]*nftables.Set{}
@@ -72,43 +80,46 @@ func verdict(k expr.VerdictKind, chain string) *expr.Verdict {
 	return &expr.Verdict{Kind: k, Chain: chain}
 }
 
-// saddrDotIf loads "ip saddr . {iif,oif}name" into registers 1 and 9, the
-// layout nft uses for a concatenation (4 bytes of address in the first
-// 32-bit register, the 16-byte name in the next four).
-func saddrDotIf(key expr.MetaKey) []expr.Any {
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		metaLoad(key, 9),
-	}
+// ifIndex is an interface index as meta iif/oif load it and iface_index
+// sets hold it: 4 bytes, host byte order.
+func ifIndex(i int) []byte { return binary.NativeEndian.AppendUint32(nil, uint32(i)) }
+
+// iifDotOif loads "iif . oif" into registers 1 and 9, the layout nft uses
+// for a concatenation (each field in its own 32-bit register).
+func iifDotOif() []expr.Any {
+	return []expr.Any{metaLoad(expr.MetaKeyIIF, 1), metaLoad(expr.MetaKeyOIF, 9)}
 }
 
 // addSkeleton queues the table, its sets, chains and rules:
 //
 //	table ip nsnet {
-//	  set links, masq, siblings, fwd (see above)
+//	  set links, egress, siblings, claims, uplinks (see above)
 //	  chain forward { type filter hook forward priority filter; policy accept;
-//	    iifname @links jump from_link
-//	    oifname @links jump to_link }
+//	    iif @links jump from_link
+//	    oif @links jump to_link }
 //	  chain from_link {
 //	    fib saddr . iif oif missing drop      # spoofed source
-//	    iifname @siblings oifname @siblings accept
-//	    oifname @links drop                   # another link: isolated
-//	    accept }
+//	    iif . oif @egress accept              # out of its own uplink
+//	    iif @siblings oif @siblings accept
+//	    drop }                                # anywhere else
 //	  chain to_link {
 //	    ct state established,related accept
 //	    drop }                                # nothing unsolicited
 //	  chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-//	    ip saddr . oifname @masq masquerade }
+//	    iif . oif @egress masquerade }
 //	}
 //
 // Packets of other interfaces match neither jump in forward and leave the
-// table after two set lookups, untouched. The spoofing check is a strict
-// reverse-path lookup, as rp_filter=1 does: a source passes only if the
-// host routes it back out of the link it came in by, which the link's
-// prefix is (its address on the host end makes that route). It costs one
-// FIB lookup per packet however many links there are, where a set of
-// prefix . link entries cost a lookup that grows with them, and one more
-// set to rewrite on every Connect.
+// table after two set lookups, untouched. A link's packets leave only by
+// the uplink it was connected to, masqueraded there, matched by index: a
+// renamed uplink keeps its index and its masquerade; a deleted and
+// re-created one gets a new index, and the link's packets are dropped, not
+// sent out un-masqueraded; so are packets towards any other network of
+// the host. The spoofing check is a strict reverse-path lookup, as
+// rp_filter=1 does: a source passes only if the host routes it back out
+// of the link it came in by, which the link's prefix is (its address on
+// the host end makes that route). It costs one FIB lookup per packet
+// however many links there are.
 func addSkeleton(c *nftables.Conn) error {
 	c.CreateTable(table)
 	for _, s := range sets {
@@ -131,20 +142,20 @@ func addSkeleton(c *nftables.Conn) error {
 		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: e, UserData: comment(why)})
 	}
 	rule(forward, "from a connected namespace",
-		metaLoad(expr.MetaKeyIIFNAME, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "from_link"))
+		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "from_link"))
 	rule(forward, "to a connected namespace",
-		metaLoad(expr.MetaKeyOIFNAME, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "to_link"))
+		metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "to_link"))
 
 	rule(fromLink, "source not routed back out of the link",
 		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
 		verdict(expr.VerdictDrop, ""))
+	rule(fromLink, "out of its own uplink",
+		append(iifDotOif(), lookup(setEgress, 1, false), verdict(expr.VerdictAccept, ""))...)
 	rule(fromLink, "siblings allowed",
-		metaLoad(expr.MetaKeyIIFNAME, 1), lookup(setSiblings, 1, false),
-		metaLoad(expr.MetaKeyOIFNAME, 1), lookup(setSiblings, 1, false), verdict(expr.VerdictAccept, ""))
-	rule(fromLink, "another connected namespace",
-		metaLoad(expr.MetaKeyOIFNAME, 1), lookup(setLinks, 1, false), verdict(expr.VerdictDrop, ""))
-	rule(fromLink, "out", verdict(expr.VerdictAccept, ""))
+		metaLoad(expr.MetaKeyIIF, 1), lookup(setSiblings, 1, false),
+		metaLoad(expr.MetaKeyOIF, 1), lookup(setSiblings, 1, false), verdict(expr.VerdictAccept, ""))
+	rule(fromLink, "anywhere else", verdict(expr.VerdictDrop, ""))
 
 	rule(toLink, "replies",
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
@@ -156,67 +167,32 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(toLink, "unsolicited", verdict(expr.VerdictDrop, ""))
 
 	rule(post, "masquerade out of the uplink",
-		append(saddrDotIf(expr.MetaKeyOIFNAME), lookup(setMasq, 1, false), &expr.Masq{})...)
+		append(iifDotOif(), lookup(setEgress, 1, false), &expr.Masq{})...)
 	return nil
 }
 
-// elements are the set entries of one link.
-type elements struct {
-	links, siblings, masq []nftables.SetElement
+// entries describes what one Link or Rules holds in the sets; elems
+// spells it out. It is the library's own record, never read back from
+// the kernel or from exported fields.
+type entries struct {
+	link, uplink int // interface indexes of the host end and the uplink
+	prefix       netip.Prefix
+	siblings     bool
+	mark         string // owner mark, the comment of each entry
 }
 
-// rangeKey is the start and inclusive end of prefix, each followed by the
-// interface name: the element of a concatenated interval set (pipapo takes
-// the end as the last address, not one past it).
-func rangeKey(p netip.Prefix, name string) nftables.SetElement {
-	first, last := p.Masked().Addr().As4(), lastAddr(p.Masked()).As4()
-	n := ifname(name)
-	return nftables.SetElement{
-		Key:    append(first[:], n...),
-		KeyEnd: append(last[:], n...),
+func (e entries) elems() []elem {
+	first, last := spanOf(e.prefix)
+	els := []elem{
+		// A range of an interval set (rbtree) is two entries: its first
+		// address, and one past its last flagged as the end.
+		{set: setClaims, key: binary.BigEndian.AppendUint32(nil, first), comment: e.mark},
+		{set: setClaims, key: binary.BigEndian.AppendUint32(nil, last+1), end: true},
+		{set: setLinks, key: ifIndex(e.link), comment: e.mark},
+		{set: setEgress, key: append(ifIndex(e.link), ifIndex(e.uplink)...), comment: e.mark},
 	}
-}
-
-// linkElements are the set entries of one link, each commented with the
-// owner mark, for Sweep.
-func linkElements(prefix netip.Prefix, hostVeth, uplink, owner string, siblings bool) elements {
-	mark := func(e nftables.SetElement) nftables.SetElement { e.Comment = owner; return e }
-	e := elements{
-		links: []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})},
-		masq:  []nftables.SetElement{mark(rangeKey(prefix, uplink))},
+	if e.siblings {
+		els = append(els, elem{set: setSiblings, key: ifIndex(e.link), comment: e.mark})
 	}
-	if siblings {
-		e.siblings = []nftables.SetElement{mark(nftables.SetElement{Key: ifname(hostVeth)})}
-	}
-	return e
-}
-
-// add appends o's entries to e's, for one transaction covering many links.
-func (e *elements) add(o elements) {
-	e.links = append(e.links, o.links...)
-	e.masq = append(e.masq, o.masq...)
-	e.siblings = append(e.siblings, o.siblings...)
-}
-
-func (e elements) empty() bool {
-	return len(e.links)+len(e.masq)+len(e.siblings) == 0
-}
-
-func (e elements) apply(c *nftables.Conn, add bool) error {
-	op := c.SetAddElements
-	if !add {
-		op = c.SetDeleteElements
-	}
-	for _, x := range []struct {
-		set string
-		els []nftables.SetElement
-	}{{setLinks, e.links}, {setMasq, e.masq}, {setSiblings, e.siblings}} {
-		if len(x.els) == 0 {
-			continue
-		}
-		if err := op(setByName[x.set], x.els); err != nil {
-			return fmt.Errorf("set %s: %w", x.set, err)
-		}
-	}
-	return nil
+	return els
 }

@@ -1,201 +1,308 @@
 package nat
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
+	"os"
+	"sort"
 	"strings"
 
 	"github.com/google/nftables"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
-	"golang.org/x/sys/unix"
 )
 
-// owner is a parsed owner mark: "nsnet pid=P start=S".
-type owner struct {
-	pid   int
-	start uint64
-}
-
-func parseOwner(mark string) (owner, bool) {
-	var o owner
-	mark, _, _ = strings.Cut(mark, " orig=")
-	if _, err := fmt.Sscanf(mark, "nsnet pid=%d start=%d", &o.pid, &o.start); err != nil || o.pid <= 0 {
-		return o, false
-	}
-	return o, true
-}
-
-// alive reports whether the process that wrote the mark still runs: the
-// pid exists and started at the same time (a reused pid did not).
-func (o owner) alive() bool {
-	return processStart(o.pid) == o.start
-}
-
 // Sweep removes what dead processes left behind in host (nil: the current
-// namespace): processes killed or crashed before they closed their Links.
-// It finds the library's marks — the host veth's ifalias and the comment of
-// every set entry, "nsnet pid=P start=S" — and removes the veths and entries
-// of owners that no longer run (a pid reused by another process does not
-// count as alive: its start time differs), turns forwarding off again on
-// uplinks that a dead owner had turned on and no live one uses, and removes
-// the table if nothing is left in it. What live processes own is not
-// touched. Safe to run at any time, for example at program start.
+// namespace): processes killed or crashed before they closed their Links
+// and Rules. It finds the library's marks — the host veth's ifalias and
+// the comment of every set entry, "nsnet owner=ID pid=P" — and removes the
+// veths and entries of owners that no longer run, whatever PID namespace
+// they ran in (see protocol_linux.go: liveness is not a pid), turns
+// forwarding off again on uplinks that a dead owner had turned on and no
+// live one uses, and removes the table if nothing is left in it. What live
+// processes own is never touched. Safe at any time and at any size,
+// concurrently with other processes' Connect, Close and Sweep, for example
+// at program start.
 //
 // A process killed in the middle of Connect, between creating a veth pair
 // with a name it was given and marking it, leaves an unmarked pair that
 // Sweep cannot attribute and leaves alone.
 func Sweep(host *netns.Handle) (SweepResult, error) {
-	var res SweepResult
-	hc, err := nl.Dial(host)
+	res, err := sweep(host)
 	if err != nil {
 		return res, fmt.Errorf("nat: sweep: %w", err)
 	}
+	return res, nil
+}
+
+func sweep(hostNS *netns.Handle) (res SweepResult, err error) {
+	if hostNS != nil && hostNS.Fd() < 0 {
+		return res, fmt.Errorf("host namespace: %w", netns.ErrClosed)
+	}
+	host, err := resolveHost(hostNS)
+	if err != nil {
+		return res, fmt.Errorf("host namespace: %w", err)
+	}
+	defer host.Close()
+	hc, err := nl.Dial(host)
+	if err != nil {
+		return res, err
+	}
 	defer hc.Close()
+	var errs []error
 
 	// Links.
 	msgs, err := hc.Query(nl.DumpLinks())
 	if err != nil {
-		return res, fmt.Errorf("nat: sweep: links: %w", err)
+		return res, fmt.Errorf("links: %w", err)
 	}
-	var dels []nl.Request
+	type marked struct {
+		index int
+		name  string
+		owner string
+	}
+	var links []marked
+	var ids []string
 	for _, m := range msgs {
 		link, err := nl.DecodeLink(m.Data)
 		if err != nil || link.Attributes.Alias == nil {
 			continue
 		}
-		if o, ok := parseOwner(*link.Attributes.Alias); ok && !o.alive() {
-			dels = append(dels, nl.DeleteLink(int(link.Index), ""))
-			res.Links = append(res.Links, link.Attributes.Name)
+		if o, ok := parseOwner(*link.Attributes.Alias); ok {
+			links = append(links, marked{int(link.Index), link.Attributes.Name, o.id})
+			ids = append(ids, o.id)
 		}
 	}
-	var errs []error
+	live, err := liveOwners(host, ids)
+	if err != nil {
+		return res, err
+	}
+	var dels []nl.Request
+	for _, l := range links {
+		if !live[l.owner] {
+			dels = append(dels, nl.DeleteLink(l.index, ""))
+			res.Links = append(res.Links, l.name)
+		}
+	}
 	if len(dels) > 0 {
-		if err := hc.Exec(dels...); err != nil {
+		_, lerrs, err := hc.Do(dels...)
+		for _, e := range lerrs {
+			if e != nil && !errors.Is(e, os.ErrNotExist) { // gone meanwhile: fine
+				errs = append(errs, fmt.Errorf("links: %w", e))
+			}
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("links: %w", err))
 		}
 	}
 
-	// Set entries, forwarding, table.
-	var socks nftSockets
-	defer socks.close()
-	c, err := socks.conn(host)
-	if err != nil {
-		return res, fmt.Errorf("nat: sweep: %w", errors.Join(append(errs, err)...))
-	}
-	if _, err := c.ListTableOfFamily(TableName, nftables.TableFamilyIPv4); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return res, sweepErr(errs) // no table: nothing more of ours
-		}
-		return res, fmt.Errorf("nat: sweep: %w", errors.Join(append(errs, err)...))
-	}
-	dead := elements{}
-	left := 0
-	for _, set := range sets {
-		if set.Name == setFwd {
-			continue // below, per uplink
-		}
-		els, err := c.GetSetElements(set)
-		if err != nil {
-			return res, fmt.Errorf("nat: sweep: set %s: %w", set.Name, errors.Join(append(errs, err)...))
-		}
-		var gone []nftables.SetElement
-		for _, e := range els {
-			if o, ok := parseOwner(e.Comment); ok && !o.alive() {
-				gone = append(gone, e)
-			} else {
-				left++
-			}
-		}
-		switch set.Name {
-		case setLinks:
-			dead.links = gone
-		case setMasq:
-			dead.masq = gone
-		case setSiblings:
-			dead.siblings = gone
-		}
-		res.Elements += len(gone)
-	}
-	if res.Elements > 0 {
-		if err := dead.apply(c, false); err == nil {
-			err = c.Flush()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("set entries: %w", err))
-			}
-		} else {
-			errs = append(errs, err)
-		}
-	}
-	// Uplink forwarding: an uplink whose users are all dead goes back to
-	// its original setting, under the same lock the users take.
-	err = withHostLock(host, func() error {
-		entries, err := readFwd(c, "")
-		if err != nil {
-			return err
-		}
-		byUplink := map[string][]fwdEntry{}
-		for _, e := range entries {
-			byUplink[e.uplink] = append(byUplink[e.uplink], e)
-		}
-		var gone []nftables.SetElement
-		for up, es := range byUplink {
-			live, wasOff := false, false
-			for _, e := range es {
-				live = live || e.alive
-				wasOff = wasOff || e.origOff
-			}
-			if live {
-				// Users remain: only the dead ones' records go.
-				for _, e := range es {
-					if e.alive {
-						left++
-					} else {
-						gone = append(gone, e.el)
-					}
-				}
-				continue
-			}
-			for _, e := range es {
-				gone = append(gone, e.el)
-			}
-			if !wasOff {
-				continue
-			}
-			if idx, err := hc.LinkIndex(up); err == nil {
-				if err := hc.Exec(nl.SetForwarding(idx, false)); err != nil {
-					return fmt.Errorf("uplink %s forwarding: %w", up, err)
-				}
-				res.Uplinks = append(res.Uplinks, up)
-			}
-		}
-		if len(gone) == 0 {
-			return nil
-		}
-		if err := c.SetDeleteElements(setByName[setFwd], gone); err != nil {
-			return err
-		}
-		res.Elements += len(gone)
-		return c.Flush()
-	})
+	// Set entries, uplink forwarding, the table: under the host lock, so
+	// that no Connect or Close of another process decides about an
+	// uplink's forwarding in between.
+	err = withHostLock(host, func() error { return sweepTable(host, hc, &res) })
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if left == 0 && len(errs) == 0 {
-		// The same generation-checked delete as after a last Close: a
-		// process adding its entries meanwhile keeps the table.
-		dropped, err := hostFor(host.ID()).dropTableIfUnused(host, &socks)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("table: %w", err))
-		}
-		res.Table = dropped
-	}
-	return res, sweepErr(errs)
+	return res, errors.Join(errs...)
 }
 
-func sweepErr(errs []error) error {
-	if len(errs) == 0 {
+func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
+	c, err := nftConn(host)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	raw, err := dialNFT(host)
+	if err != nil {
+		return err
+	}
+	defer func() { raw.Close() }()
+	if err := (&hostState{}).ownTable(host); err != nil {
+		if isENOENT(err) {
+			return nil // no table: nothing more of ours
+		}
+		if errors.Is(err, ErrForeignTable) {
+			return nil // not ours: not ours to sweep
+		}
+		return err
+	}
+	// Every entry with its owner; a table vanishing meanwhile (another
+	// process's last Close) means there is nothing left.
+	type entry struct {
+		e     elem
+		owner string
+	}
+	var all []entry
+	var ids []string
+	for _, set := range []string{setLinks, setEgress, setSiblings} {
+		els, err := c.GetSetElements(setByName[set])
+		if isENOENT(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("set %s: %w", set, err)
+		}
+		for _, x := range els {
+			o, _ := parseOwner(x.Comment)
+			all = append(all, entry{elem{set: set, key: x.Key}, o.id})
+			ids = append(ids, o.id)
+		}
+	}
+	claims, err := readClaims(c)
+	if isENOENT(err) {
 		return nil
 	}
-	return fmt.Errorf("nat: sweep: %w", errors.Join(errs...))
+	if err != nil {
+		return err
+	}
+	for _, cl := range claims {
+		o, _ := parseOwner(cl.mark)
+		for _, e := range cl.elems() {
+			all = append(all, entry{e, o.id})
+		}
+		ids = append(ids, o.id)
+	}
+	users, err := readUplinkUsers(c, 0)
+	if isENOENT(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ids = append(ids, ownerIDs(users)...)
+	live, err := liveOwners(host, ids)
+	if err != nil {
+		return err
+	}
+	var gone []elem
+	for _, x := range all {
+		if !live[x.owner] {
+			gone = append(gone, x.e)
+			if !x.e.end {
+				res.Elements++
+			}
+		}
+	}
+	// Uplinks whose users are all dead go back to their original setting.
+	byUplink := map[int][]uplinkUser{}
+	for _, u := range users {
+		byUplink[u.uplink] = append(byUplink[u.uplink], u)
+	}
+	var errs []error
+	for idx, us := range byUplink {
+		anyLive, wasOff := false, false
+		for _, u := range us {
+			anyLive = anyLive || live[u.owner]
+			wasOff = wasOff || u.origOff
+		}
+		for _, u := range us {
+			if !live[u.owner] {
+				gone = append(gone, u.elem())
+				res.Elements++
+			}
+		}
+		if anyLive || !wasOff {
+			continue
+		}
+		msgs, err := hc.Query(nl.GetLinkByIndex(idx))
+		if err != nil {
+			continue // the uplink is gone: nothing to restore
+		}
+		link, err := nl.DecodeLink(msgs[0].Data)
+		if err != nil {
+			continue
+		}
+		if err := hc.Exec(nl.SetForwarding(idx, false)); err != nil {
+			errs = append(errs, fmt.Errorf("uplink %s forwarding: %w", link.Attributes.Name, err))
+			continue
+		}
+		res.Uplinks = append(res.Uplinks, link.Attributes.Name)
+	}
+	if len(gone) > 0 {
+		// Destroy, not delete: an entry another sweeper removed meanwhile
+		// is no error. Large sweeps go in several transactions.
+		var b batch
+		err := b.del(gone, true)
+		if err == nil {
+			err = b.commit(raw)
+		}
+		if err != nil && !isENOENT(err) {
+			errs = append(errs, fmt.Errorf("set entries: %w", err))
+		}
+	}
+	if len(errs) == 0 {
+		hs := &hostState{}
+		if hs.tableUnused(host) {
+			dropped, err := hs.dropTable(host)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("table: %w", err))
+			}
+			res.Table = dropped
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// claim is a prefix in the claims set, with its owner mark.
+type claim struct {
+	prefix netip.Prefix
+	mark   string
+}
+
+// holder names the link of a claim, from its mark ("link=NAME").
+func (c claim) holder() string {
+	for _, f := range strings.Fields(c.mark) {
+		if name, ok := strings.CutPrefix(f, "link="); ok {
+			return "link " + name
+		}
+	}
+	return "a link"
+}
+
+// elems are the two entries of the claim's range.
+func (c claim) elems() []elem {
+	return entries{prefix: c.prefix}.elems()[:2]
+}
+
+// readClaims reads the claims set: each range's start entry carries the
+// mark, its end the address after its last.
+func readClaims(c *nftables.Conn) ([]claim, error) {
+	els, err := c.GetSetElements(setByName[setClaims])
+	if err != nil {
+		return nil, err
+	}
+	type point struct {
+		addr uint32
+		end  bool
+		mark string
+	}
+	var pts []point
+	for _, e := range els {
+		if len(e.Key) != 4 {
+			continue
+		}
+		pts = append(pts, point{binary.BigEndian.Uint32(e.Key), e.IntervalEnd, e.Comment})
+	}
+	sort.Slice(pts, func(i, j int) bool {
+		if pts[i].addr != pts[j].addr {
+			return pts[i].addr < pts[j].addr
+		}
+		return pts[i].end && !pts[j].end // an end before a start at the same address
+	})
+	var out []claim
+	for i, p := range pts {
+		if p.end || i+1 >= len(pts) || !pts[i+1].end {
+			continue
+		}
+		size := uint64(pts[i+1].addr) - uint64(p.addr)
+		bits := 32
+		for s := size; s > 1; s >>= 1 {
+			bits--
+		}
+		a := binary.BigEndian.AppendUint32(nil, p.addr)
+		out = append(out, claim{netip.PrefixFrom(netip.AddrFrom4([4]byte(a)), bits), p.mark})
+	}
+	return out, nil
 }

@@ -104,7 +104,7 @@ func TestSweepDeadOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Links) != 1 || res.Elements != 3 || len(res.Uplinks) != 1 || !res.Table {
+	if len(res.Links) != 1 || res.Elements != 4 || len(res.Uplinks) != 1 || !res.Table {
 		t.Errorf("Sweep = %+v", res)
 	}
 	if after := state(t, w); after != before {
@@ -126,7 +126,7 @@ func TestSweepLeavesLiveOwners(t *testing.T) {
 	defer l.Close()
 	before := state(t, w)
 	killedChild(t, w, "swl-dead1", "10.5.1.0/24", "")
-	killedChild(t, w, "swl-dead2", "10.5.2.0/24", "host address")
+	killedChild(t, w, "swl-dead2", "10.5.2.0/24", "host link")
 	res, err := nat.Sweep(w.Host)
 	if err != nil {
 		t.Fatal(err)

@@ -1,287 +1,267 @@
 package nat
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
-	"time"
+	"slices"
 
-	"github.com/google/nftables"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
 
-type uplinkRef struct {
-	users      int  // this process's links out of the uplink
-	registered bool // this process is in the fwd set for it
-}
-
-// acquireUplink counts one more user of the uplink in this process and
-// adds the link's set entries e: the first user registers the process in
-// the fwd set in the same transaction (see fwdRegister), the others add e
-// alone.
-func (hs *hostState) acquireUplink(hc *nl.Conn, host *netns.Handle, up uplinkInfo, e elements) error {
-	// fwdMu is taken even by later users: it makes them wait until a first
-	// user's registration (forwarding on) is done. It is not held while
-	// they add their entries.
-	hs.fwdMu.Lock()
+// addLink adds the entries e of a new link in one transaction. The first
+// of this process's links out of an uplink also registers the process as
+// a user of the uplink's forwarding (see protocol_linux.go), in the same
+// transaction, and then turns that forwarding on.
+func (hs *hostState) addLink(host *netns.Handle, hc *nl.Conn, e entries) error {
 	hs.mu.Lock()
-	ref := hs.uplinks[up.index]
+	ref := hs.uplinks[e.uplink]
 	if ref == nil {
 		ref = &uplinkRef{}
-		hs.uplinks[up.index] = ref
+		hs.uplinks[e.uplink] = ref
 	}
 	ref.users++
-	// The first user registers; so does a later one if the first failed.
-	first := !ref.registered
+	registered := ref.registered
 	hs.mu.Unlock()
-	if !first {
-		hs.fwdMu.Unlock()
-		if err := hs.addElements(host, e); err != nil {
-			hs.mu.Lock()
-			ref.users--
-			hs.mu.Unlock()
-			return fmt.Errorf("nftables: %w", err)
-		}
-		return nil
+	var err error
+	if registered {
+		err = hs.addEntries(host, e, nil)
+	} else {
+		err = withHostLock(host, func() error { return hs.register(host, hc, e, ref) })
 	}
-	defer hs.fwdMu.Unlock()
-	if err := withHostLock(host, func() error { return hs.fwdRegister(hc, host, up, e) }); err != nil {
+	if err != nil {
 		hs.mu.Lock()
-		ref.users--
-		if ref.users == 0 {
-			delete(hs.uplinks, up.index)
+		if ref.users--; ref.users == 0 && !ref.registered {
+			delete(hs.uplinks, e.uplink)
 		}
 		hs.mu.Unlock()
-		return fmt.Errorf("uplink forwarding: %w", err)
 	}
-	hs.mu.Lock()
-	ref.registered = true
-	hs.mu.Unlock()
-	return nil
+	return err
 }
 
-// releaseUplink drops one user of the uplink and removes the link's set
-// entries e; the last user in this process also unregisters it, in the
-// same transaction (see fwdUnregister): each nftables commit that removes
-// entries can cost the kernel milliseconds, so one is better than two.
-func (hs *hostState) releaseUplink(hc *nl.Conn, host *netns.Handle, index int, name string, e elements) error {
-	hs.fwdMu.Lock()
-	defer hs.fwdMu.Unlock()
-	hs.mu.Lock()
-	ref := hs.uplinks[index]
-	last := false
-	if ref != nil {
-		ref.users--
-		if last = ref.users == 0; last {
-			delete(hs.uplinks, index)
+// addEntries commits e's entries, exclusively (a claim overlapping
+// another, a host end already in links: EEXIST), with the uplinks changes
+// extra; a refusal says which entry is in the way.
+func (hs *hostState) addEntries(host *netns.Handle, e entries, extra func(*batch) error) error {
+	var b batch
+	if err := b.add(e.elems(), true); err != nil {
+		return err
+	}
+	if extra != nil {
+		if err := extra(&b); err != nil {
+			return err
 		}
 	}
-	hs.mu.Unlock()
-	if !last {
-		if e.empty() {
-			return nil
-		}
-		return hs.flush(host, func(c *nftables.Conn) error { return e.apply(c, false) })
+	err := hs.commitEntries(host, &b)
+	if errors.Is(err, unix.EEXIST) {
+		return hs.inTheWay(host, e, err)
 	}
-	return withHostLock(host, func() error { return hs.fwdUnregister(hc, host, index, name, e) })
+	return err
 }
 
-// An uplink's forwarding is shared by every nsnet process with links out
-// of it, and must go back to what it was before the first of them once the
-// last is gone, whoever that is and even if some crashed. The fwd set
-// holds one entry per (uplink, process), commented with the owner mark and
-// the original setting ("orig=off" or "orig=on"); registrations and
-// unregistrations happen under a lock shared by the processes of the host
-// namespace (withHostLock), so a check and the change it decides cannot
-// interleave with another process's.
-const (
-	origOff = " orig=off"
-	origOn  = " orig=on"
-)
-
-func fwdKey(uplink string, pid int) []byte {
-	k := ifname(uplink)
-	return binary.BigEndian.AppendUint32(k, uint32(pid))
-}
-
-type fwdEntry struct {
-	el      nftables.SetElement
-	uplink  string
-	alive   bool
-	mine    bool
-	origOff bool
-}
-
-func readFwd(c *nftables.Conn, uplink string) ([]fwdEntry, error) {
-	els, err := c.GetSetElements(setByName[setFwd])
-	if err != nil {
-		return nil, fmt.Errorf("read fwd set: %w", err)
+// inTheWay explains an EEXIST from adding e: a claim of another link that
+// overlaps e's prefix (ErrOverlap naming it; also errDeadHolder when its
+// owner is dead), or e's host end already there (os.ErrExist).
+func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
+	c, cerr := hs.nft(host)
+	if cerr != nil {
+		return err
 	}
-	var out []fwdEntry
-	for _, e := range els {
-		if len(e.Key) < unix.IFNAMSIZ+4 {
+	claims, cerr := readClaims(c)
+	hs.putNFT(c, cerr)
+	if cerr != nil {
+		return err
+	}
+	for _, cl := range claims {
+		if !cl.prefix.Overlaps(e.prefix) {
 			continue
 		}
-		name := strings.TrimRight(string(e.Key[:unix.IFNAMSIZ]), "\x00")
-		if uplink != "" && name != uplink {
-			continue
+		o, ok := parseOwner(cl.mark)
+		if !ok {
+			return fmt.Errorf("%w: %v is claimed (%s)", ErrOverlap, cl.prefix, cl.mark)
 		}
-		o, ok := parseOwner(e.Comment)
-		out = append(out, fwdEntry{
-			el: e, uplink: name, alive: ok && o.alive(), mine: ok && o.pid == os.Getpid(),
-			origOff: strings.HasSuffix(e.Comment, origOff),
-		})
+		live, lerr := liveOwners(host, []string{o.id})
+		if lerr == nil && !live[o.id] {
+			return fmt.Errorf("%w: %v is held by %s, %w", ErrOverlap, cl.prefix, cl.holder(), errDeadHolder)
+		}
+		return fmt.Errorf("%w: %v is used by %s of live pid %d", ErrOverlap, cl.prefix, cl.holder(), o.pid)
 	}
-	return out, nil
+	return fmt.Errorf("interface index %d already has nsnet entries: %w", e.link, os.ErrExist)
 }
 
-// fwdRegister records this process as a user of the uplink. If no live
-// process uses it yet, the original setting is the current one — unless a
-// dead user left a record saying it was off — and forwarding is turned on.
-// Otherwise the live users' record of the original is copied.
-func (hs *hostState) fwdRegister(hc *nl.Conn, host *netns.Handle, up uplinkInfo, e elements) error {
-	c, err := hs.nft(host)
+// register is addLink for the first of this process's links out of the
+// uplink; it runs under the host lock.
+func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *uplinkRef) error {
+	hs.mu.Lock()
+	registered := ref.registered // by another goroutine while this one waited
+	hs.mu.Unlock()
+	if registered {
+		return hs.addEntries(host, e, nil)
+	}
+	users, err := hs.uplinkUsers(host, e.uplink)
 	if err != nil {
 		return err
 	}
-	entries, err := readFwd(c, up.name)
-	hs.putNFT(c, err)
-	needTable := isENOENT(err) // another process removed it since: make it again
-	if err != nil && !needTable {
+	live, err := liveOwners(host, ownerIDs(users))
+	if err != nil {
 		return err
 	}
-	var dead []nftables.SetElement
-	live, wasOff := false, false
-	for _, e := range entries {
+	var stale []elem // dead users', and a leftover of this process's own
+	liveOther, wasOff, deadOff := false, false, false
+	for _, u := range users {
 		switch {
-		case e.alive && !e.mine:
-			live, wasOff = true, e.origOff
-		case !e.alive:
-			dead = append(dead, e.el)
-			wasOff = wasOff || e.origOff
+		case u.owner != ownerID && live[u.owner]:
+			liveOther, wasOff = true, u.origOff
+		default:
+			stale = append(stale, u.elem())
+			deadOff = deadOff || u.origOff
 		}
 	}
 	turnOn := false
-	if !live {
-		// Read again here, under the lock, not taken from inspectHost's
-		// reply: another process may have changed it since.
-		msgs, err := hc.Query(nl.GetLinkByIndex(up.index))
+	if !liveOther {
+		// No live user: the kernel's setting now is the original, unless a
+		// dead user's record says it was off before that user.
+		msgs, err := hc.Query(nl.GetLinkByIndex(e.uplink))
 		if err != nil {
-			return err
+			return fmt.Errorf("uplink: %w", err)
 		}
 		on, _ := nl.Forwarding(msgs[0].Data)
-		wasOff, turnOn = wasOff || !on, !on
+		wasOff, turnOn = deadOff || !on, !on
 	}
 	mark := ownerMark + origOn
 	if wasOff {
 		mark = ownerMark + origOff
 	}
-	// Another process may make or remove the table between the read and
-	// the commit (it removes it only when it holds no entries, so none of
-	// what was read is lost): flushWithTable follows it.
-	err = hs.flushWithTable(host, needTable, func(c *nftables.Conn) error {
-		if len(dead) > 0 {
-			if err := c.SetDeleteElements(setByName[setFwd], dead); err != nil {
+	mine := elem{set: setUplinks, key: uplinkKey(e.uplink, ownerID), comment: mark}
+	err = hs.addEntries(host, e, func(b *batch) error {
+		if len(stale) > 0 {
+			if err := b.del(stale, true); err != nil {
 				return err
 			}
 		}
-		if err := e.apply(c, true); err != nil {
-			return err
-		}
-		return c.SetAddElements(setByName[setFwd], []nftables.SetElement{{Key: fwdKey(up.name, os.Getpid()), Comment: mark}})
+		return b.add([]elem{mine}, false)
 	})
 	if err != nil {
 		return err
 	}
 	if turnOn {
-		if err := hc.Exec(nl.SetForwarding(up.index, true)); err != nil {
-			hs.flush(host, func(c *nftables.Conn) error {
-				e.apply(c, false)
-				return c.SetDeleteElements(setByName[setFwd], []nftables.SetElement{{Key: fwdKey(up.name, os.Getpid())}})
-			})
-			return err
+		err := hook("uplink forwarding")
+		if err == nil {
+			err = hc.Exec(nl.SetForwarding(e.uplink, true))
+		}
+		if err != nil {
+			hs.delEntries(host, append(e.elems(), mine))
+			return fmt.Errorf("uplink forwarding: %w", err)
 		}
 	}
+	hs.mu.Lock()
+	ref.registered, ref.origOff = true, wasOff
+	hs.mu.Unlock()
 	return nil
 }
 
-// fwdUnregister removes this process's record; if no live user is left,
-// forwarding goes back off when it was off originally.
-func (hs *hostState) fwdUnregister(hc *nl.Conn, host *netns.Handle, index int, name string, e elements) error {
+// uplinkUsers reads the uplinks entries of one uplink; none if the table
+// is missing (it is made again with the entries).
+func (hs *hostState) uplinkUsers(host *netns.Handle, uplink int) ([]uplinkUser, error) {
 	c, err := hs.nft(host)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	entries, err := readFwd(c, name)
+	users, err := readUplinkUsers(c, uplink)
 	hs.putNFT(c, err)
 	if isENOENT(err) {
-		return nil // the table is gone: someone swept it all
+		hs.tableGone()
+		return nil, nil
 	}
-	if err != nil {
-		return err
-	}
-	var gone []nftables.SetElement
-	others, wasOff := false, false
-	for _, e := range entries {
-		if e.alive && !e.mine {
-			others = true
-			continue
-		}
-		gone = append(gone, e.el)
-		wasOff = wasOff || e.origOff
-	}
-	if !others && wasOff {
-		if err := hc.Exec(nl.SetForwarding(index, false)); err != nil {
-			return err
-		}
-	}
-	if len(gone) == 0 && e.empty() {
-		return nil
-	}
-	return hs.flush(host, func(c *nftables.Conn) error {
-		if err := e.apply(c, false); err != nil {
-			return err
-		}
-		if len(gone) == 0 {
-			return nil
-		}
-		return c.SetDeleteElements(setByName[setFwd], gone)
-	})
+	return users, err
 }
 
-// withHostLock runs fn while holding a lock shared by every process in the
-// host namespace: an abstract unix socket name, which is scoped to a
-// network namespace and bound by one socket at a time, and released by the
-// kernel when its holder exits, even by SIGKILL.
-func withHostLock(host *netns.Handle, fn func() error) error {
-	var fd int
-	bind := func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+// errGone marks what Close found already removed by someone else.
+var errGone = fmt.Errorf("already gone: %w", os.ErrNotExist)
+
+// delEntries removes els, and others if they are still there, in one
+// transaction. If some of els were gone already (a flushed ruleset, a
+// Sweep), the rest is still removed and the error says so (errors.Is
+// os.ErrNotExist).
+func (hs *hostState) delEntries(host *netns.Handle, els []elem, others ...elem) error {
+	var b batch
+	if err := b.del(els, false); err != nil {
+		return err
+	}
+	if err := b.del(others, true); err != nil {
+		return err
+	}
+	err := hs.commit(host, &b)
+	if !isENOENT(err) {
+		return err
+	}
+	// The kernel refused the whole transaction for the missing ones:
+	// remove what is left, ignoring what is not there.
+	b = batch{}
+	if err := b.del(append(els, others...), true); err != nil {
+		return err
+	}
+	if err := hs.commit(host, &b); err != nil && !isENOENT(err) {
+		return err // (ENOENT now: the table itself is gone)
+	}
+	return fmt.Errorf("set entries %w", errGone)
+}
+
+// removeLink removes the entries e of a closing link; the last of this
+// process's links out of the uplink also removes the process's uplinks
+// entry and, when no live user is left, restores the uplink's forwarding:
+// from this process's own record if the table's was lost meanwhile.
+func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) error {
+	hs.mu.Lock()
+	ref := hs.uplinks[e.uplink]
+	last := false
+	var wasOff bool
+	if ref != nil {
+		ref.users--
+		if ref.users == 0 {
+			last, wasOff = ref.registered, ref.origOff
+			delete(hs.uplinks, e.uplink)
+		}
+	}
+	hs.mu.Unlock()
+	if !last {
+		return hs.delEntries(host, e.elems())
+	}
+	return withHostLock(host, func() error {
+		users, err := hs.uplinkUsers(host, e.uplink)
 		if err != nil {
 			return err
 		}
-		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: "@nsnet-uplink-forwarding"}); err != nil {
-			unix.Close(fd)
+		live, err := liveOwners(host, ownerIDs(users))
+		if err != nil {
 			return err
 		}
-		return nil
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := host.Do(bind)
-		if err == nil {
-			break
+		others := false
+		var stale []elem
+		for _, u := range users {
+			if u.owner != ownerID && live[u.owner] {
+				others = true
+				continue
+			}
+			stale = append(stale, u.elem())
+			wasOff = wasOff || u.origOff
 		}
-		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
-			return fmt.Errorf("host lock: %w", err)
+		var errs []error
+		if !slices.ContainsFunc(users, func(u uplinkUser) bool { return u.owner == ownerID }) {
+			errs = append(errs, fmt.Errorf("uplink forwarding record %w", errGone))
 		}
-		time.Sleep(time.Millisecond)
-	}
-	defer unix.Close(fd)
-	return fn()
+		errs = append(errs, hs.delEntries(host, e.elems(), stale...))
+		if !others && wasOff {
+			err := hook("close uplink forwarding")
+			if err == nil {
+				err = hc.Exec(nl.SetForwarding(e.uplink, false))
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("uplink forwarding: %w", err))
+			}
+		}
+		return errors.Join(errs...)
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"unicode"
 )
 
 // ErrInvalidName is matched by the error for a malformed interface name.
@@ -25,12 +26,23 @@ func CheckIfName(name string) error {
 		why = fmt.Sprintf("%d bytes, more than %d", len(name), MaxIfNameLen)
 	case name == "." || name == "..":
 		why = "is . or .."
-	case strings.ContainsAny(name, "/: \t\n\r\v\f\x00"):
-		why = "contains /, :, NUL or white space"
+	case strings.ContainsAny(name, "/:%"):
+		why = "contains /, : or % (the kernel reads % as a template: w%d becomes w0)"
+	case strings.IndexFunc(name, badNameByte) >= 0 || strings.IndexByte(name, 0xA0) >= 0:
+		// The kernel's isspace also counts the byte 0xA0 (Latin-1 no-break
+		// space), alone or inside a UTF-8 sequence.
+		why = "contains a control character, white space or the byte 0xA0 (white space to the kernel)"
 	default:
 		return nil
 	}
 	return fmt.Errorf("%w %q: %s", ErrInvalidName, name, why)
+}
+
+// badNameByte is a rune that has no place in an interface or namespace
+// name: white space (which the kernel refuses) and control characters
+// (which it accepts, garbling every listing).
+func badNameByte(r rune) bool {
+	return r <= ' ' || r == 0x7f || (r >= 0x80 && r <= 0x9f) || unicode.IsSpace(r)
 }
 
 // kernelError keeps the *netlink.OpError → syscall.Errno chain and adds the

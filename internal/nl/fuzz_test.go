@@ -42,7 +42,7 @@ func FuzzEachMessage(f *testing.F) {
 	f.Add([]byte{20, 0, 0, 0, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		total := 0
-		eachMessage(b, func(typ uint16, body []byte) { total += unix.NLMSG_HDRLEN + len(body) })
+		eachMessage(b, func(typ, flags uint16, body []byte) { total += unix.NLMSG_HDRLEN + len(body) })
 		if total > len(b) {
 			t.Fatalf("messages of %d bytes out of a %d-byte datagram", total, len(b))
 		}
@@ -54,7 +54,7 @@ func FuzzCheckIfName(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
-		if CheckIfName(name) == nil && (name == "" || len(name) > MaxIfNameLen || strings.ContainsAny(name, "/: \x00") || name == "." || name == "..") {
+		if CheckIfName(name) == nil && (name == "" || len(name) > MaxIfNameLen || (strings.ContainsAny(name, "/: \x00%\n\t") || strings.IndexByte(name, 0xa0) >= 0) || name == "." || name == "..") {
 			t.Fatalf("accepted %q", name)
 		}
 	})

@@ -209,10 +209,9 @@ func SetAlias(index int, alias string) Request {
 // it but does not encode it.
 const iflaGroup = 27
 
-// SetGroup moves the link called name into device group g.
-func SetGroup(name string, g uint32) Request {
-	return rawLinkRequest(unix.RTM_NEWLINK, 0, func(ae *netlink.AttributeEncoder) {
-		ae.String(unix.IFLA_IFNAME, name)
+// SetGroup moves the link with the interface index into device group g.
+func SetGroup(index int, g uint32) Request {
+	return rawLinkRequest(unix.RTM_NEWLINK, index, func(ae *netlink.AttributeEncoder) {
 		ae.Uint32(iflaGroup, g)
 	})
 }

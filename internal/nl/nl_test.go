@@ -159,7 +159,8 @@ func TestBroadcast(t *testing.T) {
 
 func TestCheckIfName(t *testing.T) {
 	for name, ok := range map[string]bool{"eth0": true, "a": true, "fifteen-bytes-x": true, "": false, "sixteen-bytes-xx": false,
-		".": false, "..": false, "a/b": false, "a:b": false, "a b": false, "a\x00": false, "a\tb": false} {
+		".": false, "..": false, "a/b": false, "a:b": false, "a b": false, "a\x00": false, "a\tb": false,
+		"hv%d": false, "a\xa0": false, "a\u00a0b": false, "a\nb": false, "a\x7f": false, "é0": true} {
 		if err := CheckIfName(name); (err == nil) != ok || (err != nil && !errors.Is(err, ErrInvalidName)) {
 			t.Errorf("CheckIfName(%q) = %v", name, err)
 		}

@@ -47,9 +47,10 @@ func DialWatch(ns *netns.Handle, groups ...uint32) (*Watch, error) {
 // Close closes the socket.
 func (w *Watch) Close() error { return w.c.Close() }
 
-// Poll hands every notification queued on the socket to fn and returns
+// Poll hands every notification queued (its type, header flags and
+// body) on the socket to fn and returns
 // when none is left, without waiting. ErrOverflow means some were lost.
-func (w *Watch) Poll(fn func(typ uint16, body []byte)) error {
+func (w *Watch) Poll(fn func(typ, flags uint16, body []byte)) error {
 	rc, err := w.c.SyscallConn()
 	if err != nil {
 		return err
@@ -79,13 +80,13 @@ func (w *Watch) Poll(fn func(typ uint16, body []byte)) error {
 }
 
 // eachMessage splits a datagram into netlink messages.
-func eachMessage(b []byte, fn func(typ uint16, body []byte)) error {
+func eachMessage(b []byte, fn func(typ, flags uint16, body []byte)) error {
 	for len(b) >= unix.NLMSG_HDRLEN {
 		l := int(NativeEndian.Uint32(b[0:4]))
 		if l < unix.NLMSG_HDRLEN || l > len(b) {
 			return fmt.Errorf("netlink message of %d bytes in a datagram of %d", l, len(b))
 		}
-		fn(NativeEndian.Uint16(b[4:6]), b[unix.NLMSG_HDRLEN:l])
+		fn(NativeEndian.Uint16(b[4:6]), NativeEndian.Uint16(b[6:8]), b[unix.NLMSG_HDRLEN:l])
 		l = (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
 		if l > len(b) {
 			break

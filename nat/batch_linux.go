@@ -1,0 +1,253 @@
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Set entries are added and removed with nftables transactions built here
+// rather than with google/nftables (which still builds the table, chains
+// and rules, and reads sets back), because nsnet needs four things that
+// library cannot send:
+//
+//   - NLM_F_EXCL on new entries: without it the kernel accepts an entry
+//     that is already there, so two links would share one and the first
+//     Close would remove the other's (a prefix claimed twice, one host end
+//     given to two AddRules);
+//   - NFT_MSG_DESTROYSETELEM (Linux 6.3): a delete that ignores entries
+//     already gone (a flushed ruleset), where one missing entry makes a
+//     plain delete fail the whole transaction;
+//   - entries spread over several messages: google/nftables puts all of a
+//     call's entries in one attribute, whose 16-bit length wraps past
+//     64 KiB and silently drops the rest (683 of 2,001 entries in one
+//     Sweep);
+//   - NFNL_BATCH_GENID: a transaction that commits only if nothing else
+//     committed since the generation it names (see delTableAtGen).
+const (
+	nftMsgDestroySetElem = 0x1e // NFT_MSG_DESTROYSETELEM, not in x/sys yet
+	nftType              = unix.NFNL_SUBSYS_NFTABLES << 8
+	nfgenmsgLen          = 4 // family, version, res_id
+
+	// perMessage and perBatch keep each message far below 64 KiB and each
+	// transaction below the socket's send limit (EMSGSIZE past ~200 KiB).
+	perMessage = 64
+	perBatch   = 1024
+)
+
+// elem is one set entry: its key, and for the start of an interval set's
+// range the comment (owner mark) nft shows; end marks an interval's end.
+type elem struct {
+	set     string
+	key     []byte
+	end     bool
+	comment string
+}
+
+func nfgen(family uint8, resID uint16) []byte {
+	b := make([]byte, nfgenmsgLen)
+	b[0], b[1] = family, unix.NFNETLINK_V0
+	binary.BigEndian.PutUint16(b[2:], resID)
+	return b
+}
+
+// batch is one nftables transaction.
+type batch struct {
+	msgs []netlink.Message
+	// gen, when set, makes the kernel refuse the transaction (ERESTART) if
+	// the ruleset's generation is no longer *gen.
+	gen *uint32
+}
+
+// add queues the entries of els; exclusive refuses (EEXIST) an entry that
+// is there already or, in an interval set, overlaps one.
+func (b *batch) add(els []elem, exclusive bool) error {
+	flags := netlink.Create
+	if exclusive {
+		flags |= netlink.Excl
+	}
+	return b.queue(unix.NFT_MSG_NEWSETELEM, flags, els)
+}
+
+// del queues the removal of els; with destroy, entries already gone are
+// no error.
+func (b *batch) del(els []elem, destroy bool) error {
+	typ := uint16(unix.NFT_MSG_DELSETELEM)
+	if destroy {
+		typ = nftMsgDestroySetElem
+	}
+	return b.queue(typ, 0, els)
+}
+
+// queue appends one message per set and per perMessage entries.
+func (b *batch) queue(typ uint16, flags netlink.HeaderFlags, els []elem) error {
+	bySet := map[string][]elem{}
+	var order []string
+	for _, e := range els {
+		if bySet[e.set] == nil {
+			order = append(order, e.set)
+		}
+		bySet[e.set] = append(bySet[e.set], e)
+	}
+	for _, set := range order {
+		all := bySet[set]
+		for lo := 0; lo < len(all); lo += perMessage {
+			data, err := encodeElems(set, all[lo:min(lo+perMessage, len(all))])
+			if err != nil {
+				return err
+			}
+			b.msgs = append(b.msgs, netlink.Message{
+				Header: netlink.Header{Type: netlink.HeaderType(nftType | typ), Flags: netlink.Request | netlink.Acknowledge | flags},
+				Data:   append(nfgen(unix.AF_INET, 0), data...),
+			})
+		}
+	}
+	return nil
+}
+
+func encodeElems(set string, els []elem) ([]byte, error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
+	ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
+	ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(list *netlink.AttributeEncoder) error {
+		for _, e := range els {
+			list.Nested(unix.NFTA_LIST_ELEM, func(item *netlink.AttributeEncoder) error {
+				item.Nested(unix.NFTA_SET_ELEM_KEY, func(k *netlink.AttributeEncoder) error {
+					k.Bytes(unix.NFTA_DATA_VALUE, e.key)
+					return nil
+				})
+				if e.end {
+					item.Uint32(unix.NFTA_SET_ELEM_FLAGS, unix.NFT_SET_ELEM_INTERVAL_END)
+				}
+				if e.comment != "" {
+					item.Bytes(unix.NFTA_SET_ELEM_USERDATA, userdata.AppendString(nil, userdata.TypeComment, e.comment))
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	return ae.Encode()
+}
+
+// delTable queues the deletion of the library's table.
+func (b *batch) delTable() error {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_TABLE_NAME, TableName)
+	data, err := ae.Encode()
+	if err != nil {
+		return err
+	}
+	b.msgs = append(b.msgs, netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(nftType | unix.NFT_MSG_DELTABLE), Flags: netlink.Request | netlink.Acknowledge},
+		Data:   append(nfgen(unix.AF_INET, 0), data...),
+	})
+	return nil
+}
+
+// errGenChanged is returned by commit for a transaction whose generation
+// check failed: another transaction committed after the one named.
+var errGenChanged = errors.New("nftables ruleset changed meanwhile")
+
+// commit sends the transaction (in pieces of perBatch messages, each
+// atomic on its own, when it is that large) and waits for the kernel's
+// answer to every message. After an error the socket may still hold
+// answers to the failed transaction's other messages: the caller must not
+// use it again (rawPool.put closes it).
+func (b *batch) commit(c *netlink.Conn) error {
+	for lo := 0; lo < len(b.msgs); lo += perBatch {
+		if err := b.commitPart(c, b.msgs[lo:min(lo+perBatch, len(b.msgs))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *batch) commitPart(c *netlink.Conn, msgs []netlink.Message) error {
+	begin := nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)
+	if b.gen != nil {
+		ae := netlink.NewAttributeEncoder()
+		ae.ByteOrder = binary.BigEndian
+		ae.Uint32(unix.NFNL_BATCH_GENID, *b.gen)
+		attrs, err := ae.Encode()
+		if err != nil {
+			return err
+		}
+		begin = append(begin, attrs...)
+	}
+	all := make([]netlink.Message, 0, len(msgs)+2)
+	all = append(all, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: netlink.Request}, Data: begin})
+	all = append(all, msgs...)
+	all = append(all, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: netlink.Request},
+		Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)})
+	if _, err := c.SendMessages(all); err != nil {
+		return err
+	}
+	// Every message asked for an acknowledgement: the kernel answers each
+	// once the transaction is decided (an error for the failing ones). A
+	// failed generation check is one error for the batch instead.
+	for got := 0; got < len(msgs); {
+		replies, err := c.Receive()
+		if err != nil {
+			if errors.Is(err, unix.ERESTART) {
+				return errGenChanged
+			}
+			return nl.Wrap(err)
+		}
+		for _, m := range replies {
+			if m.Header.Type == netlink.Error {
+				got++
+			}
+		}
+	}
+	return nil
+}
+
+// ruleGeneration returns the ruleset's current generation (NFT_MSG_GETGEN).
+func ruleGeneration(c *netlink.Conn) (uint32, error) {
+	msgs, err := c.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(nftType | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Data:   nfgen(unix.AF_UNSPEC, 0),
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range msgs {
+		if len(m.Data) < nfgenmsgLen {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[nfgenmsgLen:])
+		if err != nil {
+			return 0, err
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+	}
+	return 0, errors.New("no generation in NFT_MSG_NEWGEN reply")
+}
+
+// dialNFT opens a raw nftables socket in host, with a read buffer large
+// enough for the acknowledgements of a big transaction.
+func dialNFT(host *netns.Handle) (*netlink.Conn, error) {
+	cfg, err := nl.Config(host)
+	if err != nil {
+		return nil, err
+	}
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dial nftables: %w", err)
+	}
+	_ = c.SetReadBuffer(4 << 20)
+	return c, nil
+}

@@ -1,0 +1,232 @@
+package nat
+
+// The cross-process protocol. Any number of processes, in one PID
+// namespace or in many, may have links in the same host network namespace
+// at once. They share the library's table and the uplinks' forwarding, and
+// coordinate through the kernel alone:
+//
+// Owners. Each process draws a random owner ID at start. While it has
+// links in a host network namespace it holds a unix socket bound there to
+// the abstract name "@nsnet-owner-ID". Abstract names belong to a network
+// namespace, not to a PID namespace, and the kernel frees one when its
+// process exits, however it exits (SIGKILL included). So any process in
+// the host namespace tells a live owner from a dead one by trying to bind
+// that name: EADDRINUSE means alive. Pid numbers, which repeat across PID
+// namespaces and are reused, play no part in it. Everything the library
+// makes carries the mark "nsnet owner=ID pid=P" (the host veth as its
+// ifalias, every set entry as its comment); the pid is for people.
+//
+// Prefixes. The claims set holds the prefix of every live Link and Rules
+// as an interval. A link's entries are added in one transaction with
+// NLM_F_EXCL, and the kernel refuses an interval that overlaps one already
+// there: of two processes connecting overlapping prefixes at the same
+// moment, exactly one succeeds.
+//
+// Uplink forwarding. The uplinks set holds one entry per (uplink index,
+// owner) using the uplink, commented with the uplink's forwarding before
+// the first of them ("orig=off" or "orig=on"). The first user in a process
+// reads the uplink's entries, takes the original setting from a live one
+// (or from the kernel when none is live), adds its own entry and turns
+// forwarding on; the last user in a process removes its entry and, when no
+// live user is left, restores the original. Each of these
+// read-decide-write sequences runs under the host lock: the abstract name
+// "@nsnet-lock", bound by one socket at a time in the host namespace and
+// freed by the kernel when its holder dies.
+//
+// The table. It is made with all its sets and chains in one transaction;
+// a table of that name whose sets do not carry the library's comments was
+// not made by nsnet and is never changed (ErrForeignTable). It is removed
+// only when its links set is empty, by a transaction that carries the
+// generation read before that check (NFNL_BATCH_GENID): if anything
+// committed in between, the kernel refuses it and the check runs again.
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ownerID identifies this process to others (see above).
+var ownerID = randomID()
+
+// ownerMark is written on the host veth (as its ifalias) and on every set
+// entry, so that Sweep and other processes can tell whose it is.
+var ownerMark = fmt.Sprintf("nsnet owner=%s pid=%d", ownerID, os.Getpid())
+
+// randomID returns 12 random characters of [a-z0-9] (62 bits).
+func randomID() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 12)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// owner is a parsed owner mark.
+type owner struct {
+	id  string
+	pid int
+}
+
+// parseOwner reads "nsnet owner=ID pid=P", which may be followed by more
+// words (" orig=off").
+func parseOwner(mark string) (owner, bool) {
+	f := strings.Fields(mark)
+	if len(f) < 3 || f[0] != "nsnet" {
+		return owner{}, false
+	}
+	id, ok := strings.CutPrefix(f[1], "owner=")
+	if !ok || len(id) != 12 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		return owner{}, false
+	}
+	var o owner
+	o.id = id
+	if p, ok := strings.CutPrefix(f[2], "pid="); ok {
+		fmt.Sscan(p, &o.pid)
+	}
+	return o, true
+}
+
+// bindAbstract binds a new unix socket to the abstract name (without its
+// leading @) in the calling thread's network namespace.
+func bindAbstract(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: "@" + name}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func ownerName(id string) string { return "nsnet-owner-" + id }
+
+// holdOwner binds this process's owner name in host; the socket is the
+// proof of life that other processes look for. The caller closes it.
+func holdOwner(host *netns.Handle) (fd int, err error) {
+	err = host.Do(func() error {
+		fd, err = bindAbstract(ownerName(ownerID))
+		return err
+	})
+	if err != nil {
+		return -1, fmt.Errorf("owner socket: %w", err)
+	}
+	return fd, nil
+}
+
+// liveOwners reports which owners of ids are alive in host. This
+// process's own ID counts as alive without a look.
+func liveOwners(host *netns.Handle, ids []string) (map[string]bool, error) {
+	live := map[string]bool{ownerID: true}
+	var probe []string
+	for _, id := range ids {
+		if _, seen := live[id]; !seen {
+			live[id] = false
+			probe = append(probe, id)
+		}
+	}
+	if len(probe) == 0 {
+		return live, nil
+	}
+	err := host.Do(func() error {
+		for _, id := range probe {
+			fd, err := bindAbstract(ownerName(id))
+			switch {
+			case err == nil:
+				unix.Close(fd) // nobody holds it: the owner is gone
+			case errors.Is(err, unix.EADDRINUSE):
+				live[id] = true
+			default:
+				return fmt.Errorf("probe owner %s: %w", id, err)
+			}
+		}
+		return nil
+	})
+	return live, err
+}
+
+// withHostLock runs fn while holding the host lock (see above). It waits
+// up to 10 s for another holder, in this process or another.
+func withHostLock(host *netns.Handle, fn func() error) error {
+	var fd int
+	bind := func() error {
+		var err error
+		fd, err = bindAbstract("nsnet-lock")
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := host.Do(bind)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
+			return fmt.Errorf("host lock: %w", err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	defer unix.Close(fd)
+	return fn()
+}
+
+// Comments of uplinks entries end with the uplink's original forwarding.
+const (
+	origOff = " orig=off"
+	origOn  = " orig=on"
+)
+
+func uplinkKey(uplink int, id string) []byte {
+	return append(ifIndex(uplink), ifname(id)...)
+}
+
+// uplinkUser is an entry of the uplinks set.
+type uplinkUser struct {
+	key     []byte
+	uplink  int
+	owner   string // "" if the mark cannot be read
+	origOff bool
+}
+
+func (u uplinkUser) elem() elem { return elem{set: setUplinks, key: u.key} }
+
+// readUplinkUsers returns the uplinks entries, of one uplink or (0) all.
+func readUplinkUsers(c *nftables.Conn, uplink int) ([]uplinkUser, error) {
+	els, err := c.GetSetElements(setByName[setUplinks])
+	if err != nil {
+		return nil, fmt.Errorf("read uplinks set: %w", err)
+	}
+	var out []uplinkUser
+	for _, e := range els {
+		if len(e.Key) < 4+unix.IFNAMSIZ {
+			continue
+		}
+		idx := int(binary.NativeEndian.Uint32(e.Key[:4]))
+		if uplink != 0 && idx != uplink {
+			continue
+		}
+		o, _ := parseOwner(e.Comment)
+		out = append(out, uplinkUser{key: e.Key, uplink: idx, owner: o.id, origOff: strings.HasSuffix(e.Comment, origOff)})
+	}
+	return out, nil
+}
+
+// ownerIDs lists the owners of us.
+func ownerIDs(us []uplinkUser) []string {
+	var ids []string
+	for _, u := range us {
+		ids = append(ids, u.owner)
+	}
+	return ids
+}
