@@ -31,8 +31,8 @@ func ValidateName(name string) error {
 		why = "is . or .."
 	case strings.ContainsRune(name, '/'):
 		why = "contains /"
-	case strings.ContainsRune(name, 0):
-		why = "contains NUL"
+	case strings.IndexFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0:
+		why = "contains a control character (a newline would garble ip netns list)"
 	case len(name) > maxNameLen:
 		why = fmt.Sprintf("longer than %d bytes", maxNameLen)
 	default:

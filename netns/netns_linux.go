@@ -400,6 +400,9 @@ func List() ([]string, error) {
 // A nil h runs fn directly in the caller's current namespace. Entering a
 // namespace needs CAP_SYS_ADMIN.
 func (h *Handle) Do(fn func() error) error {
+	if fn == nil {
+		return errors.New("netns: Do with a nil function")
+	}
 	if h == nil {
 		return fn()
 	}
@@ -422,11 +425,17 @@ func (h *Handle) Do(fn func() error) error {
 // caller's threads are not moved. Wait for it with cmd.Wait as usual. A nil h
 // starts cmd in the current namespace.
 func (h *Handle) Start(cmd *exec.Cmd) error {
+	if cmd == nil {
+		return errors.New("netns: Start with a nil *exec.Cmd")
+	}
 	return h.Do(cmd.Start)
 }
 
 // Run starts cmd inside h's namespace like [Handle.Start] and waits for it.
 func (h *Handle) Run(cmd *exec.Cmd) error {
+	if cmd == nil {
+		return errors.New("netns: Run with a nil *exec.Cmd")
+	}
 	if err := h.Start(cmd); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package route
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -99,6 +100,10 @@ func (r Route) validate() error {
 		return bad("source and destination are of different families")
 	case r.Metric < 0 || r.Table < 0 || r.LinkIndex < 0:
 		return bad("negative metric, table or link index")
+	case uint64(r.Metric) > math.MaxUint32 || uint64(r.Table) > math.MaxUint32 || uint64(r.LinkIndex) > math.MaxInt32:
+		// The kernel's fields are 32 bits: a larger value would be cut to
+		// another metric, table or link (1<<32+1 is lo), not refused.
+		return bad("metric, table or link index out of range (32 bits)")
 	case r.Link != "":
 		return nl.CheckIfName(r.Link)
 	}
