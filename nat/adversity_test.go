@@ -569,3 +569,34 @@ func TestTemplateNames(t *testing.T) {
 		t.Errorf("state changed:\n%s", lineDiff(before, after))
 	}
 }
+
+// TestOverlapNamesHolderAndReclaimsDead: an overlap with another process's
+// live link names it and its pid; a prefix held only by a dead process's
+// leftovers (killed after Connect, or in the middle of it) is reclaimed by
+// Connect itself.
+func TestOverlapNamesHolderAndReclaimsDead(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "hold-")
+	ns := testnet.NewNS(t, "hold-ns")
+	h := hold(t, w, "hold-live", "10.6.0.0/24", false)
+	_, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.6.0.0/25"))
+	if !errors.Is(err, nat.ErrOverlap) || !strings.Contains(err.Error(), "link nsn-") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("live pid %d", h.cmd.Process.Pid)) {
+		t.Errorf("overlap with a live process's link: %v", err)
+	}
+	for _, c := range []struct{ prefix, step string }{{"10.6.1.0/24", ""}, {"10.6.2.0/24", "host link"}, {"10.6.3.0/24", "namespace"}} {
+		killedChild(t, w, "hold-dead"+c.prefix[5:6], c.prefix, c.step)
+		l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix(c.prefix))
+		if err != nil {
+			t.Errorf("%s held by a dead process (killed at %q): %v", c.prefix, c.step, err)
+			continue
+		}
+		if !testnet.Ping(t, "hold-ns", "203.0.113.1") {
+			t.Errorf("%s: the reclaimed prefix does not work", c.prefix)
+		}
+		l.Close()
+	}
+	if got := h.close(t); got != "closed <nil>" {
+		t.Errorf("live holder: %s", got)
+	}
+}

@@ -36,9 +36,10 @@ const (
 	nfgenmsgLen          = 4 // family, version, res_id
 
 	// perMessage and perBatch keep each message far below 64 KiB and each
-	// transaction below the socket's send limit (EMSGSIZE past ~200 KiB).
+	// transaction's bytes below the socket's send limit (EMSGSIZE past
+	// ~200 KiB).
 	perMessage = 64
-	perBatch   = 1024
+	perBatch   = 64 << 10
 )
 
 // elem is one set entry: its key, and for the start of an interval set's
@@ -156,16 +157,22 @@ func (b *batch) delTable() error {
 // check failed: another transaction committed after the one named.
 var errGenChanged = errors.New("nftables ruleset changed meanwhile")
 
-// commit sends the transaction (in pieces of perBatch messages, each
-// atomic on its own, when it is that large) and waits for the kernel's
+// commit sends the transaction (in pieces of perBatch bytes, each atomic
+// on its own, when it is that large) and waits for the kernel's
 // answer to every message. After an error the socket may still hold
 // answers to the failed transaction's other messages: the caller must not
 // use it again (rawPool.put closes it).
 func (b *batch) commit(c *netlink.Conn) error {
-	for lo := 0; lo < len(b.msgs); lo += perBatch {
-		if err := b.commitPart(c, b.msgs[lo:min(lo+perBatch, len(b.msgs))]); err != nil {
+	for lo := 0; lo < len(b.msgs); {
+		hi, size := lo, 0
+		for hi < len(b.msgs) && (hi == lo || size+len(b.msgs[hi].Data) < perBatch) {
+			size += len(b.msgs[hi].Data)
+			hi++
+		}
+		if err := b.commitPart(c, b.msgs[lo:hi]); err != nil {
 			return err
 		}
+		lo = hi
 	}
 	return nil
 }

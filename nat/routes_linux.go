@@ -37,10 +37,10 @@ type span struct {
 // a link going down flushes its routes but keeps its local ones, and says
 // nothing of either; a link going away flushes all of its routes without
 // a word; a replaced route is announced as new, with no word of the one it
-// replaced. The copy follows exactly what it can follow (a deleted link
-// takes every route through it) and is rebuilt from a dump after anything
-// else (a link going down, a replace, a deleted link while multipath
-// routes exist), so that it always agrees with the kernel.
+// replaced. The copy follows what it can follow exactly (a link going down
+// or away) and is rebuilt from a dump after anything else (a replace, a
+// deleted link while multipath routes exist), so that it always agrees
+// with the kernel (TestHostViewAfterChanges checks it against ip -j).
 type routeCache struct {
 	w      *nl.Watch
 	stale  bool        // an event the copy cannot follow exactly: rebuild
@@ -186,8 +186,15 @@ func (rc *routeCache) apply(typ, flags uint16, body []byte) {
 			}
 		case typ == unix.RTM_DELLINK:
 			rc.stale = true // multipath routes (oif 0) may have gone too
-		case !up && len(rc.byLink[index]) > 0:
-			rc.stale = true // routes flushed but local ones kept: rebuild
+		case !up:
+			// Down: the kernel flushes the link's routes but keeps its
+			// local ones (the addresses stay), silently. Every Close
+			// passes here (a veth goes down before it goes away).
+			for k := range rc.byLink[index] {
+				if k.typ != unix.RTN_LOCAL {
+					rc.del(k)
+				}
+			}
 		}
 		return
 	}

@@ -79,21 +79,27 @@ func sweep(hostNS *netns.Handle) (res SweepResult, err error) {
 	if err != nil {
 		return res, err
 	}
-	var dels []nl.Request
+	// Dead links go into a fresh device group deleted with one request:
+	// one RCU grace period for all of them, not one each (see CloseAll).
+	g := randomGroup()
+	var moves []nl.Request
 	for _, l := range links {
 		if !live[l.owner] {
-			dels = append(dels, nl.DeleteLink(l.index, ""))
+			moves = append(moves, nl.SetGroup(l.index, g))
 			res.Links = append(res.Links, l.name)
 		}
 	}
-	if len(dels) > 0 {
-		_, lerrs, err := hc.Do(dels...)
+	if len(moves) > 0 {
+		_, lerrs, err := hc.Do(moves...)
 		for _, e := range lerrs {
 			if e != nil && !errors.Is(e, os.ErrNotExist) { // gone meanwhile: fine
 				errs = append(errs, fmt.Errorf("links: %w", e))
 			}
 		}
-		if err != nil {
+		if err == nil {
+			err = hc.Exec(nl.DeleteGroup(g))
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("links: %w", err))
 		}
 	}

@@ -145,3 +145,85 @@ func TestSweepLeavesLiveOwners(t *testing.T) {
 		t.Errorf("second Sweep = %+v, %v", res, err)
 	}
 }
+
+// TestSweepAtScale: 10,000 dead entries go in one Sweep (google/nftables
+// put a batch's entries in one attribute whose 16-bit length wrapped past
+// 64 KiB, leaving 683 of 2,001), and a live link's stay.
+func TestSweepAtScale(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "swbig-")
+	ns := testnet.NewNS(t, "swbig-ns")
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.5.9.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const dead = `comment "nsnet owner=deaddeaddead pid=7"`
+	var b strings.Builder
+	n := 0
+	for i := range 4000 {
+		fmt.Fprintf(&b, "add element ip nsnet links { %d %s }\n", 1000000+i, dead)
+		n++
+	}
+	for i := range 3000 {
+		fmt.Fprintf(&b, "add element ip nsnet egress { %d . %d %s }\n", 1000000+i, 2000000+i, dead)
+		fmt.Fprintf(&b, "add element ip nsnet claims { 100.%d.%d.%d/30 %s }\n", 64+i/16384, (i/64)%256, (i%64)*4, dead)
+		n += 2
+	}
+	file := t.TempDir() + "/dead.nft"
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nftIn(t, w, "-f", file)
+	res, err := nat.Sweep(w.Host)
+	if err != nil || res.Elements != n || res.Table {
+		t.Errorf("Sweep = %+v, %v; want %d elements", res, err, n)
+	}
+	rules := nftIn(t, w, "list", "table", "ip", "nsnet")
+	if c := strings.Count(rules, "deaddeaddead"); c != 0 {
+		t.Errorf("%d dead entries left", c)
+	}
+	if !strings.Contains(rules, "10.5.9.0/24") || !strings.Contains(rules, `"`+l.HostVeth+`" . "up0"`) {
+		t.Errorf("the live link's entries went:\n%s", rules)
+	}
+	if !testnet.Ping(t, "swbig-ns", "203.0.113.1") {
+		t.Error("the live link stopped working")
+	}
+}
+
+// TestSweepRacingOthers: Sweeps running all the time while another process
+// connects and closes return no error and remove nothing of the live
+// process (whose Close would then fail).
+func TestSweepRacingOthers(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "swrace-")
+	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+	cmd := sandbox.Child("TestHelperCycles", "NSNET_HELPER=cycles", "NSNET_HELPER_HOST="+w.HostName, "NSNET_HELPER_ID=0")
+	done := make(chan error, 1)
+	var out []byte
+	go func() {
+		var err error
+		out, err = cmd.Output()
+		done <- err
+	}()
+	sweeps := 0
+	for {
+		select {
+		case err := <-done:
+			if err != nil || !strings.Contains(string(out), "helper ok") {
+				t.Errorf("the connecting process: %v\n%s", err, out)
+			}
+			t.Logf("%d Sweeps during the cycles", sweeps)
+			if after := state(t, w); after != before {
+				t.Errorf("state after:\n%s", lineDiff(before, after))
+			}
+			return
+		default:
+		}
+		if res, err := nat.Sweep(w.Host); err != nil || len(res.Links)+res.Elements != 0 {
+			t.Errorf("Sweep %d = %+v, %v", sweeps, res, err)
+		}
+		sweeps++
+	}
+}

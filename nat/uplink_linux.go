@@ -257,6 +257,9 @@ func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) erro
 			err := hook("close uplink forwarding")
 			if err == nil {
 				err = hc.Exec(nl.SetForwarding(e.uplink, false))
+				if errors.Is(err, os.ErrNotExist) {
+					err = fmt.Errorf("uplink (index %d) %w", e.uplink, errGone)
+				}
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("uplink forwarding: %w", err))
