@@ -94,24 +94,27 @@ func (hs *hostState) leave(host *netns.Handle) error {
 	if !last {
 		return nil
 	}
-	err := hs.dropTableIfUnused(host)
+	// The idle sockets do the table's removal and are then closed in the
+	// background: closing an nftables socket makes the kernel finish
+	// nf_tables' pending destroy work first, which waits for an RCU grace
+	// period after any commit that deleted something (10-25 ms), and that
+	// is not the caller's wait.
+	hs.mu.Lock()
+	socks := idleSockets{rt: hs.conns, nft: hs.nfts, raw: hs.raws}
+	hs.conns, hs.nfts, hs.raws = nil, nil, nil
+	hs.mu.Unlock()
+	defer func() { go socks.close() }()
+	_, err := hs.dropTable(host, &socks)
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if hs.links != 0 {
-		return err // a Connect came in meanwhile: it keeps all this
+		return err // a Connect came in meanwhile: it keeps all the rest
 	}
-	var socks idleSockets
-	socks.rt, socks.nft, socks.raw = hs.conns, hs.nfts, hs.raws
-	hs.conns, hs.nfts, hs.raws = nil, nil, nil
 	clear(hs.uplinks)
 	hs.tableReady, hs.dropChecked, hs.dropChain = false, false, ""
 	hs.routesMu.Lock()
 	hs.routes.close()
 	hs.routesMu.Unlock()
-	// Closing an nftables socket makes the kernel finish nf_tables' pending
-	// destroy work first, which waits for an RCU grace period after any
-	// commit that deleted something (10-25 ms): not the caller's wait.
-	go socks.close()
 	hs.ownerMu.Lock()
 	if hs.ownerFD >= 0 {
 		unix.Close(hs.ownerFD)
@@ -125,6 +128,30 @@ type idleSockets struct {
 	rt  []*nl.Conn
 	nft []*nftables.Conn
 	raw []*netlink.Conn
+}
+
+// nftConn and rawConn return one of s's sockets, dialling one (kept in s,
+// to be closed with the rest) if there is none.
+func (s *idleSockets) nftConn(host *netns.Handle) (*nftables.Conn, error) {
+	if len(s.nft) == 0 {
+		c, err := nftConn(host)
+		if err != nil {
+			return nil, err
+		}
+		s.nft = append(s.nft, c)
+	}
+	return s.nft[0], nil
+}
+
+func (s *idleSockets) rawConn(host *netns.Handle) (*netlink.Conn, error) {
+	if len(s.raw) == 0 {
+		c, err := dialNFT(host)
+		if err != nil {
+			return nil, err
+		}
+		s.raw = append(s.raw, c)
+	}
+	return s.raw[0], nil
 }
 
 func (s idleSockets) close() {
@@ -295,20 +322,21 @@ func (hs *hostState) ownTable(host *netns.Handle) error {
 	// table can see part of it: only a table found wanting three times
 	// running is called foreign.
 	for attempt := 0; attempt < 3; attempt++ {
-		if err = hs.checkSets(host); err == nil || !errors.Is(err, ErrForeignTable) {
+		var c *nftables.Conn
+		if c, err = hs.nft(host); err != nil {
+			return err
+		}
+		err = checkSets(c)
+		hs.putNFT(c, err)
+		if err == nil || !errors.Is(err, ErrForeignTable) {
 			return err
 		}
 	}
 	return err
 }
 
-func (hs *hostState) checkSets(host *netns.Handle) error {
-	c, err := hs.nft(host)
-	if err != nil {
-		return err
-	}
+func checkSets(c *nftables.Conn) error {
 	got, err := c.GetSets(table)
-	hs.putNFT(c, err)
 	if err != nil {
 		return fmt.Errorf("read table ip %s: %w", TableName, err)
 	}
@@ -348,13 +376,6 @@ func (hs *hostState) commitEntries(host *netns.Handle, b *batch) error {
 	return err
 }
 
-// dropTableIfUnused deletes the table after this process's last link,
-// when no other process uses it either (see dropTable).
-func (hs *hostState) dropTableIfUnused(host *netns.Handle) error {
-	_, err := hs.dropTable(host)
-	return err
-}
-
 // tableUnused reports whether the library's table exists with an empty
 // links set.
 func (hs *hostState) tableUnused(host *netns.Handle) bool {
@@ -371,17 +392,15 @@ func (hs *hostState) tableUnused(host *netns.Handle) bool {
 // a link in it), if it is the library's, in a transaction that commits
 // only if nothing committed since the check; dropped says whether it did.
 // It gives up, leaving the table, while this process has links in hs.
-func (hs *hostState) dropTable(host *netns.Handle) (dropped bool, err error) {
-	raw, err := dialNFT(host)
+func (hs *hostState) dropTable(host *netns.Handle, socks *idleSockets) (dropped bool, err error) {
+	raw, err := socks.rawConn(host)
 	if err != nil {
 		return false, err
 	}
-	defer func() { raw.Close() }()
-	c, err := nftConn(host)
+	c, err := socks.nftConn(host)
 	if err != nil {
 		return false, err
 	}
-	defer c.CloseLasting()
 	for attempt := 0; attempt < 5; attempt++ {
 		hs.mu.Lock()
 		busy := hs.links != 0
@@ -400,7 +419,7 @@ func (hs *hostState) dropTable(host *netns.Handle) (dropped bool, err error) {
 		if err != nil || len(els) > 0 {
 			return false, err
 		}
-		if err := hs.ownTable(host); err != nil {
+		if err := checkSets(c); err != nil {
 			return false, nil // not ours (any more): not ours to remove
 		}
 		b := batch{gen: &gen}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 )
@@ -241,7 +242,8 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	if len(errs) == 0 {
 		hs := &hostState{}
 		if hs.tableUnused(host) {
-			dropped, err := hs.dropTable(host)
+			socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
+			dropped, err := hs.dropTable(host, &socks)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("table: %w", err))
 			}
