@@ -14,8 +14,14 @@ import (
 var ErrInvalidConfig = errors.New("invalid nat config")
 
 // ErrOverlap is matched by the error when the prefix overlaps an address or
-// route of the host, or the prefix of another live Link.
+// route of the host, or the prefix of another live Link or Rules of any
+// process; the error names the holder ("link nsn-… of live pid N").
 var ErrOverlap = errors.New("prefix overlaps")
+
+// ErrForeignTable is matched by the error when the host has an nftables
+// table called nsnet (family ip) that nsnet did not make: nsnet never
+// changes or deletes it.
+var ErrForeignTable = errors.New("nftables table ip " + TableName + " exists and is not nsnet's")
 
 // Config holds everything Connect can be told. The zero value is the
 // tutorial's set-up; Connect(ns, uplink, cidr) is Config{}.Connect.

@@ -17,12 +17,37 @@
 // Every rule lives in the library's own table, "ip nsnet" ([TableName]),
 // made with the first Link and removed with the last (by whichever process
 // closes it; the delete only commits if no other process added anything
-// meanwhile). Per-link state goes into nftables sets, so N links mean N set
-// elements, not N rules: nine rules and two base chains, and the same
-// per-packet work, with 1 link or 1,000. No other table, chain or rule is
-// touched. The set elements carry the owning process's pid and start time,
-// as does the host veth's ifalias, so [Sweep] can remove what a crashed
-// process left. [CloseAll] tears many links down at once.
+// meanwhile). A table of that name that nsnet did not make is refused
+// ([ErrForeignTable]) and never changed. Per-link state goes into nftables
+// sets, so N links mean N set elements, not N rules: eight rules and two
+// base chains, and the same per-packet work, with 1 link or 1,000. No other
+// table, chain or rule is touched.
+//
+// # Identity, not names
+//
+// Links are matched by interface index (meta iif/oif), which the kernel
+// never gives two live links and a rename does not change: a renamed veth
+// or uplink keeps its rules; a link whose name is reused by another gets
+// none of them; a deleted and re-created uplink gets a new index, and the
+// namespace's packets are dropped rather than sent out of it
+// un-masqueraded. Close undoes from the library's own record of what its
+// Connect made (indexes, entries), never from the Link's exported fields or
+// by name, and removes what is still there when parts were removed by
+// someone else, reporting those (os.ErrNotExist).
+//
+// # Several processes
+//
+// Processes share the table and coordinate through the kernel alone (the
+// protocol is described in protocol_linux.go). Each live link's prefix is
+// claimed in the claims set with an exclusive add, so of two processes
+// connecting overlapping prefixes at once exactly one succeeds. Everything
+// nsnet makes carries the mark "nsnet owner=ID pid=P" (the host veth's
+// ifalias, each set entry's comment), where ID is a random owner ID whose
+// liveness any process in the host namespace can check (an abstract unix
+// socket the owner holds there): unlike a pid, it means the same from every
+// PID namespace and is never reused. [Sweep] removes what dead owners left,
+// and Connect reclaims a prefix held only by a dead owner's leftovers.
+// [CloseAll] tears many links down at once.
 //
 // # Secure by default
 //
@@ -47,9 +72,12 @@
 //
 // IPv4 forwarding is turned on per link — on the host end of the veth and
 // on the uplink — rather than with the global net.ipv4.ip_forward switch.
-// The uplink's original setting is recorded in the table's fwd set and
-// restored when the last Link through it closes, in whichever nsnet process
-// that is (they coordinate through a lock scoped to the network namespace).
+// The uplink's original setting is recorded in the table's uplinks set
+// (one entry per process using it) and restored when the last Link through
+// it closes, in whichever nsnet process that is (they coordinate through a
+// lock scoped to the network namespace). The host end's forwarding is
+// turned on last, once the rules that filter and masquerade its packets
+// are in place.
 //
 // # Coexistence
 //
@@ -62,9 +90,12 @@
 // # Errors
 //
 // Input is checked before the kernel is touched: [ErrInvalidConfig],
-// [ErrInvalidName], [ErrOverlap] and [ErrForeignDrop] for what Connect
-// refuses, os.ErrNotExist
-// for a missing uplink, os.ErrExist for a namespace already connected or a
-// veth name in use. A failure part-way undoes what was done and names the
-// step. Connect and Close are safe for concurrent use.
+// [ErrInvalidName], [ErrOverlap], [ErrForeignDrop] and [ErrForeignTable]
+// for what Connect refuses, os.ErrNotExist for a missing uplink,
+// os.ErrExist for a namespace already connected, a veth name in use or a
+// second AddRules on one link. A failure part-way undoes what was done and
+// names the step; it never changes anything of another live link. Close
+// returns an error matching os.ErrNotExist when parts of the link were
+// already gone. Connect and Close are safe for concurrent use; no exported
+// function or method panics on nil or zero values.
 package nat

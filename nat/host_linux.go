@@ -252,11 +252,6 @@ type tableAttempt struct {
 	err  error // set before done is closed
 }
 
-// ErrForeignTable is matched by the error when the host has an nftables
-// table called nsnet (family ip) that nsnet did not make: nsnet never
-// changes it.
-var ErrForeignTable = errors.New("nftables table ip " + TableName + " exists and is not nsnet's")
-
 // ensureTable makes the library's table, or checks that the one there is
 // the library's, once per host state (again after it went missing).
 func (hs *hostState) ensureTable(host *netns.Handle) error {

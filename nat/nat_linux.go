@@ -375,12 +375,17 @@ func (c Config) steps(l *Link, uplink string) (err error) {
 	undo.push(func() { hs.removeLink(host, hc, l.ent) })
 
 	var loIndex int
+	var nc *nl.Conn
+	defer func() {
+		if nc != nil {
+			nc.Close()
+		}
+	}()
 	err = step("namespace", func() error {
-		nc, err := nl.Dial(l.nsRef)
-		if err != nil {
+		var err error
+		if nc, err = nl.Dial(l.nsRef); err != nil {
 			return err
 		}
-		defer nc.Close()
 		// lo is looked up, not brought up yet (see below); the peer comes
 		// up with its address and route.
 		replies, errs, err := nc.Do(nl.GetLinkByName("lo"), nl.SetLinkUp(l.nsIdx, "", true),
@@ -433,14 +438,7 @@ func (c Config) steps(l *Link, uplink string) (err error) {
 	// cannot be undone exactly (the kernel attaches a qdisc that stays
 	// after it goes down again).
 	if loIndex != 0 {
-		err := step("namespace lo", func() error {
-			nc, err := nl.Dial(l.nsRef)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			return nc.Exec(nl.SetLinkUp(loIndex, "", true))
-		})
+		err := step("namespace lo", func() error { return nc.Exec(nl.SetLinkUp(loIndex, "", true)) })
 		if err != nil {
 			return err
 		}
