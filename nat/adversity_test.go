@@ -130,7 +130,11 @@ func TestHelperHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := nat.Config{HostNS: host}.Connect(ns, "up0", netip.MustParsePrefix(os.Getenv("NSNET_HELPER_PREFIX")))
+	uplink := os.Getenv("NSNET_HELPER_UPLINK")
+	if uplink == "" {
+		uplink = "up0"
+	}
+	l, err := nat.Config{HostNS: host}.Connect(ns, uplink, netip.MustParsePrefix(os.Getenv("NSNET_HELPER_PREFIX")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,11 +152,11 @@ type holder struct {
 
 // hold starts a helper holding a link; with newPID it runs as pid 1 of a
 // PID namespace of its own (as under "unshare --pid --fork").
-func hold(t *testing.T, w *testnet.World, nsName, prefix string, newPID bool) *holder {
+func hold(t *testing.T, w *testnet.World, nsName, prefix string, newPID bool, env ...string) *holder {
 	t.Helper()
 	testnet.NewNS(t, nsName)
-	cmd := sandbox.Child("TestHelperHold", "NSNET_HELPER=hold", "NSNET_HELPER_HOST="+w.HostName,
-		"NSNET_HELPER_NS="+nsName, "NSNET_HELPER_PREFIX="+prefix)
+	cmd := sandbox.Child("TestHelperHold", append([]string{"NSNET_HELPER=hold", "NSNET_HELPER_HOST=" + w.HostName,
+		"NSNET_HELPER_NS=" + nsName, "NSNET_HELPER_PREFIX=" + prefix}, env...)...)
 	if newPID {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 	}
@@ -598,5 +602,38 @@ func TestOverlapNamesHolderAndReclaimsDead(t *testing.T) {
 	}
 	if got := h.close(t); got != "closed <nil>" {
 		t.Errorf("live holder: %s", got)
+	}
+}
+
+// TestRenamedUplinkSharedByProcesses: the uplink renamed under a live link;
+// another process connects through it by its new name; the first one's
+// Close leaves the second's forwarding and masquerade (users are counted
+// by the uplink's index, not its name).
+func TestRenamedUplinkSharedByProcesses(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "ren-")
+	ns := testnet.NewNS(t, "ren-ns")
+	before := state(t, w)
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.8.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "set", "up0", "name", "wan0")
+	h := hold(t, w, "ren-other", "10.8.2.0/24", false, "NSNET_HELPER_UPLINK=wan0")
+	if err := l.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if f := forwarding(t, w, "wan0"); f != "1" {
+		t.Errorf("the first process's Close turned wan0's forwarding to %s under the second", f)
+	}
+	if !testnet.Ping(t, "ren-other", "203.0.113.1") {
+		t.Error("the second process's link stopped working")
+	}
+	if got := h.close(t); got != "closed <nil>" {
+		t.Errorf("second process: %s", got)
+	}
+	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "set", "wan0", "name", "up0")
+	if after := state(t, w); after != before {
+		t.Errorf("state after both closed:\n%s", lineDiff(before, after))
 	}
 }

@@ -307,46 +307,6 @@ func (hs *hostState) makeTable(host *netns.Handle) error {
 	return err
 }
 
-// ownTable checks that the table called nsnet is the library's: it has
-// every set of the library's, each with the library's key type.
-// (google/nftables does not read a set's comment back, or that would be
-// the mark.)
-func (hs *hostState) ownTable(host *netns.Handle) error {
-	var err error
-	// A dump racing with another process's removal and re-creation of the
-	// table can see part of it: only a table found wanting three times
-	// running is called foreign.
-	for attempt := 0; attempt < 3; attempt++ {
-		var c *nftables.Conn
-		if c, err = hs.nft(host); err != nil {
-			return err
-		}
-		err = checkSets(c)
-		hs.putNFT(c, err)
-		if err == nil || !errors.Is(err, ErrForeignTable) {
-			return err
-		}
-	}
-	return err
-}
-
-func checkSets(c *nftables.Conn) error {
-	got, err := c.GetSets(table)
-	if err != nil {
-		return fmt.Errorf("read table ip %s: %w", TableName, err)
-	}
-	have := map[string]string{}
-	for _, s := range got {
-		have[s.Name] = s.KeyType.Name
-	}
-	for _, s := range sets {
-		if have[s.Name] != s.KeyType.Name {
-			return fmt.Errorf("%w (it has no nsnet set %q of type %s); remove or rename it", ErrForeignTable, s.Name, s.KeyType.Name)
-		}
-	}
-	return nil
-}
-
 // tableGone notes that the table vanished (nft flush ruleset, another
 // process's last Close): the next ensureTable makes it again.
 func (hs *hostState) tableGone() {
@@ -369,72 +329,6 @@ func (hs *hostState) commitEntries(host *netns.Handle, b *batch) error {
 		hs.tableGone()
 	}
 	return err
-}
-
-// tableUnused reports whether the library's table exists with an empty
-// links set.
-func (hs *hostState) tableUnused(host *netns.Handle) bool {
-	c, err := nftConn(host)
-	if err != nil {
-		return false
-	}
-	defer c.CloseLasting()
-	els, err := c.GetSetElements(setByName[setLinks])
-	return err == nil && len(els) == 0
-}
-
-// dropTable deletes the table when its links set is empty (no process has
-// a link in it), if it is the library's, in a transaction that commits
-// only if nothing committed since the check; dropped says whether it did.
-// It gives up, leaving the table, while this process has links in hs.
-func (hs *hostState) dropTable(host *netns.Handle, socks *idleSockets) (dropped bool, err error) {
-	raw, err := socks.rawConn(host)
-	if err != nil {
-		return false, err
-	}
-	c, err := socks.nftConn(host)
-	if err != nil {
-		return false, err
-	}
-	for attempt := 0; attempt < 5; attempt++ {
-		hs.mu.Lock()
-		busy := hs.links != 0
-		hs.mu.Unlock()
-		if busy {
-			return false, nil // a Connect came in meanwhile
-		}
-		gen, err := ruleGeneration(raw)
-		if err != nil {
-			return false, err
-		}
-		els, err := c.GetSetElements(setByName[setLinks])
-		if isENOENT(err) {
-			return false, nil // gone already
-		}
-		if err != nil || len(els) > 0 {
-			return false, err
-		}
-		if err := checkSets(c); err != nil {
-			return false, nil // not ours (any more): not ours to remove
-		}
-		b := batch{gen: &gen}
-		if err := b.delTable(); err != nil {
-			return false, err
-		}
-		err = b.commit(raw)
-		switch {
-		case err == errGenChanged:
-			// One error for the whole batch: the socket holds no other
-			// reply and can be used again.
-			continue
-		case isENOENT(err):
-			return false, nil
-		case err != nil:
-			return false, err
-		}
-		return true, nil
-	}
-	return false, nil // a busy host: the next last Close or Sweep removes it
 }
 
 // isENOENT reports a missing table or set. google/nftables formats some

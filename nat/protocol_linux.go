@@ -46,10 +46,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
@@ -229,4 +231,223 @@ func ownerIDs(us []uplinkUser) []string {
 		ids = append(ids, u.owner)
 	}
 	return ids
+}
+
+// ownTable checks that the table called nsnet is the library's: it has
+// every set of the library's, each with the library's key type.
+// (google/nftables does not read a set's comment back, or that would be
+// the mark.)
+func (hs *hostState) ownTable(host *netns.Handle) error {
+	var err error
+	// A dump racing with another process's removal and re-creation of the
+	// table can see part of it: only a table found wanting three times
+	// running is called foreign.
+	for attempt := 0; attempt < 3; attempt++ {
+		var c *nftables.Conn
+		if c, err = hs.nft(host); err != nil {
+			return err
+		}
+		err = checkSets(c)
+		hs.putNFT(c, err)
+		if err == nil || !errors.Is(err, ErrForeignTable) {
+			return err
+		}
+	}
+	return err
+}
+
+func checkSets(c *nftables.Conn) error {
+	got, err := c.GetSets(table)
+	if err != nil {
+		return fmt.Errorf("read table ip %s: %w", TableName, err)
+	}
+	have := map[string]string{}
+	for _, s := range got {
+		have[s.Name] = s.KeyType.Name
+	}
+	for _, s := range sets {
+		if have[s.Name] != s.KeyType.Name {
+			return fmt.Errorf("%w (it has no nsnet set %q of type %s); remove or rename it", ErrForeignTable, s.Name, s.KeyType.Name)
+		}
+	}
+	return nil
+}
+
+// tableUnused reports whether the library's table exists with an empty
+// links set.
+func (hs *hostState) tableUnused(host *netns.Handle) bool {
+	c, err := nftConn(host)
+	if err != nil {
+		return false
+	}
+	defer c.CloseLasting()
+	els, err := c.GetSetElements(setByName[setLinks])
+	return err == nil && len(els) == 0
+}
+
+// dropTable deletes the table when its links set is empty (no process has
+// a link in it), if it is the library's, in a transaction that commits
+// only if nothing committed since the check; dropped says whether it did.
+// It gives up, leaving the table, while this process has links in hs.
+func (hs *hostState) dropTable(host *netns.Handle, socks *idleSockets) (dropped bool, err error) {
+	raw, err := socks.rawConn(host)
+	if err != nil {
+		return false, err
+	}
+	c, err := socks.nftConn(host)
+	if err != nil {
+		return false, err
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		hs.mu.Lock()
+		busy := hs.links != 0
+		hs.mu.Unlock()
+		if busy {
+			return false, nil // a Connect came in meanwhile
+		}
+		gen, err := ruleGeneration(raw)
+		if err != nil {
+			return false, err
+		}
+		els, err := c.GetSetElements(setByName[setLinks])
+		if isENOENT(err) {
+			return false, nil // gone already
+		}
+		if err != nil || len(els) > 0 {
+			return false, err
+		}
+		if err := checkSets(c); err != nil {
+			return false, nil // not ours (any more): not ours to remove
+		}
+		b := batch{gen: &gen}
+		if err := b.delTable(); err != nil {
+			return false, err
+		}
+		err = b.commit(raw)
+		switch {
+		case err == errGenChanged:
+			// One error for the whole batch: the socket holds no other
+			// reply and can be used again.
+			continue
+		case isENOENT(err):
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		return true, nil
+	}
+	return false, nil // a busy host: the next last Close or Sweep removes it
+}
+
+// register is addLink for the first of this process's links out of the
+// uplink; it runs under the host lock.
+func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *uplinkRef) error {
+	hs.mu.Lock()
+	registered := ref.registered // by another goroutine while this one waited
+	hs.mu.Unlock()
+	if registered {
+		return hs.addEntries(host, e, nil)
+	}
+	users, err := hs.uplinkUsers(host, e.uplink)
+	if err != nil {
+		return err
+	}
+	live, err := liveOwners(host, ownerIDs(users))
+	if err != nil {
+		return err
+	}
+	var stale []elem // dead users', and a leftover of this process's own
+	liveOther, wasOff, deadOff := false, false, false
+	for _, u := range users {
+		switch {
+		case u.owner != ownerID && live[u.owner]:
+			liveOther, wasOff = true, u.origOff
+		default:
+			stale = append(stale, u.elem())
+			deadOff = deadOff || u.origOff
+		}
+	}
+	turnOn := false
+	if !liveOther {
+		// No live user: the kernel's setting now is the original, unless a
+		// dead user's record says it was off before that user.
+		msgs, err := hc.Query(nl.GetLinkByIndex(e.uplink))
+		if err != nil {
+			return fmt.Errorf("uplink: %w", err)
+		}
+		on, _ := nl.Forwarding(msgs[0].Data)
+		wasOff, turnOn = deadOff || !on, !on
+	}
+	mark := ownerMark + origOn
+	if wasOff {
+		mark = ownerMark + origOff
+	}
+	mine := elem{set: setUplinks, key: uplinkKey(e.uplink, ownerID), comment: mark}
+	err = hs.addEntries(host, e, func(b *batch) error {
+		if len(stale) > 0 {
+			if err := b.del(stale, true); err != nil {
+				return err
+			}
+		}
+		return b.add([]elem{mine}, false)
+	})
+	if err != nil {
+		return err
+	}
+	if turnOn {
+		err := hook("uplink forwarding")
+		if err == nil {
+			err = hc.Exec(nl.SetForwarding(e.uplink, true))
+		}
+		if err != nil {
+			hs.delEntries(host, append(e.elems(), mine))
+			return fmt.Errorf("uplink forwarding: %w", err)
+		}
+	}
+	hs.mu.Lock()
+	ref.registered, ref.origOff = true, wasOff
+	hs.mu.Unlock()
+	return nil
+}
+
+// unregister is removeLink for the last of this process's links out of the
+// uplink; it runs under the host lock. wasOff is this process's own record
+// of the uplink's original forwarding, used when the table's was lost.
+func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, wasOff bool) error {
+	users, err := hs.uplinkUsers(host, e.uplink)
+	if err != nil {
+		return err
+	}
+	live, err := liveOwners(host, ownerIDs(users))
+	if err != nil {
+		return err
+	}
+	others := false
+	var stale []elem
+	for _, u := range users {
+		if u.owner != ownerID && live[u.owner] {
+			others = true
+			continue
+		}
+		stale = append(stale, u.elem())
+		wasOff = wasOff || u.origOff
+	}
+	var errs []error
+	if !slices.ContainsFunc(users, func(u uplinkUser) bool { return u.owner == ownerID }) {
+		errs = append(errs, fmt.Errorf("uplink forwarding record %w", errGone))
+	}
+	errs = append(errs, hs.delEntries(host, e.elems(), stale...))
+	if !others && wasOff {
+		err := hook("close uplink forwarding")
+		if err == nil {
+			err = hc.Exec(nl.SetForwarding(e.uplink, false))
+			if errors.Is(err, os.ErrNotExist) {
+				err = fmt.Errorf("uplink (index %d) %w", e.uplink, errGone)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("uplink forwarding: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -117,7 +117,7 @@ func TestNewExisting(t *testing.T) {
 
 func TestInvalidNames(t *testing.T) {
 	// No privileges needed: nothing may reach the kernel.
-	for _, name := range []string{"", ".", "..", "a/b", "/abs", "nul\x00", strings.Repeat("x", 256)} {
+	for _, name := range []string{"", ".", "..", "a/b", "/abs", "nul\x00", strings.Repeat("x", 256), "a\nb", "tab\t", "del\x7f"} {
 		if _, err := netns.New(name); !errors.Is(err, netns.ErrInvalidName) {
 			t.Errorf("New(%q) = %v, want ErrInvalidName", name, err)
 		}

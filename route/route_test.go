@@ -203,6 +203,11 @@ func TestErrors(t *testing.T) {
 		{"get invalid", getErr(ns, netip.Addr{}), route.ErrInvalidRoute},
 		{"list bad family", listErr(ns, &route.Filter{Family: 5}), route.ErrInvalidRoute},
 		{"list closed", listErr(closed, nil), netns.ErrClosed},
+		// The kernel's fields are 32 bits: these were cut to lo, metric 5,
+		// table 100 (issue 11).
+		{"link index past 32 bits", route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), LinkIndex: 1<<32 + 1}), route.ErrInvalidRoute},
+		{"metric past 32 bits", route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), Link: "lo", Metric: 1<<32 + 5}), route.ErrInvalidRoute},
+		{"table past 32 bits", route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), Link: "lo", Table: 1<<32 + 100}), route.ErrInvalidRoute},
 	} {
 		if !errors.Is(c.err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, c.err, c.want)

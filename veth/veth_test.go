@@ -205,6 +205,10 @@ func TestErrors(t *testing.T) {
 		{"create long name", veth.Create(nil, veth.Config{Name: "sixteen-bytes-xx", PeerName: "p"}), veth.ErrInvalidName},
 		{"create empty peer", veth.Create(nil, veth.Config{Name: "a"}), veth.ErrInvalidName},
 		{"create slash", veth.Create(nil, veth.Config{Name: "a/b", PeerName: "p"}), veth.ErrInvalidName},
+		// The kernel reads % as a template (w%d becomes w0) and 0xA0 as
+		// white space (issue 11).
+		{"create template", veth.Create(nil, veth.Config{Name: "w%d", PeerName: "q%d", Up: true}), veth.ErrInvalidName},
+		{"create 0xA0", veth.Create(nil, veth.Config{Name: "a\xa0b", PeerName: "p"}), veth.ErrInvalidName},
 		{"create same names", veth.Create(nil, veth.Config{Name: "a", PeerName: "a"}), veth.ErrInvalidConfig},
 		{"create bad mtu", veth.Create(nil, veth.Config{Name: "a", PeerName: "b", MTU: 20}), veth.ErrInvalidConfig},
 		{"create multicast mac", veth.Create(nil, veth.Config{Name: "a", PeerName: "b", HardwareAddr: net.HardwareAddr{1, 0, 0, 0, 0, 1}}), veth.ErrInvalidConfig},

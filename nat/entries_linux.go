@@ -1,10 +1,13 @@
 package nat
 
+// A link's entries in the library's sets: added with Connect and AddRules,
+// removed with Close, with the uplink's share of forwarding for the first
+// and last of a process's links out of it (see protocol_linux.go).
+
 import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -91,77 +94,6 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 	return fmt.Errorf("interface index %d already has nsnet entries: %w", e.link, os.ErrExist)
 }
 
-// register is addLink for the first of this process's links out of the
-// uplink; it runs under the host lock.
-func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *uplinkRef) error {
-	hs.mu.Lock()
-	registered := ref.registered // by another goroutine while this one waited
-	hs.mu.Unlock()
-	if registered {
-		return hs.addEntries(host, e, nil)
-	}
-	users, err := hs.uplinkUsers(host, e.uplink)
-	if err != nil {
-		return err
-	}
-	live, err := liveOwners(host, ownerIDs(users))
-	if err != nil {
-		return err
-	}
-	var stale []elem // dead users', and a leftover of this process's own
-	liveOther, wasOff, deadOff := false, false, false
-	for _, u := range users {
-		switch {
-		case u.owner != ownerID && live[u.owner]:
-			liveOther, wasOff = true, u.origOff
-		default:
-			stale = append(stale, u.elem())
-			deadOff = deadOff || u.origOff
-		}
-	}
-	turnOn := false
-	if !liveOther {
-		// No live user: the kernel's setting now is the original, unless a
-		// dead user's record says it was off before that user.
-		msgs, err := hc.Query(nl.GetLinkByIndex(e.uplink))
-		if err != nil {
-			return fmt.Errorf("uplink: %w", err)
-		}
-		on, _ := nl.Forwarding(msgs[0].Data)
-		wasOff, turnOn = deadOff || !on, !on
-	}
-	mark := ownerMark + origOn
-	if wasOff {
-		mark = ownerMark + origOff
-	}
-	mine := elem{set: setUplinks, key: uplinkKey(e.uplink, ownerID), comment: mark}
-	err = hs.addEntries(host, e, func(b *batch) error {
-		if len(stale) > 0 {
-			if err := b.del(stale, true); err != nil {
-				return err
-			}
-		}
-		return b.add([]elem{mine}, false)
-	})
-	if err != nil {
-		return err
-	}
-	if turnOn {
-		err := hook("uplink forwarding")
-		if err == nil {
-			err = hc.Exec(nl.SetForwarding(e.uplink, true))
-		}
-		if err != nil {
-			hs.delEntries(host, append(e.elems(), mine))
-			return fmt.Errorf("uplink forwarding: %w", err)
-		}
-	}
-	hs.mu.Lock()
-	ref.registered, ref.origOff = true, wasOff
-	hs.mu.Unlock()
-	return nil
-}
-
 // uplinkUsers reads the uplinks entries of one uplink; none if the table
 // is missing (it is made again with the entries).
 func (hs *hostState) uplinkUsers(host *netns.Handle, uplink int) ([]uplinkUser, error) {
@@ -229,42 +161,5 @@ func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) erro
 	if !last {
 		return hs.delEntries(host, e.elems())
 	}
-	return withHostLock(host, func() error {
-		users, err := hs.uplinkUsers(host, e.uplink)
-		if err != nil {
-			return err
-		}
-		live, err := liveOwners(host, ownerIDs(users))
-		if err != nil {
-			return err
-		}
-		others := false
-		var stale []elem
-		for _, u := range users {
-			if u.owner != ownerID && live[u.owner] {
-				others = true
-				continue
-			}
-			stale = append(stale, u.elem())
-			wasOff = wasOff || u.origOff
-		}
-		var errs []error
-		if !slices.ContainsFunc(users, func(u uplinkUser) bool { return u.owner == ownerID }) {
-			errs = append(errs, fmt.Errorf("uplink forwarding record %w", errGone))
-		}
-		errs = append(errs, hs.delEntries(host, e.elems(), stale...))
-		if !others && wasOff {
-			err := hook("close uplink forwarding")
-			if err == nil {
-				err = hc.Exec(nl.SetForwarding(e.uplink, false))
-				if errors.Is(err, os.ErrNotExist) {
-					err = fmt.Errorf("uplink (index %d) %w", e.uplink, errGone)
-				}
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("uplink forwarding: %w", err))
-			}
-		}
-		return errors.Join(errs...)
-	})
+	return withHostLock(host, func() error { return hs.unregister(host, hc, e, wasOff) })
 }
