@@ -133,25 +133,22 @@ type idleSockets struct {
 // nftConn and rawConn return one of s's sockets, dialling one (kept in s,
 // to be closed with the rest) if there is none.
 func (s *idleSockets) nftConn(host *netns.Handle) (*nftables.Conn, error) {
-	if len(s.nft) == 0 {
-		c, err := nftConn(host)
-		if err != nil {
-			return nil, err
-		}
-		s.nft = append(s.nft, c)
-	}
-	return s.nft[0], nil
+	return firstOrDial(&s.nft, func() (*nftables.Conn, error) { return nftConn(host) })
 }
 
 func (s *idleSockets) rawConn(host *netns.Handle) (*netlink.Conn, error) {
-	if len(s.raw) == 0 {
-		c, err := dialNFT(host)
+	return firstOrDial(&s.raw, func() (*netlink.Conn, error) { return dialNFT(host) })
+}
+
+func firstOrDial[C any](pool *[]C, dial func() (C, error)) (C, error) {
+	if len(*pool) == 0 {
+		c, err := dial()
 		if err != nil {
-			return nil, err
+			return c, err
 		}
-		s.raw = append(s.raw, c)
+		*pool = append(*pool, c)
 	}
-	return s.raw[0], nil
+	return (*pool)[0], nil
 }
 
 func (s idleSockets) close() {

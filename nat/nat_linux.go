@@ -167,15 +167,9 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
-func randomVethName() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 11)
-	rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return "nsn-" + string(b)
-}
+// randomVethName is a host end name of the library's own: "nsn-" and 11
+// random characters.
+func randomVethName() string { return "nsn-" + randomString(11) }
 
 // Connect connects ns to the outside world through uplink (in c.HostNS;
 // "" for the link of the default route), giving it the network cidr. It is

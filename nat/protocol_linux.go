@@ -64,9 +64,12 @@ var ownerID = randomID()
 var ownerMark = fmt.Sprintf("nsnet owner=%s pid=%d", ownerID, os.Getpid())
 
 // randomID returns 12 random characters of [a-z0-9] (62 bits).
-func randomID() string {
+func randomID() string { return randomString(12) }
+
+// randomString returns n random characters of [a-z0-9].
+func randomString(n int) string {
 	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 12)
+	b := make([]byte, n)
 	rand.Read(b)
 	for i := range b {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
@@ -224,6 +227,17 @@ func readUplinkUsers(c *nftables.Conn, uplink int) ([]uplinkUser, error) {
 	return out, nil
 }
 
+// liveUplinkUsers reads the uplinks entries of one uplink and which of
+// their owners are alive.
+func (hs *hostState) liveUplinkUsers(host *netns.Handle, uplink int) ([]uplinkUser, map[string]bool, error) {
+	users, err := hs.uplinkUsers(host, uplink)
+	if err != nil {
+		return nil, nil, err
+	}
+	live, err := liveOwners(host, ownerIDs(users))
+	return users, live, err
+}
+
 // ownerIDs lists the owners of us.
 func ownerIDs(us []uplinkUser) []string {
 	var ids []string
@@ -348,11 +362,7 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *u
 	if registered {
 		return hs.addEntries(host, e, nil)
 	}
-	users, err := hs.uplinkUsers(host, e.uplink)
-	if err != nil {
-		return err
-	}
-	live, err := liveOwners(host, ownerIDs(users))
+	users, live, err := hs.liveUplinkUsers(host, e.uplink)
 	if err != nil {
 		return err
 	}
@@ -414,11 +424,7 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *u
 // uplink; it runs under the host lock. wasOff is this process's own record
 // of the uplink's original forwarding, used when the table's was lost.
 func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, wasOff bool) error {
-	users, err := hs.uplinkUsers(host, e.uplink)
-	if err != nil {
-		return err
-	}
-	live, err := liveOwners(host, ownerIDs(users))
+	users, live, err := hs.liveUplinkUsers(host, e.uplink)
 	if err != nil {
 		return err
 	}
