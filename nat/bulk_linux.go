@@ -5,15 +5,18 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/nsnet/nsnet/internal/nl"
 )
 
 // CloseAll closes many links at once, much faster than calling Close on
-// each: their veth pairs are moved into a fresh device group and deleted
-// with one request, so the kernel waits for one RCU grace period for all
-// of them instead of one per link (tens of milliseconds each), and one
-// nftables transaction per thousand messages removes their set entries.
+// each: in the order Close follows, their traffic is stopped with one
+// batch, their set entries removed with one nftables transaction (per
+// 64 KiB of messages), and their veth pairs moved into a fresh device group
+// and deleted with one request, so the kernel waits for one RCU grace
+// period for all of them instead of one per link (tens of milliseconds
+// each).
 // When it returns, every link, address, route, rule and forwarding setting
 // of the links is gone, as after Close, from the library's own records.
 // Links already closed are skipped; nil entries are ignored, zero ones
@@ -72,20 +75,22 @@ func closeGroup(hs *hostState, links []*Link) error {
 	hc, err := hs.conn(host)
 	if err != nil {
 		errs = append(errs, err)
-	} else {
-		// The veths first: the links are never there unfiltered.
-		step("veths", func() error {
-			g := randomGroup()
-			reqs := make([]nl.Request, 0, len(links))
+	}
+	if hc != nil {
+		// The same order as Close: traffic stopped, entries removed, veths
+		// deleted (in one group, one RCU grace period for all).
+		step("quiesce", func() error {
+			var reqs []nl.Request
 			for _, l := range links {
-				reqs = append(reqs, nl.SetGroup(l.hostIdx, g))
+				reqs = append(reqs, nl.SetForwarding(l.hostIdx, false), nl.DelAddr(l.hostIdx, l.hostAddr))
 			}
-			_, gerrs, err := hc.Do(reqs...)
-			if err != nil {
-				return err
+			_, qerrs, err := hc.Do(reqs...)
+			for _, e := range qerrs {
+				if e != nil && !errors.Is(e, os.ErrNotExist) {
+					err = errors.Join(err, e)
+				}
 			}
-			// Delete the group even if some could not join it; report those.
-			return errors.Join(errors.Join(gerrs...), hc.Exec(nl.DeleteGroup(g)))
+			return err
 		})
 		step("nftables", func() error {
 			// The entries of all links but each uplink's last, in one
@@ -108,13 +113,34 @@ func closeGroup(hs *hostState, links []*Link) error {
 			}
 			return errors.Join(errs...)
 		})
-		hs.putConn(hc)
 	}
+	var socks []idleSockets
 	for _, l := range links {
 		release(l.hostKey, l.nsKey, l.ent.prefix)
-		if err := hs.leave(l.host); err != nil {
+		s, err := hs.leave(l.host)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("nftables table: %w", err))
 		}
+		socks = append(socks, s)
+	}
+	if hc != nil {
+		step("veths", func() error {
+			g := randomGroup()
+			reqs := make([]nl.Request, 0, len(links))
+			for _, l := range links {
+				reqs = append(reqs, nl.SetGroup(l.hostIdx, g))
+			}
+			_, gerrs, err := hc.Do(reqs...)
+			if err != nil {
+				return err
+			}
+			// Delete the group even if some could not join it; report those.
+			return errors.Join(errors.Join(gerrs...), hc.Exec(nl.DeleteGroup(g)))
+		})
+		hs.putConn(hc)
+	}
+	for i, l := range links {
+		socks[i].close() // after the veth delete: see leave
 		l.host.Close()
 		l.nsRef.Close()
 	}

@@ -3,22 +3,26 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 
 	"github.com/nsnet/nsnet/internal/nl"
 )
 
 // Close undoes everything Connect made, from the library's own record of
-// it (not from the Link's fields, nor by names the host may have reused):
-// it deletes the host end of the veth pair by its interface index, which
-// takes the peer, their addresses and the namespace's route with it; then,
-// in one nftables transaction, removes the link's set entries and prefix
+// it (not from the Link's fields, nor by names the host may have reused).
+// First it quiesces the link: forwarding off on the host end of the veth
+// and its address removed (with the route to the namespace), so that no
+// packet passes through the link any more, either way. Then, in one
+// nftables transaction, it removes the link's set entries and prefix
 // claim; the last of the process's links out of the uplink also removes
 // the process's share of it, and when no nsnet process uses the uplink any
 // more its forwarding goes back to what it was. After the process's last
 // link in the host, the library's table goes too if no other process has
-// entries in it. The veth goes first, so the link is never there without
-// its filtering and masquerading.
+// entries in it. Last, it deletes the host end of the veth pair by its
+// interface index, which takes the peer, the namespace's address and route
+// with it: the delete waits for an RCU grace period, which also covers the
+// one nftables needs after removing entries, so it is paid once.
 //
 // Close removes everything still there even when a part was removed or
 // changed by someone else meanwhile (a renamed or deleted veth or uplink, a
@@ -32,6 +36,24 @@ func (l *Link) Close() error {
 		return errors.New("nat: close of a nil *Link")
 	}
 	return l.owned.close("nat: close "+l.owned.what(), true)
+}
+
+// quiesce stops all traffic through a link in one round trip: forwarding
+// off on its host end (nothing from the namespace is forwarded) and the
+// host end's address removed, which takes the route to the namespace with
+// it (nothing is forwarded to it). A link already gone is no error here:
+// the veth delete reports it.
+func quiesce(hc *nl.Conn, index int, addr netip.Prefix) error {
+	_, errs, err := hc.Do(nl.SetForwarding(index, false), nl.DelAddr(index, addr))
+	if err != nil {
+		return err
+	}
+	for _, e := range errs {
+		if e != nil && !errors.Is(e, os.ErrNotExist) {
+			return e
+		}
+	}
+	return nil
 }
 
 // what names the link in Close's errors, from the record.
@@ -64,6 +86,23 @@ func (o *owned) close(what string, deleteVeth bool) error {
 	hs, host := o.hs, o.host
 	hc, err := hs.conn(host)
 	fault("netlink", err)
+	if hc != nil && deleteVeth {
+		err := hook("close quiesce")
+		if err == nil {
+			err = quiesce(hc, o.hostIdx, o.hostAddr)
+		}
+		fault("quiesce", err)
+	}
+	if hc != nil {
+		err := hook("close nftables")
+		if err == nil {
+			err = hs.removeLink(host, hc, o.ent)
+		}
+		fault("nftables", err)
+	}
+	release(o.hostKey, o.nsKey, o.ent.prefix)
+	socks, err := hs.leave(host)
+	fault("nftables table", err)
 	if hc != nil {
 		if deleteVeth {
 			err := hook("close veth")
@@ -75,15 +114,9 @@ func (o *owned) close(what string, deleteVeth bool) error {
 			}
 			fault("veth", err)
 		}
-		err := hook("close nftables")
-		if err == nil {
-			err = hs.removeLink(host, hc, o.ent)
-		}
-		fault("nftables", err)
 		hs.putConn(hc)
 	}
-	release(o.hostKey, o.nsKey, o.ent.prefix)
-	fault("nftables table", hs.leave(host))
+	socks.close() // after the veth delete: see leave
 	o.host.Close()
 	o.nsRef.Close()
 	if len(errs) > 0 {

@@ -95,7 +95,7 @@ func TestCloseFaults(t *testing.T) {
 	cfg := nat.Config{HostNS: w.Host}
 	rules := func() string { return sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset") }
 	links := func() string { return sandbox.Cmd(t, "ip", "-n", w.HostName, "-o", "link") }
-	for _, step := range []string{"nftables", "veth", "uplink forwarding"} {
+	for _, step := range []string{"quiesce", "nftables", "veth", "uplink forwarding"} {
 		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.7.0.0/24"))
 		if err != nil {
 			t.Fatal(err)

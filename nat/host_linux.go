@@ -74,7 +74,8 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 		fd, err := holdOwner(host)
 		if err != nil {
 			hs.ownerMu.Unlock()
-			hs.leave(host)
+			socks, _ := hs.leave(host)
+			socks.close()
 			hs.ownerMu.Lock() // for the deferred unlock
 			return nil, err
 		}
@@ -85,49 +86,60 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 
 // leave uncounts one link; after the last, it removes the table if no
 // process uses it any more and forgets everything (sockets, caches, the
-// owner socket: from then on this process owns nothing there).
-func (hs *hostState) leave(host *netns.Handle) error {
+// owner socket: from then on this process owns nothing there). The idle
+// sockets are handed back for the caller to close after its last kernel
+// step: closing an nftables socket makes the kernel finish nf_tables'
+// pending destroy work first, which waits for an RCU grace period after
+// any commit that deleted something (10-25 ms here), unless something
+// else (a veth delete) has waited for one since.
+func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	hs.mu.Lock()
 	hs.links--
 	last := hs.links == 0
 	hs.mu.Unlock()
 	if !last {
-		return nil
+		return idleSockets{}, nil
 	}
-	// The idle sockets do the table's removal and are then closed in the
-	// background: closing an nftables socket makes the kernel finish
-	// nf_tables' pending destroy work first, which waits for an RCU grace
-	// period after any commit that deleted something (10-25 ms), and that
-	// is not the caller's wait.
 	hs.mu.Lock()
 	socks := idleSockets{rt: hs.conns, nft: hs.nfts, raw: hs.raws}
 	hs.conns, hs.nfts, hs.raws = nil, nil, nil
 	hs.mu.Unlock()
-	defer func() { go socks.close() }()
 	_, err := hs.dropTable(host, &socks)
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if hs.links != 0 {
-		return err // a Connect came in meanwhile: it keeps all the rest
+		return socks, err // a Connect came in meanwhile: it keeps all the rest
 	}
 	clear(hs.uplinks)
 	hs.tableReady, hs.dropChecked, hs.dropChain = false, false, ""
 	hs.routesMu.Lock()
 	hs.routes.close()
 	hs.routesMu.Unlock()
+	socks.owner = hs // the owner socket goes last, with the sockets
+	return socks, err
+}
+
+// releaseOwner closes the owner socket if no link is counted (again): it
+// is the last thing to go, after everything marked with the process's
+// owner ID, so that no other process's Sweep takes a closing link for a
+// dead owner's.
+func (hs *hostState) releaseOwner() {
 	hs.ownerMu.Lock()
-	if hs.ownerFD >= 0 {
+	defer hs.ownerMu.Unlock()
+	hs.mu.Lock()
+	idle := hs.links == 0
+	hs.mu.Unlock()
+	if idle && hs.ownerFD >= 0 {
 		unix.Close(hs.ownerFD)
 		hs.ownerFD = -1
 	}
-	hs.ownerMu.Unlock()
-	return err
 }
 
 type idleSockets struct {
-	rt  []*nl.Conn
-	nft []*nftables.Conn
-	raw []*netlink.Conn
+	rt    []*nl.Conn
+	nft   []*nftables.Conn
+	raw   []*netlink.Conn
+	owner *hostState // after the last link: release its owner socket too
 }
 
 // nftConn and rawConn return one of s's sockets, dialling one (kept in s,
@@ -160,6 +172,9 @@ func (s idleSockets) close() {
 	}
 	for _, c := range s.raw {
 		c.Close()
+	}
+	if s.owner != nil {
+		s.owner.releaseOwner()
 	}
 }
 

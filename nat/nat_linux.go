@@ -42,7 +42,8 @@ type owned struct {
 	// hostIdx and nsIdx are the interface indexes of the pair's ends
 	// (hostIdx is the caller's link for Rules, never deleted).
 	hostIdx, nsIdx int
-	vethName       string // for error messages only
+	vethName       string       // for error messages only
+	hostAddr       netip.Prefix // the host end's address (Links only)
 	ent            entries
 	hs             *hostState
 
@@ -236,7 +237,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	if l.NSVeth == "" {
 		l.NSVeth = "eth0"
 	}
-	l.vethName = l.HostVeth
+	l.vethName, l.hostAddr = l.HostVeth, l.HostAddr
 	for attempt := 0; ; attempt++ {
 		err = c.steps(l, uplink)
 		if attempt > 0 || !errors.Is(err, errDeadHolder) {
@@ -299,7 +300,10 @@ func (c Config) steps(l *Link, uplink string) (err error) {
 		return err
 	}
 	l.hs = hs
-	undo.push(func() { hs.leave(host) })
+	undo.push(func() {
+		socks, _ := hs.leave(host)
+		socks.close()
+	})
 
 	if err := step("nftables table", func() error { return hs.ensureTable(host) }); err != nil {
 		return err

@@ -80,7 +80,10 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		return nil, err
 	}
 	r.hs = hs
-	undo.push(func() { hs.leave(host) })
+	undo.push(func() {
+		socks, _ := hs.leave(host)
+		socks.close()
+	})
 	if err := hs.ensureTable(host); err != nil {
 		return nil, fmt.Errorf("nftables table: %w", err)
 	}
