@@ -455,8 +455,8 @@ func TestForeignTableNamedNsnet(t *testing.T) {
 	}
 }
 
-// TestSetsListable: every set can be listed by name with nft (fwd, the old
-// name of uplinks, is an nft keyword).
+// TestSetsListable: every set (and the claims map) can be listed by name
+// with nft (fwd, the old name of uplinks, is an nft keyword).
 func TestSetsListable(t *testing.T) {
 	requireTools(t)
 	w := testnet.NewWorld(t, "lst-")
@@ -466,10 +466,11 @@ func TestSetsListable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	for _, set := range []string{"links", "egress", "siblings", "claims", "uplinks"} {
-		out, err := sandbox.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", "set", "ip", "nsnet", set)
+	for _, set := range []string{"set links", "set egress", "set siblings", "map claims", "set uplinks"} {
+		kind, name, _ := strings.Cut(set, " ")
+		out, err := sandbox.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", kind, "ip", "nsnet", name)
 		if err != nil || !strings.Contains(out, "nsnet owner=") {
-			t.Errorf("nft list set ip nsnet %s: %v\n%s", set, err, out)
+			t.Errorf("nft list %s ip nsnet %s: %v\n%s", kind, name, err, out)
 		}
 	}
 }
@@ -636,4 +637,49 @@ func TestRenamedUplinkSharedByProcesses(t *testing.T) {
 	if after := state(t, w); after != before {
 		t.Errorf("state after both closed:\n%s", lineDiff(before, after))
 	}
+}
+
+// TestClaimsRefuseOverlaps: the claims map alone (AddRules does not look
+// at the host's routes) refuses a prefix inside, around or equal to a
+// live one, and takes a prefix around a closed one again.
+func TestClaimsRefuseOverlaps(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "clm-")
+	for _, v := range []string{"v0", "v2"} {
+		sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", v, "type", "veth", "peer", "name", v+"p")
+	}
+	r, err := nat.AddRules(w.Host, "v0", "up0", netip.MustParsePrefix("10.9.4.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"10.9.4.0/24", "10.9.4.128/25", "10.9.0.0/16", "10.0.0.0/8"} {
+		if r2, err := nat.AddRules(w.Host, "v2", "up0", netip.MustParsePrefix(p)); !errors.Is(err, nat.ErrOverlap) {
+			if r2 != nil {
+				r2.Close()
+			}
+			t.Errorf("AddRules %s next to a live 10.9.4.0/24: %v, want ErrOverlap", p, err)
+		}
+	}
+	for _, p := range []string{"10.9.5.0/24", "10.9.3.0/24"} { // beside it: fine
+		r2, err := nat.AddRules(w.Host, "v2", "up0", netip.MustParsePrefix(p))
+		if err != nil {
+			t.Errorf("AddRules %s beside 10.9.4.0/24: %v", p, err)
+			continue
+		}
+		r2.Close()
+	}
+	keep, err := nat.AddRules(w.Host, "v2", "up0", netip.MustParsePrefix("10.10.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keep.Close()
+	r.Close()
+	// 10.9.4.0/24 is gone; the prefixes around it are free again although
+	// the table (and its covers) stayed for the other Rules.
+	r3, err := nat.AddRules(w.Host, "v0", "up0", netip.MustParsePrefix("10.9.0.0/16"))
+	if err != nil {
+		t.Fatalf("AddRules 10.9.0.0/16 after 10.9.4.0/24 closed: %v", err)
+	}
+	r3.Close()
 }

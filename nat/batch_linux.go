@@ -42,11 +42,12 @@ const (
 	perBatch   = 64 << 10
 )
 
-// elem is one set entry: its key, and for the start of an interval set's
-// range the comment (owner mark) nft shows; end marks an interval's end.
+// elem is one set entry: its key, its data in a map, and the comment
+// (owner mark) nft shows; end marks an interval's end.
 type elem struct {
 	set     string
 	key     []byte
+	data    []byte // the value of a map's entry
 	end     bool
 	comment string
 }
@@ -124,6 +125,12 @@ func encodeElems(set string, els []elem) ([]byte, error) {
 					k.Bytes(unix.NFTA_DATA_VALUE, e.key)
 					return nil
 				})
+				if e.data != nil {
+					item.Nested(unix.NFTA_SET_ELEM_DATA, func(d *netlink.AttributeEncoder) error {
+						d.Bytes(unix.NFTA_DATA_VALUE, e.data)
+						return nil
+					})
+				}
 				if e.end {
 					item.Uint32(unix.NFTA_SET_ELEM_FLAGS, unix.NFT_SET_ELEM_INTERVAL_END)
 				}

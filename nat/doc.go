@@ -39,7 +39,7 @@
 //
 // Processes share the table and coordinate through the kernel alone (the
 // protocol is described in protocol_linux.go). Each live link's prefix is
-// claimed in the claims set with an exclusive add, so of two processes
+// claimed in the claims map with an exclusive add, so of two processes
 // connecting overlapping prefixes at once exactly one succeeds. Everything
 // nsnet makes carries the mark "nsnet owner=ID pid=P" (the host veth's
 // ifalias, each set entry's comment), where ID is a random owner ID whose

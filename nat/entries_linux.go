@@ -45,40 +45,61 @@ func (hs *hostState) addLink(host *netns.Handle, hc *nl.Conn, e entries) error {
 }
 
 // addEntries commits e's entries, exclusively (a claim overlapping
-// another, a host end already in links: EEXIST), with the uplinks changes
-// extra; a refusal says which entry is in the way.
+// another, a host end already in links: EEXIST), with its covers and the
+// uplinks changes extra; a refusal says which entry is in the way.
 func (hs *hostState) addEntries(host *netns.Handle, e entries, extra func(*batch) error) error {
-	var b batch
-	if err := b.add(e.elems(), true); err != nil {
-		return err
-	}
-	if extra != nil {
-		if err := extra(&b); err != nil {
+	for attempt := 0; ; attempt++ {
+		var b batch
+		if err := b.add(e.elems(), true); err != nil {
+			return err
+		}
+		if err := b.add(e.covers(), false); err != nil {
+			return err
+		}
+		if extra != nil {
+			if err := extra(&b); err != nil {
+				return err
+			}
+		}
+		err := hs.commitEntries(host, &b)
+		if !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		if err = hs.inTheWay(host, e, err); err != errStaleCover || attempt == 3 {
 			return err
 		}
 	}
-	err := hs.commitEntries(host, &b)
-	if errors.Is(err, unix.EEXIST) {
-		return hs.inTheWay(host, e, err)
-	}
-	return err
 }
+
+// errStaleCover says that what refused a claim was only a cover left by
+// closed links, now removed: try again.
+var errStaleCover = errors.New("a stale cover was in the way")
 
 // inTheWay explains an EEXIST from adding e: a claim of another link that
 // overlaps e's prefix (ErrOverlap naming it; also errDeadHolder when its
-// owner is dead), or e's host end already there (os.ErrExist).
+// owner is dead), e's host end already there (os.ErrExist), or a cover
+// that no claim needs any more, which it removes (errStaleCover).
 func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 	c, cerr := hs.nft(host)
 	if cerr != nil {
 		return err
 	}
-	claims, cerr := readClaims(c)
-	hs.putNFT(c, cerr)
+	defer func() { hs.putNFT(c, cerr) }()
+	raw, cerr := dialNFT(host)
 	if cerr != nil {
 		return err
 	}
+	defer raw.Close()
+	gen, cerr := ruleGeneration(raw)
+	if cerr != nil {
+		return err
+	}
+	var claims []claim
+	if claims, cerr = readClaims(c); cerr != nil {
+		return err
+	}
 	for _, cl := range claims {
-		if !cl.prefix.Overlaps(e.prefix) {
+		if cl.cover || !cl.prefix.Overlaps(e.prefix) {
 			continue
 		}
 		o, ok := parseOwner(cl.mark)
@@ -90,6 +111,20 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 			return fmt.Errorf("%w: %v is held by %s, %w", ErrOverlap, cl.prefix, cl.holder(), errDeadHolder)
 		}
 		return fmt.Errorf("%w: %v is used by %s of live pid %d", ErrOverlap, cl.prefix, cl.holder(), o.pid)
+	}
+	for _, cl := range claims {
+		if cl.cover && cl.prefix == e.prefix {
+			// No claim inside it: closed links' cover. Removed only if
+			// nothing committed since the claims were read.
+			b := batch{gen: &gen}
+			if derr := b.del([]elem{{set: setClaims, key: claimKey(cl.prefix)}}, true); derr != nil {
+				return derr
+			}
+			if derr := b.commit(raw); derr != nil && derr != errGenChanged {
+				return derr
+			}
+			return errStaleCover
+		}
 	}
 	return fmt.Errorf("interface index %d already has nsnet entries: %w", e.link, os.ErrExist)
 }

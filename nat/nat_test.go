@@ -78,7 +78,7 @@ func TestTutorial(t *testing.T) {
 	rules := sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset")
 	for _, want := range []string{"table ip nsnet", "masquerade", "hook forward", "hook postrouting",
 		"ct state established,related accept", "fib saddr . iif oif missing drop",
-		"elements = { \"" + l.HostVeth + "\" comment", "\"" + l.HostVeth + "\" . \"up0\" comment", "10.0.0.0/24 comment"} {
+		"elements = { \"" + l.HostVeth + "\" comment", "\"" + l.HostVeth + "\" . \"up0\" comment", "10.0.0.0 . 24 comment \"nsnet owner="} {
 		if !strings.Contains(rules, want) {
 			t.Errorf("ruleset lacks %q:\n%s", want, rules)
 		}

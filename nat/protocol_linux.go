@@ -16,11 +16,19 @@ package nat
 // makes carries the mark "nsnet owner=ID pid=P" (the host veth as its
 // ifalias, every set entry as its comment); the pid is for people.
 //
-// Prefixes. The claims set holds the prefix of every live Link and Rules
-// as an interval. A link's entries are added in one transaction with
-// NLM_F_EXCL, and the kernel refuses an interval that overlaps one already
-// there: of two processes connecting overlapping prefixes at the same
-// moment, exactly one succeeds.
+// Prefixes. The claims map holds the prefix of every live Link and Rules,
+// mapped to its host end's index, and every prefix containing one of them
+// (its covers, down to /8), mapped to 0. A link's entries are added in one
+// transaction: its own claim with NLM_F_EXCL (refused if the prefix is
+// claimed or covers a claim: one inside it), its covers without (refused
+// only where a cover is claimed itself, as the data differ: it is inside
+// another claim). So of two processes connecting overlapping prefixes at
+// the same moment, exactly one succeeds. Covers are shared and stay after
+// Close; one that no claim needs any more is removed, with a
+// generation-checked transaction, when it is in the way of a new claim or
+// by Sweep. (A hash map: an interval set did the same with one entry per
+// prefix, but each commit cost the kernel more the more prefixes it held:
+// 0.3 ms at 1,000.)
 //
 // Uplink forwarding. The uplinks set holds one entry per (uplink index,
 // owner) using the uplink, commented with the uplink's forwarding before
@@ -137,6 +145,10 @@ func liveOwners(host *netns.Handle, ids []string) (map[string]bool, error) {
 	live := map[string]bool{ownerID: true}
 	var probe []string
 	for _, id := range ids {
+		if id == "" {
+			live[id] = true // no owner to be read: never taken for a dead one
+			continue
+		}
 		if _, seen := live[id]; !seen {
 			live[id] = false
 			probe = append(probe, id)

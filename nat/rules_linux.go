@@ -20,7 +20,7 @@ const (
 	setLinks    = "links"    // iface_index: host ends of our links
 	setEgress   = "egress"   // iface_index . iface_index: host end . its uplink
 	setSiblings = "siblings" // iface_index: links that may talk to each other
-	setClaims   = "claims"   // ipv4_addr interval: prefixes held (see protocol_linux.go)
+	setClaims   = "claims"   // map ipv4_addr . mark : mark: prefixes held (see protocol_linux.go)
 	setUplinks  = "uplinks"  // iface_index . ifname: uplink . owner using its forwarding
 )
 
@@ -43,11 +43,13 @@ var (
 	table      = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
 	indexPair  = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFIndex)
 	indexDotID = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFName)
+	addrDotLen = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 	sets       = []*nftables.Set{
 		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "host ends"},
 		{Table: table, Name: setEgress, ID: idEgress, KeyType: indexPair, Concatenation: true, Comment: setComment + "host end . uplink: forwarded and masqueraded"},
 		{Table: table, Name: setSiblings, ID: idSiblings, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "links that may reach each other"},
-		{Table: table, Name: setClaims, ID: idClaims, KeyType: nftables.TypeIPAddr, Interval: true, Comment: setComment + "prefixes of live links"},
+		{Table: table, Name: setClaims, ID: idClaims, KeyType: addrDotLen, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
+			Comment: setComment + "prefix . length : host end (a prefix of a live link), or 0 (one containing one)"},
 		{Table: table, Name: setUplinks, ID: idUplinks, KeyType: indexDotID, Concatenation: true, Comment: setComment + "uplink . owner using its forwarding"},
 	}
 	setByName = func() map[string]*nftables.Set {
@@ -181,18 +183,45 @@ type entries struct {
 	mark         string // owner mark, the comment of each entry
 }
 
+// elems are the link's own entries, added exclusively and removed with
+// it (its covers are not among them).
 func (e entries) elems() []elem {
-	first, last := spanOf(e.prefix)
-	els := []elem{
-		// A range of an interval set (rbtree) is two entries: its first
-		// address, and one past its last flagged as the end.
-		{set: setClaims, key: binary.BigEndian.AppendUint32(nil, first), comment: e.mark},
-		{set: setClaims, key: binary.BigEndian.AppendUint32(nil, last+1), end: true},
-		{set: setLinks, key: ifIndex(e.link), comment: e.mark},
-		{set: setEgress, key: append(ifIndex(e.link), ifIndex(e.uplink)...), comment: e.mark},
-	}
+	els := []elem{e.claim(),
+		elem{set: setLinks, key: ifIndex(e.link), comment: e.mark},
+		elem{set: setEgress, key: append(ifIndex(e.link), ifIndex(e.uplink)...), comment: e.mark}}
 	if e.siblings {
 		els = append(els, elem{set: setSiblings, key: ifIndex(e.link), comment: e.mark})
 	}
 	return els
+}
+
+// claim is the prefix's own entry in claims, mapped to the host end's
+// index. Added exclusively, it fails when the prefix is claimed already,
+// or when it is a cover of a claimed one (one inside it).
+func (e entries) claim() elem {
+	return elem{set: setClaims, key: claimKey(e.prefix), data: ifIndex(e.link), comment: e.mark}
+}
+
+// covers are the entries of every prefix that contains e's (down to /8),
+// mapped to 0. Added without NLM_F_EXCL, each fails only where that prefix
+// is claimed itself (an entry mapped to a host end: the data differ), so
+// a prefix inside a claimed one is refused; covers shared with other
+// claims are no conflict. Close leaves them (others may share them): a
+// cover no claim needs any more is removed when it is in the way (see
+// dropStaleCover) or with the table.
+func (e entries) covers() []elem {
+	var els []elem
+	for bits := e.prefix.Bits() - 1; bits >= 8; bits-- {
+		els = append(els, elem{set: setClaims, key: claimKey(netip.PrefixFrom(e.prefix.Addr(), bits).Masked()), data: ifIndex(0)})
+	}
+	return els
+}
+
+// claimKey is "address . length" of a prefix, which nft shows as
+// "10.0.0.0 . 24": the address (ipv4_addr), then the length as a 2-byte
+// big-endian number (typed inet_service only for that) padded to the
+// 4 bytes of a concatenation's field.
+func claimKey(p netip.Prefix) []byte {
+	a := p.Masked().Addr().As4()
+	return append(a[:], 0, byte(p.Bits()), 0, 0)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"sort"
 	"strings"
 
 	"github.com/google/nftables"
@@ -152,9 +151,10 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 			return fmt.Errorf("set %s: %w", set, err)
 		}
 		for _, x := range els {
-			o, _ := parseOwner(x.Comment)
-			all = append(all, entry{elem{set: set, key: x.Key}, o.id})
-			ids = append(ids, o.id)
+			if o, ok := parseOwner(x.Comment); ok { // no mark: not ours to judge
+				all = append(all, entry{elem{set: set, key: x.Key}, o.id})
+				ids = append(ids, o.id)
+			}
 		}
 	}
 	claims, err := readClaims(c)
@@ -165,11 +165,10 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		return err
 	}
 	for _, cl := range claims {
-		o, _ := parseOwner(cl.mark)
-		for _, e := range cl.elems() {
-			all = append(all, entry{e, o.id})
+		if o, ok := parseOwner(cl.mark); ok && !cl.cover {
+			all = append(all, entry{elem{set: setClaims, key: claimKey(cl.prefix)}, o.id})
+			ids = append(ids, o.id)
 		}
-		ids = append(ids, o.id)
 	}
 	users, err := readUplinkUsers(c, 0)
 	if isENOENT(err) {
@@ -187,9 +186,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	for _, x := range all {
 		if !live[x.owner] {
 			gone = append(gone, x.e)
-			if !x.e.end {
-				res.Elements++
-			}
+			res.Elements++
 		}
 	}
 	// Uplinks whose users are all dead go back to their original setting.
@@ -240,6 +237,11 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		}
 	}
 	if len(errs) == 0 {
+		if err := dropStaleCovers(c, raw); err != nil && !isENOENT(err) {
+			errs = append(errs, fmt.Errorf("claims: %w", err))
+		}
+	}
+	if len(errs) == 0 {
 		hs := &hostState{}
 		if hs.tableUnused(host) {
 			socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
@@ -253,10 +255,52 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	return errors.Join(errs...)
 }
 
-// claim is a prefix in the claims set, with its owner mark.
+// dropStaleCovers removes the covers of claims (see entries.covers) that
+// contain no claim any more, in a transaction that commits only if nothing
+// committed since they were read: a Connect adding a claim meanwhile may
+// need one of them.
+func dropStaleCovers(c *nftables.Conn, raw *netlink.Conn) error {
+	gen, err := ruleGeneration(raw)
+	if err != nil {
+		return err
+	}
+	claims, err := readClaims(c)
+	if err != nil {
+		return err
+	}
+	needed := map[netip.Prefix]bool{}
+	for _, cl := range claims {
+		if !cl.cover {
+			for _, cv := range (entries{prefix: cl.prefix}).covers() {
+				needed[netip.PrefixFrom(netip.AddrFrom4([4]byte(cv.key[:4])), int(cv.key[5]))] = true
+			}
+		}
+	}
+	var stale []elem
+	for _, cl := range claims {
+		if cl.cover && !needed[cl.prefix] {
+			stale = append(stale, elem{set: setClaims, key: claimKey(cl.prefix)})
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	b := batch{gen: &gen}
+	if err := b.del(stale, true); err != nil {
+		return err
+	}
+	if err := b.commit(raw); err != nil && err != errGenChanged {
+		return err // (changed: the next Sweep tries again)
+	}
+	return nil
+}
+
+// claim is an entry of the claims map: a live link's prefix with its
+// owner mark, or (cover) a prefix containing one.
 type claim struct {
 	prefix netip.Prefix
 	mark   string
+	cover  bool
 }
 
 // holder names the link of a claim, from its mark ("link=NAME").
@@ -269,48 +313,23 @@ func (c claim) holder() string {
 	return "a link"
 }
 
-// elems are the two entries of the claim's range.
-func (c claim) elems() []elem {
-	return entries{prefix: c.prefix}.elems()[:2]
-}
-
-// readClaims reads the claims set: each range's start entry carries the
-// mark, its end the address after its last.
+// readClaims reads the claims map.
 func readClaims(c *nftables.Conn) ([]claim, error) {
 	els, err := c.GetSetElements(setByName[setClaims])
 	if err != nil {
 		return nil, err
 	}
-	type point struct {
-		addr uint32
-		end  bool
-		mark string
-	}
-	var pts []point
-	for _, e := range els {
-		if len(e.Key) != 4 {
-			continue
-		}
-		pts = append(pts, point{binary.BigEndian.Uint32(e.Key), e.IntervalEnd, e.Comment})
-	}
-	sort.Slice(pts, func(i, j int) bool {
-		if pts[i].addr != pts[j].addr {
-			return pts[i].addr < pts[j].addr
-		}
-		return pts[i].end && !pts[j].end // an end before a start at the same address
-	})
 	var out []claim
-	for i, p := range pts {
-		if p.end || i+1 >= len(pts) || !pts[i+1].end {
+	for _, e := range els {
+		if len(e.Key) != 8 || len(e.Val) != 4 {
 			continue
 		}
-		size := uint64(pts[i+1].addr) - uint64(p.addr)
-		bits := 32
-		for s := size; s > 1; s >>= 1 {
-			bits--
+		bits := int(binary.BigEndian.Uint16(e.Key[4:6])) // see claimKey
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte(e.Key[:4])), bits)
+		if !p.IsValid() {
+			continue
 		}
-		a := binary.BigEndian.AppendUint32(nil, p.addr)
-		out = append(out, claim{netip.PrefixFrom(netip.AddrFrom4([4]byte(a)), bits), p.mark})
+		out = append(out, claim{prefix: p, mark: e.Comment, cover: binary.NativeEndian.Uint32(e.Val) == 0})
 	}
 	return out, nil
 }

@@ -167,7 +167,7 @@ func TestSweepAtScale(t *testing.T) {
 	}
 	for i := range 3000 {
 		fmt.Fprintf(&b, "add element ip nsnet egress { %d . %d %s }\n", 1000000+i, 2000000+i, dead)
-		fmt.Fprintf(&b, "add element ip nsnet claims { 100.%d.%d.%d/30 %s }\n", 64+i/16384, (i/64)%256, (i%64)*4, dead)
+		fmt.Fprintf(&b, "add element ip nsnet claims { 100.%d.%d.%d . 30 %s : %d }\n", 64+i/16384, (i/64)%256, (i%64)*4, dead, 1000000+i)
 		n += 2
 	}
 	file := t.TempDir() + "/dead.nft"
@@ -183,7 +183,7 @@ func TestSweepAtScale(t *testing.T) {
 	if c := strings.Count(rules, "deaddeaddead"); c != 0 {
 		t.Errorf("%d dead entries left", c)
 	}
-	if !strings.Contains(rules, "10.5.9.0/24") || !strings.Contains(rules, `"`+l.HostVeth+`" . "up0"`) {
+	if !strings.Contains(rules, "10.5.9.0 . 24 comment") || !strings.Contains(rules, `"`+l.HostVeth+`" . "up0"`) {
 		t.Errorf("the live link's entries went:\n%s", rules)
 	}
 	if !testnet.Ping(t, "swbig-ns", "203.0.113.1") {
