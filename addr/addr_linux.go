@@ -132,6 +132,9 @@ func WaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Prefi
 	if err := nl.CheckIfName(link); err != nil {
 		return fmt.Errorf("addr: wait %v: %w", p, err)
 	}
+	if err := Validate(p); err != nil {
+		return fmt.Errorf("addr: wait: %w", err)
+	}
 	c, err := nl.Dial(ns)
 	if err != nil {
 		return fmt.Errorf("addr: wait %v: %w", p, err)

@@ -176,6 +176,8 @@ func TestErrors(t *testing.T) {
 		{"list missing link", listErr(ns, "nope"), os.ErrNotExist},
 		{"list closed", listErr(closed, ""), netns.ErrClosed},
 		{"wait bad name", addr.WaitReady(context.Background(), ns, "", p), addr.ErrInvalidName},
+		{"wait zero prefix", addr.WaitReady(context.Background(), ns, "a0", netip.Prefix{}), addr.ErrInvalidPrefix},
+		{"wait mapped", addr.WaitReady(context.Background(), ns, "a0", netip.MustParsePrefix("::ffff:10.0.0.1/120")), addr.ErrInvalidPrefix},
 	} {
 		if !errors.Is(c.err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, c.err, c.want)

@@ -12,5 +12,7 @@
 // kernel sees them: a bad one matches [ErrInvalidName] or [ErrInvalidPrefix]
 // and changes nothing. A missing link or address matches os.ErrNotExist
 // (ENODEV, EADDRNOTAVAIL), a duplicate os.ErrExist. All functions are safe
-// for concurrent use and need CAP_NET_ADMIN (List does not).
+// for concurrent use and need CAP_NET_ADMIN, except List, which needs no
+// privilege in the caller's own namespace (nil); acting in another
+// namespace (opening a socket inside it) needs CAP_SYS_ADMIN as well.
 package addr

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
@@ -259,6 +260,7 @@ func dialNFT(host *netns.Handle) (*netlink.Conn, error) {
 		return nil, err
 	}
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	runtime.KeepAlive(host)
 	if err != nil {
 		return nil, fmt.Errorf("dial nftables: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -253,7 +254,9 @@ func nftConn(host *netns.Handle) (*nftables.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nftables.New(append(opts, nftables.WithNetNSFd(fd))...)
+	c, err := nftables.New(append(opts, nftables.WithNetNSFd(fd))...)
+	runtime.KeepAlive(host)
+	return c, err
 }
 
 // tableAttempt is one attempt at making the table, shared by the Connects

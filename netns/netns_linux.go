@@ -25,30 +25,58 @@ const threadNSPath = "/proc/thread-self/ns/net"
 // accepts one. Methods are safe for concurrent use, except that Close must not
 // race with an operation that is using the handle.
 type Handle struct {
-	fd   atomic.Int64 // -1 once closed
-	name string       // name under Dir, "" if not known
-	dev  uint64       // nsfs device and inode: the namespace's identity
+	fd   *handleFD
+	name string // name under Dir, "" if not known
+	dev  uint64 // nsfs device and inode: the namespace's identity
 	ino  uint64
 }
 
+// handleFD is a Handle's descriptor, apart from the Handle so that a
+// cleanup attached to the Handle can close it: a Handle dropped without
+// Close does not keep its namespace alive until the process exits.
+type handleFD struct{ v atomic.Int64 } // -1 once closed
+
+func (f *handleFD) close() error {
+	fd := f.v.Swap(-1)
+	if fd < 0 {
+		return nil
+	}
+	return unix.Close(int(fd))
+}
+
 func newHandle(fd int, name string) (*Handle, error) {
+	// Never 0, 1 or 2: mdlayher/netlink reads a namespace fd of 0 as "the
+	// calling thread's namespace", so a handle on fd 0 (free when a
+	// program has closed its stdin) would make every operation act on the
+	// caller's own namespace; 1 and 2 are where stray writes go.
+	if fd < 3 {
+		moved, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3)
+		unix.Close(fd)
+		if err != nil {
+			return nil, err
+		}
+		fd = moved
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	h := &Handle{name: name, dev: st.Dev, ino: st.Ino}
-	h.fd.Store(int64(fd))
+	h := &Handle{fd: &handleFD{}, name: name, dev: st.Dev, ino: st.Ino}
+	h.fd.v.Store(int64(fd))
+	runtime.AddCleanup(h, func(f *handleFD) { f.close() }, h.fd)
 	return h, nil
 }
 
 // Fd returns the namespace's file descriptor, or -1 if h is nil or closed.
-// The descriptor stays owned by h: do not close it.
+// The descriptor stays owned by h: do not close it, and keep h reachable
+// (runtime.KeepAlive) while using it, as with os.File.Fd: a Handle that is
+// no longer referenced is closed by a cleanup.
 func (h *Handle) Fd() int {
-	if h == nil {
+	if h == nil || h.fd == nil {
 		return -1
 	}
-	return int(h.fd.Load())
+	return int(h.fd.v.Load())
 }
 
 // FD returns the file descriptor, or an error matching [ErrClosed] if h is
@@ -68,11 +96,10 @@ func (h *Handle) Close() error {
 	if h == nil {
 		return nil
 	}
-	fd := h.fd.Swap(-1)
-	if fd < 0 {
+	if h.fd == nil {
 		return nil
 	}
-	if err := unix.Close(int(fd)); err != nil {
+	if err := h.fd.close(); err != nil {
 		return fmt.Errorf("netns: close %s: %w", h, err)
 	}
 	return nil
@@ -213,75 +240,91 @@ func unshareNet(inside func() error) (int, error) {
 
 // onThread runs fn on a fresh goroutine locked to its own OS thread, after
 // enter has moved that thread into another network namespace, and then
-// moves the thread back where it was. The caller's thread never moves. If
+// moves the thread back where it was. The caller's thread never moves.
+//
+// Whatever fn does, the thread goes back or dies: it is moved back by a
+// deferred call, which runs when fn returns, panics or calls
+// runtime.Goexit (as t.Fatal does); the thread is locked twice, so a
+// runtime.UnlockOSThread in fn neither lets the goroutine wander off the
+// thread nor lets others onto it while it is in the namespace; and if
 // moving back fails, the goroutine exits still locked, so the Go runtime
 // ends the thread instead of reusing it in the wrong namespace. A panic in
-// fn is re-raised in the caller, after the thread is back.
+// fn is re-raised in the caller, after the thread is back; a Goexit in fn
+// is an error.
 func onThread(enter, fn func() error) error {
 	type result struct {
 		err      error
 		panicked bool
 		panicVal any
+		goexit   bool
 	}
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
+		runtime.LockOSThread()
+		r := result{goexit: true} // unless fn returns or panics
 		orig, err := unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			runtime.UnlockOSThread()
 			runtime.UnlockOSThread()
 			ch <- result{err: err}
 			return
 		}
-		defer unix.Close(orig)
+		moved := false
+		defer func() {
+			defer unix.Close(orig)
+			if moved {
+				if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+					r.err = errors.Join(r.err, fmt.Errorf("restore thread namespace: %w", err))
+					ch <- r
+					return // still locked: the runtime ends the thread
+				}
+			}
+			runtime.UnlockOSThread()
+			runtime.UnlockOSThread()
+			ch <- r
+		}()
 		if err := enter(); err != nil {
-			runtime.UnlockOSThread() // enter failed: the thread did not move
-			ch <- result{err: err}
+			r = result{err: err} // the thread did not move
 			return
 		}
-		var r result
+		moved = true
 		func() {
 			defer func() {
 				if v := recover(); v != nil {
-					r.panicked, r.panicVal = true, v
+					r = result{panicked: true, panicVal: v}
 				}
 			}()
-			r.err = fn()
+			err := fn()
+			r = result{err: err}
 		}()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			r.err = errors.Join(r.err, fmt.Errorf("restore thread namespace: %w", err))
-			ch <- r
-			return // still locked: the runtime ends the thread
-		}
-		runtime.UnlockOSThread()
-		ch <- r
 	}()
 	r := <-ch
-	if r.panicked {
+	switch {
+	case r.panicked:
 		panic(r.panicVal)
+	case r.goexit:
+		return errors.Join(r.err, errors.New("netns: the function called runtime.Goexit (t.Fatal, t.SkipNow?) on the namespace's thread; the thread was moved back"))
 	}
 	return r.err
 }
 
 var dirMu sync.Mutex
-var dirReady bool
 
 // prepareDir makes Dir a shared mount point, as iproute2's netns_add does, so
 // that namespaces mounted there propagate to mount namespaces created later
 // (ip netns exec makes one per command) and "ip netns del" in another mount
-// namespace unmounts them everywhere.
+// namespace unmounts them everywhere. It runs for every New (one mount call),
+// not once per process: Dir may have been replaced by another mount since.
 func prepareDir() error {
 	dirMu.Lock()
 	defer dirMu.Unlock()
-	if dirReady {
-		return nil
-	}
 	if err := os.MkdirAll(Dir, 0o755); err != nil {
 		return err
 	}
 	for bound := false; ; bound = true {
 		err := unix.Mount("", Dir, "none", unix.MS_SHARED|unix.MS_REC, "")
 		if err == nil {
-			dirReady = true
 			return nil
 		}
 		if err != unix.EINVAL || bound {
@@ -304,8 +347,10 @@ func Delete(name string) error {
 	}
 	path := filepath.Join(Dir, name)
 	// MNT_DETACH as iproute2 does: a process still inside keeps it alive.
-	// EINVAL means "not a mount point" (a half-made entry): remove it anyway.
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+	// UMOUNT_NOFOLLOW: an entry that is a symbolic link is removed, not the
+	// mount it points to. EINVAL means "not a mount point" (a half-made
+	// entry, a link): remove it anyway.
+	if err := unix.Unmount(path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil && err != unix.EINVAL {
 		return fmt.Errorf("netns: delete %q: %w", name, err)
 	}
 	if err := unix.Unlink(path); err != nil {
@@ -351,7 +396,9 @@ func Current() (*Handle, error) {
 }
 
 func openNS(path, name string) (*Handle, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	// O_NONBLOCK: a FIFO put where a namespace should be must not block
+	// the open forever (it is refused below, as any non-namespace file).
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -410,6 +457,7 @@ func (h *Handle) Do(fn func() error) error {
 	if err != nil {
 		return err
 	}
+	defer runtime.KeepAlive(h)
 	return onThread(func() error {
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("netns: enter %s: %w", h, err)
@@ -427,6 +475,10 @@ func (h *Handle) Do(fn func() error) error {
 func (h *Handle) Start(cmd *exec.Cmd) error {
 	if cmd == nil {
 		return errors.New("netns: Start with a nil *exec.Cmd")
+	}
+	if a := cmd.SysProcAttr; a != nil && (a.Cloneflags|uintptr(a.Unshareflags))&unix.CLONE_NEWNET != 0 {
+		// The child would start in a fresh namespace, not h's.
+		return fmt.Errorf("netns: start in %s: SysProcAttr asks for a new network namespace (CLONE_NEWNET): %w", h, os.ErrInvalid)
 	}
 	return h.Do(cmd.Start)
 }

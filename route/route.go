@@ -57,11 +57,15 @@ type Route struct {
 }
 
 // String describes the route in "ip route" style, e.g.
-// "default via 10.0.0.1 dev eth0" or "192.0.2.0/24 dev eth0".
+// "default via 10.0.0.1 dev eth0", "192.0.2.0/24 dev eth0" or
+// "blackhole 198.51.100.0/24".
 func (r Route) String() string {
 	s := r.Dst.String()
 	if r.Dst.Bits() == 0 {
 		s = "default"
+	}
+	if t, ok := typeNames[r.Type]; ok {
+		s = t + " " + s
 	}
 	if r.Gateway.IsValid() {
 		s += " via " + r.Gateway.String()
@@ -82,6 +86,11 @@ func (r Route) String() string {
 	}
 	return s
 }
+
+// typeNames are the route types ip(8) prints before the destination
+// (unicast, the default, is not printed).
+var typeNames = map[uint8]string{2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+	6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
 
 func (r Route) validate() error {
 	bad := func(why string) error { return fmt.Errorf("%w %v: %s", ErrInvalidRoute, r, why) }

@@ -41,7 +41,13 @@ func Add(ns *netns.Handle, r Route) error { return change(ns, "add", r, false) }
 func Replace(ns *netns.Handle, r Route) error { return change(ns, "replace", r, true) }
 
 // AddDefault adds the default route via gw ("ip route add default via GW").
+// It names no link: for a gateway that needs one (an IPv6 link-local
+// address such as fe80::1), use Add with Route{Dst: ::/0, Gateway: gw,
+// Link: LINK}.
 func AddDefault(ns *netns.Handle, gw netip.Addr) error {
+	if !gw.IsValid() {
+		return fmt.Errorf("route: add default: %w: no gateway given", ErrInvalidRoute)
+	}
 	dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 	if gw.Is6() {
 		dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
@@ -59,6 +65,9 @@ func Delete(ns *netns.Handle, r Route) error {
 	return exec(ns, "delete", r, func(s nl.RouteSpec) nl.Request {
 		if r.Protocol == 0 {
 			s.Protocol = 0
+		}
+		if r.Type == 0 {
+			s.Type = unix.RTN_UNSPEC // any type, as ip route del sends: a blackhole too
 		}
 		if r.Scope == 0 {
 			s.Scope = unix.RT_SCOPE_NOWHERE // "any scope" for RTM_DELROUTE

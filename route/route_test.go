@@ -203,6 +203,7 @@ func TestErrors(t *testing.T) {
 		{"get invalid", getErr(ns, netip.Addr{}), route.ErrInvalidRoute},
 		{"list bad family", listErr(ns, &route.Filter{Family: 5}), route.ErrInvalidRoute},
 		{"list closed", listErr(closed, nil), netns.ErrClosed},
+		{"default without gateway", route.AddDefault(ns, netip.Addr{}), route.ErrInvalidRoute},
 		// The kernel's fields are 32 bits: these were cut to lo, metric 5,
 		// table 100 (issue 11).
 		{"link index past 32 bits", route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), LinkIndex: 1<<32 + 1}), route.ErrInvalidRoute},
@@ -226,3 +227,23 @@ func TestErrors(t *testing.T) {
 
 func getErr(ns *netns.Handle, a netip.Addr) error     { _, err := route.Get(ns, a); return err }
 func listErr(ns *netns.Handle, f *route.Filter) error { _, err := route.List(ns, f); return err }
+
+// TestRouteTypes: a route of another type than unicast is deleted with
+// its type left zero (any type, as ip route del does), and String names
+// the type as ip route does.
+func TestRouteTypes(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	ns := testnet.NewNS(t, "rtype-ns")
+	for _, typ := range []string{"blackhole", "unreachable", "prohibit", "throw"} {
+		sandbox.Cmd(t, "ip", "-n", "rtype-ns", "route", "add", typ, "198.51.100.0/24")
+		rs, err := route.List(ns, nil)
+		if err != nil || len(rs) != 1 || !strings.HasPrefix(rs[0].String(), typ+" 198.51.100.0/24") {
+			t.Errorf("%s route listed as %v, %v", typ, rs, err)
+		}
+		if err := route.Delete(ns, route.Route{Dst: netip.MustParsePrefix("198.51.100.0/24")}); err != nil {
+			t.Errorf("delete of a %s route with a zero type: %v", typ, err)
+			sandbox.Cmd(t, "ip", "-n", "rtype-ns", "route", "del", typ, "198.51.100.0/24")
+		}
+	}
+}

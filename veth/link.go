@@ -39,8 +39,9 @@ type Link struct {
 	Name  string // interface name
 	Kind  string // "veth", "bridge", ...; "" for links without one (lo, most NICs)
 	MTU   int
-	// Flags are the kernel's IFF_* flags (net.FlagUp and friends for the
-	// common ones; IFF_LOWER_UP is 1<<16).
+	// Flags are the kernel's IFF_* flags (unix.IFF_UP, IFF_LOOPBACK,
+	// IFF_MULTICAST, IFF_LOWER_UP...). They are not net.Flags: only
+	// net.FlagUp and net.FlagBroadcast have the same values.
 	Flags        uint32
 	OperState    string // "UP", "DOWN", "UNKNOWN", "LOWERLAYERDOWN", ...
 	HardwareAddr net.HardwareAddr
@@ -75,7 +76,9 @@ var flagNames = []struct {
 	{iffEcho, "ECHO"},
 }
 
-// String formats the link as "ip link show" does, on two lines:
+// String formats the link in the style of "ip link show", on two lines
+// (for people, not for parsing: it does not match ip's output in every
+// detail, such as the placement of NO-CARRIER or M-DOWN):
 //
 //	5: veth0@if4: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 state UP
 //	    link/ether 2a:7d:... brd ff:ff:ff:ff:ff:ff link-netnsid 0
@@ -128,7 +131,8 @@ func (l Link) String() string {
 	return b.String()
 }
 
-// Format formats links one after the other as "ip link show" does.
+// Format formats links one after the other, in the style of
+// "ip link show" (see Link.String).
 func Format(links []Link) string {
 	var b strings.Builder
 	for _, l := range links {

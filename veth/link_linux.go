@@ -2,6 +2,7 @@ package veth
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/nsnet/nsnet/internal/nl"
@@ -127,15 +128,17 @@ func Delete(ns *netns.Handle, name string) error {
 // up by name there.
 func Move(ns *netns.Handle, name string, to *netns.Handle) error {
 	if to == nil {
-		return fmt.Errorf("veth: move %q: target namespace is nil", name)
+		return fmt.Errorf("veth: move %q: target namespace is nil: %w", name, ErrInvalidConfig)
 	}
 	fd, err := to.FD()
 	if err != nil {
 		return fmt.Errorf("veth: move %q: %w", name, err)
 	}
-	return exec(ns, "move", name, nl.SetLink(&rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{
+	err = exec(ns, "move", name, nl.SetLink(&rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{
 		Name: name, NetNS: rtnetlink.NetNSForFD(uint32(fd)),
 	}}))
+	runtime.KeepAlive(to) // fd was in use until here
+	return err
 }
 
 func exec(ns *netns.Handle, op, name string, r nl.Request) error {

@@ -2,6 +2,7 @@ package veth
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -15,6 +16,9 @@ import (
 func Create(ns *netns.Handle, c Config) error {
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("veth: create %q: %w", c.Name, err)
+	}
+	if c.Name == c.PeerName && c.PeerNS != nil && c.PeerNS.Equal(ns) {
+		return fmt.Errorf("veth: create %q: %w: both ends are called %q in one namespace (PeerNS is ns)", c.Name, ErrInvalidConfig, c.Name)
 	}
 	peerFd := -1
 	if c.PeerNS != nil {
@@ -33,6 +37,7 @@ func Create(ns *netns.Handle, c Config) error {
 		Name: c.Name, PeerName: c.PeerName, PeerNSFd: peerFd, MTU: c.MTU,
 		HardwareAddr: c.HardwareAddr, PeerHardwareAddr: c.PeerHardwareAddr, Up: c.Up,
 	}))
+	runtime.KeepAlive(c.PeerNS) // peerFd was in use until here
 	if err != nil {
 		return fmt.Errorf("veth: create %q peer %q: %w", c.Name, c.PeerName, err)
 	}

@@ -193,6 +193,11 @@ func TestErrors(t *testing.T) {
 	defer veth.Delete(nil, "e0")
 	closed, _ := netns.NewAnonymous()
 	closed.Close()
+	self, err := netns.Current() // another handle on the caller's namespace
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
 	before := testnet.Steady(sandbox.Cmd(t, "ip", "-d", "link"))
 
 	for _, c := range []struct {
@@ -223,6 +228,8 @@ func TestErrors(t *testing.T) {
 		{"delete missing", veth.Delete(nil, "nope"), os.ErrNotExist},
 		{"delete bad name", veth.Delete(nil, ""), veth.ErrInvalidName},
 		{"move missing", veth.Move(nil, "nope", closed), netns.ErrClosed},
+		{"move to nil", veth.Move(nil, "e0", nil), veth.ErrInvalidConfig},
+		{"create same names, PeerNS the same namespace", veth.Create(nil, veth.Config{Name: "s0", PeerName: "s0", PeerNS: self}), veth.ErrInvalidConfig},
 		{"move closed target", veth.Move(nil, "e0", closed), netns.ErrClosed},
 		{"list closed", listErr(closed), netns.ErrClosed},
 	} {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/netns"
@@ -30,6 +31,7 @@ func Dial(ns *netns.Handle) (*Conn, error) {
 	}
 	cfg.Strict = true
 	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
+	runtime.KeepAlive(ns) // its fd was in use until here (see netns.Handle.Fd)
 	if err != nil {
 		return nil, fmt.Errorf("dial rtnetlink in %s: %w", ns, err)
 	}

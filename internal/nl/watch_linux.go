@@ -3,6 +3,7 @@ package nl
 import (
 	"errors"
 	"fmt"
+	"runtime"
 
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/netns"
@@ -30,6 +31,7 @@ func DialWatch(ns *netns.Handle, groups ...uint32) (*Watch, error) {
 		return nil, err
 	}
 	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
+	runtime.KeepAlive(ns)
 	if err != nil {
 		return nil, fmt.Errorf("dial rtnetlink watch in %s: %w", ns, err)
 	}

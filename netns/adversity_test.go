@@ -1,0 +1,272 @@
+package netns_test
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/veth"
+	"golang.org/x/sys/unix"
+)
+
+// Regression tests for issue 19: a handle must never mean another
+// namespace, and no thread may be left in one.
+
+// TestHandleNeverOnFDZero: with fd 0 free, New used to return a handle on
+// fd 0, which mdlayher/netlink reads as "the calling thread's namespace":
+// the pair was then made in the caller's namespace.
+func TestHandleNeverOnFDZero(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	made, err := netns.New("fd0-ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	made.Close()
+	defer netns.Delete("fd0-ns")
+	if err := unix.Close(0); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { // give the process its stdin back, as /dev/null
+		if fd, err := unix.Open("/dev/null", unix.O_RDONLY, 0); err == nil && fd != 0 {
+			unix.Dup2(fd, 0)
+			unix.Close(fd)
+		}
+	}()
+	h, err := netns.Open("fd0-ns") // the first free fd is 0
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if h.Fd() < 3 {
+		t.Errorf("handle on fd %d", h.Fd())
+	}
+	if err := veth.Create(h, veth.Config{Name: "fd0a", PeerName: "fd0b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sandbox.CmdErr("ip", "-n", "fd0-ns", "link", "show", "fd0a"); err != nil {
+		t.Errorf("the pair is not in the handle's namespace: %v", err)
+	}
+	if _, err := sandbox.CmdErr("ip", "link", "show", "fd0a"); err == nil {
+		t.Error("the pair was made in the caller's namespace")
+		sandbox.CmdErr("ip", "link", "del", "fd0a")
+	}
+}
+
+// TestDoLeavesNoThreadBehind: whatever fn does on the namespace's thread
+// (return, panic, runtime.Goexit as t.Fatal does, UnlockOSThread followed
+// by blocking, setns or unshare elsewhere), Do returns and every thread of
+// the process is back in its own namespace.
+func TestDoLeavesNoThreadBehind(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.CheckLeaks(t) // every thread's /proc/self/task/*/ns/net, at the end
+	h, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	other, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	home, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]func() error{
+		"return": func() error { return nil },
+		"Goexit": func() error { runtime.Goexit(); return nil },
+		"Unlock and block": func() error {
+			runtime.UnlockOSThread()
+			time.Sleep(20 * time.Millisecond)
+			return nil
+		},
+		"setns elsewhere": func() error { return unix.Setns(other.Fd(), unix.CLONE_NEWNET) },
+		"unshare":         func() error { return unix.Unshare(unix.CLONE_NEWNET) },
+	}
+	for name, fn := range cases {
+		done := make(chan error, 1)
+		go func() { done <- h.Do(fn) }()
+		select {
+		case err := <-done:
+			if (name == "Goexit") != (err != nil) {
+				t.Errorf("%s: Do returned %v", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Do did not return", name)
+		}
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a panic in fn was not re-raised")
+			}
+		}()
+		h.Do(func() error { panic("in the namespace") })
+	}()
+	// 200 fresh goroutines, each on whatever thread the runtime gives it:
+	// none may find itself in h's namespace.
+	stray := make(chan string, 200)
+	for range 200 {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			ns, _ := os.Readlink("/proc/thread-self/ns/net")
+			stray <- ns
+		}()
+	}
+	for range 200 {
+		if ns := <-stray; ns != home {
+			t.Fatalf("a goroutine ran in %s, not %s", ns, home)
+		}
+	}
+}
+
+// TestStartRefusesNewNetwork: a command asking for a fresh network
+// namespace of its own would not start in h's: refused.
+func TestStartRefusesNewNetwork(t *testing.T) {
+	sandbox.Require(t)
+	h, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for _, attr := range []*syscall.SysProcAttr{{Cloneflags: syscall.CLONE_NEWNET}, {Unshareflags: syscall.CLONE_NEWNET}} {
+		cmd := exec.Command("true")
+		cmd.SysProcAttr = attr
+		if err := h.Start(cmd); !errors.Is(err, os.ErrInvalid) {
+			t.Errorf("Start with %+v: %v, want os.ErrInvalid", attr, err)
+			if err == nil {
+				cmd.Wait()
+			}
+		}
+	}
+}
+
+// TestOpenFIFO: a FIFO where a namespace should be is refused at once,
+// not waited on forever.
+func TestOpenFIFO(t *testing.T) {
+	sandbox.Require(t)
+	os.MkdirAll(netns.Dir, 0o755)
+	path := filepath.Join(netns.Dir, "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(path)
+	done := make(chan error, 2)
+	go func() { _, err := netns.Open("fifo"); done <- err }()
+	go func() { _, err := netns.OpenPath(path); done <- err }()
+	for range 2 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, unix.EINVAL) {
+				t.Errorf("open of a FIFO: %v, want EINVAL (not a namespace)", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("open of a FIFO blocks")
+		}
+	}
+}
+
+// TestDroppedHandleIsClosed: a Handle dropped without Close does not keep
+// its descriptor (and namespace) until the process exits.
+func TestDroppedHandleIsClosed(t *testing.T) {
+	sandbox.Require(t)
+	h, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := h.Fd()
+	target, _ := os.Readlink("/proc/self/fd/" + itoa(fd))
+	h = nil
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		runtime.GC()
+		if now, err := os.Readlink("/proc/self/fd/" + itoa(fd)); err != nil || now != target {
+			return // closed (or reused for something else)
+		}
+	}
+	t.Errorf("fd %d of a dropped handle is still open", fd)
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestDeleteSymlinkEntry: deleting an entry that is a symbolic link removes
+// the link, not the mount of the namespace it points to.
+func TestDeleteSymlinkEntry(t *testing.T) {
+	sandbox.Require(t)
+	h, err := netns.New("real-ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Delete("real-ns")
+	defer h.Close()
+	link := filepath.Join(netns.Dir, "alias-ns")
+	if err := os.Symlink(filepath.Join(netns.Dir, "real-ns"), link); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Delete("alias-ns"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(link); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the symbolic link is still there: %v", err)
+	}
+	g, err := netns.Open("real-ns")
+	if err != nil {
+		t.Fatalf("the namespace it pointed to lost its mount: %v", err)
+	}
+	if !g.Equal(h) {
+		t.Error("real-ns is another namespace now")
+	}
+	g.Close()
+}
+
+// TestDirSharedAgain: with /run/netns replaced by a fresh private mount,
+// the next New makes it a shared mount again (as ip netns add does), so
+// its namespaces show in mount namespaces made later.
+func TestDirSharedAgain(t *testing.T) {
+	sandbox.Require(t)
+	h, err := netns.New("share-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	netns.Delete("share-a")
+	// A fresh private tmpfs over the directory (the sandbox's own stays
+	// below it and comes back after the test).
+	if err := unix.Mount("tmpfs", netns.Dir, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(netns.Dir, unix.MNT_DETACH)
+	if err := unix.Mount("", netns.Dir, "", unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	h, err = netns.New("share-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Delete("share-b")
+	defer h.Close()
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(info), "\n") {
+		if f := strings.Fields(l); len(f) > 6 && f[4] == netns.Dir {
+			line = l // the last one is the top mount
+		}
+	}
+	if !strings.Contains(line, "shared:") {
+		t.Errorf("%s is not a shared mount after New:\n%s", netns.Dir, line)
+	}
+}
