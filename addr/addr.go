@@ -14,6 +14,10 @@ const ifaFTentative = 0x40
 // ErrInvalidName is matched by the error for a malformed link name.
 var ErrInvalidName = nl.ErrInvalidName
 
+// ErrInterrupted is matched by List's error when the addresses kept
+// changing while they were read (eight reads in a row disagreed): try again.
+var ErrInterrupted = nl.ErrInterrupted
+
 // ErrInvalidPrefix is matched by the error for an unusable address.
 var ErrInvalidPrefix = nl.ErrInvalidPrefix
 

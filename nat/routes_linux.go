@@ -114,7 +114,7 @@ func (rc *routeCache) build(host *netns.Handle, hc *nl.Conn) error {
 	}
 	// Subscribed before the dump: a change racing with it arrives as a
 	// notification afterwards and is applied on top (refresh polls next).
-	msgs, err := hc.Query(nl.DumpRoutes(unix.AF_INET, 0))
+	msgs, err := hc.Dump(nl.DumpRoutes(unix.AF_INET, 0))
 	if err != nil {
 		w.Close()
 		return err

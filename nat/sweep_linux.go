@@ -54,7 +54,7 @@ func sweep(hostNS *netns.Handle) (res SweepResult, err error) {
 	var errs []error
 
 	// Links.
-	msgs, err := hc.Query(nl.DumpLinks())
+	msgs, err := hc.Dump(nl.DumpLinks())
 	if err != nil {
 		return res, fmt.Errorf("links: %w", err)
 	}

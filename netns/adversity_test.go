@@ -270,3 +270,43 @@ func TestDirSharedAgain(t *testing.T) {
 		t.Errorf("%s is not a shared mount after New:\n%s", netns.Dir, line)
 	}
 }
+
+// TestNewDeleteRace: New and Delete of one name from 8 goroutines: never
+// two namespaces mounted on the name, never EBUSY from Delete.
+func TestNewDeleteRace(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.CheckLeaks(t)
+	errs := make(chan error, 8*40)
+	done := make(chan bool)
+	for g := range 8 {
+		go func() {
+			defer func() { done <- true }()
+			for i := range 40 {
+				if (g+i)%2 == 0 {
+					if h, err := netns.New("race-ns"); err == nil {
+						h.Close()
+					}
+				} else if err := netns.Delete("race-ns"); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	close(errs)
+	for err := range errs {
+		t.Errorf("Delete: %v", err)
+	}
+	info, _ := os.ReadFile("/proc/self/mountinfo")
+	mounts := strings.Count(string(info), filepath.Join(netns.Dir, "race-ns")+" ")
+	if mounts > 1 {
+		t.Errorf("%d namespaces mounted on one name", mounts)
+	}
+	netns.Delete("race-ns")
+	info, _ = os.ReadFile("/proc/self/mountinfo")
+	if n := strings.Count(string(info), filepath.Join(netns.Dir, "race-ns")+" "); n != 0 {
+		t.Errorf("%d mounts left after the last Delete", n)
+	}
+}

@@ -178,21 +178,36 @@ func New(name string) (*Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netns: new %q: %w", name, err)
 	}
-	unix.Close(f)
+	defer unix.Close(f)
+	// The mount goes onto the file this call made, through its descriptor,
+	// not onto whatever the path names by then: a Delete racing with this
+	// New may have removed it and another New made a new one, and mounting
+	// by path stacked two namespaces on one name (and Delete then failed
+	// with EBUSY). On a removed file the mount fails (ENOENT).
+	target := fmt.Sprintf("/proc/self/fd/%d", f)
 	fd, err := unshareNet(func() error {
-		return unix.Mount(threadNSPath, path, "none", unix.MS_BIND, "")
+		return unix.Mount(threadNSPath, target, "none", unix.MS_BIND, "")
 	})
 	if err != nil {
-		unix.Unlink(path)
+		removeIfMine(path, f)
 		return nil, fmt.Errorf("netns: new %q: %w", name, err)
 	}
 	h, err := newHandle(fd, name)
 	if err != nil {
-		unix.Unmount(path, unix.MNT_DETACH)
-		unix.Unlink(path)
+		unix.Unmount(target, unix.MNT_DETACH)
+		removeIfMine(path, f)
 		return nil, fmt.Errorf("netns: new %q: %w", name, err)
 	}
 	return h, nil
+}
+
+// removeIfMine removes path if it is still the file open as f, not one
+// that another New made since.
+func removeIfMine(path string, f int) {
+	var a, b unix.Stat_t
+	if unix.Fstat(f, &a) == nil && unix.Lstat(path, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino {
+		unix.Unlink(path)
+	}
 }
 
 // NewAnonymous creates a network namespace with no name: it lives exactly as

@@ -23,6 +23,10 @@ const (
 	ScopeHost     uint8 = 254
 )
 
+// ErrInterrupted is matched by List's error when the routes kept changing
+// while they were read: try again.
+var ErrInterrupted = nl.ErrInterrupted
+
 // Tables, as in "ip route ... table TABLE".
 const (
 	TableMain  = 254
@@ -54,6 +58,17 @@ type Route struct {
 	Protocol uint8
 	// Type is the route type; 0 means unicast.
 	Type uint8
+	// NextHops are the next hops of a multipath route ("nexthop via GW dev
+	// LINK weight W ..."), which then has no Gateway or Link of its own.
+	NextHops []NextHop
+}
+
+// NextHop is one next hop of a multipath route.
+type NextHop struct {
+	Gateway   netip.Addr // "via"; invalid for none
+	Link      string     // "dev" by name, or use LinkIndex; Link wins
+	LinkIndex int
+	Weight    int // 1..256; 0 means 1
 }
 
 // String describes the route in "ip route" style, e.g.
@@ -84,6 +99,18 @@ func (r Route) String() string {
 	if r.Table != 0 && r.Table != TableMain {
 		s += fmt.Sprintf(" table %d", r.Table)
 	}
+	for _, h := range r.NextHops {
+		s += " nexthop"
+		if h.Gateway.IsValid() {
+			s += " via " + h.Gateway.String()
+		}
+		if h.Link != "" {
+			s += " dev " + h.Link
+		} else if h.LinkIndex != 0 {
+			s += fmt.Sprintf(" dev if%d", h.LinkIndex)
+		}
+		s += fmt.Sprintf(" weight %d", max(h.Weight, 1))
+	}
 	return s
 }
 
@@ -113,8 +140,26 @@ func (r Route) validate() error {
 		// The kernel's fields are 32 bits: a larger value would be cut to
 		// another metric, table or link (1<<32+1 is lo), not refused.
 		return bad("metric, table or link index out of range (32 bits)")
+	case len(r.NextHops) > 0 && (r.Gateway.IsValid() || r.Link != "" || r.LinkIndex != 0):
+		return bad("a multipath route has its gateways and links in NextHops only")
 	case r.Link != "":
 		return nl.CheckIfName(r.Link)
+	}
+	for _, h := range r.NextHops {
+		switch {
+		case h.Weight < 0 || h.Weight > 256:
+			return bad(fmt.Sprintf("next hop weight %d outside 1..256", h.Weight))
+		case h.LinkIndex < 0 || uint64(h.LinkIndex) > math.MaxInt32:
+			return bad("next hop link index out of range")
+		case h.Gateway.IsValid() && h.Gateway.Is4() != r.Dst.Addr().Is4():
+			return bad("next hop gateway and destination are of different families")
+		case !h.Gateway.IsValid() && h.Link == "" && h.LinkIndex == 0:
+			return bad("next hop with neither gateway nor link")
+		case h.Link != "":
+			if err := nl.CheckIfName(h.Link); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -21,6 +21,17 @@ func (r Route) spec(c *nl.Conn) (nl.RouteSpec, error) {
 		}
 		s.LinkIndex = index
 	}
+	for _, h := range r.NextHops {
+		nh := nl.NextHopSpec{Gateway: h.Gateway, LinkIndex: h.LinkIndex, Weight: h.Weight}
+		if h.Link != "" {
+			index, err := c.LinkIndex(h.Link)
+			if err != nil {
+				return s, err
+			}
+			nh.LinkIndex = index
+		}
+		s.NextHops = append(s.NextHops, nh)
+	}
 	if s.Protocol == 0 {
 		s.Protocol = unix.RTPROT_BOOT
 	}
@@ -126,7 +137,7 @@ func List(ns *netns.Handle, f *Filter) ([]Route, error) {
 		return nil, fmt.Errorf("route: list: %w", err)
 	}
 	defer c.Close()
-	msgs, err := c.Query(nl.DumpRoutes(family, table))
+	msgs, err := c.Dump(nl.DumpRoutes(family, table))
 	if err != nil {
 		return nil, fmt.Errorf("route: list: %w", err)
 	}
@@ -145,10 +156,14 @@ func List(ns *netns.Handle, f *Filter) ([]Route, error) {
 }
 
 func fromSpec(s nl.RouteSpec) Route {
-	return Route{
+	r := Route{
 		Dst: s.Dst, Gateway: s.Gateway, LinkIndex: s.LinkIndex, Src: s.Src, Metric: s.Metric,
 		Table: s.Table, Scope: s.Scope, Protocol: s.Protocol, Type: s.Type,
 	}
+	for _, h := range s.NextHops {
+		r.NextHops = append(r.NextHops, NextHop{Gateway: h.Gateway, LinkIndex: h.LinkIndex, Weight: h.Weight})
+	}
+	return r
 }
 
 // Get returns the route the kernel would use to reach dst

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -245,5 +246,78 @@ func TestRouteTypes(t *testing.T) {
 			t.Errorf("delete of a %s route with a zero type: %v", typ, err)
 			sandbox.Cmd(t, "ip", "-n", "rtype-ns", "route", "del", typ, "198.51.100.0/24")
 		}
+	}
+}
+
+// TestMultipath: a route with several next hops is listed with them (they
+// were lost: Route{Dst} with no gateway or link), and Add makes one that
+// ip reads back hop for hop.
+func TestMultipath(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	ns := testnet.NewNS(t, "mp-ns")
+	ip := func(args ...string) string { return sandbox.Cmd(t, "ip", append([]string{"-n", "mp-ns"}, args...)...) }
+	for i, l := range []string{"m0", "m1"} {
+		ip("link", "add", l, "type", "veth", "peer", "name", l+"p")
+		ip("link", "set", l, "up")
+		ip("link", "set", l+"p", "up")
+		ip("addr", "add", fmt.Sprintf("10.0.%d.1/24", i), "dev", l)
+	}
+	ip("route", "add", "198.51.100.0/24", "nexthop", "via", "10.0.0.2", "dev", "m0", "weight", "1",
+		"nexthop", "via", "10.0.1.2", "dev", "m1", "weight", "3")
+	rs, err := route.List(ns, &route.Filter{Family: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *route.Route
+	for i := range rs {
+		if rs[i].Dst == netip.MustParsePrefix("198.51.100.0/24") {
+			got = &rs[i]
+		}
+	}
+	if got == nil || len(got.NextHops) != 2 || got.NextHops[0].Gateway != netip.MustParseAddr("10.0.0.2") ||
+		got.NextHops[1].Gateway != netip.MustParseAddr("10.0.1.2") || got.NextHops[1].Weight != 3 {
+		t.Fatalf("multipath route listed as %v", got)
+	}
+	if s := got.String(); !strings.Contains(s, "nexthop via 10.0.1.2") || !strings.Contains(s, "weight 3") {
+		t.Errorf("String() = %q", s)
+	}
+	err = route.Add(ns, route.Route{Dst: netip.MustParsePrefix("203.0.113.0/24"), NextHops: []route.NextHop{
+		{Gateway: netip.MustParseAddr("10.0.0.3"), Link: "m0", Weight: 2},
+		{Gateway: netip.MustParseAddr("10.0.1.3"), Link: "m1"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ip("-j", "route", "show", "203.0.113.0/24")
+	for _, want := range []string{`"gateway":"10.0.0.3","dev":"m0","weight":2`, `"gateway":"10.0.1.3","dev":"m1","weight":1`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("ip -j route shows %s, lacking %s", out, want)
+		}
+	}
+	bad := route.Add(ns, route.Route{Dst: netip.MustParsePrefix("192.0.2.0/24"), Gateway: netip.MustParseAddr("10.0.0.3"),
+		NextHops: []route.NextHop{{Gateway: netip.MustParseAddr("10.0.1.3")}}})
+	if !errors.Is(bad, route.ErrInvalidRoute) {
+		t.Errorf("gateway and next hops together: %v", bad)
+	}
+}
+
+// TestDefaultViaLinkLocal: AddDefault names no link, so a default route via
+// an IPv6 link-local gateway is made with Add and a Link, as its doc says.
+func TestDefaultViaLinkLocal(t *testing.T) {
+	sandbox.Require(t)
+	sandbox.RequireCmd(t, "ip")
+	ns := testnet.NewNS(t, "ll-ns")
+	sandbox.Cmd(t, "ip", "-n", "ll-ns", "link", "add", "l0", "type", "veth", "peer", "name", "l1")
+	sandbox.Cmd(t, "ip", "-n", "ll-ns", "link", "set", "l0", "up")
+	if err := route.AddDefault(ns, netip.MustParseAddr("fe80::1")); err == nil {
+		t.Error("AddDefault via fe80::1 without a link succeeded")
+	}
+	err := route.Add(ns, route.Route{Dst: netip.MustParsePrefix("::/0"), Gateway: netip.MustParseAddr("fe80::1"), Link: "l0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := sandbox.Cmd(t, "ip", "-n", "ll-ns", "-6", "route", "show", "default"); !strings.Contains(out, "default via fe80::1 dev l0") {
+		t.Errorf("ip -6 route shows %q", out)
 	}
 }

@@ -25,11 +25,14 @@
 // # Errors
 //
 // Interface names are checked before the kernel sees them (1 to 15 bytes,
-// no '/', ':', white space or NUL, not "." or ".."); a bad one gives an error
+// no '/', ':', '%' (the kernel reads it as a template), white space, control
+// characters or the byte 0xA0, not "." or ".."); a bad one gives an error
 // matching [ErrInvalidName]. A missing link matches os.ErrNotExist (the
 // kernel's ENODEV), an existing name os.ErrExist, a lack of CAP_NET_ADMIN
 // os.ErrPermission. Errors name the package, the operation and the link, and
 // keep the kernel's extended acknowledgement text when it sends one.
 //
-// All functions are safe for concurrent use.
+// All functions are safe for concurrent use. Acting in another namespace
+// than the caller's (a non-nil handle) opens a socket inside it, which
+// needs CAP_SYS_ADMIN, for List and Lookup too.
 package veth

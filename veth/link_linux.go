@@ -68,7 +68,7 @@ func List(ns *netns.Handle) ([]Link, error) {
 		return nil, fmt.Errorf("veth: list: %w", err)
 	}
 	defer c.Close()
-	msgs, err := c.Query(nl.DumpLinks())
+	msgs, err := c.Dump(nl.DumpLinks())
 	if err != nil {
 		return nil, fmt.Errorf("veth: list: %w", err)
 	}

@@ -173,5 +173,34 @@ func (c *Conn) Query(r Request) ([]netlink.Message, error) {
 	return replies[0], errs[0]
 }
 
+// ErrInterrupted is matched by the error for a listing that concurrent
+// changes kept from being read consistently: the caller may try again.
+var ErrInterrupted = errors.New("listing interrupted by concurrent changes; try again")
+
+// Interrupted reports whether the kernel flagged a dump as interrupted by
+// a change between two of its parts (NLM_F_DUMP_INTR): what it returned
+// may lack entries that were there all along.
+func Interrupted(msgs []netlink.Message) bool {
+	for _, m := range msgs {
+		if m.Header.Flags&netlink.DumpInterrupted != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Dump sends a dump request and returns its messages, reading it again
+// while the kernel flags it as interrupted (up to eight times; then the
+// error matches ErrInterrupted).
+func (c *Conn) Dump(r Request) ([]netlink.Message, error) {
+	for attempt := 0; attempt < 8; attempt++ {
+		msgs, err := c.Query(r)
+		if err != nil || !Interrupted(msgs) {
+			return msgs, err
+		}
+	}
+	return nil, ErrInterrupted
+}
+
 // NativeEndian is the byte order of rtnetlink's fixed headers.
 var NativeEndian = binary.NativeEndian

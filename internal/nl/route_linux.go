@@ -20,6 +20,14 @@ type RouteSpec struct {
 	Scope     uint8
 	Protocol  uint8
 	Type      uint8
+	NextHops  []NextHopSpec // a multipath route's next hops (RTA_MULTIPATH)
+}
+
+// NextHopSpec is one next hop of a multipath route.
+type NextHopSpec struct {
+	Gateway   netip.Addr
+	LinkIndex int
+	Weight    int // 1..256
 }
 
 // RouteMessage marshals r; the defaults are those of "ip route add".
@@ -51,6 +59,13 @@ func RouteMessage(r RouteSpec) []byte {
 	}
 	if r.Src.IsValid() {
 		m.Attributes.Src = net.IP(r.Src.AsSlice())
+	}
+	for _, h := range r.NextHops {
+		nh := rtnetlink.NextHop{Hop: rtnetlink.RTNextHop{IfIndex: uint32(h.LinkIndex), Hops: uint8(max(h.Weight, 1) - 1)}}
+		if h.Gateway.IsValid() {
+			nh.Gateway = net.IP(h.Gateway.AsSlice())
+		}
+		m.Attributes.Multipath = append(m.Attributes.Multipath, nh)
 	}
 	b, err := m.MarshalBinary()
 	if err != nil {
@@ -129,6 +144,13 @@ func DecodeRoute(b []byte) (RouteSpec, error) {
 	}
 	if a.Src != nil {
 		r.Src = IPToAddr(a.Src)
+	}
+	for _, nh := range a.Multipath {
+		h := NextHopSpec{LinkIndex: int(nh.Hop.IfIndex), Weight: int(nh.Hop.Hops) + 1}
+		if nh.Gateway != nil {
+			h.Gateway = IPToAddr(nh.Gateway)
+		}
+		r.NextHops = append(r.NextHops, h)
 	}
 	return r, nil
 }
