@@ -82,14 +82,7 @@ func (r Route) String() string {
 	if t, ok := typeNames[r.Type]; ok {
 		s = t + " " + s
 	}
-	if r.Gateway.IsValid() {
-		s += " via " + r.Gateway.String()
-	}
-	if r.Link != "" {
-		s += " dev " + r.Link
-	} else if r.LinkIndex != 0 {
-		s += fmt.Sprintf(" dev if%d", r.LinkIndex)
-	}
+	s += viaDev(r.Gateway, r.Link, r.LinkIndex)
 	if r.Src.IsValid() {
 		s += " src " + r.Src.String()
 	}
@@ -100,16 +93,22 @@ func (r Route) String() string {
 		s += fmt.Sprintf(" table %d", r.Table)
 	}
 	for _, h := range r.NextHops {
-		s += " nexthop"
-		if h.Gateway.IsValid() {
-			s += " via " + h.Gateway.String()
-		}
-		if h.Link != "" {
-			s += " dev " + h.Link
-		} else if h.LinkIndex != 0 {
-			s += fmt.Sprintf(" dev if%d", h.LinkIndex)
-		}
-		s += fmt.Sprintf(" weight %d", max(h.Weight, 1))
+		s += " nexthop" + viaDev(h.Gateway, h.Link, h.LinkIndex) + fmt.Sprintf(" weight %d", max(h.Weight, 1))
+	}
+	return s
+}
+
+// viaDev is " via GW dev LINK", each part only if set (a link by index
+// as "ifN").
+func viaDev(gw netip.Addr, link string, index int) string {
+	var s string
+	if gw.IsValid() {
+		s += " via " + gw.String()
+	}
+	if link != "" {
+		s += " dev " + link
+	} else if index != 0 {
+		s += fmt.Sprintf(" dev if%d", index)
 	}
 	return s
 }
