@@ -92,6 +92,13 @@ func closeGroup(hs *hostState, links []*Link) error {
 			}
 			return err
 		})
+		step("conntrack", func() error {
+			var idx []int
+			for _, l := range links {
+				idx = append(idx, l.hostIdx)
+			}
+			return forgetFlows(host, idx...)
+		})
 		step("nftables", func() error {
 			// The entries of all links but each uplink's last, in one
 			// transaction; the last ones with their uplink's release.

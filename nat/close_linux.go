@@ -13,7 +13,9 @@ import (
 // it (not from the Link's fields, nor by names the host may have reused).
 // First it quiesces the link: forwarding off on the host end of the veth
 // and its address removed (with the route to the namespace), so that no
-// packet passes through the link any more, either way. Then, in one
+// packet passes through the link any more, either way, and deletes the
+// connection tracking entries of its prefix, so that no later holder of
+// the prefix receives what was meant for this one. Then, in one
 // nftables transaction, it removes the link's set entries and prefix
 // claim; the last of the process's links out of the uplink also removes
 // the process's share of it, and when no nsnet process uses the uplink any
@@ -86,13 +88,23 @@ func (o *owned) close(what string, deleteVeth bool) error {
 	hs, host := o.hs, o.host
 	hc, err := hs.conn(host)
 	fault("netlink", err)
-	if hc != nil && deleteVeth {
+	if hc != nil && (deleteVeth || o.linkFwdOff) {
 		err := hook("close quiesce")
-		if err == nil {
+		if err == nil && deleteVeth {
 			err = quiesce(hc, o.hostIdx, o.hostAddr)
+		} else if err == nil {
+			err = hc.Exec(nl.SetForwarding(o.hostIdx, false)) // back as AddRules found it
 		}
 		fault("quiesce", err)
 	}
+	// No packet passes the link any more: forget its connections (see
+	// forgetFlows), or the next holder of the prefix would get their
+	// packets.
+	err = hook("close conntrack")
+	if err == nil {
+		err = forgetFlows(host, o.hostIdx)
+	}
+	fault("conntrack", err)
 	if hc != nil {
 		err := hook("close nftables")
 		if err == nil {

@@ -44,8 +44,11 @@ type owned struct {
 	hostIdx, nsIdx int
 	vethName       string       // for error messages only
 	hostAddr       netip.Prefix // the host end's address (Links only)
-	ent            entries
-	hs             *hostState
+	// linkFwdOff: AddRules turned the caller's link's forwarding on, and
+	// Rules.Close turns it back off (Rules only).
+	linkFwdOff bool
+	ent        entries
+	hs         *hostState
 
 	mu     sync.Mutex
 	closed bool

@@ -123,15 +123,19 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	}
 	if !wasOn {
 		undo.push(func() { hc.Exec(nl.SetForwarding(r.hostIdx, false)) })
+		r.linkFwdOff = true
 	}
 	return r, nil
 }
 
-// Close removes the rules' set entries (and the library's table after the
-// last user) and restores the uplink's forwarding after its last user,
-// from its own record (renames of the link or the uplink do not matter).
-// Forwarding on HostVeth stays: the link is the caller's. Idempotent; a
-// nil or zero Rules returns an error.
+// Close undoes exactly what AddRules did, from its own record (renames of
+// the link or the uplink do not matter): HostVeth's forwarding goes back
+// off if AddRules turned it on (first, so that no packet of the link
+// leaves once its rules are gone), the link's connection tracking entries
+// are forgotten, its set entries removed (and the library's table after
+// the last user), and the uplink's forwarding restored after its last
+// user. The link itself is the caller's. Idempotent; a nil or zero Rules
+// returns an error.
 func (r *Rules) Close() error {
 	if r == nil {
 		return errors.New("nat: close of a nil *Rules")

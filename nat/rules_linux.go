@@ -101,6 +101,7 @@ func iifDotOif() []expr.Any {
 //	    oif @links jump to_link }
 //	  chain from_link {
 //	    fib saddr . iif oif missing drop      # spoofed source
+//	    ct mark set iif                       # for Close (see forgetFlows)
 //	    iif . oif @egress accept              # out of its own uplink
 //	    iif @siblings oif @siblings accept
 //	    drop }                                # anywhere else
@@ -152,6 +153,9 @@ func addSkeleton(c *nftables.Conn) error {
 		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
 		verdict(expr.VerdictDrop, ""))
+	rule(fromLink, "tag the link's connections with its index, for Close (see forgetFlows)",
+		metaLoad(expr.MetaKeyIIF, 1),
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
 	rule(fromLink, "out of its own uplink",
 		append(iifDotOif(), lookup(setEgress, 1, false), verdict(expr.VerdictAccept, ""))...)
 	rule(fromLink, "siblings allowed",

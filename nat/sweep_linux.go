@@ -182,6 +182,18 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	if err != nil {
 		return err
 	}
+	// The dead links' connections go too (see forgetFlows): their veths
+	// are gone already, so nothing recreates them.
+	var dead []int
+	for _, x := range all {
+		if x.e.set == setLinks && !live[x.owner] && len(x.e.key) == 4 {
+			dead = append(dead, int(binary.NativeEndian.Uint32(x.e.key)))
+		}
+	}
+	var errs []error
+	if err := forgetFlows(host, dead...); err != nil {
+		errs = append(errs, err)
+	}
 	var gone []elem
 	for _, x := range all {
 		if !live[x.owner] {
@@ -194,7 +206,6 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	for _, u := range users {
 		byUplink[u.uplink] = append(byUplink[u.uplink], u)
 	}
-	var errs []error
 	for idx, us := range byUplink {
 		anyLive, wasOff := false, false
 		for _, u := range us {

@@ -116,3 +116,96 @@ func TestNoPrivateSourceLeaves(t *testing.T) {
 		t.Error("control: nothing arrived masqueraded: the test proves nothing")
 	}
 }
+
+// staleFlow connects namespace A, runs a UDP flow to the outside host
+// (which keeps sending to whatever address it heard from), closes A, then
+// connects B with the same prefix and reports how many of the outside's
+// packets B receives on A's port in half a second.
+func staleFlow(t *testing.T, w *testnet.World, tag string) int {
+	t.Helper()
+	p := netip.MustParsePrefix("10.12.0.0/24")
+	a := testnet.NewNS(t, tag+"-a")
+	la, err := nat.Config{HostNS: w.Host}.Connect(a, "up0", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var srv *net.UDPConn
+	if err := w.Inet.Do(func() (err error) {
+		srv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("203.0.113.1"), Port: 9999})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		defer srv.Close()
+		buf := make([]byte, 64)
+		srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, peer, err := srv.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				srv.WriteToUDP([]byte("for A"), peer)
+			}
+		}
+	}()
+	var ca *net.UDPConn
+	if err := a.Do(func() (err error) {
+		ca, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.12.0.2"), Port: 40000})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ca.WriteToUDP([]byte("hello"), &net.UDPAddr{IP: net.ParseIP("203.0.113.1"), Port: 9999})
+	ca.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, _, err := ca.ReadFromUDP(make([]byte, 64)); err != nil {
+		t.Fatalf("the flow through A does not work: %v", err)
+	}
+	ca.Close()
+	la.Close() // the conntrack step may be failed on purpose
+	b := testnet.NewNS(t, tag+"-b")
+	lb, err := nat.Config{HostNS: w.Host}.Connect(b, "up0", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	var cb *net.UDPConn
+	if err := b.Do(func() (err error) {
+		cb, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 40000})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	got := 0
+	for deadline := time.Now().Add(500 * time.Millisecond); ; got++ {
+		cb.SetReadDeadline(deadline)
+		if _, _, err := cb.ReadFromUDP(make([]byte, 64)); err != nil {
+			return got
+		}
+	}
+}
+
+// TestNoStaleFlow: the outside's packets of a closed link's flow do not
+// reach the next namespace connected with the same prefix (issue 12,
+// part 2): Close forgets the link's connection tracking entries. The
+// control fails that step of Close, and the packets do arrive.
+func TestNoStaleFlow(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "stale-")
+	nat.SetFailHook(failAt("close conntrack"))
+	control := staleFlow(t, w, "stale1")
+	nat.SetFailHook(nil)
+	if control == 0 {
+		t.Fatal("control: with the entries kept, B received nothing: the test proves nothing")
+	}
+	if got := staleFlow(t, w, "stale2"); got != 0 {
+		t.Errorf("the next holder of the prefix received %d packets of the closed link's flow (control: %d)", got, control)
+	}
+}

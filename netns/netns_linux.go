@@ -365,10 +365,18 @@ func Delete(name string) error {
 	// UMOUNT_NOFOLLOW: an entry that is a symbolic link is removed, not the
 	// mount it points to. EINVAL means "not a mount point" (a half-made
 	// entry, a link): remove it anyway.
-	if err := unix.Unmount(path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil && err != unix.EINVAL {
-		return fmt.Errorf("netns: delete %q: %w", name, err)
+	// EBUSY from the unlink: a New of the same name mounted its namespace
+	// between the two steps; unmount that one too.
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = unix.Unmount(path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("netns: delete %q: %w", name, err)
+		}
+		if err = unix.Unlink(path); err != unix.EBUSY {
+			break
+		}
 	}
-	if err := unix.Unlink(path); err != nil {
+	if err != nil {
 		return fmt.Errorf("netns: delete %q: %w", name, err)
 	}
 	return nil
