@@ -405,13 +405,19 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *u
 		mark = ownerMark + origOff
 	}
 	mine := elem{set: setUplinks, key: uplinkKey(e.uplink, ownerID), comment: mark}
+	add := []elem{mine}
+	if wasOff {
+		// The uplink forwards for nsnet only: nothing else arriving there
+		// is forwarded (the forward chain drops it), as before.
+		add = append(add, openedElem(e.uplink))
+	}
 	err = hs.addEntries(host, e, func(b *batch) error {
 		if len(stale) > 0 {
 			if err := b.del(stale, true); err != nil {
 				return err
 			}
 		}
-		return b.add([]elem{mine}, false)
+		return b.add(add, false)
 	})
 	if err != nil {
 		return err
@@ -422,7 +428,7 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *u
 			err = hc.Exec(nl.SetForwarding(e.uplink, true))
 		}
 		if err != nil {
-			hs.delEntries(host, append(e.elems(), mine))
+			hs.delEntries(host, append(e.elems(), mine), openedElem(e.uplink))
 			return fmt.Errorf("uplink forwarding: %w", err)
 		}
 	}
@@ -454,10 +460,13 @@ func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, wasO
 	if !slices.ContainsFunc(users, func(u uplinkUser) bool { return u.owner == ownerID }) {
 		errs = append(errs, fmt.Errorf("uplink forwarding record %w", errGone))
 	}
-	errs = append(errs, hs.delEntries(host, e.elems(), stale...))
 	if !others && wasOff {
+		// Forwarding back off first, then the drop of everything else goes
+		// (opened): the host forwards nothing meanwhile it did not before.
+		// If the user turned forwarding on for every interface meanwhile
+		// (net.ipv4.ip_forward=1), it stays as the user set it.
 		err := hook("close uplink forwarding")
-		if err == nil {
+		if err == nil && !forwardsAll(host) {
 			err = hc.Exec(nl.SetForwarding(e.uplink, false))
 			if errors.Is(err, os.ErrNotExist) {
 				err = fmt.Errorf("uplink (index %d) %w", e.uplink, errGone)
@@ -466,6 +475,23 @@ func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, wasO
 		if err != nil {
 			errs = append(errs, fmt.Errorf("uplink forwarding: %w", err))
 		}
+		stale = append(stale, openedElem(e.uplink))
 	}
+	errs = append(errs, hs.delEntries(host, e.elems(), stale...))
 	return errors.Join(errs...)
+}
+
+// openedElem is uplink's entry in the opened set.
+func openedElem(uplink int) elem { return elem{set: setOpened, key: ifIndex(uplink), comment: "nsnet"} }
+
+// forwardsAll reports whether IPv4 forwarding is on for every interface of
+// host (conf/all, which net.ipv4.ip_forward sets): the user's choice, which
+// Close leaves alone.
+func forwardsAll(host *netns.Handle) bool {
+	var b []byte
+	host.Do(func() (err error) {
+		b, err = os.ReadFile("/proc/sys/net/ipv4/conf/all/forwarding")
+		return err
+	})
+	return strings.TrimSpace(string(b)) == "1"
 }

@@ -22,6 +22,7 @@ const (
 	setSiblings = "siblings" // iface_index: links that may talk to each other
 	setClaims   = "claims"   // map ipv4_addr . mark : mark: prefixes held (see protocol_linux.go)
 	setUplinks  = "uplinks"  // iface_index . ifname: uplink . owner using its forwarding
+	setOpened   = "opened"   // iface_index: uplinks whose forwarding nsnet turned on
 )
 
 // Fixed set IDs: google/nftables draws them from a package-level counter
@@ -33,6 +34,7 @@ const (
 	idSiblings
 	idClaims
 	idUplinks
+	idOpened
 )
 
 // setComment starts every set's comment: a table called nsnet whose sets
@@ -51,6 +53,7 @@ var (
 		{Table: table, Name: setClaims, ID: idClaims, KeyType: addrDotLen, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
 			Comment: setComment + "prefix . length : host end (a prefix of a live link), or 0 (one containing one)"},
 		{Table: table, Name: setUplinks, ID: idUplinks, KeyType: indexDotID, Concatenation: true, Comment: setComment + "uplink . owner using its forwarding"},
+		{Table: table, Name: setOpened, ID: idOpened, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "uplinks whose forwarding nsnet turned on: only the links' traffic is forwarded from them"},
 	}
 	setByName = func() map[string]*nftables.Set {
 		m := map[string]*nftables.Set{}
@@ -98,7 +101,8 @@ func iifDotOif() []expr.Any {
 //	  set links, egress, siblings, claims, uplinks (see above)
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    iif @links jump from_link
-//	    oif @links jump to_link }
+//	    oif @links jump to_link
+//	    iif @opened drop }                    # the host forwards nothing else it did not before
 //	  chain from_link {
 //	    fib saddr . iif oif missing drop      # spoofed source
 //	    ct mark set iif                       # for Close (see forgetFlows)
@@ -148,6 +152,8 @@ func addSkeleton(c *nftables.Conn) error {
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "from_link"))
 	rule(forward, "to a connected namespace",
 		metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "to_link"))
+	rule(forward, "anything else from an uplink whose forwarding nsnet turned on",
+		metaLoad(expr.MetaKeyIIF, 1), lookup(setOpened, 1, false), verdict(expr.VerdictDrop, ""))
 
 	rule(fromLink, "source not routed back out of the link",
 		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},

@@ -221,6 +221,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		if anyLive || !wasOff {
 			continue
 		}
+		gone = append(gone, openedElem(idx)) // (after the forwarding, in the transaction below)
 		msgs, err := hc.Query(nl.GetLinkByIndex(idx))
 		if err != nil {
 			continue // the uplink is gone: nothing to restore
@@ -228,6 +229,9 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		link, err := nl.DecodeLink(msgs[0].Data)
 		if err != nil {
 			continue
+		}
+		if forwardsAll(host) {
+			continue // the user's choice meanwhile
 		}
 		if err := hc.Exec(nl.SetForwarding(idx, false)); err != nil {
 			errs = append(errs, fmt.Errorf("uplink %s forwarding: %w", link.Attributes.Name, err))

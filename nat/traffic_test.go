@@ -209,3 +209,72 @@ func TestNoStaleFlow(t *testing.T) {
 		t.Errorf("the next holder of the prefix received %d packets of the closed link's flow (control: %d)", got, control)
 	}
 }
+
+// TestForwardsNothingElse: the host has another network, not nsnet's,
+// which the outside could not reach while the uplink did not forward;
+// Connect turns the uplink's forwarding on, and still not one packet from
+// the outside reaches that network (issue 12, part 3). The control shows
+// the packets do get there when the uplink forwards on its own.
+func TestForwardsNothingElse(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "only-")
+	testnet.NewNS(t, "only-lan")
+	ns := testnet.NewNS(t, "only-ns")
+	in := func(nsName string, args ...string) {
+		sandbox.Cmd(t, "ip", append([]string{"netns", "exec", nsName}, args...)...)
+	}
+	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", "only-lan")
+	in(w.HostName, "ip", "addr", "add", "192.168.77.1/24", "dev", "lan0")
+	in(w.HostName, "ip", "link", "set", "lan0", "up")
+	in("only-lan", "ip", "addr", "add", "192.168.77.2/24", "dev", "eth0")
+	in("only-lan", "ip", "link", "set", "eth0", "up")
+	in(w.InetName, "ip", "route", "add", "192.168.77.0/24", "via", "203.0.113.2")
+	in("only-lan", "nft", "add table ip watch; add chain ip watch in { type filter hook prerouting priority -300; }; add rule ip watch in ip saddr 203.0.113.1 counter")
+	arrived := func() int {
+		testnet.Ping(t, w.InetName, "192.168.77.2")
+		out := sandbox.Cmd(t, "ip", "netns", "exec", "only-lan", "nft", "list", "chain", "ip", "watch", "in")
+		m := regexp.MustCompile(`counter packets (\d+)`).FindStringSubmatch(out)
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	if n := arrived(); n != 0 {
+		t.Fatalf("before Connect, %d packets from the outside reached the other network", n)
+	}
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.13.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := arrived(); n != 0 {
+		t.Errorf("with a link, %d packets from the outside reached the other network", n)
+	}
+	if !testnet.Ping(t, "only-ns", "203.0.113.1") {
+		t.Error("the link itself does not work")
+	}
+	if err := l.Close(); err != nil {
+		t.Error(err)
+	}
+	// Control: the uplink forwarding on its own does let them through.
+	in(w.HostName, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=1")
+	if n := arrived(); n == 0 {
+		t.Error("control: with up0 forwarding by itself, nothing arrived: the test proves nothing")
+	}
+}
+
+// TestUserForwardingLeftAlone: the user turns forwarding on for every
+// interface while a link is live; Close leaves it on (issue 12, part 3).
+func TestUserForwardingLeftAlone(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "usr-")
+	ns := testnet.NewNS(t, "usr-ns")
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.13.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	if err := l.Close(); err != nil {
+		t.Error(err)
+	}
+	if f := forwarding(t, w, "up0"); f != "1" {
+		t.Errorf("Close turned up0's forwarding to %s after the user turned forwarding on everywhere", f)
+	}
+}
