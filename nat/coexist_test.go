@@ -54,3 +54,56 @@ func TestForeignDropPolicy(t *testing.T) {
 		t.Errorf("user's table changed by Close:\n%s\n---\n%s", withRules, after)
 	}
 }
+
+// TestForeignDropShapes: the other firewalls' shapes that silently killed
+// the links' traffic are refused with ErrForeignDrop naming the chain
+// (issue 12, part 4): firewalld's final reject, iptables-nft's final DROP
+// rule, iptables-legacy's FORWARD policy DROP, and a drop policy that
+// appears while links are live. A host with no legacy table does not get
+// one from the check.
+func TestForeignDropShapes(t *testing.T) {
+	requireTools(t)
+	sandbox.RequireCmd(t, "iptables-legacy")
+	sandbox.RequireCmd(t, "iptables-nft")
+	for _, c := range []struct {
+		name, want string
+		setup      []string
+	}{
+		{"firewalld reject", "inet firewalld filter_FORWARD", []string{"nft",
+			"add table inet firewalld; add chain inet firewalld filter_FORWARD { type filter hook forward priority filter + 10; policy accept; }; " +
+				"add rule inet firewalld filter_FORWARD ct state established,related accept; add rule inet firewalld filter_FORWARD reject with icmpx admin-prohibited"}},
+		{"iptables-nft DROP rule", "ip filter FORWARD", []string{"iptables-nft", "-A", "FORWARD", "-j", "DROP"}},
+		{"iptables-legacy policy", "legacy iptables filter FORWARD", []string{"iptables-legacy", "-P", "FORWARD", "DROP"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := testnet.NewWorld(t, "shp-")
+			ns := testnet.NewNS(t, "shp-ns")
+			sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, c.setup...)...)
+			before := state(t, w)
+			_, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.14.0.0/24"))
+			if !errors.Is(err, nat.ErrForeignDrop) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Connect: %v, want ErrForeignDrop naming %s", err, c.want)
+			}
+			if after := state(t, w); after != before {
+				t.Errorf("refused Connect changed state:\n%s", lineDiff(before, after))
+			}
+		})
+	}
+	t.Run("drop policy after the first Connect", func(t *testing.T) {
+		w := testnet.NewWorld(t, "late-")
+		ns1, ns2 := testnet.NewNS(t, "late-ns1"), testnet.NewNS(t, "late-ns2")
+		l, err := nat.Config{HostNS: w.Host}.Connect(ns1, "up0", netip.MustParsePrefix("10.14.1.0/24"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		if names := sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/net/ip_tables_names"); names != "" {
+			t.Errorf("the check made legacy tables: %q", names)
+		}
+		sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft",
+			"add table ip late; add chain ip late fwdchain { type filter hook forward priority 0; policy drop; }")
+		if _, err := (nat.Config{HostNS: w.Host}).Connect(ns2, "up0", netip.MustParsePrefix("10.14.2.0/24")); !errors.Is(err, nat.ErrForeignDrop) {
+			t.Errorf("Connect after a drop policy appeared: %v, want ErrForeignDrop", err)
+		}
+	})
+}

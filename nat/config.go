@@ -61,9 +61,12 @@ type Config struct {
 }
 
 // ErrForeignDrop is matched by Connect's error on a host where another
-// nftables table's forward chain drops by policy; the error names the
-// chain. See Config.AllowForeignDrop.
-var ErrForeignDrop = errors.New("another table's forward chain drops by policy")
+// firewall drops forwarded packets: an nftables forward chain of another
+// table whose policy is drop or whose last rule drops or rejects
+// everything (Docker, firewalld, "iptables -A FORWARD -j DROP"), or the
+// legacy iptables FORWARD policy DROP. The error names the chain. See
+// Config.AllowForeignDrop.
+var ErrForeignDrop = errors.New("another firewall drops forwarded packets")
 
 // ErrInvalidName is matched by the error for a malformed interface name.
 var ErrInvalidName = nl.ErrInvalidName

@@ -31,6 +31,10 @@ type hostState struct {
 	conns       []*nl.Conn
 	nfts        []*nftables.Conn
 	raws        []*netlink.Conn
+	// fwMu guards the other-firewall check: its watch socket (read
+	// without waiting) and its finding.
+	fwMu        sync.Mutex
+	fwWatch     *nl.Watch
 	dropChecked bool
 	dropChain   string
 
@@ -112,7 +116,13 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 		return socks, err // a Connect came in meanwhile: it keeps all the rest
 	}
 	clear(hs.uplinks)
-	hs.tableReady, hs.dropChecked, hs.dropChain = false, false, ""
+	hs.tableReady = false
+	hs.fwMu.Lock()
+	if hs.fwWatch != nil {
+		hs.fwWatch.Close()
+	}
+	hs.fwWatch, hs.dropChecked, hs.dropChain = nil, false, ""
+	hs.fwMu.Unlock()
 	hs.routesMu.Lock()
 	hs.routes.close()
 	hs.routesMu.Unlock()
@@ -411,44 +421,52 @@ func dupHandle(h *netns.Handle) (*netns.Handle, error) {
 	return netns.OpenPath(fmt.Sprintf("/proc/thread-self/fd/%d", fd))
 }
 
-// checkForeignDrop looks, once per host state, for a forward base chain of
-// another ip or inet table whose policy is drop, and fails with
-// ErrForeignDrop naming it.
+// checkForeignDrop fails with ErrForeignDrop naming another firewall's
+// chain that drops what nsnet forwards (see firewall_linux.go). It looks
+// at the first Connect of a host state, and again whenever nftables
+// notifications say a table, chain or rule changed since.
 func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
-	hs.mu.Lock()
-	checked, found := hs.dropChecked, hs.dropChain
-	hs.mu.Unlock()
-	if !checked {
-		found = ""
+	hs.fwMu.Lock()
+	look := !hs.dropChecked
+	if hs.fwWatch == nil {
+		// Subscribed before looking: a change right after is seen next time.
+		w, err := nl.DialWatchFamily(host, unix.NETLINK_NETFILTER, unix.NFNLGRP_NFTABLES)
+		if err != nil {
+			hs.fwMu.Unlock()
+			return err
+		}
+		hs.fwWatch, look = w, true
+	} else if rulesetChanged(hs.fwWatch) {
+		look = true
+	}
+	legacy := !hs.dropChecked
+	found := hs.dropChain
+	hs.fwMu.Unlock()
+	if look {
 		c, err := hs.nft(host)
 		if err != nil {
 			return err
 		}
-		chains, err := c.ListChains()
+		found, err = foreignDrop(c)
 		hs.putNFT(c, err)
 		if err != nil {
-			return fmt.Errorf("list nftables chains: %w", err)
+			return err
 		}
-		for _, ch := range chains {
-			fam := ch.Table.Family
-			if ch.Table.Name == TableName || (fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyINet) ||
-				ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward ||
-				ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
-				continue
+		if found == "" && legacy {
+			drop, err := legacyForwardDrop(host)
+			if err != nil {
+				return err
 			}
-			family := "ip"
-			if fam == nftables.TableFamilyINet {
-				family = "inet"
+			if drop {
+				found = "legacy iptables filter FORWARD (policy DROP)"
 			}
-			found = fmt.Sprintf("%s %s %s", family, ch.Table.Name, ch.Name)
-			break
 		}
-		hs.mu.Lock()
+		hs.fwMu.Lock()
 		hs.dropChecked, hs.dropChain = true, found
-		hs.mu.Unlock()
+		hs.fwMu.Unlock()
 	}
 	if found != "" {
-		return fmt.Errorf("%w: chain %q drops forwarded packets that nsnet's table accepts; accept the namespace's traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop", ErrForeignDrop, found)
+		return fmt.Errorf("%w: %s drops forwarded packets that nsnet's table accepts; accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop", ErrForeignDrop, found)
 	}
 	return nil
 }

@@ -26,19 +26,25 @@ var ErrOverflow = errors.New("netlink notifications overflowed")
 
 // DialWatch opens a socket in ns subscribed to the rtnetlink groups.
 func DialWatch(ns *netns.Handle, groups ...uint32) (*Watch, error) {
+	return DialWatchFamily(ns, unix.NETLINK_ROUTE, groups...)
+}
+
+// DialWatchFamily opens a socket of the netlink family (NETLINK_ROUTE,
+// NETLINK_NETFILTER) in ns subscribed to the groups.
+func DialWatchFamily(ns *netns.Handle, family int, groups ...uint32) (*Watch, error) {
 	cfg, err := Config(ns)
 	if err != nil {
 		return nil, err
 	}
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
+	c, err := netlink.Dial(family, cfg)
 	runtime.KeepAlive(ns)
 	if err != nil {
-		return nil, fmt.Errorf("dial rtnetlink watch in %s: %w", ns, err)
+		return nil, fmt.Errorf("dial netlink watch in %s: %w", ns, err)
 	}
 	for _, g := range groups {
 		if err := c.JoinGroup(g); err != nil {
 			c.Close()
-			return nil, fmt.Errorf("join rtnetlink group %d: %w", g, err)
+			return nil, fmt.Errorf("join netlink group %d: %w", g, err)
 		}
 	}
 	// Room for bursts (a thousand route changes) between two polls.
