@@ -118,9 +118,7 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	clear(hs.uplinks)
 	hs.tableReady = false
 	hs.fwMu.Lock()
-	if hs.fwWatch != nil {
-		hs.fwWatch.Close()
-	}
+	socks.watch = hs.fwWatch // a netfilter socket too: closed with the others
 	hs.fwWatch, hs.dropChecked, hs.dropChain = nil, false, ""
 	hs.fwMu.Unlock()
 	hs.routesMu.Lock()
@@ -150,6 +148,7 @@ type idleSockets struct {
 	rt    []*nl.Conn
 	nft   []*nftables.Conn
 	raw   []*netlink.Conn
+	watch *nl.Watch  // the other-firewall check's nftables notifications
 	owner *hostState // after the last link: release its owner socket too
 }
 
@@ -183,6 +182,9 @@ func (s idleSockets) close() {
 	}
 	for _, c := range s.raw {
 		c.Close()
+	}
+	if s.watch != nil {
+		s.watch.Close()
 	}
 	if s.owner != nil {
 		s.owner.releaseOwner()
