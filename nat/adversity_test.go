@@ -392,8 +392,10 @@ func TestCloseAfterHostChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		nftIn(t, w, "flush", "ruleset")
-		if err := l.Close(); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("Close after a flush: %v, want os.ErrNotExist", err)
+		// The process's guard may have restored the table already (see
+		// TestSurvivesFlush); if not, Close says what was gone.
+		if err := l.Close(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Close after a flush: %v, want nil or os.ErrNotExist", err)
 		}
 		if f := forwarding(t, w, "up0"); f != "0" {
 			t.Errorf("uplink forwarding after Close = %s, want 0 as before", f)

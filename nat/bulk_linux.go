@@ -41,6 +41,7 @@ func CloseAll(links ...*Link) error {
 			continue
 		}
 		l.closed = true
+		l.hs.removeLive(&l.owned)
 		if byHost[l.hs] == nil {
 			order = append(order, l.hs)
 		}

@@ -79,6 +79,7 @@ func (o *owned) close(what string, deleteVeth bool) error {
 		o.err = fmt.Errorf("%s: not made by Connect or AddRules: %w", what, os.ErrInvalid)
 		return o.err
 	}
+	o.hs.removeLive(o)
 	var errs []error
 	fault := func(step string, err error) {
 		if err != nil {

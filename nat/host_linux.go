@@ -22,9 +22,11 @@ import (
 // (sockets closed) after the last link. mu is never held across I/O.
 type hostState struct {
 	mu          sync.Mutex
-	links       int        // Links and Rules being made or alive
-	ownerMu     sync.Mutex // guards ownerFD, held while it is bound
-	ownerFD     int        // owner socket (see protocol_linux.go), -1 if none
+	links       int             // Links and Rules being made or alive
+	ownerMu     sync.Mutex      // guards ownerFD and guardConn, held while they are made
+	ownerFD     int             // owner socket (see protocol_linux.go), -1 if none
+	guardConn   *netlink.Conn   // the guard's notifications (see guard_linux.go)
+	live        map[*owned]bool // Links and Rules made and not closed, for the guard
 	tableReady  bool
 	tableMaking *tableAttempt
 	uplinks     map[int]*uplinkRef
@@ -64,7 +66,7 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 	registry.Lock()
 	hs := registry.hosts[hostKey]
 	if hs == nil {
-		hs = &hostState{uplinks: map[int]*uplinkRef{}, ownerFD: -1}
+		hs = &hostState{uplinks: map[int]*uplinkRef{}, ownerFD: -1, live: map[*owned]bool{}}
 		registry.hosts[hostKey] = hs
 	}
 	registry.Unlock()
@@ -85,6 +87,15 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 			return nil, err
 		}
 		hs.ownerFD = fd
+	}
+	if hs.guardConn == nil {
+		if err := hs.startGuard(host); err != nil {
+			hs.ownerMu.Unlock()
+			socks, _ := hs.leave(host)
+			socks.close()
+			hs.ownerMu.Lock() // for the deferred unlock
+			return nil, err
+		}
 	}
 	return hs, nil
 }
@@ -124,6 +135,9 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	hs.routesMu.Lock()
 	hs.routes.close()
 	hs.routesMu.Unlock()
+	hs.ownerMu.Lock()
+	socks.guard, hs.guardConn = hs.guardConn, nil // its goroutine ends when it is closed
+	hs.ownerMu.Unlock()
 	socks.owner = hs // the owner socket goes last, with the sockets
 	return socks, err
 }
@@ -148,8 +162,9 @@ type idleSockets struct {
 	rt    []*nl.Conn
 	nft   []*nftables.Conn
 	raw   []*netlink.Conn
-	watch *nl.Watch  // the other-firewall check's nftables notifications
-	owner *hostState // after the last link: release its owner socket too
+	watch *nl.Watch     // the other-firewall check's nftables notifications
+	guard *netlink.Conn // the guard's
+	owner *hostState    // after the last link: release its owner socket too
 }
 
 // nftConn and rawConn return one of s's sockets, dialling one (kept in s,
@@ -185,6 +200,9 @@ func (s idleSockets) close() {
 	}
 	if s.watch != nil {
 		s.watch.Close()
+	}
+	if s.guard != nil {
+		s.guard.Close()
 	}
 	if s.owner != nil {
 		s.owner.releaseOwner()

@@ -257,6 +257,7 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 		nsRef.Close()
 		return nil, err
 	}
+	l.hs.addLive(&l.owned)
 	return l, nil
 }
 

@@ -125,6 +125,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		undo.push(func() { hc.Exec(nl.SetForwarding(r.hostIdx, false)) })
 		r.linkFwdOff = true
 	}
+	hs.addLive(&r.owned)
 	return r, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -276,5 +277,50 @@ func TestUserForwardingLeftAlone(t *testing.T) {
 	}
 	if f := forwarding(t, w, "up0"); f != "1" {
 		t.Errorf("Close turned up0's forwarding to %s after the user turned forwarding on everywhere", f)
+	}
+}
+
+// TestSurvivesFlush: a firewall reload (nft flush ruleset) while a link is
+// live: the process makes its table and entries again within a second,
+// with the same isolation and masquerade (issue 12, part 5), and Close
+// then leaves the host as it was.
+func TestSurvivesFlush(t *testing.T) {
+	requireTools(t)
+	sandbox.CheckLeaks(t)
+	w := testnet.NewWorld(t, "flush-")
+	ns := testnet.NewNS(t, "flush-ns")
+	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.15.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nftIn(t, w, "flush", "ruleset")
+	flushed := time.Now()
+	var gap time.Duration
+	for {
+		out, err := sandbox.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", "table", "ip", "nsnet")
+		if err == nil && strings.Contains(out, `"`+l.HostVeth+`" . "up0"`) {
+			gap = time.Since(flushed)
+			break
+		}
+		if time.Since(flushed) > time.Second {
+			t.Fatalf("no table with the link's entries 1 s after the flush:\n%s", out)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("table and entries back %v after the flush", gap)
+	if unsolicited(t, w, "10.15.0.2") {
+		t.Error("the outside reaches the namespace after the flush")
+	}
+	if from, err := testnet.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+		t.Errorf("TCP out after the flush: seen from %q, %v", from, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close after the flush: %v", err)
+	}
+	sandbox.Cmd(t, "ip", "-n", w.InetName, "route", "del", "10.0.0.0/8")
+	if after := state(t, w); after != before {
+		t.Errorf("state after Close:\n%s", lineDiff(before, after))
 	}
 }
