@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
@@ -32,10 +31,10 @@ import (
 //     it.
 //
 // The nftables check runs again at a Connect only when a notification
-// says that a table, chain or rule changed since the last one (a watch
-// socket on NFNLGRP_NFTABLES, polled without waiting, as the route cache
-// does); the legacy table, which sends none, is read at the first Connect
-// of a host state.
+// says that a table, chain or rule changed since the last one (see
+// guard_linux.go: a socket on NFNLGRP_NFTABLES, read without waiting); the
+// legacy table, which sends none, is read at the first Connect of a host
+// state.
 
 // foreignDrop returns the first of those it finds, as "ip filter FORWARD
 // (policy drop)", or "".
@@ -163,20 +162,4 @@ func getsockopt(fd, opt int, buf []byte) error {
 		return errno
 	}
 	return nil
-}
-
-// rulesetChanged reports whether a table, chain or rule of any table
-// changed since the last call, from the notifications queued on w (set
-// element changes, which every Connect makes, do not count). A lost
-// notification counts as a change.
-func rulesetChanged(w *nl.Watch) bool {
-	changed := false
-	err := w.Poll(func(typ, _ uint16, _ []byte) {
-		switch typ & 0xff {
-		case unix.NFT_MSG_NEWTABLE, unix.NFT_MSG_DELTABLE, unix.NFT_MSG_NEWCHAIN, unix.NFT_MSG_DELCHAIN,
-			unix.NFT_MSG_NEWRULE, unix.NFT_MSG_DELRULE:
-			changed = true
-		}
-	})
-	return changed || err != nil
 }

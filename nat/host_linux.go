@@ -23,9 +23,9 @@ import (
 type hostState struct {
 	mu          sync.Mutex
 	links       int             // Links and Rules being made or alive
-	ownerMu     sync.Mutex      // guards ownerFD and guardConn, held while they are made
+	ownerMu     sync.Mutex      // guards ownerFD and guardStop, held while they are made
 	ownerFD     int             // owner socket (see protocol_linux.go), -1 if none
-	guardConn   *netlink.Conn   // the guard's notifications (see guard_linux.go)
+	guardStop   chan struct{}   // ends the guard (see guard_linux.go)
 	live        map[*owned]bool // Links and Rules made and not closed, for the guard
 	tableReady  bool
 	tableMaking *tableAttempt
@@ -36,7 +36,8 @@ type hostState struct {
 	// fwMu guards the other-firewall check: its watch socket (read
 	// without waiting) and its finding.
 	fwMu        sync.Mutex
-	fwWatch     *nl.Watch
+	fwWatch     *nl.Watch // nftables notifications, read without waiting
+	fwDirty     bool      // a table, chain or rule changed since the last check
 	dropChecked bool
 	dropChain   string
 
@@ -88,7 +89,7 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 		}
 		hs.ownerFD = fd
 	}
-	if hs.guardConn == nil {
+	if hs.guardStop == nil {
 		if err := hs.startGuard(host); err != nil {
 			hs.ownerMu.Unlock()
 			socks, _ := hs.leave(host)
@@ -130,13 +131,16 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	hs.tableReady = false
 	hs.fwMu.Lock()
 	socks.watch = hs.fwWatch // a netfilter socket too: closed with the others
-	hs.fwWatch, hs.dropChecked, hs.dropChain = nil, false, ""
+	hs.fwWatch, hs.fwDirty, hs.dropChecked, hs.dropChain = nil, false, false, ""
 	hs.fwMu.Unlock()
 	hs.routesMu.Lock()
 	hs.routes.close()
 	hs.routesMu.Unlock()
 	hs.ownerMu.Lock()
-	socks.guard, hs.guardConn = hs.guardConn, nil // its goroutine ends when it is closed
+	if hs.guardStop != nil {
+		close(hs.guardStop)
+		hs.guardStop = nil
+	}
 	hs.ownerMu.Unlock()
 	socks.owner = hs // the owner socket goes last, with the sockets
 	return socks, err
@@ -162,9 +166,8 @@ type idleSockets struct {
 	rt    []*nl.Conn
 	nft   []*nftables.Conn
 	raw   []*netlink.Conn
-	watch *nl.Watch     // the other-firewall check's nftables notifications
-	guard *netlink.Conn // the guard's
-	owner *hostState    // after the last link: release its owner socket too
+	watch *nl.Watch  // nftables notifications (see guard_linux.go)
+	owner *hostState // after the last link: release its owner socket too
 }
 
 // nftConn and rawConn return one of s's sockets, dialling one (kept in s,
@@ -200,9 +203,6 @@ func (s idleSockets) close() {
 	}
 	if s.watch != nil {
 		s.watch.Close()
-	}
-	if s.guard != nil {
-		s.guard.Close()
 	}
 	if s.owner != nil {
 		s.owner.releaseOwner()
@@ -446,40 +446,19 @@ func dupHandle(h *netns.Handle) (*netns.Handle, error) {
 // at the first Connect of a host state, and again whenever nftables
 // notifications say a table, chain or rule changed since.
 func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
+	hs.pollNFT(host)
 	hs.fwMu.Lock()
-	look := !hs.dropChecked
-	if hs.fwWatch == nil {
-		// Subscribed before looking: a change right after is seen next time.
-		w, err := nl.DialWatchFamily(host, unix.NETLINK_NETFILTER, unix.NFNLGRP_NFTABLES)
-		if err != nil {
-			hs.fwMu.Unlock()
-			return err
-		}
-		hs.fwWatch, look = w, true
-	} else if rulesetChanged(hs.fwWatch) {
-		look = true
-	}
-	legacy := !hs.dropChecked
+	look, legacy := hs.fwDirty || !hs.dropChecked, !hs.dropChecked
+	hs.fwDirty = false
 	found := hs.dropChain
 	hs.fwMu.Unlock()
 	if look {
-		c, err := hs.nft(host)
-		if err != nil {
+		var err error
+		if found, err = hs.lookForDrops(host, legacy); err != nil {
+			hs.fwMu.Lock()
+			hs.fwDirty = true // look again next time
+			hs.fwMu.Unlock()
 			return err
-		}
-		found, err = foreignDrop(c)
-		hs.putNFT(c, err)
-		if err != nil {
-			return err
-		}
-		if found == "" && legacy {
-			drop, err := legacyForwardDrop(host)
-			if err != nil {
-				return err
-			}
-			if drop {
-				found = "legacy iptables filter FORWARD (policy DROP)"
-			}
 		}
 		hs.fwMu.Lock()
 		hs.dropChecked, hs.dropChain = true, found
@@ -489,6 +468,24 @@ func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
 		return fmt.Errorf("%w: %s drops forwarded packets that nsnet's table accepts; accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop", ErrForeignDrop, found)
 	}
 	return nil
+}
+
+// lookForDrops is foreignDrop, and with legacy legacyForwardDrop too.
+func (hs *hostState) lookForDrops(host *netns.Handle, legacy bool) (string, error) {
+	c, err := hs.nft(host)
+	if err != nil {
+		return "", err
+	}
+	found, err := foreignDrop(c)
+	hs.putNFT(c, err)
+	if err != nil || found != "" || !legacy {
+		return found, err
+	}
+	drop, err := legacyForwardDrop(host)
+	if drop {
+		found = "legacy iptables filter FORWARD (policy DROP)"
+	}
+	return found, err
 }
 
 type uplinkInfo struct {
