@@ -45,8 +45,9 @@ type Config struct {
 	// connected namespaces cannot reach each other through the host.
 	AllowSiblings bool
 	// AllowForeignDrop lets Connect go ahead on a host where another
-	// table's forward base chain drops by policy (Docker's iptables
-	// FORWARD chain is the common case). An accept in nsnet's table does
+	// firewall drops forwarded packets (see ErrForeignDrop: Docker's
+	// FORWARD policy, firewalld's final reject, a final DROP rule, the
+	// legacy iptables FORWARD policy). An accept in nsnet's table does
 	// not override that drop, so forwarded traffic of the namespace is
 	// dropped there unless the caller accepts it in that chain too, for
 	// example (nsnet's own host ends are called nsn-*, unless HostVeth
