@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,20 +86,16 @@ func dropsAll(r *nftables.Rule) bool {
 	return drops
 }
 
-// legacyForwardDrop reports whether the legacy iptables filter table of
-// host exists and its FORWARD chain's policy is DROP.
-func legacyForwardDrop(host *netns.Handle) (bool, error) {
-	var drop bool
-	err := host.Do(func() error {
-		// thread-self: /proc/net is the main thread's namespace, not this one's.
-		names, err := os.ReadFile("/proc/thread-self/net/ip_tables_names")
-		if err != nil || !strings.Contains("\n"+string(names), "\nfilter\n") {
-			return nil // no legacy filter table here (or no x_tables at all)
-		}
-		drop, err = legacyPolicyDrop()
-		return err
-	})
-	return drop, err
+// legacyForwardDropHere reports whether the legacy iptables filter table
+// of the calling thread's namespace exists and its FORWARD chain's policy
+// is DROP.
+func legacyForwardDropHere() (bool, error) {
+	// thread-self: /proc/net is the main thread's namespace, not this one's.
+	names, err := os.ReadFile("/proc/thread-self/net/ip_tables_names")
+	if err != nil || !strings.Contains("\n"+string(names), "\nfilter\n") {
+		return false, nil // no legacy filter table here (or no x_tables at all)
+	}
+	return legacyPolicyDrop()
 }
 
 // x_tables' getsockopt interface (linux/netfilter_ipv4/ip_tables.h).

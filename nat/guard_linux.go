@@ -26,13 +26,9 @@ import (
 // with the bench program, A against B.
 const guardEvery = 200 * time.Millisecond
 
-// startGuard opens the notification socket and starts the guard of a host
-// state that just got its first link; leave stops it.
-func (hs *hostState) startGuard(host *netns.Handle) error {
-	w, err := nl.DialWatchFamily(host, unix.NETLINK_NETFILTER, unix.NFNLGRP_NFTABLES)
-	if err != nil {
-		return err
-	}
+// startGuard starts the guard of a host state that just got its first
+// link, with its notification socket w; leave stops it.
+func (hs *hostState) startGuard(host *netns.Handle, w *nl.Watch) {
 	hs.fwMu.Lock()
 	hs.fwWatch, hs.fwDirty = w, true
 	hs.fwMu.Unlock()
@@ -50,7 +46,6 @@ func (hs *hostState) startGuard(host *netns.Handle) error {
 			}
 		}
 	}()
-	return nil
 }
 
 // pollNFT reads the notifications queued since the last look: a changed

@@ -38,6 +38,7 @@ type hostState struct {
 	fwMu        sync.Mutex
 	fwWatch     *nl.Watch // nftables notifications, read without waiting
 	fwDirty     bool      // a table, chain or rule changed since the last check
+	legacy      legacyFinding
 	dropChecked bool
 	dropChain   string
 
@@ -78,27 +79,53 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 	// no other process can take a mark of a live process for a dead one's.
 	hs.ownerMu.Lock()
 	defer hs.ownerMu.Unlock()
-	if hs.ownerFD < 0 {
-		fd, err := holdOwner(host)
-		if err != nil {
-			hs.ownerMu.Unlock()
-			socks, _ := hs.leave(host)
-			socks.close()
-			hs.ownerMu.Lock() // for the deferred unlock
-			return nil, err
-		}
-		hs.ownerFD = fd
+	if hs.ownerFD >= 0 {
+		return hs, nil
 	}
-	if hs.guardStop == nil {
-		if err := hs.startGuard(host); err != nil {
-			hs.ownerMu.Unlock()
-			socks, _ := hs.leave(host)
-			socks.close()
-			hs.ownerMu.Lock() // for the deferred unlock
-			return nil, err
+	// The first link: what is done inside the host namespace goes in one
+	// thread switch (each costs ~0.1 ms): the owner socket, the nftables
+	// notification socket (see guard_linux.go) and a look at the legacy
+	// iptables FORWARD policy (see firewall_linux.go).
+	var (
+		fd     = -1
+		w      *nl.Watch
+		legacy legacyFinding
+	)
+	err := host.Do(func() error {
+		var err error
+		if fd, err = bindAbstract(ownerName(ownerID)); err != nil {
+			return fmt.Errorf("owner socket: %w", err)
 		}
+		// nil: the calling thread's namespace, which is host's here.
+		if w, err = nl.DialWatchFamily(nil, unix.NETLINK_NETFILTER, unix.NFNLGRP_NFTABLES); err != nil {
+			return err
+		}
+		legacy.drop, legacy.err = legacyForwardDropHere()
+		return nil
+	})
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		hs.ownerMu.Unlock()
+		socks, _ := hs.leave(host)
+		socks.close()
+		hs.ownerMu.Lock() // for the deferred unlock
+		return nil, err
 	}
+	hs.ownerFD = fd
+	hs.fwMu.Lock()
+	hs.legacy = legacy
+	hs.fwMu.Unlock()
+	hs.startGuard(host, w)
 	return hs, nil
+}
+
+// legacyFinding is what the first link found of the legacy iptables
+// FORWARD policy.
+type legacyFinding struct {
+	drop bool
+	err  error
 }
 
 // leave uncounts one link; after the last, it removes the table if no
@@ -448,7 +475,7 @@ func dupHandle(h *netns.Handle) (*netns.Handle, error) {
 func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
 	hs.pollNFT(host)
 	hs.fwMu.Lock()
-	look, legacy := hs.fwDirty || !hs.dropChecked, !hs.dropChecked
+	look, legacy := hs.fwDirty || !hs.dropChecked, hs.legacy
 	hs.fwDirty = false
 	found := hs.dropChain
 	hs.fwMu.Unlock()
@@ -470,22 +497,22 @@ func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
 	return nil
 }
 
-// lookForDrops is foreignDrop, and with legacy legacyForwardDrop too.
-func (hs *hostState) lookForDrops(host *netns.Handle, legacy bool) (string, error) {
+// lookForDrops is foreignDrop, then what the first link found of the
+// legacy iptables table.
+func (hs *hostState) lookForDrops(host *netns.Handle, legacy legacyFinding) (string, error) {
 	c, err := hs.nft(host)
 	if err != nil {
 		return "", err
 	}
 	found, err := foreignDrop(c)
 	hs.putNFT(c, err)
-	if err != nil || found != "" || !legacy {
+	if err != nil || found != "" {
 		return found, err
 	}
-	drop, err := legacyForwardDrop(host)
-	if drop {
+	if legacy.drop {
 		found = "legacy iptables filter FORWARD (policy DROP)"
 	}
-	return found, err
+	return found, legacy.err
 }
 
 type uplinkInfo struct {

@@ -126,19 +126,6 @@ func bindAbstract(name string) (int, error) {
 
 func ownerName(id string) string { return "nsnet-owner-" + id }
 
-// holdOwner binds this process's owner name in host; the socket is the
-// proof of life that other processes look for. The caller closes it.
-func holdOwner(host *netns.Handle) (fd int, err error) {
-	err = host.Do(func() error {
-		fd, err = bindAbstract(ownerName(ownerID))
-		return err
-	})
-	if err != nil {
-		return -1, fmt.Errorf("owner socket: %w", err)
-	}
-	return fd, nil
-}
-
 // liveOwners reports which owners of ids are alive in host. This
 // process's own ID counts as alive without a look.
 func liveOwners(host *netns.Handle, ids []string) (map[string]bool, error) {
