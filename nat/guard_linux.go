@@ -103,8 +103,10 @@ func deletesOurTable(b []byte) bool {
 func (hs *hostState) restore(host *netns.Handle) {
 	hs.mu.Lock()
 	var all []entries
+	var made []*owned
 	for o := range hs.live {
 		all = append(all, o.ent)
+		made = append(made, o)
 	}
 	var users []elem
 	for idx, ref := range hs.uplinks {
@@ -130,7 +132,25 @@ func (hs *hostState) restore(host *netns.Handle) {
 		b.add(e.covers(), false)
 	}
 	b.add(users, false)
-	hs.commitEntries(host, &b)
+	if hs.commitEntries(host, &b) != nil {
+		return
+	}
+	// A Close that removed its entries between the snapshot above and the
+	// commit had them put back: remove them again.
+	var closed []elem
+	hs.mu.Lock()
+	for i, o := range made {
+		if !hs.live[o] {
+			closed = append(closed, all[i].elems()...)
+		}
+	}
+	hs.mu.Unlock()
+	if len(closed) > 0 {
+		var d batch
+		if d.del(closed, true) == nil {
+			hs.commit(host, &d)
+		}
+	}
 }
 
 // addLive and removeLive keep the list of what restore makes again.
