@@ -111,11 +111,7 @@ func (hs *hostState) restore(host *netns.Handle) {
 	var users []elem
 	for idx, ref := range hs.uplinks {
 		if ref.registered {
-			mark := ownerMark + origOn
-			if ref.origOff {
-				mark = ownerMark + origOff
-			}
-			users = append(users, elem{set: setUplinks, key: uplinkKey(idx, ownerID), comment: mark})
+			users = append(users, userElem(idx, ref.origOff))
 			if ref.origOff {
 				users = append(users, openedElem(idx))
 			}

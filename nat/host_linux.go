@@ -108,8 +108,7 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 			unix.Close(fd)
 		}
 		hs.ownerMu.Unlock()
-		socks, _ := hs.leave(host)
-		socks.close()
+		hs.leaveNow(host)
 		hs.ownerMu.Lock() // for the deferred unlock
 		return nil, err
 	}
@@ -187,6 +186,13 @@ func (hs *hostState) releaseOwner() {
 		unix.Close(hs.ownerFD)
 		hs.ownerFD = -1
 	}
+}
+
+// leaveNow is leave for a Connect or AddRules that failed: no veth delete
+// to wait for, so the sockets close at once.
+func (hs *hostState) leaveNow(host *netns.Handle) {
+	socks, _ := hs.leave(host)
+	socks.close()
 }
 
 type idleSockets struct {

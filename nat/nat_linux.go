@@ -304,10 +304,7 @@ func (c Config) steps(l *Link, uplink string) (err error) {
 		return err
 	}
 	l.hs = hs
-	undo.push(func() {
-		socks, _ := hs.leave(host)
-		socks.close()
-	})
+	undo.push(func() { hs.leaveNow(host) })
 
 	if err := step("nftables table", func() error { return hs.ensureTable(host) }); err != nil {
 		return err

@@ -195,6 +195,16 @@ func uplinkKey(uplink int, id string) []byte {
 	return append(ifIndex(uplink), ifname(id)...)
 }
 
+// userElem is this process's entry in the uplinks set for uplink, with
+// the uplink's original forwarding in its comment.
+func userElem(uplink int, wasOff bool) elem {
+	mark := ownerMark + origOn
+	if wasOff {
+		mark = ownerMark + origOff
+	}
+	return elem{set: setUplinks, key: uplinkKey(uplink, ownerID), comment: mark}
+}
+
 // uplinkUser is an entry of the uplinks set.
 type uplinkUser struct {
 	key     []byte
@@ -251,18 +261,22 @@ func ownerIDs(us []uplinkUser) []string {
 // (google/nftables does not read a set's comment back, or that would be
 // the mark.)
 func (hs *hostState) ownTable(host *netns.Handle) error {
+	c, err := hs.nft(host)
+	if err != nil {
+		return err
+	}
+	err = ownTableOn(c)
+	hs.putNFT(c, err)
+	return err
+}
+
+// ownTableOn is ownTable on the connection c. A dump racing with another
+// process's removal and re-creation of the table can see part of it: only
+// a table found wanting three times running is called foreign.
+func ownTableOn(c *nftables.Conn) error {
 	var err error
-	// A dump racing with another process's removal and re-creation of the
-	// table can see part of it: only a table found wanting three times
-	// running is called foreign.
 	for attempt := 0; attempt < 3; attempt++ {
-		var c *nftables.Conn
-		if c, err = hs.nft(host); err != nil {
-			return err
-		}
-		err = checkSets(c)
-		hs.putNFT(c, err)
-		if err == nil || !errors.Is(err, ErrForeignTable) {
+		if err = checkSets(c); err == nil || !errors.Is(err, ErrForeignTable) {
 			return err
 		}
 	}
@@ -284,18 +298,6 @@ func checkSets(c *nftables.Conn) error {
 		}
 	}
 	return nil
-}
-
-// tableUnused reports whether the library's table exists with an empty
-// links set.
-func (hs *hostState) tableUnused(host *netns.Handle) bool {
-	c, err := nftConn(host)
-	if err != nil {
-		return false
-	}
-	defer c.CloseLasting()
-	els, err := c.GetSetElements(setByName[setLinks])
-	return err == nil && len(els) == 0
 }
 
 // dropTable deletes the table when its links set is empty (no process has
@@ -387,11 +389,7 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *u
 		on, _ := nl.Forwarding(msgs[0].Data)
 		wasOff, turnOn = deadOff || !on, !on
 	}
-	mark := ownerMark + origOn
-	if wasOff {
-		mark = ownerMark + origOff
-	}
-	mine := elem{set: setUplinks, key: uplinkKey(e.uplink, ownerID), comment: mark}
+	mine := userElem(e.uplink, wasOff)
 	add := []elem{mine}
 	if wasOff {
 		// The uplink forwards for nsnet only: nothing else arriving there

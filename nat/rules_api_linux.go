@@ -80,10 +80,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		return nil, err
 	}
 	r.hs = hs
-	undo.push(func() {
-		socks, _ := hs.leave(host)
-		socks.close()
-	})
+	undo.push(func() { hs.leaveNow(host) })
 	if err := hs.ensureTable(host); err != nil {
 		return nil, fmt.Errorf("nftables table: %w", err)
 	}

@@ -37,8 +37,8 @@ const (
 	idOpened
 )
 
-// setComment starts every set's comment: a table called nsnet whose sets
-// lack it was not made by nsnet and is never changed (see ownTable).
+// setComment starts every set's comment, for people reading nft's output
+// (ownership is checked by the sets' names and key types: see ownTable).
 const setComment = "nsnet: "
 
 var (

@@ -125,7 +125,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		return err
 	}
 	defer func() { raw.Close() }()
-	if err := (&hostState{}).ownTable(host); err != nil {
+	if err := ownTableOn(c); err != nil {
 		if isENOENT(err) {
 			return nil // no table: nothing more of ours
 		}
@@ -257,15 +257,13 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		}
 	}
 	if len(errs) == 0 {
-		hs := &hostState{}
-		if hs.tableUnused(host) {
-			socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
-			dropped, err := hs.dropTable(host, &socks)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("table: %w", err))
-			}
-			res.Table = dropped
+		// Only if no process has a link in it (dropTable checks).
+		socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
+		dropped, err := (&hostState{}).dropTable(host, &socks)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("table: %w", err))
 		}
+		res.Table = dropped
 	}
 	return errors.Join(errs...)
 }
