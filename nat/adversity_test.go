@@ -66,9 +66,7 @@ func TestFailedConnectKeepsLiveLink(t *testing.T) {
 		t.Errorf("Close of the live link: %v", err)
 	}
 	sandbox.Cmd(t, "ip", "-n", w.InetName, "route", "del", "10.0.0.0/8")
-	if after := state(t, w); after != before {
-		t.Errorf("state after Close:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after Close")
 }
 
 // TestAddRulesTwiceOnOneLink: a second Rules on a link that has one is
@@ -98,9 +96,7 @@ func TestAddRulesTwiceOnOneLink(t *testing.T) {
 	}
 	// v0's forwarding stays on after Close (the link is the caller's).
 	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.conf.v0.forwarding=0")
-	if after := state(t, w); after != before {
-		t.Errorf("state after Close:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after Close")
 }
 
 // TestHelperHold is not a test: it is the body of helper processes that
@@ -232,9 +228,7 @@ func TestOwnersInPIDNamespaces(t *testing.T) {
 	if got := h2.close(t); got != "closed <nil>" {
 		t.Errorf("second owner: %s", got)
 	}
-	if after := state(t, w); after != before {
-		t.Errorf("state after both closed:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after both closed")
 }
 
 // TestHelperRace is not a test: the body of helper processes that try
@@ -322,9 +316,7 @@ func TestPrefixExclusiveAcrossProcesses(t *testing.T) {
 		}
 	}
 	t.Logf("holds: %d and %d", len(holds[0]), len(holds[1]))
-	if after := state(t, w); after != before {
-		t.Errorf("state after the race:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after the race")
 }
 
 // TestCloseAfterHostChanges: Close undoes exactly what its Connect made,
@@ -401,9 +393,7 @@ func TestCloseAfterHostChanges(t *testing.T) {
 			t.Errorf("uplink forwarding after Close = %s, want 0 as before", f)
 		}
 	})
-	if after := state(t, w); after != before {
-		t.Errorf("state after the cases:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after the cases")
 }
 
 // TestUplinkReplugged: the uplink deleted and made again (a replugged NIC)
@@ -452,9 +442,7 @@ func TestForeignTableNamedNsnet(t *testing.T) {
 	if !errors.Is(err, nat.ErrForeignTable) {
 		t.Errorf("Connect next to a foreign table ip nsnet: %v, want ErrForeignTable", err)
 	}
-	if after := state(t, w); after != before {
-		t.Errorf("state changed:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state changed")
 }
 
 // TestSetsListable: every set (and the claims map) can be listed by name
@@ -521,9 +509,7 @@ func TestCloseIgnoresEditedFields(t *testing.T) {
 	if err := l2.Close(); err != nil {
 		t.Error(err)
 	}
-	if after := state(t, w); after != before {
-		t.Errorf("state after Close:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after Close")
 }
 
 // TestNilAndZeroValues: no exported call panics on nil or zero values.
@@ -572,9 +558,7 @@ func TestTemplateNames(t *testing.T) {
 			t.Errorf("Connect with %q/%q: %v, want ErrInvalidName", c.HostVeth, c.NSVeth, err)
 		}
 	}
-	if after := state(t, w); after != before {
-		t.Errorf("state changed:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state changed")
 }
 
 // TestOverlapNamesHolderAndReclaimsDead: an overlap with another process's
@@ -636,9 +620,7 @@ func TestRenamedUplinkSharedByProcesses(t *testing.T) {
 		t.Errorf("second process: %s", got)
 	}
 	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "set", "wan0", "name", "up0")
-	if after := state(t, w); after != before {
-		t.Errorf("state after both closed:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after both closed")
 }
 
 // TestClaimsRefuseOverlaps: the claims map alone (AddRules does not look

@@ -84,9 +84,7 @@ func TestForeignDropShapes(t *testing.T) {
 			if !errors.Is(err, nat.ErrForeignDrop) || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("Connect: %v, want ErrForeignDrop naming %s", err, c.want)
 			}
-			if after := state(t, w); after != before {
-				t.Errorf("refused Connect changed state:\n%s", lineDiff(before, after))
-			}
+			sameState(t, w, before, "refused Connect changed state")
 		})
 	}
 	t.Run("drop policy after the first Connect", func(t *testing.T) {

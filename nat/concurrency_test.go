@@ -60,9 +60,7 @@ func TestConcurrentCycles(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if after := state(t, w); after != before {
-		t.Errorf("state after the cycles:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after the cycles")
 }
 
 // TestHelperCycles is the body of TestTwoProcesses' helper processes: N
@@ -119,7 +117,5 @@ func TestTwoProcesses(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if after := state(t, w); after != before {
-		t.Errorf("state after two processes:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after two processes")
 }

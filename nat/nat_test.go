@@ -30,6 +30,15 @@ func state(t *testing.T, w *testnet.World) string {
 	}, "\n---\n"))
 }
 
+// sameState fails t if the host no longer reads as before (see state),
+// showing the lines that changed.
+func sameState(t *testing.T, w *testnet.World, before, what string) {
+	t.Helper()
+	if after := state(t, w); after != before {
+		t.Errorf("%s:\n%s", what, lineDiff(before, after))
+	}
+}
+
 func requireTools(t *testing.T) {
 	sandbox.Require(t)
 	for _, c := range []string{"ip", "nft", "ping"} {

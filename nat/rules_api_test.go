@@ -104,9 +104,7 @@ func TestAddRulesSweepCloseAllBadInput(t *testing.T) {
 	if err := nat.CloseAll(nil, nil); err != nil {
 		t.Errorf("CloseAll of nils: %v", err)
 	}
-	if after := state(t, w); after != before {
-		t.Errorf("state changed:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state changed")
 }
 
 // TestTwoRules: two Rules live at once in one process, on two links with
@@ -145,9 +143,7 @@ func TestTwoRules(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if after := state(t, w); after != before {
-		t.Errorf("state differs:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state differs")
 }
 
 // TestAddRulesFault: AddRules failing after it turned the link's forwarding
@@ -167,7 +163,5 @@ func TestAddRulesFault(t *testing.T) {
 	if !errors.Is(err, errInjected) {
 		t.Fatalf("AddRules = %v, %v; want the injected fault", r, err)
 	}
-	if after := state(t, w); after != before {
-		t.Errorf("state changed:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state changed")
 }

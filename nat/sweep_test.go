@@ -107,9 +107,7 @@ func TestSweepDeadOwner(t *testing.T) {
 	if len(res.Links) != 1 || res.Elements != 4 || len(res.Uplinks) != 1 || !res.Table {
 		t.Errorf("Sweep = %+v", res)
 	}
-	if after := state(t, w); after != before {
-		t.Errorf("state after Sweep:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after Sweep")
 }
 
 // TestSweepLeavesLiveOwners: with a live link of this process, a dead
@@ -134,9 +132,7 @@ func TestSweepLeavesLiveOwners(t *testing.T) {
 	if len(res.Links) != 2 || res.Table || len(res.Uplinks) != 0 {
 		t.Errorf("Sweep = %+v", res)
 	}
-	if after := state(t, w); after != before {
-		t.Errorf("state after Sweep:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after Sweep")
 	if !testnet.Ping(t, "swl-live", "203.0.113.1") {
 		t.Error("the live link stopped working")
 	}
@@ -215,9 +211,7 @@ func TestSweepRacingOthers(t *testing.T) {
 				t.Errorf("the connecting process: %v\n%s", err, out)
 			}
 			t.Logf("%d Sweeps during the cycles", sweeps)
-			if after := state(t, w); after != before {
-				t.Errorf("state after:\n%s", lineDiff(before, after))
-			}
+			sameState(t, w, before, "state after")
 			return
 		default:
 		}

@@ -320,7 +320,5 @@ func TestSurvivesFlush(t *testing.T) {
 		t.Errorf("Close after the flush: %v", err)
 	}
 	sandbox.Cmd(t, "ip", "-n", w.InetName, "route", "del", "10.0.0.0/8")
-	if after := state(t, w); after != before {
-		t.Errorf("state after Close:\n%s", lineDiff(before, after))
-	}
+	sameState(t, w, before, "state after Close")
 }
