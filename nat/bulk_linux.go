@@ -100,6 +100,15 @@ func closeGroup(hs *hostState, links []*Link) error {
 			}
 			return forgetFlows(host, idx...)
 		})
+		comments := map[string]bool{}
+		for _, l := range links {
+			if l.dockerUser != "" {
+				comments[l.dockerUser] = true
+			}
+		}
+		if len(comments) > 0 {
+			step("docker-user", func() error { return hs.dropDockerUser(host, comments) })
+		}
 		step("nftables", func() error {
 			// The entries of all links but each uplink's last, in one
 			// transaction; the last ones with their uplink's release.

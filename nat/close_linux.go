@@ -106,6 +106,13 @@ func (o *owned) close(what string, deleteVeth bool) error {
 		err = forgetFlows(host, o.hostIdx)
 	}
 	fault("conntrack", err)
+	if o.dockerUser != "" {
+		err := hook("close docker-user")
+		if err == nil {
+			err = hs.dropDockerUser(host, map[string]bool{o.dockerUser: true})
+		}
+		fault("docker-user", err)
+	}
 	if hc != nil {
 		err := hook("close nftables")
 		if err == nil {

@@ -59,6 +59,19 @@ type Config struct {
 	// (with Docker, in its DOCKER-USER chain). By default such a host is
 	// refused with ErrForeignDrop: nsnet never changes another table.
 	AllowForeignDrop bool
+	// DockerUser, on a Docker host, accepts the link's packets in Docker's
+	// DOCKER-USER chain, which Docker's FORWARD chain (policy drop) jumps
+	// to first: two rules, "-i HOSTVETH -j ACCEPT" and "-o HOSTVETH -j
+	// ACCEPT", inserted at its top with a comment naming the owner, in the
+	// shapes iptables-nft makes, so "iptables -S" still reads the table.
+	// Close removes exactly them (Sweep, those of dead processes). They
+	// only let the link's packets past Docker's chain: nsnet's own table
+	// still filters them (out of their uplink, replies back, nothing
+	// else). Where the host has no DOCKER-USER chain in nftables, nothing
+	// is added; with Docker on the legacy iptables backend, which nsnet
+	// never writes, Connect fails with ErrForeignDrop and the commands to
+	// run instead.
+	DockerUser bool
 }
 
 // ErrForeignDrop is matched by Connect's error on a host where another
@@ -78,6 +91,9 @@ type SweepResult struct {
 	Elements int      // set entries removed from the library's table
 	Uplinks  []string // uplinks whose forwarding was turned off again
 	Table    bool     // the library's table was removed (no owner left)
+	// DockerUser counts the rules removed from Docker's DOCKER-USER chain
+	// (see Config.DockerUser).
+	DockerUser int
 }
 
 // TableName is the library's own nftables table (family ip). Every rule,

@@ -35,15 +35,70 @@ import (
 // legacy table, which sends none, is read at the first Connect of a host
 // state.
 
-// foreignDrop returns the first of those it finds, as "ip filter FORWARD
-// (policy drop)", or "".
-func foreignDrop(c *nftables.Conn) (string, error) {
+// dropFinding is one chain of another firewall that drops what nsnet
+// forwards.
+type dropFinding struct {
+	chain string // as "ip filter FORWARD (policy drop)"
+	// viaDockerUser: the chain is Docker's (ip filter FORWARD) and its
+	// first rule jumps to DOCKER-USER, where Config.DockerUser accepts the
+	// links' packets before the rest of the chain sees them.
+	viaDockerUser bool
+}
+
+// firewallView is what one look at the other firewalls found.
+type firewallView struct {
+	drops      []dropFinding
+	dockerUser bool // table ip filter has a chain DOCKER-USER (iptables-nft)
+	legacyDrop bool // the legacy iptables FORWARD policy is DROP
+}
+
+// check fails with ErrForeignDrop naming the first chain that drops the
+// links' packets, and saying what to do.
+func (v firewallView) check(dockerUser bool) error {
+	if chain := v.drop(dockerUser); chain != "" {
+		hint := "accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop"
+		if v.dockerUser && !dockerUser && strings.HasPrefix(chain, "ip "+dockerTable.Name+" ") {
+			hint = "set Config.DockerUser to accept the links' traffic in Docker's DOCKER-USER chain, or " + hint
+		}
+		return fmt.Errorf("%w: %s drops forwarded packets that nsnet's table accepts; %s", ErrForeignDrop, chain, hint)
+	}
+	if v.legacyDrop {
+		hint := "accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop"
+		if dockerUser {
+			hint = "nsnet adds to DOCKER-USER through nftables only (iptables-nft); on the legacy backend run once " +
+				"\"iptables -I DOCKER-USER -i nsn-+ -j ACCEPT\" and \"iptables -I DOCKER-USER -o nsn-+ -j ACCEPT\" " +
+				"(nsnet's own table still filters the links' traffic) and set AllowForeignDrop"
+		}
+		return fmt.Errorf("%w: legacy iptables filter FORWARD (policy DROP) drops forwarded packets that nsnet's table accepts; %s", ErrForeignDrop, hint)
+	}
+	return nil
+}
+
+// drop returns the first finding that drops the links' packets, "" if
+// none: with dockerUser, Docker's FORWARD chain does not once nsnet
+// accepts them in DOCKER-USER.
+func (v firewallView) drop(dockerUser bool) string {
+	for _, d := range v.drops {
+		if !(dockerUser && d.viaDockerUser && v.dockerUser) {
+			return d.chain
+		}
+	}
+	return ""
+}
+
+// foreignDrop finds every forward chain of another table that drops or
+// rejects everything (see above), and Docker's DOCKER-USER chain.
+func foreignDrop(c *nftables.Conn) (firewallView, error) {
+	var v firewallView
 	chains, err := c.ListChains()
 	if err != nil {
-		return "", fmt.Errorf("list nftables chains: %w", err)
+		return v, fmt.Errorf("list nftables chains: %w", err)
 	}
 	for _, ch := range chains {
 		fam := ch.Table.Family
+		if fam == nftables.TableFamilyIPv4 && ch.Table.Name == dockerTable.Name && ch.Name == dockerUserChain {
+			v.dockerUser = true
+		}
 		if (fam == nftables.TableFamilyIPv4 && ch.Table.Name == TableName) ||
 			(fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyINet) ||
 			ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward {
@@ -54,18 +109,35 @@ func foreignDrop(c *nftables.Conn) (string, error) {
 			family = "inet"
 		}
 		name := fmt.Sprintf("%s %s %s", family, ch.Table.Name, ch.Name)
-		if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
-			return name + " (policy drop)", nil
-		}
 		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {
-			return "", fmt.Errorf("list rules of %s: %w", name, err)
+			return v, fmt.Errorf("list rules of %s: %w", name, err)
 		}
-		if len(rules) > 0 && dropsAll(rules[len(rules)-1]) {
-			return name + " (its last rule drops or rejects everything)", nil
+		via := fam == nftables.TableFamilyIPv4 && ch.Table.Name == dockerTable.Name &&
+			len(rules) > 0 && jumpsTo(rules[0], dockerUserChain)
+		if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
+			v.drops = append(v.drops, dropFinding{name + " (policy drop)", via})
+		} else if len(rules) > 0 && dropsAll(rules[len(rules)-1]) {
+			v.drops = append(v.drops, dropFinding{name + " (its last rule drops or rejects everything)", via})
 		}
 	}
-	return "", nil
+	return v, nil
+}
+
+// jumpsTo reports whether a rule jumps to chain unconditionally, as
+// iptables-nft's "-A FORWARD -j DOCKER-USER" does.
+func jumpsTo(r *nftables.Rule, chain string) bool {
+	jumps := false
+	for _, e := range r.Exprs {
+		switch v := e.(type) {
+		case *expr.Counter:
+		case *expr.Verdict:
+			jumps = v.Kind == expr.VerdictJump && v.Chain == chain
+		default:
+			return false
+		}
+	}
+	return jumps
 }
 
 // dropsAll reports whether a rule drops or rejects every packet: it has no

@@ -35,12 +35,12 @@ type hostState struct {
 	raws        []*netlink.Conn
 	// fwMu guards the other-firewall check: its watch socket (read
 	// without waiting) and its finding.
-	fwMu        sync.Mutex
-	fwWatch     *nl.Watch // nftables notifications, read without waiting
-	fwDirty     bool      // a table, chain or rule changed since the last check
-	legacy      legacyFinding
-	dropChecked bool
-	dropChain   string
+	fwMu      sync.Mutex
+	fwWatch   *nl.Watch // nftables notifications, read without waiting
+	fwDirty   bool      // a table, chain or rule changed since the last check
+	legacy    legacyFinding
+	fwChecked bool
+	fwView    firewallView
 
 	// routesMu serialises the route cache: reading the notifications
 	// queued since the last look never waits for the kernel.
@@ -157,7 +157,7 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	hs.tableReady = false
 	hs.fwMu.Lock()
 	socks.watch = hs.fwWatch // a netfilter socket too: closed with the others
-	hs.fwWatch, hs.fwDirty, hs.dropChecked, hs.dropChain = nil, false, false, ""
+	hs.fwWatch, hs.fwDirty, hs.fwChecked, hs.fwView = nil, false, false, firewallView{}
 	hs.fwMu.Unlock()
 	hs.routesMu.Lock()
 	hs.routes.close()
@@ -474,51 +474,37 @@ func dupHandle(h *netns.Handle) (*netns.Handle, error) {
 	return netns.OpenPath(fmt.Sprintf("/proc/thread-self/fd/%d", fd))
 }
 
-// checkForeignDrop fails with ErrForeignDrop naming another firewall's
-// chain that drops what nsnet forwards (see firewall_linux.go). It looks
-// at the first Connect of a host state, and again whenever nftables
-// notifications say a table, chain or rule changed since.
-func (hs *hostState) checkForeignDrop(host *netns.Handle) error {
+// firewall returns what the other firewalls look like (see
+// firewall_linux.go). It looks at the first Connect of a host state, and
+// again whenever nftables notifications say that a table, chain or rule
+// changed since; the legacy table is what the first link found.
+func (hs *hostState) firewall(host *netns.Handle) (firewallView, error) {
 	hs.pollNFT(host)
 	hs.fwMu.Lock()
-	look, legacy := hs.fwDirty || !hs.dropChecked, hs.legacy
+	look, legacy := hs.fwDirty || !hs.fwChecked, hs.legacy
 	hs.fwDirty = false
-	found := hs.dropChain
+	view := hs.fwView
 	hs.fwMu.Unlock()
 	if look {
-		var err error
-		if found, err = hs.lookForDrops(host, legacy); err != nil {
+		c, err := hs.nft(host)
+		if err == nil {
+			view, err = foreignDrop(c)
+			hs.putNFT(c, err)
+		}
+		if err == nil {
+			view.legacyDrop, err = legacy.drop, legacy.err
+		}
+		if err != nil {
 			hs.fwMu.Lock()
 			hs.fwDirty = true // look again next time
 			hs.fwMu.Unlock()
-			return err
+			return view, err
 		}
 		hs.fwMu.Lock()
-		hs.dropChecked, hs.dropChain = true, found
+		hs.fwChecked, hs.fwView = true, view
 		hs.fwMu.Unlock()
 	}
-	if found != "" {
-		return fmt.Errorf("%w: %s drops forwarded packets that nsnet's table accepts; accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop", ErrForeignDrop, found)
-	}
-	return nil
-}
-
-// lookForDrops is foreignDrop, then what the first link found of the
-// legacy iptables table.
-func (hs *hostState) lookForDrops(host *netns.Handle, legacy legacyFinding) (string, error) {
-	c, err := hs.nft(host)
-	if err != nil {
-		return "", err
-	}
-	found, err := foreignDrop(c)
-	hs.putNFT(c, err)
-	if err != nil || found != "" {
-		return found, err
-	}
-	if legacy.drop {
-		found = "legacy iptables filter FORWARD (policy DROP)"
-	}
-	return found, legacy.err
+	return view, nil
 }
 
 type uplinkInfo struct {

@@ -44,6 +44,9 @@ type owned struct {
 	hostIdx, nsIdx int
 	vethName       string       // for error messages only
 	hostAddr       netip.Prefix // the host end's address (Links only)
+	// dockerUser is the comment of the link's rules in Docker's
+	// DOCKER-USER chain, "" if it has none (see dockeruser_linux.go).
+	dockerUser string
 	// linkFwdOff: AddRules turned the caller's link's forwarding on, and
 	// Rules.Close turns it back off (Rules only).
 	linkFwdOff bool
@@ -309,8 +312,14 @@ func (c Config) steps(l *Link, uplink string) (err error) {
 	if err := step("nftables table", func() error { return hs.ensureTable(host) }); err != nil {
 		return err
 	}
+	var fw firewallView
+	if !c.AllowForeignDrop || c.DockerUser {
+		if fw, err = hs.firewall(host); err != nil {
+			return err
+		}
+	}
 	if !c.AllowForeignDrop {
-		if err := hs.checkForeignDrop(host); err != nil {
+		if err := fw.check(c.DockerUser); err != nil {
 			return err
 		}
 	}
@@ -372,6 +381,15 @@ func (c Config) steps(l *Link, uplink string) (err error) {
 		return err
 	}
 	undo.push(func() { hs.removeLink(host, hc, l.ent) })
+
+	if c.DockerUser && fw.dockerUser {
+		comment := dockerUserComment(l.HostVeth, l.hostIdx)
+		if err := step("docker-user", func() error { return hs.acceptInDockerUser(host, l.HostVeth, comment) }); err != nil {
+			return err
+		}
+		l.dockerUser = comment
+		undo.push(func() { hs.dropDockerUser(host, map[string]bool{comment: true}) })
+	}
 
 	var loIndex int
 	var nc *nl.Conn

@@ -104,6 +104,17 @@ func sweep(hostNS *netns.Handle) (res SweepResult, err error) {
 		}
 	}
 
+	// Docker's DOCKER-USER chain (see Config.DockerUser).
+	if c, err := nftConn(host); err != nil {
+		errs = append(errs, err)
+	} else {
+		res.DockerUser, err = sweepDockerUser(host, c)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		c.CloseLasting()
+	}
+
 	// Set entries, uplink forwarding, the table: under the host lock, so
 	// that no Connect or Close of another process decides about an
 	// uplink's forwarding in between.

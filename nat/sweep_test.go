@@ -40,7 +40,7 @@ func TestHelperConnect(t *testing.T) {
 			return nil
 		})
 	}
-	cfg := nat.Config{HostNS: host}
+	cfg := nat.Config{HostNS: host, DockerUser: os.Getenv("NSNET_HELPER_DOCKERUSER") != ""}
 	if _, err := cfg.Connect(ns, "up0", netip.MustParsePrefix(os.Getenv("NSNET_HELPER_PREFIX"))); err != nil {
 		t.Fatal(err)
 	}
@@ -49,12 +49,14 @@ func TestHelperConnect(t *testing.T) {
 }
 
 // killedChild starts a helper that connects nsName and kills it (SIGKILL)
-// once it printed want ("connected", or "blocked" with step set).
-func killedChild(t *testing.T, w *testnet.World, nsName, prefix, step string) {
+// once it printed want ("connected", or "blocked" with step set); env
+// adds to the helper's environment (NSNET_HELPER_DOCKERUSER=1: with
+// Config.DockerUser).
+func killedChild(t *testing.T, w *testnet.World, nsName, prefix, step string, env ...string) {
 	t.Helper()
 	testnet.NewNS(t, nsName)
-	cmd := sandbox.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
-		"NSNET_HELPER_NS="+nsName, "NSNET_HELPER_PREFIX="+prefix, "NSNET_HELPER_STEP="+step)
+	cmd := sandbox.Child("TestHelperConnect", append([]string{"NSNET_HELPER=connect", "NSNET_HELPER_HOST=" + w.HostName,
+		"NSNET_HELPER_NS=" + nsName, "NSNET_HELPER_PREFIX=" + prefix, "NSNET_HELPER_STEP=" + step}, env...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

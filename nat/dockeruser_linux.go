@@ -1,0 +1,171 @@
+package nat
+
+// Docker's DOCKER-USER chain (Config.DockerUser). On a Docker host with
+// iptables-nft, Docker's ip filter FORWARD chain drops by policy and jumps
+// to DOCKER-USER first, the chain Docker leaves to its users. A link with
+// DockerUser gets two rules inserted at the top of DOCKER-USER:
+//
+//	-i HOSTVETH -j ACCEPT  (comment "nsnet owner=ID pid=P link=HOSTVETH index=N")
+//	-o HOSTVETH -j ACCEPT
+//
+// in exactly the shapes iptables-nft makes (meta iifname, a compare of the
+// name with its terminating zero, a counter, accept; the comment in the
+// rule's userdata), so that "iptables -S", which Docker and its users run
+// on that table, still reads it: a match iptables-nft cannot read back
+// (ct state, ct mark, an index) would make it refuse the whole table. The
+// rules only let the links' packets past Docker's chain; nsnet's own table
+// still decides about them by interface index (out of their own uplink,
+// replies back, nothing else). They are removed at Close, found by their
+// comment, which no other rule has; Sweep removes those of dead owners.
+//
+// The rules match by name: a host end renamed while live loses Docker's
+// accept (its traffic is dropped, never let through elsewhere), and a
+// link of someone else's given that name would pass Docker's chain (not
+// nsnet's, which knows only its own indexes). nsnet's names are random.
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/nsnet/nsnet/netns"
+)
+
+var (
+	dockerTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "filter"}
+	dockerUser  = &nftables.Chain{Table: dockerTable, Name: dockerUserChain}
+)
+
+const dockerUserChain = "DOCKER-USER"
+
+// dockerUserComment is the comment of a link's rules in DOCKER-USER.
+func dockerUserComment(link string, index int) string {
+	return fmt.Sprintf("%s link=%s index=%d", ownerMark, link, index)
+}
+
+// dockerUserRules are the two accept rules for the host end name.
+func dockerUserRules(name, comment string) []*nftables.Rule {
+	var rules []*nftables.Rule
+	for _, key := range []expr.MetaKey{expr.MetaKeyOIFNAME, expr.MetaKeyIIFNAME} {
+		rules = append(rules, &nftables.Rule{Table: dockerTable, Chain: dockerUser,
+			Exprs: []expr.Any{
+				&expr.Meta{Key: key, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(name), 0)},
+				&expr.Counter{},
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			},
+			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)})
+	}
+	return rules
+}
+
+// acceptInDockerUser inserts the rules at the top of DOCKER-USER, in one
+// transaction.
+func (hs *hostState) acceptInDockerUser(host *netns.Handle, name, comment string) error {
+	c, err := hs.nft(host)
+	if err != nil {
+		return err
+	}
+	for _, r := range dockerUserRules(name, comment) {
+		c.InsertRule(r)
+	}
+	err = c.Flush()
+	hs.putNFT(c, err)
+	if isENOENT(err) {
+		return fmt.Errorf("ip %s %s is gone: %w", dockerTable.Name, dockerUserChain, err)
+	}
+	return err
+}
+
+// removeFromDockerUser deletes the rules of DOCKER-USER whose comment
+// passes match, in one transaction, and returns how many it deleted. No
+// chain is no error (n is 0).
+func removeFromDockerUser(c *nftables.Conn, match func(comment string) bool) (n int, err error) {
+	for attempt := 0; ; attempt++ {
+		rules, err := c.GetRules(dockerTable, dockerUser)
+		if isENOENT(err) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		n = 0
+		for _, r := range rules {
+			if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && match(s) {
+				if err := c.DelRule(r); err != nil {
+					return 0, err
+				}
+				n++
+			}
+		}
+		if n == 0 {
+			return 0, nil
+		}
+		err = c.Flush()
+		// ENOENT: one was deleted meanwhile (by a user, or a firewall
+		// reload): look again.
+		if !isENOENT(err) || attempt == 2 {
+			return n, err
+		}
+	}
+}
+
+// dropDockerUser removes the rules of the links whose comments are given,
+// which must be there: fewer found is errGone.
+func (hs *hostState) dropDockerUser(host *netns.Handle, comments map[string]bool) error {
+	c, err := hs.nft(host)
+	if err != nil {
+		return err
+	}
+	n, err := removeFromDockerUser(c, func(s string) bool { return comments[s] })
+	hs.putNFT(c, err)
+	if err == nil && n < 2*len(comments) {
+		err = fmt.Errorf("%d of its %d rules in ip %s %s %w", 2*len(comments)-n, 2*len(comments), dockerTable.Name, dockerUserChain, errGone)
+	}
+	return err
+}
+
+// sweepDockerUser removes the DOCKER-USER rules of owners that no longer
+// run.
+func sweepDockerUser(host *netns.Handle, c *nftables.Conn) (int, error) {
+	rules, err := c.GetRules(dockerTable, dockerUser)
+	if isENOENT(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", dockerUserChain, err)
+	}
+	var ids []string
+	for _, r := range rules {
+		s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+		if o, ok := dockerUserOwner(s); ok {
+			ids = append(ids, o.id)
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	live, err := liveOwners(host, ids)
+	if err != nil {
+		return 0, err
+	}
+	n, err := removeFromDockerUser(c, func(s string) bool {
+		o, ok := dockerUserOwner(s)
+		return ok && !live[o.id]
+	})
+	if err != nil {
+		err = fmt.Errorf("%s: %w", dockerUserChain, err)
+	}
+	return n, err
+}
+
+// dockerUserOwner reads the owner of one of nsnet's DOCKER-USER rules
+// from its comment.
+func dockerUserOwner(comment string) (owner, bool) {
+	if !strings.Contains(comment, " link=") {
+		return owner{}, false
+	}
+	return parseOwner(comment)
+}

@@ -1,0 +1,176 @@
+package nat_test
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/internal/testnet"
+	"github.com/nsnet/nsnet/nat"
+)
+
+// dockerHost gives the world's host Docker's filter chains as Docker 28
+// makes them with iptables-nft: FORWARD drops by policy and jumps to
+// DOCKER-USER first, then to Docker's own chain.
+func dockerHost(t *testing.T, w *testnet.World) (iptables func(args ...string) string) {
+	t.Helper()
+	sandbox.RequireCmd(t, "iptables-nft")
+	iptables = func(args ...string) string {
+		t.Helper()
+		return sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "iptables-nft"}, args...)...)
+	}
+	for _, cmd := range [][]string{
+		{"-N", "DOCKER-USER"}, {"-N", "DOCKER-FORWARD"},
+		{"-A", "FORWARD", "-j", "DOCKER-USER"}, {"-A", "FORWARD", "-j", "DOCKER-FORWARD"},
+		{"-A", "DOCKER-FORWARD", "-o", "docker0", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
+		{"-A", "DOCKER-USER", "-j", "RETURN"},
+		{"-P", "FORWARD", "DROP"},
+	} {
+		iptables(cmd...)
+	}
+	return iptables
+}
+
+// TestDockerUser: on a Docker host (iptables-nft), Connect refuses by
+// default and points at Config.DockerUser; with it, the link's traffic
+// passes Docker's chain through two rules at the top of DOCKER-USER that
+// iptables itself reads back, nothing unsolicited reaches the namespace,
+// and Close (or a failed Connect) leaves Docker's table as it was, byte
+// for byte, while another link's rules stay.
+func TestDockerUser(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "dku-")
+	iptables := dockerHost(t, w)
+	before := iptables("-S")
+	ns1, ns2 := testnet.NewNS(t, "dku-ns1"), testnet.NewNS(t, "dku-ns2")
+	p1, p2 := netip.MustParsePrefix("10.30.1.0/24"), netip.MustParsePrefix("10.30.2.0/24")
+
+	_, err := nat.Config{HostNS: w.Host}.Connect(ns1, "up0", p1)
+	if !errors.Is(err, nat.ErrForeignDrop) || !strings.Contains(err.Error(), "ip filter FORWARD") || !strings.Contains(err.Error(), "DockerUser") {
+		t.Fatalf("Connect on a Docker host: %v, want ErrForeignDrop naming ip filter FORWARD and DockerUser", err)
+	}
+
+	// A failure after the DOCKER-USER step takes its rules out again.
+	nat.SetFailHook(func(step string) error {
+		if step == "host link" {
+			return errors.New("injected")
+		}
+		return nil
+	})
+	_, err = nat.Config{HostNS: w.Host, DockerUser: true}.Connect(ns1, "up0", p1)
+	nat.SetFailHook(nil)
+	if err == nil {
+		t.Fatal("Connect with an injected failure succeeded")
+	}
+	if after := iptables("-S"); after != before {
+		t.Errorf("failed Connect left rules in Docker's table:\n%s", lineDiff(before, after))
+	}
+
+	cfg := nat.Config{HostNS: w.Host, DockerUser: true}
+	l1, err := cfg.Connect(ns1, "up0", p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := cfg.Connect(ns2, "up0", p2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := iptables("-S", "DOCKER-USER")
+	for _, l := range []*nat.Link{l1, l2} {
+		for _, dir := range []string{"-i", "-o"} {
+			re := fmt.Sprintf(`(?m)^-A DOCKER-USER %s %s -m comment --comment "nsnet owner=\w+ pid=\d+ link=%s index=\d+" -j ACCEPT$`, dir, l.HostVeth, l.HostVeth)
+			if !regexp.MustCompile(re).MatchString(rules) {
+				t.Errorf("no %s rule for %s that iptables reads back:\n%s", dir, l.HostVeth, rules)
+			}
+		}
+	}
+	if lines := strings.Split(strings.TrimSpace(rules), "\n"); lines[len(lines)-1] != "-A DOCKER-USER -j RETURN" {
+		t.Errorf("the rules are not above Docker's RETURN:\n%s", rules)
+	}
+	for _, ns := range []string{"dku-ns1", "dku-ns2"} {
+		if !testnet.Ping(t, ns, "203.0.113.1") {
+			t.Errorf("%s: no traffic through Docker's FORWARD chain", ns)
+		}
+	}
+	if unsolicited(t, w, l1.NSAddr.Addr().String()) {
+		t.Error("the outside reaches the namespace: DOCKER-USER's accept let it in")
+	}
+
+	if err := l1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rules = iptables("-S", "DOCKER-USER")
+	if strings.Contains(rules, l1.HostVeth) || !strings.Contains(rules, l2.HostVeth) {
+		t.Errorf("after closing %s:\n%s", l1.HostVeth, rules)
+	}
+	if !testnet.Ping(t, "dku-ns2", "203.0.113.1") {
+		t.Error("the other link lost its traffic")
+	}
+	if err := nat.CloseAll(l2); err != nil {
+		t.Fatal(err)
+	}
+	if after := iptables("-S"); after != before {
+		t.Errorf("Docker's table after Close:\n%s", lineDiff(before, after))
+	}
+}
+
+// TestDockerUserGoneAndSwept: rules someone else removed make Close say
+// so (os.ErrNotExist) and remove the rest; the rules of a killed process
+// are removed by Sweep, those of live ones stay; without DOCKER-USER in
+// nftables (legacy iptables), Connect says what to run.
+func TestDockerUserGoneAndSwept(t *testing.T) {
+	requireTools(t)
+	w := testnet.NewWorld(t, "dkg-")
+	iptables := dockerHost(t, w)
+	before := iptables("-S")
+	ns := testnet.NewNS(t, "dkg-ns1")
+	l, err := nat.Config{HostNS: w.Host, DockerUser: true}.Connect(ns, "up0", netip.MustParsePrefix("10.31.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iptables("-D", "DOCKER-USER", "1") // its first rule, by someone else
+	if err := l.Close(); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "1 of its 2 rules") {
+		t.Errorf("Close after a rule was deleted: %v, want ErrNotExist saying 1 of its 2 rules", err)
+	}
+	if after := iptables("-S"); after != before {
+		t.Errorf("Docker's table after Close:\n%s", lineDiff(before, after))
+	}
+
+	live := testnet.NewNS(t, "dkg-live")
+	l, err = nat.Config{HostNS: w.Host, DockerUser: true}.Connect(live, "up0", netip.MustParsePrefix("10.31.2.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	withLive := iptables("-S")
+	killedChild(t, w, "dkg-dead", "10.31.3.0/24", "", "NSNET_HELPER_DOCKERUSER=1")
+	if iptables("-S") == withLive {
+		t.Fatal("the killed helper left no rule: the test proves nothing")
+	}
+	res, err := nat.Sweep(w.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.DockerUser != 2 {
+		t.Errorf("Sweep removed %d DOCKER-USER rules, want 2", res.DockerUser)
+	}
+	if after := iptables("-S"); after != withLive {
+		t.Errorf("Sweep changed more than the dead owner's rules:\n%s", lineDiff(withLive, after))
+	}
+
+	t.Run("legacy", func(t *testing.T) {
+		sandbox.RequireCmd(t, "iptables-legacy")
+		w := testnet.NewWorld(t, "dkl-")
+		sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "iptables-legacy", "-P", "FORWARD", "DROP")
+		ns := testnet.NewNS(t, "dkl-ns")
+		_, err := nat.Config{HostNS: w.Host, DockerUser: true}.Connect(ns, "up0", netip.MustParsePrefix("10.31.4.0/24"))
+		if !errors.Is(err, nat.ErrForeignDrop) || !strings.Contains(err.Error(), `"iptables -I DOCKER-USER -i nsn-+ -j ACCEPT"`) {
+			t.Errorf("Connect on a legacy Docker host: %v, want ErrForeignDrop with the commands", err)
+		}
+	})
+}
