@@ -12,13 +12,12 @@ import (
 	"time"
 
 	"github.com/nsnet/nsnet/addr"
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/veth"
 )
 
-func TestMain(m *testing.M) { sandbox.Main(m) }
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 type ipAddr struct {
 	Family    string `json:"family"`
@@ -35,14 +34,14 @@ func ipAddrs(t *testing.T, nsName, dev string) []ipAddr {
 	var out []struct {
 		AddrInfo []ipAddr `json:"addr_info"`
 	}
-	if err := json.Unmarshal([]byte(sandbox.Cmd(t, "ip", "-n", nsName, "-j", "addr", "show", "dev", dev)), &out); err != nil {
+	if err := json.Unmarshal([]byte(nstest.Cmd(t, "ip", "-n", nsName, "-j", "addr", "show", "dev", dev)), &out); err != nil {
 		t.Fatal(err)
 	}
 	return out[0].AddrInfo
 }
 
 func setup(t *testing.T) *netns.Handle {
-	ns := testnet.NewNS(t, "addr-t")
+	ns := nstest.NewNS(t, "addr-t")
 	if err := veth.Create(ns, veth.Config{Name: "a0", PeerName: "a1", Up: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +49,9 @@ func setup(t *testing.T) *netns.Handle {
 }
 
 func TestAddListReplaceDelete(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	nstest.CheckLeaks(t)
 	ns := setup(t)
 	v4 := netip.MustParsePrefix("10.0.0.1/24")
 	v4b := netip.MustParsePrefix("192.0.2.7/31")
@@ -99,7 +98,7 @@ func TestAddListReplaceDelete(t *testing.T) {
 		t.Errorf("nodad not set: %+v", ip)
 	}
 	// Same broadcast as ip(8) gives with "brd +".
-	sandbox.Cmd(t, "ip", "-n", "addr-t", "addr", "add", "198.51.100.1/24", "brd", "+", "dev", "a1")
+	nstest.Cmd(t, "ip", "-n", "addr-t", "addr", "add", "198.51.100.1/24", "brd", "+", "dev", "a1")
 	if b := ipAddrs(t, "addr-t", "a1"); len(b) == 0 || b[0].Broadcast != "198.51.100.255" {
 		t.Errorf("ip's own broadcast: %+v", b)
 	}
@@ -128,8 +127,8 @@ func TestAddListReplaceDelete(t *testing.T) {
 }
 
 func TestWaitReady(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
 	ns := setup(t)
 	p := netip.MustParsePrefix("fd00::5/64")
 	if err := addr.Add(ns, "a0", p); err != nil {
@@ -153,13 +152,13 @@ func TestWaitReady(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	nstest.CheckLeaks(t)
 	ns := setup(t)
 	closed, _ := netns.NewAnonymous()
 	closed.Close()
-	before := testnet.Steady(sandbox.Cmd(t, "ip", "-n", "addr-t", "addr"))
+	before := nstest.Steady(nstest.Cmd(t, "ip", "-n", "addr-t", "addr"))
 	p := netip.MustParsePrefix("10.1.0.1/24")
 	for _, c := range []struct {
 		name string
@@ -186,7 +185,7 @@ func TestErrors(t *testing.T) {
 			t.Errorf("%s: %q lacks the package prefix", c.name, c.err)
 		}
 	}
-	if after := testnet.Steady(sandbox.Cmd(t, "ip", "-n", "addr-t", "addr")); after != before {
+	if after := nstest.Steady(nstest.Cmd(t, "ip", "-n", "addr-t", "addr")); after != before {
 		t.Errorf("addresses changed:\n%s\n---\n%s", before, after)
 	}
 }
@@ -197,10 +196,10 @@ func listErr(ns *netns.Handle, link string) error { _, err := addr.List(ns, link
 // 400 others come and go, returns all 1,200 every time or an error to
 // retry on (it silently missed 1-3 of them in 50-80 % of lists).
 func TestListUnderChurn(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	ns := testnet.NewNS(t, "churn-ns")
-	sandbox.Cmd(t, "ip", "-n", "churn-ns", "link", "add", "c0", "type", "veth", "peer", "name", "c1")
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	ns := nstest.NewNS(t, "churn-ns")
+	nstest.Cmd(t, "ip", "-n", "churn-ns", "link", "add", "c0", "type", "veth", "peer", "name", "c1")
 	var stable, moving strings.Builder
 	// IPv6: the kernel puts a new address at the head of its list, so the
 	// moving ones come and go in front of the stable ones, as in a dump
@@ -215,7 +214,7 @@ func TestListUnderChurn(t *testing.T) {
 	os.WriteFile(dir+"/stable", []byte(stable.String()), 0o600)
 	os.WriteFile(dir+"/add", []byte(moving.String()), 0o600)
 	os.WriteFile(dir+"/del", []byte(strings.ReplaceAll(strings.ReplaceAll(moving.String(), "addr add", "addr del"), " nodad", "")), 0o600)
-	sandbox.Cmd(t, "ip", "-n", "churn-ns", "-batch", dir+"/stable")
+	nstest.Cmd(t, "ip", "-n", "churn-ns", "-batch", dir+"/stable")
 	stop := make(chan struct{})
 	churned := make(chan int)
 	go func() {
@@ -227,8 +226,8 @@ func TestListUnderChurn(t *testing.T) {
 				return
 			default:
 			}
-			sandbox.CmdErr("ip", "-n", "churn-ns", "-batch", dir+"/add")
-			sandbox.CmdErr("ip", "-n", "churn-ns", "-batch", dir+"/del")
+			nstest.CmdErr("ip", "-n", "churn-ns", "-batch", dir+"/add")
+			nstest.CmdErr("ip", "-n", "churn-ns", "-batch", dir+"/del")
 			n++
 		}
 	}()

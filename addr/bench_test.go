@@ -6,13 +6,13 @@ import (
 	"testing"
 
 	"github.com/nsnet/nsnet/addr"
-	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/veth"
 )
 
 func benchLink(b *testing.B) {
 	b.Helper()
-	sandbox.Require(b)
+	nstest.Require(b)
 	if err := veth.Create(nil, veth.Config{Name: "ba0", PeerName: "ba1", Up: true}); err != nil {
 		b.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func BenchmarkAddDelete(b *testing.B) {
 
 func BenchmarkIPAddrAddDel(b *testing.B) {
 	benchLink(b)
-	sandbox.RequireCmd(b, "ip")
+	nstest.RequireCmd(b, "ip")
 	for b.Loop() {
 		if err := exec.Command("ip", "address", "add", "192.0.2.1/24", "dev", "ba0").Run(); err != nil {
 			b.Fatal(err)

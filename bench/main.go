@@ -27,10 +27,9 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/nsnet/nsnet/internal/demo"
-	"github.com/nsnet/nsnet/internal/world"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 func main() {
@@ -41,7 +40,11 @@ func main() {
 	parRounds := flag.Int("par", 8, "alternating rounds of sequential against parallel set-up per N (medians)")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
-	w := demo.Private() // everything below runs in private namespaces
+	w, err := nstest.Isolate() // everything below runs in private namespaces
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
 	defer w.Close()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Printf("# %s, kernel %s, %d CPUs, %s\n", time.Now().UTC().Format("2006-01-02"), strings.TrimSpace(string(kernel)), runtime.NumCPU(), runtime.Version())
@@ -188,7 +191,7 @@ type made struct {
 func newConnected(cfg nat.Config, name string, p netip.Prefix) made {
 	ns, err := netns.New(name)
 	check(err)
-	l, err := cfg.Connect(ns, world.Uplink, p)
+	l, err := cfg.Connect(ns, "up0", p) // every world's uplink
 	check(err)
 	return made{name, ns, l}
 }
@@ -248,7 +251,7 @@ func closeAll(all []made) {
 }
 
 // scaling checks the targets that need many namespaces.
-func scaling(w *world.World, n int) {
+func scaling(w *nstest.World, n int) {
 	// The cost per namespace of setting up 10, then of setting up n, in the
 	// same run. Set-up times of single namespaces are noisy on a shared
 	// machine, so the marginal cost (first namespaces against the last
@@ -273,7 +276,7 @@ func scaling(w *world.World, n int) {
 	check(err)
 	defer ns.Close()
 	cycle := func() {
-		l, err := nat.Connect(ns, world.Uplink, prefix(1))
+		l, err := nat.Connect(ns, w.Uplink, prefix(1))
 		check(err)
 		check(l.Close())
 	}
@@ -300,20 +303,20 @@ func scaling(w *world.World, n int) {
 // host (the time of New + Connect is kept), then streams to each host's
 // own outside namespace through one of its links.
 func interleaved(n, rounds int) {
-	a, err := world.New("few-host", "few-inet")
+	a, err := nstest.BuildWorld("few-host", "few-inet")
 	check(err)
 	defer a.Close()
-	b, err := world.New("many-host", "many-inet")
+	b, err := nstest.BuildWorld("many-host", "many-inet")
 	check(err)
 	defer b.Close()
-	fill := func(w *world.World, tag string, from, to int) []made {
+	fill := func(w *nstest.World, tag string, from, to int) []made {
 		var all []made
 		for i := from; i <= to; i++ {
 			all = append(all, newConnected(nat.Config{HostNS: w.Host}, fmt.Sprintf("%s-ns%d", tag, i), prefix(i)))
 		}
 		return all
 	}
-	probe := func(w *world.World, tag string) float64 {
+	probe := func(w *nstest.World, tag string) float64 {
 		t0 := time.Now()
 		m := newConnected(nat.Config{HostNS: w.Host}, tag+"-probe", netip.MustParsePrefix("10.200.0.0/24"))
 		d := ms(time.Since(t0))
@@ -346,7 +349,7 @@ func interleaved(n, rounds int) {
 // n links. The throughput of the first namespace to the outside host is
 // measured with 1 and with n connected. Everything is torn down before it
 // returns.
-func setUpTimes(w *world.World, n int) (times []float64, rules [2][2]int) {
+func setUpTimes(w *nstest.World, n int) (times []float64, rules [2][2]int) {
 	var all []made
 	for i := 1; i <= n; i++ {
 		t0 := time.Now()
@@ -414,10 +417,10 @@ func countRules() [2]int {
 
 // throughput sends 256 MiB over TCP from inside ns to the outside host
 // through the NAT, best of three, in MB/s.
-func throughput(w *world.World, ns *netns.Handle, streams int) float64 {
+func throughput(w *nstest.World, ns *netns.Handle, streams int) float64 {
 	const size = 256 << 20
 	var l net.Listener
-	check(w.Inet.Do(func() (err error) { l, err = net.Listen("tcp", world.Outside.String()+":5201"); return err }))
+	check(w.Inet.Do(func() (err error) { l, err = net.Listen("tcp", w.Outside.String()+":5201"); return err }))
 	defer l.Close()
 	go func() {
 		for {
@@ -433,7 +436,7 @@ func throughput(w *world.World, ns *netns.Handle, streams int) float64 {
 	buf := make([]byte, 1<<20)
 	for range streams {
 		var c net.Conn
-		check(ns.Do(func() (err error) { c, err = net.Dial("tcp", world.Outside.String()+":5201"); return err }))
+		check(ns.Do(func() (err error) { c, err = net.Dial("tcp", w.Outside.String()+":5201"); return err }))
 		t0 := time.Now()
 		for sent := 0; sent < size; sent += len(buf) {
 			_, err := c.Write(buf)

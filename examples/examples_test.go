@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/nstest"
 )
 
-func TestMain(m *testing.M) { sandbox.Main(m) }
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 func build(t *testing.T, name string) string {
 	t.Helper()
@@ -30,7 +30,7 @@ func run(t *testing.T, bin string, args ...string) string {
 	cmd := exec.Command(bin, args...)
 	// The examples make their own private namespaces: run them as fresh
 	// processes, not as sandbox helpers.
-	cmd.Env = append(os.Environ(), "NSNET_SANDBOX=")
+	cmd.Env = append(os.Environ(), "NSNET_PRIVATE=")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %v: %v\n%s", filepath.Base(bin), args, err, out)
@@ -39,19 +39,19 @@ func run(t *testing.T, bin string, args ...string) string {
 }
 
 func TestExamples(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ping")
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ping")
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go toolchain not in PATH")
 	}
 	out := run(t, build(t, "tutorial"))
-	for _, want := range []string{"$ ip netns add example-ns1", "nat.AddRules", "the outside says: hello 203.0.113.2", "nothing left behind"} {
+	for _, want := range []string{"$ ip netns add example-ns1", "nat.AddRules", "the outside says: 203.0.113.2", "nothing left behind"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("tutorial output lacks %q:\n%s", want, out)
 		}
 	}
 	out = run(t, build(t, "connect"))
-	if !strings.Contains(out, "says: hello 203.0.113.2") || !strings.Contains(out, "closed:") {
+	if !strings.Contains(out, "the outside host saw 203.0.113.2") || !strings.Contains(out, "closed:") {
 		t.Errorf("connect output:\n%s", out)
 	}
 	nsrun := build(t, "nsrun")
@@ -60,7 +60,7 @@ func TestExamples(t *testing.T) {
 		t.Errorf("nsrun ping:\n%s", out)
 	}
 	cmd := exec.Command(nsrun, "-private", "--", "sh", "-c", "exit 7")
-	cmd.Env = append(os.Environ(), "NSNET_SANDBOX=")
+	cmd.Env = append(os.Environ(), "NSNET_PRIVATE=")
 	if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != 7 {
 		t.Errorf("nsrun did not pass on the exit status 7: %v", err)
 	}

@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // Regression tests for issue 11: each case broke isolation, another
@@ -24,29 +23,29 @@ import (
 
 // unsolicited reports whether the outside host (which routes 10.0.0.0/8 to
 // the uplink) reaches ip inside a connected namespace with a ping.
-func unsolicited(t *testing.T, w *testnet.World, ip string) bool {
+func unsolicited(t *testing.T, w *nstest.World, ip string) bool {
 	t.Helper()
-	sandbox.CmdErr("ip", "-n", w.InetName, "route", "replace", "10.0.0.0/8", "via", "203.0.113.2")
-	return testnet.Ping(t, w.InetName, ip)
+	nstest.CmdErr("ip", "-n", w.InetName, "route", "replace", "10.0.0.0/8", "via", "203.0.113.2")
+	return nstest.Ping(t, w.InetName, ip)
 }
 
-func nftIn(t *testing.T, w *testnet.World, args ...string) string {
+func nftIn(t *testing.T, w *nstest.World, args ...string) string {
 	t.Helper()
-	return sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "nft"}, args...)...)
+	return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "nft"}, args...)...)
 }
 
-func forwarding(t *testing.T, w *testnet.World, dev string) string {
+func forwarding(t *testing.T, w *nstest.World, dev string) string {
 	t.Helper()
-	return strings.TrimSpace(sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/sys/net/ipv4/conf/"+dev+"/forwarding"))
+	return strings.TrimSpace(nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/sys/net/ipv4/conf/"+dev+"/forwarding"))
 }
 
 // TestFailedConnectKeepsLiveLink: a second Connect with the same HostVeth
 // fails, and its undo leaves the live link's entries alone.
 func TestFailedConnectKeepsLiveLink(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "dup-")
-	ns1, ns2 := testnet.NewNS(t, "dup-ns1"), testnet.NewNS(t, "dup-ns2")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "dup-")
+	ns1, ns2 := nstest.NewNS(t, "dup-ns1"), nstest.NewNS(t, "dup-ns2")
 	before := state(t, w)
 	cfg := nat.Config{HostNS: w.Host, HostVeth: "hv0"}
 	l1, err := cfg.Connect(ns1, "up0", netip.MustParsePrefix("10.0.0.0/24"))
@@ -59,13 +58,13 @@ func TestFailedConnectKeepsLiveLink(t *testing.T) {
 	if unsolicited(t, w, "10.0.0.2") {
 		t.Error("the outside reaches the live link unsolicited after the failed Connect")
 	}
-	if !testnet.Ping(t, "dup-ns1", "203.0.113.1") {
+	if !nstest.Ping(t, "dup-ns1", "203.0.113.1") {
 		t.Error("the live link stopped working")
 	}
 	if err := l1.Close(); err != nil {
 		t.Errorf("Close of the live link: %v", err)
 	}
-	sandbox.Cmd(t, "ip", "-n", w.InetName, "route", "del", "10.0.0.0/8")
+	nstest.Cmd(t, "ip", "-n", w.InetName, "route", "del", "10.0.0.0/8")
 	sameState(t, w, before, "state after Close")
 }
 
@@ -73,10 +72,10 @@ func TestFailedConnectKeepsLiveLink(t *testing.T) {
 // refused (os.ErrExist), so closing the first cannot strip the second's.
 func TestAddRulesTwiceOnOneLink(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "twice-")
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "addr", "add", "10.0.0.1/24", "dev", "v0")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "twice-")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "addr", "add", "10.0.0.1/24", "dev", "v0")
 	before := state(t, w)
 	r1, err := nat.AddRules(w.Host, "v0", "up0", netip.MustParsePrefix("10.0.0.0/24"))
 	if err != nil {
@@ -95,7 +94,7 @@ func TestAddRulesTwiceOnOneLink(t *testing.T) {
 		t.Error(err)
 	}
 	// v0's forwarding stays on after Close (the link is the caller's).
-	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.conf.v0.forwarding=0")
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.conf.v0.forwarding=0")
 	sameState(t, w, before, "state after Close")
 }
 
@@ -148,10 +147,10 @@ type holder struct {
 
 // hold starts a helper holding a link; with newPID it runs as pid 1 of a
 // PID namespace of its own (as under "unshare --pid --fork").
-func hold(t *testing.T, w *testnet.World, nsName, prefix string, newPID bool, env ...string) *holder {
+func hold(t *testing.T, w *nstest.World, nsName, prefix string, newPID bool, env ...string) *holder {
 	t.Helper()
-	testnet.NewNS(t, nsName)
-	cmd := sandbox.Child("TestHelperHold", append([]string{"NSNET_HELPER=hold", "NSNET_HELPER_HOST=" + w.HostName,
+	nstest.NewNS(t, nsName)
+	cmd := nstest.Child("TestHelperHold", append([]string{"NSNET_HELPER=hold", "NSNET_HELPER_HOST=" + w.HostName,
 		"NSNET_HELPER_NS=" + nsName, "NSNET_HELPER_PREFIX=" + prefix}, env...)...)
 	if newPID {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
@@ -208,7 +207,7 @@ func (h *holder) close(t *testing.T) string {
 // with each other: the first one's Close leaves the second's forwarding.
 func TestOwnersInPIDNamespaces(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "pidns-")
+	w := nstest.NewWorld(t, "pidns-")
 	before := state(t, w)
 	h1 := hold(t, w, "pidns-ns1", "10.1.1.0/24", true)
 	h2 := hold(t, w, "pidns-ns2", "10.1.2.0/24", true)
@@ -222,7 +221,7 @@ func TestOwnersInPIDNamespaces(t *testing.T) {
 	if forwarding(t, w, "up0") != "1" {
 		t.Error("the first owner's Close turned the uplink's forwarding off under the second")
 	}
-	if !testnet.Ping(t, "pidns-ns2", "203.0.113.1") {
+	if !nstest.Ping(t, "pidns-ns2", "203.0.113.1") {
 		t.Error("the second owner's link stopped working")
 	}
 	if got := h2.close(t); got != "closed <nil>" {
@@ -273,14 +272,14 @@ func TestHelperRace(t *testing.T) {
 // prefix 50 times each, at the same moments: never both hold it.
 func TestPrefixExclusiveAcrossProcesses(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "race-")
+	w := nstest.NewWorld(t, "race-")
 	before := state(t, w)
 	start := time.Now().Add(300 * time.Millisecond).UnixNano()
 	var outs [2][]byte
 	errs := make(chan error, 2)
 	for i := range 2 {
 		go func() {
-			cmd := sandbox.Child("TestHelperRace", "NSNET_HELPER=race", "NSNET_HELPER_HOST="+w.HostName,
+			cmd := nstest.Child("TestHelperRace", "NSNET_HELPER=race", "NSNET_HELPER_HOST="+w.HostName,
 				fmt.Sprintf("NSNET_HELPER_START=%d", start))
 			var err error
 			outs[i], err = cmd.Output()
@@ -323,12 +322,12 @@ func TestPrefixExclusiveAcrossProcesses(t *testing.T) {
 // whatever happened to the names meanwhile.
 func TestCloseAfterHostChanges(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "chg-")
-	ns1, ns2 := testnet.NewNS(t, "chg-ns1"), testnet.NewNS(t, "chg-ns2")
-	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "chg-")
+	ns1, ns2 := nstest.NewNS(t, "chg-ns1"), nstest.NewNS(t, "chg-ns2")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
 	before := state(t, w)
-	ip := func(args ...string) { sandbox.Cmd(t, "ip", append([]string{"-n", w.HostName}, args...)...) }
+	ip := func(args ...string) { nstest.Cmd(t, "ip", append([]string{"-n", w.HostName}, args...)...) }
 
 	t.Run("veth deleted and its name reused", func(t *testing.T) {
 		cfg := nat.Config{HostNS: w.Host, HostVeth: "hv0"}
@@ -344,7 +343,7 @@ func TestCloseAfterHostChanges(t *testing.T) {
 		if err := l1.Close(); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("Close after its veth was deleted: %v, want os.ErrNotExist", err)
 		}
-		if from, err := testnet.Echo(ns2, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+		if from, err := nstest.Echo(ns2, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
 			t.Errorf("the new owner of the name lost its link: %q %v", from, err)
 		}
 		if err := l2.Close(); err != nil {
@@ -357,7 +356,7 @@ func TestCloseAfterHostChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		ip("link", "set", l.HostVeth, "name", "renamed0")
-		if from, err := testnet.Echo(ns1, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+		if from, err := nstest.Echo(ns1, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
 			t.Errorf("traffic after the rename: %q %v", from, err)
 		}
 		if err := l.Close(); err != nil {
@@ -371,7 +370,7 @@ func TestCloseAfterHostChanges(t *testing.T) {
 		}
 		ip("link", "set", "up0", "name", "wan0")
 		defer ip("link", "set", "wan0", "name", "up0")
-		if from, err := testnet.Echo(ns1, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+		if from, err := nstest.Echo(ns1, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
 			t.Errorf("through the renamed uplink: seen from %q (want the masqueraded 203.0.113.2), %v", from, err)
 		}
 		if err := l.Close(); err != nil {
@@ -401,25 +400,25 @@ func TestCloseAfterHostChanges(t *testing.T) {
 // Close removes everything, the table included.
 func TestUplinkReplugged(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "plug-")
-	ns := testnet.NewNS(t, "plug-ns")
+	w := nstest.NewWorld(t, "plug-")
+	ns := nstest.NewNS(t, "plug-ns")
 	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.4.1.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "del", "up0")
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", "up0", "type", "veth", "peer", "name", "inet0", "netns", w.InetName)
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "del", "up0")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "add", "up0", "type", "veth", "peer", "name", "inet0", "netns", w.InetName)
 	for _, c := range [][]string{{"-n", w.HostName, "addr", "add", "203.0.113.2/24", "dev", "up0"},
 		{"-n", w.InetName, "addr", "add", "203.0.113.1/24", "dev", "inet0"},
 		{"-n", w.HostName, "link", "set", "up0", "up"}, {"-n", w.InetName, "link", "set", "inet0", "up"}} {
-		sandbox.Cmd(t, "ip", c...)
+		nstest.Cmd(t, "ip", c...)
 	}
 	// The new uplink forwards (as if the host's own config turned it on):
 	// only the rules stand between the link and an un-masqueraded exit.
-	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=1")
-	sandbox.Cmd(t, "ip", "netns", "exec", w.InetName, "nft", "add table ip watch; add chain ip watch in { type filter hook input priority 0; }; add rule ip watch in ip saddr 10.4.1.0/24 counter")
-	testnet.Ping(t, "plug-ns", "203.0.113.1")
-	if c := sandbox.Cmd(t, "ip", "netns", "exec", w.InetName, "nft", "list", "table", "ip", "watch"); !strings.Contains(c, "counter packets 0 ") {
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=1")
+	nstest.Cmd(t, "ip", "netns", "exec", w.InetName, "nft", "add table ip watch; add chain ip watch in { type filter hook input priority 0; }; add rule ip watch in ip saddr 10.4.1.0/24 counter")
+	nstest.Ping(t, "plug-ns", "203.0.113.1")
+	if c := nstest.Cmd(t, "ip", "netns", "exec", w.InetName, "nft", "list", "table", "ip", "watch"); !strings.Contains(c, "counter packets 0 ") {
 		t.Errorf("private source reached the outside through the replugged uplink:\n%s", c)
 	}
 	if err := l.Close(); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -434,8 +433,8 @@ func TestUplinkReplugged(t *testing.T) {
 // refused, and neither changed nor deleted, by Connect.
 func TestForeignTableNamedNsnet(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "ftn-")
-	ns := testnet.NewNS(t, "ftn-ns")
+	w := nstest.NewWorld(t, "ftn-")
+	ns := nstest.NewNS(t, "ftn-ns")
 	nftIn(t, w, "add table ip nsnet; add set ip nsnet links { type ifname; }")
 	before := state(t, w)
 	_, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.4.2.0/24"))
@@ -449,8 +448,8 @@ func TestForeignTableNamedNsnet(t *testing.T) {
 // with nft (fwd, the old name of uplinks, is an nft keyword).
 func TestSetsListable(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "lst-")
-	ns := testnet.NewNS(t, "lst-ns")
+	w := nstest.NewWorld(t, "lst-")
+	ns := nstest.NewNS(t, "lst-ns")
 	l, err := nat.Config{HostNS: w.Host, AllowSiblings: true}.Connect(ns, "up0", netip.MustParsePrefix("10.4.3.0/24"))
 	if err != nil {
 		t.Fatal(err)
@@ -458,7 +457,7 @@ func TestSetsListable(t *testing.T) {
 	defer l.Close()
 	for _, set := range []string{"set links", "set egress", "set siblings", "map claims", "set uplinks"} {
 		kind, name, _ := strings.Cut(set, " ")
-		out, err := sandbox.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", kind, "ip", "nsnet", name)
+		out, err := nstest.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", kind, "ip", "nsnet", name)
 		if err != nil || !strings.Contains(out, "nsnet owner=") {
 			t.Errorf("nft list %s ip nsnet %s: %v\n%s", kind, name, err, out)
 		}
@@ -469,8 +468,8 @@ func TestSetsListable(t *testing.T) {
 // the caller is a thread inside Handle.Do.
 func TestConnectInsideDo(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "do-")
-	ns := testnet.NewNS(t, "do-ns")
+	w := nstest.NewWorld(t, "do-")
+	ns := nstest.NewNS(t, "do-ns")
 	err := w.Host.Do(func() error {
 		l, err := nat.Connect(ns, "up0", netip.MustParsePrefix("10.4.4.0/24"))
 		if err != nil {
@@ -487,8 +486,8 @@ func TestConnectInsideDo(t *testing.T) {
 // the exported fields a caller may have changed.
 func TestCloseIgnoresEditedFields(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "edit-")
-	ns1, ns2 := testnet.NewNS(t, "edit-ns1"), testnet.NewNS(t, "edit-ns2")
+	w := nstest.NewWorld(t, "edit-")
+	ns1, ns2 := nstest.NewNS(t, "edit-ns1"), nstest.NewNS(t, "edit-ns2")
 	before := state(t, w)
 	cfg := nat.Config{HostNS: w.Host}
 	l1, err := cfg.Connect(ns1, "up0", netip.MustParsePrefix("10.4.5.0/24"))
@@ -503,7 +502,7 @@ func TestCloseIgnoresEditedFields(t *testing.T) {
 	if err := l1.Close(); err != nil {
 		t.Error(err)
 	}
-	if !testnet.Ping(t, "edit-ns2", "203.0.113.1") {
+	if !nstest.Ping(t, "edit-ns2", "203.0.113.1") {
 		t.Error("closing an edited Link broke another")
 	}
 	if err := l2.Close(); err != nil {
@@ -549,8 +548,8 @@ func TestNilAndZeroValues(t *testing.T) {
 // as white space.
 func TestTemplateNames(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "tpl-")
-	ns := testnet.NewNS(t, "tpl-ns")
+	w := nstest.NewWorld(t, "tpl-")
+	ns := nstest.NewNS(t, "tpl-ns")
 	before := state(t, w)
 	for _, c := range []nat.Config{{HostNS: w.Host, HostVeth: "hv%d"}, {HostNS: w.Host, NSVeth: "e%d"},
 		{HostNS: w.Host, HostVeth: "a\xa0b"}, {HostNS: w.Host, HostVeth: "a\nb"}} {
@@ -567,8 +566,8 @@ func TestTemplateNames(t *testing.T) {
 // Connect itself.
 func TestOverlapNamesHolderAndReclaimsDead(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "hold-")
-	ns := testnet.NewNS(t, "hold-ns")
+	w := nstest.NewWorld(t, "hold-")
+	ns := nstest.NewNS(t, "hold-ns")
 	h := hold(t, w, "hold-live", "10.6.0.0/24", false)
 	_, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.6.0.0/25"))
 	if !errors.Is(err, nat.ErrOverlap) || !strings.Contains(err.Error(), "link nsn-") ||
@@ -582,7 +581,7 @@ func TestOverlapNamesHolderAndReclaimsDead(t *testing.T) {
 			t.Errorf("%s held by a dead process (killed at %q): %v", c.prefix, c.step, err)
 			continue
 		}
-		if !testnet.Ping(t, "hold-ns", "203.0.113.1") {
+		if !nstest.Ping(t, "hold-ns", "203.0.113.1") {
 			t.Errorf("%s: the reclaimed prefix does not work", c.prefix)
 		}
 		l.Close()
@@ -598,14 +597,14 @@ func TestOverlapNamesHolderAndReclaimsDead(t *testing.T) {
 // by the uplink's index, not its name).
 func TestRenamedUplinkSharedByProcesses(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "ren-")
-	ns := testnet.NewNS(t, "ren-ns")
+	w := nstest.NewWorld(t, "ren-")
+	ns := nstest.NewNS(t, "ren-ns")
 	before := state(t, w)
 	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.8.1.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "set", "up0", "name", "wan0")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "set", "up0", "name", "wan0")
 	h := hold(t, w, "ren-other", "10.8.2.0/24", false, "NSNET_HELPER_UPLINK=wan0")
 	if err := l.Close(); err != nil {
 		t.Errorf("Close: %v", err)
@@ -613,13 +612,13 @@ func TestRenamedUplinkSharedByProcesses(t *testing.T) {
 	if f := forwarding(t, w, "wan0"); f != "1" {
 		t.Errorf("the first process's Close turned wan0's forwarding to %s under the second", f)
 	}
-	if !testnet.Ping(t, "ren-other", "203.0.113.1") {
+	if !nstest.Ping(t, "ren-other", "203.0.113.1") {
 		t.Error("the second process's link stopped working")
 	}
 	if got := h.close(t); got != "closed <nil>" {
 		t.Errorf("second process: %s", got)
 	}
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "set", "wan0", "name", "up0")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "set", "wan0", "name", "up0")
 	sameState(t, w, before, "state after both closed")
 }
 
@@ -628,10 +627,10 @@ func TestRenamedUplinkSharedByProcesses(t *testing.T) {
 // live one, and takes a prefix around a closed one again.
 func TestClaimsRefuseOverlaps(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "clm-")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "clm-")
 	for _, v := range []string{"v0", "v2"} {
-		sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", v, "type", "veth", "peer", "name", v+"p")
+		nstest.Cmd(t, "ip", "-n", w.HostName, "link", "add", v, "type", "veth", "peer", "name", v+"p")
 	}
 	r, err := nat.AddRules(w.Host, "v0", "up0", netip.MustParsePrefix("10.9.4.0/24"))
 	if err != nil {

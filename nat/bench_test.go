@@ -5,10 +5,9 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // BenchmarkNewConnect is the set-up of one namespace as a user writes it:
@@ -16,8 +15,8 @@ import (
 // The program in bench/ (go run ./bench) compares both with the tutorial's
 // shell commands, side by side.
 func BenchmarkNewConnect(b *testing.B) {
-	sandbox.Require(b)
-	w := testnet.NewWorld(b, "bn-")
+	nstest.Require(b)
+	w := nstest.NewWorld(b, "bn-")
 	cfg := nat.Config{HostNS: w.Host}
 	type made struct {
 		name string
@@ -48,8 +47,8 @@ func BenchmarkNewConnect(b *testing.B) {
 }
 
 func BenchmarkConnectClose(b *testing.B) {
-	sandbox.Require(b)
-	w := testnet.NewWorld(b, "bc-")
+	nstest.Require(b)
+	w := nstest.NewWorld(b, "bc-")
 	ns, err := netns.NewAnonymous()
 	if err != nil {
 		b.Fatal(err)

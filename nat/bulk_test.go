@@ -6,19 +6,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 func TestCloseAll(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "bulk-")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "bulk-")
 	before := state(t, w)
 	var links []*nat.Link
 	for i := range 20 {
-		ns := testnet.NewNS(t, fmt.Sprintf("bulk-ns%d", i))
+		ns := nstest.NewNS(t, fmt.Sprintf("bulk-ns%d", i))
 		l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix(fmt.Sprintf("10.1.%d.0/24", i)))
 		if err != nil {
 			t.Fatal(err)
@@ -26,8 +25,8 @@ func TestCloseAll(t *testing.T) {
 		links = append(links, l)
 	}
 	// A user's link that must survive: the group delete takes only ours.
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", "keep0", "type", "veth", "peer", "name", "keep1")
-	if !testnet.Ping(t, "bulk-ns7", "203.0.113.1") {
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "add", "keep0", "type", "veth", "peer", "name", "keep1")
+	if !nstest.Ping(t, "bulk-ns7", "203.0.113.1") {
 		t.Fatal("ns7 cannot reach out")
 	}
 	if err := nat.CloseAll(append(links, links[3], nil)...); err != nil {
@@ -38,11 +37,11 @@ func TestCloseAll(t *testing.T) {
 			t.Errorf("Close after CloseAll: %v", err)
 		}
 	}
-	out := sandbox.Cmd(t, "ip", "-n", w.HostName, "-o", "link")
+	out := nstest.Cmd(t, "ip", "-n", w.HostName, "-o", "link")
 	if strings.Contains(out, "nsn-") || !strings.Contains(out, "keep0") {
 		t.Errorf("links after CloseAll:\n%s", out)
 	}
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "del", "keep0")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "del", "keep0")
 	if after := state(t, w); after != before {
 		t.Errorf("state differs:\n%s\n---\n%s", before, after)
 	}

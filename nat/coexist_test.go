@@ -6,9 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // TestForeignDropPolicy: on a host whose ip filter FORWARD chain drops by
@@ -18,14 +17,14 @@ import (
 // byte-identical after Close.
 func TestForeignDropPolicy(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "dock-")
+	w := nstest.NewWorld(t, "dock-")
 	nft := func(args ...string) string {
-		return sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "nft"}, args...)...)
+		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "nft"}, args...)...)
 	}
 	nft("add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }")
 	userTable := nft("-j", "list", "table", "ip", "filter")
 	before := state(t, w)
-	ns := testnet.NewNS(t, "dock-ns")
+	ns := nstest.NewNS(t, "dock-ns")
 	p := netip.MustParsePrefix("10.8.0.0/24")
 	_, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", p)
 	if !errors.Is(err, nat.ErrForeignDrop) || !strings.Contains(err.Error(), "ip filter FORWARD") {
@@ -38,12 +37,12 @@ func TestForeignDropPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if testnet.Ping(t, "dock-ns", "203.0.113.1") {
+	if nstest.Ping(t, "dock-ns", "203.0.113.1") {
 		t.Error("traffic passed a drop policy: the test proves nothing")
 	}
 	nft(`insert rule ip filter FORWARD iifname "nsn-*" accept`)
 	nft(`insert rule ip filter FORWARD oifname "nsn-*" ct state established,related accept`)
-	if !testnet.Ping(t, "dock-ns", "203.0.113.1") {
+	if !nstest.Ping(t, "dock-ns", "203.0.113.1") {
 		t.Error("no traffic with the user's accept rules")
 	}
 	withRules := nft("-j", "list", "table", "ip", "filter")
@@ -63,8 +62,8 @@ func TestForeignDropPolicy(t *testing.T) {
 // one from the check.
 func TestForeignDropShapes(t *testing.T) {
 	requireTools(t)
-	sandbox.RequireCmd(t, "iptables-legacy")
-	sandbox.RequireCmd(t, "iptables-nft")
+	nstest.RequireCmd(t, "iptables-legacy")
+	nstest.RequireCmd(t, "iptables-nft")
 	for _, c := range []struct {
 		name, want string
 		setup      []string
@@ -76,9 +75,9 @@ func TestForeignDropShapes(t *testing.T) {
 		{"iptables-legacy policy", "legacy iptables filter FORWARD", []string{"iptables-legacy", "-P", "FORWARD", "DROP"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			w := testnet.NewWorld(t, "shp-")
-			ns := testnet.NewNS(t, "shp-ns")
-			sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, c.setup...)...)
+			w := nstest.NewWorld(t, "shp-")
+			ns := nstest.NewNS(t, "shp-ns")
+			nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, c.setup...)...)
 			before := state(t, w)
 			_, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.14.0.0/24"))
 			if !errors.Is(err, nat.ErrForeignDrop) || !strings.Contains(err.Error(), c.want) {
@@ -88,17 +87,17 @@ func TestForeignDropShapes(t *testing.T) {
 		})
 	}
 	t.Run("drop policy after the first Connect", func(t *testing.T) {
-		w := testnet.NewWorld(t, "late-")
-		ns1, ns2 := testnet.NewNS(t, "late-ns1"), testnet.NewNS(t, "late-ns2")
+		w := nstest.NewWorld(t, "late-")
+		ns1, ns2 := nstest.NewNS(t, "late-ns1"), nstest.NewNS(t, "late-ns2")
 		l, err := nat.Config{HostNS: w.Host}.Connect(ns1, "up0", netip.MustParsePrefix("10.14.1.0/24"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		if names := sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/net/ip_tables_names"); names != "" {
+		if names := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/net/ip_tables_names"); names != "" {
 			t.Errorf("the check made legacy tables: %q", names)
 		}
-		sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft",
+		nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft",
 			"add table ip late; add chain ip late fwdchain { type filter hook forward priority 0; policy drop; }")
 		if _, err := (nat.Config{HostNS: w.Host}).Connect(ns2, "up0", netip.MustParsePrefix("10.14.2.0/24")); !errors.Is(err, nat.ErrForeignDrop) {
 			t.Errorf("Connect after a drop policy appeared: %v, want ErrForeignDrop", err)

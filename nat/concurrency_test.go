@@ -9,10 +9,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // TestConcurrentCycles: 32 goroutines each run Connect/Close cycles on a
@@ -21,14 +20,14 @@ import (
 // before and nothing leaked (threads, fds, goroutines).
 func TestConcurrentCycles(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "conc-")
-	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "conc-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
 	before := state(t, w)
 	const workers, cycles = 32, 3
 	var nss []*netns.Handle
 	for i := range workers {
-		nss = append(nss, testnet.NewNS(t, fmt.Sprintf("conc-%d", i)))
+		nss = append(nss, nstest.NewNS(t, fmt.Sprintf("conc-%d", i)))
 	}
 	var mu sync.Mutex
 	names := map[string]bool{}
@@ -50,7 +49,7 @@ func TestConcurrentCycles(t *testing.T) {
 				}
 				names[l.HostVeth] = true
 				mu.Unlock()
-				if from, err := testnet.Echo(nss[i], "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+				if from, err := nstest.Echo(nss[i], "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
 					t.Errorf("worker %d cycle %d: traffic: %q %v", i, c, from, err)
 				}
 				if err := l.Close(); err != nil {
@@ -86,7 +85,7 @@ func TestHelperCycles(t *testing.T) {
 		if err != nil {
 			t.Fatalf("cycle %d: %v", c, err)
 		}
-		if from, err := testnet.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+		if from, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
 			t.Fatalf("cycle %d: traffic: %q %v", c, from, err)
 		}
 		if err := l.Close(); err != nil {
@@ -101,15 +100,15 @@ func TestHelperCycles(t *testing.T) {
 // go); both succeed and the host is left as before.
 func TestTwoProcesses(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "two-")
-	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	w := nstest.NewWorld(t, "two-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
 	before := state(t, w)
 	var wg sync.WaitGroup
 	for id := range 2 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := sandbox.Child("TestHelperCycles", "NSNET_HELPER=cycles", "NSNET_HELPER_HOST="+w.HostName, fmt.Sprintf("NSNET_HELPER_ID=%d", id))
+			cmd := nstest.Child("TestHelperCycles", "NSNET_HELPER=cycles", "NSNET_HELPER_HOST="+w.HostName, fmt.Sprintf("NSNET_HELPER_ID=%d", id))
 			out, err := cmd.Output()
 			if err != nil || !strings.Contains(string(out), "helper ok") {
 				t.Errorf("helper %d: %v\n%s", id, err, out)

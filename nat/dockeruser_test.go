@@ -9,20 +9,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // dockerHost gives the world's host Docker's filter chains as Docker 28
 // makes them with iptables-nft: FORWARD drops by policy and jumps to
 // DOCKER-USER first, then to Docker's own chain.
-func dockerHost(t *testing.T, w *testnet.World) (iptables func(args ...string) string) {
+func dockerHost(t *testing.T, w *nstest.World) (iptables func(args ...string) string) {
 	t.Helper()
-	sandbox.RequireCmd(t, "iptables-nft")
+	nstest.RequireCmd(t, "iptables-nft")
 	iptables = func(args ...string) string {
 		t.Helper()
-		return sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "iptables-nft"}, args...)...)
+		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "iptables-nft"}, args...)...)
 	}
 	for _, cmd := range [][]string{
 		{"-N", "DOCKER-USER"}, {"-N", "DOCKER-FORWARD"},
@@ -44,10 +43,10 @@ func dockerHost(t *testing.T, w *testnet.World) (iptables func(args ...string) s
 // for byte, while another link's rules stay.
 func TestDockerUser(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "dku-")
+	w := nstest.NewWorld(t, "dku-")
 	iptables := dockerHost(t, w)
 	before := iptables("-S")
-	ns1, ns2 := testnet.NewNS(t, "dku-ns1"), testnet.NewNS(t, "dku-ns2")
+	ns1, ns2 := nstest.NewNS(t, "dku-ns1"), nstest.NewNS(t, "dku-ns2")
 	p1, p2 := netip.MustParsePrefix("10.30.1.0/24"), netip.MustParsePrefix("10.30.2.0/24")
 
 	_, err := nat.Config{HostNS: w.Host}.Connect(ns1, "up0", p1)
@@ -93,7 +92,7 @@ func TestDockerUser(t *testing.T) {
 		t.Errorf("the rules are not above Docker's RETURN:\n%s", rules)
 	}
 	for _, ns := range []string{"dku-ns1", "dku-ns2"} {
-		if !testnet.Ping(t, ns, "203.0.113.1") {
+		if !nstest.Ping(t, ns, "203.0.113.1") {
 			t.Errorf("%s: no traffic through Docker's FORWARD chain", ns)
 		}
 	}
@@ -108,7 +107,7 @@ func TestDockerUser(t *testing.T) {
 	if strings.Contains(rules, l1.HostVeth) || !strings.Contains(rules, l2.HostVeth) {
 		t.Errorf("after closing %s:\n%s", l1.HostVeth, rules)
 	}
-	if !testnet.Ping(t, "dku-ns2", "203.0.113.1") {
+	if !nstest.Ping(t, "dku-ns2", "203.0.113.1") {
 		t.Error("the other link lost its traffic")
 	}
 	if err := nat.CloseAll(l2); err != nil {
@@ -125,10 +124,10 @@ func TestDockerUser(t *testing.T) {
 // nftables (legacy iptables), Connect says what to run.
 func TestDockerUserGoneAndSwept(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "dkg-")
+	w := nstest.NewWorld(t, "dkg-")
 	iptables := dockerHost(t, w)
 	before := iptables("-S")
-	ns := testnet.NewNS(t, "dkg-ns1")
+	ns := nstest.NewNS(t, "dkg-ns1")
 	l, err := nat.Config{HostNS: w.Host, DockerUser: true}.Connect(ns, "up0", netip.MustParsePrefix("10.31.1.0/24"))
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +140,7 @@ func TestDockerUserGoneAndSwept(t *testing.T) {
 		t.Errorf("Docker's table after Close:\n%s", lineDiff(before, after))
 	}
 
-	live := testnet.NewNS(t, "dkg-live")
+	live := nstest.NewNS(t, "dkg-live")
 	l, err = nat.Config{HostNS: w.Host, DockerUser: true}.Connect(live, "up0", netip.MustParsePrefix("10.31.2.0/24"))
 	if err != nil {
 		t.Fatal(err)
@@ -164,10 +163,10 @@ func TestDockerUserGoneAndSwept(t *testing.T) {
 	}
 
 	t.Run("legacy", func(t *testing.T) {
-		sandbox.RequireCmd(t, "iptables-legacy")
-		w := testnet.NewWorld(t, "dkl-")
-		sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "iptables-legacy", "-P", "FORWARD", "DROP")
-		ns := testnet.NewNS(t, "dkl-ns")
+		nstest.RequireCmd(t, "iptables-legacy")
+		w := nstest.NewWorld(t, "dkl-")
+		nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "iptables-legacy", "-P", "FORWARD", "DROP")
+		ns := nstest.NewNS(t, "dkl-ns")
 		_, err := nat.Config{HostNS: w.Host, DockerUser: true}.Connect(ns, "up0", netip.MustParsePrefix("10.31.4.0/24"))
 		if !errors.Is(err, nat.ErrForeignDrop) || !strings.Contains(err.Error(), `"iptables -I DOCKER-USER -i nsn-+ -j ACCEPT"`) {
 			t.Errorf("Connect on a legacy Docker host: %v, want ErrForeignDrop with the commands", err)

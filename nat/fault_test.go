@@ -6,9 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 var connectSteps = []string{
@@ -32,17 +31,17 @@ func failAt(step string) func(string) error {
 // exactly as before.
 func TestConnectFaults(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "flt-")
-	ns := testnet.NewNS(t, "flt-ns")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "flt-")
+	ns := nstest.NewNS(t, "flt-ns")
 	cfg := nat.Config{HostNS: w.Host}
 	nsState := func() string {
-		return testnet.Steady(sandbox.Cmd(t, "ip", "-n", "flt-ns", "-d", "link") + sandbox.Cmd(t, "ip", "-n", "flt-ns", "-4", "route"))
+		return nstest.Steady(nstest.Cmd(t, "ip", "-n", "flt-ns", "-d", "link") + nstest.Cmd(t, "ip", "-n", "flt-ns", "-4", "route"))
 	}
 	for _, withLive := range []bool{false, true} {
 		var live *nat.Link
 		if withLive {
-			other := testnet.NewNS(t, "flt-live")
+			other := nstest.NewNS(t, "flt-live")
 			var err error
 			if live, err = cfg.Connect(other, "up0", netip.MustParsePrefix("10.6.0.0/24")); err != nil {
 				t.Fatal(err)
@@ -76,7 +75,7 @@ func TestConnectFaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !testnet.Ping(t, "flt-ns", "203.0.113.1") {
+		if !nstest.Ping(t, "flt-ns", "203.0.113.1") {
 			t.Error("no traffic after the faults")
 		}
 		l.Close()
@@ -90,11 +89,11 @@ func TestConnectFaults(t *testing.T) {
 // by name and still does the other steps.
 func TestCloseFaults(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "cflt-")
-	ns := testnet.NewNS(t, "cflt-ns")
+	w := nstest.NewWorld(t, "cflt-")
+	ns := nstest.NewNS(t, "cflt-ns")
 	cfg := nat.Config{HostNS: w.Host}
-	rules := func() string { return sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset") }
-	links := func() string { return sandbox.Cmd(t, "ip", "-n", w.HostName, "-o", "link") }
+	rules := func() string { return nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset") }
+	links := func() string { return nstest.Cmd(t, "ip", "-n", w.HostName, "-o", "link") }
 	for _, step := range []string{"quiesce", "nftables", "veth", "uplink forwarding"} {
 		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.7.0.0/24"))
 		if err != nil {
@@ -116,11 +115,11 @@ func TestCloseFaults(t *testing.T) {
 		}
 		// Clean up what the injected fault left, as a user would.
 		if vethLeft {
-			sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "del", l.HostVeth)
+			nstest.Cmd(t, "ip", "-n", w.HostName, "link", "del", l.HostVeth)
 		}
 		if elemsLeft {
-			sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "delete", "table", "ip", "nsnet")
-			sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=0")
+			nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "delete", "table", "ip", "nsnet")
+			nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=0")
 		}
 	}
 }

@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // recipe returns the commands of the README's recipe name: the lines of
@@ -41,7 +40,7 @@ func privateDirs(t *testing.T, keep bool, dirs ...string) {
 		var saved string
 		if keep {
 			saved = t.TempDir()
-			sandbox.Cmd(t, "cp", "-a", d+"/.", saved)
+			nstest.Cmd(t, "cp", "-a", d+"/.", saved)
 		}
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -51,7 +50,7 @@ func privateDirs(t *testing.T, keep bool, dirs ...string) {
 		}
 		t.Cleanup(func() { syscall.Unmount(d, syscall.MNT_DETACH) })
 		if keep {
-			sandbox.Cmd(t, "cp", "-a", saved+"/.", d)
+			nstest.Cmd(t, "cp", "-a", saved+"/.", d)
 		}
 	}
 }
@@ -68,9 +67,9 @@ func daemon(t *testing.T, name string, args ...string) {
 
 // startFirewalld runs firewalld in w's host namespace, on a private
 // system bus and with a private /etc/firewalld.
-func startFirewalld(t *testing.T, w *testnet.World) {
+func startFirewalld(t *testing.T, w *nstest.World) {
 	for _, c := range []string{"firewalld", "firewall-cmd", "dbus-daemon"} {
-		sandbox.RequireCmd(t, c)
+		nstest.RequireCmd(t, c)
 	}
 	privateDirs(t, false, "/run/dbus", "/etc/firewalld", "/var/log")
 	daemon(t, "dbus-daemon", "--system", "--nofork", "--nopidfile")
@@ -88,20 +87,20 @@ func startFirewalld(t *testing.T, w *testnet.World) {
 }
 
 // startUfw enables ufw in w's host namespace, with a private /etc/ufw.
-func startUfw(t *testing.T, w *testnet.World) {
-	sandbox.RequireCmd(t, "ufw")
+func startUfw(t *testing.T, w *nstest.World) {
+	nstest.RequireCmd(t, "ufw")
 	privateDirs(t, true, "/etc/ufw")
-	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "ufw", "--force", "enable")
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "ufw", "--force", "enable")
 }
 
 // legacyDocker gives w's host Docker's chains on the legacy iptables
 // backend, and returns a PATH on which "iptables" is iptables-legacy, as
 // on such a host.
-func legacyDocker(t *testing.T, w *testnet.World) string {
-	sandbox.RequireCmd(t, "iptables-legacy")
+func legacyDocker(t *testing.T, w *nstest.World) string {
+	nstest.RequireCmd(t, "iptables-legacy")
 	for _, args := range [][]string{{"-N", "DOCKER-USER"}, {"-A", "DOCKER-USER", "-j", "RETURN"},
 		{"-A", "FORWARD", "-j", "DOCKER-USER"}, {"-P", "FORWARD", "DROP"}} {
-		sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "iptables-legacy"}, args...)...)
+		nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "iptables-legacy"}, args...)...)
 	}
 	dir := t.TempDir()
 	legacy, _ := exec.LookPath("iptables-legacy")
@@ -122,24 +121,24 @@ func TestFirewallRecipes(t *testing.T) {
 	requireTools(t)
 	for _, c := range []struct {
 		name        string
-		start       func(t *testing.T, w *testnet.World) (path string)
+		start       func(t *testing.T, w *nstest.World) (path string)
 		chain       string // named by the default Connect's error
 		inputClosed bool   // the firewall keeps the namespaces from the host's services
 	}{
-		{"firewalld", func(t *testing.T, w *testnet.World) string { startFirewalld(t, w); return "" },
+		{"firewalld", func(t *testing.T, w *nstest.World) string { startFirewalld(t, w); return "" },
 			"inet firewalld filter_FORWARD", true},
-		{"ufw", func(t *testing.T, w *testnet.World) string { startUfw(t, w); return "" },
+		{"ufw", func(t *testing.T, w *nstest.World) string { startUfw(t, w); return "" },
 			"ip filter FORWARD", true},
-		{"iptables", func(t *testing.T, w *testnet.World) string {
-			sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "iptables", "-P", "FORWARD", "DROP")
+		{"iptables", func(t *testing.T, w *nstest.World) string {
+			nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "iptables", "-P", "FORWARD", "DROP")
 			return ""
 		}, "ip filter FORWARD", false},
 		{"docker-legacy", legacyDocker, "legacy iptables filter FORWARD", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			w := testnet.NewWorld(t, "rcp-")
+			w := nstest.NewWorld(t, "rcp-")
 			path := c.start(t, w)
-			ns := testnet.NewNS(t, "rcp-ns")
+			ns := nstest.NewNS(t, "rcp-ns")
 			p := netip.MustParsePrefix("10.41.0.0/24")
 			_, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", p)
 			if !errors.Is(err, nat.ErrForeignDrop) || !strings.Contains(err.Error(), c.chain) {
@@ -151,8 +150,8 @@ func TestFirewallRecipes(t *testing.T) {
 			}
 			defer l.Close()
 			outside := "203.0.113.1:7001"
-			testnet.Listen(t, w.Inet, outside)
-			if _, err := testnet.Echo(ns, outside); err == nil {
+			nstest.Listen(t, w.Inet, outside)
+			if _, err := nstest.Echo(ns, outside); err == nil {
 				t.Fatal("TCP passed before the recipe: the test proves nothing")
 			}
 			for _, line := range recipe(t, c.name) {
@@ -164,7 +163,7 @@ func TestFirewallRecipes(t *testing.T) {
 					t.Fatalf("%s: %v\n%s", line, err, out)
 				}
 			}
-			seen, err := testnet.Echo(ns, outside)
+			seen, err := nstest.Echo(ns, outside)
 			if err != nil || seen != "203.0.113.2" {
 				t.Errorf("TCP after the recipe: seen from %q, %v; want the uplink's 203.0.113.2", seen, err)
 			}
@@ -173,8 +172,8 @@ func TestFirewallRecipes(t *testing.T) {
 			}
 			if c.inputClosed {
 				service := l.HostAddr.Addr().String() + ":7002"
-				testnet.Listen(t, w.Host, service)
-				if _, err := testnet.Echo(ns, service); err == nil {
+				nstest.Listen(t, w.Host, service)
+				if _, err := nstest.Echo(ns, service); err == nil {
 					t.Error("the namespace reaches a service of the host")
 				}
 			}

@@ -9,10 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // TestHostViewAfterChanges: after random sequences of changes with ip
@@ -24,22 +23,22 @@ import (
 // replaced), which is what broke the route cache before.
 func TestHostViewAfterChanges(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "view-")
-	ns := testnet.NewNS(t, "view-ns")
-	live, err := nat.Config{HostNS: w.Host}.Connect(testnet.NewNS(t, "view-live"), "up0", netip.MustParsePrefix("10.5.200.0/24"))
+	w := nstest.NewWorld(t, "view-")
+	ns := nstest.NewNS(t, "view-ns")
+	live, err := nat.Config{HostNS: w.Host}.Connect(nstest.NewNS(t, "view-live"), "up0", netip.MustParsePrefix("10.5.200.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer live.Close()
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", "vx0", "type", "veth", "peer", "name", "vx1")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "add", "vx0", "type", "veth", "peer", "name", "vx1")
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { hostViewRounds(t, w, ns, rand.New(rand.NewPCG(seed, 2))) })
 	}
 }
 
-func hostViewRounds(t *testing.T, w *testnet.World, ns *netns.Handle, rng *rand.Rand) {
+func hostViewRounds(t *testing.T, w *nstest.World, ns *netns.Handle, rng *rand.Rand) {
 	ip := func(args ...string) {
-		sandbox.CmdErr("ip", append([]string{"-n", w.HostName}, args...)...) // some fail (nothing to delete): fine
+		nstest.CmdErr("ip", append([]string{"-n", w.HostName}, args...)...) // some fail (nothing to delete): fine
 	}
 	candidates := []string{"10.70.0.0/24", "10.70.1.0/24", "10.70.2.0/24", "10.71.0.0/24", "10.71.1.0/24", "10.70.0.0/16"}
 	ops := []func(){
@@ -63,7 +62,7 @@ func hostViewRounds(t *testing.T, w *testnet.World, ns *netns.Handle, rng *rand.
 			ops[rng.IntN(len(ops))]()
 		}
 		routes := hostRoutes(t, w)
-		upState := sandbox.Cmd(t, "ip", "-n", w.HostName, "-j", "-4", "addr", "show", "dev", "up0")
+		upState := nstest.Cmd(t, "ip", "-n", w.HostName, "-j", "-4", "addr", "show", "dev", "up0")
 		upUp := strings.Contains(upState, `"UP"`)
 		upV4 := strings.Contains(upState, `"family":"inet"`)
 		for _, c := range candidates {
@@ -101,13 +100,13 @@ func pick(rng *rand.Rand, s ...string) string { return s[rng.IntN(len(s))] }
 
 // hostRoutes is every IPv4 route of the host's tables that an overlap
 // check counts (not default, broadcast or multicast), per ip -j.
-func hostRoutes(t *testing.T, w *testnet.World) []netip.Prefix {
+func hostRoutes(t *testing.T, w *nstest.World) []netip.Prefix {
 	t.Helper()
 	var routes []struct {
 		Dst  string `json:"dst"`
 		Type string `json:"type"`
 	}
-	out := sandbox.Cmd(t, "ip", "-n", w.HostName, "-j", "-4", "route", "show", "table", "all")
+	out := nstest.Cmd(t, "ip", "-n", w.HostName, "-j", "-4", "route", "show", "table", "all")
 	if err := json.Unmarshal([]byte(out), &routes); err != nil {
 		t.Fatal(err)
 	}

@@ -9,9 +9,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,7 +25,7 @@ func TestHostEndIPv6ReadOnlyProcSys(t *testing.T) {
 		hostEndReadOnlyProcSys(t)
 		return
 	}
-	cmd := sandbox.Child("TestHostEndIPv6ReadOnlyProcSys", "NSNET_HELPER=rosys")
+	cmd := nstest.Child("TestHostEndIPv6ReadOnlyProcSys", "NSNET_HELPER=rosys")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "rosys: checked") {
 		t.Fatalf("child: %v\n%s", err, out)
@@ -42,8 +41,8 @@ func hostEndReadOnlyProcSys(t *testing.T) {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0"), 0); err == nil {
 		t.Fatal("/proc/sys still writable")
 	}
-	w := testnet.NewWorld(t, "rosys-")
-	ns := testnet.NewNS(t, "rosys-ns")
+	w := nstest.NewWorld(t, "rosys-")
+	ns := nstest.NewNS(t, "rosys-ns")
 	before := state(t, w)
 	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.7.0.0/24"))
 	if err != nil {
@@ -52,14 +51,14 @@ func hostEndReadOnlyProcSys(t *testing.T) {
 	var links []struct {
 		Mode string `json:"inet6_addr_gen_mode"`
 	}
-	out := sandbox.Cmd(t, "ip", "-n", w.HostName, "-d", "-j", "link", "show", "dev", l.HostVeth)
+	out := nstest.Cmd(t, "ip", "-n", w.HostName, "-d", "-j", "link", "show", "dev", l.HostVeth)
 	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 || links[0].Mode != "none" {
 		t.Errorf("host end address generation: %s (%v), want none", out, err)
 	}
-	if a := strings.TrimSpace(sandbox.Cmd(t, "ip", "-n", w.HostName, "-6", "addr", "show", "dev", l.HostVeth)); strings.Contains(a, "inet6") {
+	if a := strings.TrimSpace(nstest.Cmd(t, "ip", "-n", w.HostName, "-6", "addr", "show", "dev", l.HostVeth)); strings.Contains(a, "inet6") {
 		t.Errorf("host end has IPv6 addresses:\n%s", a)
 	}
-	if !testnet.Ping(t, "rosys-ns", "203.0.113.1") {
+	if !nstest.Ping(t, "rosys-ns", "203.0.113.1") {
 		t.Error("ping 203.0.113.1 failed")
 	}
 	if err := l.Close(); err != nil {

@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // TestIsolation checks the four home-router properties with real traffic:
@@ -18,16 +17,16 @@ import (
 // prefixes to the uplink; spoofed sources are dropped.
 func TestIsolation(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "iso-")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "iso-")
 	inet := func(args ...string) string {
-		return sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.InetName}, args...)...)
+		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.InetName}, args...)...)
 	}
 	// The outside knows a way to both prefixes: only the rules stop it.
 	inet("ip", "route", "add", "10.0.0.0/16", "via", "203.0.113.2")
 	cfg := nat.Config{HostNS: w.Host}
-	ns1 := testnet.NewNS(t, "iso-ns1")
-	ns2 := testnet.NewNS(t, "iso-ns2")
+	ns1 := nstest.NewNS(t, "iso-ns1")
+	ns2 := nstest.NewNS(t, "iso-ns2")
 	l1, err := cfg.Connect(ns1, "up0", netip.MustParsePrefix("10.0.1.0/24"))
 	if err != nil {
 		t.Fatal(err)
@@ -38,35 +37,35 @@ func TestIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l2.Close()
-	testnet.Listen(t, ns1, "0.0.0.0:9000")
-	testnet.Listen(t, ns2, "0.0.0.0:9000")
-	testnet.Listen(t, w.Inet, "203.0.113.1:9000")
+	nstest.Listen(t, ns1, "0.0.0.0:9000")
+	nstest.Listen(t, ns2, "0.0.0.0:9000")
+	nstest.Listen(t, w.Inet, "203.0.113.1:9000")
 
 	// 1. Out and back.
-	if from, err := testnet.Echo(ns1, "203.0.113.1:9000"); err != nil || from != "203.0.113.2" {
+	if from, err := nstest.Echo(ns1, "203.0.113.1:9000"); err != nil || from != "203.0.113.2" {
 		t.Errorf("ns1 -> outside: %q %v", from, err)
 	}
 	// 2. Siblings are isolated both ways (the host ends' addresses are
 	// the host's own, reached through INPUT, so they stay reachable).
-	if testnet.Ping(t, "iso-ns1", "10.0.2.2") || testnet.Ping(t, "iso-ns2", "10.0.1.2") {
+	if nstest.Ping(t, "iso-ns1", "10.0.2.2") || nstest.Ping(t, "iso-ns2", "10.0.1.2") {
 		t.Error("siblings reach each other")
 	}
-	if _, err := testnet.Echo(ns1, "10.0.2.2:9000"); err == nil {
+	if _, err := nstest.Echo(ns1, "10.0.2.2:9000"); err == nil {
 		t.Error("TCP between siblings")
 	}
 	// 3. Nothing unsolicited from outside, though it has a route.
-	if testnet.Ping(t, w.InetName, "10.0.1.2") {
+	if nstest.Ping(t, w.InetName, "10.0.1.2") {
 		t.Error("outside pings into ns1")
 	}
-	if _, err := testnet.Echo(w.Inet, "10.0.1.2:9000"); err == nil {
+	if _, err := nstest.Echo(w.Inet, "10.0.1.2:9000"); err == nil {
 		t.Error("outside opens TCP into ns1")
 	}
 	// 4. Spoofed sources are dropped: count what reaches the outside with
 	// a source that is not ns1's prefix.
 	inet("nft", "add table ip watch; add chain ip watch in { type filter hook input priority 0; }; add rule ip watch in ip saddr 192.0.2.66 counter; add rule ip watch in ip saddr 203.0.113.2 counter")
-	sandbox.Cmd(t, "ip", "netns", "exec", "iso-ns1", "ip", "addr", "add", "192.0.2.66/32", "dev", "eth0")
-	sandbox.CmdErr("ip", "netns", "exec", "iso-ns1", "ping", "-c2", "-i0.2", "-W1", "-I", "192.0.2.66", "203.0.113.1")
-	testnet.Ping(t, "iso-ns1", "203.0.113.1") // control: legit traffic is counted
+	nstest.Cmd(t, "ip", "netns", "exec", "iso-ns1", "ip", "addr", "add", "192.0.2.66/32", "dev", "eth0")
+	nstest.CmdErr("ip", "netns", "exec", "iso-ns1", "ping", "-c2", "-i0.2", "-W1", "-I", "192.0.2.66", "203.0.113.1")
+	nstest.Ping(t, "iso-ns1", "203.0.113.1") // control: legit traffic is counted
 	counters := inet("nft", "list", "table", "ip", "watch")
 	if !strings.Contains(counters, "ip saddr 192.0.2.66 counter packets 0 ") {
 		t.Errorf("spoofed packets reached the outside:\n%s", counters)
@@ -79,7 +78,7 @@ func TestIsolation(t *testing.T) {
 	// ns1 must not get out; the same from ns1's own address does (port
 	// 9998, the control).
 	inet("nft", "add rule ip watch in udp dport 9999 counter; add rule ip watch in udp dport 9998 counter")
-	sandbox.Cmd(t, "ip", "netns", "exec", "iso-ns1", "ip", "addr", "add", "10.0.2.66/32", "dev", "eth0")
+	nstest.Cmd(t, "ip", "netns", "exec", "iso-ns1", "ip", "addr", "add", "10.0.2.66/32", "dev", "eth0")
 	send := func(from string, port int) {
 		err := ns1.Do(func() error {
 			// Unconnected: the outside's port unreachable replies do not
@@ -122,12 +121,12 @@ func TestIsolation(t *testing.T) {
 // that does not stays isolated.
 func TestAllowSiblings(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "sib-")
+	w := nstest.NewWorld(t, "sib-")
 	open := nat.Config{HostNS: w.Host, AllowSiblings: true}
 	var names []string
 	for i, c := range []nat.Config{open, open, {HostNS: w.Host}} {
 		name := "sib-ns" + string(rune('1'+i))
-		ns := testnet.NewNS(t, name)
+		ns := nstest.NewNS(t, name)
 		l, err := c.Connect(ns, "up0", netip.MustParsePrefix("10.0."+string(rune('1'+i))+".0/24"))
 		if err != nil {
 			t.Fatal(err)
@@ -135,13 +134,13 @@ func TestAllowSiblings(t *testing.T) {
 		defer l.Close()
 		names = append(names, name)
 	}
-	if !testnet.Ping(t, names[0], "10.0.2.2") || !testnet.Ping(t, names[1], "10.0.1.2") {
+	if !nstest.Ping(t, names[0], "10.0.2.2") || !nstest.Ping(t, names[1], "10.0.1.2") {
 		t.Error("allowed siblings cannot reach each other")
 	}
-	if testnet.Ping(t, names[0], "10.0.3.2") || testnet.Ping(t, names[2], "10.0.1.2") {
+	if nstest.Ping(t, names[0], "10.0.3.2") || nstest.Ping(t, names[2], "10.0.1.2") {
 		t.Error("a link without AllowSiblings is reachable")
 	}
-	if !testnet.Ping(t, names[2], "203.0.113.1") {
+	if !nstest.Ping(t, names[2], "203.0.113.1") {
 		t.Error("third link cannot reach out")
 	}
 }

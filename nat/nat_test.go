@@ -9,21 +9,20 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
-func TestMain(m *testing.M) { sandbox.Main(m) }
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // state is everything Close must restore, read with independent tools.
-func state(t *testing.T, w *testnet.World) string {
+func state(t *testing.T, w *nstest.World) string {
 	t.Helper()
 	in := func(args ...string) string {
-		return sandbox.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
+		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
 	}
-	return testnet.Steady(strings.Join([]string{
+	return nstest.Steady(strings.Join([]string{
 		in("ip", "-d", "link"), in("ip", "-4", "addr"), in("ip", "-4", "route", "show", "table", "all"),
 		in("nft", "list", "ruleset"),
 		in("sh", "-c", "grep . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/ip_forward"),
@@ -32,7 +31,7 @@ func state(t *testing.T, w *testnet.World) string {
 
 // sameState fails t if the host no longer reads as before (see state),
 // showing the lines that changed.
-func sameState(t *testing.T, w *testnet.World, before, what string) {
+func sameState(t *testing.T, w *nstest.World, before, what string) {
 	t.Helper()
 	if after := state(t, w); after != before {
 		t.Errorf("%s:\n%s", what, lineDiff(before, after))
@@ -40,9 +39,9 @@ func sameState(t *testing.T, w *testnet.World, before, what string) {
 }
 
 func requireTools(t *testing.T) {
-	sandbox.Require(t)
+	nstest.Require(t)
 	for _, c := range []string{"ip", "nft", "ping"} {
-		sandbox.RequireCmd(t, c)
+		nstest.RequireCmd(t, c)
 	}
 }
 
@@ -50,17 +49,17 @@ func requireTools(t *testing.T) {
 // internet through NAT with one call, checked with ping, TCP, nft and ip.
 func TestTutorial(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "tut-")
-	ns := testnet.NewNS(t, "example-ns1")
-	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "tut-")
+	ns := nstest.NewNS(t, "example-ns1")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
 	before := state(t, w)
 
 	// Control: nothing reaches out before Connect.
-	if testnet.Ping(t, "example-ns1", "203.0.113.1") {
+	if nstest.Ping(t, "example-ns1", "203.0.113.1") {
 		t.Fatal("outside reachable before Connect")
 	}
-	if _, err := testnet.Echo(ns, "203.0.113.1:8080"); err == nil {
+	if _, err := nstest.Echo(ns, "203.0.113.1:8080"); err == nil {
 		t.Fatal("TCP reached outside before Connect")
 	}
 
@@ -71,20 +70,20 @@ func TestTutorial(t *testing.T) {
 	if l.HostAddr.String() != "10.0.0.1/24" || l.NSAddr.String() != "10.0.0.2/24" || l.NSVeth != "eth0" || l.Uplink != "up0" {
 		t.Errorf("link: %+v", l)
 	}
-	if !testnet.Ping(t, "example-ns1", "10.0.0.1") {
+	if !nstest.Ping(t, "example-ns1", "10.0.0.1") {
 		t.Error("ping 10.0.0.1 failed")
 	}
-	if !testnet.Ping(t, "example-ns1", "203.0.113.1") {
+	if !nstest.Ping(t, "example-ns1", "203.0.113.1") {
 		t.Error("ping 203.0.113.1 failed")
 	}
-	from, err := testnet.Echo(ns, "203.0.113.1:8080")
+	from, err := nstest.Echo(ns, "203.0.113.1:8080")
 	if err != nil || from != "203.0.113.2" {
 		t.Errorf("TCP to the outside: seen from %q (want the uplink's 203.0.113.2), %v", from, err)
 	}
 
 	// The ruleset holds the masquerade and forward rules and this link's
 	// elements; forwarding is on for the uplink and the host end only.
-	rules := sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset")
+	rules := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset")
 	for _, want := range []string{"table ip nsnet", "masquerade", "hook forward", "hook postrouting",
 		"ct state established,related accept", "fib saddr . iif oif missing drop",
 		"elements = { \"" + l.HostVeth + "\" comment", "\"" + l.HostVeth + "\" . \"up0\" comment", "10.0.0.0 . 24 comment \"nsnet owner="} {
@@ -93,16 +92,16 @@ func TestTutorial(t *testing.T) {
 		}
 	}
 	fwd := func(dev string) string {
-		return strings.TrimSpace(sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/sys/net/ipv4/conf/"+dev+"/forwarding"))
+		return strings.TrimSpace(nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/sys/net/ipv4/conf/"+dev+"/forwarding"))
 	}
-	global := strings.TrimSpace(sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/sys/net/ipv4/ip_forward"))
+	global := strings.TrimSpace(nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "cat", "/proc/sys/net/ipv4/ip_forward"))
 	if fwd("up0") != "1" || fwd(l.HostVeth) != "1" || fwd("lo") != "0" || global != "0" {
 		t.Errorf("forwarding: up0 %s, %s %s, lo %s, global %s", fwd("up0"), l.HostVeth, fwd(l.HostVeth), fwd("lo"), global)
 	}
 	// The host end has no IPv6 (see Connect's doc); the namespace's end
 	// keeps its own.
 	in := func(ns string, args ...string) string {
-		return strings.TrimSpace(sandbox.Cmd(t, "ip", append([]string{"netns", "exec", ns}, args...)...))
+		return strings.TrimSpace(nstest.Cmd(t, "ip", append([]string{"netns", "exec", ns}, args...)...))
 	}
 	if v := in(w.HostName, "cat", "/proc/sys/net/ipv6/conf/"+l.HostVeth+"/disable_ipv6"); v != "1" {
 		t.Errorf("host end disable_ipv6 = %s, want 1", v)
@@ -113,7 +112,7 @@ func TestTutorial(t *testing.T) {
 	if v := in("example-ns1", "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"); v != "0" {
 		t.Errorf("namespace end disable_ipv6 = %s, want 0", v)
 	}
-	alias := sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "show", l.HostVeth)
+	alias := nstest.Cmd(t, "ip", "-n", w.HostName, "link", "show", l.HostVeth)
 	if !strings.Contains(alias, "alias nsnet owner=") {
 		t.Errorf("host veth has no owner mark:\n%s", alias)
 	}
@@ -127,7 +126,7 @@ func TestTutorial(t *testing.T) {
 	if after := state(t, w); after != before {
 		t.Errorf("state after Close differs:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	if testnet.Ping(t, "example-ns1", "203.0.113.1") {
+	if nstest.Ping(t, "example-ns1", "203.0.113.1") {
 		t.Error("outside still reachable after Close")
 	}
 }
@@ -137,15 +136,15 @@ func TestTutorial(t *testing.T) {
 // rule count does not grow with the links.
 func TestThreeLinks(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "three-")
-	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "three-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
 	before := state(t, w)
 	var links []*nat.Link
 	var nss []*netns.Handle
 	rulesWith := map[int]int{}
 	for i := range 3 {
-		ns := testnet.NewNS(t, fmt.Sprintf("three-ns%d", i))
+		ns := nstest.NewNS(t, fmt.Sprintf("three-ns%d", i))
 		l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix(fmt.Sprintf("10.0.%d.0/24", i)))
 		if err != nil {
 			t.Fatal(err)
@@ -156,12 +155,12 @@ func TestThreeLinks(t *testing.T) {
 	if rulesWith[1] != rulesWith[3] {
 		t.Errorf("rules: %d with one link, %d with three", rulesWith[1], rulesWith[3])
 	}
-	other := testnet.NewNS(t, "three-other")
+	other := nstest.NewNS(t, "three-other")
 	if _, err := (nat.Config{HostNS: w.Host}).Connect(other, "up0", netip.MustParsePrefix("10.0.1.128/25")); !errors.Is(err, nat.ErrOverlap) {
 		t.Errorf("overlapping prefix: %v, want ErrOverlap", err)
 	}
 	for i, ns := range nss {
-		if from, err := testnet.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+		if from, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
 			t.Errorf("ns%d: %q %v", i, from, err)
 		}
 	}
@@ -169,11 +168,11 @@ func TestThreeLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 2} {
-		if _, err := testnet.Echo(nss[i], "203.0.113.1:8080"); err != nil {
+		if _, err := nstest.Echo(nss[i], "203.0.113.1:8080"); err != nil {
 			t.Errorf("ns%d after closing ns1: %v", i, err)
 		}
 	}
-	if _, err := testnet.Echo(nss[1], "203.0.113.1:8080"); err == nil {
+	if _, err := nstest.Echo(nss[1], "203.0.113.1:8080"); err == nil {
 		t.Errorf("ns1 still reaches out after Close")
 	}
 	links[0].Close()
@@ -183,11 +182,11 @@ func TestThreeLinks(t *testing.T) {
 	}
 }
 
-func countRules(t *testing.T, w *testnet.World) int {
+func countRules(t *testing.T, w *nstest.World) int {
 	var rs struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
 	}
-	out := sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "-j", "list", "ruleset")
+	out := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "-j", "list", "ruleset")
 	if err := json.Unmarshal([]byte(out), &rs); err != nil {
 		t.Fatal(err)
 	}
@@ -204,18 +203,18 @@ func countRules(t *testing.T, w *testnet.World) int {
 // Connect and Close.
 func TestForeignTableUntouched(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "foreign-")
-	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "add table inet mine; add chain inet mine userfwd { type filter hook forward priority 10; policy accept; }; add rule inet mine userfwd ip saddr 192.0.2.0/24 counter accept comment \"users rule\"")
+	w := nstest.NewWorld(t, "foreign-")
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "add table inet mine; add chain inet mine userfwd { type filter hook forward priority 10; policy accept; }; add rule inet mine userfwd ip saddr 192.0.2.0/24 counter accept comment \"users rule\"")
 	list := func() string {
-		return sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "-j", "list", "table", "inet", "mine")
+		return nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "-j", "list", "table", "inet", "mine")
 	}
 	before := list()
-	ns := testnet.NewNS(t, "foreign-ns")
+	ns := nstest.NewNS(t, "foreign-ns")
 	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.9.0.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !testnet.Ping(t, "foreign-ns", "203.0.113.1") {
+	if !nstest.Ping(t, "foreign-ns", "203.0.113.1") {
 		t.Error("ping failed next to a foreign table")
 	}
 	if err := l.Close(); err != nil {
@@ -229,15 +228,15 @@ func TestForeignTableUntouched(t *testing.T) {
 // TestBadInput: each refusal is a clear error and changes nothing.
 func TestBadInput(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "bad-")
-	ns := testnet.NewNS(t, "bad-ns")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "bad-")
+	ns := nstest.NewNS(t, "bad-ns")
 	closed, _ := netns.NewAnonymous()
 	closed.Close()
-	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.1")
-	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "link", "add", "down0", "type", "veth", "peer", "name", "down1")
-	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "link", "add", "nov4", "type", "veth", "peer", "name", "nov4p")
-	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "link", "set", "nov4", "up")
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.1")
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "link", "add", "down0", "type", "veth", "peer", "name", "down1")
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "link", "add", "nov4", "type", "veth", "peer", "name", "nov4p")
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "ip", "link", "set", "nov4", "up")
 	before := state(t, w)
 	p := netip.MustParsePrefix
 	cfg := nat.Config{HostNS: w.Host}

@@ -9,10 +9,9 @@ import (
 	"testing"
 
 	"github.com/nsnet/nsnet/addr"
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/route"
 	"github.com/nsnet/nsnet/veth"
 )
@@ -21,10 +20,10 @@ import (
 // the iptables step with AddRules, and checks traffic and the clean-up.
 func TestTutorialByHand(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "hand-")
-	ns := testnet.NewNS(t, "hand-ns1")
-	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "hand-")
+	ns := nstest.NewNS(t, "hand-ns1")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
 	before := state(t, w)
 
 	must := func(err error) {
@@ -38,14 +37,14 @@ func TestTutorialByHand(t *testing.T) {
 	must(addr.Add(w.Host, "veth-a", netip.MustParsePrefix("10.0.0.1/24")))
 	must(addr.Add(ns, "veth-b", netip.MustParsePrefix("10.0.0.2/24")))
 	must(route.AddDefault(ns, netip.MustParseAddr("10.0.0.1")))
-	if testnet.Ping(t, "hand-ns1", "203.0.113.1") {
+	if nstest.Ping(t, "hand-ns1", "203.0.113.1") {
 		t.Fatal("outside reachable before the rules")
 	}
 	r, err := nat.AddRules(w.Host, "veth-a", "up0", netip.MustParsePrefix("10.0.0.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if from, err := testnet.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+	if from, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
 		t.Errorf("TCP out: %q %v", from, err)
 	}
 	if _, err := nat.AddRules(w.Host, "veth-a", "up0", netip.MustParsePrefix("10.0.0.0/25")); err == nil {
@@ -53,7 +52,7 @@ func TestTutorialByHand(t *testing.T) {
 	}
 	must(r.Close())
 	must(r.Close())
-	if testnet.Ping(t, "hand-ns1", "203.0.113.1") {
+	if nstest.Ping(t, "hand-ns1", "203.0.113.1") {
 		t.Error("outside reachable after Close")
 	}
 	must(veth.Delete(w.Host, "veth-a"))
@@ -66,9 +65,9 @@ func TestTutorialByHand(t *testing.T) {
 // input with the promised errors and change nothing.
 func TestAddRulesSweepCloseAllBadInput(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "rbad-")
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", "hv0", "type", "veth", "peer", "name", "hv1")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "rbad-")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "add", "hv0", "type", "veth", "peer", "name", "hv1")
 	closed, _ := netns.NewAnonymous()
 	closed.Close()
 	before := state(t, w)
@@ -111,8 +110,8 @@ func TestAddRulesSweepCloseAllBadInput(t *testing.T) {
 // their own prefixes; a third overlapping one is refused as an overlap.
 func TestTwoRules(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "two-")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "two-")
 	before := state(t, w)
 	var all []*nat.Rules
 	for i, name := range []string{"hv-a", "hv-c"} {
@@ -150,8 +149,8 @@ func TestTwoRules(t *testing.T) {
 // on (here at the table) leaves the host as it was, forwarding included.
 func TestAddRulesFault(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "rflt-")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "rflt-")
 	if err := veth.Create(w.Host, veth.Config{Name: "rf-a", PeerName: "rf-b", Up: true}); err != nil {
 		t.Fatal(err)
 	}

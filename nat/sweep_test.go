@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // TestHelperConnect is not a test: it is the body of the child processes
@@ -52,10 +51,10 @@ func TestHelperConnect(t *testing.T) {
 // once it printed want ("connected", or "blocked" with step set); env
 // adds to the helper's environment (NSNET_HELPER_DOCKERUSER=1: with
 // Config.DockerUser).
-func killedChild(t *testing.T, w *testnet.World, nsName, prefix, step string, env ...string) {
+func killedChild(t *testing.T, w *nstest.World, nsName, prefix, step string, env ...string) {
 	t.Helper()
-	testnet.NewNS(t, nsName)
-	cmd := sandbox.Child("TestHelperConnect", append([]string{"NSNET_HELPER=connect", "NSNET_HELPER_HOST=" + w.HostName,
+	nstest.NewNS(t, nsName)
+	cmd := nstest.Child("TestHelperConnect", append([]string{"NSNET_HELPER=connect", "NSNET_HELPER_HOST=" + w.HostName,
 		"NSNET_HELPER_NS=" + nsName, "NSNET_HELPER_PREFIX=" + prefix, "NSNET_HELPER_STEP=" + step}, env...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -96,7 +95,7 @@ func killedChild(t *testing.T, w *testnet.World, nsName, prefix, step string, en
 // before, forwarding back off and the table gone.
 func TestSweepDeadOwner(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "swd-")
+	w := nstest.NewWorld(t, "swd-")
 	before := state(t, w)
 	killedChild(t, w, "swd-ns1", "10.5.1.0/24", "")
 	if state(t, w) == before {
@@ -117,8 +116,8 @@ func TestSweepDeadOwner(t *testing.T) {
 // of Connect are swept; the live link keeps working and its rules stay.
 func TestSweepLeavesLiveOwners(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "swl-")
-	live := testnet.NewNS(t, "swl-live")
+	w := nstest.NewWorld(t, "swl-")
+	live := nstest.NewNS(t, "swl-live")
 	l, err := nat.Config{HostNS: w.Host}.Connect(live, "up0", netip.MustParsePrefix("10.5.0.0/24"))
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +134,7 @@ func TestSweepLeavesLiveOwners(t *testing.T) {
 		t.Errorf("Sweep = %+v", res)
 	}
 	sameState(t, w, before, "state after Sweep")
-	if !testnet.Ping(t, "swl-live", "203.0.113.1") {
+	if !nstest.Ping(t, "swl-live", "203.0.113.1") {
 		t.Error("the live link stopped working")
 	}
 	// Sweeping again finds nothing.
@@ -149,8 +148,8 @@ func TestSweepLeavesLiveOwners(t *testing.T) {
 // 64 KiB, leaving 683 of 2,001), and a live link's stay.
 func TestSweepAtScale(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "swbig-")
-	ns := testnet.NewNS(t, "swbig-ns")
+	w := nstest.NewWorld(t, "swbig-")
+	ns := nstest.NewNS(t, "swbig-ns")
 	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.5.9.0/24"))
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +183,7 @@ func TestSweepAtScale(t *testing.T) {
 	if !strings.Contains(rules, "10.5.9.0 . 24 comment") || !strings.Contains(rules, `"`+l.HostVeth+`" . "up0"`) {
 		t.Errorf("the live link's entries went:\n%s", rules)
 	}
-	if !testnet.Ping(t, "swbig-ns", "203.0.113.1") {
+	if !nstest.Ping(t, "swbig-ns", "203.0.113.1") {
 		t.Error("the live link stopped working")
 	}
 }
@@ -194,10 +193,10 @@ func TestSweepAtScale(t *testing.T) {
 // process (whose Close would then fail).
 func TestSweepRacingOthers(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "swrace-")
-	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	w := nstest.NewWorld(t, "swrace-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
 	before := state(t, w)
-	cmd := sandbox.Child("TestHelperCycles", "NSNET_HELPER=cycles", "NSNET_HELPER_HOST="+w.HostName, "NSNET_HELPER_ID=0")
+	cmd := nstest.Child("TestHelperCycles", "NSNET_HELPER=cycles", "NSNET_HELPER_HOST="+w.HostName, "NSNET_HELPER_ID=0")
 	done := make(chan error, 1)
 	var out []byte
 	go func() {

@@ -10,17 +10,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // counter returns the packets of the outside host's watch counter for
 // source src (see watchSources).
-func counter(t *testing.T, w *testnet.World, src string) int {
+func counter(t *testing.T, w *nstest.World, src string) int {
 	t.Helper()
-	out := sandbox.Cmd(t, "ip", "netns", "exec", w.InetName, "nft", "list", "chain", "ip", "watch", "in")
+	out := nstest.Cmd(t, "ip", "netns", "exec", w.InetName, "nft", "list", "chain", "ip", "watch", "in")
 	m := regexp.MustCompile(`ip saddr ` + regexp.QuoteMeta(src) + ` counter packets (\d+)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no counter for %s:\n%s", src, out)
@@ -30,13 +29,13 @@ func counter(t *testing.T, w *testnet.World, src string) int {
 }
 
 // watchSources counts, on the outside host, what arrives from each source.
-func watchSources(t *testing.T, w *testnet.World, srcs ...string) {
+func watchSources(t *testing.T, w *nstest.World, srcs ...string) {
 	t.Helper()
 	cmd := "add table ip watch; add chain ip watch in { type filter hook prerouting priority -300; }"
 	for _, s := range srcs {
 		cmd += "; add rule ip watch in ip saddr " + s + " counter"
 	}
-	sandbox.Cmd(t, "ip", "netns", "exec", w.InetName, "nft", cmd)
+	nstest.Cmd(t, "ip", "netns", "exec", w.InetName, "nft", cmd)
 }
 
 // sender sends UDP from ns to the outside host from 16 ports in turn, as
@@ -89,8 +88,8 @@ func sender(t *testing.T, ns *netns.Handle, stop chan struct{}) chan int {
 // with the namespace's private source reach the outside (issue 12, 1).
 func TestNoPrivateSourceLeaves(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "leak-")
-	ns := testnet.NewNS(t, "leak-ns")
+	w := nstest.NewWorld(t, "leak-")
+	ns := nstest.NewNS(t, "leak-ns")
 	watchSources(t, w, "10.0.0.0/8", "203.0.113.2")
 	stop := make(chan struct{})
 	sent := sender(t, ns, stop)
@@ -122,10 +121,10 @@ func TestNoPrivateSourceLeaves(t *testing.T) {
 // (which keeps sending to whatever address it heard from), closes A, then
 // connects B with the same prefix and reports how many of the outside's
 // packets B receives on A's port in half a second.
-func staleFlow(t *testing.T, w *testnet.World, tag string) int {
+func staleFlow(t *testing.T, w *nstest.World, tag string) int {
 	t.Helper()
 	p := netip.MustParsePrefix("10.12.0.0/24")
-	a := testnet.NewNS(t, tag+"-a")
+	a := nstest.NewNS(t, tag+"-a")
 	la, err := nat.Config{HostNS: w.Host}.Connect(a, "up0", p)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +169,7 @@ func staleFlow(t *testing.T, w *testnet.World, tag string) int {
 	}
 	ca.Close()
 	la.Close() // the conntrack step may be failed on purpose
-	b := testnet.NewNS(t, tag+"-b")
+	b := nstest.NewNS(t, tag+"-b")
 	lb, err := nat.Config{HostNS: w.Host}.Connect(b, "up0", p)
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +198,7 @@ func staleFlow(t *testing.T, w *testnet.World, tag string) int {
 // control fails that step of Close, and the packets do arrive.
 func TestNoStaleFlow(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "stale-")
+	w := nstest.NewWorld(t, "stale-")
 	nat.SetFailHook(failAt("close conntrack"))
 	control := staleFlow(t, w, "stale1")
 	nat.SetFailHook(nil)
@@ -218,13 +217,13 @@ func TestNoStaleFlow(t *testing.T) {
 // the packets do get there when the uplink forwards on its own.
 func TestForwardsNothingElse(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "only-")
-	testnet.NewNS(t, "only-lan")
-	ns := testnet.NewNS(t, "only-ns")
+	w := nstest.NewWorld(t, "only-")
+	nstest.NewNS(t, "only-lan")
+	ns := nstest.NewNS(t, "only-ns")
 	in := func(nsName string, args ...string) {
-		sandbox.Cmd(t, "ip", append([]string{"netns", "exec", nsName}, args...)...)
+		nstest.Cmd(t, "ip", append([]string{"netns", "exec", nsName}, args...)...)
 	}
-	sandbox.Cmd(t, "ip", "-n", w.HostName, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", "only-lan")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", "only-lan")
 	in(w.HostName, "ip", "addr", "add", "192.168.77.1/24", "dev", "lan0")
 	in(w.HostName, "ip", "link", "set", "lan0", "up")
 	in("only-lan", "ip", "addr", "add", "192.168.77.2/24", "dev", "eth0")
@@ -232,8 +231,8 @@ func TestForwardsNothingElse(t *testing.T) {
 	in(w.InetName, "ip", "route", "add", "192.168.77.0/24", "via", "203.0.113.2")
 	in("only-lan", "nft", "add table ip watch; add chain ip watch in { type filter hook prerouting priority -300; }; add rule ip watch in ip saddr 203.0.113.1 counter")
 	arrived := func() int {
-		testnet.Ping(t, w.InetName, "192.168.77.2")
-		out := sandbox.Cmd(t, "ip", "netns", "exec", "only-lan", "nft", "list", "chain", "ip", "watch", "in")
+		nstest.Ping(t, w.InetName, "192.168.77.2")
+		out := nstest.Cmd(t, "ip", "netns", "exec", "only-lan", "nft", "list", "chain", "ip", "watch", "in")
 		m := regexp.MustCompile(`counter packets (\d+)`).FindStringSubmatch(out)
 		n, _ := strconv.Atoi(m[1])
 		return n
@@ -248,7 +247,7 @@ func TestForwardsNothingElse(t *testing.T) {
 	if n := arrived(); n != 0 {
 		t.Errorf("with a link, %d packets from the outside reached the other network", n)
 	}
-	if !testnet.Ping(t, "only-ns", "203.0.113.1") {
+	if !nstest.Ping(t, "only-ns", "203.0.113.1") {
 		t.Error("the link itself does not work")
 	}
 	if err := l.Close(); err != nil {
@@ -265,13 +264,13 @@ func TestForwardsNothingElse(t *testing.T) {
 // interface while a link is live; Close leaves it on (issue 12, part 3).
 func TestUserForwardingLeftAlone(t *testing.T) {
 	requireTools(t)
-	w := testnet.NewWorld(t, "usr-")
-	ns := testnet.NewNS(t, "usr-ns")
+	w := nstest.NewWorld(t, "usr-")
+	ns := nstest.NewNS(t, "usr-ns")
 	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.13.1.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sandbox.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	if err := l.Close(); err != nil {
 		t.Error(err)
 	}
@@ -286,10 +285,10 @@ func TestUserForwardingLeftAlone(t *testing.T) {
 // then leaves the host as it was.
 func TestSurvivesFlush(t *testing.T) {
 	requireTools(t)
-	sandbox.CheckLeaks(t)
-	w := testnet.NewWorld(t, "flush-")
-	ns := testnet.NewNS(t, "flush-ns")
-	testnet.Listen(t, w.Inet, "203.0.113.1:8080")
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "flush-")
+	ns := nstest.NewNS(t, "flush-ns")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
 	before := state(t, w)
 	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.15.0.0/24"))
 	if err != nil {
@@ -299,7 +298,7 @@ func TestSurvivesFlush(t *testing.T) {
 	flushed := time.Now()
 	var gap time.Duration
 	for {
-		out, err := sandbox.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", "table", "ip", "nsnet")
+		out, err := nstest.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", "table", "ip", "nsnet")
 		if err == nil && strings.Contains(out, `"`+l.HostVeth+`" . "up0"`) {
 			gap = time.Since(flushed)
 			break
@@ -313,12 +312,12 @@ func TestSurvivesFlush(t *testing.T) {
 	if unsolicited(t, w, "10.15.0.2") {
 		t.Error("the outside reaches the namespace after the flush")
 	}
-	if from, err := testnet.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+	if from, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
 		t.Errorf("TCP out after the flush: seen from %q, %v", from, err)
 	}
 	if err := l.Close(); err != nil {
 		t.Errorf("Close after the flush: %v", err)
 	}
-	sandbox.Cmd(t, "ip", "-n", w.InetName, "route", "del", "10.0.0.0/8")
+	nstest.Cmd(t, "ip", "-n", w.InetName, "route", "del", "10.0.0.0/8")
 	sameState(t, w, before, "state after Close")
 }

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/veth"
 	"golang.org/x/sys/unix"
 )
@@ -25,8 +25,8 @@ import (
 // fd 0, which mdlayher/netlink reads as "the calling thread's namespace":
 // the pair was then made in the caller's namespace.
 func TestHandleNeverOnFDZero(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
 	made, err := netns.New("fd0-ns")
 	if err != nil {
 		t.Fatal(err)
@@ -53,12 +53,12 @@ func TestHandleNeverOnFDZero(t *testing.T) {
 	if err := veth.Create(h, veth.Config{Name: "fd0a", PeerName: "fd0b"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sandbox.CmdErr("ip", "-n", "fd0-ns", "link", "show", "fd0a"); err != nil {
+	if _, err := nstest.CmdErr("ip", "-n", "fd0-ns", "link", "show", "fd0a"); err != nil {
 		t.Errorf("the pair is not in the handle's namespace: %v", err)
 	}
-	if _, err := sandbox.CmdErr("ip", "link", "show", "fd0a"); err == nil {
+	if _, err := nstest.CmdErr("ip", "link", "show", "fd0a"); err == nil {
 		t.Error("the pair was made in the caller's namespace")
-		sandbox.CmdErr("ip", "link", "del", "fd0a")
+		nstest.CmdErr("ip", "link", "del", "fd0a")
 	}
 }
 
@@ -67,8 +67,8 @@ func TestHandleNeverOnFDZero(t *testing.T) {
 // by blocking, setns or unshare elsewhere), Do returns and every thread of
 // the process is back in its own namespace.
 func TestDoLeavesNoThreadBehind(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.CheckLeaks(t) // every thread's /proc/self/task/*/ns/net, at the end
+	nstest.Require(t)
+	nstest.CheckLeaks(t) // every thread's /proc/self/task/*/ns/net, at the end
 	h, err := netns.NewAnonymous()
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func TestDoLeavesNoThreadBehind(t *testing.T) {
 // TestStartRefusesNewNetwork: a command asking for a fresh network
 // namespace of its own would not start in h's: refused.
 func TestStartRefusesNewNetwork(t *testing.T) {
-	sandbox.Require(t)
+	nstest.Require(t)
 	h, err := netns.NewAnonymous()
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func TestStartRefusesNewNetwork(t *testing.T) {
 // TestOpenFIFO: a FIFO where a namespace should be is refused at once,
 // not waited on forever.
 func TestOpenFIFO(t *testing.T) {
-	sandbox.Require(t)
+	nstest.Require(t)
 	os.MkdirAll(netns.Dir, 0o755)
 	path := filepath.Join(netns.Dir, "fifo")
 	if err := unix.Mkfifo(path, 0o600); err != nil {
@@ -181,7 +181,7 @@ func TestOpenFIFO(t *testing.T) {
 // TestDroppedHandleIsClosed: a Handle dropped without Close does not keep
 // its descriptor (and namespace) until the process exits.
 func TestDroppedHandleIsClosed(t *testing.T) {
-	sandbox.Require(t)
+	nstest.Require(t)
 	h, err := netns.NewAnonymous()
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +203,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // TestDeleteSymlinkEntry: deleting an entry that is a symbolic link removes
 // the link, not the mount of the namespace it points to.
 func TestDeleteSymlinkEntry(t *testing.T) {
-	sandbox.Require(t)
+	nstest.Require(t)
 	h, err := netns.New("real-ns")
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +234,7 @@ func TestDeleteSymlinkEntry(t *testing.T) {
 // the next New makes it a shared mount again (as ip netns add does), so
 // its namespaces show in mount namespaces made later.
 func TestDirSharedAgain(t *testing.T) {
-	sandbox.Require(t)
+	nstest.Require(t)
 	h, err := netns.New("share-a")
 	if err != nil {
 		t.Fatal(err)
@@ -274,8 +274,8 @@ func TestDirSharedAgain(t *testing.T) {
 // TestNewDeleteRace: New and Delete of one name from 8 goroutines: never
 // two namespaces mounted on the name, never EBUSY from Delete.
 func TestNewDeleteRace(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.CheckLeaks(t)
 	errs := make(chan error, 8*40)
 	done := make(chan bool)
 	for g := range 8 {

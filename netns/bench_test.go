@@ -4,14 +4,14 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 // BenchmarkNewDelete is "ip netns add NAME; ip netns del NAME" done by the
 // library; BenchmarkIPNetnsAddDel times the ip(8) commands in the same run.
 func BenchmarkNewDelete(b *testing.B) {
-	sandbox.Require(b)
+	nstest.Require(b)
 	for b.Loop() {
 		h, err := netns.New("bench")
 		if err != nil {
@@ -25,8 +25,8 @@ func BenchmarkNewDelete(b *testing.B) {
 }
 
 func BenchmarkIPNetnsAddDel(b *testing.B) {
-	sandbox.Require(b)
-	sandbox.RequireCmd(b, "ip")
+	nstest.Require(b)
+	nstest.RequireCmd(b, "ip")
 	for b.Loop() {
 		if err := exec.Command("ip", "netns", "add", "bench").Run(); err != nil {
 			b.Fatal(err)
@@ -39,7 +39,7 @@ func BenchmarkIPNetnsAddDel(b *testing.B) {
 
 // BenchmarkDo is one round trip into a namespace and back.
 func BenchmarkDo(b *testing.B) {
-	sandbox.Require(b)
+	nstest.Require(b)
 	h, err := netns.NewAnonymous()
 	if err != nil {
 		b.Fatal(err)
@@ -54,8 +54,8 @@ func BenchmarkDo(b *testing.B) {
 
 // BenchmarkIPNetnsExec is the shell's way to run something inside.
 func BenchmarkIPNetnsExecTrue(b *testing.B) {
-	sandbox.Require(b)
-	sandbox.RequireCmd(b, "ip")
+	nstest.Require(b)
+	nstest.RequireCmd(b, "ip")
 	if err := exec.Command("ip", "netns", "add", "bench-exec").Run(); err != nil {
 		b.Fatal(err)
 	}

@@ -13,16 +13,16 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
-func TestMain(m *testing.M) { sandbox.Main(m) }
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 func ipNetnsList(t *testing.T) []string {
 	t.Helper()
 	var names []string
-	for _, line := range strings.Split(strings.TrimSpace(sandbox.Cmd(t, "ip", "netns", "list")), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(nstest.Cmd(t, "ip", "netns", "list")), "\n") {
 		if f := strings.Fields(line); len(f) > 0 {
 			names = append(names, f[0])
 		}
@@ -32,9 +32,9 @@ func ipNetnsList(t *testing.T) []string {
 }
 
 func TestNewOpenListDelete(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	nstest.CheckLeaks(t)
 
 	h, err := netns.New("example-ns1")
 	if err != nil {
@@ -46,7 +46,7 @@ func TestNewOpenListDelete(t *testing.T) {
 	}
 	// ip netns exec sees a namespace with only lo, unlike the sandbox's.
 	var links []struct{ Ifname string }
-	out := sandbox.Cmd(t, "ip", "netns", "exec", "example-ns1", "ip", "-j", "link")
+	out := nstest.Cmd(t, "ip", "netns", "exec", "example-ns1", "ip", "-j", "link")
 	if err := json.Unmarshal([]byte(out), &links); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestNewOpenListDelete(t *testing.T) {
 	}
 
 	// A namespace made by ip is opened and listed by the library.
-	sandbox.Cmd(t, "ip", "netns", "add", "from-ip")
+	nstest.Cmd(t, "ip", "netns", "add", "from-ip")
 	names, err := netns.List()
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestNewOpenListDelete(t *testing.T) {
 }
 
 func TestNewExisting(t *testing.T) {
-	sandbox.Require(t)
+	nstest.Require(t)
 	h, err := netns.New("dup")
 	if err != nil {
 		t.Fatal(err)
@@ -134,8 +134,8 @@ func TestInvalidNames(t *testing.T) {
 }
 
 func TestClosedHandle(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.CheckLeaks(t)
 	h, err := netns.NewAnonymous()
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +158,7 @@ func TestClosedHandle(t *testing.T) {
 }
 
 func TestOpenPathRejectsOtherFiles(t *testing.T) {
-	sandbox.Require(t)
+	nstest.Require(t)
 	for _, p := range []string{"/proc/self/ns/mnt", "/etc/hostname", filepath.Join(t.TempDir(), "missing")} {
 		if h, err := netns.OpenPath(p); err == nil {
 			h.Close()
@@ -178,8 +178,8 @@ func TestOpenPathRejectsOtherFiles(t *testing.T) {
 // TestDoConcurrent: 50 goroutines make 1,000 Do calls over 5 namespaces;
 // each call must see its namespace, and no thread may stay in one after.
 func TestDoConcurrent(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.CheckLeaks(t)
 	var nss []*netns.Handle
 	for range 5 {
 		h, err := netns.NewAnonymous()
@@ -222,8 +222,8 @@ func TestDoConcurrent(t *testing.T) {
 }
 
 func TestDoPanicRestoresThread(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.CheckLeaks(t)
 	h, err := netns.NewAnonymous()
 	if err != nil {
 		t.Fatal(err)
@@ -246,8 +246,8 @@ func TestDoPanicRestoresThread(t *testing.T) {
 // TestNewRace: 10 goroutines race New for one name; one wins, the others
 // get ErrExist, and exactly one entry and one mount remain.
 func TestNewRace(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.CheckLeaks(t)
 	mounts := countMounts(t)
 	var wg sync.WaitGroup
 	var won atomic.Int64
@@ -285,8 +285,8 @@ func TestNewRace(t *testing.T) {
 // TestNewDeleteCycles: 1,000 New/Close/Delete leave fds and mounts as they
 // were (CheckLeaks covers fds, threads and goroutines).
 func TestNewDeleteCycles(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.CheckLeaks(t)
 	n := 1000
 	if testing.Short() {
 		n = 100
@@ -331,12 +331,12 @@ func countMounts(t *testing.T) int {
 // TestStartSeesOnlyItsLinks: a command started in a namespace sees that
 // namespace's links, not the caller's.
 func TestStartSeesOnlyItsLinks(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	nstest.CheckLeaks(t)
 	// A link in the sandbox (the "host" here) that must not be seen inside.
-	sandbox.Cmd(t, "ip", "link", "add", "outer0", "type", "veth", "peer", "name", "outer1")
-	defer sandbox.CmdErr("ip", "link", "del", "outer0")
+	nstest.Cmd(t, "ip", "link", "add", "outer0", "type", "veth", "peer", "name", "outer1")
+	defer nstest.CmdErr("ip", "link", "del", "outer0")
 
 	h, err := netns.NewAnonymous()
 	if err != nil {
@@ -352,7 +352,7 @@ func TestStartSeesOnlyItsLinks(t *testing.T) {
 		t.Fatalf("links inside:\n%s", out)
 	}
 	// And the caller's namespace did not change.
-	out, _ = sandbox.CmdErr("ip", "-o", "link", "show")
+	out, _ = nstest.CmdErr("ip", "-o", "link", "show")
 	if !strings.Contains(out, "outer0") {
 		t.Fatalf("links outside:\n%s", out)
 	}

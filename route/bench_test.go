@@ -6,14 +6,14 @@ import (
 	"testing"
 
 	"github.com/nsnet/nsnet/addr"
-	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/route"
 	"github.com/nsnet/nsnet/veth"
 )
 
 func benchLink(b *testing.B) {
 	b.Helper()
-	sandbox.Require(b)
+	nstest.Require(b)
 	if err := veth.Create(nil, veth.Config{Name: "br0", PeerName: "br1", Up: true}); err != nil {
 		b.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func BenchmarkAddDelete(b *testing.B) {
 
 func BenchmarkIPRouteAddDel(b *testing.B) {
 	benchLink(b)
-	sandbox.RequireCmd(b, "ip")
+	nstest.RequireCmd(b, "ip")
 	for b.Loop() {
 		if err := exec.Command("ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.2").Run(); err != nil {
 			b.Fatal(err)

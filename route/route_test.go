@@ -12,14 +12,13 @@ import (
 	"time"
 
 	"github.com/nsnet/nsnet/addr"
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/route"
 	"github.com/nsnet/nsnet/veth"
 )
 
-func TestMain(m *testing.M) { sandbox.Main(m) }
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 type ipRoute struct {
 	Dst      string `json:"dst"`
@@ -37,7 +36,7 @@ func ipRoutes(t *testing.T, nsName string, v6 bool) []ipRoute {
 		args = append(args, "-6")
 	}
 	var rs []ipRoute
-	if err := json.Unmarshal([]byte(sandbox.Cmd(t, "ip", append(args, "route", "show")...)), &rs); err != nil {
+	if err := json.Unmarshal([]byte(nstest.Cmd(t, "ip", append(args, "route", "show")...)), &rs); err != nil {
 		t.Fatal(err)
 	}
 	return rs
@@ -47,8 +46,8 @@ func ipRoutes(t *testing.T, nsName string, v6 bool) []ipRoute {
 // namespaces, a veth pair between them (peer created inside), both up,
 // 10.0.0.1/24 and 10.0.0.2/24, and a default route via 10.0.0.1 inside.
 func pair(t *testing.T) (host, ns *netns.Handle) {
-	host = testnet.NewNS(t, "rt-host")
-	ns = testnet.NewNS(t, "rt-ns")
+	host = nstest.NewNS(t, "rt-host")
+	ns = nstest.NewNS(t, "rt-ns")
 	if err := veth.Create(host, veth.Config{Name: "veth-a", PeerName: "veth-b", PeerNS: ns, Up: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -65,10 +64,10 @@ func pair(t *testing.T) (host, ns *netns.Handle) {
 }
 
 func TestTutorialMiddleSteps(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	sandbox.RequireCmd(t, "ping")
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	nstest.RequireCmd(t, "ping")
+	nstest.CheckLeaks(t)
 	host, ns := pair(t)
 
 	// ip -j route agrees with route.List, field by field.
@@ -108,21 +107,21 @@ func TestTutorialMiddleSteps(t *testing.T) {
 	if r.Gateway != netip.MustParseAddr("10.0.0.1") || r.LinkIndex != peer.Index || r.Src != netip.MustParseAddr("10.0.0.2") {
 		t.Errorf("Get = %+v", r)
 	}
-	ipGet := sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "get", "203.0.113.9")
+	ipGet := nstest.Cmd(t, "ip", "-n", "rt-ns", "route", "get", "203.0.113.9")
 	if !strings.Contains(ipGet, "via 10.0.0.1 dev veth-b src 10.0.0.2") {
 		t.Errorf("ip route get: %s", ipGet)
 	}
 
 	// Real traffic, both ways: ping and a TCP echo.
-	if !testnet.Ping(t, "rt-ns", "10.0.0.1") || !testnet.Ping(t, "rt-host", "10.0.0.2") {
+	if !nstest.Ping(t, "rt-ns", "10.0.0.1") || !nstest.Ping(t, "rt-host", "10.0.0.2") {
 		t.Fatal("ping failed")
 	}
-	testnet.Listen(t, host, "10.0.0.1:7001")
-	testnet.Listen(t, ns, "10.0.0.2:7002")
-	if from, err := testnet.Echo(ns, "10.0.0.1:7001"); err != nil || from != "10.0.0.2" {
+	nstest.Listen(t, host, "10.0.0.1:7001")
+	nstest.Listen(t, ns, "10.0.0.2:7002")
+	if from, err := nstest.Echo(ns, "10.0.0.1:7001"); err != nil || from != "10.0.0.2" {
 		t.Errorf("echo ns->host: from %q, %v", from, err)
 	}
-	if from, err := testnet.Echo(host, "10.0.0.2:7002"); err != nil || from != "10.0.0.1" {
+	if from, err := nstest.Echo(host, "10.0.0.2:7002"); err != nil || from != "10.0.0.1" {
 		t.Errorf("echo host->ns: from %q, %v", from, err)
 	}
 
@@ -139,9 +138,9 @@ func TestTutorialMiddleSteps(t *testing.T) {
 }
 
 func TestIPv6(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ping")
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ping")
+	nstest.CheckLeaks(t)
 	host, ns := pair(t)
 	a1, a2 := netip.MustParsePrefix("fd00::1/64"), netip.MustParsePrefix("fd00::2/64")
 	if err := addr.Add(host, "veth-a", a1); err != nil {
@@ -169,23 +168,23 @@ func TestIPv6(t *testing.T) {
 	if !found {
 		t.Errorf("ip -6 route: %+v", rs)
 	}
-	if !testnet.Ping(t, "rt-ns", "fd00::1") || !testnet.Ping(t, "rt-host", "fd00::2") {
+	if !nstest.Ping(t, "rt-ns", "fd00::1") || !nstest.Ping(t, "rt-host", "fd00::2") {
 		t.Fatal("ping6 failed")
 	}
-	testnet.Listen(t, host, "[fd00::1]:7003")
-	if from, err := testnet.Echo(ns, "[fd00::1]:7003"); err != nil || from != "fd00::2" {
+	nstest.Listen(t, host, "[fd00::1]:7003")
+	if from, err := nstest.Echo(ns, "[fd00::1]:7003"); err != nil || from != "fd00::2" {
 		t.Errorf("echo6: from %q, %v", from, err)
 	}
 }
 
 func TestErrors(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	nstest.CheckLeaks(t)
 	_, ns := pair(t)
 	closed, _ := netns.NewAnonymous()
 	closed.Close()
-	before := testnet.Steady(sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all"))
+	before := nstest.Steady(nstest.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all"))
 	p := netip.MustParsePrefix
 	a := netip.MustParseAddr
 	for _, c := range []struct {
@@ -221,7 +220,7 @@ func TestErrors(t *testing.T) {
 	if err := route.Add(ns, route.Route{Dst: p("192.0.2.0/24"), Gateway: a("198.51.100.1")}); err == nil {
 		t.Errorf("unreachable gateway accepted")
 	}
-	if after := testnet.Steady(sandbox.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all")); after != before {
+	if after := nstest.Steady(nstest.Cmd(t, "ip", "-n", "rt-ns", "route", "show", "table", "all")); after != before {
 		t.Errorf("routes changed:\n%s\n---\n%s", before, after)
 	}
 }
@@ -233,18 +232,18 @@ func listErr(ns *netns.Handle, f *route.Filter) error { _, err := route.List(ns,
 // its type left zero (any type, as ip route del does), and String names
 // the type as ip route does.
 func TestRouteTypes(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	ns := testnet.NewNS(t, "rtype-ns")
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	ns := nstest.NewNS(t, "rtype-ns")
 	for _, typ := range []string{"blackhole", "unreachable", "prohibit", "throw"} {
-		sandbox.Cmd(t, "ip", "-n", "rtype-ns", "route", "add", typ, "198.51.100.0/24")
+		nstest.Cmd(t, "ip", "-n", "rtype-ns", "route", "add", typ, "198.51.100.0/24")
 		rs, err := route.List(ns, nil)
 		if err != nil || len(rs) != 1 || !strings.HasPrefix(rs[0].String(), typ+" 198.51.100.0/24") {
 			t.Errorf("%s route listed as %v, %v", typ, rs, err)
 		}
 		if err := route.Delete(ns, route.Route{Dst: netip.MustParsePrefix("198.51.100.0/24")}); err != nil {
 			t.Errorf("delete of a %s route with a zero type: %v", typ, err)
-			sandbox.Cmd(t, "ip", "-n", "rtype-ns", "route", "del", typ, "198.51.100.0/24")
+			nstest.Cmd(t, "ip", "-n", "rtype-ns", "route", "del", typ, "198.51.100.0/24")
 		}
 	}
 }
@@ -253,10 +252,10 @@ func TestRouteTypes(t *testing.T) {
 // were lost: Route{Dst} with no gateway or link), and Add makes one that
 // ip reads back hop for hop.
 func TestMultipath(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	ns := testnet.NewNS(t, "mp-ns")
-	ip := func(args ...string) string { return sandbox.Cmd(t, "ip", append([]string{"-n", "mp-ns"}, args...)...) }
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	ns := nstest.NewNS(t, "mp-ns")
+	ip := func(args ...string) string { return nstest.Cmd(t, "ip", append([]string{"-n", "mp-ns"}, args...)...) }
 	for i, l := range []string{"m0", "m1"} {
 		ip("link", "add", l, "type", "veth", "peer", "name", l+"p")
 		ip("link", "set", l, "up")
@@ -305,11 +304,11 @@ func TestMultipath(t *testing.T) {
 // TestDefaultViaLinkLocal: AddDefault names no link, so a default route via
 // an IPv6 link-local gateway is made with Add and a Link, as its doc says.
 func TestDefaultViaLinkLocal(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	ns := testnet.NewNS(t, "ll-ns")
-	sandbox.Cmd(t, "ip", "-n", "ll-ns", "link", "add", "l0", "type", "veth", "peer", "name", "l1")
-	sandbox.Cmd(t, "ip", "-n", "ll-ns", "link", "set", "l0", "up")
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	ns := nstest.NewNS(t, "ll-ns")
+	nstest.Cmd(t, "ip", "-n", "ll-ns", "link", "add", "l0", "type", "veth", "peer", "name", "l1")
+	nstest.Cmd(t, "ip", "-n", "ll-ns", "link", "set", "l0", "up")
 	if err := route.AddDefault(ns, netip.MustParseAddr("fe80::1")); err == nil {
 		t.Error("AddDefault via fe80::1 without a link succeeded")
 	}
@@ -317,7 +316,7 @@ func TestDefaultViaLinkLocal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out := sandbox.Cmd(t, "ip", "-n", "ll-ns", "-6", "route", "show", "default"); !strings.Contains(out, "default via fe80::1 dev l0") {
+	if out := nstest.Cmd(t, "ip", "-n", "ll-ns", "-6", "route", "show", "default"); !strings.Contains(out, "default via fe80::1 dev l0") {
 		t.Errorf("ip -6 route shows %q", out)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/nsnet/nsnet/internal/sandbox"
+	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/veth"
 )
 
@@ -13,7 +13,7 @@ import (
 // commands in the same run. Deleting a veth waits for an RCU grace period,
 // which dominates both.
 func BenchmarkCreateDelete(b *testing.B) {
-	sandbox.Require(b)
+	nstest.Require(b)
 	for b.Loop() {
 		if err := veth.Create(nil, veth.Config{Name: "bv0", PeerName: "bv1"}); err != nil {
 			b.Fatal(err)
@@ -25,8 +25,8 @@ func BenchmarkCreateDelete(b *testing.B) {
 }
 
 func BenchmarkIPLinkAddDel(b *testing.B) {
-	sandbox.Require(b)
-	sandbox.RequireCmd(b, "ip")
+	nstest.Require(b)
+	nstest.RequireCmd(b, "ip")
 	for b.Loop() {
 		if err := exec.Command("ip", "link", "add", "bv0", "type", "veth", "peer", "name", "bv1").Run(); err != nil {
 			b.Fatal(err)
@@ -39,7 +39,7 @@ func BenchmarkIPLinkAddDel(b *testing.B) {
 
 // BenchmarkCreate is the creation alone (deletes happen outside the timer).
 func BenchmarkCreate(b *testing.B) {
-	sandbox.Require(b)
+	nstest.Require(b)
 	for b.Loop() {
 		if err := veth.Create(nil, veth.Config{Name: "bv0", PeerName: "bv1", Up: true}); err != nil {
 			b.Fatal(err)
@@ -51,8 +51,8 @@ func BenchmarkCreate(b *testing.B) {
 }
 
 func BenchmarkIPLinkAdd(b *testing.B) {
-	sandbox.Require(b)
-	sandbox.RequireCmd(b, "ip")
+	nstest.Require(b)
+	nstest.RequireCmd(b, "ip")
 	for b.Loop() {
 		if err := exec.Command("ip", "link", "add", "bv0", "up", "type", "veth", "peer", "name", "bv1").Run(); err != nil {
 			b.Fatal(err)

@@ -9,13 +9,12 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nsnet/nsnet/internal/sandbox"
-	"github.com/nsnet/nsnet/internal/testnet"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/veth"
 )
 
-func TestMain(m *testing.M) { sandbox.Main(m) }
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // ipLink is the part of "ip -j link show" compared with Link.
 type ipLink struct {
@@ -40,7 +39,7 @@ func ipLinks(t *testing.T, nsName string) map[string]ipLink {
 		args = append([]string{"-n", nsName}, args...)
 	}
 	var links []ipLink
-	if err := json.Unmarshal([]byte(sandbox.Cmd(t, "ip", args...)), &links); err != nil {
+	if err := json.Unmarshal([]byte(nstest.Cmd(t, "ip", args...)), &links); err != nil {
 		t.Fatal(err)
 	}
 	m := map[string]ipLink{}
@@ -54,9 +53,9 @@ func ipLinks(t *testing.T, nsName string) map[string]ipLink {
 // namespace, up, with MTU and MAC addresses, and checks every field
 // against ip -j -d link, on both sides.
 func TestCreatePeerInNamespace(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	nstest.CheckLeaks(t)
 	ns, err := netns.New("veth-t1")
 	if err != nil {
 		t.Fatal(err)
@@ -151,8 +150,8 @@ var cmpSort = cmp.Transformer("sort", func(in []string) []string {
 
 // TestMove moves an end into a namespace: it arrives down, found by name.
 func TestMove(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.CheckLeaks(t)
 	ns, err := netns.NewAnonymous()
 	if err != nil {
 		t.Fatal(err)
@@ -184,9 +183,9 @@ func TestMove(t *testing.T) {
 // names, bad configs and closed handles; each error matches its promised
 // target and nothing changes.
 func TestErrors(t *testing.T) {
-	sandbox.Require(t)
-	sandbox.RequireCmd(t, "ip")
-	sandbox.CheckLeaks(t)
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	nstest.CheckLeaks(t)
 	if err := veth.Create(nil, veth.Config{Name: "e0", PeerName: "e1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +197,7 @@ func TestErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer self.Close()
-	before := testnet.Steady(sandbox.Cmd(t, "ip", "-d", "link"))
+	before := nstest.Steady(nstest.Cmd(t, "ip", "-d", "link"))
 
 	for _, c := range []struct {
 		name string
@@ -242,7 +241,7 @@ func TestErrors(t *testing.T) {
 	if err := veth.Move(nil, "e0", nil); err == nil {
 		t.Errorf("move to nil namespace succeeded")
 	}
-	if after := testnet.Steady(sandbox.Cmd(t, "ip", "-d", "link")); after != before {
+	if after := nstest.Steady(nstest.Cmd(t, "ip", "-d", "link")); after != before {
 		t.Errorf("links changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }

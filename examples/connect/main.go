@@ -2,31 +2,66 @@
 // proves the namespace reaches the outside and removes everything with
 // Link.Close.
 //
-// By default it builds its own private world (see examples/tutorial):
+// By default it runs in a private world of its own (nstest.Isolate: its
+// own network and mount namespaces, an uplink up0 = 203.0.113.2/24 and an
+// outside host 203.0.113.1 with a TCP echo server), so it is safe on any
+// Linux machine:
 //
 //	sudo go run ./examples/connect
 //
-// With -uplink it connects through a real link of the host instead.
+// With -uplink it connects through a real link of the host instead, and
+// -probe HOST:PORT names a TCP service outside to connect to.
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
-	"log"
+	"net"
 	"net/netip"
+	"os"
+	"time"
 
-	"github.com/nsnet/nsnet/internal/demo"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
-func main() { demo.Main(run) }
+func main() {
+	uplink := flag.String("uplink", "", "connect through this link of the real host (default: a private world)")
+	probe := flag.String("probe", "", "with -uplink: a TCP HOST:PORT outside to connect to")
+	cidr := flag.String("cidr", "10.0.0.0/24", "the namespace's network")
+	flag.Parse()
+	prefix, err := netip.ParsePrefix(*cidr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "connect:", err)
+		os.Exit(2)
+	}
+	var w *nstest.World
+	if *uplink == "" {
+		// Re-runs this program inside private namespaces; returns only there.
+		if w, err = nstest.Isolate(); err != nil {
+			fmt.Fprintln(os.Stderr, "connect:", err)
+			os.Exit(1)
+		}
+		*uplink = w.Uplink
+		fmt.Printf("# private world: uplink %s %v, outside host %v\n", w.Uplink, w.UplinkAddr, w.Outside)
+	}
+	err = run(*uplink, prefix, *probe, w)
+	if w != nil {
+		w.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "connect:", err)
+		os.Exit(1) // after the deferred clean-ups in run: os.Exit runs none
+	}
+}
 
-func run(uplink string, prefix netip.Prefix, target string) error {
-	ns, err := netns.New("example-ns1")
+func run(uplink string, prefix netip.Prefix, probe string, w *nstest.World) (err error) {
+	ns, err := netns.NewAnonymous()
 	if err != nil {
 		return err
 	}
-	defer netns.Delete("example-ns1")
 	defer ns.Close()
 
 	l, err := nat.Connect(ns, uplink, prefix)
@@ -34,19 +69,34 @@ func run(uplink string, prefix netip.Prefix, target string) error {
 		return err
 	}
 	defer func() {
-		if err := l.Close(); err != nil {
-			log.Print(err)
-		}
+		err = errors.Join(err, l.Close())
 		fmt.Println("closed: links, addresses, routes, rules and forwarding are as before")
 	}()
 	fmt.Println("connected:", l)
-	if target == "" {
-		return nil
+
+	switch {
+	case w != nil:
+		// The outside host's echo server says whom it saw: the uplink's
+		// address, as the namespace's traffic is masqueraded.
+		target := w.Outside.String() + ":8080"
+		srv, err := nstest.Serve(w.Inet, target)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		seen, err := nstest.Echo(ns, target)
+		if err != nil {
+			return fmt.Errorf("connectivity check: %w", err)
+		}
+		fmt.Printf("from inside the namespace, TCP to %s: the outside host saw %s\n", target, seen)
+	case probe != "":
+		var c net.Conn
+		err := ns.Do(func() (err error) { c, err = net.DialTimeout("tcp", probe, 3*time.Second); return err })
+		if err != nil {
+			return fmt.Errorf("connectivity check: %w", err)
+		}
+		fmt.Printf("from inside the namespace, TCP to %s: connected from %s\n", probe, c.LocalAddr())
+		c.Close()
 	}
-	line, err := demo.Dial(ns, target)
-	if err != nil {
-		return fmt.Errorf("connectivity check: %w", err)
-	}
-	fmt.Printf("from inside example-ns1, %s says: %s", target, line)
 	return nil
 }

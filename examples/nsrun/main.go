@@ -20,10 +20,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/nsnet/nsnet/internal/demo"
-	"github.com/nsnet/nsnet/internal/world"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 )
 
 func main() {
@@ -45,11 +44,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "nsrun:", err)
 		os.Exit(2)
 	}
-	var w *world.World
+	var w *nstest.World
 	if *priv {
-		w = demo.Private()
+		// Re-runs this program inside private namespaces; returns only there.
+		if w, err = nstest.Isolate(); err != nil {
+			fmt.Fprintln(os.Stderr, "nsrun:", err)
+			os.Exit(1)
+		}
 		if *uplink == "" {
-			*uplink = world.Uplink
+			*uplink = w.Uplink
 		}
 	}
 	code, err := run(*uplink, prefix, *verbose, flag.Args())

@@ -3,9 +3,10 @@
 // the call that replaces it and the resulting state, then proves the
 // namespace reaches the outside and removes everything.
 //
-// By default it builds its own private world first (network and mount
-// namespaces of its own, an uplink up0 = 203.0.113.2/24 and an outside host
-// 203.0.113.1 in a namespace "inet"), so it is safe on any Linux machine:
+// By default it runs in a private world of its own first (nstest.Isolate:
+// network and mount namespaces of its own, an uplink up0 = 203.0.113.2/24
+// and an outside host 203.0.113.1 with a TCP echo server), so it is safe
+// on any Linux machine:
 //
 //	sudo go run ./examples/tutorial
 //
@@ -14,18 +15,56 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
+	"time"
 
 	"github.com/nsnet/nsnet/addr"
-	"github.com/nsnet/nsnet/internal/demo"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/route"
 	"github.com/nsnet/nsnet/veth"
 )
 
-func main() { demo.Main(run) }
+func main() {
+	uplink := flag.String("uplink", "", "run on the real host, NAT through this link (default: a private world)")
+	probe := flag.String("probe", "", "with -uplink: a TCP HOST:PORT outside to connect to")
+	cidr := flag.String("cidr", "10.0.0.0/24", "the namespace's network")
+	flag.Parse()
+	prefix, err := netip.ParsePrefix(*cidr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tutorial:", err)
+		os.Exit(2)
+	}
+	var w *nstest.World
+	if *uplink == "" {
+		// Re-runs this program inside private namespaces; returns only there.
+		if w, err = nstest.Isolate(); err != nil {
+			fmt.Fprintln(os.Stderr, "tutorial:", err)
+			os.Exit(1)
+		}
+		*uplink, *probe = w.Uplink, w.Outside.String()+":8080"
+		srv, err := nstest.Serve(w.Inet, *probe)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tutorial:", err)
+			os.Exit(1)
+		}
+		defer srv.Close()
+		fmt.Printf("# private world: uplink %s %v, outside host %v with a TCP echo server\n\n", w.Uplink, w.UplinkAddr, w.Outside)
+	}
+	err = run(*uplink, prefix, *probe)
+	if w != nil {
+		w.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tutorial:", err)
+		os.Exit(1)
+	}
+}
 
 func step(shell, call string) {
 	fmt.Printf("$ %s\n  -> %s\n", shell, call)
@@ -116,10 +155,17 @@ func run(uplink string, prefix netip.Prefix, target string) (err error) {
 		return nil
 	}
 	fmt.Printf("\n# from inside example-ns1: TCP to %s\n", target)
-	line, err := demo.Dial(ns, target)
+	var c net.Conn
+	err = ns.Do(func() (err error) { c, err = net.DialTimeout("tcp", target, 3*time.Second); return err })
 	if err != nil {
 		return fmt.Errorf("connectivity check: %w", err)
 	}
-	fmt.Printf("  the outside says: %s", line)
+	defer c.Close()
+	// The private world's echo server first says whom it sees: the
+	// uplink's address, as the namespace's traffic is masqueraded.
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 64)
+	n, _ := c.Read(buf)
+	fmt.Printf("  connected from %s; the outside says: %s", c.LocalAddr(), buf[:n])
 	return nil
 }

@@ -1,0 +1,89 @@
+package nstest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/netns"
+)
+
+// Serve starts a TCP echo server inside ns on addr ("ip:port") and
+// returns its listener; close it to stop the server. Each connection gets
+// its peer's address written back first (what the server sees: after NAT,
+// the uplink's address), then an echo of one line.
+func Serve(ns *netns.Handle, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := ns.Do(func() (err error) {
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				fmt.Fprintf(c, "%s\n", c.RemoteAddr().(*net.TCPAddr).IP)
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				io.WriteString(c, line)
+			}()
+		}
+	}()
+	return l, nil
+}
+
+// Listen is Serve for a test: the server stops when t ends.
+func Listen(t testing.TB, ns *netns.Handle, addr string) {
+	t.Helper()
+	l, err := Serve(ns, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+}
+
+// Echo dials addr from inside ns (a Serve server), sends a line and
+// returns the source address the server saw, checking that the line came
+// back. It gives up after 2 s without a connection.
+func Echo(ns *netns.Handle, addr string) (seenFrom string, err error) {
+	var c net.Conn
+	err = ns.Do(func() (err error) {
+		// The socket is created on the namespaced thread and stays in that
+		// namespace; using it afterwards from any thread is fine.
+		d := net.Dialer{Timeout: 2 * time.Second}
+		c, err = d.Dial("tcp", addr)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	seen, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.WriteString(c, "hello\n"); err != nil {
+		return "", err
+	}
+	back, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	if back != "hello\n" {
+		return "", fmt.Errorf("echo returned %q", back)
+	}
+	return strings.TrimSpace(seen), nil
+}

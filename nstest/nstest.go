@@ -1,0 +1,262 @@
+// Package nstest runs tests, examples and programs that use nsnet in a
+// private world, the way net/http/httptest runs them against a local
+// server: nothing they do can touch the machine's real network.
+//
+// [Main], called from a package's TestMain, re-executes the test binary in
+// new network and mount namespaces of its own (Go makes the mount tree
+// private there), mounts an empty tmpfs on /run/netns so that named
+// namespaces live and die with the run, brings lo up and runs the tests
+// there. Links, addresses, routes, nftables rules, sysctls and named
+// namespaces made by the tests exist only inside; when the run ends the
+// kernel removes them all. [Isolate] does the same for a program (an
+// example, a benchmark). [NewWorld] builds, inside, a fake host with an
+// uplink and a fake outside host on documentation addresses
+// (203.0.113.0/24), so that NAT can be tested with real traffic.
+//
+//	func TestMain(m *testing.M) { nstest.Main(m) }
+//
+//	func TestMine(t *testing.T) {
+//		nstest.Require(t) // skips without root, fails in CI
+//		w := nstest.NewWorld(t, "mine-")
+//		ns := nstest.NewNS(t, "mine-ns")
+//		l, err := nat.Config{HostNS: w.Host}.Connect(ns, w.Uplink, netip.MustParsePrefix("10.0.0.0/24"))
+//		...
+//		nstest.Listen(t, w.Inet, w.Outside.String()+":8080")
+//		seen, err := nstest.Echo(ns, w.Outside.String()+":8080") // seen: 203.0.113.2, masqueraded
+//	}
+//
+// Without root (or where namespaces cannot be created) the tests run in
+// place and every test that calls [Require] skips; with
+// NSNET_REQUIRE_PRIVILEGED=1 (set it in CI) it fails instead, so that a
+// green run means the privileged tests ran. Off Linux, Main runs the tests
+// in place and Require skips.
+package nstest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	// envInside marks the re-executed process: "1" in the one Main or
+	// Isolate started (it sets the namespaces up), "child" in helpers
+	// started by Child (already inside).
+	envInside  = "NSNET_PRIVATE"
+	envRequire = "NSNET_REQUIRE_PRIVILEGED"
+)
+
+var (
+	inside    bool
+	whyNot    string
+	privateNS string // readlink of the private network namespace
+)
+
+// Main runs the tests of m in a private world (see the package doc) and
+// exits with their status. Call it from TestMain.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	switch os.Getenv(envInside) {
+	case "1":
+		if err := setUp(); err != nil {
+			fmt.Fprintf(os.Stderr, "nstest: set-up failed: %v\n", err)
+			return 1
+		}
+		fallthrough
+	case "child":
+		inside = true
+		privateNS, _ = os.Readlink("/proc/self/ns/net")
+		return m.Run()
+	}
+	if os.Geteuid() != 0 {
+		whyNot = "not root"
+		return m.Run()
+	}
+	code, err := rerun()
+	if err != nil {
+		// Unsharing fails in a container without CAP_SYS_ADMIN, and off
+		// Linux: run in place and let Require skip (or fail under CI).
+		whyNot = fmt.Sprintf("cannot create private namespaces: %v", err)
+		return m.Run()
+	}
+	return code
+}
+
+// Isolate re-executes the running program, with the same arguments and
+// standard streams, in private namespaces, and exits with its status: it
+// returns only in the re-executed program, there with the private world
+// built (its host is the private namespace itself: uplink up0, outside
+// host in the namespace "inet"). Close the World before exiting. For
+// example programs and benchmarks that must be safe on any machine.
+// Signals (Ctrl-C) reach the re-executed program, which decides.
+func Isolate() (*World, error) {
+	if os.Getenv(envInside) != "1" {
+		if os.Geteuid() != 0 {
+			return nil, fmt.Errorf("nstest: needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): try sudo")
+		}
+		code, err := rerun()
+		if err != nil {
+			return nil, fmt.Errorf("nstest: %w", err)
+		}
+		os.Exit(code)
+	}
+	if err := setUp(); err != nil {
+		return nil, fmt.Errorf("nstest: %w", err)
+	}
+	inside = true
+	return BuildWorld("", "inet")
+}
+
+// Require skips t unless it runs in a private world with privileges;
+// with NSNET_REQUIRE_PRIVILEGED=1 it fails instead.
+func Require(t testing.TB) {
+	t.Helper()
+	if inside {
+		return
+	}
+	msg := fmt.Sprintf("privileged test skipped (%s): run as root, e.g. sudo go test ./...", whyNot)
+	if os.Getenv(envRequire) == "1" {
+		t.Fatalf("%s; %s=1 makes this a failure", msg, envRequire)
+	}
+	t.Skip(msg)
+}
+
+// RequireCmd makes sure a command the test runs (an oracle such as ip,
+// nft, ping) is installed: it skips t if not, or fails under
+// NSNET_REQUIRE_PRIVILEGED=1.
+func RequireCmd(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err == nil {
+		return
+	}
+	msg := fmt.Sprintf("%s not installed (Debian: apt-get install iproute2 nftables iptables iputils-ping)", name)
+	if os.Getenv(envRequire) == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// Cmd runs a command to completion and returns its standard output,
+// failing t with its standard error if it fails.
+func Cmd(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := CmdErr(name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// CmdErr runs a command and returns its standard output, and an error
+// carrying its standard error if it fails.
+func CmdErr(name string, args ...string) (string, error) {
+	var stdout, stderr bytes.Buffer
+	c := exec.Command(name, args...)
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// Child returns a command that runs this test binary again as a helper
+// process inside the same private world (no new namespaces), running only
+// the tests that match run, with env added to its environment: for real
+// second processes, such as one killed in the middle of its work.
+func Child(run string, env ...string) *exec.Cmd {
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "-test.run=^"+run+"$", "-test.count=1")
+	cmd.Env = append(append(os.Environ(), envInside+"=child"), env...)
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+// CheckLeaks records the open file descriptors and goroutines now and, when
+// t ends, fails it if a descriptor opened since is still open, if there
+// are more goroutines, or if an OS thread of the process is left in
+// another network namespace than the private world's (a namespace switch
+// not undone).
+func CheckLeaks(t testing.TB) {
+	t.Helper()
+	before := openFDs()
+	goroutines := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		var problems []string
+		// Threads that exit and sockets being torn down settle quickly;
+		// give them a moment (generous: CI machines are shared) before
+		// calling it a leak.
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			problems = problems[:0]
+			if bad := foreignThreads(); len(bad) > 0 {
+				problems = append(problems, "threads in a foreign namespace: "+strings.Join(bad, ", "))
+			}
+			for fd, target := range openFDs() {
+				if old, ok := before[fd]; !ok || old != target {
+					problems = append(problems, fmt.Sprintf("fd %d leaked: %s", fd, target))
+				}
+			}
+			if n := runtime.NumGoroutine(); n > goroutines {
+				problems = append(problems, fmt.Sprintf("goroutines: %d before, %d after", goroutines, n))
+			}
+			if len(problems) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		slices.Sort(problems)
+		for _, p := range problems {
+			t.Error(p)
+		}
+	})
+}
+
+func openFDs() map[int]string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	m := make(map[int]string, len(ents))
+	for _, e := range ents {
+		var fd int
+		if _, err := fmt.Sscan(e.Name(), &fd); err != nil {
+			continue
+		}
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err != nil {
+			continue // the fd of the ReadDir itself, closed by now
+		}
+		m[fd] = target
+	}
+	return m
+}
+
+// foreignThreads lists the threads whose network namespace is not the
+// private world's (or the one the process started in).
+func foreignThreads() []string {
+	want, err := os.Readlink("/proc/self/ns/net")
+	if privateNS != "" {
+		want, err = privateNS, nil
+	}
+	if err != nil {
+		return nil // no /proc (off Linux)
+	}
+	tasks, _ := os.ReadDir("/proc/self/task")
+	var bad []string
+	for _, task := range tasks {
+		got, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns/net"))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		if got != want {
+			bad = append(bad, fmt.Sprintf("tid %s in %s", task.Name(), got))
+		}
+	}
+	return bad
+}
