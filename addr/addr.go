@@ -1,11 +1,13 @@
 package addr
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/netns"
 )
 
 // ifaFTentative is Linux's IFA_F_TENTATIVE.
@@ -64,4 +66,39 @@ func Validate(p netip.Prefix) error {
 		return fmt.Errorf("%w: %v: multicast address", ErrInvalidPrefix, p)
 	}
 	return nil
+}
+
+// Add adds p to the link called link ("ip address add P dev LINK").
+func Add(ns *netns.Handle, link string, p netip.Prefix) error { return sysAdd(ns, link, p) }
+
+// Replace adds p to the link, or updates it if present
+// ("ip address replace").
+func Replace(ns *netns.Handle, link string, p netip.Prefix) error { return sysReplace(ns, link, p) }
+
+// Add adds p to the link with c's options. An address already there
+// matches os.ErrExist.
+func (c Config) Add(ns *netns.Handle, link string, p netip.Prefix) error {
+	return c.sysAdd(ns, link, p)
+}
+
+// Replace is Add that updates an existing address instead of failing.
+func (c Config) Replace(ns *netns.Handle, link string, p netip.Prefix) error {
+	return c.sysReplace(ns, link, p)
+}
+
+// Delete removes p from the link ("ip address del P dev LINK"). A missing
+// address matches os.ErrNotExist.
+func Delete(ns *netns.Handle, link string, p netip.Prefix) error { return sysDelete(ns, link, p) }
+
+// List returns the addresses of the link called link in ns, or of every
+// link if link is "" ("ip address show [dev LINK]"). For one link the
+// kernel filters the dump itself.
+func List(ns *netns.Handle, link string) ([]Address, error) { return sysList(ns, link) }
+
+// WaitReady waits until p on the link has left the tentative state of
+// IPv6 duplicate address detection, polling every 10ms until ctx is done.
+// IPv4 addresses are ready at once. A failed detection matches
+// ErrDADFailed; an address not on the link, os.ErrNotExist.
+func WaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Prefix) error {
+	return sysWaitReady(ctx, ns, link, p)
 }

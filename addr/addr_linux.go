@@ -14,23 +14,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Add adds p to the link called link ("ip address add P dev LINK").
-func Add(ns *netns.Handle, link string, p netip.Prefix) error { return Config{}.Add(ns, link, p) }
+// sysAdd is Add on Linux.
+func sysAdd(ns *netns.Handle, link string, p netip.Prefix) error { return Config{}.Add(ns, link, p) }
 
-// Replace adds p to the link, or updates it if present
-// ("ip address replace").
-func Replace(ns *netns.Handle, link string, p netip.Prefix) error {
+// sysReplace is Replace on Linux.
+func sysReplace(ns *netns.Handle, link string, p netip.Prefix) error {
 	return Config{}.Replace(ns, link, p)
 }
 
-// Add adds p to the link with c's options. An address already there
-// matches os.ErrExist.
-func (c Config) Add(ns *netns.Handle, link string, p netip.Prefix) error {
+// sysAdd is Add on Linux.
+func (c Config) sysAdd(ns *netns.Handle, link string, p netip.Prefix) error {
 	return c.change(ns, "add", link, p, false)
 }
 
-// Replace is Add that updates an existing address instead of failing.
-func (c Config) Replace(ns *netns.Handle, link string, p netip.Prefix) error {
+// sysReplace is Replace on Linux.
+func (c Config) sysReplace(ns *netns.Handle, link string, p netip.Prefix) error {
 	return c.change(ns, "replace", link, p, true)
 }
 
@@ -42,9 +40,8 @@ func (c Config) change(ns *netns.Handle, op, link string, p netip.Prefix, replac
 	return do(ns, op, link, p, func(index int) nl.Request { return nl.NewAddr(index, p, flags, replace) })
 }
 
-// Delete removes p from the link ("ip address del P dev LINK"). A missing
-// address matches os.ErrNotExist.
-func Delete(ns *netns.Handle, link string, p netip.Prefix) error {
+// sysDelete is Delete on Linux.
+func sysDelete(ns *netns.Handle, link string, p netip.Prefix) error {
 	return do(ns, "delete", link, p, func(index int) nl.Request { return nl.DelAddr(index, p) })
 }
 
@@ -70,10 +67,8 @@ func do(ns *netns.Handle, op, link string, p netip.Prefix, req func(index int) n
 	return nil
 }
 
-// List returns the addresses of the link called link in ns, or of every
-// link if link is "" ("ip address show [dev LINK]"). For one link the
-// kernel filters the dump itself.
-func List(ns *netns.Handle, link string) ([]Address, error) {
+// sysList is List on Linux.
+func sysList(ns *netns.Handle, link string) ([]Address, error) {
 	if link != "" {
 		if err := nl.CheckIfName(link); err != nil {
 			return nil, fmt.Errorf("addr: list: %w", err)
@@ -154,11 +149,8 @@ func listOnce(c *nl.Conn, index int) ([]Address, error) {
 	return out, nil
 }
 
-// WaitReady waits until p on the link has left the tentative state of
-// IPv6 duplicate address detection, polling every 10ms until ctx is done.
-// IPv4 addresses are ready at once. A failed detection matches
-// ErrDADFailed; an address not on the link, os.ErrNotExist.
-func WaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Prefix) error {
+// sysWaitReady is WaitReady on Linux.
+func sysWaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Prefix) error {
 	if err := nl.CheckIfName(link); err != nil {
 		return fmt.Errorf("addr: wait %v: %w", p, err)
 	}

@@ -13,25 +13,22 @@ import (
 
 var errUnsupported = fmt.Errorf("addr: %w: addresses are managed over Linux rtnetlink", errors.ErrUnsupported)
 
-// Add returns an error wrapping errors.ErrUnsupported.
-func Add(ns *netns.Handle, link string, p netip.Prefix) error { return errUnsupported }
+func sysAdd(ns *netns.Handle, link string, p netip.Prefix) (err error) { return errUnsupported }
 
-// Replace returns an error wrapping errors.ErrUnsupported.
-func Replace(ns *netns.Handle, link string, p netip.Prefix) error { return errUnsupported }
+func sysReplace(ns *netns.Handle, link string, p netip.Prefix) (err error) { return errUnsupported }
 
-// Add returns an error wrapping errors.ErrUnsupported.
-func (c Config) Add(ns *netns.Handle, link string, p netip.Prefix) error { return errUnsupported }
+func (c Config) sysAdd(ns *netns.Handle, link string, p netip.Prefix) (err error) {
+	return errUnsupported
+}
 
-// Replace returns an error wrapping errors.ErrUnsupported.
-func (c Config) Replace(ns *netns.Handle, link string, p netip.Prefix) error { return errUnsupported }
+func (c Config) sysReplace(ns *netns.Handle, link string, p netip.Prefix) (err error) {
+	return errUnsupported
+}
 
-// Delete returns an error wrapping errors.ErrUnsupported.
-func Delete(ns *netns.Handle, link string, p netip.Prefix) error { return errUnsupported }
+func sysDelete(ns *netns.Handle, link string, p netip.Prefix) (err error) { return errUnsupported }
 
-// List returns an error wrapping errors.ErrUnsupported.
-func List(ns *netns.Handle, link string) ([]Address, error) { return nil, errUnsupported }
+func sysList(ns *netns.Handle, link string) (_ []Address, err error) { return nil, errUnsupported }
 
-// WaitReady returns an error wrapping errors.ErrUnsupported.
-func WaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Prefix) error {
+func sysWaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Prefix) (err error) {
 	return errUnsupported
 }

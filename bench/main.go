@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures nsnet against the tutorial's own shell commands
 // (seed-shell.sh beside this file: ip + iptables, N namespaces behind one
 // uplink), side by side in one run, and prints the ratios. Everything runs

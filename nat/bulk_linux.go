@@ -10,18 +10,8 @@ import (
 	"github.com/nsnet/nsnet/internal/nl"
 )
 
-// CloseAll closes many links at once, much faster than calling Close on
-// each: in the order Close follows, their traffic is stopped with one
-// batch, their set entries removed with one nftables transaction (per
-// 64 KiB of messages), and their veth pairs moved into a fresh device group
-// and deleted with one request, so the kernel waits for one RCU grace
-// period for all of them instead of one per link (tens of milliseconds
-// each).
-// When it returns, every link, address, route, rule and forwarding setting
-// of the links is gone, as after Close, from the library's own records.
-// Links already closed are skipped; nil entries are ignored, zero ones
-// reported. Errors are joined; each link ends closed either way.
-func CloseAll(links ...*Link) error {
+// sysCloseAll is CloseAll on Linux.
+func sysCloseAll(links ...*Link) error {
 	byHost := map[*hostState][]*Link{}
 	var order []*hostState
 	seen := map[*Link]bool{}

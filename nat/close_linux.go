@@ -9,31 +9,8 @@ import (
 	"github.com/nsnet/nsnet/internal/nl"
 )
 
-// Close undoes everything Connect made, from the library's own record of
-// it (not from the Link's fields, nor by names the host may have reused).
-// First it quiesces the link: forwarding off on the host end of the veth
-// and its address removed (with the route to the namespace), so that no
-// packet passes through the link any more, either way, and deletes the
-// connection tracking entries of its prefix, so that no later holder of
-// the prefix receives what was meant for this one. Then, in one
-// nftables transaction, it removes the link's set entries and prefix
-// claim; the last of the process's links out of the uplink also removes
-// the process's share of it, and when no nsnet process uses the uplink any
-// more its forwarding goes back to what it was. After the process's last
-// link in the host, the library's table goes too if no other process has
-// entries in it. Last, it deletes the host end of the veth pair by its
-// interface index, which takes the peer, the namespace's address and route
-// with it: the delete waits for an RCU grace period, which also covers the
-// one nftables needs after removing entries, so it is paid once.
-//
-// Close removes everything still there even when a part was removed or
-// changed by someone else meanwhile (a renamed or deleted veth or uplink, a
-// flushed ruleset), and then returns an error matching os.ErrNotExist that
-// says what was already gone. It goes on after a failed step and returns
-// all errors joined. The namespace itself belongs to the caller and stays,
-// with lo up. Close is idempotent: a second call returns the first call's
-// result. A nil or zero Link returns an error. Safe for concurrent use.
-func (l *Link) Close() error {
+// sysClose is Close on Linux.
+func (l *Link) sysClose() error {
 	if l == nil {
 		return errors.New("nat: close of a nil *Link")
 	}

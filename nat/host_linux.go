@@ -313,7 +313,7 @@ func nftConn(host *netns.Handle) (*nftables.Conn, error) {
 	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
 		return c.SetReadBuffer(4 << 20)
 	})}
-	fd, err := host.FD()
+	fd, err := nl.NSFd(host)
 	if err != nil {
 		return nil, err
 	}
@@ -467,7 +467,7 @@ func resolveHost(h *netns.Handle) (*netns.Handle, error) {
 
 // dupHandle opens a handle of our own to h's namespace.
 func dupHandle(h *netns.Handle) (*netns.Handle, error) {
-	fd, err := h.FD()
+	fd, err := nl.NSFd(h)
 	if err != nil {
 		return nil, err
 	}

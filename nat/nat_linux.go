@@ -14,20 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Link is one namespace connected to the outside through NAT. Its fields
-// say what Connect made, for reading; Close does not look at them (it
-// undoes from a record of its own), so changing them changes nothing.
-type Link struct {
-	Prefix   netip.Prefix // the namespace's network
-	Uplink   string       // the host link its traffic leaves by (its name at Connect)
-	HostVeth string       // host end of the veth pair (its name at Connect)
-	NSVeth   string       // end inside the namespace
-	HostAddr netip.Prefix // address of HostVeth, the namespace's gateway
-	NSAddr   netip.Prefix // address of NSVeth
-
-	owned
-}
-
 // owned is what a Link or Rules holds in the host, recorded when it was
 // made: set entries, a share of the uplink's forwarding, a reserved
 // prefix; close gives it all back.
@@ -56,23 +42,6 @@ type owned struct {
 	mu     sync.Mutex
 	closed bool
 	err    error
-}
-
-// String describes the link in one line, as
-// "10.0.0.0/24: nsn-k3f9a0b2c7d (10.0.0.1) <-> eth0 (10.0.0.2) via up0".
-func (l *Link) String() string {
-	if l == nil {
-		return "<nil>"
-	}
-	return fmt.Sprintf("%s: %s (%s) <-> %s (%s) via %s", l.Prefix, l.HostVeth, l.HostAddr.Addr(), l.NSVeth, l.NSAddr.Addr(), l.Uplink)
-}
-
-// Connect gives the namespace ns a path to the outside world through the
-// link uplink of the current namespace, with cidr as its network:
-// Config{}.Connect(ns, uplink, cidr). An empty uplink means the link of the
-// default route.
-func Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
-	return Config{}.Connect(ns, uplink, cidr)
 }
 
 // failHook, when set by tests, is called before each step of Connect and
@@ -178,34 +147,8 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // random characters.
 func randomVethName() string { return "nsn-" + randomString(11) }
 
-// Connect connects ns to the outside world through uplink (in c.HostNS;
-// "" for the link of the default route), giving it the network cidr. It is
-// the tutorial in one call:
-//
-//  1. checks everything before touching the kernel: ns is given and not
-//     the host namespace, cidr is an IPv4 prefix with room for two hosts
-//     and overlaps no address or route of the host nor another live Link
-//     (of any process), the uplink exists, is up and has an IPv4 address;
-//  2. creates the veth pair with its peer made inside ns;
-//  3. adds the link to the sets of the library's nftables table, keyed by
-//     interface index: masquerade out of the uplink, forwarding out of the
-//     link, replies back in, nothing unsolicited, no spoofed sources, no
-//     traffic between links unless AllowSiblings; and claims cidr for it
-//     (in the same transaction), which no other process can then claim;
-//  4. turns on IPv4 forwarding for the uplink (restored when its last
-//     nsnet user, in any process, is gone);
-//  5. brings up the namespace's end with its address and default route;
-//  6. brings up the host end with its address (IPv6 off: the namespace's
-//     end keeps it) and, last, its forwarding: not one packet of the
-//     namespace is forwarded before the rules that filter and masquerade
-//     it are in place.
-//
-// A failure part-way undoes what was done and returns the first error,
-// naming the step. A prefix held only by the leftovers of a dead process
-// (one killed before it closed its links) is reclaimed: Connect sweeps
-// them (see Sweep) and tries once more. Needs CAP_NET_ADMIN in both
-// namespaces (and CAP_SYS_ADMIN to enter them). Safe for concurrent use.
-func (c Config) Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+// sysConnect is Connect on Linux.
+func (c Config) sysConnect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
 	l, err := c.connect(ns, uplink, cidr)
 	if err != nil {
 		return nil, fmt.Errorf("nat: connect %v: %w", cidr, err)

@@ -12,47 +12,21 @@ import (
 
 var errUnsupported = fmt.Errorf("nat: %w: NAT is done with Linux nftables", errors.ErrUnsupported)
 
-// Link is one namespace connected to the outside; on this system none can
-// be made.
-type Link struct {
-	Prefix   netip.Prefix
-	Uplink   string
-	HostVeth string
-	NSVeth   string
-	HostAddr netip.Prefix
-	NSAddr   netip.Prefix
-}
+// owned is what a Link or Rules holds in the host: nothing here.
+type owned struct{}
 
-// Close does nothing.
-func (l *Link) Close() error { return nil }
+func sysSweep(host *netns.Handle) (_ SweepResult, err error) { return SweepResult{}, errUnsupported }
 
-// Rules is the NAT step alone; on this system none can be added.
-type Rules struct {
-	Prefix   netip.Prefix
-	HostVeth string
-	Uplink   string
-}
+func sysCloseAll(links ...*Link) (err error) { return errUnsupported }
 
-// Close does nothing.
-func (r *Rules) Close() error { return nil }
-
-// Connect returns an error wrapping errors.ErrUnsupported.
-func Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+func sysAddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (_ *Rules, err error) {
 	return nil, errUnsupported
 }
 
-// Connect returns an error wrapping errors.ErrUnsupported.
-func (c Config) Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+func (r *Rules) sysClose() (err error) { return errUnsupported }
+
+func (l *Link) sysClose() (err error) { return errUnsupported }
+
+func (c Config) sysConnect(ns *netns.Handle, uplink string, cidr netip.Prefix) (_ *Link, err error) {
 	return nil, errUnsupported
 }
-
-// AddRules returns an error wrapping errors.ErrUnsupported.
-func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
-	return nil, errUnsupported
-}
-
-// CloseAll returns an error wrapping errors.ErrUnsupported.
-func CloseAll(links ...*Link) error { return errUnsupported }
-
-// Sweep returns an error wrapping errors.ErrUnsupported.
-func Sweep(host *netns.Handle) (SweepResult, error) { return SweepResult{}, errUnsupported }

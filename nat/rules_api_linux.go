@@ -9,33 +9,8 @@ import (
 	"github.com/nsnet/nsnet/netns"
 )
 
-// Rules is the tutorial's iptables and sysctl step on its own, for a veth
-// pair made by hand: the link's entries in the library's nftables table and
-// IPv4 forwarding on its host end and the uplink. Connect does this itself;
-// use AddRules when building the rest with the veth, addr and route
-// packages. Close removes exactly what AddRules added.
-type Rules struct {
-	Prefix   netip.Prefix // the namespace's network behind HostVeth
-	HostVeth string       // host end of the pair, made by the caller
-	Uplink   string       // the host link the traffic leaves by
-	owned
-}
-
-// AddRules masquerades the traffic of the link hostVeth (in host; nil: the
-// current namespace) leaving by uplink, and forwards it, with the same
-// rules and isolation as Connect ("iptables -t nat -A POSTROUTING -s CIDR
-// -o UPLINK -j MASQUERADE", the two FORWARD rules, and forwarding on). An
-// empty uplink means the link of the default route. hostVeth must exist,
-// and the host must route cidr through it (an address in cidr on hostVeth
-// does that): packets from the link whose source would not be routed back
-// out of it are dropped as spoofed. Links are matched by interface index:
-// the rules follow hostVeth and the uplink through renames. Overlap with
-// the host's routes is not checked (the caller's own address on hostVeth
-// makes one); overlap with other live Links and Rules, of any process, is.
-// One Rules per link: a second AddRules for the same hostVeth while the
-// first is live fails with an error matching os.ErrExist. A failure
-// part-way undoes what was done, hostVeth's forwarding included.
-func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
+// sysAddRules is AddRules on Linux.
+func sysAddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
 	r, err := addRules(host, hostVeth, uplink, cidr)
 	if err != nil {
 		return nil, fmt.Errorf("nat: add rules %v dev %s: %w", cidr, hostVeth, err)
@@ -126,15 +101,8 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	return r, nil
 }
 
-// Close undoes exactly what AddRules did, from its own record (renames of
-// the link or the uplink do not matter): HostVeth's forwarding goes back
-// off if AddRules turned it on (first, so that no packet of the link
-// leaves once its rules are gone), the link's connection tracking entries
-// are forgotten, its set entries removed (and the library's table after
-// the last user), and the uplink's forwarding restored after its last
-// user. The link itself is the caller's. Idempotent; a nil or zero Rules
-// returns an error.
-func (r *Rules) Close() error {
+// sysClose is Close on Linux.
+func (r *Rules) sysClose() error {
 	if r == nil {
 		return errors.New("nat: close of a nil *Rules")
 	}

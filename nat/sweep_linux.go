@@ -14,22 +14,8 @@ import (
 	"github.com/nsnet/nsnet/netns"
 )
 
-// Sweep removes what dead processes left behind in host (nil: the current
-// namespace): processes killed or crashed before they closed their Links
-// and Rules. It finds the library's marks — the host veth's ifalias and
-// the comment of every set entry, "nsnet owner=ID pid=P" — and removes the
-// veths and entries of owners that no longer run, whatever PID namespace
-// they ran in (see protocol_linux.go: liveness is not a pid), turns
-// forwarding off again on uplinks that a dead owner had turned on and no
-// live one uses, and removes the table if nothing is left in it. What live
-// processes own is never touched. Safe at any time and at any size,
-// concurrently with other processes' Connect, Close and Sweep, for example
-// at program start.
-//
-// A process killed in the middle of Connect, between creating a veth pair
-// with a name it was given and marking it, leaves an unmarked pair that
-// Sweep cannot attribute and leaves alone.
-func Sweep(host *netns.Handle) (SweepResult, error) {
+// sysSweep is Sweep on Linux.
+func sysSweep(host *netns.Handle) (SweepResult, error) {
 	res, err := sweep(host)
 	if err != nil {
 		return res, fmt.Errorf("nat: sweep: %w", err)

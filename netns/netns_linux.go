@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"sort"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,31 +17,6 @@ import (
 // /proc/self would name the thread group leader's, which is wrong as soon as
 // any thread has switched.
 const threadNSPath = "/proc/thread-self/ns/net"
-
-// Handle owns one open network namespace file descriptor.
-//
-// A nil *Handle stands for the caller's current namespace wherever nsnet
-// accepts one. Methods are safe for concurrent use, except that Close must not
-// race with an operation that is using the handle.
-type Handle struct {
-	fd   *handleFD
-	name string // name under Dir, "" if not known
-	dev  uint64 // nsfs device and inode: the namespace's identity
-	ino  uint64
-}
-
-// handleFD is a Handle's descriptor, apart from the Handle so that a
-// cleanup attached to the Handle can close it: a Handle dropped without
-// Close does not keep its namespace alive until the process exits.
-type handleFD struct{ v atomic.Int64 } // -1 once closed
-
-func (f *handleFD) close() error {
-	fd := f.v.Swap(-1)
-	if fd < 0 {
-		return nil
-	}
-	return unix.Close(int(fd))
-}
 
 func newHandle(fd int, name string) (*Handle, error) {
 	// Never 0, 1 or 2: mdlayher/netlink reads a namespace fd of 0 as "the
@@ -68,103 +42,8 @@ func newHandle(fd int, name string) (*Handle, error) {
 	return h, nil
 }
 
-// Fd returns the namespace's file descriptor, or -1 if h is nil or closed.
-// The descriptor stays owned by h: do not close it, and keep h reachable
-// (runtime.KeepAlive) while using it, as with os.File.Fd: a Handle that is
-// no longer referenced is closed by a cleanup.
-func (h *Handle) Fd() int {
-	if h == nil || h.fd == nil {
-		return -1
-	}
-	return int(h.fd.v.Load())
-}
-
-// FD returns the file descriptor, or an error matching [ErrClosed] if h is
-// closed. It is Fd for callers that must not act on a closed handle.
-func (h *Handle) FD() (int, error) {
-	fd := h.Fd()
-	if fd < 0 {
-		return -1, fmt.Errorf("netns: %s: %w", h, ErrClosed)
-	}
-	return fd, nil
-}
-
-// Close closes the file descriptor. The namespace itself goes away only when
-// nothing else (a bind mount, a process, a socket) refers to it. Close is
-// idempotent; calling it on a nil handle does nothing.
-func (h *Handle) Close() error {
-	if h == nil {
-		return nil
-	}
-	if h.fd == nil {
-		return nil
-	}
-	if err := h.fd.close(); err != nil {
-		return fmt.Errorf("netns: close %s: %w", h, err)
-	}
-	return nil
-}
-
-// Name returns the name the handle was created or opened with under [Dir],
-// or "" for an anonymous namespace, a path or a process.
-func (h *Handle) Name() string {
-	if h == nil {
-		return ""
-	}
-	return h.name
-}
-
-// String describes the handle as "NAME net:[INODE]" (the inode is what
-// readlink /proc/PID/ns/net shows), or "current" for nil.
-func (h *Handle) String() string {
-	if h == nil {
-		return "current"
-	}
-	if h.name == "" {
-		return fmt.Sprintf("net:[%d]", h.ino)
-	}
-	return fmt.Sprintf("%s net:[%d]", h.name, h.ino)
-}
-
-// Equal reports whether h and o refer to the same namespace, by the nsfs
-// device and inode that identify it. A nil handle stands for the calling
-// thread's current namespace. Closed handles still compare by identity.
-func (h *Handle) Equal(o *Handle) bool {
-	a, erra := h.identity()
-	b, errb := o.identity()
-	return erra == nil && errb == nil && a == b
-}
-
-// ID returns the namespace's inode number, the number in "net:[N]": equal
-// IDs mean the same namespace while both are alive. A nil handle gives the
-// calling thread's current namespace's ID, or 0 if it cannot be read.
-func (h *Handle) ID() uint64 {
-	id, _ := h.identity()
-	return id.ino
-}
-
-type nsID struct{ dev, ino uint64 }
-
-func (h *Handle) identity() (nsID, error) {
-	if h != nil {
-		return nsID{h.dev, h.ino}, nil
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(threadNSPath, &st); err != nil {
-		return nsID{}, err
-	}
-	return nsID{st.Dev, st.Ino}, nil
-}
-
-// New creates a network namespace named name, like "ip netns add NAME", and
-// returns a handle to it. The namespace persists (bind-mounted under [Dir])
-// after the handle is closed, until [Delete].
-//
-// No thread of the caller changes namespace. An existing name gives an error
-// matching os.ErrExist; an invalid one, [ErrInvalidName], before anything is
-// created. Concurrent calls with the same name are safe: exactly one wins.
-// Needs CAP_SYS_ADMIN.
-func New(name string) (*Handle, error) {
+// sysNew is New on Linux.
+func sysNew(name string) (*Handle, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, fmt.Errorf("netns: new: %w", err)
 	}
@@ -210,10 +89,8 @@ func removeIfMine(path string, f int) {
 	}
 }
 
-// NewAnonymous creates a network namespace with no name: it lives exactly as
-// long as the returned handle (and whatever else the caller attaches to it,
-// such as processes or sockets). Needs CAP_SYS_ADMIN.
-func NewAnonymous() (*Handle, error) {
+// sysNewAnonymous is NewAnonymous on Linux.
+func sysNewAnonymous() (*Handle, error) {
 	fd, err := unshareNet(nil)
 	if err != nil {
 		return nil, fmt.Errorf("netns: new anonymous: %w", err)
@@ -352,11 +229,8 @@ func prepareDir() error {
 	}
 }
 
-// Delete removes the named namespace, like "ip netns del NAME": it unmounts
-// and removes /run/netns/NAME. The namespace itself is freed by the kernel
-// once nothing else refers to it (open handles keep it alive). A missing name
-// gives an error matching os.ErrNotExist. Needs CAP_SYS_ADMIN.
-func Delete(name string) error {
+// sysDelete is Delete on Linux.
+func sysDelete(name string) error {
 	if err := ValidateName(name); err != nil {
 		return fmt.Errorf("netns: delete: %w", err)
 	}
@@ -382,9 +256,8 @@ func Delete(name string) error {
 	return nil
 }
 
-// Open opens the named namespace under [Dir], made by [New] or by
-// "ip netns add". A missing name gives an error matching os.ErrNotExist.
-func Open(name string) (*Handle, error) {
+// sysOpen is Open on Linux.
+func sysOpen(name string) (*Handle, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, fmt.Errorf("netns: open: %w", err)
 	}
@@ -395,10 +268,8 @@ func Open(name string) (*Handle, error) {
 	return h, nil
 }
 
-// OpenPath opens the network namespace file at path, such as
-// /proc/PID/ns/net or a bind mount made by another tool. A file that is not
-// a network namespace is refused with unix.EINVAL.
-func OpenPath(path string) (*Handle, error) {
+// sysOpenPath is OpenPath on Linux.
+func sysOpenPath(path string) (*Handle, error) {
 	h, err := openNS(path, "")
 	if err != nil {
 		return nil, fmt.Errorf("netns: open %s: %w", path, err)
@@ -406,15 +277,13 @@ func OpenPath(path string) (*Handle, error) {
 	return h, nil
 }
 
-// OpenPID opens the network namespace of process pid.
-func OpenPID(pid int) (*Handle, error) {
+// sysOpenPID is OpenPID on Linux.
+func sysOpenPID(pid int) (*Handle, error) {
 	return OpenPath(fmt.Sprintf("/proc/%d/ns/net", pid))
 }
 
-// Current opens the network namespace of the calling OS thread. For an
-// ordinary Go program that has not locked a thread into another namespace,
-// that is the namespace the process runs in.
-func Current() (*Handle, error) {
+// sysCurrent is Current on Linux.
+func sysCurrent() (*Handle, error) {
 	return OpenPath(threadNSPath)
 }
 
@@ -438,9 +307,8 @@ func openNS(path, name string) (*Handle, error) {
 	return newHandle(fd, name)
 }
 
-// List returns the names of the namespaces under [Dir], sorted, like
-// "ip netns list". A missing Dir means none.
-func List() ([]string, error) {
+// sysList is List on Linux.
+func sysList() ([]string, error) {
 	ents, err := os.ReadDir(Dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -458,25 +326,15 @@ func List() ([]string, error) {
 	return names, nil
 }
 
-// Do runs fn on an OS thread that is inside h's namespace and returns fn's
-// error. The calling goroutine's thread is never moved: fn runs on a fresh
-// goroutine locked to its own thread, which is switched back afterwards (or
-// discarded by the runtime if that fails). A panic in fn is re-raised in the
-// caller after the thread has been restored.
-//
-// Only code running on that thread is inside the namespace: goroutines that
-// fn starts run on other threads and do NOT inherit it. Sockets opened in fn
-// stay in the namespace for their whole life, wherever they are used later.
-// A nil h runs fn directly in the caller's current namespace. Entering a
-// namespace needs CAP_SYS_ADMIN.
-func (h *Handle) Do(fn func() error) error {
+// sysDo is Do on Linux.
+func (h *Handle) sysDo(fn func() error) error {
 	if fn == nil {
 		return errors.New("netns: Do with a nil function")
 	}
 	if h == nil {
 		return fn()
 	}
-	fd, err := h.FD()
+	fd, err := h.liveFd()
 	if err != nil {
 		return err
 	}
@@ -489,13 +347,8 @@ func (h *Handle) Do(fn func() error) error {
 	}, fn)
 }
 
-// Start starts cmd with its process inside h's namespace, the
-// "ip netns exec" equivalent (only the network namespace changes; unlike
-// ip netns exec, /sys and /etc/netns/NAME are not remounted). The child is
-// forked from a thread locked inside the namespace, so it starts there; the
-// caller's threads are not moved. Wait for it with cmd.Wait as usual. A nil h
-// starts cmd in the current namespace.
-func (h *Handle) Start(cmd *exec.Cmd) error {
+// sysStart is Start on Linux.
+func (h *Handle) sysStart(cmd *exec.Cmd) error {
 	if cmd == nil {
 		return errors.New("netns: Start with a nil *exec.Cmd")
 	}
@@ -506,8 +359,8 @@ func (h *Handle) Start(cmd *exec.Cmd) error {
 	return h.Do(cmd.Start)
 }
 
-// Run starts cmd inside h's namespace like [Handle.Start] and waits for it.
-func (h *Handle) Run(cmd *exec.Cmd) error {
+// sysRun is Run on Linux.
+func (h *Handle) sysRun(cmd *exec.Cmd) error {
 	if cmd == nil {
 		return errors.New("netns: Run with a nil *exec.Cmd")
 	}
@@ -515,4 +368,26 @@ func (h *Handle) Run(cmd *exec.Cmd) error {
 		return err
 	}
 	return cmd.Wait()
+}
+
+// currentIdentity is the calling thread's namespace's identity.
+func currentIdentity() (nsID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(threadNSPath, &st); err != nil {
+		return nsID{}, err
+	}
+	return nsID{st.Dev, st.Ino}, nil
+}
+
+// closeFD closes a namespace file descriptor.
+func closeFD(fd int) error { return unix.Close(fd) }
+
+// liveFd returns the file descriptor, or an error matching [ErrClosed] if
+// h is closed: Fd for callers that must not act on a closed handle.
+func (h *Handle) liveFd() (int, error) {
+	fd := h.Fd()
+	if fd < 0 {
+		return -1, fmt.Errorf("netns: %s: %w", h, ErrClosed)
+	}
+	return fd, nil
 }

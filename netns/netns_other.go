@@ -10,58 +10,28 @@ import (
 
 var errUnsupported = fmt.Errorf("netns: %w: network namespaces are Linux only", errors.ErrUnsupported)
 
-// Handle owns one network namespace file descriptor. Only Linux has network
-// namespaces; elsewhere every function returns an error wrapping
-// errors.ErrUnsupported.
-type Handle struct{}
+func currentIdentity() (nsID, error) { return nsID{}, errUnsupported }
 
-// Fd returns -1: there are no namespaces on this system.
-func (h *Handle) Fd() int { return -1 }
+func closeFD(fd int) error { return errUnsupported }
 
-// Close does nothing.
-func (h *Handle) Close() error { return nil }
+func sysNew(name string) (_ *Handle, err error) { return nil, errUnsupported }
 
-// String returns a fixed description.
-func (h *Handle) String() string { return "netns(unsupported)" }
+func sysNewAnonymous() (_ *Handle, err error) { return nil, errUnsupported }
 
-// Equal reports whether both handles are nil.
-func (h *Handle) Equal(o *Handle) bool { return h == nil && o == nil }
+func sysDelete(name string) (err error) { return errUnsupported }
 
-// Name returns "".
-func (h *Handle) Name() string { return "" }
+func sysOpen(name string) (_ *Handle, err error) { return nil, errUnsupported }
 
-// Do returns an error wrapping errors.ErrUnsupported.
-func (h *Handle) Do(fn func() error) error { return errUnsupported }
+func sysOpenPath(path string) (_ *Handle, err error) { return nil, errUnsupported }
 
-// Start returns an error wrapping errors.ErrUnsupported.
-func (h *Handle) Start(cmd *exec.Cmd) error { return errUnsupported }
+func sysOpenPID(pid int) (_ *Handle, err error) { return nil, errUnsupported }
 
-// Run returns an error wrapping errors.ErrUnsupported.
-func (h *Handle) Run(cmd *exec.Cmd) error { return errUnsupported }
+func sysCurrent() (_ *Handle, err error) { return nil, errUnsupported }
 
-// New returns an error wrapping errors.ErrUnsupported.
-func New(name string) (*Handle, error) { return nil, errUnsupported }
+func sysList() (_ []string, err error) { return nil, errUnsupported }
 
-// NewAnonymous returns an error wrapping errors.ErrUnsupported.
-func NewAnonymous() (*Handle, error) { return nil, errUnsupported }
+func (h *Handle) sysDo(fn func() error) (err error) { return errUnsupported }
 
-// Delete returns an error wrapping errors.ErrUnsupported.
-func Delete(name string) error { return errUnsupported }
+func (h *Handle) sysStart(cmd *exec.Cmd) (err error) { return errUnsupported }
 
-// Open returns an error wrapping errors.ErrUnsupported.
-func Open(name string) (*Handle, error) { return nil, errUnsupported }
-
-// OpenPath returns an error wrapping errors.ErrUnsupported.
-func OpenPath(path string) (*Handle, error) { return nil, errUnsupported }
-
-// OpenPID returns an error wrapping errors.ErrUnsupported.
-func OpenPID(pid int) (*Handle, error) { return nil, errUnsupported }
-
-// Current returns an error wrapping errors.ErrUnsupported.
-func Current() (*Handle, error) { return nil, errUnsupported }
-
-// List returns an error wrapping errors.ErrUnsupported.
-func List() ([]string, error) { return nil, errUnsupported }
-
-// ID returns 0.
-func (h *Handle) ID() uint64 { return 0 }
+func (h *Handle) sysRun(cmd *exec.Cmd) (err error) { return errUnsupported }

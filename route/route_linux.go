@@ -44,18 +44,14 @@ func (r Route) spec(c *nl.Conn) (nl.RouteSpec, error) {
 	return s, nil
 }
 
-// Add adds r ("ip route add"). A route already there matches os.ErrExist.
-func Add(ns *netns.Handle, r Route) error { return change(ns, "add", r, false) }
+// sysAdd is Add on Linux.
+func sysAdd(ns *netns.Handle, r Route) error { return change(ns, "add", r, false) }
 
-// Replace adds r or replaces the route with the same destination, table,
-// metric and type ("ip route replace").
-func Replace(ns *netns.Handle, r Route) error { return change(ns, "replace", r, true) }
+// sysReplace is Replace on Linux.
+func sysReplace(ns *netns.Handle, r Route) error { return change(ns, "replace", r, true) }
 
-// AddDefault adds the default route via gw ("ip route add default via GW").
-// It names no link: for a gateway that needs one (an IPv6 link-local
-// address such as fe80::1), use Add with Route{Dst: ::/0, Gateway: gw,
-// Link: LINK}.
-func AddDefault(ns *netns.Handle, gw netip.Addr) error {
+// sysAddDefault is AddDefault on Linux.
+func sysAddDefault(ns *netns.Handle, gw netip.Addr) error {
 	if !gw.IsValid() {
 		return fmt.Errorf("route: add default: %w: no gateway given", ErrInvalidRoute)
 	}
@@ -70,9 +66,8 @@ func change(ns *netns.Handle, op string, r Route, replace bool) error {
 	return exec(ns, op, r, func(s nl.RouteSpec) nl.Request { return nl.NewRoute(s, replace) })
 }
 
-// Delete deletes r ("ip route del"). Fields left zero match any value, as
-// with ip(8), except Dst. A missing route matches os.ErrNotExist.
-func Delete(ns *netns.Handle, r Route) error {
+// sysDelete is Delete on Linux.
+func sysDelete(ns *netns.Handle, r Route) error {
 	return exec(ns, "delete", r, func(s nl.RouteSpec) nl.Request {
 		if r.Protocol == 0 {
 			s.Protocol = 0
@@ -106,10 +101,8 @@ func exec(ns *netns.Handle, op string, r Route, req func(nl.RouteSpec) nl.Reques
 	return nil
 }
 
-// List returns the routes of ns that f selects (nil: both families, main
-// table), as "ip route show" and "ip -6 route show" do. The kernel filters
-// by table itself. Link names are not resolved: routes carry LinkIndex.
-func List(ns *netns.Handle, f *Filter) ([]Route, error) {
+// sysList is List on Linux.
+func sysList(ns *netns.Handle, f *Filter) ([]Route, error) {
 	if f == nil {
 		f = &Filter{}
 	}
@@ -166,10 +159,8 @@ func fromSpec(s nl.RouteSpec) Route {
 	return r
 }
 
-// Get returns the route the kernel would use to reach dst
-// ("ip route get DST"): its output link, gateway and preferred source.
-// Dst of the result is dst as a host prefix. No packet is sent.
-func Get(ns *netns.Handle, dst netip.Addr) (Route, error) {
+// sysGet is Get on Linux.
+func sysGet(ns *netns.Handle, dst netip.Addr) (Route, error) {
 	if !dst.IsValid() || dst.Zone() != "" {
 		return Route{}, fmt.Errorf("route: get: %w: %v", ErrInvalidRoute, dst)
 	}

@@ -60,9 +60,8 @@ func checkName(op, name string) error {
 	return nil
 }
 
-// List returns every link of ns (nil: the current namespace), in index
-// order: the "ip link show" equivalent.
-func List(ns *netns.Handle) ([]Link, error) {
+// sysList is List on Linux.
+func sysList(ns *netns.Handle) ([]Link, error) {
 	c, err := nl.Dial(ns)
 	if err != nil {
 		return nil, fmt.Errorf("veth: list: %w", err)
@@ -83,9 +82,8 @@ func List(ns *netns.Handle) ([]Link, error) {
 	return links, nil
 }
 
-// Lookup returns the link called name in ns, in one round trip (the kernel
-// resolves the name). A missing link matches os.ErrNotExist.
-func Lookup(ns *netns.Handle, name string) (Link, error) {
+// sysLookup is Lookup on Linux.
+func sysLookup(ns *netns.Handle, name string) (Link, error) {
 	if err := checkName("lookup", name); err != nil {
 		return Link{}, err
 	}
@@ -101,11 +99,11 @@ func Lookup(ns *netns.Handle, name string) (Link, error) {
 	return fromNL(l), nil
 }
 
-// SetUp brings the link called name up ("ip link set dev NAME up").
-func SetUp(ns *netns.Handle, name string) error { return setUp(ns, name, true) }
+// sysSetUp is SetUp on Linux.
+func sysSetUp(ns *netns.Handle, name string) error { return setUp(ns, name, true) }
 
-// SetDown brings the link called name down ("ip link set dev NAME down").
-func SetDown(ns *netns.Handle, name string) error { return setUp(ns, name, false) }
+// sysSetDown is SetDown on Linux.
+func sysSetDown(ns *netns.Handle, name string) error { return setUp(ns, name, false) }
 
 func setUp(ns *netns.Handle, name string, up bool) error {
 	op := "set up"
@@ -115,22 +113,17 @@ func setUp(ns *netns.Handle, name string, up bool) error {
 	return exec(ns, op, name, nl.SetLinkUp(0, name, up))
 }
 
-// Delete deletes the link called name; for a veth, its peer goes too
-// ("ip link del NAME"). It waits for the kernel, which for a veth means
-// one RCU grace period (tens of milliseconds).
-func Delete(ns *netns.Handle, name string) error {
+// sysDelete is Delete on Linux.
+func sysDelete(ns *netns.Handle, name string) error {
 	return exec(ns, "delete", name, nl.DeleteLink(0, name))
 }
 
-// Move moves the link called name from ns into the namespace to
-// ("ip link set dev NAME netns TO"). The kernel brings the link down and
-// removes its addresses on the way; its index may differ in to, so look it
-// up by name there.
-func Move(ns *netns.Handle, name string, to *netns.Handle) error {
+// sysMove is Move on Linux.
+func sysMove(ns *netns.Handle, name string, to *netns.Handle) error {
 	if to == nil {
 		return fmt.Errorf("veth: move %q: target namespace is nil: %w", name, ErrInvalidConfig)
 	}
-	fd, err := to.FD()
+	fd, err := nl.NSFd(to)
 	if err != nil {
 		return fmt.Errorf("veth: move %q: %w", name, err)
 	}

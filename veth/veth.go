@@ -56,3 +56,35 @@ func (c *Config) validate() error {
 	}
 	return nil
 }
+
+// List returns every link of ns (nil: the current namespace), in index
+// order: the "ip link show" equivalent.
+func List(ns *netns.Handle) ([]Link, error) { return sysList(ns) }
+
+// Lookup returns the link called name in ns, in one round trip (the kernel
+// resolves the name). A missing link matches os.ErrNotExist.
+func Lookup(ns *netns.Handle, name string) (Link, error) { return sysLookup(ns, name) }
+
+// SetUp brings the link called name up ("ip link set dev NAME up").
+func SetUp(ns *netns.Handle, name string) error { return sysSetUp(ns, name) }
+
+// SetDown brings the link called name down ("ip link set dev NAME down").
+func SetDown(ns *netns.Handle, name string) error { return sysSetDown(ns, name) }
+
+// Delete deletes the link called name; for a veth, its peer goes too
+// ("ip link del NAME"). It waits for the kernel, which for a veth means
+// one RCU grace period (tens of milliseconds).
+func Delete(ns *netns.Handle, name string) error { return sysDelete(ns, name) }
+
+// Move moves the link called name from ns into the namespace to
+// ("ip link set dev NAME netns TO"). The kernel brings the link down and
+// removes its addresses on the way; its index may differ in to, so look it
+// up by name there.
+func Move(ns *netns.Handle, name string, to *netns.Handle) error { return sysMove(ns, name, to) }
+
+// Create makes a veth pair: c.Name in ns (nil: the current namespace) and
+// c.PeerName created directly inside c.PeerNS, in one request. The config is
+// checked before the kernel sees it. An existing name in either namespace
+// gives an error matching os.ErrExist and creates nothing. Needs
+// CAP_NET_ADMIN in both namespaces.
+func Create(ns *netns.Handle, c Config) error { return sysCreate(ns, c) }

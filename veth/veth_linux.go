@@ -8,12 +8,8 @@ import (
 	"github.com/nsnet/nsnet/netns"
 )
 
-// Create makes a veth pair: c.Name in ns (nil: the current namespace) and
-// c.PeerName created directly inside c.PeerNS, in one request. The config is
-// checked before the kernel sees it. An existing name in either namespace
-// gives an error matching os.ErrExist and creates nothing. Needs
-// CAP_NET_ADMIN in both namespaces.
-func Create(ns *netns.Handle, c Config) error {
+// sysCreate is Create on Linux.
+func sysCreate(ns *netns.Handle, c Config) error {
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("veth: create %q: %w", c.Name, err)
 	}
@@ -22,7 +18,7 @@ func Create(ns *netns.Handle, c Config) error {
 	}
 	peerFd := -1
 	if c.PeerNS != nil {
-		fd, err := c.PeerNS.FD()
+		fd, err := nl.NSFd(c.PeerNS)
 		if err != nil {
 			return fmt.Errorf("veth: create %q: peer namespace: %w", c.Name, err)
 		}

@@ -11,23 +11,16 @@ import (
 
 var errUnsupported = fmt.Errorf("veth: %w: links are managed over Linux rtnetlink", errors.ErrUnsupported)
 
-// Create returns an error wrapping errors.ErrUnsupported.
-func Create(ns *netns.Handle, c Config) error { return errUnsupported }
+func sysList(ns *netns.Handle) (_ []Link, err error) { return nil, errUnsupported }
 
-// List returns an error wrapping errors.ErrUnsupported.
-func List(ns *netns.Handle) ([]Link, error) { return nil, errUnsupported }
+func sysLookup(ns *netns.Handle, name string) (_ Link, err error) { return Link{}, errUnsupported }
 
-// Lookup returns an error wrapping errors.ErrUnsupported.
-func Lookup(ns *netns.Handle, name string) (Link, error) { return Link{}, errUnsupported }
+func sysSetUp(ns *netns.Handle, name string) (err error) { return errUnsupported }
 
-// SetUp returns an error wrapping errors.ErrUnsupported.
-func SetUp(ns *netns.Handle, name string) error { return errUnsupported }
+func sysSetDown(ns *netns.Handle, name string) (err error) { return errUnsupported }
 
-// SetDown returns an error wrapping errors.ErrUnsupported.
-func SetDown(ns *netns.Handle, name string) error { return errUnsupported }
+func sysDelete(ns *netns.Handle, name string) (err error) { return errUnsupported }
 
-// Delete returns an error wrapping errors.ErrUnsupported.
-func Delete(ns *netns.Handle, name string) error { return errUnsupported }
+func sysMove(ns *netns.Handle, name string, to *netns.Handle) (err error) { return errUnsupported }
 
-// Move returns an error wrapping errors.ErrUnsupported.
-func Move(ns *netns.Handle, name string, to *netns.Handle) error { return errUnsupported }
+func sysCreate(ns *netns.Handle, c Config) (err error) { return errUnsupported }

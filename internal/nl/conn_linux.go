@@ -46,7 +46,7 @@ func (c *Conn) Close() error { return c.c.Close() }
 func Config(ns *netns.Handle) (*netlink.Config, error) {
 	cfg := &netlink.Config{}
 	if ns != nil {
-		fd, err := ns.FD()
+		fd, err := NSFd(ns)
 		if err != nil {
 			return nil, err
 		}
@@ -173,10 +173,6 @@ func (c *Conn) Query(r Request) ([]netlink.Message, error) {
 	return replies[0], errs[0]
 }
 
-// ErrInterrupted is matched by the error for a listing that concurrent
-// changes kept from being read consistently: the caller may try again.
-var ErrInterrupted = errors.New("listing interrupted by concurrent changes; try again")
-
 // Interrupted reports whether the kernel flagged a dump as interrupted by
 // a change between two of its parts (NLM_F_DUMP_INTR): what it returned
 // may lack entries that were there all along.
@@ -204,3 +200,13 @@ func (c *Conn) Dump(r Request) ([]netlink.Message, error) {
 
 // NativeEndian is the byte order of rtnetlink's fixed headers.
 var NativeEndian = binary.NativeEndian
+
+// NSFd returns ns's file descriptor, or an error matching netns.ErrClosed
+// if ns is closed.
+func NSFd(ns *netns.Handle) (int, error) {
+	fd := ns.Fd()
+	if fd < 0 {
+		return -1, fmt.Errorf("netns: %s: %w", ns, netns.ErrClosed)
+	}
+	return fd, nil
+}

@@ -84,3 +84,7 @@ func Wrap(err error) error {
 // ErrInvalidPrefix is matched by the error for an address or prefix that
 // cannot be used.
 var ErrInvalidPrefix = errors.New("invalid prefix")
+
+// ErrInterrupted is matched by the error for a listing that concurrent
+// changes kept from being read consistently: the caller may try again.
+var ErrInterrupted = errors.New("listing interrupted by concurrent changes; try again")

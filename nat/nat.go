@@ -1,0 +1,166 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/nsnet/nsnet/netns"
+)
+
+// Link is one namespace connected to the outside through NAT. Its fields
+// say what Connect made, for reading; Close does not look at them (it
+// undoes from a record of its own), so changing them changes nothing.
+type Link struct {
+	Prefix   netip.Prefix // the namespace's network
+	Uplink   string       // the host link its traffic leaves by (its name at Connect)
+	HostVeth string       // host end of the veth pair (its name at Connect)
+	NSVeth   string       // end inside the namespace
+	HostAddr netip.Prefix // address of HostVeth, the namespace's gateway
+	NSAddr   netip.Prefix // address of NSVeth
+
+	owned
+}
+
+// String describes the link in one line, as
+// "10.0.0.0/24: nsn-k3f9a0b2c7d (10.0.0.1) <-> eth0 (10.0.0.2) via up0".
+func (l *Link) String() string {
+	if l == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("%s: %s (%s) <-> %s (%s) via %s", l.Prefix, l.HostVeth, l.HostAddr.Addr(), l.NSVeth, l.NSAddr.Addr(), l.Uplink)
+}
+
+// Rules is the tutorial's iptables and sysctl step on its own, for a veth
+// pair made by hand: the link's entries in the library's nftables table and
+// IPv4 forwarding on its host end and the uplink. Connect does this itself;
+// use AddRules when building the rest with the veth, addr and route
+// packages. Close removes exactly what AddRules added.
+type Rules struct {
+	Prefix   netip.Prefix // the namespace's network behind HostVeth
+	HostVeth string       // host end of the pair, made by the caller
+	Uplink   string       // the host link the traffic leaves by
+	owned
+}
+
+// Sweep removes what dead processes left behind in host (nil: the current
+// namespace): processes killed or crashed before they closed their Links
+// and Rules. It finds the library's marks — the host veth's ifalias and
+// the comment of every set entry, "nsnet owner=ID pid=P" — and removes the
+// veths and entries of owners that no longer run, whatever PID namespace
+// they ran in (see protocol_linux.go: liveness is not a pid), turns
+// forwarding off again on uplinks that a dead owner had turned on and no
+// live one uses, and removes the table if nothing is left in it. What live
+// processes own is never touched. Safe at any time and at any size,
+// concurrently with other processes' Connect, Close and Sweep, for example
+// at program start.
+//
+// A process killed in the middle of Connect, between creating a veth pair
+// with a name it was given and marking it, leaves an unmarked pair that
+// Sweep cannot attribute and leaves alone.
+func Sweep(host *netns.Handle) (SweepResult, error) { return sysSweep(host) }
+
+// CloseAll closes many links at once, much faster than calling Close on
+// each: in the order Close follows, their traffic is stopped with one
+// batch, their set entries removed with one nftables transaction (per
+// 64 KiB of messages), and their veth pairs moved into a fresh device group
+// and deleted with one request, so the kernel waits for one RCU grace
+// period for all of them instead of one per link (tens of milliseconds
+// each).
+// When it returns, every link, address, route, rule and forwarding setting
+// of the links is gone, as after Close, from the library's own records.
+// Links already closed are skipped; nil entries are ignored, zero ones
+// reported. Errors are joined; each link ends closed either way.
+func CloseAll(links ...*Link) error { return sysCloseAll(links...) }
+
+// AddRules masquerades the traffic of the link hostVeth (in host; nil: the
+// current namespace) leaving by uplink, and forwards it, with the same
+// rules and isolation as Connect ("iptables -t nat -A POSTROUTING -s CIDR
+// -o UPLINK -j MASQUERADE", the two FORWARD rules, and forwarding on). An
+// empty uplink means the link of the default route. hostVeth must exist,
+// and the host must route cidr through it (an address in cidr on hostVeth
+// does that): packets from the link whose source would not be routed back
+// out of it are dropped as spoofed. Links are matched by interface index:
+// the rules follow hostVeth and the uplink through renames. Overlap with
+// the host's routes is not checked (the caller's own address on hostVeth
+// makes one); overlap with other live Links and Rules, of any process, is.
+// One Rules per link: a second AddRules for the same hostVeth while the
+// first is live fails with an error matching os.ErrExist. A failure
+// part-way undoes what was done, hostVeth's forwarding included.
+func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
+	return sysAddRules(host, hostVeth, uplink, cidr)
+}
+
+// Close undoes exactly what AddRules did, from its own record (renames of
+// the link or the uplink do not matter): HostVeth's forwarding goes back
+// off if AddRules turned it on (first, so that no packet of the link
+// leaves once its rules are gone), the link's connection tracking entries
+// are forgotten, its set entries removed (and the library's table after
+// the last user), and the uplink's forwarding restored after its last
+// user. The link itself is the caller's. Idempotent; a nil or zero Rules
+// returns an error.
+func (r *Rules) Close() error { return r.sysClose() }
+
+// Close undoes everything Connect made, from the library's own record of
+// it (not from the Link's fields, nor by names the host may have reused).
+// First it quiesces the link: forwarding off on the host end of the veth
+// and its address removed (with the route to the namespace), so that no
+// packet passes through the link any more, either way, and deletes the
+// connection tracking entries of its prefix, so that no later holder of
+// the prefix receives what was meant for this one. Then, in one
+// nftables transaction, it removes the link's set entries and prefix
+// claim; the last of the process's links out of the uplink also removes
+// the process's share of it, and when no nsnet process uses the uplink any
+// more its forwarding goes back to what it was. After the process's last
+// link in the host, the library's table goes too if no other process has
+// entries in it. Last, it deletes the host end of the veth pair by its
+// interface index, which takes the peer, the namespace's address and route
+// with it: the delete waits for an RCU grace period, which also covers the
+// one nftables needs after removing entries, so it is paid once.
+//
+// Close removes everything still there even when a part was removed or
+// changed by someone else meanwhile (a renamed or deleted veth or uplink, a
+// flushed ruleset), and then returns an error matching os.ErrNotExist that
+// says what was already gone. It goes on after a failed step and returns
+// all errors joined. The namespace itself belongs to the caller and stays,
+// with lo up. Close is idempotent: a second call returns the first call's
+// result. A nil or zero Link returns an error. Safe for concurrent use.
+func (l *Link) Close() error { return l.sysClose() }
+
+// Connect gives the namespace ns a path to the outside world through the
+// link uplink of the current namespace, with cidr as its network:
+// Config{}.Connect(ns, uplink, cidr). An empty uplink means the link of the
+// default route.
+func Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+	return Config{}.Connect(ns, uplink, cidr)
+}
+
+// Connect connects ns to the outside world through uplink (in c.HostNS;
+// "" for the link of the default route), giving it the network cidr. It is
+// the tutorial in one call:
+//
+//  1. checks everything before touching the kernel: ns is given and not
+//     the host namespace, cidr is an IPv4 prefix with room for two hosts
+//     and overlaps no address or route of the host nor another live Link
+//     (of any process), the uplink exists, is up and has an IPv4 address;
+//  2. creates the veth pair with its peer made inside ns;
+//  3. adds the link to the sets of the library's nftables table, keyed by
+//     interface index: masquerade out of the uplink, forwarding out of the
+//     link, replies back in, nothing unsolicited, no spoofed sources, no
+//     traffic between links unless AllowSiblings; and claims cidr for it
+//     (in the same transaction), which no other process can then claim;
+//  4. turns on IPv4 forwarding for the uplink (restored when its last
+//     nsnet user, in any process, is gone);
+//  5. brings up the namespace's end with its address and default route;
+//  6. brings up the host end with its address (IPv6 off: the namespace's
+//     end keeps it) and, last, its forwarding: not one packet of the
+//     namespace is forwarded before the rules that filter and masquerade
+//     it are in place.
+//
+// A failure part-way undoes what was done and returns the first error,
+// naming the step. A prefix held only by the leftovers of a dead process
+// (one killed before it closed its links) is reclaimed: Connect sweeps
+// them (see Sweep) and tries once more. Needs CAP_NET_ADMIN in both
+// namespaces (and CAP_SYS_ADMIN to enter them). Safe for concurrent use.
+func (c Config) Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+	return c.sysConnect(ns, uplink, cidr)
+}

@@ -1,0 +1,69 @@
+package netns
+
+import "os/exec"
+
+// New creates a network namespace named name, like "ip netns add NAME", and
+// returns a handle to it. The namespace persists (bind-mounted under [Dir])
+// after the handle is closed, until [Delete].
+//
+// No thread of the caller changes namespace. An existing name gives an error
+// matching os.ErrExist; an invalid one, [ErrInvalidName], before anything is
+// created. Concurrent calls with the same name are safe: exactly one wins.
+// Needs CAP_SYS_ADMIN.
+func New(name string) (*Handle, error) { return sysNew(name) }
+
+// NewAnonymous creates a network namespace with no name: it lives exactly as
+// long as the returned handle (and whatever else the caller attaches to it,
+// such as processes or sockets). Needs CAP_SYS_ADMIN.
+func NewAnonymous() (*Handle, error) { return sysNewAnonymous() }
+
+// Delete removes the named namespace, like "ip netns del NAME": it unmounts
+// and removes /run/netns/NAME. The namespace itself is freed by the kernel
+// once nothing else refers to it (open handles keep it alive). A missing name
+// gives an error matching os.ErrNotExist. Needs CAP_SYS_ADMIN.
+func Delete(name string) error { return sysDelete(name) }
+
+// Open opens the named namespace under [Dir], made by [New] or by
+// "ip netns add". A missing name gives an error matching os.ErrNotExist.
+func Open(name string) (*Handle, error) { return sysOpen(name) }
+
+// OpenPath opens the network namespace file at path, such as
+// /proc/PID/ns/net or a bind mount made by another tool. A file that is not
+// a network namespace is refused with unix.EINVAL.
+func OpenPath(path string) (*Handle, error) { return sysOpenPath(path) }
+
+// OpenPID opens the network namespace of process pid.
+func OpenPID(pid int) (*Handle, error) { return sysOpenPID(pid) }
+
+// Current opens the network namespace of the calling OS thread. For an
+// ordinary Go program that has not locked a thread into another namespace,
+// that is the namespace the process runs in.
+func Current() (*Handle, error) { return sysCurrent() }
+
+// List returns the names of the namespaces under [Dir], sorted, like
+// "ip netns list". A missing Dir means none.
+func List() ([]string, error) { return sysList() }
+
+// Do runs fn on an OS thread that is inside h's namespace and returns fn's
+// error. The calling goroutine's thread is never moved: fn runs on a fresh
+// goroutine locked to its own thread, which is switched back afterwards (or
+// discarded by the runtime if that fails). A panic in fn is re-raised in the
+// caller after the thread has been restored.
+//
+// Only code running on that thread is inside the namespace: goroutines that
+// fn starts run on other threads and do NOT inherit it. Sockets opened in fn
+// stay in the namespace for their whole life, wherever they are used later.
+// A nil h runs fn directly in the caller's current namespace. Entering a
+// namespace needs CAP_SYS_ADMIN.
+func (h *Handle) Do(fn func() error) error { return h.sysDo(fn) }
+
+// Start starts cmd with its process inside h's namespace, the
+// "ip netns exec" equivalent (only the network namespace changes; unlike
+// ip netns exec, /sys and /etc/netns/NAME are not remounted). The child is
+// forked from a thread locked inside the namespace, so it starts there; the
+// caller's threads are not moved. Wait for it with cmd.Wait as usual. A nil h
+// starts cmd in the current namespace.
+func (h *Handle) Start(cmd *exec.Cmd) error { return h.sysStart(cmd) }
+
+// Run starts cmd inside h's namespace like [Handle.Start] and waits for it.
+func (h *Handle) Run(cmd *exec.Cmd) error { return h.sysRun(cmd) }
