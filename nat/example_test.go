@@ -4,64 +4,180 @@ import (
 	"fmt"
 	"log"
 	"net/netip"
-	"os/exec"
 
+	"github.com/nsnet/nsnet/addr"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
+	"github.com/nsnet/nsnet/route"
+	"github.com/nsnet/nsnet/veth"
 )
 
 // The tutorial in one call: a namespace that reaches the outside through
-// eth0 with NAT, and everything removed again. Needs root.
+// the host's uplink with NAT, and everything removed again. The examples
+// run in a private world (nstest): the uplink up0 with 203.0.113.2, an
+// outside host 203.0.113.1 with a TCP echo server; on a real host, name
+// the real uplink (or "" for the default route's link).
 func ExampleConnect() {
-	ns, err := netns.New("example-ns1")
+	w, err := nstest.BuildWorld("", "inet-connect") // up0 in this (private) namespace
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer netns.Delete("example-ns1")
-	defer ns.Close()
-
-	l, err := nat.Connect(ns, "eth0", netip.MustParsePrefix("10.0.0.0/24"))
+	defer w.Close()
+	echo, err := nstest.Serve(w.Inet, "203.0.113.1:8080")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer l.Close()
-	fmt.Println(l) // 10.0.0.0/24: nsn-… (10.0.0.1) <-> eth0 (10.0.0.2) via eth0
+	defer echo.Close()
 
-	if err := ns.Run(exec.Command("ping", "-c1", "192.0.2.1")); err != nil {
-		log.Print(err)
-	}
-}
-
-// Options: the uplink of the default route (""), fixed names, siblings
-// that may reach each other.
-func ExampleConfig_Connect() {
 	ns, err := netns.NewAnonymous()
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer ns.Close()
-	cfg := nat.Config{HostVeth: "web-host", NSVeth: "eth0", MTU: 1400, AllowSiblings: true}
-	l, err := cfg.Connect(ns, "", netip.MustParsePrefix("10.1.0.0/24"))
+	l, err := nat.Connect(ns, "up0", netip.MustParsePrefix("10.0.0.0/24"))
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer l.Close()
+	fmt.Println(l.Prefix, l.HostAddr, l.NSVeth, l.NSAddr, l.Uplink)
+
+	seen, err := nstest.Echo(ns, "203.0.113.1:8080") // TCP from inside
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("the outside host sees", seen)
+	if err := l.Close(); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// 10.0.0.0/24 10.0.0.1/24 eth0 10.0.0.2/24 up0
+	// the outside host sees 203.0.113.2
 }
 
-// Many links torn down at once, and leftovers of crashed processes swept
-// at start-up.
-func ExampleCloseAll() {
-	if res, err := nat.Sweep(nil); err == nil && len(res.Links) > 0 {
-		log.Printf("removed %d links left by dead processes", len(res.Links))
+// Options: the host namespace, the uplink of the default route (""),
+// fixed names and addresses, and siblings that may reach each other.
+func ExampleConfig_Connect() {
+	w, err := nstest.BuildWorld("host-cfg", "inet-cfg")
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer w.Close()
+	if err := route.AddDefault(w.Host, w.Outside); err != nil {
+		log.Fatal(err)
+	}
+	a, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer a.Close()
+	b, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+
+	cfg := nat.Config{HostNS: w.Host, AllowSiblings: true, MTU: 1400}
+	cfg.HostVeth, cfg.NSVeth = "web-host", "web0"
+	cfg.NSAddr = netip.MustParseAddr("10.1.0.10")
+	la, err := cfg.Connect(a, "", netip.MustParsePrefix("10.1.0.0/24"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer la.Close()
+	fmt.Println(la)
+
+	cfg.HostVeth, cfg.NSVeth, cfg.NSAddr = "db-host", "db0", netip.Addr{}
+	lb, err := cfg.Connect(b, "", netip.MustParsePrefix("10.2.0.0/24"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lb.Close()
+	fmt.Println(lb)
+
+	srv, err := nstest.Serve(b, "10.2.0.2:5432")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	seen, err := nstest.Echo(a, "10.2.0.2:5432") // sibling to sibling, not masqueraded
+	fmt.Println("db sees web as", seen, err)
+	// Output:
+	// 10.1.0.0/24: web-host (10.1.0.1) <-> web0 (10.1.0.10) via up0
+	// 10.2.0.0/24: db-host (10.2.0.1) <-> db0 (10.2.0.2) via up0
+	// db sees web as 10.1.0.10 <nil>
+}
+
+// The tutorial's iptables and sysctl step alone, for a veth pair built by
+// hand with the veth, addr and route packages.
+func ExampleAddRules() {
+	w, err := nstest.BuildWorld("host-rules", "inet-rules")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+	for _, err := range []error{
+		veth.Create(w.Host, veth.Config{Name: "ex-a", PeerName: "eth0", PeerNS: ns, Up: true}),
+		veth.SetUp(ns, "lo"),
+		addr.Add(w.Host, "ex-a", netip.MustParsePrefix("10.3.0.1/24")),
+		addr.Add(ns, "eth0", netip.MustParsePrefix("10.3.0.2/24")),
+		route.AddDefault(ns, netip.MustParseAddr("10.3.0.1")),
+	} {
+		if err != nil {
+			log.Fatal(err)
+		}
+	}
+	defer veth.Delete(w.Host, "ex-a")
+
+	rules, err := nat.AddRules(w.Host, "ex-a", w.Uplink, netip.MustParsePrefix("10.3.0.0/24"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	echo, err := nstest.Serve(w.Inet, "203.0.113.1:8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer echo.Close()
+	seen, err := nstest.Echo(ns, "203.0.113.1:8080")
+	fmt.Println("the outside host sees", seen, err)
+	if err := rules.Close(); err != nil {
+		log.Fatal(err)
+	}
+	_, err = nstest.Echo(ns, "203.0.113.1:8080")
+	fmt.Println("after Close:", err != nil)
+	// Output:
+	// the outside host sees 203.0.113.2 <nil>
+	// after Close: true
+}
+
+// Many links torn down at once: one nftables transaction and one RCU
+// grace period for all of them. Sweep, at program start, removes what
+// crashed processes left (here nothing).
+func ExampleCloseAll() {
+	w, err := nstest.BuildWorld("host-all", "inet-all")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	res, err := nat.Sweep(w.Host)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("swept: %d links, %d entries\n", len(res.Links), res.Elements)
+
 	var links []*nat.Link
-	for i := range 100 {
+	for i := range 3 {
 		ns, err := netns.NewAnonymous()
 		if err != nil {
 			log.Fatal(err)
 		}
 		defer ns.Close()
-		l, err := nat.Connect(ns, "eth0", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2, byte(i), 0}), 24))
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 4, byte(i), 0}), 24)
+		l, err := nat.Config{HostNS: w.Host}.Connect(ns, w.Uplink, p)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -70,4 +186,30 @@ func ExampleCloseAll() {
 	if err := nat.CloseAll(links...); err != nil {
 		log.Fatal(err)
 	}
+	left, err := veth.List(w.Host)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, l := range left {
+		fmt.Println(l.Name)
+	}
+	// Output:
+	// swept: 0 links, 0 entries
+	// lo
+	// up0
+}
+
+// Sweep removes the veths, set entries and forwarding that processes
+// killed before they closed their links left behind, and never touches
+// what live processes own. Call it at start-up.
+func ExampleSweep() {
+	res, err := nat.Sweep(nil) // nil: this namespace
+	if err != nil {
+		log.Fatal(err)
+	}
+	if len(res.Links) > 0 || res.Elements > 0 {
+		log.Printf("removed %d links and %d entries of dead processes", len(res.Links), res.Elements)
+	}
+	fmt.Println("table removed:", res.Table)
+	// Output: table removed: false
 }

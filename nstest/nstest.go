@@ -26,14 +26,16 @@
 //	}
 //
 // Without root (or where namespaces cannot be created) the tests run in
-// place and every test that calls [Require] skips; with
-// NSNET_REQUIRE_PRIVILEGED=1 (set it in CI) it fails instead, so that a
-// green run means the privileged tests ran. Off Linux, Main runs the tests
+// place, every test that calls [Require] skips, and the package's Examples
+// (which cannot skip) are left out; with NSNET_REQUIRE_PRIVILEGED=1 (set
+// it in CI) they fail instead, so that a green run means the privileged
+// tests ran. Off Linux, Main runs the tests
 // in place and Require skips.
 package nstest
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -80,6 +82,7 @@ func run(m *testing.M) int {
 	}
 	if os.Geteuid() != 0 {
 		whyNot = "not root"
+		skipExamples()
 		return m.Run()
 	}
 	code, err := rerun()
@@ -87,9 +90,27 @@ func run(m *testing.M) int {
 		// Unsharing fails in a container without CAP_SYS_ADMIN, and off
 		// Linux: run in place and let Require skip (or fail under CI).
 		whyNot = fmt.Sprintf("cannot create private namespaces: %v", err)
+		skipExamples()
 		return m.Run()
 	}
 	return code
+}
+
+// skipExamples leaves out the Examples of a run outside a private world:
+// they make namespaces and links, and unlike tests they cannot call
+// Require. Under NSNET_REQUIRE_PRIVILEGED=1 they run (and fail).
+func skipExamples() {
+	if os.Getenv(envRequire) == "1" {
+		return
+	}
+	flag.Parse()
+	skip := "^Example"
+	if f := flag.Lookup("test.skip"); f != nil && f.Value.String() != "" {
+		skip = f.Value.String() + "|" + skip
+	}
+	if flag.Set("test.skip", skip) == nil {
+		fmt.Fprintf(os.Stderr, "nstest: examples skipped (%s): run as root, e.g. sudo go test ./...\n", whyNot)
+	}
 }
 
 // Isolate re-executes the running program, with the same arguments and

@@ -3,31 +3,68 @@ package veth_test
 import (
 	"fmt"
 	"log"
+	"net"
 
 	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/veth"
 )
 
-// Create a veth pair whose peer is made directly inside a namespace, both
-// ends up, and print the namespace's links as "ip link show" would.
-// Needs root.
+// Create a veth pair between two namespaces, its peer made directly inside
+// the second one, both ends up, and list the second namespace's links
+// ("ip link show"; Format prints them as ip does).
 func ExampleCreate() {
-	ns, err := netns.New("example-ns1")
+	host, err := netns.NewAnonymous()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer netns.Delete("example-ns1")
+	defer host.Close()
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer ns.Close()
 
-	err = veth.Create(nil, veth.Config{Name: "veth-a", PeerName: "eth0", PeerNS: ns, Up: true})
+	mac, _ := net.ParseMAC("02:00:00:00:00:02")
+	err = veth.Create(host, veth.Config{Name: "veth-a", PeerName: "eth0", PeerNS: ns, PeerHardwareAddr: mac, Up: true})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer veth.Delete(nil, "veth-a") // the peer goes with it
+	defer veth.Delete(host, "veth-a") // the peer goes with it
 
 	links, err := veth.List(ns)
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Print(veth.Format(links))
+	for _, l := range links {
+		fmt.Println(l.Index, l.Name, l.Kind, l.Flags, l.HardwareAddr)
+	}
+	// Output:
+	// 1 lo  LOOPBACK 00:00:00:00:00:00
+	// 2 eth0 veth BROADCAST,MULTICAST,UP,LOWER_UP 02:00:00:00:00:02
+}
+
+// Look a link up by name, bring it down, and move it to another namespace.
+func ExampleMove() {
+	a, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer a.Close()
+	b, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+	if err := veth.Create(a, veth.Config{Name: "left", PeerName: "right"}); err != nil {
+		log.Fatal(err)
+	}
+	if err := veth.Move(a, "right", b); err != nil {
+		log.Fatal(err)
+	}
+	l, err := veth.Lookup(b, "right")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(l.Name, l.Kind, l.Flags)
+	// Output: right veth BROADCAST,MULTICAST
 }

@@ -6,28 +6,36 @@ import (
 	"strings"
 )
 
-// Linux's IFF_* link flags and ARPHRD_* link types, numbered here so that
-// Link and its formatting build on every system.
-const (
-	iffUp           = 0x1
-	iffBroadcast    = 0x2
-	iffDebug        = 0x4
-	iffLoopback     = 0x8
-	iffPointToPoint = 0x10
-	iffNoTrailers   = 0x20
-	iffNoARP        = 0x80
-	iffPromisc      = 0x100
-	iffAllMulti     = 0x200
-	iffMaster       = 0x400
-	iffSlave        = 0x800
-	iffMulticast    = 0x1000
-	iffPortSel      = 0x2000
-	iffAutoMedia    = 0x4000
-	iffDynamic      = 0x8000
-	iffLowerUp      = 0x10000
-	iffDormant      = 0x20000
-	iffEcho         = 0x40000
+// Flags are a link's IFF_* flags, as the kernel reports them (see
+// linux/if.h). They are not net.Flags, whose bits differ (net.FlagLoopback
+// is 4, IFF_LOOPBACK 8): use these constants. String gives ip's names.
+type Flags uint32
 
+// The flags of Linux's linux/if.h, numbered here so that Link builds on
+// every system (a test checks them against golang.org/x/sys/unix).
+const (
+	FlagUp           Flags = 0x1
+	FlagBroadcast    Flags = 0x2
+	FlagDebug        Flags = 0x4
+	FlagLoopback     Flags = 0x8
+	FlagPointToPoint Flags = 0x10
+	FlagNoTrailers   Flags = 0x20
+	FlagNoARP        Flags = 0x80
+	FlagPromisc      Flags = 0x100
+	FlagAllMulti     Flags = 0x200
+	FlagMaster       Flags = 0x400
+	FlagSlave        Flags = 0x800
+	FlagMulticast    Flags = 0x1000
+	FlagPortSel      Flags = 0x2000
+	FlagAutoMedia    Flags = 0x4000
+	FlagDynamic      Flags = 0x8000
+	FlagLowerUp      Flags = 0x10000
+	FlagDormant      Flags = 0x20000
+	FlagEcho         Flags = 0x40000
+)
+
+// ARPHRD_* link types.
+const (
 	arphrdEther    = 1
 	arphrdLoopback = 772
 	arphrdNone     = 0xfffe
@@ -35,14 +43,11 @@ const (
 
 // Link is what "ip link show" tells about one link of any kind.
 type Link struct {
-	Index int    // interface index, unique within its namespace only
-	Name  string // interface name
-	Kind  string // "veth", "bridge", ...; "" for links without one (lo, most NICs)
-	MTU   int
-	// Flags are the kernel's IFF_* flags (unix.IFF_UP, IFF_LOOPBACK,
-	// IFF_MULTICAST, IFF_LOWER_UP...). They are not net.Flags: only
-	// net.FlagUp and net.FlagBroadcast have the same values.
-	Flags        uint32
+	Index        int    // interface index, unique within its namespace only
+	Name         string // interface name
+	Kind         string // "veth", "bridge", ...; "" for links without one (lo, most NICs)
+	MTU          int
+	Flags        Flags  // IFF_* flags: FlagUp, FlagLoopback, FlagLowerUp...
 	OperState    string // "UP", "DOWN", "UNKNOWN", "LOWERLAYERDOWN", ...
 	HardwareAddr net.HardwareAddr
 	Broadcast    net.HardwareAddr
@@ -59,21 +64,33 @@ type Link struct {
 }
 
 // Up reports whether the link is administratively up (IFF_UP).
-func (l Link) Up() bool { return l.Flags&iffUp != 0 }
+func (l Link) Up() bool { return l.Flags&FlagUp != 0 }
 
 var flagNames = []struct {
-	bit  uint32
+	bit  Flags
 	name string
 }{
-	{iffLoopback, "LOOPBACK"}, {iffBroadcast, "BROADCAST"},
-	{iffPointToPoint, "POINTOPOINT"}, {iffMulticast, "MULTICAST"},
-	{iffNoARP, "NOARP"}, {iffAllMulti, "ALLMULTI"},
-	{iffPromisc, "PROMISC"}, {iffMaster, "MASTER"},
-	{iffSlave, "SLAVE"}, {iffDebug, "DEBUG"},
-	{iffDynamic, "DYNAMIC"}, {iffAutoMedia, "AUTOMEDIA"},
-	{iffPortSel, "PORTSEL"}, {iffNoTrailers, "NOTRAILERS"},
-	{iffUp, "UP"}, {iffLowerUp, "LOWER_UP"}, {iffDormant, "DORMANT"},
-	{iffEcho, "ECHO"},
+	{FlagLoopback, "LOOPBACK"}, {FlagBroadcast, "BROADCAST"},
+	{FlagPointToPoint, "POINTOPOINT"}, {FlagMulticast, "MULTICAST"},
+	{FlagNoARP, "NOARP"}, {FlagAllMulti, "ALLMULTI"},
+	{FlagPromisc, "PROMISC"}, {FlagMaster, "MASTER"},
+	{FlagSlave, "SLAVE"}, {FlagDebug, "DEBUG"},
+	{FlagDynamic, "DYNAMIC"}, {FlagAutoMedia, "AUTOMEDIA"},
+	{FlagPortSel, "PORTSEL"}, {FlagNoTrailers, "NOTRAILERS"},
+	{FlagUp, "UP"}, {FlagLowerUp, "LOWER_UP"}, {FlagDormant, "DORMANT"},
+	{FlagEcho, "ECHO"},
+}
+
+// String names the flags as ip does, comma-separated in ip's order
+// ("BROADCAST,MULTICAST,UP,LOWER_UP").
+func (f Flags) String() string {
+	var names []string
+	for _, n := range flagNames {
+		if f&n.bit != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ",")
 }
 
 // String formats the link in the style of "ip link show", on two lines
@@ -88,16 +105,11 @@ func (l Link) String() string {
 	if l.PeerIndex != 0 && (l.PeerIndex != l.Index || l.PeerNetNSID >= 0) {
 		name += fmt.Sprintf("@if%d", l.PeerIndex)
 	}
-	var flags []string
-	for _, f := range flagNames {
-		if l.Flags&f.bit != 0 {
-			flags = append(flags, f.name)
-		}
+	flags := l.Flags.String()
+	if l.Flags&FlagUp != 0 && l.Flags&FlagLowerUp == 0 {
+		flags = strings.TrimPrefix(flags+",NO-CARRIER", ",")
 	}
-	if l.Flags&iffUp != 0 && l.Flags&iffLowerUp == 0 {
-		flags = append(flags, "NO-CARRIER")
-	}
-	fmt.Fprintf(&b, "%d: %s: <%s> mtu %d", l.Index, name, strings.Join(flags, ","), l.MTU)
+	fmt.Fprintf(&b, "%d: %s: <%s> mtu %d", l.Index, name, flags, l.MTU)
 	if l.MasterIndex != 0 {
 		fmt.Fprintf(&b, " master if%d", l.MasterIndex)
 	}

@@ -15,7 +15,7 @@ func fromNL(m nl.Link) Link {
 		Index:        int(m.Index),
 		Name:         a.Name,
 		MTU:          int(a.MTU),
-		Flags:        m.Flags,
+		Flags:        Flags(m.Flags),
 		OperState:    operState(a.OperationalState),
 		HardwareAddr: a.Address,
 		Broadcast:    a.Broadcast,
