@@ -96,7 +96,8 @@ func Delete(ns *netns.Handle, link string, p netip.Prefix) error { return sysDel
 func List(ns *netns.Handle, link string) ([]Address, error) { return sysList(ns, link) }
 
 // WaitReady waits until p on the link has left the tentative state of
-// IPv6 duplicate address detection, polling every 10ms until ctx is done.
+// IPv6 duplicate address detection, woken by the kernel's address
+// notifications (no polling), until ctx is done.
 // IPv4 addresses are ready at once. A failed detection matches
 // ErrDADFailed; an address not on the link, os.ErrNotExist.
 func WaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Prefix) error {

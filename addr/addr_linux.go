@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"time"
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/nsnet/nsnet/internal/nl"
@@ -166,10 +165,24 @@ func sysWaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Pr
 	if err != nil {
 		return fmt.Errorf("addr: wait %v dev %s: %w", p, link, err)
 	}
+	// Address notifications wake the loop: DAD's end changes the
+	// address's flags, which the kernel announces.
+	w, err := nl.DialWatch(ns, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR)
+	if err != nil {
+		return fmt.Errorf("addr: wait %v: %w", p, err)
+	}
+	defer w.Close()
+	defer context.AfterFunc(ctx, w.Interrupt)()
 	for {
+		// Drain first, look second: a change after the look is then
+		// still queued for Wait.
+		if err := w.Poll(func(uint16, uint16, []byte) {}); err != nil && !errors.Is(err, nl.ErrOverflow) {
+			return fmt.Errorf("addr: wait %v: %w", p, err)
+		}
 		addrs, err := list(c, index)
-		if errors.Is(err, ErrInterrupted) {
-			addrs, err = nil, nil // changing under us: look again after the pause
+		interrupted := errors.Is(err, ErrInterrupted)
+		if interrupted {
+			err = nil // changed while read: the changes are queued too
 		}
 		if err != nil {
 			return err
@@ -187,13 +200,13 @@ func sysWaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Pr
 				return nil
 			}
 		}
-		if !found {
+		if !found && !interrupted {
 			return fmt.Errorf("addr: wait %v dev %s: %w", p, link, nl.Wrap(unix.EADDRNOTAVAIL))
 		}
-		select {
-		case <-ctx.Done():
+		if err := w.Wait(); ctx.Err() != nil {
 			return fmt.Errorf("addr: wait %v dev %s: %w", p, link, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
+		} else if err != nil {
+			return fmt.Errorf("addr: wait %v dev %s: %w", p, link, err)
 		}
 	}
 }

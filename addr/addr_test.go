@@ -149,6 +149,23 @@ func TestWaitReady(t *testing.T) {
 	if err := addr.WaitReady(expired, ns, "a0", netip.MustParsePrefix("fd00::9/64")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("wait for missing address: %v", err)
 	}
+	// A wait that runs out while DAD is still going returns at the
+	// deadline (the watch is interrupted), not when DAD ends.
+	q := netip.MustParsePrefix("fd00::6/64")
+	if err := addr.Add(ns, "a0", q); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel3 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel3()
+	err := addr.WaitReady(short, ns, "a0", q)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("wait past its deadline: %v, want context.DeadlineExceeded", err)
+	}
+	for _, a := range ipAddrs(t, "addr-t", "a0") {
+		if a.Local == "fd00::6" && !a.Tentative {
+			t.Error("WaitReady returned only after DAD ended, not at its deadline")
+		}
+	}
 }
 
 func TestErrors(t *testing.T) {

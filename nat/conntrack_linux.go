@@ -22,7 +22,7 @@ import (
 // a link takes over from an earlier one is marked as its own too), so
 // the kernel finds them itself: a flush filtered by mark costs tens of
 // microseconds, where dumping the table to pick them out walked every
-// bucket of it (9 ms with 262,144 buckets, even empty). Called once the
+// bucket of it, empty ones too (see README, Benchmarks). Called once the
 // link is quiesced, so no new entry can appear for it.
 func forgetFlows(host *netns.Handle, links ...int) error {
 	if len(links) == 0 {

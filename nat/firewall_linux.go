@@ -172,9 +172,9 @@ func legacyForwardDropHere() (bool, error) {
 
 // x_tables' getsockopt interface (linux/netfilter_ipv4/ip_tables.h).
 const (
-	iptSoGetInfo    = 64 // IPT_SO_GET_INFO
-	iptSoGetEntries = 65 // IPT_SO_GET_ENTRIES
-	hookForward     = 2  // NF_INET_FORWARD
+	iptSoGetInfo    = 64 // IPT_SO_GET_INFO, not in x/sys
+	iptSoGetEntries = 65 // IPT_SO_GET_ENTRIES, not in x/sys
+	hookForward     = unix.NF_INET_FORWARD
 	// struct ipt_getinfo: name[32], valid_hooks, hook_entry[5],
 	// underflow[5], num_entries, size.
 	getinfoLen = 32 + 4 + 5*4 + 5*4 + 4 + 4

@@ -22,8 +22,8 @@ import (
 //
 // A goroutine blocked on the socket instead would react at once, but it
 // woke on every commit of every Connect (each adds set entries, and
-// nftables notifies them): 0.3 ms more per Connect on two cores, measured
-// with the bench program, A against B.
+// nftables notifies them), which the bench program measured as a cost
+// per Connect; the ticker's is not measurable (README, Benchmarks).
 const guardEvery = 200 * time.Millisecond
 
 // startGuard starts the guard of a host state that just got its first

@@ -83,7 +83,7 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 		return hs, nil
 	}
 	// The first link: what is done inside the host namespace goes in one
-	// thread switch (each costs ~0.1 ms): the owner socket, the nftables
+	// thread switch (each is a setns and back): the owner socket, the nftables
 	// notification socket (see guard_linux.go) and a look at the legacy
 	// iptables FORWARD policy (see firewall_linux.go).
 	var (
@@ -133,7 +133,7 @@ type legacyFinding struct {
 // sockets are handed back for the caller to close after its last kernel
 // step: closing an nftables socket makes the kernel finish nf_tables'
 // pending destroy work first, which waits for an RCU grace period after
-// any commit that deleted something (10-25 ms here), unless something
+// any commit that deleted something, unless something
 // else (a veth delete) has waited for one since.
 func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	hs.mu.Lock()

@@ -27,8 +27,8 @@ package nat
 // Close; one that no claim needs any more is removed, with a
 // generation-checked transaction, when it is in the way of a new claim or
 // by Sweep. (A hash map: an interval set did the same with one entry per
-// prefix, but each commit cost the kernel more the more prefixes it held:
-// 0.3 ms at 1,000.)
+// prefix, but each commit cost the kernel more the more prefixes it
+// held.)
 //
 // Uplink forwarding. The uplinks set holds one entry per (uplink index,
 // owner) using the uplink, commented with the uplink's forwarding before

@@ -30,3 +30,10 @@ func TestFlagsMatchKernel(t *testing.T) {
 		t.Errorf("String = %q", s)
 	}
 }
+
+// TestLinkTypesMatchKernel: so are the link types.
+func TestLinkTypesMatchKernel(t *testing.T) {
+	if veth.ARPHRDEther != unix.ARPHRD_ETHER || veth.ARPHRDLoopback != unix.ARPHRD_LOOPBACK || veth.ARPHRDNone != unix.ARPHRD_NONE {
+		t.Error("ARPHRD_* constants differ from the kernel's")
+	}
+}

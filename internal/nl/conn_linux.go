@@ -154,8 +154,9 @@ func isErrno(err error) bool {
 	return errors.As(err, &errno)
 }
 
-// Exec sends the requests as one batch and returns the first error,
-// whatever it was (socket or request).
+// Exec sends the requests as one batch and returns the socket's error if
+// the batch failed as a whole, or else the requests' errors joined (nil if
+// every one succeeded).
 func (c *Conn) Exec(reqs ...Request) error {
 	_, errs, err := c.Do(reqs...)
 	if err != nil {

@@ -81,8 +81,8 @@ func attribute(b []byte, typ uint16) ([]byte, bool) {
 // IFLA_AF_SPEC → AF_INET6 attribute and value that turn IPv6 address
 // generation off on a link (net.ipv6.conf.LINK.addr_gen_mode = 1).
 const (
-	iflaInet6AddrGenMode = 8 // IFLA_INET6_ADDR_GEN_MODE
-	in6AddrGenModeNone   = 1 // IN6_ADDR_GEN_MODE_NONE
+	iflaInet6AddrGenMode = unix.IFLA_INET6_ADDR_GEN_MODE
+	in6AddrGenModeNone   = 1 // IN6_ADDR_GEN_MODE_NONE (linux/if_link.h), not in x/sys
 )
 
 // NoLinkLocal turns IPv6 address generation off on a link that is still

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/netns"
@@ -86,6 +87,31 @@ func (w *Watch) Poll(fn func(typ, flags uint16, body []byte)) error {
 		}
 	}
 }
+
+// Wait blocks until a notification is queued on the socket (or the kernel
+// dropped some: ENOBUFS), without reading it, or until Interrupt is called:
+// then it returns an error matching os.ErrDeadlineExceeded.
+func (w *Watch) Wait() error {
+	rc, err := w.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, rerr = unix.Recvfrom(int(fd), w.buf[:1], unix.MSG_DONTWAIT|unix.MSG_PEEK)
+		return rerr != unix.EAGAIN // EAGAIN: park until readable
+	})
+	if err != nil {
+		return err
+	}
+	if rerr == unix.ENOBUFS {
+		return nil // some were lost: something happened
+	}
+	return rerr
+}
+
+// Interrupt makes a Wait, current or later, return at once.
+func (w *Watch) Interrupt() { w.c.SetReadDeadline(time.Unix(1, 0)) }
 
 // eachMessage splits a datagram into netlink messages.
 func eachMessage(b []byte, fn func(typ, flags uint16, body []byte)) error {
