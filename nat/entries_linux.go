@@ -5,6 +5,7 @@ package nat
 // and last of a process's links out of it (see protocol_linux.go).
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -18,7 +19,7 @@ import (
 // of this process's links out of an uplink also registers the process as
 // a user of the uplink's forwarding (see protocol_linux.go), in the same
 // transaction, and then turns that forwarding on.
-func (hs *hostState) addLink(host *netns.Handle, hc *nl.Conn, e entries) error {
+func (hs *hostState) addLink(ctx context.Context, host *netns.Handle, hc *nl.Conn, e entries) error {
 	hs.mu.Lock()
 	ref := hs.uplinks[e.uplink]
 	if ref == nil {
@@ -32,7 +33,7 @@ func (hs *hostState) addLink(host *netns.Handle, hc *nl.Conn, e entries) error {
 	if registered {
 		err = hs.addEntries(host, e, nil)
 	} else {
-		err = withHostLock(host, func() error { return hs.register(host, hc, e, ref) })
+		err = withHostLock(ctx, host, func() error { return hs.register(host, hc, e, ref) })
 	}
 	if err != nil {
 		hs.mu.Lock()
@@ -196,5 +197,5 @@ func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) erro
 	if !last {
 		return hs.delEntries(host, e.elems())
 	}
-	return withHostLock(host, func() error { return hs.unregister(host, hc, e, wasOff) })
+	return withHostLock(context.Background(), host, func() error { return hs.unregister(host, hc, e, wasOff) })
 }

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 
@@ -57,7 +58,18 @@ type Rules struct {
 // A process killed in the middle of Connect, between creating a veth pair
 // with a name it was given and marking it, leaves an unmarked pair that
 // Sweep cannot attribute and leaves alone.
-func Sweep(host *netns.Handle) (SweepResult, error) { return sysSweep(host) }
+func Sweep(host *netns.Handle) (SweepResult, error) {
+	return SweepContext(context.Background(), host)
+}
+
+// SweepContext is Sweep with a context that bounds its wait for the host
+// lock, which other processes' Connect and Close hold briefly.
+func SweepContext(ctx context.Context, host *netns.Handle) (SweepResult, error) {
+	if ctx == nil {
+		return SweepResult{}, fmt.Errorf("nat: sweep: %w: nil context", ErrInvalidConfig)
+	}
+	return sysSweep(ctx, host)
+}
 
 // CloseAll closes many links at once, much faster than calling Close on
 // each: in the order Close follows, their traffic is stopped with one
@@ -162,5 +174,17 @@ func Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) 
 // them (see Sweep) and tries once more. Needs CAP_NET_ADMIN in both
 // namespaces (and CAP_SYS_ADMIN to enter them). Safe for concurrent use.
 func (c Config) Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
-	return c.sysConnect(ns, uplink, cidr)
+	return c.ConnectContext(context.Background(), ns, uplink, cidr)
+}
+
+// ConnectContext is Connect with a context, as net.Dialer.DialContext is
+// Dial with one: when ctx is done before Connect finishes (while it waits
+// for the host lock that other processes hold briefly, or between two
+// steps), it undoes what it made and returns an error matching ctx.Err().
+// Once it has returned a Link, ctx no longer matters.
+func (c Config) ConnectContext(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("nat: connect %v: %w: nil context", cidr, ErrInvalidConfig)
+	}
+	return c.sysConnect(ctx, ns, uplink, cidr)
 }

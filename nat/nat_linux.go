@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -148,15 +149,15 @@ func lastAddr(p netip.Prefix) netip.Addr {
 func randomVethName() string { return "nsn-" + randomString(11) }
 
 // sysConnect is Connect on Linux.
-func (c Config) sysConnect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
-	l, err := c.connect(ns, uplink, cidr)
+func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+	l, err := c.connect(ctx, ns, uplink, cidr)
 	if err != nil {
 		return nil, fmt.Errorf("nat: connect %v: %w", cidr, err)
 	}
 	return l, nil
 }
 
-func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
+func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
 	hostAddr, nsAddr, err := c.validate(ns, uplink, cidr)
 	if err != nil {
 		return nil, err
@@ -188,12 +189,12 @@ func (c Config) connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Li
 	}
 	l.vethName, l.hostAddr = l.HostVeth, l.HostAddr
 	for attempt := 0; ; attempt++ {
-		err = c.steps(l, uplink)
+		err = c.steps(ctx, l, uplink)
 		if attempt > 0 || !errors.Is(err, errDeadHolder) {
 			break
 		}
 		// The prefix is held by what a dead process left: sweep it.
-		if _, serr := Sweep(host); serr != nil {
+		if _, serr := sweep(ctx, host); serr != nil {
 			err = errors.Join(err, serr)
 			break
 		}
@@ -221,7 +222,7 @@ func (u undoStack) unwind() {
 
 // steps makes the link, one step after another; a failing step unwinds
 // the ones before it.
-func (c Config) steps(l *Link, uplink string) (err error) {
+func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	var undo undoStack
 	defer func() {
 		if err != nil {
@@ -230,6 +231,9 @@ func (c Config) steps(l *Link, uplink string) (err error) {
 	}()
 	host := l.host
 	step := func(name string, f func() error) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
 		if err := hook(name); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -320,7 +324,7 @@ func (c Config) steps(l *Link, uplink string) (err error) {
 
 	l.ent = entries{link: l.hostIdx, uplink: up.index, prefix: l.Prefix, siblings: c.AllowSiblings,
 		mark: ownerMark + " link=" + l.HostVeth}
-	if err := step("nftables", func() error { return hs.addLink(host, hc, l.ent) }); err != nil {
+	if err := step("nftables", func() error { return hs.addLink(ctx, host, hc, l.ent) }); err != nil {
 		return err
 	}
 	undo.push(func() { hs.removeLink(host, hc, l.ent) })

@@ -3,6 +3,7 @@
 package nat
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -15,7 +16,9 @@ var errUnsupported = fmt.Errorf("nat: %w: NAT is done with Linux nftables", erro
 // owned is what a Link or Rules holds in the host: nothing here.
 type owned struct{}
 
-func sysSweep(host *netns.Handle) (_ SweepResult, err error) { return SweepResult{}, errUnsupported }
+func sysSweep(ctx context.Context, host *netns.Handle) (_ SweepResult, err error) {
+	return SweepResult{}, errUnsupported
+}
 
 func sysCloseAll(links ...*Link) (err error) { return errUnsupported }
 
@@ -27,6 +30,6 @@ func (r *Rules) sysClose() (err error) { return errUnsupported }
 
 func (l *Link) sysClose() (err error) { return errUnsupported }
 
-func (c Config) sysConnect(ns *netns.Handle, uplink string, cidr netip.Prefix) (_ *Link, err error) {
+func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (_ *Link, err error) {
 	return nil, errUnsupported
 }

@@ -49,6 +49,7 @@ package nat
 // committed in between, the kernel refuses it and the check runs again.
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -162,8 +163,9 @@ func liveOwners(host *netns.Handle, ids []string) (map[string]bool, error) {
 }
 
 // withHostLock runs fn while holding the host lock (see above). It waits
-// up to 10 s for another holder, in this process or another.
-func withHostLock(host *netns.Handle, fn func() error) error {
+// for another holder, in this process or another, until ctx is done and
+// at most 10 s.
+func withHostLock(ctx context.Context, host *netns.Handle, fn func() error) error {
 	var fd int
 	bind := func() error {
 		var err error
@@ -178,6 +180,9 @@ func withHostLock(host *netns.Handle, fn func() error) error {
 		}
 		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
 			return fmt.Errorf("host lock: %w", err)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("host lock: %w", ctx.Err())
 		}
 		time.Sleep(200 * time.Microsecond)
 	}

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -82,7 +83,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	}
 	wasOn, _ := nl.Forwarding(msgs[0].Data)
 	r.ent = entries{link: r.hostIdx, uplink: up.index, prefix: cidr, mark: ownerMark + " link=" + hostVeth}
-	if err := hs.addLink(host, hc, r.ent); err != nil {
+	if err := hs.addLink(context.Background(), host, hc, r.ent); err != nil {
 		return nil, err
 	}
 	undo.push(func() { hs.removeLink(host, hc, r.ent) })

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,15 +16,15 @@ import (
 )
 
 // sysSweep is Sweep on Linux.
-func sysSweep(host *netns.Handle) (SweepResult, error) {
-	res, err := sweep(host)
+func sysSweep(ctx context.Context, host *netns.Handle) (SweepResult, error) {
+	res, err := sweep(ctx, host)
 	if err != nil {
 		return res, fmt.Errorf("nat: sweep: %w", err)
 	}
 	return res, nil
 }
 
-func sweep(hostNS *netns.Handle) (res SweepResult, err error) {
+func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err error) {
 	if hostNS != nil && hostNS.Fd() < 0 {
 		return res, fmt.Errorf("host namespace: %w", netns.ErrClosed)
 	}
@@ -104,7 +105,7 @@ func sweep(hostNS *netns.Handle) (res SweepResult, err error) {
 	// Set entries, uplink forwarding, the table: under the host lock, so
 	// that no Connect or Close of another process decides about an
 	// uplink's forwarding in between.
-	err = withHostLock(host, func() error { return sweepTable(host, hc, &res) })
+	err = withHostLock(ctx, host, func() error { return sweepTable(host, hc, &res) })
 	if err != nil {
 		errs = append(errs, err)
 	}
