@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
@@ -130,7 +131,15 @@ func sysList(ns *netns.Handle, f *Filter) ([]Route, error) {
 		return nil, fmt.Errorf("route: list: %w", err)
 	}
 	defer c.Close()
-	msgs, err := c.Dump(nl.DumpRoutes(family, table))
+	var msgs []netlink.Message
+	if family == unix.AF_INET {
+		// IPv4's dump resumes by key and flags an interrupted read.
+		msgs, err = c.Dump(nl.DumpRoutes(family, table))
+	} else {
+		// IPv6's restarts its walk after a change, skipping as many
+		// routes as it had sent: it repeats or misses some, unflagged.
+		msgs, err = nl.DumpUnchanged(ns, c, nl.DumpRoutes(family, table), unix.RTNLGRP_IPV6_ROUTE)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("route: list: %w", err)
 	}

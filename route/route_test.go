@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -319,4 +320,69 @@ func TestDefaultViaLinkLocal(t *testing.T) {
 	if out := nstest.Cmd(t, "ip", "-n", "ll-ns", "-6", "route", "show", "default"); !strings.Contains(out, "default via fe80::1 dev l0") {
 		t.Errorf("ip -6 route shows %q", out)
 	}
+}
+
+// TestListUnderChurn: List of a namespace with 1,200 routes that stay,
+// while 400 others come and go, returns all 1,200 every time or an error
+// to retry on (the kernel flags an interrupted dump; List reads it again).
+func TestListUnderChurn(t *testing.T) {
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	ns := nstest.NewNS(t, "rchurn-ns")
+	nstest.Cmd(t, "ip", "-n", "rchurn-ns", "link", "add", "c0", "type", "veth", "peer", "name", "c1")
+	nstest.Cmd(t, "ip", "-n", "rchurn-ns", "link", "set", "c0", "up")
+	var stable, moving strings.Builder
+	for i := range 1200 {
+		fmt.Fprintf(&stable, "route add fd00:20::%x/128 dev c0\n", i+1)
+	}
+	for i := range 400 {
+		fmt.Fprintf(&moving, "route add fd00:10::%x/128 dev c0\n", i+1)
+	}
+	dir := t.TempDir()
+	os.WriteFile(dir+"/stable", []byte(stable.String()), 0o600)
+	os.WriteFile(dir+"/add", []byte(moving.String()), 0o600)
+	os.WriteFile(dir+"/del", []byte(strings.ReplaceAll(moving.String(), "route add", "route del")), 0o600)
+	nstest.Cmd(t, "ip", "-n", "rchurn-ns", "-batch", dir+"/stable")
+	stop, churned := make(chan struct{}), make(chan int)
+	var rounds atomic.Int32
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				churned <- n
+				return
+			default:
+			}
+			rounds.Add(1)
+			nstest.CmdErr("ip", "-n", "rchurn-ns", "-batch", dir+"/add")
+			nstest.CmdErr("ip", "-n", "rchurn-ns", "-batch", dir+"/del")
+			n++
+		}
+	}()
+	complete, retry := 0, 0
+	// At least 100 lists, and until five rounds of churn ran under them.
+	for i := 0; (i < 100 || rounds.Load() < 5) && i < 20000; i++ {
+		rs, err := route.List(ns, &route.Filter{Family: 6})
+		if errors.Is(err, route.ErrInterrupted) {
+			retry++
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range rs {
+			if b := r.Dst.Addr().As16(); r.Dst.Bits() == 128 && b[0] == 0xfd && b[3] == 0x20 {
+				n++
+			}
+		}
+		if n != 1200 {
+			t.Errorf("a list has %d of the 1,200 stable routes", n)
+		} else {
+			complete++
+		}
+	}
+	close(stop)
+	t.Logf("%d complete lists, %d to retry, during %d rounds of churn", complete, retry, <-churned)
 }

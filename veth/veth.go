@@ -12,6 +12,10 @@ import (
 // ErrInvalidName is matched by the error for a malformed interface name.
 var ErrInvalidName = nl.ErrInvalidName
 
+// ErrInterrupted is matched by List's error when the links kept changing
+// while they were read (eight reads in a row disagreed): try again.
+var ErrInterrupted = nl.ErrInterrupted
+
 // ErrInvalidConfig is matched by the error for a Config that cannot be
 // created (bad MTU, bad hardware address, both ends with one name).
 var ErrInvalidConfig = errors.New("invalid veth config")

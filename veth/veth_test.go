@@ -3,9 +3,11 @@ package veth_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -248,3 +250,70 @@ func TestErrors(t *testing.T) {
 
 func lookupErr(ns *netns.Handle, name string) error { _, err := veth.Lookup(ns, name); return err }
 func listErr(ns *netns.Handle) error                { _, err := veth.List(ns); return err }
+
+// TestListUnderChurn: List of a namespace with 200 links that stay, while
+// 100 others come and go, returns all 200 every time or an error to retry
+// on (the kernel flags an interrupted dump; List reads it again).
+func TestListUnderChurn(t *testing.T) {
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	ns := nstest.NewNS(t, "lchurn-ns")
+	var stable, moving strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&stable, "link add s%da type veth peer name s%db\n", i, i)
+	}
+	for i := range 50 {
+		fmt.Fprintf(&moving, "link add m%da type veth peer name m%db\n", i, i)
+	}
+	dir := t.TempDir()
+	os.WriteFile(dir+"/stable", []byte(stable.String()), 0o600)
+	os.WriteFile(dir+"/add", []byte(moving.String()), 0o600)
+	var del strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&del, "link del m%da\n", i)
+	}
+	os.WriteFile(dir+"/del", []byte(del.String()), 0o600)
+	nstest.Cmd(t, "ip", "-n", "lchurn-ns", "-batch", dir+"/stable")
+	stop, churned := make(chan struct{}), make(chan int)
+	var rounds atomic.Int32
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				churned <- n
+				return
+			default:
+			}
+			rounds.Add(1)
+			nstest.CmdErr("ip", "-n", "lchurn-ns", "-batch", dir+"/add")
+			nstest.CmdErr("ip", "-n", "lchurn-ns", "-batch", dir+"/del")
+			n++
+		}
+	}()
+	complete, retry := 0, 0
+	// At least 50 lists, and until five rounds of churn ran under them.
+	for i := 0; (i < 50 || rounds.Load() < 5) && i < 20000; i++ {
+		ls, err := veth.List(ns)
+		if errors.Is(err, veth.ErrInterrupted) {
+			retry++
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, l := range ls {
+			if strings.HasPrefix(l.Name, "s") {
+				n++
+			}
+		}
+		if n != 200 {
+			t.Errorf("a list has %d of the 200 stable links", n)
+		} else {
+			complete++
+		}
+	}
+	close(stop)
+	t.Logf("%d complete lists, %d to retry, during %d rounds of churn", complete, retry, <-churned)
+}

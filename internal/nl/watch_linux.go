@@ -113,6 +113,36 @@ func (w *Watch) Wait() error {
 // Interrupt makes a Wait, current or later, return at once.
 func (w *Watch) Interrupt() { w.c.SetReadDeadline(time.Unix(1, 0)) }
 
+// DumpUnchanged dumps r on c (a connection in ns) while watching the
+// groups for notifications, and reads it again while any came in during
+// the read (up to eight times; then the error matches ErrInterrupted).
+// For dumps the kernel does not flag when they are interrupted (IPv6
+// routes): a read during which nothing changed is consistent.
+func DumpUnchanged(ns *netns.Handle, c *Conn, r Request, groups ...uint32) ([]netlink.Message, error) {
+	w, err := DialWatch(ns, groups...)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	for attempt := 0; attempt < 8; attempt++ {
+		msgs, err := c.Dump(r)
+		if err != nil {
+			return nil, err
+		}
+		changed := false
+		perr := w.Poll(func(uint16, uint16, []byte) { changed = true })
+		if errors.Is(perr, ErrOverflow) {
+			changed = true
+		} else if perr != nil {
+			return nil, perr
+		}
+		if !changed {
+			return msgs, nil
+		}
+	}
+	return nil, ErrInterrupted
+}
+
 // eachMessage splits a datagram into netlink messages.
 func eachMessage(b []byte, fn func(typ, flags uint16, body []byte)) error {
 	for len(b) >= unix.NLMSG_HDRLEN {
