@@ -33,7 +33,9 @@ import (
 // says that a table, chain or rule changed since the last one (see
 // guard_linux.go: a socket on NFNLGRP_NFTABLES, read without waiting); the
 // legacy table, which sends none, is read at the first Connect of a host
-// state.
+// state. A listing that races with a change (google/nftables does not
+// look at NLM_F_DUMP_INTR) is corrected at the next Connect: the change's
+// notification marks the view stale.
 
 // dropFinding is one chain of another firewall that drops what nsnet
 // forwards.
