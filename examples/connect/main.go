@@ -10,16 +10,17 @@
 //	sudo go run ./examples/connect
 //
 // With -uplink it connects through a real link of the host instead, and
-// -probe HOST:PORT names a TCP service outside to connect to.
+// -probe HOST:PORT names a TCP service outside to connect to. The
+// namespace's network is 10.0.0.0/24.
 package main
 
 import (
 	"errors"
 	"flag"
 	"fmt"
+	"log"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/nsnet/nsnet/nat"
@@ -30,30 +31,23 @@ import (
 func main() {
 	uplink := flag.String("uplink", "", "connect through this link of the real host (default: a private world)")
 	probe := flag.String("probe", "", "with -uplink: a TCP HOST:PORT outside to connect to")
-	cidr := flag.String("cidr", "10.0.0.0/24", "the namespace's network")
 	flag.Parse()
-	prefix, err := netip.ParsePrefix(*cidr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "connect:", err)
-		os.Exit(2)
-	}
 	var w *nstest.World
 	if *uplink == "" {
 		// Re-runs this program inside private namespaces; returns only there.
+		var err error
 		if w, err = nstest.Isolate(); err != nil {
-			fmt.Fprintln(os.Stderr, "connect:", err)
-			os.Exit(1)
+			log.Fatal(err)
 		}
 		*uplink = w.Uplink
 		fmt.Printf("# private world: uplink %s %v, outside host %v\n", w.Uplink, w.UplinkAddr, w.Outside)
 	}
-	err = run(*uplink, prefix, *probe, w)
+	err := run(*uplink, netip.MustParsePrefix("10.0.0.0/24"), *probe, w)
 	if w != nil {
 		w.Close()
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "connect:", err)
-		os.Exit(1) // after the deferred clean-ups in run: os.Exit runs none
+		log.Fatal(err) // after run's deferred clean-ups: log.Fatal runs none
 	}
 }
 
