@@ -515,26 +515,31 @@ func TestCloseIgnoresEditedFields(t *testing.T) {
 func TestNilAndZeroValues(t *testing.T) {
 	var nilLink *nat.Link
 	var nilRules *nat.Rules
-	for name, f := range map[string]func() error{
-		"nil Link Close":    func() error { return nilLink.Close() },
-		"zero Link Close":   func() error { return (&nat.Link{}).Close() },
-		"nil Rules Close":   func() error { return nilRules.Close() },
-		"zero Rules Close":  func() error { return (&nat.Rules{}).Close() },
-		"CloseAll zero":     func() error { return nat.CloseAll(&nat.Link{}) },
-		"Do(nil)":           func() error { return (*netns.Handle)(nil).Do(nil) },
-		"Run(nil)":          func() error { return (*netns.Handle)(nil).Run(nil) },
-		"Start(nil)":        func() error { return (*netns.Handle)(nil).Start(nil) },
-		"Connect nil ns":    func() error { _, err := nat.Connect(nil, "up0", netip.MustParsePrefix("10.0.0.0/24")); return err },
-		"Connect zero cidr": func() error { _, err := nat.Connect(nil, "", netip.Prefix{}); return err },
+	// Each error matches a sentinel a caller can test for.
+	for name, c := range map[string]struct {
+		f    func() error
+		want error
+	}{
+		"nil Link Close":    {func() error { return nilLink.Close() }, os.ErrInvalid},
+		"zero Link Close":   {func() error { return (&nat.Link{}).Close() }, os.ErrInvalid},
+		"nil Rules Close":   {func() error { return nilRules.Close() }, os.ErrInvalid},
+		"zero Rules Close":  {func() error { return (&nat.Rules{}).Close() }, os.ErrInvalid},
+		"CloseAll zero":     {func() error { return nat.CloseAll(&nat.Link{}) }, os.ErrInvalid},
+		"Do(nil)":           {func() error { return (*netns.Handle)(nil).Do(nil) }, os.ErrInvalid},
+		"Run(nil)":          {func() error { return (*netns.Handle)(nil).Run(nil) }, os.ErrInvalid},
+		"Start(nil)":        {func() error { return (*netns.Handle)(nil).Start(nil) }, os.ErrInvalid},
+		"Connect nil ns":    {func() error { _, err := nat.Connect(nil, "up0", netip.MustParsePrefix("10.0.0.0/24")); return err }, nat.ErrInvalidConfig},
+		"Connect zero cidr": {func() error { _, err := nat.Connect(nil, "", netip.Prefix{}); return err }, nat.ErrInvalidConfig},
 	} {
+		f := c.f
 		func() {
 			defer func() {
 				if v := recover(); v != nil {
 					t.Errorf("%s panicked: %v", name, v)
 				}
 			}()
-			if err := f(); err == nil {
-				t.Errorf("%s: no error", name)
+			if err := f(); !errors.Is(err, c.want) {
+				t.Errorf("%s: %v, want an error matching %v", name, err, c.want)
 			}
 		}()
 	}

@@ -12,7 +12,7 @@ import (
 // sysClose is Close on Linux.
 func (l *Link) sysClose() error {
 	if l == nil {
-		return errors.New("nat: close of a nil *Link")
+		return fmt.Errorf("nat: close of a nil *Link: %w", os.ErrInvalid)
 	}
 	return l.owned.close("nat: close "+l.owned.what(), true)
 }

@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -93,7 +94,7 @@ func (rc *routeCache) refresh(host *netns.Handle, hc *nl.Conn) error {
 			}
 			rc.close()
 			if (err != nil && !errors.Is(err, nl.ErrOverflow)) || attempt == 3 {
-				return errors.Join(err, errors.New("host routes keep changing; try again"))
+				return errors.Join(err, fmt.Errorf("host routes: %w", nl.ErrInterrupted))
 			}
 			// Lost notifications or a change the copy cannot follow:
 			// rebuild from a dump.

@@ -2,9 +2,9 @@ package nat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -105,7 +105,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 // sysClose is Close on Linux.
 func (r *Rules) sysClose() error {
 	if r == nil {
-		return errors.New("nat: close of a nil *Rules")
+		return fmt.Errorf("nat: close of a nil *Rules: %w", os.ErrInvalid)
 	}
 	return r.owned.close("nat: close rules "+r.owned.what(), false)
 }

@@ -329,7 +329,7 @@ func sysList() ([]string, error) {
 // sysDo is Do on Linux.
 func (h *Handle) sysDo(fn func() error) error {
 	if fn == nil {
-		return errors.New("netns: Do with a nil function")
+		return fmt.Errorf("netns: Do with a nil function: %w", os.ErrInvalid)
 	}
 	if h == nil {
 		return fn()
@@ -350,7 +350,7 @@ func (h *Handle) sysDo(fn func() error) error {
 // sysStart is Start on Linux.
 func (h *Handle) sysStart(cmd *exec.Cmd) error {
 	if cmd == nil {
-		return errors.New("netns: Start with a nil *exec.Cmd")
+		return fmt.Errorf("netns: Start with a nil *exec.Cmd: %w", os.ErrInvalid)
 	}
 	if a := cmd.SysProcAttr; a != nil && (a.Cloneflags|uintptr(a.Unshareflags))&unix.CLONE_NEWNET != 0 {
 		// The child would start in a fresh namespace, not h's.
@@ -362,7 +362,7 @@ func (h *Handle) sysStart(cmd *exec.Cmd) error {
 // sysRun is Run on Linux.
 func (h *Handle) sysRun(cmd *exec.Cmd) error {
 	if cmd == nil {
-		return errors.New("netns: Run with a nil *exec.Cmd")
+		return fmt.Errorf("netns: Run with a nil *exec.Cmd: %w", os.ErrInvalid)
 	}
 	if err := h.Start(cmd); err != nil {
 		return err
