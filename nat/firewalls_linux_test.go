@@ -71,7 +71,7 @@ func startFirewalld(t *testing.T, w *nstest.World) {
 	for _, c := range []string{"firewalld", "firewall-cmd", "dbus-daemon"} {
 		nstest.RequireCmd(t, c)
 	}
-	privateDirs(t, false, "/run/dbus", "/etc/firewalld", "/var/log")
+	privateDirs(t, false, "/run/dbus", "/run/firewalld", "/etc/firewalld", "/var/log")
 	daemon(t, "dbus-daemon", "--system", "--nofork", "--nopidfile")
 	daemon(t, "ip", "netns", "exec", w.HostName, "firewalld", "--nofork", "--nopid")
 	for i := 0; ; i++ {

@@ -1,6 +1,10 @@
 package netns
 
-import "os/exec"
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+)
 
 // New creates a network namespace named name, like "ip netns add NAME", and
 // returns a handle to it. The namespace persists (bind-mounted under [Dir])
@@ -57,13 +61,42 @@ func List() ([]string, error) { return sysList() }
 // namespace needs CAP_SYS_ADMIN.
 func (h *Handle) Do(fn func() error) error { return h.sysDo(fn) }
 
-// Start starts cmd with its process inside h's namespace, the
-// "ip netns exec" equivalent (only the network namespace changes; unlike
-// ip netns exec, /sys and /etc/netns/NAME are not remounted). The child is
-// forked from a thread locked inside the namespace, so it starts there; the
-// caller's threads are not moved. Wait for it with cmd.Wait as usual. A nil h
-// starts cmd in the current namespace.
+// Start starts cmd with its process inside h's namespace, as
+// "ip netns exec" does: the child also gets a mount namespace of its own in
+// which every file of the namespace's configuration directory ([EtcDir]:
+// /etc/netns/NAME for a named namespace) is bound over the file of the same
+// name in /etc (its resolv.conf, hosts...), and /sys is mounted afresh so
+// that /sys/class/net shows the namespace's links. The caller's mounts
+// never change. The child is forked from a thread of its own inside the
+// namespace, which is then discarded (or, with SysProcAttr.Pdeathsig set,
+// kept until the child exits, since that signal follows the thread); the
+// caller's threads are not moved. The caller's other SysProcAttr settings
+// apply. Wait for it with cmd.Wait as usual. A nil h starts cmd in the
+// current namespace, with nothing remounted.
 func (h *Handle) Start(cmd *exec.Cmd) error { return h.sysStart(cmd) }
 
 // Run starts cmd inside h's namespace like [Handle.Start] and waits for it.
+
+// EtcDir is the namespace's configuration directory, whose files
+// [Handle.Start] binds over /etc's: /etc/netns/NAME for a namespace with a
+// name (where "ip netns exec" looks too), and for an anonymous one
+// /run/netns-etc/ID, ID its [Handle.ID]. nat.Connect writes the
+// namespace's resolv.conf there. "" for a nil or closed handle.
+func EtcDir(h *Handle) string {
+	switch {
+	case h.Fd() < 0:
+		return ""
+	case h.Name() != "":
+		return filepath.Join(EtcRoot, h.Name())
+	}
+	return fmt.Sprintf("%s/%d", AnonEtcRoot, h.ID())
+}
+
+// EtcRoot holds the configuration directories of named namespaces, as for
+// iproute2; AnonEtcRoot those of anonymous ones.
+const (
+	EtcRoot     = "/etc/netns"
+	AnonEtcRoot = "/run/netns-etc"
+)
+
 func (h *Handle) Run(cmd *exec.Cmd) error { return h.sysRun(cmd) }

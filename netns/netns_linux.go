@@ -356,7 +356,80 @@ func (h *Handle) sysStart(cmd *exec.Cmd) error {
 		// The child would start in a fresh namespace, not h's.
 		return fmt.Errorf("netns: start in %s: SysProcAttr asks for a new network namespace (CLONE_NEWNET): %w", h, os.ErrInvalid)
 	}
-	return h.Do(cmd.Start)
+	if h == nil {
+		return cmd.Start()
+	}
+	fd, err := h.liveFd()
+	if err != nil {
+		return err
+	}
+	defer runtime.KeepAlive(h)
+	etc := EtcDir(h)
+	ch := make(chan error, 1)
+	go func() {
+		// Locked and never unlocked: the thread's mount namespace and
+		// filesystem context are its own from here on, so the runtime
+		// ends it when this goroutine returns.
+		runtime.LockOSThread()
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			ch <- fmt.Errorf("netns: enter %s: %w", h, err)
+			return
+		}
+		if err := privateMounts(etc); err != nil {
+			ch <- fmt.Errorf("netns: start in %s: %w", h, err)
+			return
+		}
+		err := cmd.Start()
+		ch <- err
+		if err == nil && cmd.SysProcAttr != nil && cmd.SysProcAttr.Pdeathsig != 0 {
+			// The signal is sent when the thread that forked the child
+			// ends: keep it until the child has exited (not reaped:
+			// WNOWAIT leaves that to cmd.Wait).
+			var info unix.Siginfo
+			for {
+				err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+				if err != unix.EINTR {
+					break
+				}
+			}
+		}
+	}()
+	return <-ch
+}
+
+// privateMounts gives the calling thread a mount namespace of its own, as
+// ip netns exec gives its child: mounts no longer propagate back to the
+// caller's, the files of etc are bound over /etc's, and /sys is a fresh
+// sysfs of the thread's network namespace (read-only if /sys was).
+func privateMounts(etc string) error {
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("unshare mount namespace: %w", err)
+	}
+	if err := unix.Mount("", "/", "none", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make / a slave mount: %w", err)
+	}
+	if ents, err := os.ReadDir(etc); err == nil {
+		for _, e := range ents {
+			src, dst := filepath.Join(etc, e.Name()), filepath.Join("/etc", e.Name())
+			// As ip netns exec: a file with no counterpart in /etc is
+			// left out (a bind needs a target).
+			if err := unix.Mount(src, dst, "none", unix.MS_BIND, ""); err != nil && err != unix.ENOENT {
+				return fmt.Errorf("bind %s over %s: %w", src, dst, err)
+			}
+		}
+	}
+	var st unix.Statfs_t
+	flags := uintptr(0)
+	if unix.Statfs("/sys", &st) == nil && st.Flags&unix.ST_RDONLY != 0 {
+		flags = unix.MS_RDONLY
+	}
+	if err := unix.Unmount("/sys", unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("unmount /sys: %w", err)
+	}
+	if err := unix.Mount("sysfs", "/sys", "sysfs", flags, ""); err != nil {
+		return fmt.Errorf("mount sysfs: %w", err)
+	}
+	return nil
 }
 
 // sysRun is Run on Linux.

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/veth"
 	"golang.org/x/sys/unix"
 )
@@ -56,13 +57,18 @@ func rerun() (int, error) {
 	return 0, nil
 }
 
-// setUp prepares the inside: a private tmpfs on /run/netns and lo up.
+// setUp prepares the inside: a private tmpfs on every directory nsnet
+// writes to (named namespaces, their and anonymous ones' configuration
+// directories), and lo up. The directories are made if missing (empty,
+// as iproute2 makes them); nothing is written into the host's.
 func setUp() error {
-	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
-		return err
-	}
-	if err := unix.Mount("tmpfs", "/run/netns", "tmpfs", 0, "mode=0755"); err != nil {
-		return fmt.Errorf("mount tmpfs on /run/netns: %w", err)
+	for _, dir := range []string{netns.Dir, netns.EtcRoot, netns.AnonEtcRoot} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
+			return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+		}
 	}
 	return veth.SetUp(nil, "lo")
 }

@@ -4,9 +4,9 @@
 //
 // [Main], called from a package's TestMain, re-executes the test binary in
 // new network and mount namespaces of its own (Go makes the mount tree
-// private there), mounts an empty tmpfs on /run/netns so that named
-// namespaces live and die with the run, brings lo up and runs the tests
-// there. Links, addresses, routes, nftables rules, sysctls and named
+// private there), mounts an empty tmpfs on /run/netns, /etc/netns and
+// /run/netns-etc so that named namespaces and their configuration live and
+// die with the run, brings lo up and runs the tests there. Links, addresses, routes, nftables rules, sysctls and named
 // namespaces made by the tests exist only inside; when the run ends the
 // kernel removes them all. [Isolate] does the same for a program (an
 // example, a benchmark). [NewWorld] builds, inside, a fake host with an
