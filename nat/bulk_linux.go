@@ -63,6 +63,11 @@ func closeGroup(hs *hostState, links []*Link) error {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
+	for _, l := range links {
+		if err := l.stopDNS(); err != nil {
+			errs = append(errs, fmt.Errorf("dns: %w", err))
+		}
+	}
 	hc, err := hs.conn(host)
 	if err != nil {
 		errs = append(errs, err)

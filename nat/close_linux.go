@@ -64,6 +64,11 @@ func (o *owned) close(what string, deleteVeth bool) error {
 		}
 	}
 	hs, host := o.hs, o.host
+	if err := hook("close dns"); err == nil {
+		fault("dns", o.stopDNS())
+	} else {
+		fault("dns", errors.Join(err, o.stopDNS()))
+	}
 	hc, err := hs.conn(host)
 	fault("netlink", err)
 	if hc != nil && (deleteVeth || o.linkFwdOff) {

@@ -2,6 +2,7 @@ package nat
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -72,6 +73,57 @@ type Config struct {
 	// never writes, Connect fails with ErrForeignDrop and the commands to
 	// run instead.
 	DockerUser bool
+	// DNS chooses how names resolve in the namespace (see DNSMode); the
+	// zero value, DNSAuto, does what works on the host. Connect writes
+	// the namespace's resolv.conf into its netns.EtcDir (for a named
+	// namespace /etc/netns/NAME/resolv.conf, which "ip netns exec" binds
+	// over /etc/resolv.conf too, as netns.Handle.Start does), unless a
+	// resolv.conf is there already; Close removes what it wrote.
+	DNS DNSMode
+	// DNSServers are the name servers with DNS: DNSServers; search
+	// domains and options come from the host's resolv.conf.
+	DNSServers []netip.Addr
+}
+
+// DNSMode is how names resolve in a connected namespace.
+type DNSMode int
+
+const (
+	// DNSAuto reads the host's /etc/resolv.conf: its servers that the
+	// namespace can reach are written for it; where the host's resolver
+	// listens on loopback only, the upstream servers of systemd-resolved
+	// (/run/systemd/resolve/resolv.conf) are used, or else DNSRelay. With
+	// no /etc/resolv.conf on the host nothing is written: the namespace
+	// resolves as the host would without one (it will not).
+	DNSAuto DNSMode = iota
+	// DNSServers writes Config.DNSServers.
+	DNSServers
+	// DNSRelay relays the namespace's queries, UDP and TCP, from the
+	// link's host address (port 53, the namespace's name server) to the
+	// host's resolver on loopback (the first loopback server of its
+	// resolv.conf, or 127.0.0.53), in this process, for as long as the
+	// link lives: for dnsmasq, unbound or systemd-resolved with per-link
+	// DNS, where no server list can be copied. Only queries from the
+	// link's prefix are answered.
+	DNSRelay
+	// DNSNone writes nothing: the namespace's commands read the host's
+	// /etc/resolv.conf.
+	DNSNone
+)
+
+// String names the mode.
+func (m DNSMode) String() string {
+	switch m {
+	case DNSAuto:
+		return "auto"
+	case DNSServers:
+		return "servers"
+	case DNSRelay:
+		return "relay"
+	case DNSNone:
+		return "none"
+	}
+	return fmt.Sprintf("DNSMode(%d)", int(m))
 }
 
 // ErrForeignDrop is matched by Connect's error on a host where another
@@ -94,6 +146,8 @@ type SweepResult struct {
 	// DockerUser counts the rules removed from Docker's DOCKER-USER chain
 	// (see Config.DockerUser).
 	DockerUser int
+	// ResolvConfs counts the resolv.conf files removed (see Config.DNS).
+	ResolvConfs int
 }
 
 // TableName is the library's own nftables table (family ip). Every rule,

@@ -2,7 +2,9 @@ package nat_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -11,7 +13,7 @@ import (
 )
 
 var connectSteps = []string{
-	"nftables table", "inspect host", "veth", "nftables", "uplink forwarding", "namespace", "host link", "namespace lo",
+	"nftables table", "inspect host", "veth", "nftables", "uplink forwarding", "namespace", "host link", "dns", "namespace lo",
 }
 
 var errInjected = errors.New("injected fault")
@@ -36,7 +38,9 @@ func TestConnectFaults(t *testing.T) {
 	ns := nstest.NewNS(t, "flt-ns")
 	cfg := nat.Config{HostNS: w.Host}
 	nsState := func() string {
-		return nstest.Steady(nstest.Cmd(t, "ip", "-n", "flt-ns", "-d", "link") + nstest.Cmd(t, "ip", "-n", "flt-ns", "-4", "route"))
+		_, etcErr := os.Stat("/etc/netns/flt-ns") // its resolv.conf's directory: made and removed by nsnet
+		return nstest.Steady(nstest.Cmd(t, "ip", "-n", "flt-ns", "-d", "link")+nstest.Cmd(t, "ip", "-n", "flt-ns", "-4", "route")) +
+			fmt.Sprint("\n/etc/netns/flt-ns: ", etcErr)
 	}
 	for _, withLive := range []bool{false, true} {
 		var live *nat.Link

@@ -31,6 +31,10 @@ type owned struct {
 	hostIdx, nsIdx int
 	vethName       string       // for error messages only
 	hostAddr       netip.Prefix // the host end's address (Links only)
+	// relay answers the namespace's DNS queries (DNSRelay), resolvConf is
+	// the resolv.conf written for it.
+	relay      *relay
+	resolvConf dnsFile
 	// dockerUser is the comment of the link's rules in Docker's
 	// DOCKER-USER chain, "" if it has none (see dockeruser_linux.go).
 	dockerUser string
@@ -243,6 +247,11 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 		return nil
 	}
 
+	dns, err := c.dnsPlan()
+	if err != nil {
+		return err
+	}
+
 	// In this process first: a clear error for its own overlaps.
 	if err := reserve(l.hostKey, l.nsKey, l.Prefix); err != nil {
 		return err
@@ -396,6 +405,15 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	})
 	if err != nil {
 		return err
+	}
+
+	if dns.write {
+		mark := fmt.Sprintf("%s host=%d link=%s", ownerMark, l.hostKey, l.HostVeth)
+		err := step("dns", func() error { return l.startDNS(dns, mark) })
+		if err != nil {
+			return err
+		}
+		undo.push(func() { l.stopDNS() })
 	}
 
 	// lo comes up only once everything else worked: bringing a link up

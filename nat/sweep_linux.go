@@ -91,6 +91,11 @@ func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err erro
 		}
 	}
 
+	// resolv.conf files (see Config.DNS).
+	if res.ResolvConfs, err = sweepResolvConfs(host); err != nil {
+		errs = append(errs, fmt.Errorf("dns: %w", err))
+	}
+
 	// Docker's DOCKER-USER chain (see Config.DockerUser).
 	if c, err := nftConn(host); err != nil {
 		errs = append(errs, err)

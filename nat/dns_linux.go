@@ -1,0 +1,224 @@
+package nat
+
+// DNS for a connected namespace (Config.DNS). Connect decides from the
+// host's resolv.conf before it touches the kernel (dnsPlan), then, once the
+// link's host address exists, starts the relay if there is one and writes
+// the namespace's resolv.conf into its netns.EtcDir, with a first line
+// naming the owner, so that Close (or Sweep, after a crash) removes exactly
+// what was written.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/nsnet/nsnet/internal/resolv"
+	"github.com/nsnet/nsnet/netns"
+)
+
+// The host's resolver configuration (variables for tests).
+var (
+	hostResolvConf = "/etc/resolv.conf"
+	resolvedConf   = "/run/systemd/resolve/resolv.conf" // systemd-resolved's upstream servers
+)
+
+// resolvedStub is systemd-resolved's stub listener.
+var resolvedStub = netip.MustParseAddr("127.0.0.53")
+
+// dnsPlan is what Connect will do about DNS.
+type dnsPlan struct {
+	conf     resolv.Conf // to write (servers; for a relay, filled in later)
+	write    bool
+	upstream netip.Addr // relay to this loopback resolver; invalid if no relay
+}
+
+// plan decides, from the host's files, what the namespace gets.
+func (c Config) dnsPlan() (dnsPlan, error) {
+	host, err := resolv.Read(hostResolvConf)
+	missing := errors.Is(err, os.ErrNotExist)
+	if err != nil && !missing {
+		return dnsPlan{}, fmt.Errorf("dns: %w", err)
+	}
+	switch c.DNS {
+	case DNSNone:
+		return dnsPlan{}, nil
+	case DNSServers:
+		if len(c.DNSServers) == 0 {
+			return dnsPlan{}, invalid("DNS: DNSServers without Config.DNSServers")
+		}
+		conf := host
+		conf.Servers = nil
+		for _, s := range c.DNSServers {
+			if !s.IsValid() || s.IsUnspecified() || s.IsMulticast() {
+				return dnsPlan{}, invalid("DNS server %v", s)
+			}
+			conf.Servers = append(conf.Servers, s.Unmap())
+		}
+		return dnsPlan{conf: conf, write: true}, nil
+	case DNSRelay:
+		return dnsPlan{conf: host, write: true, upstream: loopbackServer(host)}, nil
+	case DNSAuto:
+	default:
+		return dnsPlan{}, invalid("DNS mode %v", c.DNS)
+	}
+	if missing {
+		return dnsPlan{}, nil
+	}
+	if r := host.Reachable(); len(r.Servers) > 0 {
+		return dnsPlan{conf: r, write: true}, nil
+	}
+	// Only loopback servers (or none): systemd-resolved's upstream file,
+	// if it names servers the namespace can reach, or else a relay.
+	if up, err := resolv.Read(resolvedConf); err == nil {
+		if r := up.Reachable(); len(r.Servers) > 0 {
+			if len(r.Search) == 0 {
+				r.Search = host.Search
+			}
+			return dnsPlan{conf: r, write: true}, nil
+		}
+	}
+	return dnsPlan{conf: host, write: true, upstream: loopbackServer(host)}, nil
+}
+
+// loopbackServer is the host resolver a relay forwards to: the first
+// loopback server of conf, or systemd-resolved's stub.
+func loopbackServer(conf resolv.Conf) netip.Addr {
+	for _, s := range conf.Servers {
+		if s.IsLoopback() {
+			return s
+		}
+	}
+	return resolvedStub
+}
+
+// dnsFile is a resolv.conf written for a link, and the directory made for
+// it ("" if it was there).
+type dnsFile struct {
+	path, madeDir string
+	content       []byte
+}
+
+// writeResolvConf writes conf for the link into ns's EtcDir, unless a
+// resolv.conf is there already (the user's: kept, and nothing written).
+func writeResolvConf(ns *netns.Handle, conf resolv.Conf, mark string) (dnsFile, error) {
+	dir := netns.EtcDir(ns)
+	if dir == "" {
+		return dnsFile{}, fmt.Errorf("dns: %w", netns.ErrClosed)
+	}
+	f := dnsFile{path: filepath.Join(dir, "resolv.conf")}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return dnsFile{}, fmt.Errorf("dns: %w", err)
+		}
+		f.madeDir = dir
+	}
+	f.content = conf.Format(mark + ": removed when the link is closed")
+	w, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, os.ErrExist) {
+		return dnsFile{}, nil // the user's own: left as it is
+	}
+	if err == nil {
+		_, err = w.Write(f.content)
+		err = errors.Join(err, w.Close())
+	}
+	if err != nil {
+		f.remove()
+		return dnsFile{}, fmt.Errorf("dns: %w", err)
+	}
+	return f, nil
+}
+
+// remove deletes the file if it still holds what was written, and the
+// directory if it was made for it and is empty.
+func (f dnsFile) remove() error {
+	var err error
+	if f.path != "" {
+		if b, rerr := os.ReadFile(f.path); rerr == nil && bytes.Equal(b, f.content) {
+			err = os.Remove(f.path)
+		} else if errors.Is(rerr, os.ErrNotExist) {
+			err = fmt.Errorf("dns: %s %w", f.path, errGone)
+		}
+	}
+	if f.madeDir != "" {
+		os.Remove(f.madeDir) // only if empty
+	}
+	return err
+}
+
+// sweepResolvConfs removes the resolv.conf files that owners no longer
+// running wrote for links in host (and the directories they made, if
+// empty). The files are the file system's, shared by every host
+// namespace, but owners are known live only per host namespace: the mark
+// says which host the link was in ("host=ID"), and only that host's are
+// judged.
+func sweepResolvConfs(host *netns.Handle) (int, error) {
+	hostMark := fmt.Sprintf(" host=%d ", host.ID())
+	var paths []string
+	var ids []string
+	for _, root := range []string{netns.EtcRoot, netns.AnonEtcRoot} {
+		m, _ := filepath.Glob(filepath.Join(root, "*", "resolv.conf"))
+		for _, p := range m {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			first, _, _ := strings.Cut(string(b), "\n")
+			if o, ok := parseOwner(strings.TrimPrefix(first, "# ")); ok && strings.Contains(first, hostMark) {
+				paths, ids = append(paths, p), append(ids, o.id)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	live, err := liveOwners(host, ids)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i, p := range paths {
+		if !live[ids[i]] && os.Remove(p) == nil {
+			os.Remove(filepath.Dir(p)) // only if empty
+			n++
+		}
+	}
+	return n, nil
+}
+
+// startDNS starts the link's relay, if the plan has one, and writes the
+// namespace's resolv.conf. A resolver already listening on every address
+// of the host (port 53 taken) answers the namespace itself: no relay.
+func (l *Link) startDNS(plan dnsPlan, mark string) error {
+	if plan.upstream.IsValid() {
+		r, err := startRelay(l.host, l.HostAddr.Addr(), plan.upstream, l.Prefix)
+		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("relay: %w", err)
+		}
+		l.relay = r
+		plan.conf.Servers = []netip.Addr{l.HostAddr.Addr()}
+	}
+	f, err := writeResolvConf(l.nsRef, plan.conf, mark)
+	if err != nil {
+		l.stopDNS()
+		return err
+	}
+	l.resolvConf = f
+	return nil
+}
+
+// stopDNS stops the relay and removes the resolv.conf; a file someone
+// else removed meanwhile is errGone.
+func (o *owned) stopDNS() error {
+	if o.relay != nil {
+		o.relay.close()
+		o.relay = nil
+	}
+	err := o.resolvConf.remove()
+	o.resolvConf = dnsFile{}
+	return err
+}

@@ -1,0 +1,211 @@
+package nat
+
+// The DNS relay (DNSRelay): a UDP and a TCP listener on the link's host
+// address, port 53, in the host namespace, passing each query from the
+// link's prefix to the host's resolver on loopback and its answer back,
+// as Docker's embedded DNS and podman's aardvark-dns do for their
+// networks. It lives in the process that made the link, until Close.
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/nsnet/nsnet/netns"
+)
+
+const (
+	relayTimeout = 5 * time.Second  // for an answer over UDP
+	relayIdle    = 30 * time.Second // a TCP connection with nothing to say
+	relayWorkers = 64               // UDP queries in flight
+)
+
+type relay struct {
+	host     *netns.Handle
+	upstream netip.AddrPort
+	clients  netip.Prefix
+	udp      *net.UDPConn
+	tcp      *net.TCPListener
+	slots    chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]bool // open TCP connections, closed with the relay
+	closing  bool
+}
+
+// startRelay listens on listen:53 in host and relays to upstream:53.
+func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.Prefix) (*relay, error) {
+	r := &relay{host: host, upstream: netip.AddrPortFrom(upstream, 53), clients: clients,
+		slots: make(chan struct{}, relayWorkers), conns: map[net.Conn]bool{}}
+	at := netip.AddrPortFrom(listen, 53)
+	err := host.Do(func() (err error) {
+		if r.udp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(at)); err != nil {
+			return err
+		}
+		r.tcp, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(at))
+		return err
+	})
+	if err != nil {
+		if r.udp != nil {
+			r.udp.Close()
+		}
+		return nil, err
+	}
+	r.wg.Add(2)
+	go r.serveUDP()
+	go r.serveTCP()
+	return r, nil
+}
+
+// close stops the relay and waits for its goroutines.
+func (r *relay) close() {
+	r.udp.Close()
+	r.tcp.Close()
+	r.mu.Lock()
+	r.closing = true
+	for c := range r.conns {
+		c.Close()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// dialUpstream opens a socket to the resolver from the host namespace.
+func (r *relay) dialUpstream(network string) (net.Conn, error) {
+	var c net.Conn
+	err := r.host.Do(func() (err error) {
+		c, err = net.DialTimeout(network, r.upstream.String(), relayTimeout)
+		return err
+	})
+	return c, err
+}
+
+func (r *relay) serveUDP() {
+	defer r.wg.Done()
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := r.udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		if !r.clients.Contains(from.Addr().Unmap()) {
+			continue
+		}
+		select {
+		case r.slots <- struct{}{}:
+		default:
+			continue // too many in flight: the client retries
+		}
+		q := append([]byte(nil), buf[:n]...)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			defer func() { <-r.slots }()
+			r.answerUDP(q, from)
+		}()
+	}
+}
+
+func (r *relay) answerUDP(q []byte, from netip.AddrPort) {
+	c, err := r.dialUpstream("udp")
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(relayTimeout))
+	if _, err := c.Write(q); err != nil {
+		return
+	}
+	a := make([]byte, 65535)
+	n, err := c.Read(a)
+	if err != nil {
+		return
+	}
+	r.udp.WriteToUDPAddrPort(a[:n], from)
+}
+
+func (r *relay) serveTCP() {
+	defer r.wg.Done()
+	for {
+		c, err := r.tcp.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		if !r.clients.Contains(from.Addr().Unmap()) || !r.track(c, true) {
+			c.Close()
+			continue
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			defer r.track(c, false)
+			r.pipeTCP(c)
+		}()
+	}
+}
+
+// track adds or removes an open TCP connection; adding fails once the
+// relay is closing.
+func (r *relay) track(c net.Conn, add bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !add {
+		delete(r.conns, c)
+		c.Close()
+		return true
+	}
+	if r.closing {
+		return false
+	}
+	r.conns[c] = true
+	return true
+}
+
+// pipeTCP copies both ways between a client and the resolver until one
+// side closes or both are idle for relayIdle.
+func (r *relay) pipeTCP(c *net.TCPConn) {
+	up, err := r.dialUpstream("tcp")
+	if err != nil {
+		return
+	}
+	if !r.track(up, true) {
+		up.Close()
+		return
+	}
+	defer r.track(up, false)
+	done := make(chan struct{}, 2)
+	copyIdle := func(dst, src net.Conn) {
+		buf := make([]byte, 4096)
+		for {
+			src.SetReadDeadline(time.Now().Add(relayIdle))
+			n, err := src.Read(buf)
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				if err == io.EOF {
+					if tc, ok := dst.(*net.TCPConn); ok {
+						tc.CloseWrite()
+					}
+				}
+				break
+			}
+		}
+		done <- struct{}{}
+	}
+	go copyIdle(up, c)
+	copyIdle(c, up)
+	<-done
+}
