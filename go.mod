@@ -9,12 +9,12 @@ require (
 	github.com/mdlayher/netlink v1.11.2
 	github.com/ti-mo/conntrack v0.6.0
 	github.com/ti-mo/netfilter v0.5.3
+	golang.org/x/net v0.61.0
 	golang.org/x/sys v0.50.0
 )
 
 require (
 	github.com/mdlayher/socket v0.8.0 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
-	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 )

@@ -103,10 +103,9 @@ type dnsFile struct {
 	content       []byte
 }
 
-// writeResolvConf writes conf for the link into ns's EtcDir, unless a
+// writeResolvConf writes conf for the link into dir, unless a
 // resolv.conf is there already (the user's: kept, and nothing written).
-func writeResolvConf(ns *netns.Handle, conf resolv.Conf, mark string) (dnsFile, error) {
-	dir := netns.EtcDir(ns)
+func writeResolvConf(dir string, conf resolv.Conf, mark string) (dnsFile, error) {
 	if dir == "" {
 		return dnsFile{}, fmt.Errorf("dns: %w", netns.ErrClosed)
 	}
@@ -202,7 +201,7 @@ func (l *Link) startDNS(plan dnsPlan, mark string) error {
 		l.relay = r
 		plan.conf.Servers = []netip.Addr{l.HostAddr.Addr()}
 	}
-	f, err := writeResolvConf(l.nsRef, plan.conf, mark)
+	f, err := writeResolvConf(l.etcDir, plan.conf, mark)
 	if err != nil {
 		l.stopDNS()
 		return err

@@ -35,6 +35,7 @@ type owned struct {
 	// the resolv.conf written for it.
 	relay      *relay
 	resolvConf dnsFile
+	etcDir     string // the namespace's netns.EtcDir
 	// dockerUser is the comment of the link's rules in Docker's
 	// DOCKER-USER chain, "" if it has none (see dockeruser_linux.go).
 	dockerUser string
@@ -185,6 +186,7 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 	}
 	l.host, l.nsRef = host, nsRef
 	l.hostKey, l.nsKey = host.ID(), nsRef.ID()
+	l.etcDir = netns.EtcDir(ns) // by the caller's handle, which has its name
 	if l.HostVeth == "" {
 		l.HostVeth = randomVethName()
 	}

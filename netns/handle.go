@@ -2,6 +2,7 @@ package netns
 
 import (
 	"fmt"
+	"os"
 	"sync/atomic"
 )
 
@@ -102,4 +103,9 @@ func (h *Handle) identity() (nsID, error) {
 		return nsID{h.dev, h.ino}, nil
 	}
 	return currentIdentity()
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

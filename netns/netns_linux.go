@@ -367,10 +367,25 @@ func (h *Handle) sysStart(cmd *exec.Cmd) error {
 	etc := EtcDir(h)
 	ch := make(chan error, 1)
 	go func() {
-		// Locked and never unlocked: the thread's mount namespace and
-		// filesystem context are its own from here on, so the runtime
-		// ends it when this goroutine returns.
+		// Locked and never unlocked: the thread's filesystem context is
+		// its own from here on, so the runtime ends it when this
+		// goroutine returns. Its namespaces are put back first all the
+		// same: the main thread, which may run this, is parked instead.
 		runtime.LockOSThread()
+		origNet, err := unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer unix.Close(origNet)
+		origMnt, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer unix.Close(origMnt)
+		defer unix.Setns(origNet, unix.CLONE_NEWNET)
+		defer unix.Setns(origMnt, unix.CLONE_NEWNS)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
 			ch <- fmt.Errorf("netns: enter %s: %w", h, err)
 			return
@@ -379,7 +394,7 @@ func (h *Handle) sysStart(cmd *exec.Cmd) error {
 			ch <- fmt.Errorf("netns: start in %s: %w", h, err)
 			return
 		}
-		err := cmd.Start()
+		err = cmd.Start()
 		ch <- err
 		if err == nil && cmd.SysProcAttr != nil && cmd.SysProcAttr.Pdeathsig != 0 {
 			// The signal is sent when the thread that forked the child

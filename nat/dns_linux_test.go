@@ -1,0 +1,256 @@
+package nat_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
+)
+
+// bindOver binds a file with text over path (in the test's private mount
+// namespace) for the rest of t.
+func bindOver(t *testing.T, path, text string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), filepath.Base(path))
+	if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(f, path, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(path, syscall.MNT_DETACH) })
+}
+
+// outsideWeb gives the world's outside host a web server on port 80
+// answering "hello from outside".
+func outsideWeb(t *testing.T, w *nstest.World) {
+	t.Helper()
+	l, err := w.Inet.Listen("tcp", "203.0.113.1:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.WriteString(rw, "hello from outside")
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// TestDNSOnEveryHost: on each kind of host, a name that the outside
+// host's name server knows (www.test) resolves inside a connected
+// namespace and its web page comes back through the link: with getent and
+// curl started by Run, with "ip netns exec", and with a Go http.Client
+// dialling through the namespace, while the host itself cannot reach
+// that server. Close removes the resolv.conf it wrote.
+func TestDNSOnEveryHost(t *testing.T) {
+	requireTools(t)
+	for _, c := range []string{"getent", "curl"} {
+		nstest.RequireCmd(t, c)
+	}
+	for _, host := range []struct {
+		name     string
+		conf     string // the host's /etc/resolv.conf
+		resolved string // systemd-resolved's upstream file, "" for none
+		local    bool   // a resolver on the host's 127.0.0.1:53 (dnsmasq, unbound)
+		want     string // the namespace's name server
+	}{
+		{"systemd-resolved stub", "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch test\n", "nameserver 203.0.113.1\nsearch test\n", false, "203.0.113.1"},
+		{"plain servers", "nameserver 127.0.0.1\nnameserver 203.0.113.1\n", "", false, "203.0.113.1"},
+		{"resolver on loopback only", "nameserver 127.0.0.1\n", "", true, "10.33.0.1"},
+	} {
+		t.Run(host.name, func(t *testing.T) {
+			nstest.CheckLeaks(t)
+			w := nstest.NewWorld(t, "dns-")
+			bindOver(t, "/etc/resolv.conf", host.conf)
+			privateDirs(t, false, "/run/systemd")
+			if host.resolved != "" {
+				os.MkdirAll("/run/systemd/resolve", 0o755)
+				os.WriteFile("/run/systemd/resolve/resolv.conf", []byte(host.resolved), 0o644)
+			}
+			names := map[string]netip.Addr{"www.test": netip.MustParseAddr("203.0.113.1")}
+			outside, err := nstest.ServeDNS(w.Inet, "203.0.113.1:53", names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer outside.Close()
+			if host.local {
+				// The host's own resolver, on its loopback only.
+				local, err := nstest.ServeDNS(w.Host, "127.0.0.1:53", names)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer local.Close()
+			}
+			outsideWeb(t, w)
+			ns := nstest.NewNS(t, "dns-ns")
+			l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.33.0.0/24"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			written, err := os.ReadFile("/etc/netns/dns-ns/resolv.conf")
+			if err != nil || !strings.Contains(string(written), "nameserver "+host.want+"\n") {
+				t.Fatalf("the namespace's resolv.conf: %q, %v; want nameserver %s", written, err, host.want)
+			}
+
+			run := func(name string, args ...string) string {
+				t.Helper()
+				out, err := exec.Command("ip", append([]string{"netns", "exec", "dns-ns", name}, args...)...).Output()
+				viaIP := string(out)
+				if err != nil {
+					t.Errorf("ip netns exec dns-ns %s: %v", name, err)
+				}
+				var b strings.Builder
+				cmd := exec.Command(name, args...)
+				cmd.Stdout = &b
+				if err := ns.Run(cmd); err != nil {
+					t.Errorf("Run %s: %v", name, err)
+				}
+				if b.String() != viaIP {
+					t.Errorf("%s: Run says %q, ip netns exec %q", name, b.String(), viaIP)
+				}
+				return b.String()
+			}
+			if out := run("getent", "hosts", "www.test"); !strings.HasPrefix(out, "203.0.113.1 ") {
+				t.Errorf("getent hosts www.test: %q", out)
+			}
+			if out := run("curl", "-sS", "--max-time", "5", "http://www.test/"); out != "hello from outside" {
+				t.Errorf("curl http://www.test/: %q", out)
+			}
+
+			client := &http.Client{Transport: &http.Transport{DialContext: ns.DialContext}, Timeout: 5 * time.Second}
+			if body, err := get(client, "http://www.test/"); err != nil || body != "hello from outside" {
+				t.Errorf("Go http.Client through the namespace: %q, %v", body, err)
+			}
+			client.CloseIdleConnections()
+			direct := &http.Client{Timeout: time.Second}
+			if _, err := get(direct, "http://203.0.113.1/"); err == nil {
+				t.Error("the host reaches the outside web server itself: the test proves nothing")
+			}
+
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat("/etc/netns/dns-ns"); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after Close, /etc/netns/dns-ns: %v", err)
+			}
+		})
+	}
+}
+
+func get(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// TestDNSModes: explicit servers and none; a host with no resolv.conf
+// gets none written (the documented outcome: names do not resolve); a
+// resolv.conf the user put in the namespace's directory is kept; the
+// relay answers only the link's prefix and stops at Close.
+func TestDNSModes(t *testing.T) {
+	requireTools(t)
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "dnm-")
+	bindOver(t, "/etc/resolv.conf", "nameserver 127.0.0.1\nsearch example.org\n")
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	conf := filepath.Join(netns.EtcDir(ns), "resolv.conf")
+	p := netip.MustParsePrefix("10.34.0.0/24")
+	connect := func(cfg nat.Config) *nat.Link {
+		t.Helper()
+		cfg.HostNS = w.Host
+		l, err := cfg.Connect(ns, "up0", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+
+	l := connect(nat.Config{DNS: nat.DNSServers, DNSServers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}})
+	if b, _ := os.ReadFile(conf); !strings.Contains(string(b), "nameserver 192.0.2.53\nsearch example.org\n") {
+		t.Errorf("DNSServers wrote %q", b)
+	}
+	l.Close()
+	if _, err := (nat.Config{HostNS: w.Host, DNS: nat.DNSServers}).Connect(ns, "up0", p); !errors.Is(err, nat.ErrInvalidConfig) {
+		t.Errorf("DNSServers with no servers: %v", err)
+	}
+
+	l = connect(nat.Config{DNS: nat.DNSNone})
+	if _, err := os.Stat(conf); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("DNSNone wrote a resolv.conf: %v", err)
+	}
+	l.Close()
+
+	nat.SetHostResolvConf("/nonexistent/resolv.conf")
+	l = connect(nat.Config{})
+	nat.SetHostResolvConf("")
+	if _, err := os.Stat(conf); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a host without resolv.conf: one was written: %v", err)
+	}
+	l.Close()
+
+	os.MkdirAll(filepath.Dir(conf), 0o755)
+	os.WriteFile(conf, []byte("nameserver 198.51.100.53\n"), 0o644)
+	l = connect(nat.Config{})
+	l.Close()
+	if b, _ := os.ReadFile(conf); string(b) != "nameserver 198.51.100.53\n" {
+		t.Errorf("the user's resolv.conf became %q", b)
+	}
+	os.RemoveAll(filepath.Dir(conf))
+
+	// The relay: only for the link's prefix, and gone after Close.
+	local, err := nstest.ServeDNS(w.Host, "127.0.0.1:53", map[string]netip.Addr{"www.test": netip.MustParseAddr("203.0.113.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	l = connect(nat.Config{DNS: nat.DNSRelay})
+	r := ns.Resolver()
+	if a, err := r.LookupNetIP(context.Background(), "ip4", "www.test"); err != nil || len(a) != 1 || a[0] != netip.MustParseAddr("203.0.113.1") {
+		t.Errorf("through the relay: %v, %v", a, err)
+	}
+	other := nstest.NewNS(t, "dnm-other")
+	lo, err := nat.Config{HostNS: w.Host, DNS: nat.DNSNone}.Connect(other, "up0", netip.MustParsePrefix("10.35.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+	before := local.Queries()
+	c, err := other.Dial("udp", "10.34.0.1:53")
+	if err == nil {
+		c.Write(query())
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, _ := c.Read(make([]byte, 512)); n > 0 || local.Queries() != before {
+			t.Error("the relay answered a namespace outside its link's prefix")
+		}
+		c.Close()
+	}
+	l.Close()
+	if _, err := r.LookupNetIP(context.Background(), "ip4", "www.test"); err == nil {
+		t.Error("the relay still answers after Close")
+	}
+}
+
+// query is a DNS query for www.test, type A.
+func query() []byte {
+	return []byte{0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'w', 'w', 'w', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1}
+}
