@@ -540,14 +540,20 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 	if checkOverlap {
 		overlap = hs.routes.overlap(cidr)
 	}
+	var defaults []int
 	if uplink == "" {
-		upIdx = hs.routes.defaultLink()
+		if defaults = hs.routes.defaultLinks(); len(defaults) == 1 {
+			upIdx = defaults[0]
+		}
 	}
 	hasV4 := hs.routes.locals[upIdx] > 0
 	hs.routesMu.Unlock()
 	if uplink == "" {
-		if upIdx == 0 {
-			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no IPv4 default route: %w", nl.Wrap(unix.ENODEV))
+		switch {
+		case len(defaults) == 0:
+			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no IPv4 default route: name the uplink: %w", nl.Wrap(unix.ENODEV))
+		case len(defaults) > 1 || upIdx == 0:
+			return uplinkInfo{}, fmt.Errorf("%w: no uplink given and the host's default route leaves by several links (interface indexes %v): name the uplink", ErrInvalidConfig, defaults)
 		}
 		msgs, err := hc.Query(nl.GetLinkByIndex(upIdx))
 		if err != nil {
@@ -567,6 +573,8 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 		return up, fmt.Errorf("uplink %q is down: bring it up first", up.name)
 	case !hasV4:
 		return up, fmt.Errorf("uplink %q has no IPv4 address: masquerading needs one", up.name)
+	case link.Attributes.Alias != nil && strings.HasPrefix(*link.Attributes.Alias, "nsnet "):
+		return up, fmt.Errorf("%w: uplink %q is the host end of an nsnet link", ErrInvalidConfig, up.name)
 	}
 	if overlap != nil {
 		return up, hs.overlapErr(host, hc, *overlap)

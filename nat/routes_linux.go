@@ -237,14 +237,24 @@ func (rc *routeCache) overlap(cidr netip.Prefix) *routeKey {
 
 // defaultLink returns the output link of the main table's IPv4 default
 // route with the lowest metric, or 0.
-func (rc *routeCache) defaultLink() int {
-	idx, metric := 0, -1
+// defaultLinks returns the links of the default routes the kernel would
+// use: those of the lowest metric (one, unless several tie; a multipath
+// route gives link 0).
+func (rc *routeCache) defaultLinks() []int {
+	metric := -1
 	for k := range rc.defaults {
-		if metric < 0 || k.metric < metric {
-			idx, metric = k.oif, k.metric
+		if k.typ == unix.RTN_UNICAST && (metric < 0 || k.metric < metric) {
+			metric = k.metric
 		}
 	}
-	return idx
+	var links []int
+	for k := range rc.defaults {
+		if k.typ == unix.RTN_UNICAST && k.metric == metric && !slices.Contains(links, k.oif) {
+			links = append(links, k.oif)
+		}
+	}
+	slices.Sort(links)
+	return links
 }
 
 func (rc *routeCache) close() {
