@@ -69,11 +69,15 @@ func Validate(p netip.Prefix) error {
 }
 
 // Add adds p to the link called link ("ip address add P dev LINK").
-func Add(ns *netns.Handle, link string, p netip.Prefix) error { return sysAdd(ns, link, p) }
+func Add(ns *netns.Handle, link string, p netip.Prefix) error {
+	return nl.NeedPriv(sysAdd(ns, link, p), "CAP_NET_ADMIN in the namespace")
+}
 
 // Replace adds p to the link, or updates it if present
 // ("ip address replace").
-func Replace(ns *netns.Handle, link string, p netip.Prefix) error { return sysReplace(ns, link, p) }
+func Replace(ns *netns.Handle, link string, p netip.Prefix) error {
+	return nl.NeedPriv(sysReplace(ns, link, p), "CAP_NET_ADMIN in the namespace")
+}
 
 // Add adds p to the link with c's options. An address already there
 // matches os.ErrExist.
@@ -88,12 +92,17 @@ func (c Config) Replace(ns *netns.Handle, link string, p netip.Prefix) error {
 
 // Delete removes p from the link ("ip address del P dev LINK"). A missing
 // address matches os.ErrNotExist.
-func Delete(ns *netns.Handle, link string, p netip.Prefix) error { return sysDelete(ns, link, p) }
+func Delete(ns *netns.Handle, link string, p netip.Prefix) error {
+	return nl.NeedPriv(sysDelete(ns, link, p), "CAP_NET_ADMIN in the namespace")
+}
 
 // List returns the addresses of the link called link in ns, or of every
 // link if link is "" ("ip address show [dev LINK]"). For one link the
 // kernel filters the dump itself.
-func List(ns *netns.Handle, link string) ([]Address, error) { return sysList(ns, link) }
+func List(ns *netns.Handle, link string) ([]Address, error) {
+	v, err := sysList(ns, link)
+	return v, nl.NeedPriv(err, "CAP_NET_ADMIN in the namespace")
+}
 
 // WaitReady waits until p on the link has left the tentative state of
 // IPv6 duplicate address detection, woken by the kernel's address
@@ -101,5 +110,5 @@ func List(ns *netns.Handle, link string) ([]Address, error) { return sysList(ns,
 // IPv4 addresses are ready at once. A failed detection matches
 // ErrDADFailed; an address not on the link, os.ErrNotExist.
 func WaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Prefix) error {
-	return sysWaitReady(ctx, ns, link, p)
+	return nl.NeedPriv(sysWaitReady(ctx, ns, link, p), "CAP_NET_ADMIN in the namespace")
 }

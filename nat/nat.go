@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 )
 
@@ -68,7 +69,8 @@ func SweepContext(ctx context.Context, host *netns.Handle) (SweepResult, error) 
 	if ctx == nil {
 		return SweepResult{}, fmt.Errorf("nat: sweep: %w: nil context", ErrInvalidConfig)
 	}
-	return sysSweep(ctx, host)
+	res, err := sysSweep(ctx, host)
+	return res, nl.NeedPriv(err, "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
 }
 
 // CloseAll closes many links at once, much faster than calling Close on
@@ -82,7 +84,9 @@ func SweepContext(ctx context.Context, host *netns.Handle) (SweepResult, error) 
 // of the links is gone, as after Close, from the library's own records.
 // Links already closed are skipped; nil entries are ignored, zero ones
 // reported. Errors are joined; each link ends closed either way.
-func CloseAll(links ...*Link) error { return sysCloseAll(links...) }
+func CloseAll(links ...*Link) error {
+	return nl.NeedPriv(sysCloseAll(links...), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
+}
 
 // AddRules masquerades the traffic of the link hostVeth (in host; nil: the
 // current namespace) leaving by uplink, and forwards it, with the same
@@ -99,7 +103,8 @@ func CloseAll(links ...*Link) error { return sysCloseAll(links...) }
 // first is live fails with an error matching os.ErrExist. A failure
 // part-way undoes what was done, hostVeth's forwarding included.
 func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
-	return sysAddRules(host, hostVeth, uplink, cidr)
+	r, err := sysAddRules(host, hostVeth, uplink, cidr)
+	return r, nl.NeedPriv(err, "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
 }
 
 // Close undoes exactly what AddRules did, from its own record (renames of
@@ -110,7 +115,9 @@ func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*
 // the last user), and the uplink's forwarding restored after its last
 // user. The link itself is the caller's. Idempotent; a nil or zero Rules
 // returns an error.
-func (r *Rules) Close() error { return r.sysClose() }
+func (r *Rules) Close() error {
+	return nl.NeedPriv(r.sysClose(), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
+}
 
 // Close undoes everything Connect made, from the library's own record of
 // it (not from the Link's fields, nor by names the host may have reused).
@@ -136,7 +143,9 @@ func (r *Rules) Close() error { return r.sysClose() }
 // all errors joined. The namespace itself belongs to the caller and stays,
 // with lo up. Close is idempotent: a second call returns the first call's
 // result. A nil or zero Link returns an error. Safe for concurrent use.
-func (l *Link) Close() error { return l.sysClose() }
+func (l *Link) Close() error {
+	return nl.NeedPriv(l.sysClose(), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
+}
 
 // Connect gives the namespace ns a path to the outside world through the
 // link uplink of the current namespace, with cidr as its network:
@@ -186,5 +195,6 @@ func (c Config) ConnectContext(ctx context.Context, ns *netns.Handle, uplink str
 	if ctx == nil {
 		return nil, fmt.Errorf("nat: connect %v: %w: nil context", cidr, ErrInvalidConfig)
 	}
-	return c.sysConnect(ctx, ns, uplink, cidr)
+	l, err := c.sysConnect(ctx, ns, uplink, cidr)
+	return l, nl.NeedPriv(err, "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
 }

@@ -1,8 +1,10 @@
 package netns
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 )
 
@@ -109,3 +111,20 @@ func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// needPriv adds to a permission error what was missing (see nl.NeedPriv,
+// which this package cannot import).
+func needPriv(err error) error {
+	if err == nil || !errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "(needs CAP_") {
+		return err
+	}
+	return &privError{err}
+}
+
+type privError struct{ err error }
+
+func (e *privError) Error() string {
+	return e.err.Error() + " (needs CAP_SYS_ADMIN: run as root, or grant the capability)"
+}
+
+func (e *privError) Unwrap() error { return e.err }

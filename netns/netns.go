@@ -14,18 +14,24 @@ import (
 // matching os.ErrExist; an invalid one, [ErrInvalidName], before anything is
 // created. Concurrent calls with the same name are safe: exactly one wins.
 // Needs CAP_SYS_ADMIN.
-func New(name string) (*Handle, error) { return sysNew(name) }
+func New(name string) (*Handle, error) {
+	v, err := sysNew(name)
+	return v, needPriv(err)
+}
 
 // NewAnonymous creates a network namespace with no name: it lives exactly as
 // long as the returned handle (and whatever else the caller attaches to it,
 // such as processes or sockets). Needs CAP_SYS_ADMIN.
-func NewAnonymous() (*Handle, error) { return sysNewAnonymous() }
+func NewAnonymous() (*Handle, error) {
+	v, err := sysNewAnonymous()
+	return v, needPriv(err)
+}
 
 // Delete removes the named namespace, like "ip netns del NAME": it unmounts
 // and removes /run/netns/NAME. The namespace itself is freed by the kernel
 // once nothing else refers to it (open handles keep it alive). A missing name
 // gives an error matching os.ErrNotExist. Needs CAP_SYS_ADMIN.
-func Delete(name string) error { return sysDelete(name) }
+func Delete(name string) error { return needPriv(sysDelete(name)) }
 
 // Open opens the named namespace under [Dir], made by [New] or by
 // "ip netns add". A missing name gives an error matching os.ErrNotExist.

@@ -341,7 +341,7 @@ func (h *Handle) sysDo(fn func() error) error {
 	defer runtime.KeepAlive(h)
 	return onThread(func() error {
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			return fmt.Errorf("netns: enter %s: %w", h, err)
+			return needPriv(fmt.Errorf("netns: enter %s: %w", h, err))
 		}
 		return nil
 	}, fn)
@@ -387,11 +387,11 @@ func (h *Handle) sysStart(cmd *exec.Cmd) error {
 		defer unix.Setns(origNet, unix.CLONE_NEWNET)
 		defer unix.Setns(origMnt, unix.CLONE_NEWNS)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- fmt.Errorf("netns: enter %s: %w", h, err)
+			ch <- needPriv(fmt.Errorf("netns: enter %s: %w", h, err))
 			return
 		}
 		if err := privateMounts(etc); err != nil {
-			ch <- fmt.Errorf("netns: start in %s: %w", h, err)
+			ch <- needPriv(fmt.Errorf("netns: start in %s: %w", h, err))
 			return
 		}
 		err = cmd.Start()

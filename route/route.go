@@ -173,28 +173,36 @@ type Filter struct {
 }
 
 // Add adds r ("ip route add"). A route already there matches os.ErrExist.
-func Add(ns *netns.Handle, r Route) error { return sysAdd(ns, r) }
+func Add(ns *netns.Handle, r Route) error { return nl.NeedPriv(sysAdd(ns, r), "CAP_NET_ADMIN in the namespace") }
 
 // Replace adds r or replaces the route with the same destination, table,
 // metric and type ("ip route replace").
-func Replace(ns *netns.Handle, r Route) error { return sysReplace(ns, r) }
+func Replace(ns *netns.Handle, r Route) error { return nl.NeedPriv(sysReplace(ns, r), "CAP_NET_ADMIN in the namespace") }
 
 // AddDefault adds the default route via gw ("ip route add default via GW").
 // It names no link: for a gateway that needs one (an IPv6 link-local
 // address such as fe80::1), use Add with Route{Dst: ::/0, Gateway: gw,
 // Link: LINK}.
-func AddDefault(ns *netns.Handle, gw netip.Addr) error { return sysAddDefault(ns, gw) }
+func AddDefault(ns *netns.Handle, gw netip.Addr) error {
+	return nl.NeedPriv(sysAddDefault(ns, gw), "CAP_NET_ADMIN in the namespace")
+}
 
 // Delete deletes r ("ip route del"). Fields left zero match any value, as
 // with ip(8), except Dst. A missing route matches os.ErrNotExist.
-func Delete(ns *netns.Handle, r Route) error { return sysDelete(ns, r) }
+func Delete(ns *netns.Handle, r Route) error { return nl.NeedPriv(sysDelete(ns, r), "CAP_NET_ADMIN in the namespace") }
 
 // List returns the routes of ns that f selects (nil: both families, main
 // table), as "ip route show" and "ip -6 route show" do. The kernel filters
 // by table itself. Link names are not resolved: routes carry LinkIndex.
-func List(ns *netns.Handle, f *Filter) ([]Route, error) { return sysList(ns, f) }
+func List(ns *netns.Handle, f *Filter) ([]Route, error) {
+	v, err := sysList(ns, f)
+	return v, nl.NeedPriv(err, "CAP_NET_ADMIN in the namespace")
+}
 
 // Get returns the route the kernel would use to reach dst
 // ("ip route get DST"): its output link, gateway and preferred source.
 // Dst of the result is dst as a host prefix. No packet is sent.
-func Get(ns *netns.Handle, dst netip.Addr) (Route, error) { return sysGet(ns, dst) }
+func Get(ns *netns.Handle, dst netip.Addr) (Route, error) {
+	v, err := sysGet(ns, dst)
+	return v, nl.NeedPriv(err, "CAP_NET_ADMIN in the namespace")
+}

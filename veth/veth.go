@@ -63,32 +63,46 @@ func (c *Config) validate() error {
 
 // List returns every link of ns (nil: the current namespace), in index
 // order: the "ip link show" equivalent.
-func List(ns *netns.Handle) ([]Link, error) { return sysList(ns) }
+func List(ns *netns.Handle) ([]Link, error) {
+	v, err := sysList(ns)
+	return v, nl.NeedPriv(err, "CAP_NET_ADMIN in the namespace")
+}
 
 // Lookup returns the link called name in ns, in one round trip (the kernel
 // resolves the name). A missing link matches os.ErrNotExist.
-func Lookup(ns *netns.Handle, name string) (Link, error) { return sysLookup(ns, name) }
+func Lookup(ns *netns.Handle, name string) (Link, error) {
+	v, err := sysLookup(ns, name)
+	return v, nl.NeedPriv(err, "CAP_NET_ADMIN in the namespace")
+}
 
 // SetUp brings the link called name up ("ip link set dev NAME up").
-func SetUp(ns *netns.Handle, name string) error { return sysSetUp(ns, name) }
+func SetUp(ns *netns.Handle, name string) error {
+	return nl.NeedPriv(sysSetUp(ns, name), "CAP_NET_ADMIN in the namespace")
+}
 
 // SetDown brings the link called name down ("ip link set dev NAME down").
-func SetDown(ns *netns.Handle, name string) error { return sysSetDown(ns, name) }
+func SetDown(ns *netns.Handle, name string) error {
+	return nl.NeedPriv(sysSetDown(ns, name), "CAP_NET_ADMIN in the namespace")
+}
 
 // Delete deletes the link called name; for a veth, its peer goes too
 // ("ip link del NAME"). It waits for the kernel, which for a veth means
 // one RCU grace period (tens of milliseconds).
-func Delete(ns *netns.Handle, name string) error { return sysDelete(ns, name) }
+func Delete(ns *netns.Handle, name string) error {
+	return nl.NeedPriv(sysDelete(ns, name), "CAP_NET_ADMIN in the namespace")
+}
 
 // Move moves the link called name from ns into the namespace to
 // ("ip link set dev NAME netns TO"). The kernel brings the link down and
 // removes its addresses on the way; its index may differ in to, so look it
 // up by name there.
-func Move(ns *netns.Handle, name string, to *netns.Handle) error { return sysMove(ns, name, to) }
+func Move(ns *netns.Handle, name string, to *netns.Handle) error {
+	return nl.NeedPriv(sysMove(ns, name, to), "CAP_NET_ADMIN in the namespace")
+}
 
 // Create makes a veth pair: c.Name in ns (nil: the current namespace) and
 // c.PeerName created directly inside c.PeerNS, in one request. The config is
 // checked before the kernel sees it. An existing name in either namespace
 // gives an error matching os.ErrExist and creates nothing. Needs
 // CAP_NET_ADMIN in both namespaces.
-func Create(ns *netns.Handle, c Config) error { return sysCreate(ns, c) }
+func Create(ns *netns.Handle, c Config) error { return nl.NeedPriv(sysCreate(ns, c), "CAP_NET_ADMIN in the namespace") }

@@ -88,3 +88,25 @@ var ErrInvalidPrefix = errors.New("invalid prefix")
 // ErrInterrupted is matched by the error for a listing that concurrent
 // changes kept from being read consistently: the caller may try again.
 var ErrInterrupted = errors.New("listing interrupted by concurrent changes; try again")
+
+// NeedPriv adds to a permission error (EPERM, EACCES: it matches
+// os.ErrPermission, and still does) the privilege that was missing, what:
+// "CAP_NET_ADMIN", for example. Other errors, and nil, are returned as
+// they are; an error that says it already is too.
+func NeedPriv(err error, what string) error {
+	if err == nil || !errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "(needs CAP_") {
+		return err
+	}
+	return &privError{err, what}
+}
+
+type privError struct {
+	err  error
+	what string
+}
+
+func (e *privError) Error() string {
+	return e.err.Error() + " (needs " + e.what + ": run as root, or grant the capability)"
+}
+
+func (e *privError) Unwrap() error { return e.err }
