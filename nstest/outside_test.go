@@ -45,18 +45,24 @@ func TestConnect(t *testing.T) {
 }
 `
 
-// TestOutsideModule: a module outside this repository (a replace directive
-// pointing here) imports nstest and nat, runs a privileged test of its own
-// in a private world, and passes; every example program under examples/
-// builds there, so a user who copies one gets code that compiles.
-func TestOutsideModule(t *testing.T) {
+// outsideModule is a module in a temporary directory that requires this
+// one through a replace directive; goCmd runs the go command in it,
+// offline (the private world has no network: the module cache has what
+// this repository needs), and fails t if it fails.
+type outsideModule struct {
+	t   *testing.T
+	dir string
+}
+
+func newOutsideModule(t *testing.T) *outsideModule {
+	t.Helper()
 	nstest.Require(t)
 	nstest.RequireCmd(t, "go")
 	repo, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	m := &outsideModule{t: t, dir: t.TempDir()}
 	goMod, err := os.ReadFile(filepath.Join(repo, "go.mod"))
 	if err != nil {
 		t.Fatal(err)
@@ -67,24 +73,48 @@ func TestOutsideModule(t *testing.T) {
 			goLine = l
 		}
 	}
-	write := func(name, text string) {
-		t.Helper()
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("go.mod", "module example.com/user\n\n"+goLine+"\n\nrequire github.com/nsnet/nsnet v0.0.0\n\nreplace github.com/nsnet/nsnet => "+repo+"\n")
+	m.write("go.mod", "module example.com/user\n\n"+goLine+"\n\nrequire github.com/nsnet/nsnet v0.0.0\n\nreplace github.com/nsnet/nsnet => "+repo+"\n")
 	sum, err := os.ReadFile(filepath.Join(repo, "go.sum"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	write("go.sum", string(sum))
-	write("user_test.go", userTest)
-	examples, _ := filepath.Glob(filepath.Join(repo, "examples", "*", "main.go"))
+	m.write("go.sum", string(sum))
+	return m
+}
+
+func (m *outsideModule) write(name, text string) {
+	m.t.Helper()
+	p := filepath.Join(m.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+func (m *outsideModule) goCmd(args ...string) string {
+	m.t.Helper()
+	cmd := exec.Command("go", args...)
+	cmd.Dir = m.dir
+	// The user's tests make their own private world, as fresh processes;
+	// a skip would be a failure.
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "NSNET_PRIVATE=", "NSNET_REQUIRE_PRIVILEGED=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		m.t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestOutsideModule: a module outside this repository (a replace directive
+// pointing here) imports nstest and nat, runs a privileged test of its own
+// in a private world, and passes; every example program under examples/
+// builds there, so a user who copies one gets code that compiles.
+func TestOutsideModule(t *testing.T) {
+	m := newOutsideModule(t)
+	m.write("user_test.go", userTest)
+	examples, _ := filepath.Glob(filepath.Join("..", "examples", "*", "main.go"))
 	if len(examples) == 0 {
 		t.Fatal("no examples found")
 	}
@@ -93,25 +123,10 @@ func TestOutsideModule(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		write(filepath.Join("cmd", filepath.Base(filepath.Dir(e)), "main.go"), string(src))
+		m.write(filepath.Join("cmd", filepath.Base(filepath.Dir(e)), "main.go"), string(src))
 	}
-
-	gocmd := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("go", args...)
-		cmd.Dir = dir
-		// Offline (the private world has no network): the module cache
-		// has what this repository needs. The user's test makes its own
-		// private world, as a fresh process; a skip would be a failure.
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "NSNET_PRIVATE=", "NSNET_REQUIRE_PRIVILEGED=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	gocmd("build", "./...")
-	out := gocmd("test", "-count=1", "-v", "./...")
+	m.goCmd("build", "./...")
+	out := m.goCmd("test", "-count=1", "-v", "./...")
 	if !strings.Contains(out, "--- PASS: TestConnect") || !strings.Contains(out, "the outside host saw 203.0.113.2") {
 		t.Errorf("the user's test did not pass as expected:\n%s", out)
 	}
