@@ -4,11 +4,16 @@
 package examples_test
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nsnet/nsnet/nstest"
 )
@@ -64,4 +69,68 @@ func TestExamples(t *testing.T) {
 	if err := cmd.Run(); err == nil || cmd.ProcessState.ExitCode() != 7 {
 		t.Errorf("nsrun did not pass on the exit status 7: %v", err)
 	}
+}
+
+// TestNsrun: names resolve and pages load in nsrun's namespace (from the
+// private world's outside host); with -name, ip netns exec reaches the
+// namespace while the command runs; what the command leaves running in
+// the background is killed when it exits; a SIGTERM sent to nsrun reaches
+// the command once.
+func TestNsrun(t *testing.T) {
+	nstest.Require(t)
+	for _, c := range []string{"go", "getent", "curl", "ip"} {
+		nstest.RequireCmd(t, c)
+	}
+	nsrun := build(t, "nsrun")
+	out := run(t, nsrun, "-private", "--", "sh", "-c", "getent hosts outside.test && curl -sS --max-time 5 http://outside.test/")
+	if !strings.Contains(out, "203.0.113.1") || !strings.Contains(out, "hello from the outside host") {
+		t.Errorf("nsrun getent + curl:\n%s", out)
+	}
+	out = run(t, nsrun, "-private", "-name", "box", "--", "ip", "netns", "exec", "box", "getent", "hosts", "outside.test")
+	if !strings.Contains(out, "203.0.113.1") {
+		t.Errorf("ip netns exec box inside nsrun -name box:\n%s", out)
+	}
+
+	out = run(t, nsrun, "-private", "--", "sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!")
+	var pid int
+	fmt.Sscan(strings.TrimSpace(out), &pid)
+	if pid == 0 {
+		t.Fatalf("no pid from %q", out)
+	}
+	if !gone(pid) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Errorf("the background sleep (pid %d) outlived nsrun", pid)
+	}
+
+	cmd := exec.Command(nsrun, "-private", "--", "sh", "-c", `trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done`)
+	cmd.Env = append(os.Environ(), "NSNET_PRIVATE=")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	if line, _ := r.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("first line %q", line)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	rest, _ := io.ReadAll(r)
+	err := cmd.Wait()
+	if strings.Count(string(rest), "got TERM") != 1 || cmd.ProcessState.ExitCode() != 3 {
+		t.Errorf("SIGTERM to nsrun: the command said %q, nsrun exited %v", rest, err)
+	}
+}
+
+// gone reports whether pid ends (or is a zombie) within two seconds.
+func gone(pid int) bool {
+	for range 200 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
 }
