@@ -54,6 +54,9 @@ func sysNew(name string) (*Handle, error) {
 	// O_EXCL makes the name the lock: of racing creators only one gets the
 	// mount point, the rest see EEXIST and touch nothing.
 	f, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
+	if err == unix.EEXIST {
+		return nil, fmt.Errorf("netns: new %q: %w (a namespace of that name exists: Open it; if a run that was killed left it, Delete it, as \"ip netns del %s\" does)", name, err, name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("netns: new %q: %w", name, err)
 	}
