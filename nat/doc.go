@@ -1,7 +1,7 @@
 // Package nat connects a network namespace to the outside world through an
 // uplink with nftables NAT, in one call:
 //
-//	l, err := nat.Connect(ns, "eth0", netip.MustParsePrefix("10.0.0.0/24"))
+//	l, err := nat.Connect(ns, "", netip.MustParsePrefix("10.0.0.0/24")) // "": the default route's link
 //	...
 //	defer l.Close()
 //
@@ -9,8 +9,12 @@
 // sysctl(8) — veth pair, addresses, links up, default route, masquerade and
 // forwarding rules, forwarding switched on — and [Link.Close] undoes exactly
 // that, so "nft list ruleset", the links, addresses, routes and sysctls read
-// as before. [Config] covers the rest (host namespace, names, addresses,
-// MTU, siblings).
+// as before. It also gives the namespace a resolv.conf that works on the
+// host it runs on ([Config.DNS], [DNSMode]: the host's servers,
+// systemd-resolved's upstream ones, or a relay to a resolver on the host's
+// loopback). [Config] covers the rest (host namespace, names, addresses,
+// MTU, siblings, DNS, Docker's DOCKER-USER chain, a context with
+// [Config.ConnectContext]).
 //
 // # Rules
 //
