@@ -228,6 +228,24 @@ func TestDNSModes(t *testing.T) {
 	if a, err := r.LookupNetIP(context.Background(), "ip4", "www.test"); err != nil || len(a) != 1 || a[0] != netip.MustParseAddr("203.0.113.1") {
 		t.Errorf("through the relay: %v, %v", a, err)
 	}
+	// Over TCP too: a length-prefixed query, its answer back.
+	if tc, err := ns.Dial("tcp", "10.34.0.1:53"); err != nil {
+		t.Errorf("TCP to the relay: %v", err)
+	} else {
+		q := query()
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		tc.Write(append([]byte{0, byte(len(q))}, q...))
+		var hdr [2]byte
+		_, err := io.ReadFull(tc, hdr[:])
+		a := make([]byte, int(hdr[0])<<8|int(hdr[1]))
+		if err == nil {
+			_, err = io.ReadFull(tc, a)
+		}
+		if err != nil || len(a) < 12 || a[0] != 0x12 || a[1] != 0x34 || a[7] != 1 {
+			t.Errorf("TCP answer through the relay: % x, %v", a, err)
+		}
+		tc.Close()
+	}
 	other := nstest.NewNS(t, "dnm-other")
 	lo, err := nat.Config{HostNS: w.Host, DNS: nat.DNSNone}.Connect(other, "up0", netip.MustParsePrefix("10.35.0.0/24"))
 	if err != nil {
