@@ -173,11 +173,15 @@ type Filter struct {
 }
 
 // Add adds r ("ip route add"). A route already there matches os.ErrExist.
-func Add(ns *netns.Handle, r Route) error { return nl.NeedPriv(sysAdd(ns, r), "CAP_NET_ADMIN in the namespace") }
+func Add(ns *netns.Handle, r Route) error {
+	return nl.NeedPriv(sysAdd(ns, r), "CAP_NET_ADMIN in the namespace")
+}
 
 // Replace adds r or replaces the route with the same destination, table,
 // metric and type ("ip route replace").
-func Replace(ns *netns.Handle, r Route) error { return nl.NeedPriv(sysReplace(ns, r), "CAP_NET_ADMIN in the namespace") }
+func Replace(ns *netns.Handle, r Route) error {
+	return nl.NeedPriv(sysReplace(ns, r), "CAP_NET_ADMIN in the namespace")
+}
 
 // AddDefault adds the default route via gw ("ip route add default via GW").
 // It names no link: for a gateway that needs one (an IPv6 link-local
@@ -189,7 +193,9 @@ func AddDefault(ns *netns.Handle, gw netip.Addr) error {
 
 // Delete deletes r ("ip route del"). Fields left zero match any value, as
 // with ip(8), except Dst. A missing route matches os.ErrNotExist.
-func Delete(ns *netns.Handle, r Route) error { return nl.NeedPriv(sysDelete(ns, r), "CAP_NET_ADMIN in the namespace") }
+func Delete(ns *netns.Handle, r Route) error {
+	return nl.NeedPriv(sysDelete(ns, r), "CAP_NET_ADMIN in the namespace")
+}
 
 // List returns the routes of ns that f selects (nil: both families, main
 // table), as "ip route show" and "ip -6 route show" do. The kernel filters

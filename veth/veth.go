@@ -105,4 +105,6 @@ func Move(ns *netns.Handle, name string, to *netns.Handle) error {
 // checked before the kernel sees it. An existing name in either namespace
 // gives an error matching os.ErrExist and creates nothing. Needs
 // CAP_NET_ADMIN in both namespaces.
-func Create(ns *netns.Handle, c Config) error { return nl.NeedPriv(sysCreate(ns, c), "CAP_NET_ADMIN in the namespace") }
+func Create(ns *netns.Handle, c Config) error {
+	return nl.NeedPriv(sysCreate(ns, c), "CAP_NET_ADMIN in the namespace")
+}
