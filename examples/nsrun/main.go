@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command nsrun runs a command in a fresh network namespace connected to
 // the outside through NAT, and removes everything when the command exits:
 // the namespace, its link, rules and DNS configuration, and any process
