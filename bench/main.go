@@ -32,6 +32,8 @@ import (
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/nstest"
+	"github.com/nsnet/nsnet/route"
+	"github.com/nsnet/nsnet/veth"
 )
 
 func main() {
@@ -40,6 +42,7 @@ func main() {
 	scale := flag.Int("scale", 0, "run the scaling checks with this many namespaces instead")
 	pairs := flag.Int("pairs", 0, "instead of the table: set up and tear down one namespace this many times each way, alternating, and print medians")
 	parRounds := flag.Int("par", 8, "alternating rounds of sequential against parallel set-up per N (medians)")
+	teardownRows := flag.Bool("teardown", false, "instead of the table: the tear-down rows (Close alone, Close+Delete, until the kernel is done) for each N")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
 	w, err := nstest.Isolate() // everything below runs in private namespaces
@@ -59,6 +62,19 @@ func main() {
 	}
 	if *pairs > 0 {
 		single(*script, *pairs)
+		return
+	}
+	if *teardownRows {
+		fmt.Println("| N | shell tear-down | nsnet Close alone | nsnet Close+Delete | ratio | until the kernel is done |")
+		fmt.Println("|---|---|---|---|---|---|")
+		for _, f := range strings.Split(*ns, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			check(err)
+			teardown(*script, n)
+		}
+		fmt.Println("\nper namespace; Close alone and Close+Delete are medians of the namespaces' own times (one after")
+		fmt.Println("another); the shell's is its total over N; \"until the kernel is done\" is the time from the first")
+		fmt.Println("Close until no device, address or route of the closed links is left in the host, over N.")
 		return
 	}
 	fmt.Println("| N | shell set-up | nsnet set-up | ratio | shell tear-down | nsnet Close+Delete | ratio | nsnet CloseAll+Delete | ratio | sequential / parallel set-up |")
@@ -250,6 +266,72 @@ func closeAll(all []made) {
 		m.ns.Close()
 		check(netns.Delete(m.name))
 	}
+}
+
+// teardown prints one row of tear-down figures for n namespaces (see
+// main), beside the shell's, in one run.
+func teardown(script string, n int) {
+	_, shDown := shell(script, n)
+	settle()
+	baseline := hostLinks()
+	setUp := func() []made {
+		all := make([]made, n)
+		for i := range all {
+			all[i] = newConnected(nat.Config{}, fmt.Sprintf("ex-ns%d", i+1), prefix(i+1))
+		}
+		return all
+	}
+	all := setUp()
+	var alone []float64
+	for _, m := range all {
+		t0 := time.Now()
+		check(m.l.Close())
+		alone = append(alone, ms(time.Since(t0)))
+	}
+	nat.Drain()
+	for _, m := range all {
+		m.ns.Close()
+		check(netns.Delete(m.name))
+	}
+	settle()
+	all = setUp()
+	settle()
+	start := time.Now()
+	var both []float64
+	for _, m := range all {
+		t0 := time.Now()
+		m.tearDown()
+		both = append(both, ms(time.Since(t0)))
+	}
+	for hostLinks() > baseline || hostRoutes() > 0 {
+		time.Sleep(200 * time.Microsecond)
+	}
+	done := time.Since(start)
+	nat.Drain()
+	fmt.Printf("| %d | %.2f ms | %.2f ms | %.2f ms | %.1f× | %.2f ms |\n", n, ms(shDown)/float64(n), median(alone), median(both),
+		ms(shDown)/float64(n)/median(both), ms(done)/float64(n))
+	settle()
+}
+
+// hostLinks counts the links of the current namespace.
+func hostLinks() int {
+	ls, err := veth.List(nil)
+	check(err)
+	return len(ls)
+}
+
+// hostRoutes counts the routes of the current namespace's main table to
+// the namespaces' prefixes (10.0.0.0/8).
+func hostRoutes() int {
+	rs, err := route.List(nil, &route.Filter{Family: 4})
+	check(err)
+	n := 0
+	for _, r := range rs {
+		if netip.MustParsePrefix("10.0.0.0/8").Overlaps(r.Dst) {
+			n++
+		}
+	}
+	return n
 }
 
 // scaling checks the targets that need many namespaces.

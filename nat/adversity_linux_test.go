@@ -135,7 +135,9 @@ func TestHelperHold(t *testing.T) {
 	}
 	fmt.Printf("connected pid=%d\n", os.Getpid())
 	bufio.NewReader(os.Stdin).ReadString('\n')
-	fmt.Println("closed", l.Close())
+	err = l.Close()
+	nat.Drain() // exiting next: leave nothing to the reaper
+	fmt.Println("closed", err)
 }
 
 // holder is a running TestHelperHold process.
@@ -265,6 +267,7 @@ func TestHelperRace(t *testing.T) {
 		}
 		fmt.Printf("held %d %d\n", from, to)
 	}
+	nat.Drain()
 	fmt.Println("race done")
 }
 

@@ -93,7 +93,7 @@ func closeGroup(hs *hostState, links []*Link) error {
 			for _, l := range links {
 				idx = append(idx, l.hostIdx)
 			}
-			return forgetFlows(host, idx...)
+			return hs.forgetFlows(host, idx...)
 		})
 		comments := map[string]bool{}
 		for _, l := range links {

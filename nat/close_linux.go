@@ -3,10 +3,10 @@ package nat
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 
 	"github.com/nsnet/nsnet/internal/nl"
+	"golang.org/x/sys/unix"
 )
 
 // sysClose is Close on Linux.
@@ -17,21 +17,39 @@ func (l *Link) sysClose() error {
 	return l.owned.close("nat: close "+l.owned.what(), true)
 }
 
-// quiesce stops all traffic through a link in one round trip: forwarding
-// off on its host end (nothing from the namespace is forwarded) and the
-// host end's address removed, which takes the route to the namespace with
-// it (nothing is forwarded to it). A link already gone is no error here:
-// the veth delete reports it.
-func quiesce(hc *nl.Conn, index int, addr netip.Prefix) error {
-	_, errs, err := hc.Do(nl.SetForwarding(index, false), nl.DelAddr(index, addr))
+// quiesce stops all traffic through a link and frees its names, in one
+// round trip in each namespace: on the host end, forwarding off and its
+// address removed (which takes the route to the namespace with it) and a
+// graveyard name, "nsd-" and random characters, so that its own is free at
+// once; in the namespace, the peer down (which takes the namespace's
+// routes through it with it: nothing passes either way) and renamed too.
+// The pair itself is deleted later, by the reaper (see reaper_linux.go).
+// A host end already gone is errGone; a namespace or peer gone is no
+// matter.
+func (o *owned) quiesce(hc *nl.Conn) error {
+	_, errs, err := hc.Do(nl.SetForwarding(o.hostIdx, false), nl.DelAddr(o.hostIdx, o.hostAddr),
+		nl.RenameLink(o.hostIdx, "nsd-"+randomString(11)))
 	if err != nil {
 		return err
+	}
+	if errors.Is(errs[0], os.ErrNotExist) {
+		return fmt.Errorf("veth %s (index %d) %w", o.vethName, o.hostIdx, errGone)
+	}
+	if errors.Is(errs[2], unix.EBUSY) {
+		// A kernel that renames only links that are down.
+		errs[2] = hc.Exec(nl.SetLinkUp(o.hostIdx, "", false), nl.RenameLink(o.hostIdx, "nsd-"+randomString(11)))
 	}
 	for _, e := range errs {
 		if e != nil && !errors.Is(e, os.ErrNotExist) {
 			return e
 		}
 	}
+	nc, err := nl.Dial(o.nsRef)
+	if err != nil {
+		return nil // the namespace's end goes with the pair
+	}
+	defer nc.Close()
+	nc.Do(nl.SetLinkUp(o.nsIdx, "", false), nl.RenameLink(o.nsIdx, "nsd-"+randomString(11)))
 	return nil
 }
 
@@ -74,7 +92,7 @@ func (o *owned) close(what string, deleteVeth bool) error {
 	if hc != nil && (deleteVeth || o.linkFwdOff) {
 		err := hook("close quiesce")
 		if err == nil && deleteVeth {
-			err = quiesce(hc, o.hostIdx, o.hostAddr)
+			err = o.quiesce(hc)
 		} else if err == nil {
 			err = hc.Exec(nl.SetForwarding(o.hostIdx, false)) // back as AddRules found it
 		}
@@ -85,7 +103,7 @@ func (o *owned) close(what string, deleteVeth bool) error {
 	// packets.
 	err = hook("close conntrack")
 	if err == nil {
-		err = forgetFlows(host, o.hostIdx)
+		err = hs.forgetFlows(host, o.hostIdx)
 	}
 	fault("conntrack", err)
 	if o.dockerUser != "" {
@@ -106,19 +124,19 @@ func (o *owned) close(what string, deleteVeth bool) error {
 	socks, err := hs.leave(host)
 	fault("nftables table", err)
 	if hc != nil {
-		if deleteVeth {
-			err := hook("close veth")
-			if err == nil {
-				err = hc.Exec(nl.DeleteLink(o.hostIdx, ""))
-				if errors.Is(err, os.ErrNotExist) {
-					err = fmt.Errorf("veth %s (index %d) %w", o.vethName, o.hostIdx, errGone)
-				}
-			}
-			fault("veth", err)
-		}
 		hs.putConn(hc)
 	}
-	socks.close() // after the veth delete: see leave
+	// The pair is deleted in the background, and the sockets closed after
+	// it (see reaper_linux.go and leave).
+	reap := 0
+	if deleteVeth {
+		err := hook("close veth")
+		if err == nil {
+			reap = o.hostIdx
+		}
+		fault("veth", err)
+	}
+	reapLater(host, o.hostKey, reap, socks)
 	o.host.Close()
 	o.nsRef.Close()
 	if len(errs) > 0 {

@@ -24,20 +24,56 @@ import (
 // microseconds, where dumping the table to pick them out walked every
 // bucket of it, empty ones too (see README, Benchmarks). Called once the
 // link is quiesced, so no new entry can appear for it.
+//
+// The conntrack socket is a netfilter one: closing it makes the kernel
+// finish nf_tables' pending destroy work first, an RCU grace period after
+// any commit that deleted something (each Close's). So a host state keeps
+// its socket with its other idle ones (see hs.forgetFlows), closed after
+// the veths are deleted; only Sweep dials one for itself.
 func forgetFlows(host *netns.Handle, links ...int) error {
 	if len(links) == 0 {
 		return nil
 	}
-	cfg, err := nl.Config(host)
+	c, err := dialConntrack(host)
 	if err != nil {
 		return err
+	}
+	defer c.Close()
+	return forgetFlowsOn(c, links...)
+}
+
+func dialConntrack(host *netns.Handle) (*conntrack.Conn, error) {
+	cfg, err := nl.Config(host)
+	if err != nil {
+		return nil, err
 	}
 	c, err := conntrack.Dial(cfg)
 	runtime.KeepAlive(host)
 	if err != nil {
-		return fmt.Errorf("dial conntrack: %w", err)
+		return nil, fmt.Errorf("dial conntrack: %w", err)
 	}
-	defer c.Close()
+	return c, nil
+}
+
+// forgetFlows is forgetFlows on an idle conntrack socket of the host
+// state.
+func (hs *hostState) forgetFlows(host *netns.Handle, links ...int) error {
+	if len(links) == 0 {
+		return nil
+	}
+	c, ok := take(hs, &hs.cts)
+	if !ok {
+		var err error
+		if c, err = dialConntrack(host); err != nil {
+			return err
+		}
+	}
+	err := forgetFlowsOn(c, links...)
+	put(hs, &hs.cts, c, err != nil, func(c *conntrack.Conn) { c.Close() })
+	return err
+}
+
+func forgetFlowsOn(c *conntrack.Conn, links ...int) error {
 	var errs []error
 	for _, l := range links {
 		if err := c.FlushFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(uint32(l))); err != nil {

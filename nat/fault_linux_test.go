@@ -106,20 +106,29 @@ func TestCloseFaults(t *testing.T) {
 		nat.SetFailHook(failAt("close " + step))
 		err = l.Close()
 		nat.SetFailHook(nil)
+		nat.Drain()
 		if !errors.Is(err, errInjected) || !strings.Contains(err.Error(), step) {
 			t.Errorf("close %s: error %v", step, err)
 		}
 		if err2 := l.Close(); err2 != err {
 			t.Errorf("close %s: second Close returned %v, not the first result", step, err2)
 		}
-		vethLeft := strings.Contains(links(), l.HostVeth)
+		// The host end is renamed by the quiesce step: found by its mark.
+		var leftName string
+		for _, line := range strings.Split(links(), "\n") {
+			if strings.Contains(line, "nsnet owner=") {
+				f := strings.Fields(line)
+				leftName, _, _ = strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			}
+		}
+		vethLeft := leftName != ""
 		elemsLeft := strings.Contains(rules(), l.HostVeth)
 		if vethLeft != (step == "veth") || elemsLeft != (step == "nftables") {
 			t.Errorf("close %s: veth left %v, set entries left %v", step, vethLeft, elemsLeft)
 		}
 		// Clean up what the injected fault left, as a user would.
 		if vethLeft {
-			nstest.Cmd(t, "ip", "-n", w.HostName, "link", "del", l.HostVeth)
+			nstest.Cmd(t, "ip", "-n", w.HostName, "link", "del", leftName)
 		}
 		if elemsLeft {
 			nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "delete", "table", "ip", "nsnet")

@@ -13,6 +13,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,6 +22,7 @@ import (
 // table and the uplinks it uses, and the route cache. It is forgotten
 // (sockets closed) after the last link. mu is never held across I/O.
 type hostState struct {
+	key         uint64 // the host namespace's ID
 	mu          sync.Mutex
 	links       int             // Links and Rules being made or alive
 	ownerMu     sync.Mutex      // guards ownerFD and guardStop, held while they are made
@@ -33,6 +35,7 @@ type hostState struct {
 	conns       []*nl.Conn
 	nfts        []*nftables.Conn
 	raws        []*netlink.Conn
+	cts         []*conntrack.Conn
 	// fwMu guards the other-firewall check: its watch socket (read
 	// without waiting) and its finding.
 	fwMu      sync.Mutex
@@ -68,7 +71,7 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 	registry.Lock()
 	hs := registry.hosts[hostKey]
 	if hs == nil {
-		hs = &hostState{uplinks: map[int]*uplinkRef{}, ownerFD: -1, live: map[*owned]bool{}}
+		hs = &hostState{key: hostKey, uplinks: map[int]*uplinkRef{}, ownerFD: -1, live: map[*owned]bool{}}
 		registry.hosts[hostKey] = hs
 	}
 	registry.Unlock()
@@ -144,8 +147,8 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 		return idleSockets{}, nil
 	}
 	hs.mu.Lock()
-	socks := idleSockets{rt: hs.conns, nft: hs.nfts, raw: hs.raws}
-	hs.conns, hs.nfts, hs.raws = nil, nil, nil
+	socks := idleSockets{rt: hs.conns, nft: hs.nfts, raw: hs.raws, ct: hs.cts}
+	hs.conns, hs.nfts, hs.raws, hs.cts = nil, nil, nil, nil
 	hs.mu.Unlock()
 	_, err := hs.dropTable(host, &socks)
 	hs.mu.Lock()
@@ -172,15 +175,15 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	return socks, err
 }
 
-// releaseOwner closes the owner socket if no link is counted (again): it
-// is the last thing to go, after everything marked with the process's
-// owner ID, so that no other process's Sweep takes a closing link for a
-// dead owner's.
+// releaseOwner closes the owner socket if no link is counted (again) and
+// none waits for the reaper: it is the last thing to go, after everything
+// marked with the process's owner ID, so that no other process's Sweep
+// takes a closing link for a dead owner's.
 func (hs *hostState) releaseOwner() {
 	hs.ownerMu.Lock()
 	defer hs.ownerMu.Unlock()
 	hs.mu.Lock()
-	idle := hs.links == 0
+	idle := hs.links == 0 && reapPending(hs.key) == 0
 	hs.mu.Unlock()
 	if idle && hs.ownerFD >= 0 {
 		unix.Close(hs.ownerFD)
@@ -199,6 +202,7 @@ type idleSockets struct {
 	rt    []*nl.Conn
 	nft   []*nftables.Conn
 	raw   []*netlink.Conn
+	ct    []*conntrack.Conn
 	watch *nl.Watch  // nftables notifications (see guard_linux.go)
 	owner *hostState // after the last link: release its owner socket too
 }
@@ -232,6 +236,9 @@ func (s idleSockets) close() {
 		c.CloseLasting()
 	}
 	for _, c := range s.raw {
+		c.Close()
+	}
+	for _, c := range s.ct {
 		c.Close()
 	}
 	if s.watch != nil {

@@ -121,20 +121,27 @@ func (r *Rules) Close() error {
 
 // Close undoes everything Connect made, from the library's own record of
 // it (not from the Link's fields, nor by names the host may have reused).
-// First it quiesces the link: forwarding off on the host end of the veth
-// and its address removed (with the route to the namespace), so that no
-// packet passes through the link any more, either way, and deletes the
-// connection tracking entries of its prefix, so that no later holder of
-// the prefix receives what was meant for this one. Then, in one
-// nftables transaction, it removes the link's set entries and prefix
-// claim; the last of the process's links out of the uplink also removes
-// the process's share of it, and when no nsnet process uses the uplink any
-// more its forwarding goes back to what it was. After the process's last
-// link in the host, the library's table goes too if no other process has
-// entries in it. Last, it deletes the host end of the veth pair by its
-// interface index, which takes the peer, the namespace's address and route
-// with it: the delete waits for an RCU grace period, which also covers the
-// one nftables needs after removing entries, so it is paid once.
+// First it quiesces the link, in one round trip in each namespace: on the
+// host end of the veth, forwarding off and its address removed (with the
+// route to the namespace) and a graveyard name ("nsd-…"); in the
+// namespace, the peer down (with the namespace's routes through it) and
+// renamed too. From then on no packet passes through the link, either
+// way, and its names are free. It deletes the connection tracking entries
+// of the link, so that no later holder of the prefix receives what was
+// meant for this one; stops the DNS relay and removes the resolv.conf it
+// wrote. Then, in one nftables transaction, it removes the link's set
+// entries and prefix claim; the last of the process's links out of the
+// uplink also removes the process's share of it, and when no nsnet
+// process uses the uplink any more its forwarding goes back to what it
+// was. After the process's last link in the host, the library's table goes
+// too if no other process has entries in it.
+//
+// The veth pair itself is deleted in the background: deleting a link makes
+// the kernel wait for an RCU grace period (tens of milliseconds), which a
+// reaper goroutine pays once for all the links closed meanwhile; when the
+// namespace is deleted first (Close, then netns.Delete), the kernel takes
+// the pair with the namespace. Drain waits for the reaper; a process killed
+// before it ran leaves the pair, down and unaddressed, to Sweep.
 //
 // Close removes everything still there even when a part was removed or
 // changed by someone else meanwhile (a renamed or deleted veth or uplink, a
@@ -198,3 +205,9 @@ func (c Config) ConnectContext(ctx context.Context, ns *netns.Handle, uplink str
 	l, err := c.sysConnect(ctx, ns, uplink, cidr)
 	return l, nl.NeedPriv(err, "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
 }
+
+// Drain waits until the veth pairs of the links closed so far are deleted
+// (Close leaves that to the background: see Link.Close). A program that
+// exits right after closing links whose namespaces live on calls it, so
+// that it leaves nothing for Sweep.
+func Drain() { sysDrain() }

@@ -16,9 +16,11 @@ import (
 
 func TestMain(m *testing.M) { nstest.Main(m) }
 
-// state is everything Close must restore, read with independent tools.
+// state is everything Close must restore, read with independent tools,
+// once the veths of closed links are deleted (see nat.Drain).
 func state(t *testing.T, w *nstest.World) string {
 	t.Helper()
+	nat.Drain()
 	in := func(args ...string) string {
 		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
 	}

@@ -33,3 +33,5 @@ func (l *Link) sysClose() (err error) { return errUnsupported }
 func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (_ *Link, err error) {
 	return nil, errUnsupported
 }
+
+func sysDrain() {}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,8 +41,14 @@ func TestHelperConnect(t *testing.T) {
 		})
 	}
 	cfg := nat.Config{HostNS: host, DockerUser: os.Getenv("NSNET_HELPER_DOCKERUSER") != ""}
-	if _, err := cfg.Connect(ns, "up0", netip.MustParsePrefix(os.Getenv("NSNET_HELPER_PREFIX"))); err != nil {
+	l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix(os.Getenv("NSNET_HELPER_PREFIX")))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if os.Getenv("NSNET_HELPER_CLOSE") != "" {
+		// Killed right after Close, before its reaper deleted the pair.
+		l.Close()
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	fmt.Println("connected")
 	select {}
@@ -108,6 +115,25 @@ func TestSweepDeadOwner(t *testing.T) {
 	if len(res.Links) != 1 || res.Elements != 4 || len(res.Uplinks) != 1 || !res.Table {
 		t.Errorf("Sweep = %+v", res)
 	}
+	sameState(t, w, before, "state after Sweep")
+}
+
+// TestSweepAfterDeferredDelete: a process killed right after Close,
+// before its reaper deleted the veth pair (the namespace lives on), leaves
+// only what Sweep removes: the host reads as before.
+func TestSweepAfterDeferredDelete(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "swdd-")
+	before := state(t, w)
+	nstest.NewNS(t, "swdd-ns")
+	cmd := nstest.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
+		"NSNET_HELPER_NS=swdd-ns", "NSNET_HELPER_PREFIX=10.5.9.0/24", "NSNET_HELPER_CLOSE=1")
+	cmd.Run() // killed
+	res, err := nat.Sweep(w.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Sweep after the killed Close: %+v", res)
 	sameState(t, w, before, "state after Sweep")
 }
 

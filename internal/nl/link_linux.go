@@ -205,9 +205,9 @@ func SetAlias(index int, alias string) Request {
 	return SetLink(&rtnetlink.LinkMessage{Index: uint32(index), Attributes: &rtnetlink.LinkAttributes{Alias: &alias}})
 }
 
-// iflaGroup is IFLA_GROUP, the link's device group; rtnetlink/v2 decodes
+// iflaGroup is the link's device group; rtnetlink/v2 decodes
 // it but does not encode it.
-const iflaGroup = 27
+const iflaGroup = unix.IFLA_GROUP
 
 // SetGroup moves the link with the interface index into device group g.
 func SetGroup(index int, g uint32) Request {
@@ -242,4 +242,9 @@ func rawLinkRequest(typ uint16, index int, fill func(*netlink.AttributeEncoder))
 // would mark whatever link has that name.
 func SetAliasByName(name, alias string) Request {
 	return SetLink(&rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{Name: name, Alias: &alias}})
+}
+
+// RenameLink gives the link with the interface index the name name.
+func RenameLink(index int, name string) Request {
+	return SetLink(&rtnetlink.LinkMessage{Index: uint32(index), Attributes: &rtnetlink.LinkAttributes{Name: name}})
 }
