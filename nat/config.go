@@ -73,6 +73,8 @@ type Config struct {
 	// never writes, Connect fails with ErrForeignDrop and the commands to
 	// run instead.
 	DockerUser bool
+	// Ports are published at Connect (see Port and Link.Publish).
+	Ports []Port
 	// DNS chooses how names resolve in the namespace (see DNSMode); the
 	// zero value, DNSAuto, does what works on the host. Connect writes
 	// the namespace's resolv.conf into its netns.EtcDir (for a named
@@ -153,3 +155,8 @@ type SweepResult struct {
 // TableName is the library's own nftables table (family ip). Every rule,
 // chain and set nsnet makes lives there; no other table is ever changed.
 const TableName = "nsnet"
+
+// invalid is an ErrInvalidConfig saying what is wrong.
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+}

@@ -211,3 +211,26 @@ func (c Config) ConnectContext(ctx context.Context, ns *netns.Handle, uplink str
 // exits right after closing links whose namespaces live on calls it, so
 // that it leaves nothing for Sweep.
 func Drain() { sysDrain() }
+
+// Publish publishes ports of the link's namespace (see Port), all or none:
+// the "docker run -p" of a Link, also given at Connect with Config.Ports.
+// A port published already, by this process or another, or in use by a
+// socket of the host, is refused with an error matching os.ErrExist, bad
+// input with ErrInvalidConfig, before anything changes. Mappings live in
+// two nftables maps (one entry each), so the rules and the work per
+// packet stay the same however many there are. Close removes them all.
+func (l *Link) Publish(ports ...Port) error {
+	return nl.NeedPriv(l.sysPublish(ports), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
+}
+
+// Unpublish removes published ports (a Port given to Publish, or a part
+// of its range) and deletes the connection tracking entries of their
+// connections, so that no client stays pinned to them. Ports not published
+// match os.ErrNotExist.
+func (l *Link) Unpublish(ports ...Port) error {
+	return nl.NeedPriv(l.sysUnpublish(ports), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
+}
+
+// Ports returns the link's published ports, one per host address and
+// port.
+func (l *Link) Ports() []Port { return l.sysPorts() }

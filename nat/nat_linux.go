@@ -61,11 +61,6 @@ func hook(step string) error {
 	return nil
 }
 
-// invalid is an ErrInvalidConfig saying what is wrong.
-func invalid(format string, a ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
-}
-
 func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (hostAddr, nsAddr netip.Addr, err error) {
 	switch {
 	case ns == nil:
@@ -333,12 +328,24 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	// namespace's route with it.
 	undo.push(func() { hc.Exec(nl.DeleteLink(l.hostIdx, "")) })
 
-	l.ent = entries{link: l.hostIdx, uplink: up.index, prefix: l.Prefix, siblings: c.AllowSiblings,
+	l.ent = entries{link: l.hostIdx, uplink: up.index, prefix: l.Prefix, nsAddr: l.NSAddr.Addr(), siblings: c.AllowSiblings,
 		mark: ownerMark + " link=" + l.HostVeth}
 	if err := step("nftables", func() error { return hs.addLink(ctx, host, hc, l.ent) }); err != nil {
 		return err
 	}
 	undo.push(func() { hs.removeLink(host, hc, l.ent) })
+
+	if len(c.Ports) > 0 {
+		for _, p := range c.Ports {
+			if err := p.validate(); err != nil {
+				return err
+			}
+		}
+		if err := step("ports", func() error { return l.publish(c.Ports) }); err != nil {
+			return err
+		}
+		undo.push(func() { l.unpublish(l.ent.ports) })
+	}
 
 	if c.DockerUser && fw.dockerUser {
 		comment := dockerUserComment(l.HostVeth, l.hostIdx)

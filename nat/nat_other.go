@@ -35,3 +35,7 @@ func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string,
 }
 
 func sysDrain() {}
+
+func (l *Link) sysPublish(ports []Port) error   { return errUnsupported }
+func (l *Link) sysUnpublish(ports []Port) error { return errUnsupported }
+func (l *Link) sysPorts() []Port                { return nil }

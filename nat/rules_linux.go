@@ -17,12 +17,15 @@ import (
 // live links and which a rename does not change: a name can be reused or
 // renamed under the library, an index cannot.
 const (
-	setLinks    = "links"    // iface_index: host ends of our links
-	setEgress   = "egress"   // iface_index . iface_index: host end . its uplink
-	setSiblings = "siblings" // iface_index: links that may talk to each other
-	setClaims   = "claims"   // map ipv4_addr . mark : mark: prefixes held (see protocol_linux.go)
-	setUplinks  = "uplinks"  // iface_index . ifname: uplink . owner using its forwarding
-	setOpened   = "opened"   // iface_index: uplinks whose forwarding nsnet turned on
+	setLinks    = "links"      // iface_index: host ends of our links
+	setEgress   = "egress"     // iface_index . iface_index: host end . its uplink
+	setSiblings = "siblings"   // iface_index: links that may talk to each other
+	setClaims   = "claims"     // map ipv4_addr . mark : mark: prefixes held (see protocol_linux.go)
+	setUplinks  = "uplinks"    // iface_index . ifname: uplink . owner using its forwarding
+	setOpened   = "opened"     // iface_index: uplinks whose forwarding nsnet turned on
+	setPorts    = "ports"      // map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service: published ports
+	setPortLink = "port_links" // map ipv4_addr . inet_proto . inet_service : mark: the host end of each
+	setSame     = "same"       // iface_index . iface_index: host end . itself, for hairpin traffic
 )
 
 // Fixed set IDs: google/nftables draws them from a package-level counter
@@ -35,6 +38,9 @@ const (
 	idClaims
 	idUplinks
 	idOpened
+	idPorts
+	idPortLinks
+	idSame
 )
 
 // setComment starts every set's comment, for people reading nft's output
@@ -46,6 +52,8 @@ var (
 	indexPair  = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFIndex)
 	indexDotID = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFName)
 	addrDotLen = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+	portKey    = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+	portTarget = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 	sets       = []*nftables.Set{
 		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "host ends"},
 		{Table: table, Name: setEgress, ID: idEgress, KeyType: indexPair, Concatenation: true, Comment: setComment + "host end . uplink: forwarded and masqueraded"},
@@ -54,6 +62,11 @@ var (
 			Comment: setComment + "prefix . length : host end (a prefix of a live link), or 0 (one containing one)"},
 		{Table: table, Name: setUplinks, ID: idUplinks, KeyType: indexDotID, Concatenation: true, Comment: setComment + "uplink . owner using its forwarding"},
 		{Table: table, Name: setOpened, ID: idOpened, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "uplinks whose forwarding nsnet turned on: only the links' traffic is forwarded from them"},
+		{Table: table, Name: setPorts, ID: idPorts, KeyType: portKey, Concatenation: true, IsMap: true, DataType: portTarget,
+			Comment: setComment + "published ports: host address . protocol . port : namespace address . port"},
+		{Table: table, Name: setPortLink, ID: idPortLinks, KeyType: portKey, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
+			Comment: setComment + "published ports: host address . protocol . port : the host end's index"},
+		{Table: table, Name: setSame, ID: idSame, KeyType: indexPair, Concatenation: true, Comment: setComment + "host end . itself: hairpin traffic to a published port"},
 	}
 	setByName = func() map[string]*nftables.Set {
 		m := map[string]*nftables.Set{}
@@ -145,6 +158,18 @@ func addSkeleton(c *nftables.Conn) error {
 		Name: "postrouting", Table: table, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
 	})
+	pre := c.AddChain(&nftables.Chain{
+		Name: "prerouting", Table: table, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept,
+	})
+	out := c.AddChain(&nftables.Chain{
+		Name: "output", Table: table, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest, Policy: &accept,
+	})
+	raw := c.AddChain(&nftables.Chain{
+		Name: "raw_prerouting", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept,
+	})
 	rule := func(ch *nftables.Chain, why string, e ...expr.Any) {
 		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: e, UserData: comment(why)})
 	}
@@ -167,6 +192,8 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(fromLink, "siblings allowed",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setSiblings, 1, false),
 		metaLoad(expr.MetaKeyOIF, 1), lookup(setSiblings, 1, false), verdict(expr.VerdictAccept, ""))
+	rule(fromLink, "to a published port of a link",
+		append(ctStatusDNAT(), metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictAccept, ""))...)
 	rule(fromLink, "anywhere else", verdict(expr.VerdictDrop, ""))
 
 	rule(toLink, "replies",
@@ -176,11 +203,64 @@ func addSkeleton(c *nftables.Conn) error {
 			Xor:  binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
 		verdict(expr.VerdictAccept, ""))
+	rule(toLink, "to a published port", append(ctStatusDNAT(), verdict(expr.VerdictAccept, ""))...)
 	rule(toLink, "unsolicited", verdict(expr.VerdictDrop, ""))
 
 	rule(post, "masquerade out of the uplink",
 		append(iifDotOif(), lookup(setEgress, 1, false), &expr.Masq{})...)
+	rule(post, "a link to a published port of its own (hairpin): from the host end's address",
+		append(append(ctStatusDNAT(), iifDotOif()...), lookup(setSame, 1, false), &expr.Masq{})...)
+	rule(post, "the host's 127.0.0.1 to a published port: from the host end's address",
+		append(ctStatusDNAT(), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+			metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), &expr.Masq{})...)
+	for _, ch := range []*nftables.Chain{pre, out} {
+		rule(ch, "a published port", publishedDNAT()...)
+	}
+	rule(raw, "loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
+		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}}, verdict(expr.VerdictDrop, ""))
 	return nil
+}
+
+// ipsDstNAT is IPS_DST_NAT (linux/netfilter/nf_conntrack_common.h), not in
+// x/sys: the connection's destination was translated.
+const ipsDstNAT = 1 << 5
+
+// ctStatusDNAT matches packets of connections whose destination was
+// translated (by a published port).
+func ctStatusDNAT() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
+// publishedDNAT is
+//
+//	ct mark set ip daddr . meta l4proto . th dport map @port_links
+//	dnat to ip daddr . meta l4proto . th dport map @ports
+//
+// in one rule: the connection is marked with the host end's index (for
+// Close and Unpublish: see forgetFlows) and its destination translated to
+// the namespace's address and port. The key is in registers 1, 9 and 10,
+// as nft lays out a concatenation; the mark goes to 11, the translation to
+// 1 (address) and 9 (port).
+func publishedDNAT() []expr.Any {
+	s, m := setByName[setPorts], setByName[setPortLink]
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		metaLoad(expr.MetaKeyL4PROTO, 9),
+		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 11, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 11, SourceRegister: true},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: s.Name, SetID: s.ID},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1,
+			RegProtoMin: 9, RegProtoMax: 9, Specified: true},
+	}
 }
 
 // entries describes what one Link or Rules holds in the sets; elems
@@ -189,8 +269,10 @@ func addSkeleton(c *nftables.Conn) error {
 type entries struct {
 	link, uplink int // interface indexes of the host end and the uplink
 	prefix       netip.Prefix
+	nsAddr       netip.Addr // the namespace's address (published ports' target)
 	siblings     bool
-	mark         string // owner mark, the comment of each entry
+	mark         string    // owner mark, the comment of each entry
+	ports        []portMap // published ports
 }
 
 // elems are the link's own entries, added exclusively and removed with
@@ -201,6 +283,10 @@ func (e entries) elems() []elem {
 		elem{set: setEgress, key: append(ifIndex(e.link), ifIndex(e.uplink)...), comment: e.mark}}
 	if e.siblings {
 		els = append(els, elem{set: setSiblings, key: ifIndex(e.link), comment: e.mark})
+	}
+	els = append(els, elem{set: setSame, key: append(ifIndex(e.link), ifIndex(e.link)...), comment: e.mark})
+	for _, pm := range e.ports {
+		els = append(els, pm.elems(e)...)
 	}
 	return els
 }

@@ -145,7 +145,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	}
 	var all []entry
 	var ids []string
-	for _, set := range []string{setLinks, setEgress, setSiblings} {
+	for _, set := range []string{setLinks, setEgress, setSiblings, setSame, setPorts, setPortLink} {
 		els, err := c.GetSetElements(setByName[set])
 		if isENOENT(err) {
 			return nil

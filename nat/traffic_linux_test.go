@@ -136,9 +136,10 @@ func staleFlow(t *testing.T, w *nstest.World, tag string) int {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	defer close(stop)
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	defer func() { close(stop); <-stopped }() // the port is free again for the next call
 	go func() {
+		defer close(stopped)
 		defer srv.Close()
 		buf := make([]byte, 64)
 		srv.SetReadDeadline(time.Now().Add(5 * time.Second))

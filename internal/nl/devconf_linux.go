@@ -8,8 +8,9 @@ import (
 // IFLA_INET_CONF holds the IPv4 devconf of a link (IPV4_DEVCONF_*), one u32
 // per entry, entry i at index i-1.
 const (
-	iflaInetConf          = 1
-	ipv4DevconfForwarding = 1
+	iflaInetConf             = 1
+	ipv4DevconfForwarding    = 1
+	ipv4DevconfRouteLocalnet = 26 // IPV4_DEVCONF_ROUTE_LOCALNET (linux/ip.h), not in x/sys
 )
 
 // SetForwarding sets IPv4 forwarding of one link (net.ipv4.conf.LINK.forwarding)
@@ -17,14 +18,22 @@ const (
 // IPV4_DEVCONF_FORWARDING. rtnetlink/v2 cannot send this nest, so it is
 // built here. Per-link forwarding on the ingress and egress links is all
 // IPv4 forwarding needs; the global ip_forward switch stays as it is.
-func SetForwarding(index int, on bool) Request {
+func SetForwarding(index int, on bool) Request { return setDevconf(index, ipv4DevconfForwarding, on) }
+
+// SetRouteLocalnet sets net.ipv4.conf.LINK.route_localnet, which lets
+// packets with loopback addresses be routed to and from the link.
+func SetRouteLocalnet(index int, on bool) Request {
+	return setDevconf(index, ipv4DevconfRouteLocalnet, on)
+}
+
+func setDevconf(index int, entry uint16, on bool) Request {
 	v := uint32(0)
 	if on {
 		v = 1
 	}
 	return setLinkAF(index, unix.AF_INET, func(ae *netlink.AttributeEncoder) {
 		ae.Nested(iflaInetConf, func(ae *netlink.AttributeEncoder) error {
-			ae.Uint32(ipv4DevconfForwarding, v)
+			ae.Uint32(entry, v)
 			return nil
 		})
 	})

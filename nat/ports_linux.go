@@ -1,0 +1,297 @@
+package nat
+
+// Published ports (Port). Each mapping is two entries: in the ports map
+// (host address . protocol . port : namespace address . port), which the
+// prerouting and output chains' DNAT reads, and in port_links (same key :
+// the host end's index), with which the same rule marks the connection, so
+// that Close and Unpublish find its conntrack entries (see forgetFlows).
+// Both are added with NLM_F_EXCL in one transaction: a port published
+// already, by this process or another, is refused by the kernel (EEXIST,
+// os.ErrExist), atomically. The forward chain accepts connections whose
+// destination was translated (ct status dnat) towards a link; postrouting
+// masquerades the two cases whose replies would not come back through the
+// host otherwise: a link to a port of its own (hairpin, the "same" set)
+// and the host's 127.0.0.1 (for which the host end gets route_localnet,
+// and the raw_prerouting chain drops loopback destinations arriving from
+// any link).
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
+	"golang.org/x/sys/unix"
+)
+
+// portMap is one published port, its host address resolved.
+type portMap struct {
+	addr         netip.Addr
+	proto        uint8 // unix.IPPROTO_TCP or IPPROTO_UDP
+	port, nsPort uint16
+}
+
+// key is "address . protocol . port", each field padded to 4 bytes.
+func (pm portMap) key() []byte {
+	a := pm.addr.As4()
+	return append(a[:], pm.proto, 0, 0, 0, byte(pm.port>>8), byte(pm.port), 0, 0)
+}
+
+func (pm portMap) String() string {
+	proto := "tcp"
+	if pm.proto == unix.IPPROTO_UDP {
+		proto = "udp"
+	}
+	return fmt.Sprintf("%s %s:%d", proto, pm.addr, pm.port)
+}
+
+// elems are pm's two entries for the link of e.
+func (pm portMap) elems(e entries) []elem {
+	ns := e.nsAddr.As4()
+	return []elem{
+		{set: setPorts, key: pm.key(), data: append(ns[:], byte(pm.nsPort>>8), byte(pm.nsPort), 0, 0), comment: e.mark},
+		{set: setPortLink, key: pm.key(), data: ifIndex(e.link), comment: e.mark},
+	}
+}
+
+// sysPublish is Publish on Linux.
+func (l *Link) sysPublish(ports []Port) error {
+	if l == nil {
+		return fmt.Errorf("nat: publish on a nil *Link: %w", os.ErrInvalid)
+	}
+	for _, p := range ports {
+		if err := p.validate(); err != nil {
+			return fmt.Errorf("nat: publish: %w", err)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.hs == nil {
+		return fmt.Errorf("nat: publish on %s: %w", l.what(), os.ErrClosed)
+	}
+	if err := l.publish(ports); err != nil {
+		return fmt.Errorf("nat: publish on %s: %w", l.what(), err)
+	}
+	return nil
+}
+
+// sysUnpublish is Unpublish on Linux.
+func (l *Link) sysUnpublish(ports []Port) error {
+	if l == nil {
+		return fmt.Errorf("nat: unpublish on a nil *Link: %w", os.ErrInvalid)
+	}
+	for _, p := range ports {
+		if err := p.validate(); err != nil {
+			return fmt.Errorf("nat: unpublish: %w", err)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.hs == nil {
+		return fmt.Errorf("nat: unpublish on %s: %w", l.what(), os.ErrClosed)
+	}
+	var gone []portMap
+	for _, p := range ports {
+		for _, pm := range l.ent.ports {
+			if p.matches(pm) {
+				gone = append(gone, pm)
+			}
+		}
+	}
+	if len(gone) == 0 {
+		return fmt.Errorf("nat: unpublish on %s: %v %w", l.what(), ports, os.ErrNotExist)
+	}
+	if err := l.unpublish(gone); err != nil {
+		return fmt.Errorf("nat: unpublish on %s: %w", l.what(), err)
+	}
+	return nil
+}
+
+// matches reports whether pm is one of p's ports.
+func (p Port) matches(pm portMap) bool {
+	proto := uint8(unix.IPPROTO_TCP)
+	if p.Protocol == "udp" {
+		proto = unix.IPPROTO_UDP
+	}
+	n := uint16(max(int(p.Count), 1))
+	return pm.proto == proto && (!p.HostAddr.IsValid() || p.HostAddr == pm.addr) &&
+		pm.port >= p.HostPort && pm.port-p.HostPort < n
+}
+
+// publish adds the ports to the link, all or none. The caller holds l.mu
+// (or is Connect).
+func (l *Link) publish(ports []Port) error {
+	host, hs := l.host, l.hs
+	hc, err := hs.conn(host)
+	if err != nil {
+		return err
+	}
+	defer hs.putConn(hc)
+	var uplinkAddrs []netip.Addr
+	var maps []portMap
+	for _, p := range ports {
+		addrs := []netip.Addr{p.HostAddr}
+		if !p.HostAddr.IsValid() {
+			if uplinkAddrs == nil {
+				if uplinkAddrs, err = ipv4Addrs(hc, l.ent.uplink); err != nil {
+					return fmt.Errorf("uplink addresses: %w", err)
+				}
+				if len(uplinkAddrs) == 0 {
+					return fmt.Errorf("%w: the uplink has no IPv4 address to publish %v on", ErrInvalidConfig, p)
+				}
+			}
+			addrs = uplinkAddrs
+		}
+		proto := uint8(unix.IPPROTO_TCP)
+		if p.Protocol == "udp" {
+			proto = unix.IPPROTO_UDP
+		}
+		for _, a := range addrs {
+			for i := range uint16(max(int(p.Count), 1)) {
+				pm := portMap{addr: a, proto: proto, port: p.HostPort + i, nsPort: p.nsPort() + i}
+				if slices.ContainsFunc(maps, func(x portMap) bool { return x.addr == pm.addr && x.proto == pm.proto && x.port == pm.port }) ||
+					slices.ContainsFunc(l.ent.ports, func(x portMap) bool { return x.addr == pm.addr && x.proto == pm.proto && x.port == pm.port }) {
+					return fmt.Errorf("%v: published already: %w", pm, os.ErrExist)
+				}
+				maps = append(maps, pm)
+			}
+		}
+	}
+	if err := probePorts(host, maps); err != nil {
+		return err
+	}
+	var b batch
+	var els []elem
+	for _, pm := range maps {
+		els = append(els, pm.elems(l.ent)...)
+	}
+	if err := b.add(els, true); err != nil {
+		return err
+	}
+	if err := hs.commitEntries(host, &b); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("a port published already (by this process or another): %w", os.ErrExist)
+		}
+		return err
+	}
+	if slices.ContainsFunc(maps, func(pm portMap) bool { return pm.addr.IsLoopback() }) {
+		if err := hc.Exec(nl.SetRouteLocalnet(l.hostIdx, true)); err != nil {
+			hs.delEntries(host, els)
+			return fmt.Errorf("route_localnet: %w", err)
+		}
+	}
+	l.ent.ports = append(l.ent.ports, maps...)
+	return nil
+}
+
+// unpublish removes the ports and forgets their connections.
+func (l *Link) unpublish(maps []portMap) error {
+	var els []elem
+	for _, pm := range maps {
+		els = append(els, pm.elems(l.ent)...)
+	}
+	err := l.hs.delEntries(l.host, els)
+	l.ent.ports = slices.DeleteFunc(l.ent.ports, func(x portMap) bool { return slices.Contains(maps, x) })
+	return errors.Join(err, forgetPortFlows(l.host, l.hostIdx, maps))
+}
+
+// probePorts fails with os.ErrExist for a port a socket of the host
+// already has (binding a socket to it is refused: EADDRINUSE), and with
+// ErrInvalidConfig for an address that is not the host's.
+func probePorts(host *netns.Handle, maps []portMap) error {
+	return host.Do(func() error {
+		for _, pm := range maps {
+			typ := unix.SOCK_STREAM
+			if pm.proto == unix.IPPROTO_UDP {
+				typ = unix.SOCK_DGRAM
+			}
+			fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			err = unix.Bind(fd, &unix.SockaddrInet4{Addr: pm.addr.As4(), Port: int(pm.port)})
+			unix.Close(fd)
+			switch {
+			case err == unix.EADDRINUSE:
+				return fmt.Errorf("%v: a socket of the host uses it: %w", pm, os.ErrExist)
+			case err == unix.EADDRNOTAVAIL:
+				return fmt.Errorf("%w: %v: %v is not an address of the host", ErrInvalidConfig, pm, pm.addr)
+			case err != nil && err != unix.EACCES:
+				return fmt.Errorf("%v: %w", pm, err)
+			}
+		}
+		return nil
+	})
+}
+
+// ipv4Addrs lists the IPv4 addresses of the link with the index.
+func ipv4Addrs(hc *nl.Conn, index int) ([]netip.Addr, error) {
+	msgs, err := hc.Dump(nl.DumpAddrs(unix.AF_INET, index))
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, m := range msgs {
+		var am rtnetlink.AddressMessage
+		if err := am.UnmarshalBinary(m.Data); err != nil {
+			return nil, err
+		}
+		if int(am.Index) != index || am.Attributes == nil || am.Attributes.Local == nil {
+			continue
+		}
+		if a := nl.IPToAddr(am.Attributes.Local); a.Is4() {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// forgetPortFlows deletes the conntrack entries of connections to the
+// ports (marked with the host end's index by the DNAT rule).
+func forgetPortFlows(host *netns.Handle, link int, maps []portMap) error {
+	c, err := dialConntrack(host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	flows, err := c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(uint32(link)), nil)
+	if err != nil {
+		return fmt.Errorf("conntrack: %w", err)
+	}
+	var errs []error
+	for _, f := range flows {
+		o := f.TupleOrig
+		for _, pm := range maps {
+			if o.Proto.Protocol == pm.proto && o.Proto.DestinationPort == pm.port && o.IP.DestinationAddress == pm.addr {
+				if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sysPorts is Ports on Linux.
+func (l *Link) sysPorts() []Port {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Port
+	for _, pm := range l.ent.ports {
+		proto := "tcp"
+		if pm.proto == unix.IPPROTO_UDP {
+			proto = "udp"
+		}
+		out = append(out, Port{Protocol: proto, HostAddr: pm.addr, HostPort: pm.port, NSPort: pm.nsPort})
+	}
+	return out
+}
