@@ -5,6 +5,7 @@ package nat
 // and last of a process's links out of it (see protocol_linux.go).
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -125,6 +126,26 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 				return derr
 			}
 			return errStaleCover
+		}
+	}
+	if len(e.ports) > 0 {
+		if els, gerr := c.GetSetElements(setByName[setPortLink]); gerr == nil {
+			for _, x := range els {
+				for _, pm := range e.ports {
+					if bytes.Equal(x.Key, pm.key()) {
+						return fmt.Errorf("%v published already (%s): %w", pm, x.Comment, os.ErrExist)
+					}
+				}
+			}
+		}
+		if els, gerr := c.GetSetElements(setByName[setPorts]); gerr == nil {
+			for _, x := range els {
+				for _, pm := range e.ports {
+					if bytes.Equal(x.Key, pm.key()) {
+						return fmt.Errorf("%v published already: %w", pm, os.ErrExist)
+					}
+				}
+			}
 		}
 	}
 	return fmt.Errorf("interface index %d already has nsnet entries: %w", e.link, os.ErrExist)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -85,6 +86,11 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 			if err := nl.CheckIfName(n); err != nil {
 				return hostAddr, nsAddr, err
 			}
+		}
+	}
+	for _, p := range cfg.Ports {
+		if err := p.validate(); err != nil {
+			return hostAddr, nsAddr, err
 		}
 	}
 	if cfg.MTU != 0 && (cfg.MTU < 576 || cfg.MTU > 65535) {
@@ -289,6 +295,14 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 		return err
 	}
 	l.Uplink = up.name
+	// Published ports go into the same transaction as the link's other
+	// entries: one taken fails it all, before anything is added.
+	var ports []portMap
+	if len(c.Ports) > 0 {
+		if ports, err = expandPorts(host, hc, up.index, nil, c.Ports); err != nil {
+			return err
+		}
+	}
 
 	// The pair, its ends numbered by the library (see randomIndex), so
 	// that every later step names them by index. The owner mark (ifalias,
@@ -328,23 +342,14 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	// namespace's route with it.
 	undo.push(func() { hc.Exec(nl.DeleteLink(l.hostIdx, "")) })
 
-	l.ent = entries{link: l.hostIdx, uplink: up.index, prefix: l.Prefix, nsAddr: l.NSAddr.Addr(), siblings: c.AllowSiblings,
+	l.ent = entries{link: l.hostIdx, uplink: up.index, prefix: l.Prefix, nsAddr: l.NSAddr.Addr(), siblings: c.AllowSiblings, ports: ports,
 		mark: ownerMark + " link=" + l.HostVeth}
 	if err := step("nftables", func() error { return hs.addLink(ctx, host, hc, l.ent) }); err != nil {
 		return err
 	}
 	undo.push(func() { hs.removeLink(host, hc, l.ent) })
-
-	if len(c.Ports) > 0 {
-		for _, p := range c.Ports {
-			if err := p.validate(); err != nil {
-				return err
-			}
-		}
-		if err := step("ports", func() error { return l.publish(c.Ports) }); err != nil {
-			return err
-		}
-		undo.push(func() { l.unpublish(l.ent.ports) })
+	if len(ports) > 0 {
+		forgetUntranslated(host, ports)
 	}
 
 	if c.DockerUser && fw.dockerUser {
@@ -401,6 +406,9 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 			nl.NewAddr(l.hostIdx, l.HostAddr, 0, false)}
 		if !markedNow {
 			reqs = append(reqs, nl.SetAlias(l.hostIdx, ownerMark))
+		}
+		if slices.ContainsFunc(ports, portMap.loopback) {
+			reqs = append(reqs, nl.SetRouteLocalnet(l.hostIdx, true))
 		}
 		reqs = append(reqs, nl.SetForwarding(l.hostIdx, true))
 		_, errs, err := hc.Do(reqs...)

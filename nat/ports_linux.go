@@ -124,26 +124,24 @@ func (p Port) matches(pm portMap) bool {
 		pm.port >= p.HostPort && pm.port-p.HostPort < n
 }
 
-// publish adds the ports to the link, all or none. The caller holds l.mu
-// (or is Connect).
-func (l *Link) publish(ports []Port) error {
-	host, hs := l.host, l.hs
-	hc, err := hs.conn(host)
-	if err != nil {
-		return err
-	}
-	defer hs.putConn(hc)
+// expandPorts resolves ports into mappings (every IPv4 address of the
+// uplink for one without an address, each port of a range), refusing one
+// twice or one in have (os.ErrExist), and probes the host's sockets (see
+// probePorts).
+func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, have []portMap, ports []Port) ([]portMap, error) {
 	var uplinkAddrs []netip.Addr
 	var maps []portMap
+	same := func(x, y portMap) bool { return x.addr == y.addr && x.proto == y.proto && x.port == y.port }
 	for _, p := range ports {
 		addrs := []netip.Addr{p.HostAddr}
 		if !p.HostAddr.IsValid() {
 			if uplinkAddrs == nil {
-				if uplinkAddrs, err = ipv4Addrs(hc, l.ent.uplink); err != nil {
-					return fmt.Errorf("uplink addresses: %w", err)
+				var err error
+				if uplinkAddrs, err = ipv4Addrs(hc, uplink); err != nil {
+					return nil, fmt.Errorf("uplink addresses: %w", err)
 				}
 				if len(uplinkAddrs) == 0 {
-					return fmt.Errorf("%w: the uplink has no IPv4 address to publish %v on", ErrInvalidConfig, p)
+					return nil, fmt.Errorf("%w: the uplink has no IPv4 address to publish %v on", ErrInvalidConfig, p)
 				}
 			}
 			addrs = uplinkAddrs
@@ -155,15 +153,30 @@ func (l *Link) publish(ports []Port) error {
 		for _, a := range addrs {
 			for i := range uint16(max(int(p.Count), 1)) {
 				pm := portMap{addr: a, proto: proto, port: p.HostPort + i, nsPort: p.nsPort() + i}
-				if slices.ContainsFunc(maps, func(x portMap) bool { return x.addr == pm.addr && x.proto == pm.proto && x.port == pm.port }) ||
-					slices.ContainsFunc(l.ent.ports, func(x portMap) bool { return x.addr == pm.addr && x.proto == pm.proto && x.port == pm.port }) {
-					return fmt.Errorf("%v: published already: %w", pm, os.ErrExist)
+				if slices.ContainsFunc(maps, func(x portMap) bool { return same(x, pm) }) ||
+					slices.ContainsFunc(have, func(x portMap) bool { return same(x, pm) }) {
+					return nil, fmt.Errorf("%v: published already: %w", pm, os.ErrExist)
 				}
 				maps = append(maps, pm)
 			}
 		}
 	}
-	if err := probePorts(host, maps); err != nil {
+	return maps, probePorts(host, maps)
+}
+
+func (pm portMap) loopback() bool { return pm.addr.IsLoopback() }
+
+// publish adds the ports to a live link, all or none. The caller holds
+// l.mu.
+func (l *Link) publish(ports []Port) error {
+	host, hs := l.host, l.hs
+	hc, err := hs.conn(host)
+	if err != nil {
+		return err
+	}
+	defer hs.putConn(hc)
+	maps, err := expandPorts(host, hc, l.ent.uplink, l.ent.ports, ports)
+	if err != nil {
 		return err
 	}
 	var b batch
@@ -180,14 +193,45 @@ func (l *Link) publish(ports []Port) error {
 		}
 		return err
 	}
-	if slices.ContainsFunc(maps, func(pm portMap) bool { return pm.addr.IsLoopback() }) {
+	if slices.ContainsFunc(maps, portMap.loopback) {
 		if err := hc.Exec(nl.SetRouteLocalnet(l.hostIdx, true)); err != nil {
 			hs.delEntries(host, els)
 			return fmt.Errorf("route_localnet: %w", err)
 		}
 	}
 	l.ent.ports = append(l.ent.ports, maps...)
+	forgetUntranslated(host, maps)
 	return nil
+}
+
+// forgetUntranslated deletes the conntrack entries of flows to the ports
+// that were set up before the ports were published, untranslated: the
+// kernel translates only a connection's first packet, so a UDP client that
+// kept sending to the port (refused until now) would never reach the
+// namespace. It dumps the entries without a mark (the kernel filters), so
+// it costs a walk of the host's conntrack table; best effort: a failure
+// leaves such a client as it was.
+func forgetUntranslated(host *netns.Handle, maps []portMap) {
+	c, err := dialConntrack(host)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	flows, err := c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(0), nil)
+	if err != nil {
+		return
+	}
+	for _, f := range flows {
+		if f.Status.DstNAT() {
+			continue
+		}
+		o := f.TupleOrig
+		for _, pm := range maps {
+			if o.Proto.Protocol == pm.proto && o.Proto.DestinationPort == pm.port && o.IP.DestinationAddress == pm.addr {
+				c.Delete(f)
+			}
+		}
+	}
 }
 
 // unpublish removes the ports and forgets their connections.

@@ -214,9 +214,13 @@ func addSkeleton(c *nftables.Conn) error {
 		append(ctStatusDNAT(), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
 			metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), &expr.Masq{})...)
-	for _, ch := range []*nftables.Chain{pre, out} {
-		rule(ch, "a published port", publishedDNAT()...)
-	}
+	// Not for 127.0.0.0/8 arriving from outside: translated before the
+	// routing decision, such a packet would not be dropped as a martian
+	// (the hole of CVE-2020-8558); only the host reaches 127.0.0.1 ports.
+	rule(pre, "a published port (127.0.0.1 ports: the host's own connections only, in output)",
+		append([]expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}}}, publishedDNAT()...)...)
+	rule(out, "a published port, for the host's own connections", publishedDNAT()...)
 	rule(raw, "loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,6 +42,9 @@ func TestHelperConnect(t *testing.T) {
 		})
 	}
 	cfg := nat.Config{HostNS: host, DockerUser: os.Getenv("NSNET_HELPER_DOCKERUSER") != ""}
+	if port, err := strconv.Atoi(os.Getenv("NSNET_HELPER_PORT")); err == nil {
+		cfg.Ports = []nat.Port{{Protocol: "tcp", HostPort: uint16(port)}}
+	}
 	l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix(os.Getenv("NSNET_HELPER_PREFIX")))
 	if err != nil {
 		t.Fatal(err)

@@ -87,3 +87,57 @@ func Echo(ns *netns.Handle, addr string) (seenFrom string, err error) {
 	}
 	return strings.TrimSpace(seen), nil
 }
+
+// ServeUDP starts a UDP echo server inside ns on addr: it answers each
+// datagram with the address of its sender (what the server sees), then
+// the datagram itself. Close the returned connection to stop it.
+func ServeUDP(ns *netns.Handle, addr string) (net.PacketConn, error) {
+	var c net.PacketConn
+	err := ns.Do(func() (err error) {
+		c, err = net.ListenPacket("udp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			c.WriteTo(append([]byte(from.(*net.UDPAddr).IP.String()+"\n"), buf[:n]...), from)
+		}
+	}()
+	return c, nil
+}
+
+// EchoUDP sends a datagram from inside ns to addr (a ServeUDP server) and
+// returns the source address the server saw, checking that the datagram
+// came back. It gives up after 2 s.
+func EchoUDP(ns *netns.Handle, addr string) (seenFrom string, err error) {
+	var c net.Conn
+	err = ns.Do(func() (err error) {
+		c, err = net.Dial("udp", addr)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(c, "hello"); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	seen, back, _ := strings.Cut(string(buf[:n]), "\n")
+	if back != "hello" {
+		return "", fmt.Errorf("echo returned %q", back)
+	}
+	return seen, nil
+}
