@@ -42,6 +42,7 @@ func main() {
 	scale := flag.Int("scale", 0, "run the scaling checks with this many namespaces instead")
 	pairs := flag.Int("pairs", 0, "instead of the table: set up and tear down one namespace this many times each way, alternating, and print medians")
 	parRounds := flag.Int("par", 8, "alternating rounds of sequential against parallel set-up per N (medians)")
+	portsN := flag.Int("ports", 0, "instead of the table: published ports, 1 against this many (rules, throughput, publish time)")
 	teardownRows := flag.Bool("teardown", false, "instead of the table: the tear-down rows (Close alone, Close+Delete, until the kernel is done) for each N")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
@@ -62,6 +63,10 @@ func main() {
 	}
 	if *pairs > 0 {
 		single(*script, *pairs)
+		return
+	}
+	if *portsN > 0 {
+		publishedPorts(w, *portsN)
 		return
 	}
 	if *teardownRows {
@@ -266,6 +271,83 @@ func closeAll(all []made) {
 		m.ns.Close()
 		check(netns.Delete(m.name))
 	}
+}
+
+// publishedPorts measures what n published ports cost against 1: the
+// rule count, the throughput of a TCP stream from the outside host to a
+// published port (alternating rounds, medians) and the time to publish
+// one more port with 10 and with n present (medians of 21).
+func publishedPorts(w *nstest.World, n int) {
+	ns, err := netns.NewAnonymous()
+	check(err)
+	defer ns.Close()
+	l, err := nat.Connect(ns, w.Uplink, prefix(1))
+	check(err)
+	defer l.Close()
+	check(l.Publish(nat.Port{Protocol: "tcp", HostPort: 8080, NSPort: 5201}))
+	var srv net.Listener
+	check(ns.Do(func() (err error) { srv, err = net.Listen("tcp", ":5201"); return err }))
+	defer srv.Close()
+	go func() {
+		for {
+			c, err := srv.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	stream := func() float64 {
+		const size = 256 << 20
+		var c net.Conn
+		check(w.Inet.Do(func() (err error) { c, err = net.Dial("tcp", w.UplinkAddr.Addr().String()+":8080"); return err }))
+		buf := make([]byte, 1<<20)
+		t0 := time.Now()
+		for sent := 0; sent < size; sent += len(buf) {
+			_, err := c.Write(buf)
+			check(err)
+		}
+		c.Close()
+		return size / 1e6 / time.Since(t0).Seconds()
+	}
+	many := func(from, count int) []nat.Port {
+		var ps []nat.Port
+		for i := range count {
+			ps = append(ps, nat.Port{Protocol: "udp", HostPort: uint16(20000 + from + i)})
+		}
+		return ps
+	}
+	publishOne := func(present int) float64 {
+		var ts []float64
+		for i := range 21 {
+			p := nat.Port{Protocol: "tcp", HostPort: uint16(9000 + i)}
+			t0 := time.Now()
+			check(l.Publish(p))
+			ts = append(ts, ms(time.Since(t0)))
+			check(l.Unpublish(p))
+		}
+		return median(ts)
+	}
+	rulesOne := countRules()
+	check(l.Publish(many(0, 9)...))
+	pubFew := publishOne(10)
+	check(l.Unpublish(many(0, 9)...))
+	var one, lots []float64
+	for range 5 {
+		one = append(one, stream())
+		check(l.Publish(many(0, n-1)...))
+		lots = append(lots, stream())
+		check(l.Unpublish(many(0, n-1)...))
+	}
+	check(l.Publish(many(0, n-1)...))
+	rulesMany := countRules()
+	pubMany := publishOne(n)
+	check(l.Unpublish(many(0, n-1)...))
+	fmt.Printf("published ports: nftables rules / base chains %v with 1, %v with %d\n", rulesOne, rulesMany, n)
+	fmt.Printf("TCP stream from the outside host to a published port: %.0f MB/s with 1, %.0f MB/s with %d (medians of 5 alternating, %.2f×)\n",
+		median(one), median(lots), n, median(lots)/median(one))
+	fmt.Printf("publishing one more port: %.3f ms with 10 present, %.3f ms with %d (medians of 21, %.2f×)\n",
+		pubFew, pubMany, n, pubMany/pubFew)
 }
 
 // teardown prints one row of tear-down figures for n namespaces (see

@@ -61,6 +61,12 @@ func (hs *hostState) forgetFlows(host *netns.Handle, links ...int) error {
 	if len(links) == 0 {
 		return nil
 	}
+	return hs.withConntrack(host, func(c *conntrack.Conn) error { return forgetFlowsOn(c, links...) })
+}
+
+// withConntrack runs fn with an idle conntrack socket of the host state
+// (see forgetFlows: closing one can wait for a grace period).
+func (hs *hostState) withConntrack(host *netns.Handle, fn func(*conntrack.Conn) error) error {
 	c, ok := take(hs, &hs.cts)
 	if !ok {
 		var err error
@@ -68,7 +74,7 @@ func (hs *hostState) forgetFlows(host *netns.Handle, links ...int) error {
 			return err
 		}
 	}
-	err := forgetFlowsOn(c, links...)
+	err := fn(c)
 	put(hs, &hs.cts, c, err != nil, func(c *conntrack.Conn) { c.Close() })
 	return err
 }

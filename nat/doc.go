@@ -23,9 +23,10 @@
 // closes it; the delete only commits if no other process added anything
 // meanwhile). A table of that name that nsnet did not make is refused
 // ([ErrForeignTable]) and never changed. Per-link state goes into nftables
-// sets, so N links mean N set elements, not N rules: eleven rules and two
-// base chains, and the same per-packet work, with 1 link or 1,000. No other
-// table, chain or rule is touched.
+// sets and maps, so N links (and N published ports, see [Port]) mean N
+// set elements, not N rules: eighteen rules and five base chains, and the
+// same per-packet work, with 1 link or 1,000. No other table, chain or rule
+// is touched (except Docker's DOCKER-USER chain with [Config.DockerUser]).
 //
 // # Identity, not names
 //

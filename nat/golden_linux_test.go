@@ -93,7 +93,7 @@ func firstDiff(want, got string) string {
 	return ""
 }
 
-// TestSkeletonGolden: the table, its sets, chains and eleven rules, byte
+// TestSkeletonGolden: the table, its sets, chains and eighteen rules, byte
 // for byte as sent to the kernel (the privileged tests check what the
 // kernel makes of them with nft and real traffic). Runs without root.
 func TestSkeletonGolden(t *testing.T) {

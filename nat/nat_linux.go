@@ -13,6 +13,7 @@ import (
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
 
@@ -349,7 +350,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	}
 	undo.push(func() { hs.removeLink(host, hc, l.ent) })
 	if len(ports) > 0 {
-		forgetUntranslated(host, ports)
+		hs.withConntrack(host, func(c *conntrack.Conn) error { forgetUntranslated(c, ports); return nil })
 	}
 
 	if c.DockerUser && fw.dockerUser {

@@ -200,7 +200,7 @@ func (l *Link) publish(ports []Port) error {
 		}
 	}
 	l.ent.ports = append(l.ent.ports, maps...)
-	forgetUntranslated(host, maps)
+	hs.withConntrack(host, func(c *conntrack.Conn) error { forgetUntranslated(c, maps); return nil })
 	return nil
 }
 
@@ -211,12 +211,7 @@ func (l *Link) publish(ports []Port) error {
 // namespace. It dumps the entries without a mark (the kernel filters), so
 // it costs a walk of the host's conntrack table; best effort: a failure
 // leaves such a client as it was.
-func forgetUntranslated(host *netns.Handle, maps []portMap) {
-	c, err := dialConntrack(host)
-	if err != nil {
-		return
-	}
-	defer c.Close()
+func forgetUntranslated(c *conntrack.Conn, maps []portMap) {
 	flows, err := c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(0), nil)
 	if err != nil {
 		return
@@ -242,7 +237,7 @@ func (l *Link) unpublish(maps []portMap) error {
 	}
 	err := l.hs.delEntries(l.host, els)
 	l.ent.ports = slices.DeleteFunc(l.ent.ports, func(x portMap) bool { return slices.Contains(maps, x) })
-	return errors.Join(err, forgetPortFlows(l.host, l.hostIdx, maps))
+	return errors.Join(err, l.hs.withConntrack(l.host, func(c *conntrack.Conn) error { return forgetPortFlows(c, l.hostIdx, maps) }))
 }
 
 // probePorts fails with os.ErrExist for a port a socket of the host
@@ -298,12 +293,7 @@ func ipv4Addrs(hc *nl.Conn, index int) ([]netip.Addr, error) {
 
 // forgetPortFlows deletes the conntrack entries of connections to the
 // ports (marked with the host end's index by the DNAT rule).
-func forgetPortFlows(host *netns.Handle, link int, maps []portMap) error {
-	c, err := dialConntrack(host)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+func forgetPortFlows(c *conntrack.Conn, link int, maps []portMap) error {
 	flows, err := c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(uint32(link)), nil)
 	if err != nil {
 		return fmt.Errorf("conntrack: %w", err)

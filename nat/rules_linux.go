@@ -111,7 +111,7 @@ func iifDotOif() []expr.Any {
 // addSkeleton queues the table, its sets, chains and rules:
 //
 //	table ip nsnet {
-//	  set links, egress, siblings, claims, uplinks (see above)
+//	  set links, egress, siblings, same, claims, uplinks, opened; map ports, port_links (see above)
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    iif @links jump from_link
 //	    oif @links jump to_link
@@ -121,13 +121,25 @@ func iifDotOif() []expr.Any {
 //	    ct mark set iif                       # for Close (see forgetFlows)
 //	    iif . oif @egress accept              # out of its own uplink
 //	    iif @siblings oif @siblings accept
+//	    ct status dnat oif @links accept      # to a published port of a link
 //	    drop }                                # anywhere else
 //	  chain to_link {
 //	    ct state established,related accept
+//	    ct status dnat accept                 # to a published port
 //	    drop }                                # nothing unsolicited
 //	  chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-//	    iif . oif @egress masquerade }
+//	    iif . oif @egress masquerade
+//	    ct status dnat iif . oif @same masquerade                # hairpin
+//	    ct status dnat ip saddr 127.0.0.0/8 oif @links masquerade } # the host's 127.0.0.1
+//	  chain prerouting { type nat hook prerouting priority dstnat; policy accept;
+//	    ip daddr != 127.0.0.0/8 ct mark set … map @port_links dnat to … map @ports }
+//	  chain output { type nat hook output priority dstnat; policy accept;
+//	    ct mark set … map @port_links dnat to … map @ports }
+//	  chain raw_prerouting { type filter hook prerouting priority raw; policy accept;
+//	    iif @links ip daddr 127.0.0.0/8 drop }
 //	}
+//
+// (see ports_linux.go for the published ports).
 //
 // Packets of other interfaces match neither jump in forward and leave the
 // table after two set lookups, untouched. A link's packets leave only by
