@@ -213,3 +213,35 @@ func ExampleSweep() {
 	fmt.Println("table removed:", res.Table)
 	// Output: table removed: false
 }
+
+// Publish a port of the namespace ("docker run -p 8080:80"): the outside
+// host reaches the namespace's server through the uplink's address, and
+// the server sees the client's own address.
+func ExampleLink_Publish() {
+	w, err := nstest.BuildWorld("host-pub", "inet-pub")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, w.Uplink, netip.MustParsePrefix("10.5.0.0/24"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Publish(nat.Port{Protocol: "tcp", HostPort: 8080, NSPort: 80}); err != nil {
+		log.Fatal(err)
+	}
+	srv, err := nstest.Serve(ns, "10.5.0.2:80") // the namespace's server
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	seen, err := nstest.Echo(w.Inet, "203.0.113.2:8080") // from the outside host
+	fmt.Println(l.Ports()[0], "- the server sees", seen, err)
+	// Output: tcp 203.0.113.2:8080->80 - the server sees 203.0.113.1 <nil>
+}
