@@ -407,3 +407,41 @@ func TestSweepRemovesDeadOwnersPorts(t *testing.T) {
 		t.Errorf("the live link's port after Sweep: %q, %v", seen, err)
 	}
 }
+
+// TestPortsSurviveFlushAndNamesFreeAtOnce: a published port works again
+// after "nft flush ruleset" (the guard puts the link's entries back, its
+// ports with them); and right after Close the same namespace connects
+// again with the same host end name, prefix and port.
+func TestPortsSurviveFlushAndNamesFreeAtOnce(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "pfl-")
+	ns := nstest.NewNS(t, "pfl-ns")
+	cfg := nat.Config{HostNS: w.Host, HostVeth: "pfl-host", Ports: []nat.Port{{Protocol: "tcp", HostPort: 8080, NSPort: 80}}}
+	p := netip.MustParsePrefix("10.70.0.0/24")
+	l, err := cfg.Connect(ns, "up0", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nstest.Listen(t, ns, "10.70.0.2:80")
+	nftIn(t, w, "flush", "ruleset")
+	var seen string
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if seen, err = nstest.Echo(w.Inet, "203.0.113.2:8080"); err == nil {
+			break
+		}
+	}
+	if seen != "203.0.113.1" {
+		t.Errorf("the published port after a flush: %q, %v", seen, err)
+	}
+	if err := l.Close(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	l, err = cfg.Connect(ns, "up0", p) // no Drain: the old pair is still being deleted
+	if err != nil {
+		t.Fatalf("Connect right after Close, same names, prefix and port: %v", err)
+	}
+	defer l.Close()
+	if seen, err := nstest.Echo(w.Inet, "203.0.113.2:8080"); err != nil || seen != "203.0.113.1" {
+		t.Errorf("the port through the new link: %q, %v", seen, err)
+	}
+}
