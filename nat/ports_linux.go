@@ -62,53 +62,44 @@ func (pm portMap) elems(e entries) []elem {
 
 // sysPublish is Publish on Linux.
 func (l *Link) sysPublish(ports []Port) error {
-	if l == nil {
-		return fmt.Errorf("nat: publish on a nil *Link: %w", os.ErrInvalid)
-	}
-	for _, p := range ports {
-		if err := p.validate(); err != nil {
-			return fmt.Errorf("nat: publish: %w", err)
-		}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed || l.hs == nil {
-		return fmt.Errorf("nat: publish on %s: %w", l.what(), os.ErrClosed)
-	}
-	if err := l.publish(ports); err != nil {
-		return fmt.Errorf("nat: publish on %s: %w", l.what(), err)
-	}
-	return nil
+	return l.portsOp("publish", ports, func() error { return l.publish(ports) })
 }
 
 // sysUnpublish is Unpublish on Linux.
 func (l *Link) sysUnpublish(ports []Port) error {
+	return l.portsOp("unpublish", ports, func() error {
+		var gone []portMap
+		for _, p := range ports {
+			for _, pm := range l.ent.ports {
+				if p.matches(pm) {
+					gone = append(gone, pm)
+				}
+			}
+		}
+		if len(gone) == 0 {
+			return fmt.Errorf("%v %w", ports, os.ErrNotExist)
+		}
+		return l.unpublish(gone)
+	})
+}
+
+// portsOp checks the ports and runs fn with the link locked and open.
+func (l *Link) portsOp(verb string, ports []Port, fn func() error) error {
 	if l == nil {
-		return fmt.Errorf("nat: unpublish on a nil *Link: %w", os.ErrInvalid)
+		return fmt.Errorf("nat: %s on a nil *Link: %w", verb, os.ErrInvalid)
 	}
 	for _, p := range ports {
 		if err := p.validate(); err != nil {
-			return fmt.Errorf("nat: unpublish: %w", err)
+			return fmt.Errorf("nat: %s: %w", verb, err)
 		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed || l.hs == nil {
-		return fmt.Errorf("nat: unpublish on %s: %w", l.what(), os.ErrClosed)
+		return fmt.Errorf("nat: %s on %s: %w", verb, l.what(), os.ErrClosed)
 	}
-	var gone []portMap
-	for _, p := range ports {
-		for _, pm := range l.ent.ports {
-			if p.matches(pm) {
-				gone = append(gone, pm)
-			}
-		}
-	}
-	if len(gone) == 0 {
-		return fmt.Errorf("nat: unpublish on %s: %v %w", l.what(), ports, os.ErrNotExist)
-	}
-	if err := l.unpublish(gone); err != nil {
-		return fmt.Errorf("nat: unpublish on %s: %w", l.what(), err)
+	if err := fn(); err != nil {
+		return fmt.Errorf("nat: %s on %s: %w", verb, l.what(), err)
 	}
 	return nil
 }
