@@ -96,7 +96,9 @@ const (
 	// listens on loopback only, the upstream servers of systemd-resolved
 	// (/run/systemd/resolve/resolv.conf) are used, or else DNSRelay. With
 	// no /etc/resolv.conf on the host nothing is written: the namespace
-	// resolves as the host would without one (it will not).
+	// resolves as the host would without one (it will not); where the
+	// directory cannot be written (a read-only /etc, as in many
+	// containers), nothing is either, and Connect goes on.
 	DNSAuto DNSMode = iota
 	// DNSServers writes Config.DNSServers.
 	DNSServers

@@ -35,6 +35,7 @@ type dnsPlan struct {
 	conf     resolv.Conf // to write (servers; for a relay, filled in later)
 	write    bool
 	upstream netip.Addr // relay to this loopback resolver; invalid if no relay
+	auto     bool       // DNSAuto: where nothing can be written, go on without
 }
 
 // plan decides, from the host's files, what the namespace gets.
@@ -70,7 +71,7 @@ func (c Config) dnsPlan() (dnsPlan, error) {
 		return dnsPlan{}, nil
 	}
 	if r := host.Reachable(); len(r.Servers) > 0 {
-		return dnsPlan{conf: r, write: true}, nil
+		return dnsPlan{conf: r, write: true, auto: true}, nil
 	}
 	// Only loopback servers (or none): systemd-resolved's upstream file,
 	// if it names servers the namespace can reach, or else a relay.
@@ -79,10 +80,10 @@ func (c Config) dnsPlan() (dnsPlan, error) {
 			if len(r.Search) == 0 {
 				r.Search = host.Search
 			}
-			return dnsPlan{conf: r, write: true}, nil
+			return dnsPlan{conf: r, write: true, auto: true}, nil
 		}
 	}
-	return dnsPlan{conf: host, write: true, upstream: loopbackServer(host)}, nil
+	return dnsPlan{conf: host, write: true, upstream: loopbackServer(host), auto: true}, nil
 }
 
 // loopbackServer is the host resolver a relay forwards to: the first
@@ -202,6 +203,12 @@ func (l *Link) startDNS(plan dnsPlan, mark string) error {
 		plan.conf.Servers = []netip.Addr{l.HostAddr.Addr()}
 	}
 	f, err := writeResolvConf(l.etcDir, plan.conf, mark)
+	if err != nil && plan.auto && (errors.Is(err, syscall.EROFS) || errors.Is(err, os.ErrPermission)) {
+		// A read-only /etc (many containers): the namespace resolves as
+		// the host does, which DNSAuto can live with.
+		l.stopDNS()
+		return nil
+	}
 	if err != nil {
 		l.stopDNS()
 		return err

@@ -266,6 +266,22 @@ func TestDNSModes(t *testing.T) {
 	if _, err := r.LookupNetIP(context.Background(), "ip4", "www.test"); err == nil {
 		t.Error("the relay still answers after Close")
 	}
+
+	// A read-only configuration directory (a read-only /etc, as in many
+	// containers): DNSAuto goes on without a resolv.conf, explicit servers
+	// fail saying why.
+	if err := syscall.Mount("", netns.AnonEtcRoot, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Mount("", netns.AnonEtcRoot, "", syscall.MS_REMOUNT, "")
+	l = connect(nat.Config{})
+	if _, err := os.Stat(conf); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("read-only: a resolv.conf appeared: %v", err)
+	}
+	l.Close()
+	if _, err := (nat.Config{HostNS: w.Host, DNS: nat.DNSServers, DNSServers: []netip.Addr{netip.MustParseAddr("192.0.2.53")}}).Connect(ns, "up0", p); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("read-only, explicit servers: %v, want EROFS", err)
+	}
 }
 
 // query is a DNS query for www.test, type A.
