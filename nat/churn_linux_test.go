@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
@@ -90,4 +91,41 @@ func heapAndThreads() (uint64, int) {
 	runtime.ReadMemStats(&m)
 	tasks, _ := os.ReadDir("/proc/self/task")
 	return m.HeapAlloc, len(tasks)
+}
+
+// TestTightCycles: Connect and Close of one namespace's link back to back,
+// so that each Close is the host's last while the reaper of the one before
+// still runs (it once deadlocked there: leave and the reaper's release of
+// the owner socket took two locks in opposite orders).
+func TestTightCycles(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "tight-")
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	done := make(chan error, 1)
+	go func() {
+		for i := range 500 {
+			l, err := nat.Config{HostNS: w.Host, DNS: nat.DNSNone}.Connect(ns, "up0", netip.MustParsePrefix("10.71.0.0/24"))
+			if err == nil {
+				err = l.Close()
+			}
+			if err != nil {
+				done <- fmt.Errorf("cycle %d: %w", i, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("500 Connect/Close cycles did not finish in 2 minutes: deadlocked?")
+	}
+	nat.Drain()
 }
