@@ -32,7 +32,7 @@ type relay struct {
 	slots    chan struct{}
 	wg       sync.WaitGroup
 	mu       sync.Mutex
-	conns    map[net.Conn]bool // open TCP connections, closed with the relay
+	conns    map[net.Conn]bool // open connections (TCP, and UDP to the resolver), closed with the relay
 	closing  bool
 }
 
@@ -117,7 +117,12 @@ func (r *relay) answerUDP(q []byte, from netip.AddrPort) {
 	if err != nil {
 		return
 	}
-	defer c.Close()
+	// Tracked, so that closing the relay does not wait for an answer.
+	if !r.track(c, true) {
+		c.Close()
+		return
+	}
+	defer r.track(c, false)
 	c.SetDeadline(time.Now().Add(relayTimeout))
 	if _, err := c.Write(q); err != nil {
 		return
