@@ -169,3 +169,74 @@ func dockerUserOwner(comment string) (owner, bool) {
 	}
 	return parseOwner(comment)
 }
+
+// restoreDockerUser puts back the DOCKER-USER rules of live links that
+// lack them (both of a link's, or none: a firewall reload or a user's
+// "iptables -F DOCKER-USER" removed them, or Docker made the chain again),
+// when the chain exists. Called by the guard when Docker's table changed.
+// Rules put back for a link closed meanwhile are taken out again.
+func (hs *hostState) restoreDockerUser(host *netns.Handle) {
+	type want struct {
+		o             *owned
+		name, comment string
+	}
+	var wants []want
+	hs.mu.Lock()
+	for o := range hs.live {
+		if o.dockerUser != "" {
+			wants = append(wants, want{o, o.vethName, o.dockerUser})
+		}
+	}
+	hs.mu.Unlock()
+	if len(wants) == 0 {
+		return
+	}
+	c, err := hs.nft(host)
+	if err != nil {
+		return
+	}
+	defer func() { hs.putNFT(c, err) }()
+	rules, err := c.GetRules(dockerTable, dockerUser)
+	if err != nil {
+		err = nil // no chain (yet): nothing to put back
+		return
+	}
+	count := map[string]int{}
+	for _, r := range rules {
+		if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
+			count[s]++
+		}
+	}
+	var fixed []want
+	for _, w := range wants {
+		if count[w.comment] == 2 {
+			continue
+		}
+		for _, r := range rules {
+			if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); s == w.comment {
+				c.DelRule(r)
+			}
+		}
+		for _, r := range dockerUserRules(w.name, w.comment) {
+			c.InsertRule(r)
+		}
+		fixed = append(fixed, w)
+	}
+	if len(fixed) == 0 {
+		return
+	}
+	if err = c.Flush(); err != nil {
+		return
+	}
+	gone := map[string]bool{}
+	hs.mu.Lock()
+	for _, w := range fixed {
+		if !hs.live[w.o] {
+			gone[w.comment] = true
+		}
+	}
+	hs.mu.Unlock()
+	if len(gone) > 0 {
+		_, err = removeFromDockerUser(c, func(s string) bool { return gone[s] })
+	}
+}

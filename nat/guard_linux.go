@@ -57,24 +57,49 @@ func (hs *hostState) pollNFT(host *netns.Handle) {
 		hs.fwMu.Unlock()
 		return
 	}
-	lost := false
+	lost, docker := false, false
 	err := hs.fwWatch.Poll(func(typ, _ uint16, body []byte) {
 		switch typ {
 		case nftType | unix.NFT_MSG_DELTABLE:
 			lost = lost || deletesOurTable(body)
+			docker = docker || inDockerTable(body)
 			hs.fwDirty = true
-		case nftType | unix.NFT_MSG_NEWTABLE, nftType | unix.NFT_MSG_NEWCHAIN, nftType | unix.NFT_MSG_DELCHAIN,
-			nftType | unix.NFT_MSG_NEWRULE, nftType | unix.NFT_MSG_DELRULE:
+		case nftType | unix.NFT_MSG_DELCHAIN, nftType | unix.NFT_MSG_DELRULE, nftType | unix.NFT_MSG_NEWCHAIN:
+			docker = docker || inDockerTable(body)
+			hs.fwDirty = true
+		case nftType | unix.NFT_MSG_NEWTABLE, nftType | unix.NFT_MSG_NEWRULE:
 			hs.fwDirty = true
 		}
 	})
 	if err != nil {
-		hs.fwDirty, lost = true, true // lost notifications: make sure
+		hs.fwDirty, lost, docker = true, true, true // lost notifications: make sure
 	}
 	hs.fwMu.Unlock()
 	if lost {
 		hs.restore(host)
 	}
+	if docker {
+		hs.restoreDockerUser(host)
+	}
+}
+
+// inDockerTable reports whether a table, chain or rule notification is
+// for table ip filter (Docker's, see dockeruser_linux.go): its first
+// attribute, NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE}, names the table.
+func inDockerTable(b []byte) bool {
+	if len(b) < nfgenmsgLen || b[0] != unix.AF_INET {
+		return false
+	}
+	ad, err := netlink.NewAttributeDecoder(b[nfgenmsgLen:])
+	if err != nil {
+		return false
+	}
+	for ad.Next() {
+		if ad.Type() == 1 {
+			return ad.String() == dockerTable.Name
+		}
+	}
+	return false
 }
 
 // deletesOurTable reports whether an NFT_MSG_DELTABLE notification is for
