@@ -65,7 +65,9 @@ type Config struct {
 	// to first: two rules, "-i HOSTVETH -j ACCEPT" and "-o HOSTVETH -j
 	// ACCEPT", inserted at its top with a comment naming the owner, in the
 	// shapes iptables-nft makes, so "iptables -S" still reads the table.
-	// Close removes exactly them (Sweep, those of dead processes). They
+	// Close removes exactly them (Sweep, those of dead processes); while
+	// the link lives they are put back when a firewall reload or a flush
+	// of the chain removed them and the chain exists. They
 	// only let the link's packets past Docker's chain: nsnet's own table
 	// still filters them (out of their uplink, replies back, nothing
 	// else). Where the host has no DOCKER-USER chain in nftables, nothing
