@@ -81,8 +81,6 @@ func (h *Handle) Do(fn func() error) error { return h.sysDo(fn) }
 // current namespace, with nothing remounted.
 func (h *Handle) Start(cmd *exec.Cmd) error { return h.sysStart(cmd) }
 
-// Run starts cmd inside h's namespace like [Handle.Start] and waits for it.
-
 // EtcDir is the namespace's configuration directory, whose files
 // [Handle.Start] binds over /etc's: /etc/netns/NAME for a namespace with a
 // name (where "ip netns exec" looks too), and for an anonymous one
@@ -105,4 +103,5 @@ const (
 	AnonEtcRoot = "/run/netns-etc"
 )
 
+// Run starts cmd inside h's namespace like [Handle.Start] and waits for it.
 func (h *Handle) Run(cmd *exec.Cmd) error { return h.sysRun(cmd) }
