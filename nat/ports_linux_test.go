@@ -445,3 +445,56 @@ func TestPortsSurviveFlushAndNamesFreeAtOnce(t *testing.T) {
 		t.Errorf("the port through the new link: %q, %v", seen, err)
 	}
 }
+
+// TestPublishRace: two links publish the same port at the same moment, 50
+// times: exactly one of them gets it each time (the kernel's exclusive
+// add decides), and the port works.
+func TestPublishRace(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "prc-")
+	a, b := nstest.NewNS(t, "prc-a"), nstest.NewNS(t, "prc-b")
+	la, err := nat.Config{HostNS: w.Host}.Connect(a, "up0", netip.MustParsePrefix("10.72.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer la.Close()
+	lb, err := nat.Config{HostNS: w.Host}.Connect(b, "up0", netip.MustParsePrefix("10.73.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	nstest.Listen(t, a, "10.72.0.2:80")
+	nstest.Listen(t, b, "10.73.0.2:80")
+	p := nat.Port{Protocol: "tcp", HostPort: 8080, NSPort: 80}
+	for i := range 50 {
+		start := make(chan struct{})
+		errs := make(chan error, 2)
+		for _, l := range []*nat.Link{la, lb} {
+			go func() { <-start; errs <- l.Publish(p) }()
+		}
+		close(start)
+		e1, e2 := <-errs, <-errs
+		won := 0
+		for _, e := range []error{e1, e2} {
+			switch {
+			case e == nil:
+				won++
+			case !errors.Is(e, os.ErrExist):
+				t.Fatalf("round %d: %v", i, e)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d links got the port", i, won)
+		}
+		winner := la
+		if len(la.Ports()) == 0 {
+			winner = lb
+		}
+		if seen, err := nstest.Echo(w.Inet, "203.0.113.2:8080"); err != nil || seen != "203.0.113.1" {
+			t.Fatalf("round %d: the port: %q, %v", i, seen, err)
+		}
+		if err := winner.Unpublish(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
