@@ -232,22 +232,10 @@ func TestListUnderChurn(t *testing.T) {
 	os.WriteFile(dir+"/add", []byte(moving.String()), 0o600)
 	os.WriteFile(dir+"/del", []byte(strings.ReplaceAll(strings.ReplaceAll(moving.String(), "addr add", "addr del"), " nodad", "")), 0o600)
 	nstest.Cmd(t, "ip", "-n", "churn-ns", "-batch", dir+"/stable")
-	stop := make(chan struct{})
-	churned := make(chan int)
-	go func() {
-		n := 0
-		for {
-			select {
-			case <-stop:
-				churned <- n
-				return
-			default:
-			}
-			nstest.CmdErr("ip", "-n", "churn-ns", "-batch", dir+"/add")
-			nstest.CmdErr("ip", "-n", "churn-ns", "-batch", dir+"/del")
-			n++
-		}
-	}()
+	churn := nstest.Churn(t, func() {
+		nstest.CmdErr("ip", "-n", "churn-ns", "-batch", dir+"/add")
+		nstest.CmdErr("ip", "-n", "churn-ns", "-batch", dir+"/del")
+	})
 	complete, retry := 0, 0
 	for range 100 {
 		as, err := addr.List(ns, "c0")
@@ -270,6 +258,5 @@ func TestListUnderChurn(t *testing.T) {
 			complete++
 		}
 	}
-	close(stop)
-	t.Logf("%d complete lists, %d to retry, during %d rounds of churn", complete, retry, <-churned)
+	t.Logf("%d complete lists, %d to retry, during %d rounds of churn", complete, retry, churn.Stop())
 }

@@ -137,17 +137,12 @@ func closeGroup(hs *hostState, links []*Link) error {
 	}
 	if hc != nil {
 		step("veths", func() error {
-			g := randomGroup()
-			reqs := make([]nl.Request, 0, len(links))
+			idx := make([]int, 0, len(links))
 			for _, l := range links {
-				reqs = append(reqs, nl.SetGroup(l.hostIdx, g))
+				idx = append(idx, l.hostIdx)
 			}
-			_, gerrs, err := hc.Do(reqs...)
-			if err != nil {
-				return err
-			}
-			// Delete the group even if some could not join it; report those.
-			return errors.Join(errors.Join(gerrs...), hc.Exec(nl.DeleteGroup(g)))
+			moved, err := deleteInGroup(hc, idx)
+			return errors.Join(errors.Join(moved...), err)
 		})
 		hs.putConn(hc)
 	}
@@ -171,6 +166,27 @@ func (hs *hostState) dropUser(uplink int) {
 	if ref := hs.uplinks[uplink]; ref != nil && ref.users > 1 {
 		ref.users--
 	}
+}
+
+// deleteInGroup deletes the links (interface indexes) with one request:
+// it moves them into a fresh device group, then deletes the group, so the
+// kernel waits for one RCU grace period for all of them instead of one
+// each. moved holds the error of each move (a link gone already: one
+// matching os.ErrNotExist); the group is deleted even if some could not
+// join it.
+func deleteInGroup(hc *nl.Conn, links []int) (moved []error, err error) {
+	if len(links) == 0 {
+		return nil, nil
+	}
+	g := randomGroup()
+	reqs := make([]nl.Request, 0, len(links))
+	for _, l := range links {
+		reqs = append(reqs, nl.SetGroup(l, g))
+	}
+	if _, moved, err = hc.Do(reqs...); err != nil {
+		return moved, err
+	}
+	return moved, hc.Exec(nl.DeleteGroup(g))
 }
 
 // randomGroup picks a device group no one uses: not 0 (the default group

@@ -203,21 +203,7 @@ func (l *Link) publish(ports []Port) error {
 // it costs a walk of the host's conntrack table; best effort: a failure
 // leaves such a client as it was.
 func forgetUntranslated(c *conntrack.Conn, maps []portMap) {
-	flows, err := c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(0), nil)
-	if err != nil {
-		return
-	}
-	for _, f := range flows {
-		if f.Status.DstNAT() {
-			continue
-		}
-		o := f.TupleOrig
-		for _, pm := range maps {
-			if o.Proto.Protocol == pm.proto && o.Proto.DestinationPort == pm.port && o.IP.DestinationAddress == pm.addr {
-				c.Delete(f)
-			}
-		}
-	}
+	forgetPortFlowsMarked(c, 0, maps)
 }
 
 // unpublish removes the ports and forgets their connections.
@@ -285,18 +271,27 @@ func ipv4Addrs(hc *nl.Conn, index int) ([]netip.Addr, error) {
 // forgetPortFlows deletes the conntrack entries of connections to the
 // ports (marked with the host end's index by the DNAT rule).
 func forgetPortFlows(c *conntrack.Conn, link int, maps []portMap) error {
-	flows, err := c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(uint32(link)), nil)
+	return forgetPortFlowsMarked(c, uint32(link), maps)
+}
+
+// forgetPortFlowsMarked deletes the entries with the mark whose original
+// destination is one of the ports; with mark 0, only untranslated ones.
+func forgetPortFlowsMarked(c *conntrack.Conn, mark uint32, maps []portMap) error {
+	flows, err := c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(mark), nil)
 	if err != nil {
 		return fmt.Errorf("conntrack: %w", err)
 	}
 	var errs []error
 	for _, f := range flows {
+		if mark == 0 && f.Status.DstNAT() {
+			continue
+		}
 		o := f.TupleOrig
-		for _, pm := range maps {
-			if o.Proto.Protocol == pm.proto && o.Proto.DestinationPort == pm.port && o.IP.DestinationAddress == pm.addr {
-				if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-					errs = append(errs, err)
-				}
+		if slices.ContainsFunc(maps, func(pm portMap) bool {
+			return o.Proto.Protocol == pm.proto && o.Proto.DestinationPort == pm.port && o.IP.DestinationAddress == pm.addr
+		}) {
+			if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
 			}
 		}
 	}

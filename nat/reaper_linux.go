@@ -111,13 +111,7 @@ func reapNow(host *netns.Handle, links []int) {
 		return // Sweep, or the namespace's end, takes them
 	}
 	defer hc.Close()
-	g := randomGroup()
-	reqs := make([]nl.Request, 0, len(links))
-	for _, l := range links {
-		reqs = append(reqs, nl.SetGroup(l, g))
-	}
-	hc.Do(reqs...)
-	hc.Exec(nl.DeleteGroup(g))
+	deleteInGroup(hc, links)
 }
 
 // sysDrain is Drain on Linux.

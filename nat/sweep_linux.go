@@ -66,28 +66,18 @@ func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err erro
 	if err != nil {
 		return res, err
 	}
-	// Dead links go into a fresh device group deleted with one request:
-	// one RCU grace period for all of them, not one each (see CloseAll).
-	g := randomGroup()
-	var moves []nl.Request
+	// Dead links go with one request (see deleteInGroup).
+	var dead []int
 	for _, l := range links {
 		if !live[l.owner] {
-			moves = append(moves, nl.SetGroup(l.index, g))
+			dead = append(dead, l.index)
 			res.Links = append(res.Links, l.name)
 		}
 	}
-	if len(moves) > 0 {
-		_, lerrs, err := hc.Do(moves...)
-		for _, e := range lerrs {
-			if e != nil && !errors.Is(e, os.ErrNotExist) { // gone meanwhile: fine
-				errs = append(errs, fmt.Errorf("links: %w", e))
-			}
-		}
-		if err == nil {
-			err = hc.Exec(nl.DeleteGroup(g))
-		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("links: %w", err))
+	moved, err := deleteInGroup(hc, dead)
+	for _, e := range append(moved, err) {
+		if e != nil && !errors.Is(e, os.ErrNotExist) { // gone meanwhile: fine
+			errs = append(errs, fmt.Errorf("links: %w", e))
 		}
 	}
 

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -343,26 +342,13 @@ func TestListUnderChurn(t *testing.T) {
 	os.WriteFile(dir+"/add", []byte(moving.String()), 0o600)
 	os.WriteFile(dir+"/del", []byte(strings.ReplaceAll(moving.String(), "route add", "route del")), 0o600)
 	nstest.Cmd(t, "ip", "-n", "rchurn-ns", "-batch", dir+"/stable")
-	stop, churned := make(chan struct{}), make(chan int)
-	var rounds atomic.Int32
-	go func() {
-		n := 0
-		for {
-			select {
-			case <-stop:
-				churned <- n
-				return
-			default:
-			}
-			rounds.Add(1)
-			nstest.CmdErr("ip", "-n", "rchurn-ns", "-batch", dir+"/add")
-			nstest.CmdErr("ip", "-n", "rchurn-ns", "-batch", dir+"/del")
-			n++
-		}
-	}()
+	churn := nstest.Churn(t, func() {
+		nstest.CmdErr("ip", "-n", "rchurn-ns", "-batch", dir+"/add")
+		nstest.CmdErr("ip", "-n", "rchurn-ns", "-batch", dir+"/del")
+	})
 	complete, retry := 0, 0
 	// At least 100 lists, and until five rounds of churn ran under them.
-	for i := 0; (i < 100 || rounds.Load() < 5) && i < 20000; i++ {
+	for i := 0; (i < 100 || churn.Rounds() < 5) && i < 20000; i++ {
 		rs, err := route.List(ns, &route.Filter{Family: 6})
 		if errors.Is(err, route.ErrInterrupted) {
 			retry++
@@ -383,6 +369,5 @@ func TestListUnderChurn(t *testing.T) {
 			complete++
 		}
 	}
-	close(stop)
-	t.Logf("%d complete lists, %d to retry, during %d rounds of churn", complete, retry, <-churned)
+	t.Logf("%d complete lists, %d to retry, during %d rounds of churn", complete, retry, churn.Stop())
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -274,26 +273,13 @@ func TestListUnderChurn(t *testing.T) {
 	}
 	os.WriteFile(dir+"/del", []byte(del.String()), 0o600)
 	nstest.Cmd(t, "ip", "-n", "lchurn-ns", "-batch", dir+"/stable")
-	stop, churned := make(chan struct{}), make(chan int)
-	var rounds atomic.Int32
-	go func() {
-		n := 0
-		for {
-			select {
-			case <-stop:
-				churned <- n
-				return
-			default:
-			}
-			rounds.Add(1)
-			nstest.CmdErr("ip", "-n", "lchurn-ns", "-batch", dir+"/add")
-			nstest.CmdErr("ip", "-n", "lchurn-ns", "-batch", dir+"/del")
-			n++
-		}
-	}()
+	churn := nstest.Churn(t, func() {
+		nstest.CmdErr("ip", "-n", "lchurn-ns", "-batch", dir+"/add")
+		nstest.CmdErr("ip", "-n", "lchurn-ns", "-batch", dir+"/del")
+	})
 	complete, retry := 0, 0
 	// At least 50 lists, and until five rounds of churn ran under them.
-	for i := 0; (i < 50 || rounds.Load() < 5) && i < 20000; i++ {
+	for i := 0; (i < 50 || churn.Rounds() < 5) && i < 20000; i++ {
 		ls, err := veth.List(ns)
 		if errors.Is(err, veth.ErrInterrupted) {
 			retry++
@@ -314,6 +300,5 @@ func TestListUnderChurn(t *testing.T) {
 			complete++
 		}
 	}
-	close(stop)
-	t.Logf("%d complete lists, %d to retry, during %d rounds of churn", complete, retry, <-churned)
+	t.Logf("%d complete lists, %d to retry, during %d rounds of churn", complete, retry, churn.Stop())
 }
