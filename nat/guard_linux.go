@@ -83,42 +83,33 @@ func (hs *hostState) pollNFT(host *netns.Handle) {
 	}
 }
 
-// inDockerTable reports whether a table, chain or rule notification is
-// for table ip filter (Docker's, see dockeruser_linux.go): its first
-// attribute, NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE}, names the table.
-func inDockerTable(b []byte) bool {
+// ipTableOf returns the table an nftables table, chain or rule
+// notification is about, for family ip only ("" otherwise): the first
+// attribute of each, NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE} (all 1),
+// names the table.
+func ipTableOf(b []byte) string {
 	if len(b) < nfgenmsgLen || b[0] != unix.AF_INET {
-		return false
+		return ""
 	}
 	ad, err := netlink.NewAttributeDecoder(b[nfgenmsgLen:])
 	if err != nil {
-		return false
-	}
-	for ad.Next() {
-		if ad.Type() == 1 {
-			return ad.String() == dockerTable.Name
-		}
-	}
-	return false
-}
-
-// deletesOurTable reports whether an NFT_MSG_DELTABLE notification is for
-// the library's table (family ip, name nsnet).
-func deletesOurTable(b []byte) bool {
-	if len(b) < nfgenmsgLen || b[0] != unix.AF_INET {
-		return false
-	}
-	ad, err := netlink.NewAttributeDecoder(b[nfgenmsgLen:])
-	if err != nil {
-		return false
+		return ""
 	}
 	for ad.Next() {
 		if ad.Type() == unix.NFTA_TABLE_NAME {
-			return ad.String() == TableName
+			return ad.String()
 		}
 	}
-	return false
+	return ""
 }
+
+// inDockerTable reports whether a notification is for table ip filter
+// (Docker's, see dockeruser_linux.go).
+func inDockerTable(b []byte) bool { return ipTableOf(b) == dockerTable.Name }
+
+// deletesOurTable reports whether an NFT_MSG_DELTABLE notification is for
+// the library's table (family ip, name nsnet).
+func deletesOurTable(b []byte) bool { return ipTableOf(b) == TableName }
 
 // restore makes the table again with the entries of the process's live
 // links, if it has any. Adds are not exclusive here: entries already back
