@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 
 	"github.com/jsimonetti/rtnetlink/v2"
@@ -176,7 +177,10 @@ func sysWaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Pr
 	for {
 		// Drain first, look second: a change after the look is then
 		// still queued for Wait.
-		if err := w.Poll(func(uint16, uint16, []byte) {}); err != nil && !errors.Is(err, nl.ErrOverflow) {
+		// A done ctx has interrupted the socket (its deadline passed): the
+		// address is still looked at once, and Wait below says ctx is done.
+		err := w.Poll(func(uint16, uint16, []byte) {})
+		if err != nil && !errors.Is(err, nl.ErrOverflow) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("addr: wait %v: %w", p, err)
 		}
 		addrs, err := list(c, index)
