@@ -563,8 +563,8 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 func countRules() [2]int {
 	c, err := nftables.New()
 	check(err)
-	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: nat.TableName}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: nat.TableName}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	check(err)
 	var rules, base int
 	for _, ch := range chains {

@@ -87,7 +87,7 @@ func TestAddRulesTwiceOnOneLink(t *testing.T) {
 		}
 		t.Fatalf("second AddRules on v0: %v, want os.ErrExist", err)
 	}
-	if !strings.Contains(nftIn(t, w, "list", "set", "ip", "nsnet", "links"), `"v0"`) {
+	if !strings.Contains(nftIn(t, w, "list", "set", "inet", "nsnet", "links"), `"v0"`) {
 		t.Error("the refused AddRules removed the first one's entry")
 	}
 	if err := r1.Close(); err != nil {
@@ -432,17 +432,17 @@ func TestUplinkReplugged(t *testing.T) {
 	}
 }
 
-// TestForeignTableNamedNsnet: a table ip nsnet that nsnet did not make is
+// TestForeignTableNamedNsnet: a table inet nsnet that nsnet did not make is
 // refused, and neither changed nor deleted, by Connect.
 func TestForeignTableNamedNsnet(t *testing.T) {
 	requireTools(t)
 	w := nstest.NewWorld(t, "ftn-")
 	ns := nstest.NewNS(t, "ftn-ns")
-	nftIn(t, w, "add table ip nsnet; add set ip nsnet links { type ifname; }")
+	nftIn(t, w, "add table inet nsnet; add set inet nsnet links { type ifname; }")
 	before := state(t, w)
 	_, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.4.2.0/24"))
 	if !errors.Is(err, nat.ErrForeignTable) {
-		t.Errorf("Connect next to a foreign table ip nsnet: %v, want ErrForeignTable", err)
+		t.Errorf("Connect next to a foreign table inet nsnet: %v, want ErrForeignTable", err)
 	}
 	sameState(t, w, before, "state changed")
 }
@@ -460,9 +460,9 @@ func TestSetsListable(t *testing.T) {
 	defer l.Close()
 	for _, set := range []string{"set links", "set egress", "set siblings", "map claims", "set uplinks"} {
 		kind, name, _ := strings.Cut(set, " ")
-		out, err := nstest.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", kind, "ip", "nsnet", name)
+		out, err := nstest.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", kind, "inet", "nsnet", name)
 		if err != nil || !strings.Contains(out, "nsnet owner=") {
-			t.Errorf("nft list %s ip nsnet %s: %v\n%s", kind, name, err, out)
+			t.Errorf("nft list %s inet nsnet %s: %v\n%s", kind, name, err, out)
 		}
 	}
 }

@@ -107,7 +107,7 @@ func (b *batch) queue(typ uint16, flags netlink.HeaderFlags, els []elem) error {
 			}
 			b.msgs = append(b.msgs, netlink.Message{
 				Header: netlink.Header{Type: netlink.HeaderType(nftType | typ), Flags: netlink.Request | netlink.Acknowledge | flags},
-				Data:   append(nfgen(unix.AF_INET, 0), data...),
+				Data:   append(nfgen(unix.NFPROTO_INET, 0), data...),
 			})
 		}
 	}
@@ -156,7 +156,7 @@ func (b *batch) delTable() error {
 	}
 	b.msgs = append(b.msgs, netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(nftType | unix.NFT_MSG_DELTABLE), Flags: netlink.Request | netlink.Acknowledge},
-		Data:   append(nfgen(unix.AF_INET, 0), data...),
+		Data:   append(nfgen(unix.NFPROTO_INET, 0), data...),
 	})
 	return nil
 }

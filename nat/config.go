@@ -20,9 +20,9 @@ var ErrInvalidConfig = errors.New("invalid nat config")
 var ErrOverlap = errors.New("prefix overlaps")
 
 // ErrForeignTable is matched by the error when the host has an nftables
-// table called nsnet (family ip) that nsnet did not make: nsnet never
+// table called nsnet (family inet) that nsnet did not make: nsnet never
 // changes or deletes it.
-var ErrForeignTable = errors.New("nftables table ip " + TableName + " exists and is not nsnet's")
+var ErrForeignTable = errors.New("nftables table inet " + TableName + " exists and is not nsnet's")
 
 // Config holds everything Connect can be told. The zero value is the
 // tutorial's set-up; Connect(ns, uplink, cidr) is Config{}.Connect.
@@ -156,7 +156,7 @@ type SweepResult struct {
 	ResolvConfs int
 }
 
-// TableName is the library's own nftables table (family ip). Every rule,
+// TableName is the library's own nftables table (family inet, for IPv4 and IPv6). Every rule,
 // chain and set nsnet makes lives there; no other table is ever changed.
 const TableName = "nsnet"
 

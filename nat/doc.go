@@ -18,7 +18,7 @@
 //
 // # Rules
 //
-// Every rule lives in the library's own table, "ip nsnet" ([TableName]),
+// Every rule lives in the library's own table, "inet nsnet" ([TableName]),
 // made with the first Link and removed with the last (by whichever process
 // closes it; the delete only commits if no other process added anything
 // meanwhile). A table of that name that nsnet did not make is refused

@@ -131,7 +131,7 @@ func TestCloseFaults(t *testing.T) {
 			nstest.Cmd(t, "ip", "-n", w.HostName, "link", "del", leftName)
 		}
 		if elemsLeft {
-			nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "delete", "table", "ip", "nsnet")
+			nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "delete", "table", "inet", "nsnet")
 			nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=0")
 		}
 	}

@@ -101,7 +101,7 @@ func foreignDrop(c *nftables.Conn) (firewallView, error) {
 		if fam == nftables.TableFamilyIPv4 && ch.Table.Name == dockerTable.Name && ch.Name == dockerUserChain {
 			v.dockerUser = true
 		}
-		if (fam == nftables.TableFamilyIPv4 && ch.Table.Name == TableName) ||
+		if (fam == nftables.TableFamilyINet && ch.Table.Name == TableName) ||
 			(fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyINet) ||
 			ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward {
 			continue

@@ -180,7 +180,7 @@ func TestFirewallRecipes(t *testing.T) {
 			if err := l.Close(); err != nil {
 				t.Error(err)
 			}
-			if out := nftIn(t, w, "list", "tables"); strings.Contains(out, "table ip nsnet") {
+			if out := nftIn(t, w, "list", "tables"); strings.Contains(out, "table inet nsnet") {
 				t.Errorf("nsnet's table left after Close:\n%s", out)
 			}
 		})

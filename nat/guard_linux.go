@@ -83,12 +83,11 @@ func (hs *hostState) pollNFT(host *netns.Handle) {
 	}
 }
 
-// ipTableOf returns the table an nftables table, chain or rule
-// notification is about, for family ip only ("" otherwise): the first
-// attribute of each, NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE} (all 1),
-// names the table.
-func ipTableOf(b []byte) string {
-	if len(b) < nfgenmsgLen || b[0] != unix.AF_INET {
+// tableOf returns the table an nftables table, chain or rule notification
+// is about, for family fam only ("" otherwise): the first attribute of
+// each, NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE} (all 1), names the table.
+func tableOf(b []byte, fam byte) string {
+	if len(b) < nfgenmsgLen || b[0] != fam {
 		return ""
 	}
 	ad, err := netlink.NewAttributeDecoder(b[nfgenmsgLen:])
@@ -105,11 +104,11 @@ func ipTableOf(b []byte) string {
 
 // inDockerTable reports whether a notification is for table ip filter
 // (Docker's, see dockeruser_linux.go).
-func inDockerTable(b []byte) bool { return ipTableOf(b) == dockerTable.Name }
+func inDockerTable(b []byte) bool { return tableOf(b, unix.NFPROTO_IPV4) == dockerTable.Name }
 
 // deletesOurTable reports whether an NFT_MSG_DELTABLE notification is for
-// the library's table (family ip, name nsnet).
-func deletesOurTable(b []byte) bool { return ipTableOf(b) == TableName }
+// the library's table (family inet, name nsnet).
+func deletesOurTable(b []byte) bool { return tableOf(b, unix.NFPROTO_INET) == TableName }
 
 // restore makes the table again with the entries of the process's live
 // links, if it has any. Adds are not exclusive here: entries already back

@@ -86,7 +86,7 @@ func TestTutorial(t *testing.T) {
 	// The ruleset holds the masquerade and forward rules and this link's
 	// elements; forwarding is on for the uplink and the host end only.
 	rules := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset")
-	for _, want := range []string{"table ip nsnet", "masquerade", "hook forward", "hook postrouting",
+	for _, want := range []string{"table inet nsnet", "masquerade", "hook forward", "hook postrouting",
 		"ct state established,related accept", "fib saddr . iif oif missing drop",
 		"elements = { \"" + l.HostVeth + "\" comment", "\"" + l.HostVeth + "\" . \"up0\" comment", "10.0.0.0 . 24 comment \"nsnet owner="} {
 		if !strings.Contains(rules, want) {

@@ -263,7 +263,7 @@ func TestPublishRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hostSock.Close()
-	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "add element ip nsnet ports { 203.0.113.2 . tcp . 6060 : 10.99.0.2 . 6060 }")
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "add element inet nsnet ports { 203.0.113.2 . tcp . 6060 : 10.99.0.2 . 6060 }")
 	before := state(t, w)
 	v6 := netip.MustParseAddr("2001:db8::1")
 	for _, c := range []struct {
@@ -396,7 +396,7 @@ func TestSweepRemovesDeadOwnersPorts(t *testing.T) {
 	nstest.Listen(t, live, "10.69.0.2:80")
 	before := state(t, w)
 	killedChild(t, w, "swp-dead", "10.69.1.0/24", "", "NSNET_HELPER_PORT=9090")
-	if !strings.Contains(nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "map", "ip", "nsnet", "ports"), "9090") {
+	if !strings.Contains(nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "map", "inet", "nsnet", "ports"), "9090") {
 		t.Fatal("the killed helper published nothing: the test proves nothing")
 	}
 	if _, err := nat.Sweep(w.Host); err != nil {

@@ -291,7 +291,7 @@ func ownTableOn(c *nftables.Conn) error {
 func checkSets(c *nftables.Conn) error {
 	got, err := c.GetSets(table)
 	if err != nil {
-		return fmt.Errorf("read table ip %s: %w", TableName, err)
+		return fmt.Errorf("read table inet %s: %w", TableName, err)
 	}
 	have := map[string]string{}
 	for _, s := range got {

@@ -48,7 +48,7 @@ const (
 const setComment = "nsnet: "
 
 var (
-	table      = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
+	table      = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
 	indexPair  = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFIndex)
 	indexDotID = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFName)
 	addrDotLen = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
@@ -110,7 +110,7 @@ func iifDotOif() []expr.Any {
 
 // addSkeleton queues the table, its sets, chains and rules:
 //
-//	table ip nsnet {
+//	table inet nsnet {
 //	  set links, egress, siblings, same, claims, uplinks, opened; map ports, port_links (see above)
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    iif @links jump from_link
@@ -178,6 +178,7 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(forward, "to a connected namespace",
 		metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "to_link"))
 	rule(forward, "anything else from an uplink whose forwarding nsnet turned on",
+		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setOpened, 1, false), verdict(expr.VerdictDrop, ""))
 
 	rule(fromLink, "source not routed back out of the link",
@@ -211,18 +212,21 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(post, "a link to a published port of its own (hairpin): from the host end's address",
 		append(append(ctStatusDNAT(), iifDotOif()...), lookup(setSame, 1, false), &expr.Masq{})...)
 	rule(post, "the host's 127.0.0.1 to a published port: from the host end's address",
-		append(ctStatusDNAT(), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
+		append(ctStatusDNAT(), metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
 			metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), &expr.Masq{})...)
 	// Not for 127.0.0.0/8 arriving from outside: translated before the
 	// routing decision, such a packet would not be dropped as a martian
 	// (the hole of CVE-2020-8558); only the host reaches 127.0.0.1 ports.
 	rule(pre, "a published port (127.0.0.1 ports: the host's own connections only, in output)",
-		append([]expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
+		append([]expr.Any{metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}}}, publishedDNAT()...)...)
 	rule(out, "a published port, for the host's own connections", publishedDNAT()...)
 	rule(raw, "loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false),
+		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}}, verdict(expr.VerdictDrop, ""))
 	return nil
@@ -256,6 +260,7 @@ func ctStatusDNAT() []expr.Any {
 func publishedDNAT() []expr.Any {
 	s, m := setByName[setPorts], setByName[setPortLink]
 	return []expr.Any{
+		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		metaLoad(expr.MetaKeyL4PROTO, 9),
 		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},

@@ -189,12 +189,12 @@ func TestSweepAtScale(t *testing.T) {
 	var b strings.Builder
 	n := 0
 	for i := range 4000 {
-		fmt.Fprintf(&b, "add element ip nsnet links { %d %s }\n", 1000000+i, dead)
+		fmt.Fprintf(&b, "add element inet nsnet links { %d %s }\n", 1000000+i, dead)
 		n++
 	}
 	for i := range 3000 {
-		fmt.Fprintf(&b, "add element ip nsnet egress { %d . %d %s }\n", 1000000+i, 2000000+i, dead)
-		fmt.Fprintf(&b, "add element ip nsnet claims { 100.%d.%d.%d . 30 %s : %d }\n", 64+i/16384, (i/64)%256, (i%64)*4, dead, 1000000+i)
+		fmt.Fprintf(&b, "add element inet nsnet egress { %d . %d %s }\n", 1000000+i, 2000000+i, dead)
+		fmt.Fprintf(&b, "add element inet nsnet claims { 100.%d.%d.%d . 30 %s : %d }\n", 64+i/16384, (i/64)%256, (i%64)*4, dead, 1000000+i)
 		n += 2
 	}
 	file := t.TempDir() + "/dead.nft"
@@ -206,7 +206,7 @@ func TestSweepAtScale(t *testing.T) {
 	if err != nil || res.Elements != n || res.Table {
 		t.Errorf("Sweep = %+v, %v; want %d elements", res, err, n)
 	}
-	rules := nftIn(t, w, "list", "table", "ip", "nsnet")
+	rules := nftIn(t, w, "list", "table", "inet", "nsnet")
 	if c := strings.Count(rules, "deaddeaddead"); c != 0 {
 		t.Errorf("%d dead entries left", c)
 	}

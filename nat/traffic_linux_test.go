@@ -299,7 +299,7 @@ func TestSurvivesFlush(t *testing.T) {
 	flushed := time.Now()
 	var gap time.Duration
 	for {
-		out, err := nstest.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", "table", "ip", "nsnet")
+		out, err := nstest.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", "table", "inet", "nsnet")
 		if err == nil && strings.Contains(out, `"`+l.HostVeth+`" . "up0"`) {
 			gap = time.Since(flushed)
 			break
