@@ -78,7 +78,10 @@ func closeGroup(hs *hostState, links []*Link) error {
 		step("quiesce", func() error {
 			var reqs []nl.Request
 			for _, l := range links {
-				reqs = append(reqs, nl.SetForwarding(l.hostIdx, false), nl.DelAddr(l.hostIdx, l.hostAddr))
+				reqs = append(reqs, nl.SetForwarding(l.hostIdx, false))
+				for _, a := range l.hostAddrs {
+					reqs = append(reqs, nl.DelAddr(l.hostIdx, a))
+				}
 			}
 			_, qerrs, err := hc.Do(reqs...)
 			for _, e := range qerrs {
@@ -105,17 +108,30 @@ func closeGroup(hs *hostState, links []*Link) error {
 			step("docker-user", func() error { return hs.dropDockerUser(host, comments) })
 		}
 		step("nftables", func() error {
-			// The entries of all links but each uplink's last, in one
-			// transaction; the last ones with their uplink's release.
+			// The entries of all links but the last of each uplink
+			// forwarding (uplink and family), in one transaction; the last
+			// ones each with their uplink's release.
 			var errs []error
 			var bulk []elem
-			last := map[int]*Link{}
+			left := map[upKey]int{}
 			for _, l := range links {
-				if prev := last[l.ent.uplink]; prev != nil {
-					bulk = append(bulk, prev.ent.elems()...)
-					hs.dropUser(prev.ent.uplink)
+				for _, k := range l.ent.upKeys() {
+					left[k]++
 				}
-				last[l.ent.uplink] = l
+			}
+			var last []*Link
+			for _, l := range links {
+				isLast := false
+				for _, k := range l.ent.upKeys() {
+					left[k]--
+					isLast = isLast || left[k] == 0
+				}
+				if isLast {
+					last = append(last, l)
+				} else {
+					bulk = append(bulk, l.ent.elems()...)
+					hs.dropUser(l.ent)
+				}
 			}
 			if len(bulk) > 0 {
 				errs = append(errs, hs.delEntries(host, bulk))
@@ -128,7 +144,7 @@ func closeGroup(hs *hostState, links []*Link) error {
 	}
 	var socks []idleSockets
 	for _, l := range links {
-		release(l.hostKey, l.nsKey, l.ent.prefix)
+		release(l.hostKey, l.nsKey, l.ent.prefixes)
 		s, err := hs.leave(l.host)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("nftables table: %w", err))
@@ -157,14 +173,16 @@ func closeGroup(hs *hostState, links []*Link) error {
 	return nil
 }
 
-// dropUser uncounts one of this process's links out of uplink, for a link
-// whose entries are removed by someone else (CloseAll) and which is not
-// the uplink's last.
-func (hs *hostState) dropUser(uplink int) {
+// dropUser uncounts one of this process's links e, whose entries are
+// removed by someone else (CloseAll) and which is not the last of its
+// uplink's users.
+func (hs *hostState) dropUser(e entries) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	if ref := hs.uplinks[uplink]; ref != nil && ref.users > 1 {
-		ref.users--
+	for _, k := range e.upKeys() {
+		if ref := hs.uplinks[k]; ref != nil && ref.users > 1 {
+			ref.users--
+		}
 	}
 }
 

@@ -18,8 +18,9 @@ func (l *Link) sysClose() error {
 }
 
 // quiesce stops all traffic through a link and frees its names, in one
-// round trip in each namespace: on the host end, forwarding off and its
-// address removed (which takes the route to the namespace with it) and a
+// round trip in each namespace: on the host end, IPv4 forwarding off and
+// its addresses removed (which takes the routes to the namespace with
+// them: nothing is forwarded to it, in either family) and a
 // graveyard name, "nsd-" and random characters, so that its own is free at
 // once; in the namespace, the peer down (which takes the namespace's
 // routes through it with it: nothing passes either way) and renamed too.
@@ -27,17 +28,21 @@ func (l *Link) sysClose() error {
 // A host end already gone is errGone; a namespace or peer gone is no
 // matter.
 func (o *owned) quiesce(hc *nl.Conn) error {
-	_, errs, err := hc.Do(nl.SetForwarding(o.hostIdx, false), nl.DelAddr(o.hostIdx, o.hostAddr),
-		nl.RenameLink(o.hostIdx, "nsd-"+randomString(11)))
+	reqs := []nl.Request{nl.SetForwarding(o.hostIdx, false)}
+	for _, a := range o.hostAddrs {
+		reqs = append(reqs, nl.DelAddr(o.hostIdx, a))
+	}
+	reqs = append(reqs, nl.RenameLink(o.hostIdx, "nsd-"+randomString(11)))
+	_, errs, err := hc.Do(reqs...)
 	if err != nil {
 		return err
 	}
 	if errors.Is(errs[0], os.ErrNotExist) {
 		return fmt.Errorf("veth %s (index %d) %w", o.vethName, o.hostIdx, errGone)
 	}
-	if errors.Is(errs[2], unix.EBUSY) {
+	if rename := len(errs) - 1; errors.Is(errs[rename], unix.EBUSY) {
 		// A kernel that renames only links that are down.
-		errs[2] = hc.Exec(nl.SetLinkUp(o.hostIdx, "", false), nl.RenameLink(o.hostIdx, "nsd-"+randomString(11)))
+		errs[rename] = hc.Exec(nl.SetLinkUp(o.hostIdx, "", false), nl.RenameLink(o.hostIdx, "nsd-"+randomString(11)))
 	}
 	for _, e := range errs {
 		if e != nil && !errors.Is(e, os.ErrNotExist) {
@@ -58,7 +63,7 @@ func (o *owned) what() string {
 	if o.hs == nil {
 		return "link"
 	}
-	return fmt.Sprintf("%v (%s)", o.ent.prefix, o.vethName)
+	return fmt.Sprintf("%v (%s)", o.ent, o.vethName)
 }
 
 // close undoes what o holds; deleteVeth says the host end is the
@@ -120,7 +125,7 @@ func (o *owned) close(what string, deleteVeth bool) error {
 		}
 		fault("nftables", err)
 	}
-	release(o.hostKey, o.nsKey, o.ent.prefix)
+	release(o.hostKey, o.nsKey, o.ent.prefixes)
 	socks, err := hs.leave(host)
 	fault("nftables table", err)
 	if hc != nil {

@@ -35,10 +35,35 @@ type Config struct {
 	HostVeth string
 	// NSVeth names the end inside the namespace; "" means "eth0".
 	NSVeth string
-	// HostAddr and NSAddr are the two addresses, inside the prefix; the
-	// zero value means the first and second host address of it (10.0.0.1
-	// and 10.0.0.2 for 10.0.0.0/24). HostAddr is the namespace's gateway.
+	// HostAddr and NSAddr are the two addresses, inside the IPv4 prefix;
+	// the zero value means the first and second host address of it
+	// (10.0.0.1 and 10.0.0.2 for 10.0.0.0/24). HostAddr is the
+	// namespace's gateway.
 	HostAddr, NSAddr netip.Addr
+	// Prefix6 gives the link an IPv6 network besides the IPv4 one given
+	// to Connect (dual stack), for example a ULA /64 such as fd00:1::/64
+	// (at most /126, at least /32). An IPv6-only link takes its prefix
+	// as Connect's cidr (or here, with a zero cidr). The host end and the
+	// namespace get addresses in it at once, without duplicate address
+	// detection (usable when Connect returns), the namespace a default
+	// IPv6 route via the host end. IPv6 leaves by the same uplink as
+	// IPv4, masqueraded out of the uplink's global IPv6 address unless
+	// RoutedIPv6 is set, with the same isolation as IPv4. IPv6 is
+	// forwarded per interface (net.ipv6.conf.IF.force_forwarding, Linux
+	// 6.17 and later), on the host end and the uplink only: the global
+	// switch is never touched, the uplink keeps accepting router
+	// advertisements, and the last Close puts its setting back.
+	Prefix6 netip.Prefix
+	// HostAddr6 and NSAddr6 are the two addresses inside Prefix6; the
+	// zero value means its first and second host address (fd00:1::1 and
+	// fd00:1::2 for fd00:1::/64).
+	HostAddr6, NSAddr6 netip.Addr
+	// RoutedIPv4 and RoutedIPv6 forward the family's traffic with the
+	// namespace's own addresses, without masquerade, for a prefix the
+	// outside routes to the host (a delegated IPv6 prefix, say). The
+	// isolation stays: out of the uplink only, replies back, nothing
+	// unsolicited in. The default masquerades both families.
+	RoutedIPv4, RoutedIPv6 bool
 	// MTU of the veth pair; 0 keeps the kernel default (1500).
 	MTU int
 	// AllowSiblings lets this link reach, and be reached by, other links
@@ -140,6 +165,14 @@ func (m DNSMode) String() string {
 // Config.AllowForeignDrop.
 var ErrForeignDrop = errors.New("another firewall drops forwarded packets")
 
+// ErrNoIPv6Forwarding is matched by Connect's error for a link with an
+// IPv6 network on a kernel without per-interface IPv6 forwarding
+// (net.ipv6.conf.IF.force_forwarding, Linux 6.17), or where /proc/sys
+// cannot be written (a read-only /proc/sys, as in many containers),
+// unless the host forwards IPv6 on every interface already
+// (net.ipv6.conf.all.forwarding=1, which nsnet never sets).
+var ErrNoIPv6Forwarding = errors.New("no per-interface IPv6 forwarding")
+
 // ErrInvalidName is matched by the error for a malformed interface name.
 var ErrInvalidName = nl.ErrInvalidName
 
@@ -147,7 +180,7 @@ var ErrInvalidName = nl.ErrInvalidName
 type SweepResult struct {
 	Links    []string // host veth ends deleted (their peers went with them)
 	Elements int      // set entries removed from the library's table
-	Uplinks  []string // uplinks whose forwarding was turned off again
+	Uplinks  []string // uplinks whose forwarding was turned off again ("NAME (IPv6)" for IPv6's)
 	Table    bool     // the library's table was removed (no owner left)
 	// DockerUser counts the rules removed from Docker's DOCKER-USER chain
 	// (see Config.DockerUser).

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -38,8 +39,9 @@ type dnsPlan struct {
 	auto     bool       // DNSAuto: where nothing can be written, go on without
 }
 
-// plan decides, from the host's files, what the namespace gets.
-func (c Config) dnsPlan() (dnsPlan, error) {
+// plan decides, from the host's files, what the namespace gets; an
+// IPv6-only link (v4 false) reaches only IPv6 servers.
+func (c Config) dnsPlan(v4 bool) (dnsPlan, error) {
 	host, err := resolv.Read(hostResolvConf)
 	missing := errors.Is(err, os.ErrNotExist)
 	if err != nil && !missing {
@@ -70,13 +72,20 @@ func (c Config) dnsPlan() (dnsPlan, error) {
 	if missing {
 		return dnsPlan{}, nil
 	}
-	if r := host.Reachable(); len(r.Servers) > 0 {
+	reachable := func(c resolv.Conf) resolv.Conf {
+		r := c.Reachable()
+		if !v4 {
+			r.Servers = slices.DeleteFunc(r.Servers, netip.Addr.Is4)
+		}
+		return r
+	}
+	if r := reachable(host); len(r.Servers) > 0 {
 		return dnsPlan{conf: r, write: true, auto: true}, nil
 	}
 	// Only loopback servers (or none): systemd-resolved's upstream file,
 	// if it names servers the namespace can reach, or else a relay.
 	if up, err := resolv.Read(resolvedConf); err == nil {
-		if r := up.Reachable(); len(r.Servers) > 0 {
+		if r := reachable(up); len(r.Servers) > 0 {
 			if len(r.Search) == 0 {
 				r.Search = host.Search
 			}
@@ -195,12 +204,14 @@ func sweepResolvConfs(host *netns.Handle) (int, error) {
 // of the host (port 53 taken) answers the namespace itself: no relay.
 func (l *Link) startDNS(plan dnsPlan, mark string) error {
 	if plan.upstream.IsValid() {
-		r, err := startRelay(l.host, l.HostAddr.Addr(), plan.upstream, l.Prefix)
+		// On the link's IPv4 host address, or IPv6's for an IPv6-only link.
+		n := l.nets[0]
+		r, err := startRelay(l.host, n.host, plan.upstream, n.prefix)
 		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("relay: %w", err)
 		}
 		l.relay = r
-		plan.conf.Servers = []netip.Addr{l.HostAddr.Addr()}
+		plan.conf.Servers = []netip.Addr{n.host}
 	}
 	f, err := writeResolvConf(l.etcDir, plan.conf, mark)
 	if err != nil && plan.auto && (errors.Is(err, syscall.EROFS) || errors.Is(err, os.ErrPermission)) {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -17,29 +18,38 @@ import (
 )
 
 // addLink adds the entries e of a new link in one transaction. The first
-// of this process's links out of an uplink also registers the process as
-// a user of the uplink's forwarding (see protocol_linux.go), in the same
-// transaction, and then turns that forwarding on.
+// of this process's links out of an uplink (in a family) also registers
+// the process as a user of the uplink's forwarding of that family (see
+// protocol_linux.go), in the same transaction, and then turns that
+// forwarding on.
 func (hs *hostState) addLink(ctx context.Context, host *netns.Handle, hc *nl.Conn, e entries) error {
+	keys := e.upKeys()
+	refs := make([]*uplinkRef, len(keys))
+	registered := true
 	hs.mu.Lock()
-	ref := hs.uplinks[e.uplink]
-	if ref == nil {
-		ref = &uplinkRef{}
-		hs.uplinks[e.uplink] = ref
+	for i, k := range keys {
+		ref := hs.uplinks[k]
+		if ref == nil {
+			ref = &uplinkRef{}
+			hs.uplinks[k] = ref
+		}
+		ref.users++
+		refs[i] = ref
+		registered = registered && ref.registered
 	}
-	ref.users++
-	registered := ref.registered
 	hs.mu.Unlock()
 	var err error
 	if registered {
 		err = hs.addEntries(host, e, nil)
 	} else {
-		err = withHostLock(ctx, host, func() error { return hs.register(host, hc, e, ref) })
+		err = withHostLock(ctx, host, func() error { return hs.register(host, hc, e, keys, refs) })
 	}
 	if err != nil {
 		hs.mu.Lock()
-		if ref.users--; ref.users == 0 && !ref.registered {
-			delete(hs.uplinks, e.uplink)
+		for i, k := range keys {
+			if refs[i].users--; refs[i].users == 0 && !refs[i].registered {
+				delete(hs.uplinks, k)
+			}
 		}
 		hs.mu.Unlock()
 	}
@@ -101,7 +111,7 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 		return err
 	}
 	for _, cl := range claims {
-		if cl.cover || !cl.prefix.Overlaps(e.prefix) {
+		if cl.cover || !slices.ContainsFunc(e.prefixes, cl.prefix.Overlaps) {
 			continue
 		}
 		o, ok := parseOwner(cl.mark)
@@ -115,11 +125,11 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 		return fmt.Errorf("%w: %v is used by %s of live pid %d", ErrOverlap, cl.prefix, cl.holder(), o.pid)
 	}
 	for _, cl := range claims {
-		if cl.cover && cl.prefix == e.prefix {
+		if cl.cover && slices.Contains(e.prefixes, cl.prefix) {
 			// No claim inside it: closed links' cover. Removed only if
 			// nothing committed since the claims were read.
 			b := batch{gen: &gen}
-			if derr := b.del([]elem{{set: setClaims, key: claimKey(cl.prefix)}}, true); derr != nil {
+			if derr := b.del([]elem{{set: claimSet(cl.prefix), key: claimKey(cl.prefix)}}, true); derr != nil {
 				return derr
 			}
 			if derr := b.commit(raw); derr != nil && derr != errGenChanged {
@@ -151,9 +161,9 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 	return fmt.Errorf("interface index %d already has nsnet entries: %w", e.link, os.ErrExist)
 }
 
-// uplinkUsers reads the uplinks entries of one uplink; none if the table
-// is missing (it is made again with the entries).
-func (hs *hostState) uplinkUsers(host *netns.Handle, uplink int) ([]uplinkUser, error) {
+// uplinkUsers reads the uplinks entries of one uplink's family; none if
+// the table is missing (it is made again with the entries).
+func (hs *hostState) uplinkUsers(host *netns.Handle, uplink upKey) ([]uplinkUser, error) {
 	c, err := hs.nft(host)
 	if err != nil {
 		return nil, err
@@ -199,24 +209,28 @@ func (hs *hostState) delEntries(host *netns.Handle, els []elem, others ...elem) 
 }
 
 // removeLink removes the entries e of a closing link; the last of this
-// process's links out of the uplink also removes the process's uplinks
-// entry and, when no live user is left, restores the uplink's forwarding:
-// from this process's own record if the table's was lost meanwhile.
+// process's links out of the uplink (in a family) also removes the
+// process's uplinks entry and, when no live user is left, restores the
+// uplink's forwarding of that family: from this process's own record if
+// the table's was lost meanwhile.
 func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) error {
+	var last []lastUse
 	hs.mu.Lock()
-	ref := hs.uplinks[e.uplink]
-	last := false
-	var wasOff bool
-	if ref != nil {
-		ref.users--
-		if ref.users == 0 {
-			last, wasOff = ref.registered, ref.origOff
-			delete(hs.uplinks, e.uplink)
+	for _, k := range e.upKeys() {
+		ref := hs.uplinks[k]
+		if ref == nil {
+			continue
+		}
+		if ref.users--; ref.users == 0 {
+			if ref.registered {
+				last = append(last, lastUse{k, ref.origOff})
+			}
+			delete(hs.uplinks, k)
 		}
 	}
 	hs.mu.Unlock()
-	if !last {
+	if len(last) == 0 {
 		return hs.delEntries(host, e.elems())
 	}
-	return withHostLock(context.Background(), host, func() error { return hs.unregister(host, hc, e, wasOff) })
+	return withHostLock(context.Background(), host, func() error { return hs.unregister(host, hc, e, last) })
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -45,6 +46,9 @@ type dropFinding struct {
 	// first rule jumps to DOCKER-USER, where Config.DockerUser accepts the
 	// links' packets before the rest of the chain sees them.
 	viaDockerUser bool
+	// fam is the family the chain filters (unix.NFPROTO_IPV4 or _IPV6),
+	// 0 for both (an inet table).
+	fam byte
 }
 
 // firewallView is what one look at the other firewalls found.
@@ -55,16 +59,16 @@ type firewallView struct {
 }
 
 // check fails with ErrForeignDrop naming the first chain that drops the
-// links' packets, and saying what to do.
-func (v firewallView) check(dockerUser bool) error {
-	if chain := v.drop(dockerUser); chain != "" {
+// packets of a link of the families fams, and saying what to do.
+func (v firewallView) check(dockerUser bool, fams []byte) error {
+	if chain := v.drop(dockerUser, fams); chain != "" {
 		hint := "accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop"
 		if v.dockerUser && !dockerUser && strings.HasPrefix(chain, "ip "+dockerTable.Name+" ") {
 			hint = "set Config.DockerUser to accept the links' traffic in Docker's DOCKER-USER chain, or " + hint
 		}
 		return fmt.Errorf("%w: %s drops forwarded packets that nsnet's table accepts; %s", ErrForeignDrop, chain, hint)
 	}
-	if v.legacyDrop {
+	if v.legacyDrop && slices.Contains(fams, unix.NFPROTO_IPV4) {
 		hint := "accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop"
 		if dockerUser {
 			hint = "nsnet adds to DOCKER-USER through nftables only (iptables-nft); on the legacy backend run once " +
@@ -76,11 +80,14 @@ func (v firewallView) check(dockerUser bool) error {
 	return nil
 }
 
-// drop returns the first finding that drops the links' packets, "" if
-// none: with dockerUser, Docker's FORWARD chain does not once nsnet
+// drop returns the first finding that drops packets of the families fams,
+// "" if none: with dockerUser, Docker's FORWARD chain does not once nsnet
 // accepts them in DOCKER-USER.
-func (v firewallView) drop(dockerUser bool) string {
+func (v firewallView) drop(dockerUser bool, fams []byte) string {
 	for _, d := range v.drops {
+		if d.fam != 0 && !slices.Contains(fams, d.fam) {
+			continue
+		}
 		if !(dockerUser && d.viaDockerUser && v.dockerUser) {
 			return d.chain
 		}
@@ -102,13 +109,16 @@ func foreignDrop(c *nftables.Conn) (firewallView, error) {
 			v.dockerUser = true
 		}
 		if (fam == nftables.TableFamilyINet && ch.Table.Name == TableName) ||
-			(fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyINet) ||
+			(fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyIPv6 && fam != nftables.TableFamilyINet) ||
 			ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward {
 			continue
 		}
-		family := "ip"
-		if fam == nftables.TableFamilyINet {
-			family = "inet"
+		family, only := "ip", byte(unix.NFPROTO_IPV4)
+		switch fam {
+		case nftables.TableFamilyINet:
+			family, only = "inet", 0
+		case nftables.TableFamilyIPv6:
+			family, only = "ip6", unix.NFPROTO_IPV6
 		}
 		name := fmt.Sprintf("%s %s %s", family, ch.Table.Name, ch.Name)
 		rules, err := c.GetRules(ch.Table, ch)
@@ -118,9 +128,9 @@ func foreignDrop(c *nftables.Conn) (firewallView, error) {
 		via := fam == nftables.TableFamilyIPv4 && ch.Table.Name == dockerTable.Name &&
 			len(rules) > 0 && jumpsTo(rules[0], dockerUserChain)
 		if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
-			v.drops = append(v.drops, dropFinding{name + " (policy drop)", via})
+			v.drops = append(v.drops, dropFinding{name + " (policy drop)", via, only})
 		} else if len(rules) > 0 && dropsAll(rules[len(rules)-1]) {
-			v.drops = append(v.drops, dropFinding{name + " (its last rule drops or rejects everything)", via})
+			v.drops = append(v.drops, dropFinding{name + " (its last rule drops or rejects everything)", via, only})
 		}
 	}
 	return v, nil

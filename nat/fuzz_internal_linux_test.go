@@ -40,7 +40,7 @@ func FuzzValidate(f *testing.F) {
 		if validPrefix(cidr) != nil {
 			return
 		}
-		h, n, err := cfg.addresses(cidr)
+		h, n, err := addresses(cidr, cfg.HostAddr, cfg.NSAddr)
 		if err != nil {
 			return
 		}

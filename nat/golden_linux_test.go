@@ -68,10 +68,10 @@ func checkGolden(t *testing.T, name, got string) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test -run %s -update once)", err, t.Name())
+		t.Fatalf("%v (run go test ./nat -run %s -args -update once)", err, t.Name())
 	}
 	if got != string(want) {
-		t.Errorf("the messages differ from %s (if the change is meant, run go test -run %s -update ./nat and review the diff):\n%s",
+		t.Errorf("the messages differ from %s (if the change is meant, run go test ./nat -run %s -args -update and review the diff):\n%s",
 			path, t.Name(), firstDiff(string(want), got))
 	}
 }

@@ -124,11 +124,11 @@ func (hs *hostState) restore(host *netns.Handle) {
 		made = append(made, o)
 	}
 	var users []elem
-	for idx, ref := range hs.uplinks {
+	for k, ref := range hs.uplinks {
 		if ref.registered {
-			users = append(users, userElem(idx, ref.origOff))
+			users = append(users, userElem(k, ref.origOff))
 			if ref.origOff {
-				users = append(users, openedElem(idx))
+				users = append(users, openedElem(k))
 			}
 		}
 	}

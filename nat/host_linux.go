@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -31,7 +32,7 @@ type hostState struct {
 	live        map[*owned]bool // Links and Rules made and not closed, for the guard
 	tableReady  bool
 	tableMaking *tableAttempt
-	uplinks     map[int]*uplinkRef
+	uplinks     map[upKey]*uplinkRef
 	conns       []*nl.Conn
 	nfts        []*nftables.Conn
 	raws        []*netlink.Conn
@@ -51,7 +52,8 @@ type hostState struct {
 	routes   routeCache
 }
 
-// uplinkRef is this process's use of one uplink (by index).
+// uplinkRef is this process's use of one uplink's forwarding (by index
+// and family).
 type uplinkRef struct {
 	users      int  // this process's links out of it
 	registered bool // this process has its entry in the uplinks set
@@ -71,7 +73,7 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 	registry.Lock()
 	hs := registry.hosts[hostKey]
 	if hs == nil {
-		hs = &hostState{key: hostKey, uplinks: map[int]*uplinkRef{}, ownerFD: -1, live: map[*owned]bool{}}
+		hs = &hostState{key: hostKey, uplinks: map[upKey]*uplinkRef{}, ownerFD: -1, live: map[*owned]bool{}}
 		registry.hosts[hostKey] = hs
 	}
 	registry.Unlock()
@@ -426,41 +428,39 @@ func isENOENT(err error) bool {
 	return err != nil && (errors.Is(err, unix.ENOENT) || strings.HasSuffix(err.Error(), unix.ENOENT.Error()))
 }
 
-// reserve records the prefix and namespace of a Link about to be made in
-// this process, so that its own concurrent Connects fail early and clearly
-// (other processes are kept out by the claims set). Rules have no
-// namespace: nsKey 0 reserves the prefix alone.
-func reserve(hostKey, nsKey uint64, p netip.Prefix) error {
+// reserve records the prefixes and namespace of a Link about to be made
+// in this process, so that its own concurrent Connects fail early and
+// clearly (other processes are kept out by the claims maps). Rules have no
+// namespace: nsKey 0 reserves the prefixes alone.
+func reserve(hostKey, nsKey uint64, prefixes []netip.Prefix) error {
 	registry.Lock()
 	defer registry.Unlock()
 	if nsKey != 0 && registry.nss[nsKey] {
 		return fmt.Errorf("namespace net:[%d] is already connected: %w", nsKey, os.ErrExist)
 	}
 	for _, q := range registry.prefixes[hostKey] {
-		if q.Overlaps(p) {
-			return fmt.Errorf("%w: %v is used by another link of this process", ErrOverlap, q)
+		for _, p := range prefixes {
+			if q.Overlaps(p) {
+				return fmt.Errorf("%w: %v is used by another link of this process", ErrOverlap, q)
+			}
 		}
 	}
 	if nsKey != 0 {
 		registry.nss[nsKey] = true
 	}
-	registry.prefixes[hostKey] = append(registry.prefixes[hostKey], p)
+	registry.prefixes[hostKey] = append(registry.prefixes[hostKey], prefixes...)
 	return nil
 }
 
-func release(hostKey, nsKey uint64, p netip.Prefix) {
+func release(hostKey, nsKey uint64, prefixes []netip.Prefix) {
 	registry.Lock()
 	defer registry.Unlock()
 	if nsKey != 0 {
 		delete(registry.nss, nsKey)
 	}
-	ps := registry.prefixes[hostKey]
-	for i, q := range ps {
-		if q == p {
-			registry.prefixes[hostKey] = append(ps[:i:i], ps[i+1:]...)
-			break
-		}
-	}
+	registry.prefixes[hostKey] = slices.DeleteFunc(registry.prefixes[hostKey], func(q netip.Prefix) bool {
+		return slices.Contains(prefixes, q)
+	})
 }
 
 // resolveHost returns a handle of the library's own to h's namespace, for
@@ -522,11 +522,13 @@ type uplinkInfo struct {
 	index int
 }
 
-// inspectHost finds the uplink (or the default route's link), checks it is
-// up with an IPv4 address, and, with checkOverlap, that cidr overlaps no
-// route or address of the host (the local table lists the host's own
-// addresses). The overlap error names the holder (see holderOf).
-func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, cidr netip.Prefix, checkOverlap bool) (uplinkInfo, error) {
+// inspectHost finds the uplink (or the default route's link: IPv4's,
+// or IPv6's for an IPv6-only link), checks it is up with an address for
+// each family it masquerades (IPv4, or a global IPv6 one), and, with
+// checkOverlap, that the link's prefixes overlap no route or address of
+// the host (the local table lists the host's own addresses). The overlap
+// error names the holder (see holderOf).
+func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, nets networks, checkOverlap bool) (uplinkInfo, error) {
 	upIdx := 0
 	var linkMsg []byte
 	if uplink != "" {
@@ -548,22 +550,27 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 	}
 	var overlap *routeKey
 	if checkOverlap {
-		overlap = hs.routes.overlap(cidr)
+		for _, n := range nets {
+			if overlap = hs.routes.overlap(n.prefix); overlap != nil {
+				break
+			}
+		}
 	}
 	var defaults []int
+	defFam := nets[0].fam()
 	if uplink == "" {
-		if defaults = hs.routes.defaultLinks(); len(defaults) == 1 {
+		if defaults = hs.routes.defaultLinks(defFam); len(defaults) == 1 {
 			upIdx = defaults[0]
 		}
 	}
-	hasV4 := hs.routes.locals[upIdx] > 0
+	hasV4, hasV6 := hs.routes.locals[upIdx] > 0, hs.routes.globals6[upIdx] > 0
 	hs.routesMu.Unlock()
 	if uplink == "" {
 		switch {
 		case len(defaults) == 0:
-			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no IPv4 default route: name the uplink: %w", nl.Wrap(unix.ENODEV))
+			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no %s default route: name the uplink: %w", familyName(defFam), nl.Wrap(unix.ENODEV))
 		case len(defaults) > 1 || upIdx == 0:
-			return uplinkInfo{}, fmt.Errorf("%w: no uplink given and the host's default route leaves by several links (interface indexes %v): name the uplink", ErrInvalidConfig, defaults)
+			return uplinkInfo{}, fmt.Errorf("%w: no uplink given and the host's %s default route leaves by several links (interface indexes %v): name the uplink", ErrInvalidConfig, familyName(defFam), defaults)
 		}
 		msgs, err := hc.Query(nl.GetLinkByIndex(upIdx))
 		if err != nil {
@@ -581,10 +588,17 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 		return up, fmt.Errorf("%w: uplink %q is a loopback link: nothing leaves by it", ErrInvalidConfig, up.name)
 	case link.Flags&unix.IFF_UP == 0:
 		return up, fmt.Errorf("uplink %q is down: bring it up first", up.name)
-	case !hasV4:
-		return up, fmt.Errorf("uplink %q has no IPv4 address: masquerading needs one", up.name)
 	case link.Attributes.Alias != nil && strings.HasPrefix(*link.Attributes.Alias, "nsnet "):
 		return up, fmt.Errorf("%w: uplink %q is the host end of an nsnet link", ErrInvalidConfig, up.name)
+	}
+	for _, n := range nets {
+		switch {
+		case n.routed:
+		case n.fam() == unix.NFPROTO_IPV4 && !hasV4:
+			return up, fmt.Errorf("uplink %q has no IPv4 address: masquerading needs one", up.name)
+		case n.fam() == unix.NFPROTO_IPV6 && !hasV6:
+			return up, fmt.Errorf("uplink %q has no global IPv6 address: masquerading IPv6 needs one (or set RoutedIPv6)", up.name)
+		}
 	}
 	if overlap != nil {
 		return up, hs.overlapErr(host, hc, *overlap)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -13,23 +14,36 @@ import (
 // say what Connect made, for reading; Close does not look at them (it
 // undoes from a record of its own), so changing them changes nothing.
 type Link struct {
-	Prefix   netip.Prefix // the namespace's network
+	Prefix   netip.Prefix // the namespace's IPv4 network (zero for an IPv6-only link)
 	Uplink   string       // the host link its traffic leaves by (its name at Connect)
 	HostVeth string       // host end of the veth pair (its name at Connect)
 	NSVeth   string       // end inside the namespace
-	HostAddr netip.Prefix // address of HostVeth, the namespace's gateway
-	NSAddr   netip.Prefix // address of NSVeth
+	HostAddr netip.Prefix // IPv4 address of HostVeth, the namespace's gateway
+	NSAddr   netip.Prefix // IPv4 address of NSVeth
+	// Prefix6, HostAddr6 and NSAddr6 are the same for IPv6 (zero for an
+	// IPv4-only link).
+	Prefix6, HostAddr6, NSAddr6 netip.Prefix
 
 	owned
 }
 
 // String describes the link in one line, as
-// "10.0.0.0/24: nsn-k3f9a0b2c7d (10.0.0.1) <-> eth0 (10.0.0.2) via up0".
+// "10.0.0.0/24: nsn-k3f9a0b2c7d (10.0.0.1) <-> eth0 (10.0.0.2) via up0"
+// (with both families "10.0.0.0/24, fd00::/64: nsn-… (10.0.0.1, fd00::1) …").
 func (l *Link) String() string {
 	if l == nil {
 		return "<nil>"
 	}
-	return fmt.Sprintf("%s: %s (%s) <-> %s (%s) via %s", l.Prefix, l.HostVeth, l.HostAddr.Addr(), l.NSVeth, l.NSAddr.Addr(), l.Uplink)
+	var nets, host, ns []string
+	for _, f := range [][3]netip.Prefix{{l.Prefix, l.HostAddr, l.NSAddr}, {l.Prefix6, l.HostAddr6, l.NSAddr6}} {
+		if f[0].IsValid() {
+			nets = append(nets, f[0].String())
+			host = append(host, f[1].Addr().String())
+			ns = append(ns, f[2].Addr().String())
+		}
+	}
+	j := func(s []string) string { return strings.Join(s, ", ") }
+	return fmt.Sprintf("%s: %s (%s) <-> %s (%s) via %s", j(nets), l.HostVeth, j(host), l.NSVeth, j(ns), l.Uplink)
 }
 
 // Rules is the tutorial's iptables and sysctl step on its own, for a veth

@@ -31,8 +31,9 @@ type owned struct {
 	// hostIdx and nsIdx are the interface indexes of the pair's ends
 	// (hostIdx is the caller's link for Rules, never deleted).
 	hostIdx, nsIdx int
-	vethName       string       // for error messages only
-	hostAddr       netip.Prefix // the host end's address (Links only)
+	vethName       string         // for error messages only
+	hostAddrs      []netip.Prefix // the host end's addresses (Links only)
+	nets           networks       // the link's networks (Links only)
 	// relay answers the namespace's DNS queries (DNSRelay), resolvConf is
 	// the resolv.conf written for it.
 	relay      *relay
@@ -63,58 +64,172 @@ func hook(step string) error {
 	return nil
 }
 
-func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (hostAddr, nsAddr netip.Addr, err error) {
+// describe names the prefixes asked for, for errors.
+func (c Config) describe(cidr netip.Prefix) string {
+	switch {
+	case c.Prefix6 == (netip.Prefix{}):
+		return cidr.String()
+	case cidr == (netip.Prefix{}):
+		return c.Prefix6.String()
+	}
+	return cidr.String() + ", " + c.Prefix6.String()
+}
+
+// network is one family's network of a link: its prefix, the two
+// addresses, and whether it leaves routed (not masqueraded).
+type network struct {
+	prefix   netip.Prefix
+	host, ns netip.Addr
+	routed   bool
+}
+
+func (n network) fam() byte { return familyOf(n.prefix) }
+
+// hostAddr and nsAddr are the two addresses with the prefix's length.
+func (n network) hostAddr() netip.Prefix { return netip.PrefixFrom(n.host, n.prefix.Bits()) }
+func (n network) nsAddr() netip.Prefix   { return netip.PrefixFrom(n.ns, n.prefix.Bits()) }
+
+// networks are a link's networks, IPv4 first.
+type networks []network
+
+func (ns networks) prefixes() []netip.Prefix {
+	var ps []netip.Prefix
+	for _, n := range ns {
+		ps = append(ps, n.prefix)
+	}
+	return ps
+}
+
+func (ns networks) families() []byte {
+	var fams []byte
+	for _, n := range ns {
+		fams = append(fams, n.fam())
+	}
+	return fams
+}
+
+func (ns networks) routed() []byte {
+	var fams []byte
+	for _, n := range ns {
+		if n.routed {
+			fams = append(fams, n.fam())
+		}
+	}
+	return fams
+}
+
+// of returns the network of family fam, if the link has one.
+func (ns networks) of(fam byte) (network, bool) {
+	for _, n := range ns {
+		if n.fam() == fam {
+			return n, true
+		}
+	}
+	return network{}, false
+}
+
+func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (networks, error) {
 	switch {
 	case ns == nil:
-		return hostAddr, nsAddr, invalid("namespace is nil (the host's own); give the namespace to connect")
+		return nil, invalid("namespace is nil (the host's own); give the namespace to connect")
 	case ns.Fd() < 0:
-		return hostAddr, nsAddr, fmt.Errorf("namespace: %w", netns.ErrClosed)
+		return nil, fmt.Errorf("namespace: %w", netns.ErrClosed)
 	case cfg.HostNS != nil && cfg.HostNS.Fd() < 0:
-		return hostAddr, nsAddr, fmt.Errorf("host namespace: %w", netns.ErrClosed)
+		return nil, fmt.Errorf("host namespace: %w", netns.ErrClosed)
 	case ns.Equal(cfg.HostNS):
-		return hostAddr, nsAddr, invalid("namespace %v is the host namespace itself", ns)
+		return nil, invalid("namespace %v is the host namespace itself", ns)
 	}
-	if err := validPrefix(cidr); err != nil {
-		return hostAddr, nsAddr, err
+	nets, err := cfg.networks(cidr)
+	if err != nil {
+		return nil, err
 	}
 	if uplink != "" {
 		if err := nl.CheckIfName(uplink); err != nil {
-			return hostAddr, nsAddr, fmt.Errorf("uplink: %w", err)
+			return nil, fmt.Errorf("uplink: %w", err)
 		}
 	}
 	for _, n := range []string{cfg.HostVeth, cfg.NSVeth} {
 		if n != "" {
 			if err := nl.CheckIfName(n); err != nil {
-				return hostAddr, nsAddr, err
+				return nil, err
 			}
 		}
 	}
 	for _, p := range cfg.Ports {
 		if err := p.validate(); err != nil {
-			return hostAddr, nsAddr, err
+			return nil, err
 		}
 	}
-	if cfg.MTU != 0 && (cfg.MTU < 576 || cfg.MTU > 65535) {
-		return hostAddr, nsAddr, invalid("MTU %d outside 576..65535", cfg.MTU)
+	if _, ok := nets.of(unix.NFPROTO_IPV4); !ok && len(cfg.Ports) > 0 {
+		return nil, invalid("published ports need an IPv4 network (ports go to the namespace's IPv4 address)")
 	}
-	return cfg.addresses(cidr)
+	if cfg.MTU != 0 && (cfg.MTU < 576 || cfg.MTU > 65535) {
+		return nil, invalid("MTU %d outside 576..65535", cfg.MTU)
+	}
+	if _, ok := nets.of(unix.NFPROTO_IPV6); ok && cfg.MTU != 0 && cfg.MTU < 1280 {
+		return nil, invalid("MTU %d is below IPv6's minimum of 1280", cfg.MTU)
+	}
+	return nets, nil
 }
 
-// addresses returns the host and namespace addresses for cidr: those of
-// cfg, or by default the first two host addresses.
-func (cfg Config) addresses(cidr netip.Prefix) (hostAddr, nsAddr netip.Addr, err error) {
-	hostAddr, nsAddr = cfg.HostAddr, cfg.NSAddr
+// networks checks the link's prefixes and addresses: cidr (either family,
+// or zero when Prefix6 is given) and Prefix6.
+func (cfg Config) networks(cidr netip.Prefix) (networks, error) {
+	v4, v6 := cidr, cfg.Prefix6
+	if cidr.IsValid() && cidr.Addr().Is6() && !cidr.Addr().Is4In6() {
+		if v6 != (netip.Prefix{}) {
+			return nil, invalid("prefix %v is IPv6 and Prefix6 is %v: give the IPv4 prefix to Connect and the IPv6 one as Prefix6", cidr, v6)
+		}
+		v4, v6 = netip.Prefix{}, cidr
+	}
+	var nets networks
+	switch {
+	case v4 == (netip.Prefix{}) && v6 == (netip.Prefix{}):
+		return nil, invalid("no prefix: give an IPv4 or IPv6 prefix")
+	case v4 != (netip.Prefix{}):
+		if err := validPrefix(v4); err != nil {
+			return nil, err
+		}
+		host, ns, err := addresses(v4, cfg.HostAddr, cfg.NSAddr)
+		if err != nil {
+			return nil, err
+		}
+		nets = append(nets, network{prefix: v4, host: host, ns: ns, routed: cfg.RoutedIPv4})
+	case cfg.HostAddr.IsValid() || cfg.NSAddr.IsValid():
+		return nil, invalid("HostAddr and NSAddr are IPv4 addresses, and the link has no IPv4 prefix (HostAddr6 and NSAddr6 are IPv6's)")
+	}
+	if v6 != (netip.Prefix{}) {
+		if err := validPrefix6(v6); err != nil {
+			return nil, err
+		}
+		host, ns, err := addresses(v6, cfg.HostAddr6, cfg.NSAddr6)
+		if err != nil {
+			return nil, err
+		}
+		nets = append(nets, network{prefix: v6, host: host, ns: ns, routed: cfg.RoutedIPv6})
+	} else if cfg.HostAddr6.IsValid() || cfg.NSAddr6.IsValid() {
+		return nil, invalid("HostAddr6 and NSAddr6 are given, and the link has no IPv6 prefix (set Prefix6)")
+	}
+	return nets, nil
+}
+
+// addresses returns the host and namespace addresses for cidr: those
+// given, or by default the first two host addresses. An IPv4 network's
+// first and last addresses (network, broadcast) are no host addresses,
+// nor is an IPv6 network's first (the subnet-router anycast address).
+func addresses(cidr netip.Prefix, hostAddr, nsAddr netip.Addr) (netip.Addr, netip.Addr, error) {
+	v4 := cidr.Addr().Is4()
 	if !hostAddr.IsValid() {
 		hostAddr = cidr.Addr().Next()
 	}
 	if !nsAddr.IsValid() {
 		nsAddr = hostAddr.Next()
-		if nsAddr == lastAddr(cidr) {
+		if !cidr.Contains(nsAddr) || (v4 && nsAddr == lastAddr(cidr)) {
 			nsAddr = cidr.Addr().Next()
 		}
 	}
 	for _, a := range []netip.Addr{hostAddr, nsAddr} {
-		if !cidr.Contains(a) || a == cidr.Addr() || a == lastAddr(cidr) {
+		if !cidr.Contains(a) || a == cidr.Addr() || (v4 && a == lastAddr(cidr)) {
 			return hostAddr, nsAddr, invalid("address %v is not a host address of %v", a, cidr)
 		}
 	}
@@ -124,7 +239,7 @@ func (cfg Config) addresses(cidr netip.Prefix) (hostAddr, nsAddr netip.Addr, err
 	return hostAddr, nsAddr, nil
 }
 
-// validPrefix checks that cidr can be a namespace's network.
+// validPrefix checks that cidr can be a namespace's IPv4 network.
 func validPrefix(cidr netip.Prefix) error {
 	switch {
 	case !cidr.IsValid() || !cidr.Addr().Is4() || cidr.Addr().Zone() != "":
@@ -133,11 +248,30 @@ func validPrefix(cidr netip.Prefix) error {
 		return invalid("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
 	case cidr.Bits() > 30:
 		return invalid("prefix %v has no room for two hosts (at most /30)", cidr)
-	case cidr.Bits() < 8:
-		return invalid("prefix %v is larger than /8", cidr)
+	case cidr.Bits() < minBits4:
+		return invalid("prefix %v is larger than /%d", cidr, minBits4)
 	case cidr.Addr().IsLoopback() || cidr.Addr().IsMulticast() || cidr.Addr().IsLinkLocalUnicast() ||
 		cidr.Addr().IsUnspecified() || cidr.Overlaps(netip.MustParsePrefix("240.0.0.0/4")):
 		return invalid("prefix %v is loopback, multicast, link-local or reserved", cidr)
+	}
+	return nil
+}
+
+// validPrefix6 checks that cidr can be a namespace's IPv6 network.
+func validPrefix6(cidr netip.Prefix) error {
+	a := cidr.Addr()
+	switch {
+	case !cidr.IsValid() || !a.Is6() || a.Is4In6() || a.Zone() != "":
+		return invalid("prefix %v is not an IPv6 prefix", cidr)
+	case cidr.Masked() != cidr:
+		return invalid("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
+	case cidr.Bits() > 126:
+		return invalid("prefix %v has no room for two hosts (at most /126)", cidr)
+	case cidr.Bits() < minBits6:
+		return invalid("prefix %v is larger than /%d", cidr, minBits6)
+	case a.IsMulticast() || a.IsLinkLocalUnicast() || cidr.Overlaps(netip.MustParsePrefix("::/8")) ||
+		cidr.Overlaps(netip.MustParsePrefix("fec0::/10")):
+		return invalid("prefix %v is loopback, multicast, link-local, IPv4-mapped or reserved", cidr)
 	}
 	return nil
 }
@@ -159,13 +293,13 @@ func randomVethName() string { return "nsn-" + randomString(11) }
 func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
 	l, err := c.connect(ctx, ns, uplink, cidr)
 	if err != nil {
-		return nil, fmt.Errorf("nat: connect %v: %w", cidr, err)
+		return nil, fmt.Errorf("nat: connect %s: %w", c.describe(cidr), err)
 	}
 	return l, nil
 }
 
 func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
-	hostAddr, nsAddr, err := c.validate(ns, uplink, cidr)
+	nets, err := c.validate(ns, uplink, cidr)
 	if err != nil {
 		return nil, err
 	}
@@ -179,13 +313,16 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 		host.Close()
 		return nil, fmt.Errorf("namespace: %w", err)
 	}
-	l := &Link{
-		Prefix:   cidr,
-		HostVeth: c.HostVeth,
-		NSVeth:   c.NSVeth,
-		HostAddr: netip.PrefixFrom(hostAddr, cidr.Bits()),
-		NSAddr:   netip.PrefixFrom(nsAddr, cidr.Bits()),
+	l := &Link{HostVeth: c.HostVeth, NSVeth: c.NSVeth}
+	for _, n := range nets {
+		if n.fam() == unix.NFPROTO_IPV4 {
+			l.Prefix, l.HostAddr, l.NSAddr = n.prefix, n.hostAddr(), n.nsAddr()
+		} else {
+			l.Prefix6, l.HostAddr6, l.NSAddr6 = n.prefix, n.hostAddr(), n.nsAddr()
+		}
+		l.hostAddrs = append(l.hostAddrs, n.hostAddr())
 	}
+	l.nets = nets
 	l.host, l.nsRef = host, nsRef
 	l.hostKey, l.nsKey = host.ID(), nsRef.ID()
 	l.etcDir = netns.EtcDir(ns) // by the caller's handle, which has its name
@@ -195,7 +332,7 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 	if l.NSVeth == "" {
 		l.NSVeth = "eth0"
 	}
-	l.vethName, l.hostAddr = l.HostVeth, l.HostAddr
+	l.vethName = l.HostVeth
 	for attempt := 0; ; attempt++ {
 		err = c.steps(ctx, l, uplink)
 		if attempt > 0 || !errors.Is(err, errDeadHolder) {
@@ -251,16 +388,17 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 		return nil
 	}
 
-	dns, err := c.dnsPlan()
+	_, v4 := l.nets.of(unix.NFPROTO_IPV4)
+	dns, err := c.dnsPlan(v4)
 	if err != nil {
 		return err
 	}
 
 	// In this process first: a clear error for its own overlaps.
-	if err := reserve(l.hostKey, l.nsKey, l.Prefix); err != nil {
+	if err := reserve(l.hostKey, l.nsKey, l.nets.prefixes()); err != nil {
 		return err
 	}
-	undo.push(func() { release(l.hostKey, l.nsKey, l.Prefix) })
+	undo.push(func() { release(l.hostKey, l.nsKey, l.nets.prefixes()) })
 
 	hs, err := enter(host, l.hostKey)
 	if err != nil {
@@ -279,7 +417,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 		}
 	}
 	if !c.AllowForeignDrop {
-		if err := fw.check(c.DockerUser); err != nil {
+		if err := fw.check(c.DockerUser, l.nets.families()); err != nil {
 			return err
 		}
 	}
@@ -292,7 +430,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	if err := hook("inspect host"); err != nil {
 		return fmt.Errorf("inspect host: %w", err)
 	}
-	if up, err = inspectHost(hs, host, hc, uplink, l.Prefix, true); err != nil {
+	if up, err = inspectHost(hs, host, hc, uplink, l.nets, true); err != nil {
 		return err
 	}
 	l.Uplink = up.name
@@ -343,7 +481,8 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	// namespace's route with it.
 	undo.push(func() { hc.Exec(nl.DeleteLink(l.hostIdx, "")) })
 
-	l.ent = entries{link: l.hostIdx, uplink: up.index, prefix: l.Prefix, nsAddr: l.NSAddr.Addr(), siblings: c.AllowSiblings, ports: ports,
+	l.ent = entries{link: l.hostIdx, uplink: up.index, prefixes: l.nets.prefixes(), routed: l.nets.routed(),
+		nsAddr: l.NSAddr.Addr(), siblings: c.AllowSiblings, ports: ports,
 		mark: ownerMark + " link=" + l.HostVeth}
 	if err := step("nftables", func() error { return hs.addLink(ctx, host, hc, l.ent) }); err != nil {
 		return err
@@ -375,11 +514,17 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 			return err
 		}
 		// lo is looked up, not brought up yet (see below); the peer comes
-		// up with its address and route.
-		replies, errs, err := nc.Do(nl.GetLinkByName("lo"), nl.SetLinkUp(l.nsIdx, "", true),
-			nl.NewAddr(l.nsIdx, l.NSAddr, 0, false),
-			nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: l.HostAddr.Addr(),
+		// up with its addresses and default routes (IPv6's without
+		// duplicate address detection: usable at once).
+		reqs := []nl.Request{nl.GetLinkByName("lo"), nl.SetLinkUp(l.nsIdx, "", true)}
+		for _, n := range l.nets {
+			reqs = append(reqs, nl.NewAddr(l.nsIdx, n.nsAddr(), addrFlags(n), false))
+		}
+		for _, n := range l.nets {
+			reqs = append(reqs, nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(unspecified(n.fam()), 0), Gateway: n.host,
 				Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
+		}
+		replies, errs, err := nc.Do(reqs...)
 		if err == nil {
 			err = errors.Join(errs...)
 		}
@@ -400,11 +545,20 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	}
 
 	err = step("host link", func() error {
-		disableIPv6(host, l.HostVeth)
 		// Forwarding last: the link's packets are forwarded only once
-		// everything that filters and masquerades them is in place.
-		reqs := []nl.Request{nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true),
-			nl.NewAddr(l.hostIdx, l.HostAddr, 0, false)}
+		// everything that filters and masquerades them is in place (IPv6's
+		// while the link is still down: nothing passes before it is up).
+		if _, ok := l.nets.of(unix.NFPROTO_IPV6); !ok {
+			disableIPv6(host, l.HostVeth)
+		} else if !forwardsAll(host, unix.NFPROTO_IPV6) {
+			if err := setForceForwarding(host, l.HostVeth, true); err != nil {
+				return err
+			}
+		}
+		reqs := []nl.Request{nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true)}
+		for _, n := range l.nets {
+			reqs = append(reqs, nl.NewAddr(l.hostIdx, n.hostAddr(), addrFlags(n), false))
+		}
 		if !markedNow {
 			reqs = append(reqs, nl.SetAlias(l.hostIdx, ownerMark))
 		}
@@ -446,8 +600,26 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	return nil
 }
 
-// disableIPv6 turns IPv6 off on the host end of a new pair while it is
-// still down. nsnet connects IPv4 only, and the kernel keeps the IPv6
+// addrFlags are the flags of a link's new address: IPv6 addresses skip
+// duplicate address detection (the pair is the link's own, and the
+// address usable at once).
+func addrFlags(n network) uint32 {
+	if n.fam() == unix.NFPROTO_IPV6 {
+		return unix.IFA_F_NODAD
+	}
+	return 0
+}
+
+// unspecified is the family's unspecified address (the default route's).
+func unspecified(fam byte) netip.Addr {
+	if fam == unix.NFPROTO_IPV6 {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
+}
+
+// disableIPv6 turns IPv6 off on the host end of a new IPv4-only pair while
+// it is still down. The kernel keeps the IPv6
 // routes of every link (fe80::/64, ff00::/8) in one list per prefix, so
 // with IPv6 on, each Connect cost more the more links the host had (see
 // README, Benchmarks). disable_ipv6 has no netlink attribute, so it is

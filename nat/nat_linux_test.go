@@ -26,8 +26,10 @@ func state(t *testing.T, w *nstest.World) string {
 	}
 	return nstest.Steady(strings.Join([]string{
 		in("ip", "-d", "link"), in("ip", "-4", "addr"), in("ip", "-4", "route", "show", "table", "all"),
+		in("ip", "-6", "addr"), in("ip", "-6", "route", "show", "table", "all"),
 		in("nft", "list", "ruleset"),
-		in("sh", "-c", "grep . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/ip_forward"),
+		in("sh", "-c", "grep . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/ip_forward "+
+			"/proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/force_forwarding /proc/sys/net/ipv6/conf/*/accept_ra"),
 	}, "\n---\n"))
 }
 
@@ -88,7 +90,7 @@ func TestTutorial(t *testing.T) {
 	rules := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "ruleset")
 	for _, want := range []string{"table inet nsnet", "masquerade", "hook forward", "hook postrouting",
 		"ct state established,related accept", "fib saddr . iif oif missing drop",
-		"elements = { \"" + l.HostVeth + "\" comment", "\"" + l.HostVeth + "\" . \"up0\" comment", "10.0.0.0 . 24 comment \"nsnet owner="} {
+		"elements = { \"" + l.HostVeth + "\" comment", "\"" + l.HostVeth + "\" . \"up0\" . ipv4 comment", "10.0.0.0 . 24 comment \"nsnet owner="} {
 		if !strings.Contains(rules, want) {
 			t.Errorf("ruleset lacks %q:\n%s", want, rules)
 		}
@@ -258,8 +260,24 @@ func TestBadInput(t *testing.T) {
 		{"bad uplink name", ns, cfg, "bad/name", p("10.0.0.0/24"), nat.ErrInvalidName, "bad/name"},
 		{"uplink down", ns, cfg, "down0", p("10.0.0.0/24"), nil, "down"},
 		{"uplink without IPv4", ns, cfg, "nov4", p("10.0.0.0/24"), nil, "no IPv4 address"},
-		{"zero prefix", ns, cfg, "up0", netip.Prefix{}, nat.ErrInvalidConfig, "not an IPv4 prefix"},
-		{"IPv6 prefix", ns, cfg, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "not an IPv4 prefix"},
+		{"zero prefix", ns, cfg, "up0", netip.Prefix{}, nat.ErrInvalidConfig, "no prefix"},
+		{"IPv6 host bits", ns, cfg, "up0", p("fd00::1/64"), nat.ErrInvalidConfig, "host bits"},
+		{"IPv6 too small", ns, cfg, "up0", p("fd00::/127"), nat.ErrInvalidConfig, "room for two hosts"},
+		{"IPv6 too large", ns, cfg, "up0", p("fd00::/16"), nat.ErrInvalidConfig, "larger than /32"},
+		{"IPv6 link-local", ns, cfg, "up0", p("fe80::/64"), nat.ErrInvalidConfig, "link-local"},
+		{"IPv4-mapped", ns, cfg, "up0", p("::ffff:10.0.0.0/120"), nat.ErrInvalidConfig, "not an IPv4 prefix"},
+		{"IPv6 multicast", ns, cfg, "up0", p("ff05::/64"), nat.ErrInvalidConfig, "multicast"},
+		{"Prefix6 not IPv6", ns, nat.Config{HostNS: w.Host, Prefix6: p("10.1.0.0/24")}, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "not an IPv6 prefix"},
+		{"two IPv6 prefixes", ns, nat.Config{HostNS: w.Host, Prefix6: p("fd00:1::/64")}, "up0", p("fd00:2::/64"), nat.ErrInvalidConfig, "give the IPv4 prefix"},
+		{"HostAddr6 without Prefix6", ns, nat.Config{HostNS: w.Host, HostAddr6: netip.MustParseAddr("fd00::1")}, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "no IPv6 prefix"},
+		{"HostAddr on an IPv6-only link", ns, nat.Config{HostNS: w.Host, HostAddr: netip.MustParseAddr("fd00::1")}, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "no IPv4 prefix"},
+		{"IPv6 address outside prefix", ns, nat.Config{HostNS: w.Host, NSAddr6: netip.MustParseAddr("fd00:9::2")}, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "not a host address"},
+		{"IPv6 subnet-router anycast", ns, nat.Config{HostNS: w.Host, HostAddr6: netip.MustParseAddr("fd00::")}, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "not a host address"},
+		{"IPv6 MTU", ns, nat.Config{HostNS: w.Host, MTU: 1000}, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "1280"},
+		{"ports on an IPv6-only link", ns, nat.Config{HostNS: w.Host, Ports: []nat.Port{{Protocol: "tcp", HostPort: 80}}}, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "IPv4"},
+		{"uplink without global IPv6", ns, cfg, "nov4", p("fd00::/64"), nil, "no global IPv6 address"},
+		{"IPv6 overlaps uplink address", ns, cfg, "up0", p("2001:db8::/64"), nat.ErrOverlap, "2001:db8::"},
+		{"IPv6 inside uplink's network", ns, cfg, "up0", p("2001:db8::100/120"), nat.ErrOverlap, "2001:db8::"},
 		{"host bits", ns, cfg, "up0", p("10.0.0.1/24"), nat.ErrInvalidConfig, "host bits"},
 		{"too small", ns, cfg, "up0", p("10.0.0.0/31"), nat.ErrInvalidConfig, "room for two hosts"},
 		{"loopback", ns, cfg, "up0", p("127.1.0.0/24"), nat.ErrInvalidConfig, "loopback"},

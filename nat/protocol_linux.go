@@ -196,54 +196,73 @@ const (
 	origOn  = " orig=on"
 )
 
-func uplinkKey(uplink int, id string) []byte {
-	return append(ifIndex(uplink), ifname(id)...)
+// upKey names an uplink's forwarding of one family: its interface index
+// and unix.NFPROTO_IPV4 or _IPV6.
+type upKey struct {
+	index int
+	fam   byte
 }
 
-// userElem is this process's entry in the uplinks set for uplink, with
-// the uplink's original forwarding in its comment.
-func userElem(uplink int, wasOff bool) elem {
+func (k upKey) String() string { return fmt.Sprintf("%s of interface %d", familyName(k.fam), k.index) }
+
+// upKeys are the uplink forwardings the link e needs, one per family.
+func (e entries) upKeys() []upKey {
+	var ks []upKey
+	for _, fam := range e.families() {
+		ks = append(ks, upKey{e.uplink, fam})
+	}
+	return ks
+}
+
+func uplinkKey(k upKey, id string) []byte {
+	return append(famKey(k.index, k.fam), ifname(id)...)
+}
+
+// userElem is this process's entry in the uplinks set for k, with the
+// uplink's original forwarding in its comment.
+func userElem(k upKey, wasOff bool) elem {
 	mark := ownerMark + origOn
 	if wasOff {
 		mark = ownerMark + origOff
 	}
-	return elem{set: setUplinks, key: uplinkKey(uplink, ownerID), comment: mark}
+	return elem{set: setUplinks, key: uplinkKey(k, ownerID), comment: mark}
 }
 
 // uplinkUser is an entry of the uplinks set.
 type uplinkUser struct {
 	key     []byte
-	uplink  int
+	uplink  upKey
 	owner   string // "" if the mark cannot be read
 	origOff bool
 }
 
 func (u uplinkUser) elem() elem { return elem{set: setUplinks, key: u.key} }
 
-// readUplinkUsers returns the uplinks entries, of one uplink or (0) all.
-func readUplinkUsers(c *nftables.Conn, uplink int) ([]uplinkUser, error) {
+// readUplinkUsers returns the uplinks entries, of one uplink's family or
+// (the zero upKey) all.
+func readUplinkUsers(c *nftables.Conn, k upKey) ([]uplinkUser, error) {
 	els, err := c.GetSetElements(setByName[setUplinks])
 	if err != nil {
 		return nil, fmt.Errorf("read uplinks set: %w", err)
 	}
 	var out []uplinkUser
 	for _, e := range els {
-		if len(e.Key) < 4+unix.IFNAMSIZ {
+		if len(e.Key) < 8+unix.IFNAMSIZ {
 			continue
 		}
-		idx := int(binary.NativeEndian.Uint32(e.Key[:4]))
-		if uplink != 0 && idx != uplink {
+		key := upKey{int(binary.NativeEndian.Uint32(e.Key[:4])), e.Key[4]}
+		if k != (upKey{}) && key != k {
 			continue
 		}
 		o, _ := parseOwner(e.Comment)
-		out = append(out, uplinkUser{key: e.Key, uplink: idx, owner: o.id, origOff: strings.HasSuffix(e.Comment, origOff)})
+		out = append(out, uplinkUser{key: e.Key, uplink: key, owner: o.id, origOff: strings.HasSuffix(e.Comment, origOff)})
 	}
 	return out, nil
 }
 
-// liveUplinkUsers reads the uplinks entries of one uplink and which of
-// their owners are alive.
-func (hs *hostState) liveUplinkUsers(host *netns.Handle, uplink int) ([]uplinkUser, map[string]bool, error) {
+// liveUplinkUsers reads the uplinks entries of one uplink's family and
+// which of their owners are alive.
+func (hs *hostState) liveUplinkUsers(host *netns.Handle, uplink upKey) ([]uplinkUser, map[string]bool, error) {
 	users, err := hs.uplinkUsers(host, uplink)
 	if err != nil {
 		return nil, nil, err
@@ -359,49 +378,62 @@ func (hs *hostState) dropTable(host *netns.Handle, socks *idleSockets) (dropped 
 	return false, nil // a busy host: the next last Close or Sweep removes it
 }
 
-// register is addLink for the first of this process's links out of the
-// uplink; it runs under the host lock.
-func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *uplinkRef) error {
+// register is addLink for links whose uplink forwardings (one per family:
+// keys) are not all this process's yet; it runs under the host lock.
+func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys []upKey, refs []*uplinkRef) error {
+	type decision struct {
+		key    upKey
+		ref    *uplinkRef
+		wasOff bool
+		turnOn bool
+	}
+	var todo []decision
 	hs.mu.Lock()
-	registered := ref.registered // by another goroutine while this one waited
+	for i, ref := range refs {
+		if !ref.registered { // (by another goroutine while this one waited)
+			todo = append(todo, decision{key: keys[i], ref: ref})
+		}
+	}
 	hs.mu.Unlock()
-	if registered {
+	if len(todo) == 0 {
 		return hs.addEntries(host, e, nil)
 	}
-	users, live, err := hs.liveUplinkUsers(host, e.uplink)
-	if err != nil {
-		return err
-	}
-	var stale []elem // dead users', and a leftover of this process's own
-	liveOther, wasOff, deadOff := false, false, false
-	for _, u := range users {
-		switch {
-		case u.owner != ownerID && live[u.owner]:
-			liveOther, wasOff = true, u.origOff
-		default:
-			stale = append(stale, u.elem())
-			deadOff = deadOff || u.origOff
-		}
-	}
-	turnOn := false
-	if !liveOther {
-		// No live user: the kernel's setting now is the original, unless a
-		// dead user's record says it was off before that user.
-		msgs, err := hc.Query(nl.GetLinkByIndex(e.uplink))
+	var stale, add, mine, opened []elem // stale: dead users', and a leftover of this process's own
+	for i := range todo {
+		d := &todo[i]
+		users, live, err := hs.liveUplinkUsers(host, d.key)
 		if err != nil {
-			return fmt.Errorf("uplink: %w", err)
+			return err
 		}
-		on, _ := nl.Forwarding(msgs[0].Data)
-		wasOff, turnOn = deadOff || !on, !on
+		liveOther, deadOff := false, false
+		for _, u := range users {
+			switch {
+			case u.owner != ownerID && live[u.owner]:
+				liveOther, d.wasOff = true, u.origOff
+			default:
+				stale = append(stale, u.elem())
+				deadOff = deadOff || u.origOff
+			}
+		}
+		if !liveOther {
+			// No live user: the kernel's setting now is the original,
+			// unless a dead user's record says it was off before that user.
+			on, err := uplinkForwarding(host, hc, d.key)
+			if err != nil {
+				return fmt.Errorf("uplink: %w", err)
+			}
+			d.wasOff, d.turnOn = deadOff || !on, !on
+		}
+		mine = append(mine, userElem(d.key, d.wasOff))
+		if d.wasOff {
+			// The uplink forwards this family for nsnet only: nothing else
+			// arriving there is forwarded (the forward chain drops it), as
+			// before.
+			opened = append(opened, openedElem(d.key))
+		}
 	}
-	mine := userElem(e.uplink, wasOff)
-	add := []elem{mine}
-	if wasOff {
-		// The uplink forwards for nsnet only: nothing else arriving there
-		// is forwarded (the forward chain drops it), as before.
-		add = append(add, openedElem(e.uplink))
-	}
-	err = hs.addEntries(host, e, func(b *batch) error {
+	add = append(append(add, mine...), opened...)
+	err := hs.addEntries(host, e, func(b *batch) error {
 		if len(stale) > 0 {
 			if err := b.del(stale, true); err != nil {
 				return err
@@ -412,76 +444,97 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, ref *u
 	if err != nil {
 		return err
 	}
-	if turnOn {
+	for i, d := range todo {
+		if !d.turnOn {
+			continue
+		}
 		err := hook("uplink forwarding")
 		if err == nil {
-			err = hc.Exec(nl.SetForwarding(e.uplink, true))
+			err = setUplinkForwarding(host, hc, d.key, true)
 		}
 		if err != nil {
-			hs.delEntries(host, append(e.elems(), mine), openedElem(e.uplink))
-			return fmt.Errorf("uplink forwarding: %w", err)
+			for _, done := range todo[:i] {
+				if done.turnOn {
+					setUplinkForwarding(host, hc, done.key, false)
+				}
+			}
+			hs.delEntries(host, append(e.elems(), mine...), opened...)
+			return fmt.Errorf("uplink forwarding (%s): %w", familyName(d.key.fam), err)
 		}
 	}
 	hs.mu.Lock()
-	ref.registered, ref.origOff = true, wasOff
+	for _, d := range todo {
+		d.ref.registered, d.ref.origOff = true, d.wasOff
+	}
 	hs.mu.Unlock()
 	return nil
 }
 
-// unregister is removeLink for the last of this process's links out of the
-// uplink; it runs under the host lock. wasOff is this process's own record
-// of the uplink's original forwarding, used when the table's was lost.
-func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, wasOff bool) error {
-	users, live, err := hs.liveUplinkUsers(host, e.uplink)
-	if err != nil {
-		return err
-	}
-	others := false
+// lastUse is an uplink forwarding that a closing link was this process's
+// last user of, with this process's own record of its original setting
+// (used when the table's was lost).
+type lastUse struct {
+	key    upKey
+	wasOff bool
+}
+
+// unregister is removeLink for links that were the last of this
+// process's users of the uplink forwardings last; it runs under the host
+// lock.
+func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, last []lastUse) error {
 	var stale []elem
-	for _, u := range users {
-		if u.owner != ownerID && live[u.owner] {
-			others = true
+	var ferrs []error
+	for _, lu := range last {
+		users, live, err := hs.liveUplinkUsers(host, lu.key)
+		if err != nil {
+			return err
+		}
+		others, wasOff := false, lu.wasOff
+		for _, u := range users {
+			if u.owner != ownerID && live[u.owner] {
+				others = true
+				continue
+			}
+			stale = append(stale, u.elem())
+			wasOff = wasOff || u.origOff
+		}
+		if !slices.ContainsFunc(users, func(u uplinkUser) bool { return u.owner == ownerID }) {
+			ferrs = append(ferrs, fmt.Errorf("uplink forwarding record (%s) %w", familyName(lu.key.fam), errGone))
+		}
+		if others || !wasOff {
 			continue
 		}
-		stale = append(stale, u.elem())
-		wasOff = wasOff || u.origOff
-	}
-	var errs []error
-	if !slices.ContainsFunc(users, func(u uplinkUser) bool { return u.owner == ownerID }) {
-		errs = append(errs, fmt.Errorf("uplink forwarding record %w", errGone))
-	}
-	if !others && wasOff {
 		// Forwarding back off first, then the drop of everything else goes
 		// (opened): the host forwards nothing meanwhile it did not before.
 		// If the user turned forwarding on for every interface meanwhile
-		// (net.ipv4.ip_forward=1), it stays as the user set it.
-		err := hook("close uplink forwarding")
-		if err == nil && !forwardsAll(host) {
-			err = hc.Exec(nl.SetForwarding(e.uplink, false))
+		// (net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1), it
+		// stays as the user set it.
+		err = hook("close uplink forwarding")
+		if err == nil && !forwardsAll(host, lu.key.fam) {
+			err = setUplinkForwarding(host, hc, lu.key, false)
 			if errors.Is(err, os.ErrNotExist) {
-				err = fmt.Errorf("uplink (index %d) %w", e.uplink, errGone)
+				err = fmt.Errorf("uplink (index %d) %w", lu.key.index, errGone)
 			}
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("uplink forwarding: %w", err))
+			ferrs = append(ferrs, fmt.Errorf("uplink forwarding (%s): %w", familyName(lu.key.fam), err))
 		}
-		stale = append(stale, openedElem(e.uplink))
+		stale = append(stale, openedElem(lu.key))
 	}
-	errs = append(errs, hs.delEntries(host, e.elems(), stale...))
-	return errors.Join(errs...)
+	ferrs = append(ferrs, hs.delEntries(host, e.elems(), stale...))
+	return errors.Join(ferrs...)
 }
 
-// openedElem is uplink's entry in the opened set.
-func openedElem(uplink int) elem { return elem{set: setOpened, key: ifIndex(uplink), comment: "nsnet"} }
+// openedElem is an uplink family's entry in the opened set.
+func openedElem(k upKey) elem {
+	return elem{set: setOpened, key: famKey(k.index, k.fam), comment: "nsnet"}
+}
 
-// forwardsAll reports whether IPv4 forwarding is on for every interface of
-// host (conf/all, which net.ipv4.ip_forward sets): the user's choice, which
-// Close leaves alone.
-func forwardsAll(host *netns.Handle) bool {
-	var b []byte
-	host.Do(func() (err error) {
-		b, err = os.ReadFile("/proc/sys/net/ipv4/conf/all/forwarding")
-		return err
-	})
-	return strings.TrimSpace(string(b)) == "1"
+// forwardsAll reports whether forwarding of family fam is on for every
+// interface of host (net.ipv4.conf.all.forwarding, which
+// net.ipv4.ip_forward sets, or net.ipv6.conf.all.forwarding): the user's
+// choice, which Close leaves alone.
+func forwardsAll(host *netns.Handle, fam byte) bool {
+	v, _ := readSysctl(host, confPath(fam, "all", "forwarding"))
+	return v == "1"
 }

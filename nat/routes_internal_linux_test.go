@@ -45,8 +45,8 @@ func TestRouteCacheOverlap(t *testing.T) {
 			t.Errorf("overlap(%v) = %v, linear search says %v", p, got, linear(p))
 		}
 	}
-	if d := rc.defaultLinks(); len(d) != 1 || d[0] != 1 || rc.locals[2] != 1 {
-		t.Errorf("default links %v, locals %v", rc.defaultLinks(), rc.locals)
+	if d := rc.defaultLinks(unix.NFPROTO_IPV4); len(d) != 1 || d[0] != 1 || rc.locals[2] != 1 {
+		t.Errorf("default links %v, locals %v", rc.defaultLinks(unix.NFPROTO_IPV4), rc.locals)
 	}
 	// Link 3 goes away: its routes with it, as the kernel flushes them.
 	ifi := make([]byte, unix.SizeofIfInfomsg)

@@ -1,7 +1,6 @@
 package nat
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -13,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// routeKey identifies an IPv4 route of the host for the overlap check.
+// routeKey identifies a route of the host for the overlap check.
 type routeKey struct {
 	table, metric, oif int
 	typ                uint8
@@ -21,13 +20,14 @@ type routeKey struct {
 	gw                 netip.Addr
 }
 
-// span is a route's destination as a range of IPv4 addresses.
+// span is a route's destination as a range of addresses (IPv4 ranges
+// sort before IPv6 ones).
 type span struct {
-	first, last uint32
+	first, last netip.Addr
 	key         routeKey
 }
 
-// routeCache is a copy of the host's IPv4 routes (every table; the local
+// routeCache is a copy of the host's IPv4 and IPv6 routes (every table; the local
 // table holds the host's own addresses), built with one dump and then kept
 // current from notifications, with indexes so that Connect's checks cost
 // O(log n) however many links (each adding routes) exist, instead of a dump
@@ -47,6 +47,9 @@ type routeCache struct {
 	stale  bool        // an event the copy cannot follow exactly: rebuild
 	spans  []span      // routes that can overlap a prefix, by first address
 	locals map[int]int // links with IPv4 addresses: index → local routes
+	// globals6 counts the global IPv6 addresses of links (their local
+	// routes), which masquerading IPv6 needs on the uplink.
+	globals6 map[int]int
 	// defaults are the main table's default routes (few).
 	defaults map[routeKey]bool
 	// byLink holds every route, by output link: it finds a link's routes
@@ -56,32 +59,46 @@ type routeCache struct {
 
 // reset empties the copy, which w will keep current.
 func (rc *routeCache) reset(w *nl.Watch) {
-	*rc = routeCache{w: w, locals: map[int]int{}, defaults: map[routeKey]bool{}, byLink: map[int]map[routeKey]bool{}}
+	*rc = routeCache{w: w, locals: map[int]int{}, globals6: map[int]int{}, defaults: map[routeKey]bool{}, byLink: map[int]map[routeKey]bool{}}
 }
 
 // has reports whether the copy holds k.
 func (rc *routeCache) has(k routeKey) bool { return rc.byLink[k.oif][k] }
 
 // search returns the index of the first span starting at or after first.
-func (rc *routeCache) search(first uint32) int {
-	return sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first >= first })
+func (rc *routeCache) search(first netip.Addr) int {
+	return sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first.Compare(first) >= 0 })
 }
 
 func keyOf(r nl.RouteSpec) routeKey {
 	return routeKey{table: r.Table, metric: r.Metric, oif: r.LinkIndex, typ: r.Type, dst: r.Dst, gw: r.Gateway}
 }
 
-func u32(a netip.Addr) uint32 { b := a.As4(); return binary.BigEndian.Uint32(b[:]) }
-
-func spanOf(p netip.Prefix) (first, last uint32) {
-	first = u32(p.Masked().Addr())
-	return first, first | uint32(uint64(1)<<(32-p.Bits())-1)
+// spanOf is the first and last address of p.
+func spanOf(p netip.Prefix) (first, last netip.Addr) {
+	first = p.Masked().Addr()
+	b := first.AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ = netip.AddrFromSlice(b)
+	return first, last
 }
 
+// linkLocal6 is IPv6's link-local prefix, whose routes every IPv6 link has.
+var linkLocal6 = netip.MustParsePrefix("fe80::/10")
+
 // counts tells which routes take part in the overlap check: not the
-// default route, not broadcast or multicast entries.
+// default route, not broadcast, multicast or anycast entries, not IPv6's
+// link-local ones (no link may have a link-local prefix).
 func (k routeKey) counts() bool {
-	return k.dst.Bits() > 0 && k.typ != unix.RTN_BROADCAST && k.typ != unix.RTN_MULTICAST
+	return k.dst.Bits() > 0 && k.typ != unix.RTN_BROADCAST && k.typ != unix.RTN_MULTICAST &&
+		k.typ != unix.RTN_ANYCAST && !linkLocal6.Overlaps(k.dst)
+}
+
+// global6 tells a local route of a global IPv6 address.
+func (k routeKey) global6() bool {
+	return k.typ == unix.RTN_LOCAL && k.dst.Addr().Is6() && !linkLocal6.Contains(k.dst.Addr())
 }
 
 // refresh brings the copy up to date.
@@ -109,17 +126,25 @@ func (rc *routeCache) refresh(host *netns.Handle, hc *nl.Conn) error {
 func (rc *routeCache) build(host *netns.Handle, hc *nl.Conn) error {
 	// Links too: their deletes and downs flush routes without any
 	// RTM_DELROUTE (see routeCache).
-	w, err := nl.DialWatch(host, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_LINK)
+	w, err := nl.DialWatch(host, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_LINK)
 	if err != nil {
 		return err
 	}
 	// Subscribed before the dump: a change racing with it arrives as a
 	// notification afterwards and is applied on top (refresh polls next).
+	// (A route twice in a dump, which IPv6's restarted walk can give, is
+	// one route here.)
 	msgs, err := hc.Dump(nl.DumpRoutes(unix.AF_INET, 0))
 	if err != nil {
 		w.Close()
 		return err
 	}
+	msgs6, err := hc.Dump(nl.DumpRoutes(unix.AF_INET6, 0))
+	if err != nil {
+		w.Close()
+		return err
+	}
+	msgs = append(msgs, msgs6...)
 	rc.reset(w)
 	for _, m := range msgs {
 		rc.apply(unix.RTM_NEWROUTE, 0, m.Data)
@@ -138,8 +163,11 @@ func (rc *routeCache) add(k routeKey) {
 	if k.dst.Bits() == 0 && k.table == unix.RT_TABLE_MAIN && k.oif != 0 {
 		rc.defaults[k] = true
 	}
-	if k.typ == unix.RTN_LOCAL {
+	if k.typ == unix.RTN_LOCAL && k.dst.Addr().Is4() {
 		rc.locals[k.oif]++
+	}
+	if k.global6() {
+		rc.globals6[k.oif]++
 	}
 	if k.counts() {
 		first, last := spanOf(k.dst)
@@ -156,9 +184,14 @@ func (rc *routeCache) del(k routeKey) {
 	if delete(rc.byLink[k.oif], k); len(rc.byLink[k.oif]) == 0 {
 		delete(rc.byLink, k.oif)
 	}
-	if k.typ == unix.RTN_LOCAL {
+	if k.typ == unix.RTN_LOCAL && k.dst.Addr().Is4() {
 		if rc.locals[k.oif]--; rc.locals[k.oif] <= 0 {
 			delete(rc.locals, k.oif)
+		}
+	}
+	if k.global6() {
+		if rc.globals6[k.oif]--; rc.globals6[k.oif] <= 0 {
+			delete(rc.globals6, k.oif)
 		}
 	}
 	if k.counts() {
@@ -188,11 +221,12 @@ func (rc *routeCache) apply(typ, flags uint16, body []byte) {
 		case typ == unix.RTM_DELLINK:
 			rc.stale = true // multipath routes (oif 0) may have gone too
 		case !up:
-			// Down: the kernel flushes the link's routes but keeps its
-			// local ones (the addresses stay), silently. Every Close
-			// passes here (a veth goes down before it goes away).
+			// Down: the kernel flushes the link's IPv4 routes but keeps
+			// its local ones (the addresses stay), silently. Every Close
+			// passes here (a veth goes down before it goes away). (IPv6
+			// announces what it flushes.)
 			for k := range rc.byLink[index] {
-				if k.typ != unix.RTN_LOCAL {
+				if k.typ != unix.RTN_LOCAL && k.dst.Addr().Is4() {
 					rc.del(k)
 				}
 			}
@@ -200,7 +234,7 @@ func (rc *routeCache) apply(typ, flags uint16, body []byte) {
 		return
 	}
 	r, err := nl.DecodeRoute(body)
-	if err != nil || !r.Dst.Addr().Is4() {
+	if err != nil || !r.Dst.IsValid() {
 		return
 	}
 	switch {
@@ -221,13 +255,15 @@ func (rc *routeCache) overlap(cidr netip.Prefix) *routeKey {
 	first, last := spanOf(cidr)
 	found := func(k routeKey) *routeKey { return &k }
 	i := rc.search(first)
-	if i < len(rc.spans) && rc.spans[i].first <= last {
+	if i < len(rc.spans) && rc.spans[i].first.Compare(last) <= 0 {
 		return found(rc.spans[i].key)
 	}
 	for bits := cidr.Bits() - 1; bits > 0; bits-- {
+		// (search finds the first span of the family at bits 0: the
+		// default route, which does not count, is not among them.)
 		outer, _ := spanOf(netip.PrefixFrom(cidr.Addr(), bits))
 		for j := rc.search(outer); j < len(rc.spans) && rc.spans[j].first == outer; j++ {
-			if rc.spans[j].last >= last {
+			if rc.spans[j].last.Compare(last) >= 0 {
 				return found(rc.spans[j].key)
 			}
 		}
@@ -235,21 +271,19 @@ func (rc *routeCache) overlap(cidr netip.Prefix) *routeKey {
 	return nil
 }
 
-// defaultLink returns the output link of the main table's IPv4 default
-// route with the lowest metric, or 0.
-// defaultLinks returns the links of the default routes the kernel would
-// use: those of the lowest metric (one, unless several tie; a multipath
-// route gives link 0).
-func (rc *routeCache) defaultLinks() []int {
+// defaultLinks returns the links of the default routes of family fam
+// that the kernel would use: those of the lowest metric (one, unless
+// several tie; a multipath route gives link 0).
+func (rc *routeCache) defaultLinks(fam byte) []int {
 	metric := -1
 	for k := range rc.defaults {
-		if k.typ == unix.RTN_UNICAST && (metric < 0 || k.metric < metric) {
+		if k.typ == unix.RTN_UNICAST && familyOf(k.dst) == fam && (metric < 0 || k.metric < metric) {
 			metric = k.metric
 		}
 	}
 	var links []int
 	for k := range rc.defaults {
-		if k.typ == unix.RTN_UNICAST && k.metric == metric && !slices.Contains(links, k.oif) {
+		if k.typ == unix.RTN_UNICAST && familyOf(k.dst) == fam && k.metric == metric && !slices.Contains(links, k.oif) {
 			links = append(links, k.oif)
 		}
 	}

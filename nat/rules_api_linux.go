@@ -47,10 +47,10 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	undo.push(func() { host.Close() })
 	r := &Rules{Prefix: cidr, HostVeth: hostVeth}
 	r.host, r.hostKey, r.vethName = host, host.ID(), hostVeth
-	if err := reserve(r.hostKey, 0, cidr); err != nil {
+	if err := reserve(r.hostKey, 0, []netip.Prefix{cidr}); err != nil {
 		return nil, err
 	}
-	undo.push(func() { release(r.hostKey, 0, cidr) })
+	undo.push(func() { release(r.hostKey, 0, []netip.Prefix{cidr}) })
 	hs, err := enter(host, r.hostKey)
 	if err != nil {
 		return nil, err
@@ -65,7 +65,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		return nil, err
 	}
 	defer hs.putConn(hc)
-	up, err := inspectHost(hs, host, hc, uplink, cidr, false)
+	up, err := inspectHost(hs, host, hc, uplink, networks{{prefix: cidr}}, false)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		return nil, fmt.Errorf("%w: link %s is the uplink itself", ErrInvalidConfig, hostVeth)
 	}
 	wasOn, _ := nl.Forwarding(msgs[0].Data)
-	r.ent = entries{link: r.hostIdx, uplink: up.index, prefix: cidr, mark: ownerMark + " link=" + hostVeth}
+	r.ent = entries{link: r.hostIdx, uplink: up.index, prefixes: []netip.Prefix{cidr}, mark: ownerMark + " link=" + hostVeth}
 	if err := hs.addLink(context.Background(), host, hc, r.ent); err != nil {
 		return nil, err
 	}

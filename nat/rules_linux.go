@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -18,11 +19,13 @@ import (
 // renamed under the library, an index cannot.
 const (
 	setLinks    = "links"      // iface_index: host ends of our links
-	setEgress   = "egress"     // iface_index . iface_index: host end . its uplink
+	setEgress   = "egress"     // iface_index . iface_index . nf_proto: host end . its uplink . a family it forwards
+	setMasq     = "masq"       // iface_index . iface_index . nf_proto: host end . its uplink . a family it masquerades
 	setSiblings = "siblings"   // iface_index: links that may talk to each other
-	setClaims   = "claims"     // map ipv4_addr . mark : mark: prefixes held (see protocol_linux.go)
-	setUplinks  = "uplinks"    // iface_index . ifname: uplink . owner using its forwarding
-	setOpened   = "opened"     // iface_index: uplinks whose forwarding nsnet turned on
+	setClaims   = "claims"     // map ipv4_addr . inet_service : mark: IPv4 prefixes held (see protocol_linux.go)
+	setClaims6  = "claims6"    // map ipv6_addr . inet_service : mark: IPv6 prefixes held
+	setUplinks  = "uplinks"    // iface_index . nf_proto . ifname: uplink . family . owner using its forwarding
+	setOpened   = "opened"     // iface_index . nf_proto: uplinks (and families) whose forwarding nsnet turned on
 	setPorts    = "ports"      // map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service: published ports
 	setPortLink = "port_links" // map ipv4_addr . inet_proto . inet_service : mark: the host end of each
 	setSame     = "same"       // iface_index . iface_index: host end . itself, for hairpin traffic
@@ -41,6 +44,8 @@ const (
 	idPorts
 	idPortLinks
 	idSame
+	idMasq
+	idClaims6
 )
 
 // setComment starts every set's comment, for people reading nft's output
@@ -48,20 +53,26 @@ const (
 const setComment = "nsnet: "
 
 var (
-	table      = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
-	indexPair  = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFIndex)
-	indexDotID = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFName)
-	addrDotLen = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
-	portKey    = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
-	portTarget = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
-	sets       = []*nftables.Set{
+	table       = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
+	indexPair   = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFIndex)
+	pairDotFam  = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFIndex, nftables.TypeNFProto)
+	indexDotFam = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeNFProto)
+	indexDotID  = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeNFProto, nftables.TypeIFName)
+	addrDotLen  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+	addr6DotLen = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
+	portKey     = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+	portTarget  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+	sets        = []*nftables.Set{
 		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "host ends"},
-		{Table: table, Name: setEgress, ID: idEgress, KeyType: indexPair, Concatenation: true, Comment: setComment + "host end . uplink: forwarded and masqueraded"},
+		{Table: table, Name: setEgress, ID: idEgress, KeyType: pairDotFam, Concatenation: true, Comment: setComment + "host end . uplink . family: forwarded"},
+		{Table: table, Name: setMasq, ID: idMasq, KeyType: pairDotFam, Concatenation: true, Comment: setComment + "host end . uplink . family: masqueraded"},
 		{Table: table, Name: setSiblings, ID: idSiblings, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "links that may reach each other"},
 		{Table: table, Name: setClaims, ID: idClaims, KeyType: addrDotLen, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
 			Comment: setComment + "prefix . length : host end (a prefix of a live link), or 0 (one containing one)"},
-		{Table: table, Name: setUplinks, ID: idUplinks, KeyType: indexDotID, Concatenation: true, Comment: setComment + "uplink . owner using its forwarding"},
-		{Table: table, Name: setOpened, ID: idOpened, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "uplinks whose forwarding nsnet turned on: only the links' traffic is forwarded from them"},
+		{Table: table, Name: setClaims6, ID: idClaims6, KeyType: addr6DotLen, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
+			Comment: setComment + "IPv6 prefix . length : host end (a prefix of a live link), or 0 (one containing one)"},
+		{Table: table, Name: setUplinks, ID: idUplinks, KeyType: indexDotID, Concatenation: true, Comment: setComment + "uplink . family . owner using its forwarding"},
+		{Table: table, Name: setOpened, ID: idOpened, KeyType: indexDotFam, Concatenation: true, Comment: setComment + "uplink . family whose forwarding nsnet turned on: only the links' traffic is forwarded from them"},
 		{Table: table, Name: setPorts, ID: idPorts, KeyType: portKey, Concatenation: true, IsMap: true, DataType: portTarget,
 			Comment: setComment + "published ports: host address . protocol . port : namespace address . port"},
 		{Table: table, Name: setPortLink, ID: idPortLinks, KeyType: portKey, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
@@ -108,27 +119,49 @@ func iifDotOif() []expr.Any {
 	return []expr.Any{metaLoad(expr.MetaKeyIIF, 1), metaLoad(expr.MetaKeyOIF, 9)}
 }
 
+// iifDotOifDotFam loads "iif . oif . meta nfproto" into registers 1, 9
+// and 10 (the family is one byte, zero-padded to its register as in the
+// sets' keys).
+func iifDotOifDotFam() []expr.Any {
+	return append(iifDotOif(), metaLoad(expr.MetaKeyNFPROTO, 10))
+}
+
+// isFamily matches packets of family fam (unix.NFPROTO_IPV4 or _IPV6):
+// rules that read a header of one family are guarded by it in the inet
+// table.
+func isFamily(fam byte) []expr.Any {
+	return []expr.Any{metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}}}
+}
+
+// icmpv6Type matches ICMPv6 messages of type typ.
+func icmpv6Type(typ byte) []expr.Any {
+	return append(isFamily(unix.NFPROTO_IPV6),
+		metaLoad(expr.MetaKeyL4PROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{typ}})
+}
+
 // addSkeleton queues the table, its sets, chains and rules:
 //
 //	table inet nsnet {
-//	  set links, egress, siblings, same, claims, uplinks, opened; map ports, port_links (see above)
+//	  set links, egress, masq, siblings, same, uplinks, opened; map claims, claims6, ports, port_links (see above)
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    iif @links jump from_link
 //	    oif @links jump to_link
-//	    iif @opened drop }                    # the host forwards nothing else it did not before
+//	    iif . meta nfproto @opened drop }     # the host forwards nothing else it did not before
 //	  chain from_link {
 //	    fib saddr . iif oif missing drop      # spoofed source
 //	    ct mark set iif                       # for Close (see forgetFlows)
-//	    iif . oif @egress accept              # out of its own uplink
+//	    iif . oif . meta nfproto @egress accept   # out of its own uplink, in its families
 //	    iif @siblings oif @siblings accept
 //	    ct status dnat oif @links accept      # to a published port of a link
 //	    drop }                                # anywhere else
 //	  chain to_link {
-//	    ct state established,related accept
+//	    ct state established,related accept  # replies, and the ICMP errors of its flows
 //	    ct status dnat accept                 # to a published port
 //	    drop }                                # nothing unsolicited
 //	  chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-//	    iif . oif @egress masquerade
+//	    iif . oif . meta nfproto @masq masquerade                # not for a routed family
 //	    ct status dnat iif . oif @same masquerade                # hairpin
 //	    ct status dnat ip saddr 127.0.0.0/8 oif @links masquerade } # the host's 127.0.0.1
 //	  chain prerouting { type nat hook prerouting priority dstnat; policy accept;
@@ -136,10 +169,18 @@ func iifDotOif() []expr.Any {
 //	  chain output { type nat hook output priority dstnat; policy accept;
 //	    ct mark set … map @port_links dnat to … map @ports }
 //	  chain raw_prerouting { type filter hook prerouting priority raw; policy accept;
-//	    iif @links ip daddr 127.0.0.0/8 drop }
+//	    iif @links ip daddr 127.0.0.0/8 drop
+//	    iif @links icmpv6 type nd-router-advert drop
+//	    iif @links icmpv6 type nd-redirect drop }
 //	}
 //
 // (see ports_linux.go for the published ports).
+//
+// Both families go through the same rules and sets (the sets are keyed by
+// interface index, and the family where it matters); a rule that reads an
+// IPv4 header is guarded by "meta nfproto ipv4". Neighbour discovery never
+// passes forward (it is link-local), and the ICMPv6 errors IPv6 needs
+// (packet too big above all) are related to the flow they answer.
 //
 // Packets of other interfaces match neither jump in forward and leave the
 // table after two set lookups, untouched. A link's packets leave only by
@@ -177,9 +218,8 @@ func addSkeleton(c *nftables.Conn) error {
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "from_link"))
 	rule(forward, "to a connected namespace",
 		metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "to_link"))
-	rule(forward, "anything else from an uplink whose forwarding nsnet turned on",
-		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-		metaLoad(expr.MetaKeyIIF, 1), lookup(setOpened, 1, false), verdict(expr.VerdictDrop, ""))
+	rule(forward, "anything else from an uplink whose forwarding (of this family) nsnet turned on",
+		metaLoad(expr.MetaKeyIIF, 1), metaLoad(expr.MetaKeyNFPROTO, 9), lookup(setOpened, 1, false), verdict(expr.VerdictDrop, ""))
 
 	rule(fromLink, "source not routed back out of the link",
 		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
@@ -188,8 +228,8 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(fromLink, "tag the link's connections with its index, for Close (see forgetFlows)",
 		metaLoad(expr.MetaKeyIIF, 1),
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
-	rule(fromLink, "out of its own uplink",
-		append(iifDotOif(), lookup(setEgress, 1, false), verdict(expr.VerdictAccept, ""))...)
+	rule(fromLink, "out of its own uplink, in a family it has",
+		append(iifDotOifDotFam(), lookup(setEgress, 1, false), verdict(expr.VerdictAccept, ""))...)
 	rule(fromLink, "siblings allowed",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setSiblings, 1, false),
 		metaLoad(expr.MetaKeyOIF, 1), lookup(setSiblings, 1, false), verdict(expr.VerdictAccept, ""))
@@ -207,8 +247,8 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(toLink, "to a published port", append(ctStatusDNAT(), verdict(expr.VerdictAccept, ""))...)
 	rule(toLink, "unsolicited", verdict(expr.VerdictDrop, ""))
 
-	rule(post, "masquerade out of the uplink",
-		append(iifDotOif(), lookup(setEgress, 1, false), &expr.Masq{})...)
+	rule(post, "masquerade out of the uplink (the families not routed)",
+		append(iifDotOifDotFam(), lookup(setMasq, 1, false), &expr.Masq{})...)
 	rule(post, "a link to a published port of its own (hairpin): from the host end's address",
 		append(append(ctStatusDNAT(), iifDotOif()...), lookup(setSame, 1, false), &expr.Masq{})...)
 	rule(post, "the host's 127.0.0.1 to a published port: from the host end's address",
@@ -229,8 +269,24 @@ func addSkeleton(c *nftables.Conn) error {
 		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}}, verdict(expr.VerdictDrop, ""))
+	// The host end accepts router advertisements (accept_ra: its
+	// force_forwarding does not count as forwarding there), and takes a
+	// redirect from a link-local neighbour: a namespace could give the
+	// host a default route or move one of its routes.
+	rule(raw, "router advertisements from a link",
+		append([]expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false)},
+			append(icmpv6Type(ndRouterAdvert), verdict(expr.VerdictDrop, ""))...)...)
+	rule(raw, "redirects from a link",
+		append([]expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false)},
+			append(icmpv6Type(ndRedirect), verdict(expr.VerdictDrop, ""))...)...)
 	return nil
 }
+
+// ICMPv6 types (RFC 4861), not in x/sys.
+const (
+	ndRouterAdvert = 134
+	ndRedirect     = 137
+)
 
 // ipsDstNAT is IPS_DST_NAT (linux/netfilter/nf_conntrack_common.h), not in
 // x/sys: the connection's destination was translated.
@@ -277,19 +333,71 @@ func publishedDNAT() []expr.Any {
 // the kernel or from exported fields.
 type entries struct {
 	link, uplink int // interface indexes of the host end and the uplink
-	prefix       netip.Prefix
-	nsAddr       netip.Addr // the namespace's address (published ports' target)
-	siblings     bool
-	mark         string    // owner mark, the comment of each entry
-	ports        []portMap // published ports
+	// prefixes are the link's networks, at most one per family, IPv4
+	// first.
+	prefixes []netip.Prefix
+	// routed lists the families (unix.NFPROTO_IPV4, _IPV6) forwarded
+	// without masquerade.
+	routed   []byte
+	nsAddr   netip.Addr // the namespace's IPv4 address (published ports' target)
+	siblings bool
+	mark     string    // owner mark, the comment of each entry
+	ports    []portMap // published ports
 }
+
+// familyOf is a prefix's family as meta nfproto gives it.
+func familyOf(p netip.Prefix) byte {
+	if p.Addr().Is4() {
+		return unix.NFPROTO_IPV4
+	}
+	return unix.NFPROTO_IPV6
+}
+
+// familyName names a family for people.
+func familyName(fam byte) string {
+	if fam == unix.NFPROTO_IPV6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// families are the families of e's networks.
+func (e entries) families() []byte {
+	var fams []byte
+	for _, p := range e.prefixes {
+		fams = append(fams, familyOf(p))
+	}
+	return fams
+}
+
+// String names the entries' networks, for messages.
+func (e entries) String() string {
+	var s string
+	for i, p := range e.prefixes {
+		if i > 0 {
+			s += ", "
+		}
+		s += p.String()
+	}
+	return s
+}
+
+// famKey is an index and a family, as iface_index . nf_proto keys hold
+// them (the family padded to its 4-byte field).
+func famKey(index int, fam byte) []byte { return append(ifIndex(index), fam, 0, 0, 0) }
 
 // elems are the link's own entries, added exclusively and removed with
 // it (its covers are not among them).
 func (e entries) elems() []elem {
-	els := []elem{e.claim(),
-		elem{set: setLinks, key: ifIndex(e.link), comment: e.mark},
-		elem{set: setEgress, key: append(ifIndex(e.link), ifIndex(e.uplink)...), comment: e.mark}}
+	els := e.claims()
+	els = append(els, elem{set: setLinks, key: ifIndex(e.link), comment: e.mark})
+	for _, fam := range e.families() {
+		key := append(ifIndex(e.link), famKey(e.uplink, fam)...)
+		els = append(els, elem{set: setEgress, key: key, comment: e.mark})
+		if !slices.Contains(e.routed, fam) {
+			els = append(els, elem{set: setMasq, key: key, comment: e.mark})
+		}
+	}
 	if e.siblings {
 		els = append(els, elem{set: setSiblings, key: ifIndex(e.link), comment: e.mark})
 	}
@@ -300,33 +408,73 @@ func (e entries) elems() []elem {
 	return els
 }
 
-// claim is the prefix's own entry in claims, mapped to the host end's
-// index. Added exclusively, it fails when the prefix is claimed already,
-// or when it is a cover of a claimed one (one inside it).
-func (e entries) claim() elem {
-	return elem{set: setClaims, key: claimKey(e.prefix), data: ifIndex(e.link), comment: e.mark}
+// claims are the prefixes' own entries in claims (claims6), mapped to
+// the host end's index. Added exclusively, each fails when its prefix is
+// claimed already, or when it is a cover of a claimed one (one inside it).
+func (e entries) claims() []elem {
+	var els []elem
+	for _, p := range e.prefixes {
+		els = append(els, elem{set: claimSet(p), key: claimKey(p), data: ifIndex(e.link), comment: e.mark})
+	}
+	return els
 }
 
-// covers are the entries of every prefix that contains e's (down to /8),
-// mapped to 0. Added without NLM_F_EXCL, each fails only where that prefix
-// is claimed itself (an entry mapped to a host end: the data differ), so
-// a prefix inside a claimed one is refused; covers shared with other
-// claims are no conflict. Close leaves them (others may share them): a
-// cover no claim needs any more is removed when it is in the way (see
-// dropStaleCover) or with the table.
+// claimSet is the map holding claims of p's family.
+func claimSet(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return setClaims
+	}
+	return setClaims6
+}
+
+// Shortest prefixes a link may have (and covers go down to): /8 for
+// IPv4, /32 for IPv6.
+const (
+	minBits4 = 8
+	minBits6 = 32
+)
+
+// minBits is the shortest prefix of p's family a link may have.
+func minBits(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return minBits4
+	}
+	return minBits6
+}
+
+// covers are the entries of every prefix that contains one of e's (down
+// to minBits), mapped to 0. Added without NLM_F_EXCL, each fails only
+// where that prefix is claimed itself (an entry mapped to a host end: the
+// data differ), so a prefix inside a claimed one is refused; covers shared
+// with other claims are no conflict. Close leaves them (others may share
+// them): a cover no claim needs any more is removed when it is in the way
+// (see dropStaleCover) or with the table.
 func (e entries) covers() []elem {
 	var els []elem
-	for bits := e.prefix.Bits() - 1; bits >= 8; bits-- {
-		els = append(els, elem{set: setClaims, key: claimKey(netip.PrefixFrom(e.prefix.Addr(), bits).Masked()), data: ifIndex(0)})
+	for _, p := range e.prefixes {
+		for bits := p.Bits() - 1; bits >= minBits(p); bits-- {
+			cv := netip.PrefixFrom(p.Addr(), bits).Masked()
+			els = append(els, elem{set: claimSet(cv), key: claimKey(cv), data: ifIndex(0)})
+		}
 	}
 	return els
 }
 
 // claimKey is "address . length" of a prefix, which nft shows as
-// "10.0.0.0 . 24": the address (ipv4_addr), then the length as a 2-byte
-// big-endian number (typed inet_service only for that) padded to the
-// 4 bytes of a concatenation's field.
+// "10.0.0.0 . 24": the address (ipv4_addr or ipv6_addr), then the length
+// as a 2-byte big-endian number (typed inet_service only for that) padded
+// to the 4 bytes of a concatenation's field.
 func claimKey(p netip.Prefix) []byte {
-	a := p.Masked().Addr().As4()
-	return append(a[:], 0, byte(p.Bits()), 0, 0)
+	return append(p.Masked().Addr().AsSlice(), 0, byte(p.Bits()), 0, 0)
+}
+
+// claimPrefix reads a claimKey back.
+func claimPrefix(key []byte) (netip.Prefix, bool) {
+	if len(key) != 8 && len(key) != 20 {
+		return netip.Prefix{}, false
+	}
+	a, _ := netip.AddrFromSlice(key[:len(key)-4])
+	bits := int(binary.BigEndian.Uint16(key[len(key)-4:]))
+	p := netip.PrefixFrom(a, bits)
+	return p, p.IsValid()
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
 )
 
 // sysSweep is Sweep on Linux.
@@ -135,7 +136,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	}
 	var all []entry
 	var ids []string
-	for _, set := range []string{setLinks, setEgress, setSiblings, setSame, setPorts, setPortLink} {
+	for _, set := range []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink} {
 		els, err := c.GetSetElements(setByName[set])
 		if isENOENT(err) {
 			return nil
@@ -159,11 +160,11 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	}
 	for _, cl := range claims {
 		if o, ok := parseOwner(cl.mark); ok && !cl.cover {
-			all = append(all, entry{elem{set: setClaims, key: claimKey(cl.prefix)}, o.id})
+			all = append(all, entry{elem{set: claimSet(cl.prefix), key: claimKey(cl.prefix)}, o.id})
 			ids = append(ids, o.id)
 		}
 	}
-	users, err := readUplinkUsers(c, 0)
+	users, err := readUplinkUsers(c, upKey{})
 	if isENOENT(err) {
 		return nil
 	}
@@ -195,11 +196,11 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		}
 	}
 	// Uplinks whose users are all dead go back to their original setting.
-	byUplink := map[int][]uplinkUser{}
+	byUplink := map[upKey][]uplinkUser{}
 	for _, u := range users {
 		byUplink[u.uplink] = append(byUplink[u.uplink], u)
 	}
-	for idx, us := range byUplink {
+	for k, us := range byUplink {
 		anyLive, wasOff := false, false
 		for _, u := range us {
 			anyLive = anyLive || live[u.owner]
@@ -214,8 +215,8 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		if anyLive || !wasOff {
 			continue
 		}
-		gone = append(gone, openedElem(idx)) // (after the forwarding, in the transaction below)
-		msgs, err := hc.Query(nl.GetLinkByIndex(idx))
+		gone = append(gone, openedElem(k)) // (after the forwarding, in the transaction below)
+		msgs, err := hc.Query(nl.GetLinkByIndex(k.index))
 		if err != nil {
 			continue // the uplink is gone: nothing to restore
 		}
@@ -223,14 +224,18 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		if err != nil {
 			continue
 		}
-		if forwardsAll(host) {
+		if forwardsAll(host, k.fam) {
 			continue // the user's choice meanwhile
 		}
-		if err := hc.Exec(nl.SetForwarding(idx, false)); err != nil {
-			errs = append(errs, fmt.Errorf("uplink %s forwarding: %w", link.Attributes.Name, err))
+		if err := setUplinkForwarding(host, hc, k, false); err != nil {
+			errs = append(errs, fmt.Errorf("uplink %s %s forwarding: %w", link.Attributes.Name, familyName(k.fam), err))
 			continue
 		}
-		res.Uplinks = append(res.Uplinks, link.Attributes.Name)
+		name := link.Attributes.Name
+		if k.fam == unix.NFPROTO_IPV6 {
+			name += " (IPv6)"
+		}
+		res.Uplinks = append(res.Uplinks, name)
 	}
 	if len(gone) > 0 {
 		// Destroy, not delete: an entry another sweeper removed meanwhile
@@ -277,15 +282,16 @@ func dropStaleCovers(c *nftables.Conn, raw *netlink.Conn) error {
 	needed := map[netip.Prefix]bool{}
 	for _, cl := range claims {
 		if !cl.cover {
-			for _, cv := range (entries{prefix: cl.prefix}).covers() {
-				needed[netip.PrefixFrom(netip.AddrFrom4([4]byte(cv.key[:4])), int(cv.key[5]))] = true
+			for _, cv := range (entries{prefixes: []netip.Prefix{cl.prefix}}).covers() {
+				p, _ := claimPrefix(cv.key)
+				needed[p] = true
 			}
 		}
 	}
 	var stale []elem
 	for _, cl := range claims {
 		if cl.cover && !needed[cl.prefix] {
-			stale = append(stale, elem{set: setClaims, key: claimKey(cl.prefix)})
+			stale = append(stale, elem{set: claimSet(cl.prefix), key: claimKey(cl.prefix)})
 		}
 	}
 	if len(stale) == 0 {
@@ -319,23 +325,21 @@ func (c claim) holder() string {
 	return "a link"
 }
 
-// readClaims reads the claims map.
+// readClaims reads the claims maps, IPv4's and IPv6's.
 func readClaims(c *nftables.Conn) ([]claim, error) {
-	els, err := c.GetSetElements(setByName[setClaims])
-	if err != nil {
-		return nil, err
-	}
 	var out []claim
-	for _, e := range els {
-		if len(e.Key) != 8 || len(e.Val) != 4 {
-			continue
+	for _, set := range []string{setClaims, setClaims6} {
+		els, err := c.GetSetElements(setByName[set])
+		if err != nil {
+			return nil, err
 		}
-		bits := int(binary.BigEndian.Uint16(e.Key[4:6])) // see claimKey
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte(e.Key[:4])), bits)
-		if !p.IsValid() {
-			continue
+		for _, e := range els {
+			p, ok := claimPrefix(e.Key)
+			if !ok || len(e.Val) != 4 || claimSet(p) != set {
+				continue
+			}
+			out = append(out, claim{prefix: p, mark: e.Comment, cover: binary.NativeEndian.Uint32(e.Val) == 0})
 		}
-		out = append(out, claim{prefix: p, mark: e.Comment, cover: binary.NativeEndian.Uint32(e.Val) == 0})
 	}
 	return out, nil
 }

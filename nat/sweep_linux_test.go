@@ -116,7 +116,7 @@ func TestSweepDeadOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Links) != 1 || res.Elements != 5 || len(res.Uplinks) != 1 || !res.Table {
+	if len(res.Links) != 1 || res.Elements != 6 || len(res.Uplinks) != 1 || !res.Table {
 		t.Errorf("Sweep = %+v", res)
 	}
 	sameState(t, w, before, "state after Sweep")
@@ -193,7 +193,7 @@ func TestSweepAtScale(t *testing.T) {
 		n++
 	}
 	for i := range 3000 {
-		fmt.Fprintf(&b, "add element inet nsnet egress { %d . %d %s }\n", 1000000+i, 2000000+i, dead)
+		fmt.Fprintf(&b, "add element inet nsnet egress { %d . %d . ipv4 %s }\n", 1000000+i, 2000000+i, dead)
 		fmt.Fprintf(&b, "add element inet nsnet claims { 100.%d.%d.%d . 30 %s : %d }\n", 64+i/16384, (i/64)%256, (i%64)*4, dead, 1000000+i)
 		n += 2
 	}

@@ -14,19 +14,21 @@ import (
 )
 
 // World is a fake host and internet inside the private world: the outside
-// host 203.0.113.1/24 (a documentation address) in a namespace of its own,
-// and the host's uplink up0 with 203.0.113.2/24, a veth pair between them.
-// The outside host has no route back to any namespace's prefix, so only
-// NAT brings replies back.
+// host 203.0.113.1/24 and 2001:db8::1/64 (documentation addresses) in a
+// namespace of its own, and the host's uplink up0 with 203.0.113.2/24 and
+// 2001:db8::2/64, a veth pair between them. The outside host has no route
+// back to any namespace's prefix, so only NAT brings replies back.
 type World struct {
 	Host     *netns.Handle // nil when the world's host is the current namespace
 	Inet     *netns.Handle // the outside host's namespace
 	HostName string        // "" when the host is the current namespace
 	InetName string
 
-	Uplink     string       // the host's uplink: "up0"
-	UplinkAddr netip.Prefix // its address: 203.0.113.2/24
-	Outside    netip.Addr   // the outside host: 203.0.113.1
+	Uplink      string       // the host's uplink: "up0"
+	UplinkAddr  netip.Prefix // its address: 203.0.113.2/24
+	Outside     netip.Addr   // the outside host: 203.0.113.1
+	UplinkAddr6 netip.Prefix // its IPv6 address: 2001:db8::2/64
+	Outside6    netip.Addr   // the outside host's IPv6 address: 2001:db8::1
 }
 
 // BuildWorld builds a World. With a non-empty hostName the host is a new
@@ -36,7 +38,8 @@ type World struct {
 // uplink to the current namespace.
 func BuildWorld(hostName, inetName string) (w *World, err error) {
 	w = &World{HostName: hostName, InetName: inetName, Uplink: "up0",
-		UplinkAddr: netip.MustParsePrefix("203.0.113.2/24"), Outside: netip.MustParseAddr("203.0.113.1")}
+		UplinkAddr: netip.MustParsePrefix("203.0.113.2/24"), Outside: netip.MustParseAddr("203.0.113.1"),
+		UplinkAddr6: netip.MustParsePrefix("2001:db8::2/64"), Outside6: netip.MustParseAddr("2001:db8::1")}
 	defer func() {
 		if err != nil {
 			w.Close()
@@ -60,6 +63,9 @@ func BuildWorld(hostName, inetName string) (w *World, err error) {
 		},
 		func() error { return addr.Add(w.Host, w.Uplink, w.UplinkAddr) },
 		func() error { return addr.Add(w.Inet, "inet0", netip.PrefixFrom(w.Outside, 24)) },
+		// IPv6 usable at once: no duplicate address detection.
+		func() error { return addr.Config{NoDAD: true}.Add(w.Host, w.Uplink, w.UplinkAddr6) },
+		func() error { return addr.Config{NoDAD: true}.Add(w.Inet, "inet0", netip.PrefixFrom(w.Outside6, 64)) },
 	} {
 		if err = step(); err != nil {
 			return nil, err
@@ -92,9 +98,9 @@ func (w *World) Close() error {
 // prefix+"inet"; it is removed when t ends. It calls Require.
 //
 // Where nft is installed, the outside host counts the packets that arrive
-// with a private source address (RFC 1918 and shared address space): a
-// namespace's packet that left the uplink un-masqueraded. The test fails
-// at its end if there was one.
+// with a private source address (RFC 1918, shared address space, IPv6
+// unique local addresses): a namespace's packet that left the uplink
+// un-masqueraded. The test fails at its end if there was one.
 func NewWorld(t testing.TB, prefix string) *World {
 	t.Helper()
 	Require(t)
@@ -105,8 +111,9 @@ func NewWorld(t testing.TB, prefix string) *World {
 	t.Cleanup(func() { w.Close() })
 	if _, err := exec.LookPath("nft"); err == nil {
 		out, err := exec.Command("ip", "netns", "exec", w.InetName, "nft",
-			"add table ip leakwatch; add chain ip leakwatch in { type filter hook prerouting priority -300; }; "+
-				"add rule ip leakwatch in ip saddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 } counter").CombinedOutput()
+			"add table inet leakwatch; add chain inet leakwatch in { type filter hook prerouting priority -300; }; "+
+				"add rule inet leakwatch in ip saddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 } counter; "+
+				"add rule inet leakwatch in ip6 saddr fc00::/7 counter").CombinedOutput()
 		if err != nil {
 			t.Fatalf("leak counter: %v: %s", err, out)
 		}
@@ -121,15 +128,19 @@ func NewWorld(t testing.TB, prefix string) *World {
 
 var packets = regexp.MustCompile(`counter packets (\d+)`)
 
-// leaked reads the leak counter of w's outside host; -1 if it cannot.
+// leaked reads the leak counters of w's outside host; -1 if it cannot.
 func leaked(w *World) int {
-	out, err := exec.Command("ip", "netns", "exec", w.InetName, "nft", "list", "chain", "ip", "leakwatch", "in").Output()
-	m := packets.FindSubmatch(out)
-	if err != nil || m == nil {
+	out, err := exec.Command("ip", "netns", "exec", w.InetName, "nft", "list", "chain", "inet", "leakwatch", "in").Output()
+	ms := packets.FindAllSubmatch(out, -1)
+	if err != nil || len(ms) != 2 {
 		return -1
 	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
+	total := 0
+	for _, m := range ms {
+		n, _ := strconv.Atoi(string(m[1]))
+		total += n
+	}
+	return total
 }
 
 // NewNS makes a named namespace, removed (handle closed, name deleted)
