@@ -8,6 +8,7 @@
 //	sudo go run ./bench                  # N = 1, 10, 200
 //	sudo go run ./bench -n 1,50 -runs 3  # chosen N, best of 3
 //	sudo go run ./bench -scale 1000      # scaling, rules, throughput, resources
+//	sudo go run ./bench -scale 1000 -ipv6  # the same with dual-stack links
 //	sudo go run ./bench -pairs 21        # one namespace, 21 alternating pairs, medians
 //	sudo go run ./bench -n 10 -par 16    # 16 rounds of sequential vs parallel set-up
 package main
@@ -43,6 +44,7 @@ func main() {
 	pairs := flag.Int("pairs", 0, "instead of the table: set up and tear down one namespace this many times each way, alternating, and print medians")
 	parRounds := flag.Int("par", 8, "alternating rounds of sequential against parallel set-up per N (medians)")
 	portsN := flag.Int("ports", 0, "instead of the table: published ports, 1 against this many (rules, throughput, publish time)")
+	flag.BoolVar(&dualStack, "ipv6", false, "give every link an IPv6 prefix too (dual stack)")
 	teardownRows := flag.Bool("teardown", false, "instead of the table: the tear-down rows (Close alone, Close+Delete, until the kernel is done) for each N")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
@@ -209,9 +211,22 @@ type made struct {
 	l    *nat.Link
 }
 
+// dualStack (-ipv6) gives every link an IPv6 prefix too (see prefix6).
+var dualStack bool
+
+// prefix6 is the IPv6 prefix of the link with IPv4 prefix p:
+// fd00:B:C::/64 for 10.B.C.0/24.
+func prefix6(p netip.Prefix) netip.Prefix {
+	a := p.Addr().As4()
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, a[1], 0, a[2]}), 64)
+}
+
 // newConnected sets up one namespace as a user writes it: netns.New, then
-// Connect through the world's uplink in cfg.HostNS.
+// Connect through the world's uplink in cfg.HostNS (dual stack with -ipv6).
 func newConnected(cfg nat.Config, name string, p netip.Prefix) made {
+	if dualStack {
+		cfg.Prefix6 = prefix6(p)
+	}
 	ns, err := netns.New(name)
 	check(err)
 	l, err := cfg.Connect(ns, "up0", p) // every world's uplink

@@ -119,3 +119,60 @@ func TestTwoProcesses(t *testing.T) {
 	wg.Wait()
 	sameState(t, w, before, "state after two processes")
 }
+
+// TestCloseRegisterRace: the last link out of an uplink closes, and before
+// its Close takes the host lock to give the uplink's forwarding back, a
+// new Connect registers the uplink again. The new link keeps the
+// forwarding (its traffic flows), and its own Close gives it back. (Seen
+// under load as TestConcurrentCycles timing out: the late Close turned
+// the forwarding off under the new link, and removed its entry.)
+func TestCloseRegisterRace(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "crr-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+	ns1, ns2 := nstest.NewNS(t, "crr-1"), nstest.NewNS(t, "crr-2")
+	cfg := nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:31::/64")}
+	l1, err := cfg.Connect(ns1, "up0", netip.MustParsePrefix("10.31.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked, release := make(chan struct{}), make(chan struct{})
+	nat.SetFailHook(func(step string) error {
+		if step == "close uplink release" {
+			close(blocked)
+			<-release
+		}
+		return nil
+	})
+	defer nat.SetFailHook(nil)
+	closed := make(chan error, 1)
+	go func() { closed <- l1.Close() }()
+	<-blocked
+	cfg.Prefix6 = netip.MustParsePrefix("fd00:32::/64")
+	l2, err := cfg.Connect(ns2, "up0", netip.MustParsePrefix("10.31.2.0/24"))
+	if err != nil {
+		close(release)
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-closed; err != nil {
+		t.Errorf("first Close: %v", err)
+	}
+	nat.SetFailHook(nil)
+	for key, want := range map[string]string{"net.ipv4.conf.up0.forwarding": "1", "net.ipv6.conf.up0.force_forwarding": "1"} {
+		if got := sysctl(t, w, key); got != want {
+			t.Errorf("with the second link live: %s = %s", key, got)
+		}
+	}
+	if from, err := nstest.Echo(ns2, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+		t.Errorf("second link's traffic: %q %v", from, err)
+	}
+	if !nstest.Ping(t, "crr-2", "2001:db8::1") {
+		t.Error("second link's IPv6 traffic failed")
+	}
+	if err := l2.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	sameState(t, w, before, "after both Closes")
+}

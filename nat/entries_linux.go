@@ -232,5 +232,6 @@ func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) erro
 	if len(last) == 0 {
 		return hs.delEntries(host, e.elems())
 	}
+	hook("close uplink release") // (tests: a Connect registering meanwhile)
 	return withHostLock(context.Background(), host, func() error { return hs.unregister(host, hc, e, last) })
 }

@@ -33,6 +33,13 @@ type hostState struct {
 	tableReady  bool
 	tableMaking *tableAttempt
 	uplinks     map[upKey]*uplinkRef
+	// regs counts, per uplink forwarding, this process's registrations
+	// (uplinkRefs that registered) not yet unregistered, with the original
+	// setting the first recorded. It changes only under the host lock: a
+	// Close whose unregister waits for the lock while a new Connect
+	// registers the same uplink again must leave the process's entry and
+	// the forwarding to the new registration.
+	regs map[upKey]*registration
 	conns       []*nl.Conn
 	nfts        []*nftables.Conn
 	raws        []*netlink.Conn
@@ -50,6 +57,13 @@ type hostState struct {
 	// queued since the last look never waits for the kernel.
 	routesMu sync.Mutex
 	routes   routeCache
+}
+
+// registration is this process's share of an uplink's forwarding in the
+// uplinks set (see hostState.regs).
+type registration struct {
+	count   int
+	origOff bool
 }
 
 // uplinkRef is this process's use of one uplink's forwarding (by index
@@ -73,7 +87,7 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 	registry.Lock()
 	hs := registry.hosts[hostKey]
 	if hs == nil {
-		hs = &hostState{key: hostKey, uplinks: map[upKey]*uplinkRef{}, ownerFD: -1, live: map[*owned]bool{}}
+		hs = &hostState{key: hostKey, uplinks: map[upKey]*uplinkRef{}, regs: map[upKey]*registration{}, ownerFD: -1, live: map[*owned]bool{}}
 		registry.hosts[hostKey] = hs
 	}
 	registry.Unlock()
@@ -159,6 +173,7 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 		return socks, err // a Connect came in meanwhile: it keeps all the rest
 	}
 	clear(hs.uplinks)
+	clear(hs.regs)
 	hs.tableReady = false
 	hs.fwMu.Lock()
 	socks.watch = hs.fwWatch // a netfilter socket too: closed with the others

@@ -558,6 +558,9 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 		reqs := []nl.Request{nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true)}
 		for _, n := range l.nets {
 			reqs = append(reqs, nl.NewAddr(l.hostIdx, n.hostAddr(), addrFlags(n), false))
+			if n.fam() == unix.NFPROTO_IPV6 {
+				reqs = append(reqs, nl.NewAddr(l.hostIdx, hostLinkLocal(l.hostIdx), unix.IFA_F_NODAD|unix.IFA_F_NOPREFIXROUTE, false))
+			}
 		}
 		if !markedNow {
 			reqs = append(reqs, nl.SetAlias(l.hostIdx, ownerMark))
@@ -608,6 +611,18 @@ func addrFlags(n network) uint32 {
 		return unix.IFA_F_NODAD
 	}
 	return 0
+}
+
+// hostLinkLocal is the host end's IPv6 link-local address, fe80::INDEX:
+// the host solicits a neighbour from its link-local address, so without
+// one it could not reach a namespace that had not spoken first. It is
+// added without the fe80::/64 route (which every link would share: one
+// list in the kernel, longer with every link) and unique to the link, so
+// that its local route is too.
+func hostLinkLocal(index int) netip.Prefix {
+	b := [16]byte{0: 0xfe, 1: 0x80}
+	binary.BigEndian.PutUint32(b[12:], uint32(index))
+	return netip.PrefixFrom(netip.AddrFrom16(b), 64)
 }
 
 // unspecified is the family's unspecified address (the default route's).

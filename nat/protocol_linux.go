@@ -388,15 +388,28 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys [
 		turnOn bool
 	}
 	var todo []decision
+	var again []keyRef // registered by this process still: no new decision
 	hs.mu.Lock()
 	for i, ref := range refs {
-		if !ref.registered { // (by another goroutine while this one waited)
+		switch reg := hs.regs[keys[i]]; {
+		case ref.registered: // (by another goroutine while this one waited)
+		case reg != nil:
+			// An earlier link's Close has not unregistered yet (it waits
+			// for the lock): the process's entry and the forwarding are
+			// there, and stay for this registration.
+			again = append(again, keyRef{keys[i], ref})
+			ref.origOff = reg.origOff
+		default:
 			todo = append(todo, decision{key: keys[i], ref: ref})
 		}
 	}
 	hs.mu.Unlock()
 	if len(todo) == 0 {
-		return hs.addEntries(host, e, nil)
+		err := hs.addEntries(host, e, nil)
+		if err == nil {
+			hs.registered(again)
+		}
+		return err
 	}
 	var stale, add, mine, opened []elem // stale: dead users', and a leftover of this process's own
 	for i := range todo {
@@ -464,10 +477,36 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys [
 	}
 	hs.mu.Lock()
 	for _, d := range todo {
-		d.ref.registered, d.ref.origOff = true, d.wasOff
+		d.ref.origOff = d.wasOff
 	}
 	hs.mu.Unlock()
+	for _, d := range todo {
+		again = append(again, keyRef{d.key, d.ref})
+	}
+	hs.registered(again)
 	return nil
+}
+
+// keyRef is an uplink forwarding and this process's use of it.
+type keyRef struct {
+	key upKey
+	ref *uplinkRef
+}
+
+// registered marks the refs registered and counts them in hs.regs (under
+// the host lock).
+func (hs *hostState) registered(krs []keyRef) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	for _, kr := range krs {
+		kr.ref.registered = true
+		reg := hs.regs[kr.key]
+		if reg == nil {
+			reg = &registration{origOff: kr.ref.origOff}
+			hs.regs[kr.key] = reg
+		}
+		reg.count++
+	}
 }
 
 // lastUse is an uplink forwarding that a closing link was this process's
@@ -484,7 +523,20 @@ type lastUse struct {
 func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, last []lastUse) error {
 	var stale []elem
 	var ferrs []error
+	var done []lastUse // the registrations that were the process's last
+	hs.mu.Lock()
 	for _, lu := range last {
+		reg := hs.regs[lu.key]
+		if reg != nil {
+			if reg.count--; reg.count > 0 {
+				continue // registered again meanwhile (see hostState.regs)
+			}
+			delete(hs.regs, lu.key)
+		}
+		done = append(done, lu)
+	}
+	hs.mu.Unlock()
+	for _, lu := range done {
 		users, live, err := hs.liveUplinkUsers(host, lu.key)
 		if err != nil {
 			return err

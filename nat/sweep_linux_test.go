@@ -42,6 +42,9 @@ func TestHelperConnect(t *testing.T) {
 		})
 	}
 	cfg := nat.Config{HostNS: host, DockerUser: os.Getenv("NSNET_HELPER_DOCKERUSER") != ""}
+	if p6 := os.Getenv("NSNET_HELPER_PREFIX6"); p6 != "" {
+		cfg.Prefix6 = netip.MustParsePrefix(p6)
+	}
 	if port, err := strconv.Atoi(os.Getenv("NSNET_HELPER_PORT")); err == nil {
 		cfg.Ports = []nat.Port{{Protocol: "tcp", HostPort: uint16(port)}}
 	}
@@ -61,7 +64,7 @@ func TestHelperConnect(t *testing.T) {
 // killedChild starts a helper that connects nsName and kills it (SIGKILL)
 // once it printed want ("connected", or "blocked" with step set); env
 // adds to the helper's environment (NSNET_HELPER_DOCKERUSER=1: with
-// Config.DockerUser).
+// Config.DockerUser; NSNET_HELPER_PREFIX6=P: with Config.Prefix6).
 func killedChild(t *testing.T, w *nstest.World, nsName, prefix, step string, env ...string) {
 	t.Helper()
 	nstest.NewNS(t, nsName)

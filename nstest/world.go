@@ -3,6 +3,7 @@ package nstest
 import (
 	"errors"
 	"net/netip"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -55,6 +56,21 @@ func BuildWorld(hostName, inetName string) (w *World, err error) {
 	}
 	if w.Inet, err = netns.New(inetName); err != nil {
 		return nil, err
+	}
+	// IPv6 link-local addresses usable at once too: without duplicate
+	// address detection on the world's own links, a host whose uplink's
+	// link-local address is still tentative would send neighbour
+	// solicitations from no address for forwarded packets (a real host's
+	// has been ready for long).
+	for _, h := range []*netns.Handle{w.Host, w.Inet} {
+		if h != nil || hostName == "" {
+			err := h.Do(func() error {
+				return os.WriteFile("/proc/sys/net/ipv6/conf/default/accept_dad", []byte("0\n"), 0)
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
 	}
 	for _, step := range []func() error{
 		func() error { return veth.SetUp(w.Inet, "lo") },
