@@ -39,11 +39,11 @@ type hostState struct {
 	// Close whose unregister waits for the lock while a new Connect
 	// registers the same uplink again must leave the process's entry and
 	// the forwarding to the new registration.
-	regs map[upKey]*registration
-	conns       []*nl.Conn
-	nfts        []*nftables.Conn
-	raws        []*netlink.Conn
-	cts         []*conntrack.Conn
+	regs  map[upKey]*registration
+	conns []*nl.Conn
+	nfts  []*nftables.Conn
+	raws  []*netlink.Conn
+	cts   []*conntrack.Conn
 	// fwMu guards the other-firewall check: its watch socket (read
 	// without waiting) and its finding.
 	fwMu      sync.Mutex
