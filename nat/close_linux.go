@@ -28,11 +28,24 @@ func (l *Link) sysClose() error {
 // A host end already gone is errGone; a namespace or peer gone is no
 // matter.
 func (o *owned) quiesce(hc *nl.Conn) error {
-	reqs := []nl.Request{nl.SetForwarding(o.hostIdx, false)}
-	for _, a := range o.hostAddrs {
-		reqs = append(reqs, nl.DelAddr(o.hostIdx, a))
+	// An IPv6 host end has IPv6 turned off instead, after the rename: that
+	// removes its IPv6 addresses and routes at once, and spares the kernel
+	// a walk of every IPv6 route of the host on each later change of the
+	// link (its peer going down, its group, its delete; see
+	// nl.PrepareLink). Its IPv4 forwarding is not needed off then: with
+	// no address and the peer down nothing passes.
+	_, v6 := o.nets.of(unix.NFPROTO_IPV6)
+	var reqs []nl.Request
+	if !v6 {
+		reqs = append(reqs, nl.SetForwarding(o.hostIdx, false))
 	}
-	reqs = append(reqs, nl.RenameLink(o.hostIdx, "nsd-"+randomString(11)))
+	for _, a := range o.hostAddrs {
+		if !v6 || a.Addr().Is4() {
+			reqs = append(reqs, nl.DelAddr(o.hostIdx, a))
+		}
+	}
+	grave := "nsd-" + randomString(11)
+	reqs = append(reqs, nl.RenameLink(o.hostIdx, grave))
 	_, errs, err := hc.Do(reqs...)
 	if err != nil {
 		return err
@@ -42,11 +55,26 @@ func (o *owned) quiesce(hc *nl.Conn) error {
 	}
 	if rename := len(errs) - 1; errors.Is(errs[rename], unix.EBUSY) {
 		// A kernel that renames only links that are down.
-		errs[rename] = hc.Exec(nl.SetLinkUp(o.hostIdx, "", false), nl.RenameLink(o.hostIdx, "nsd-"+randomString(11)))
+		errs[rename] = hc.Exec(nl.SetLinkUp(o.hostIdx, "", false), nl.RenameLink(o.hostIdx, grave))
 	}
 	for _, e := range errs {
 		if e != nil && !errors.Is(e, os.ErrNotExist) {
 			return e
+		}
+	}
+	if v6 {
+		if err := writeSysctl(o.host, confPath(unix.NFPROTO_IPV6, grave, "disable_ipv6"), "1"); err != nil {
+			// (A name the library chose: the link's.) Without it, the
+			// addresses go one by one.
+			var dels []nl.Request
+			for _, a := range o.hostAddrs {
+				if a.Addr().Is6() {
+					dels = append(dels, nl.DelAddr(o.hostIdx, a))
+				}
+			}
+			if err := hc.Exec(dels...); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
 		}
 	}
 	nc, err := nl.Dial(o.nsRef)

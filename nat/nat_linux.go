@@ -388,6 +388,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 		return nil
 	}
 
+	_, v6 := l.nets.of(unix.NFPROTO_IPV6)
 	_, v4 := l.nets.of(unix.NFPROTO_IPV4)
 	dns, err := c.dnsPlan(v4)
 	if err != nil {
@@ -451,6 +452,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	// of theirs if the create fails, so its mark comes with the host link
 	// step, by index.
 	markedNow := c.HostVeth == ""
+	localnet := slices.ContainsFunc(ports, portMap.loopback)
 	err = step("veth", func() error {
 		var err error
 		for attempt := 0; ; attempt++ {
@@ -459,6 +461,11 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 				MTU: c.MTU, Index: l.hostIdx, PeerIndex: l.nsIdx})}
 			if markedNow {
 				reqs = append(reqs, nl.SetAliasByName(l.HostVeth, ownerMark))
+				if v6 {
+					// The mark with the IPv6 host end's other settings:
+					// one request (see nl.PrepareLink).
+					reqs[1] = nl.PrepareLinkByName(l.HostVeth, hostEndConf(v4, localnet, ownerMark))
+				}
 			}
 			var errs []error
 			_, errs, err = hc.Do(reqs...)
@@ -508,7 +515,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 			nc.Close()
 		}
 	}()
-	err = step("namespace", func() error {
+	nsStep := func() error {
 		var err error
 		if nc, err = nl.Dial(l.nsRef); err != nil {
 			return err
@@ -539,47 +546,71 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 			loIndex = int(lo.Index)
 		}
 		return nil
-	})
-	if err != nil {
-		return err
 	}
 
-	err = step("host link", func() error {
+	hostStep := func() error {
 		// Forwarding last: the link's packets are forwarded only once
 		// everything that filters and masquerades them is in place (IPv6's
 		// while the link is still down: nothing passes before it is up).
-		if _, ok := l.nets.of(unix.NFPROTO_IPV6); !ok {
+		if !v6 {
 			disableIPv6(host, l.HostVeth)
 		} else if !forwardsAll(host, unix.NFPROTO_IPV6) {
 			if err := setForceForwarding(host, l.HostVeth, true); err != nil {
 				return err
 			}
 		}
-		reqs := []nl.Request{nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true)}
-		for _, n := range l.nets {
-			reqs = append(reqs, nl.NewAddr(l.hostIdx, n.hostAddr(), addrFlags(n), false))
-			if n.fam() == unix.NFPROTO_IPV6 {
-				reqs = append(reqs, nl.NewAddr(l.hostIdx, hostLinkLocal(l.hostIdx), unix.IFA_F_NODAD|unix.IFA_F_NOPREFIXROUTE, false))
+		var reqs []nl.Request
+		if v6 {
+			// IPv6 on: the settings in one request while the link is
+			// down (see nl.PrepareLink), made with the pair for a name of
+			// the library's.
+			if !markedNow {
+				reqs = append(reqs, nl.PrepareLink(l.hostIdx, hostEndConf(v4, localnet, ownerMark)))
 			}
+			reqs = append(reqs, nl.SetLinkUp(l.hostIdx, "", true))
+			for _, n := range l.nets {
+				reqs = append(reqs, nl.NewAddr(l.hostIdx, n.hostAddr(), addrFlags(n), false))
+			}
+			reqs = append(reqs, nl.NewAddr(l.hostIdx, hostLinkLocal(l.hostIdx), unix.IFA_F_NODAD|unix.IFA_F_NOPREFIXROUTE, false))
+		} else {
+			reqs = append(reqs, nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true),
+				nl.NewAddr(l.hostIdx, l.HostAddr, 0, false))
+			if !markedNow {
+				reqs = append(reqs, nl.SetAlias(l.hostIdx, ownerMark))
+			}
+			if localnet {
+				reqs = append(reqs, nl.SetRouteLocalnet(l.hostIdx, true))
+			}
+			reqs = append(reqs, nl.SetForwarding(l.hostIdx, true))
 		}
-		if !markedNow {
-			reqs = append(reqs, nl.SetAlias(l.hostIdx, ownerMark))
-		}
-		if slices.ContainsFunc(ports, portMap.loopback) {
-			reqs = append(reqs, nl.SetRouteLocalnet(l.hostIdx, true))
-		}
-		reqs = append(reqs, nl.SetForwarding(l.hostIdx, true))
 		_, errs, err := hc.Do(reqs...)
 		if err == nil {
-			if errors.Is(errs[0], unix.EAFNOSUPPORT) {
+			if !v6 && errors.Is(errs[0], unix.EAFNOSUPPORT) {
 				errs[0] = nil // no IPv6 on the link: nothing to turn off
 			}
 			err = errors.Join(errs...)
 		}
 		return err
-	})
-	if err != nil {
-		return err
+	}
+
+	// The namespace's end comes up first, so that the host end is ready
+	// (has a carrier) as it comes up; with IPv6 the other way round: a
+	// host end that comes up without a carrier waits for the peer before
+	// IPv6 configures it, once, where coming up ready and then seeing the
+	// carrier change makes the kernel walk every IPv6 route of the host
+	// twice (see nl.PrepareLink).
+	order := []string{"namespace", "host link"}
+	if v6 {
+		order = []string{"host link", "namespace"}
+	}
+	for _, name := range order {
+		f := nsStep
+		if name == "host link" {
+			f = hostStep
+		}
+		if err := step(name, f); err != nil {
+			return err
+		}
 	}
 
 	if dns.write {
@@ -611,6 +642,15 @@ func addrFlags(n network) uint32 {
 		return unix.IFA_F_NODAD
 	}
 	return 0
+}
+
+// hostEndConf are the settings of an IPv6 host end that go in one request
+// while it is down (see nl.PrepareLink): no link-local address of the
+// kernel's, IPv4 forwarding (with an IPv4 network: nothing reaches the
+// link before it is up, after the rules are in place), route_localnet for
+// 127.0.0.1 ports, the owner mark.
+func hostEndConf(v4, localnet bool, mark string) nl.LinkConf {
+	return nl.LinkConf{NoLinkLocal: true, Forwarding: v4, RouteLocalnet: localnet, Alias: mark}
 }
 
 // hostLinkLocal is the host end's IPv6 link-local address, fe80::INDEX:

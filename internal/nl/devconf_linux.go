@@ -107,3 +107,59 @@ func NoLinkLocal(index int) Request {
 		ae.Uint8(iflaInet6AddrGenMode, in6AddrGenModeNone)
 	})
 }
+
+// LinkConf is several settings of one link that PrepareLink sends in a
+// single RTM_SETLINK.
+type LinkConf struct {
+	NoLinkLocal   bool   // as NoLinkLocal
+	Forwarding    bool   // IPv4 forwarding on, as SetForwarding
+	RouteLocalnet bool   // as SetRouteLocalnet
+	Alias         string // ifalias, if not ""
+}
+
+// PrepareLink applies c to a link that is still down, in one request. On
+// a link with IPv6 every RTM_SETLINK makes the kernel announce a state
+// change, on which IPv6 walks every route of the namespace
+// (rt6_sync_down_dev / rt6_sync_up, through fib6_clean_all): with many
+// IPv6 links, each request costs more the more routes there are, so
+// settings are sent together rather than one request each.
+func PrepareLink(index int, c LinkConf) Request { return prepareLink(index, "", c) }
+
+// PrepareLinkByName is PrepareLink for the link called name: only for a
+// name that cannot belong to anyone else (see SetAliasByName), so that it
+// can go in the batch that creates the link.
+func PrepareLinkByName(name string, c LinkConf) Request { return prepareLink(0, name, c) }
+
+func prepareLink(index int, name string, c LinkConf) Request {
+	return rawLinkRequest(unix.RTM_SETLINK, index, func(ae *netlink.AttributeEncoder) {
+		if name != "" {
+			ae.String(unix.IFLA_IFNAME, name)
+		}
+		if c.Alias != "" {
+			ae.String(unix.IFLA_IFALIAS, c.Alias)
+		}
+		ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
+			if c.Forwarding || c.RouteLocalnet {
+				ae.Nested(unix.AF_INET, func(ae *netlink.AttributeEncoder) error {
+					ae.Nested(iflaInetConf, func(ae *netlink.AttributeEncoder) error {
+						if c.Forwarding {
+							ae.Uint32(ipv4DevconfForwarding, 1)
+						}
+						if c.RouteLocalnet {
+							ae.Uint32(ipv4DevconfRouteLocalnet, 1)
+						}
+						return nil
+					})
+					return nil
+				})
+			}
+			if c.NoLinkLocal {
+				ae.Nested(unix.AF_INET6, func(ae *netlink.AttributeEncoder) error {
+					ae.Uint8(iflaInet6AddrGenMode, in6AddrGenModeNone)
+					return nil
+				})
+			}
+			return nil
+		})
+	})
+}
