@@ -288,3 +288,53 @@ func TestDNSModes(t *testing.T) {
 func query() []byte {
 	return []byte{0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'w', 'w', 'w', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1}
 }
+
+// TestIPv6DNS: an IPv6-only link is given only the host's IPv6 name
+// servers (an IPv4 one it could not reach), and where the host has only a
+// loopback resolver, a relay on the host end's IPv6 address that answers
+// it; a dual-stack link keeps both families' servers.
+func TestIPv6DNS(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "dn6-")
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	conf := filepath.Join(netns.EtcDir(ns), "resolv.conf")
+	connect := func(cidr string, cfg nat.Config) *nat.Link {
+		t.Helper()
+		cfg.HostNS = w.Host
+		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix(cidr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	bindOver(t, "/etc/resolv.conf", "nameserver 192.0.2.53\nnameserver 2001:db8:53::53\n")
+	l := connect("fd00:d6::/64", nat.Config{})
+	if b, _ := os.ReadFile(conf); !strings.Contains(string(b), "nameserver 2001:db8:53::53\n") || strings.Contains(string(b), "192.0.2.53") {
+		t.Errorf("IPv6-only link got %q", b)
+	}
+	l.Close()
+	l = connect("10.36.0.0/24", nat.Config{Prefix6: netip.MustParsePrefix("fd00:d6::/64")})
+	if b, _ := os.ReadFile(conf); !strings.Contains(string(b), "nameserver 192.0.2.53\nnameserver 2001:db8:53::53\n") {
+		t.Errorf("dual-stack link got %q", b)
+	}
+	l.Close()
+
+	bindOver(t, "/etc/resolv.conf", "nameserver 127.0.0.1\n")
+	local, err := nstest.ServeDNS(w.Host, "127.0.0.1:53", map[string]netip.Addr{"www.test": netip.MustParseAddr("2001:db8::1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	l = connect("fd00:d6::/64", nat.Config{})
+	defer l.Close()
+	if b, _ := os.ReadFile(conf); !strings.Contains(string(b), "nameserver fd00:d6::1\n") {
+		t.Errorf("IPv6-only link with a loopback resolver got %q", b)
+	}
+	if a, err := ns.Resolver().LookupNetIP(context.Background(), "ip6", "www.test"); err != nil || len(a) != 1 || a[0] != netip.MustParseAddr("2001:db8::1") {
+		t.Errorf("through the IPv6 relay: %v, %v", a, err)
+	}
+}

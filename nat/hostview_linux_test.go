@@ -40,7 +40,8 @@ func hostViewRounds(t *testing.T, w *nstest.World, ns *netns.Handle, rng *rand.R
 	ip := func(args ...string) {
 		nstest.CmdErr("ip", append([]string{"-n", w.HostName}, args...)...) // some fail (nothing to delete): fine
 	}
-	candidates := []string{"10.70.0.0/24", "10.70.1.0/24", "10.70.2.0/24", "10.71.0.0/24", "10.71.1.0/24", "10.70.0.0/16"}
+	candidates := []string{"10.70.0.0/24", "10.70.1.0/24", "10.70.2.0/24", "10.71.0.0/24", "10.71.1.0/24", "10.70.0.0/16",
+		"fd70::/64", "fd70:1::/64", "fd70::/48", "fd71::/64", "fd71:0:0:1::/64"}
 	ops := []func(){
 		func() { ip("route", "add", pick(rng, "10.70.0.0/24", "10.70.1.0/25", "10.70.2.64/26"), "dev", "up0") },
 		func() {
@@ -56,6 +57,16 @@ func hostViewRounds(t *testing.T, w *nstest.World, ns *netns.Handle, rng *rand.R
 			ip("link", "del", "vx0")
 			ip("link", "add", "vx0", "type", "veth", "peer", "name", "vx1")
 		},
+		// IPv6: the kernel announces what a link going down or away
+		// takes with it, and removes the addresses of a link that goes
+		// down.
+		func() { ip("-6", "route", "add", pick(rng, "fd70::/64", "fd70:1::/64", "fd70::/56"), "dev", pick(rng, "up0", "vx0")) },
+		func() {
+			ip("-6", "route", "replace", pick(rng, "fd70::/64", "fd70:1::/64", "fd70::/56"), "dev", pick(rng, "up0", "vx0"), "metric", pick(rng, "1", "5"))
+		},
+		func() { ip("-6", "route", "del", pick(rng, "fd70::/64", "fd70:1::/64", "fd70::/56")) },
+		func() { ip("addr", "add", pick(rng, "fd71::1/128", "fd71:0:0:1::9/64"), "dev", pick(rng, "up0", "vx0"), "nodad") },
+		func() { ip("addr", "del", pick(rng, "fd71::1/128", "fd71:0:0:1::9/64"), "dev", pick(rng, "up0", "vx0")) },
 	}
 	for round := range 20 {
 		for range 1 + rng.IntN(5) {
@@ -74,7 +85,8 @@ func hostViewRounds(t *testing.T, w *nstest.World, ns *netns.Handle, rng *rand.R
 					break
 				}
 			}
-			l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", p)
+			// (IPv6 routed: the uplink's IPv6 address goes when it goes down.)
+			l, err := nat.Config{HostNS: w.Host, RoutedIPv6: true}.Connect(ns, "up0", p)
 			if err == nil {
 				l.Close()
 			}
@@ -83,7 +95,7 @@ func hostViewRounds(t *testing.T, w *nstest.World, ns *netns.Handle, rng *rand.R
 				if err == nil || !strings.Contains(err.Error(), "is down") {
 					t.Errorf("round %d, %s: up0 is down per ip, Connect says %v", round, c, err)
 				}
-			case !upV4:
+			case !upV4 && p.Addr().Is4():
 				if err == nil || !strings.Contains(err.Error(), "no IPv4 address") {
 					t.Errorf("round %d, %s: up0 has no IPv4 address per ip, Connect says %v", round, c, err)
 				}
@@ -98,27 +110,36 @@ func hostViewRounds(t *testing.T, w *nstest.World, ns *netns.Handle, rng *rand.R
 
 func pick(rng *rand.Rand, s ...string) string { return s[rng.IntN(len(s))] }
 
-// hostRoutes is every IPv4 route of the host's tables that an overlap
-// check counts (not default, broadcast or multicast), per ip -j.
+// hostRoutes is every IPv4 and IPv6 route of the host's tables that an
+// overlap check counts (not default, broadcast, multicast or anycast, not
+// IPv6 link-local), per ip -j.
 func hostRoutes(t *testing.T, w *nstest.World) []netip.Prefix {
 	t.Helper()
-	var routes []struct {
-		Dst  string `json:"dst"`
-		Type string `json:"type"`
-	}
-	out := nstest.Cmd(t, "ip", "-n", w.HostName, "-j", "-4", "route", "show", "table", "all")
-	if err := json.Unmarshal([]byte(out), &routes); err != nil {
-		t.Fatal(err)
-	}
 	var ps []netip.Prefix
-	for _, r := range routes {
-		if r.Dst == "default" || r.Type == "broadcast" || r.Type == "multicast" {
-			continue
+	for _, fam := range []string{"-4", "-6"} {
+		var routes []struct {
+			Dst  string `json:"dst"`
+			Type string `json:"type"`
 		}
-		if !strings.Contains(r.Dst, "/") {
-			r.Dst += "/32"
+		out := nstest.Cmd(t, "ip", "-n", w.HostName, "-j", fam, "route", "show", "table", "all")
+		if err := json.Unmarshal([]byte(out), &routes); err != nil {
+			t.Fatal(err)
 		}
-		if p, err := netip.ParsePrefix(r.Dst); err == nil {
+		for _, r := range routes {
+			if r.Dst == "default" || r.Type == "broadcast" || r.Type == "multicast" || r.Type == "anycast" {
+				continue
+			}
+			if !strings.Contains(r.Dst, "/") {
+				if fam == "-4" {
+					r.Dst += "/32"
+				} else {
+					r.Dst += "/128"
+				}
+			}
+			p, err := netip.ParsePrefix(r.Dst)
+			if err != nil || netip.MustParsePrefix("fe80::/10").Overlaps(p) {
+				continue
+			}
 			ps = append(ps, p)
 		}
 	}

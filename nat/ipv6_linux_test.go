@@ -1,9 +1,11 @@
 package nat_test
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -458,4 +460,56 @@ func netInterfaceIndex(name string) (int, error) {
 		return 0, err
 	}
 	return ifi.Index, nil
+}
+
+// TestIPv6SweepDeadOwner: a process killed with a dual-stack link leaves
+// its pair, entries and both forwardings of the uplink on; Sweep removes
+// them all and turns both back off (reporting the uplink once per
+// family), and the host reads as before.
+func TestIPv6SweepDeadOwner(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "v6sw-")
+	before := state(t, w)
+	killedChild(t, w, "v6sw-ns", "10.6.9.0/24", "", "NSNET_HELPER_PREFIX6=fd00:69::/64")
+	if sysctl(t, w, "net.ipv6.conf.up0.force_forwarding") != "1" {
+		t.Fatal("the killed helper did not turn IPv6 forwarding on: the test proves nothing")
+	}
+	res, err := nat.Sweep(w.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Links) != 1 || !res.Table || !slices.Equal(res.Uplinks, []string{"up0", "up0 (IPv6)"}) && !slices.Equal(res.Uplinks, []string{"up0 (IPv6)", "up0"}) {
+		t.Errorf("Sweep = %+v", res)
+	}
+	sameState(t, w, before, "state after Sweep")
+}
+
+// TestIPv6CloseAll: CloseAll of dual-stack, IPv6-only and IPv4-only links
+// out of one uplink gives back each family's forwarding once its last
+// link is gone, whatever the order of families among the links.
+func TestIPv6CloseAll(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "v6ca-")
+	before := state(t, w)
+	var links []*nat.Link
+	for i, c := range []struct{ p4, p6 string }{{"", "fd00:a1::/64"}, {"10.6.10.0/24", ""}, {"10.6.11.0/24", "fd00:a2::/64"}, {"10.6.12.0/24", ""}} {
+		ns := nstest.NewNS(t, fmt.Sprintf("v6ca-%d", i))
+		cfg := nat.Config{HostNS: w.Host}
+		var cidr netip.Prefix
+		if c.p4 != "" {
+			cidr = p6(c.p4)
+		}
+		if c.p6 != "" {
+			cfg.Prefix6 = p6(c.p6)
+		}
+		l, err := cfg.Connect(ns, "up0", cidr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l)
+	}
+	if err := nat.CloseAll(links...); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, w, before, "state after CloseAll")
 }
