@@ -24,7 +24,7 @@
 // meanwhile). A table of that name that nsnet did not make is refused
 // ([ErrForeignTable]) and never changed. Per-link state goes into nftables
 // sets and maps, so N links (and N published ports, see [Port]) mean N
-// set elements, not N rules: eighteen rules and five base chains, and the
+// set elements, not N rules: twenty rules and five base chains, and the
 // same per-packet work, with 1 link or 1,000. No other table, chain or rule
 // is touched (except Docker's DOCKER-USER chain with [Config.DockerUser]).
 //
@@ -65,18 +65,33 @@
 // through the host unless both set [Config.AllowSiblings]. These drops
 // match only the library's own links.
 //
-// # IPv4 only
+// # IPv6
 //
-// nsnet connects IPv4. The host end of each veth has IPv6 turned off
-// (disable_ipv6, or where /proc/sys is read-only no IPv6 address
-// generation): the kernel keeps the IPv6 routes of every link in shared
-// lists, which made each Connect slower the more links the host had. The
-// namespace's end keeps IPv6 as usual.
+// A link can have an IPv6 network beside its IPv4 one ([Config.Prefix6]),
+// or only an IPv6 one (an IPv6 prefix as Connect's cidr):
+//
+//	l, err := nat.Config{Prefix6: netip.MustParsePrefix("fd00:1::/64")}.Connect(ns, "", netip.MustParsePrefix("10.0.0.0/24"))
+//
+// Both families go through the same table, sets and rules, with the same
+// guarantees: out by the uplink only, masqueraded out of the uplink's
+// global IPv6 address (or routed, with the namespace's own addresses:
+// [Config.RoutedIPv6], [Config.RoutedIPv4]), replies and the ICMPv6 errors
+// of its flows back (packet too big), nothing unsolicited, no spoofed
+// sources, no traffic between links unless both allow it. The host end
+// takes no router advertisement or redirect from the namespace. IPv6 is
+// forwarded per interface (net.ipv6.conf.IF.force_forwarding, Linux 6.17
+// and later, [ErrNoIPv6Forwarding] without it), on the host end and the
+// uplink only: the global switch is never touched, and the uplink keeps
+// the default route it learns from router advertisements. An IPv4-only
+// link's host end has IPv6 turned off, as before: the kernel walks every
+// IPv6 route of the host at each change of a link with IPv6, so a host end
+// without it costs nothing there.
 //
 // # Forwarding
 //
-// IPv4 forwarding is turned on per link — on the host end of the veth and
-// on the uplink — rather than with the global net.ipv4.ip_forward switch.
+// Forwarding is turned on per link and family — on the host end of the
+// veth and on the uplink — rather than with the global net.ipv4.ip_forward
+// or net.ipv6.conf.all.forwarding switch.
 // The uplink's original setting is recorded in the table's uplinks set
 // (one entry per process using it) and restored when the last Link through
 // it closes, in whichever nsnet process that is (they coordinate through a

@@ -182,21 +182,23 @@ func Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) 
 //
 //  1. checks everything before touching the kernel: ns is given and not
 //     the host namespace, cidr is an IPv4 prefix with room for two hosts
-//     and overlaps no address or route of the host nor another live Link
-//     (of any process), the uplink exists, is up and has an IPv4 address;
+//     (or an IPv6 one, for an IPv6-only link; see Config.Prefix6) and the
+//     prefixes overlap no address or route of the host nor another live
+//     Link (of any process), the uplink exists, is up and has an address
+//     of each family it masquerades;
 //  2. creates the veth pair with its peer made inside ns;
 //  3. adds the link to the sets of the library's nftables table, keyed by
 //     interface index: masquerade out of the uplink, forwarding out of the
 //     link, replies back in, nothing unsolicited, no spoofed sources, no
-//     traffic between links unless AllowSiblings; and claims cidr for it
+//     traffic between links unless AllowSiblings; and claims its prefixes
 //     (in the same transaction), which no other process can then claim;
-//  4. turns on IPv4 forwarding for the uplink (restored when its last
-//     nsnet user, in any process, is gone);
-//  5. brings up the namespace's end with its address and default route;
-//  6. brings up the host end with its address (IPv6 off: the namespace's
-//     end keeps it) and, last, its forwarding: not one packet of the
-//     namespace is forwarded before the rules that filter and masquerade
-//     it are in place.
+//  4. turns on forwarding of the link's families for the uplink (restored
+//     when its last nsnet user, in any process, is gone);
+//  5. brings up the namespace's end with its addresses and default
+//     routes, and the host end with its addresses (an IPv4-only link's
+//     host end with IPv6 off: the namespace's end keeps it) and its
+//     forwarding, which passes nothing before the rules that filter and
+//     masquerade the link's packets are in place.
 //
 // A failure part-way undoes what was done and returns the first error,
 // naming the step. A prefix held only by the leftovers of a dead process
