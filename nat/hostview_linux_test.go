@@ -60,13 +60,19 @@ func hostViewRounds(t *testing.T, w *nstest.World, ns *netns.Handle, rng *rand.R
 		// IPv6: the kernel announces what a link going down or away
 		// takes with it, and removes the addresses of a link that goes
 		// down.
-		func() { ip("-6", "route", "add", pick(rng, "fd70::/64", "fd70:1::/64", "fd70::/56"), "dev", pick(rng, "up0", "vx0")) },
+		func() {
+			ip("-6", "route", "add", pick(rng, "fd70::/64", "fd70:1::/64", "fd70::/56"), "dev", pick(rng, "up0", "vx0"))
+		},
 		func() {
 			ip("-6", "route", "replace", pick(rng, "fd70::/64", "fd70:1::/64", "fd70::/56"), "dev", pick(rng, "up0", "vx0"), "metric", pick(rng, "1", "5"))
 		},
 		func() { ip("-6", "route", "del", pick(rng, "fd70::/64", "fd70:1::/64", "fd70::/56")) },
-		func() { ip("addr", "add", pick(rng, "fd71::1/128", "fd71:0:0:1::9/64"), "dev", pick(rng, "up0", "vx0"), "nodad") },
-		func() { ip("addr", "del", pick(rng, "fd71::1/128", "fd71:0:0:1::9/64"), "dev", pick(rng, "up0", "vx0")) },
+		func() {
+			ip("addr", "add", pick(rng, "fd71::1/128", "fd71:0:0:1::9/64"), "dev", pick(rng, "up0", "vx0"), "nodad")
+		},
+		func() {
+			ip("addr", "del", pick(rng, "fd71::1/128", "fd71:0:0:1::9/64"), "dev", pick(rng, "up0", "vx0"))
+		},
 	}
 	for round := range 20 {
 		for range 1 + rng.IntN(5) {
