@@ -79,8 +79,8 @@ func closeGroup(hs *hostState, links []*Link) error {
 			var reqs []nl.Request
 			for _, l := range links {
 				reqs = append(reqs, nl.SetForwarding(l.hostIdx, false))
-				for _, a := range l.hostAddrs {
-					reqs = append(reqs, nl.DelAddr(l.hostIdx, a))
+				for _, n := range l.nets {
+					reqs = append(reqs, n.delHost(l.hostIdx)...)
 				}
 			}
 			_, qerrs, err := hc.Do(reqs...)

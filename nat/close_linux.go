@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -39,9 +40,9 @@ func (o *owned) quiesce(hc *nl.Conn) error {
 	if !v6 {
 		reqs = append(reqs, nl.SetForwarding(o.hostIdx, false))
 	}
-	for _, a := range o.hostAddrs {
-		if !v6 || a.Addr().Is4() {
-			reqs = append(reqs, nl.DelAddr(o.hostIdx, a))
+	for _, n := range o.nets {
+		if !v6 || n.fam() == unix.NFPROTO_IPV4 {
+			reqs = append(reqs, n.delHost(o.hostIdx)...)
 		}
 	}
 	grave := "nsd-" + randomString(11)
@@ -67,9 +68,9 @@ func (o *owned) quiesce(hc *nl.Conn) error {
 			// (A name the library chose: the link's.) Without it, the
 			// addresses go one by one.
 			var dels []nl.Request
-			for _, a := range o.hostAddrs {
-				if a.Addr().Is6() {
-					dels = append(dels, nl.DelAddr(o.hostIdx, a))
+			for _, n := range o.nets {
+				if n.fam() == unix.NFPROTO_IPV6 {
+					dels = append(dels, n.delHost(o.hostIdx)...)
 				}
 			}
 			if err := hc.Exec(dels...); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -105,6 +106,14 @@ func (o *owned) close(what string, deleteVeth bool) error {
 	o.closed = true
 	if o.hs == nil {
 		o.err = fmt.Errorf("%s: not made by Connect or AddRules: %w", what, os.ErrInvalid)
+		return o.err
+	}
+	if o.persistent {
+		if _, err := removePersistent(context.Background(), o.host, o.hostIdx, o.vethName); err != nil {
+			o.err = fmt.Errorf("%s: %w", what, err)
+		}
+		o.host.Close()
+		o.nsRef.Close()
 		return o.err
 	}
 	o.hs.removeLive(o)

@@ -100,6 +100,21 @@ type Config struct {
 	// never writes, Connect fails with ErrForeignDrop and the commands to
 	// run instead.
 	DockerUser bool
+	// Persistent makes a link that outlives this process, for programs
+	// that set a namespace up and exit (a CNI plugin): its marks name the
+	// persistent owner, which no process holds, so neither Sweep nor
+	// another process's Connect takes it for a dead one's leftovers. Any
+	// process removes it with Remove (by its host end's name; give
+	// HostVeth a name you can find again), or Close in the process that
+	// made it. The process keeps nothing of it: no firewall-reload guard,
+	// no DNS (no resolv.conf is written: DNS must be DNSAuto or DNSNone),
+	// no DOCKER-USER rules.
+	Persistent bool
+	// Tag is kept in a persistent link's marks, and given back by
+	// PersistentLinks: what the caller needs to tell its links apart
+	// later (a CNI plugin, its network and attachment). At most 100
+	// printable characters.
+	Tag string
 	// Ports are published at Connect (see Port and Link.Publish).
 	Ports []Port
 	// DNS chooses how names resolve in the namespace (see DNSMode); the

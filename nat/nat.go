@@ -247,6 +247,54 @@ func (l *Link) Unpublish(ports ...Port) error {
 	return nl.NeedPriv(l.sysUnpublish(ports), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
 }
 
+// Remove removes the persistent link (see Config.Persistent) whose host
+// end is called hostVeth, made by any process, in host (nil: the current
+// namespace): the veth pair, if the namespace still holds it, its
+// connection tracking entries, its set entries, and the persistent owner's
+// share of the uplink's forwarding once no persistent link leaves by it
+// (the forwarding goes back off as after a Close, if no other owner uses
+// it). Entries whose pair went with a deleted namespace are removed by the
+// name too. A host end that is not a persistent nsnet link is refused
+// (ErrInvalidConfig); nothing found matches os.ErrNotExist, so a second
+// Remove can be ignored.
+func Remove(host *netns.Handle, hostVeth string) error {
+	return RemoveContext(context.Background(), host, hostVeth)
+}
+
+// RemoveContext is Remove with a context that bounds its wait for the host
+// lock.
+func RemoveContext(ctx context.Context, host *netns.Handle, hostVeth string) error {
+	if ctx == nil {
+		return fmt.Errorf("nat: remove %s: %w: nil context", hostVeth, ErrInvalidConfig)
+	}
+	if err := sysRemove(ctx, host, hostVeth); err != nil {
+		return nl.NeedPriv(fmt.Errorf("nat: remove %s: %w", hostVeth, err), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
+	}
+	return nil
+}
+
+// PersistentLink is a persistent link found in the host (see
+// PersistentLinks).
+type PersistentLink struct {
+	HostVeth string // the host end's name at Connect (Remove takes it)
+	Index    int    // the host end's interface index
+	Tag      string // Config.Tag
+	// Up is false when the host end is gone (its namespace was deleted
+	// with it) and only the link's entries are left, for Remove.
+	Up bool
+}
+
+// PersistentLinks lists the persistent links of host (nil: the current
+// namespace), from the library's table, for a program that keeps no
+// record of its own (a CNI plugin's garbage collection, say).
+func PersistentLinks(host *netns.Handle) ([]PersistentLink, error) {
+	pls, err := sysPersistentLinks(host)
+	if err != nil {
+		return nil, nl.NeedPriv(fmt.Errorf("nat: persistent links: %w", err), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
+	}
+	return pls, nil
+}
+
 // Ports returns the link's published ports, one per host address and
 // port.
 func (l *Link) Ports() []Port { return l.sysPorts() }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -31,9 +32,11 @@ type owned struct {
 	// hostIdx and nsIdx are the interface indexes of the pair's ends
 	// (hostIdx is the caller's link for Rules, never deleted).
 	hostIdx, nsIdx int
-	vethName       string         // for error messages only
-	hostAddrs      []netip.Prefix // the host end's addresses (Links only)
-	nets           networks       // the link's networks (Links only)
+	vethName       string   // for error messages only
+	nets           networks // the link's networks (Links only)
+	// persistent: the link is the persistent owner's (Config.Persistent):
+	// Close removes it as Remove does.
+	persistent bool
 	// relay answers the namespace's DNS queries (DNSRelay), resolvConf is
 	// the resolv.conf written for it.
 	relay      *relay
@@ -88,6 +91,46 @@ func (n network) fam() byte { return familyOf(n.prefix) }
 // hostAddr and nsAddr are the two addresses with the prefix's length.
 func (n network) hostAddr() netip.Prefix { return netip.PrefixFrom(n.host, n.prefix.Bits()) }
 func (n network) nsAddr() netip.Prefix   { return netip.PrefixFrom(n.ns, n.prefix.Bits()) }
+
+// pointToPoint tells a network of one address (/32, /128): the
+// namespace's, with the host end's (its gateway, which many links may
+// share) outside it, each the other's peer, as CNI's ptp plugin does.
+func (n network) pointToPoint() bool { return n.prefix.Bits() == n.prefix.Addr().BitLen() }
+
+// addHost, delHost and addNS are the requests that add and delete the host
+// end's address and add the namespace's. An IPv4 point-to-point address
+// is one with a peer (its route to the peer comes with it); an IPv6 one
+// is the address and a route to the peer, since IPv6 adds a peer's route
+// only once the link is ready, after its carrier, and the namespace's
+// default route needs it at once.
+func (n network) addHost(index int) []nl.Request { return n.add(index, n.host, n.ns) }
+func (n network) addNS(index int) []nl.Request   { return n.add(index, n.ns, n.host) }
+
+func (n network) add(index int, local, peer netip.Addr) []nl.Request {
+	switch {
+	case !n.pointToPoint():
+		return []nl.Request{nl.NewAddr(index, netip.PrefixFrom(local, n.prefix.Bits()), addrFlags(n), false)}
+	case local.Is4():
+		return []nl.Request{nl.NewPeerAddr(index, local, peer, 0)}
+	}
+	return []nl.Request{nl.NewAddr(index, netip.PrefixFrom(local, 128), addrFlags(n), false), nl.NewRoute(peerRoute(index, peer), false)}
+}
+
+func (n network) delHost(index int) []nl.Request {
+	switch {
+	case !n.pointToPoint():
+		return []nl.Request{nl.DelAddr(index, n.hostAddr())}
+	case n.host.Is4():
+		return []nl.Request{nl.DelPeerAddr(index, n.host, n.ns)}
+	}
+	return []nl.Request{nl.DelAddr(index, netip.PrefixFrom(n.host, 128)), nl.DelRoute(peerRoute(index, n.ns))}
+}
+
+// peerRoute is the route to a point-to-point peer through link index.
+func peerRoute(index int, peer netip.Addr) nl.RouteSpec {
+	return nl.RouteSpec{Dst: netip.PrefixFrom(peer, peer.BitLen()), LinkIndex: index, Protocol: unix.RTPROT_BOOT,
+		Scope: unix.RT_SCOPE_LINK, Type: unix.RTN_UNICAST}
+}
 
 // networks are a link's networks, IPv4 first.
 type networks []network
@@ -163,6 +206,16 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 	if _, ok := nets.of(unix.NFPROTO_IPV4); !ok && len(cfg.Ports) > 0 {
 		return nil, invalid("published ports need an IPv4 network (ports go to the namespace's IPv4 address)")
 	}
+	switch {
+	case cfg.Tag != "" && !cfg.Persistent:
+		return nil, invalid("Tag is for persistent links (set Persistent)")
+	case len(cfg.Tag) > 100 || strings.ContainsFunc(cfg.Tag, func(r rune) bool { return r < ' ' || r > '~' }):
+		return nil, invalid("Tag %q: at most 100 printable ASCII characters", cfg.Tag)
+	case cfg.Persistent && (cfg.DNS == DNSServers || cfg.DNS == DNSRelay):
+		return nil, invalid("a persistent link gets no DNS of nsnet's (DNS %v): DNSAuto or DNSNone", cfg.DNS)
+	case cfg.Persistent && cfg.DockerUser:
+		return nil, invalid("a persistent link cannot have DOCKER-USER rules")
+	}
 	if cfg.MTU != 0 && (cfg.MTU < 576 || cfg.MTU > 65535) {
 		return nil, invalid("MTU %d outside 576..65535", cfg.MTU)
 	}
@@ -219,6 +272,20 @@ func (cfg Config) networks(cidr netip.Prefix) (networks, error) {
 // nor is an IPv6 network's first (the subnet-router anycast address).
 func addresses(cidr netip.Prefix, hostAddr, nsAddr netip.Addr) (netip.Addr, netip.Addr, error) {
 	v4 := cidr.Addr().Is4()
+	if cidr.Bits() == cidr.Addr().BitLen() {
+		// Point-to-point: the namespace's address is the prefix, the host
+		// end's its gateway, outside it (see network.pointToPoint).
+		switch {
+		case !hostAddr.IsValid():
+			return hostAddr, nsAddr, invalid("prefix %v is a single address: give the host end's address (the namespace's gateway) as HostAddr%s", cidr, map[bool]string{true: "", false: "6"}[v4])
+		case hostAddr.Is4() != v4 || hostAddr.Zone() != "" || hostAddr == cidr.Addr() || hostAddr.IsUnspecified() ||
+			hostAddr.IsLoopback() || hostAddr.IsMulticast() || hostAddr.IsLinkLocalUnicast():
+			return hostAddr, nsAddr, invalid("host address %v cannot be the gateway of %v", hostAddr, cidr)
+		case nsAddr.IsValid() && nsAddr != cidr.Addr():
+			return hostAddr, nsAddr, invalid("namespace address %v is not %v", nsAddr, cidr.Addr())
+		}
+		return hostAddr, cidr.Addr(), nil
+	}
 	if !hostAddr.IsValid() {
 		hostAddr = cidr.Addr().Next()
 	}
@@ -246,8 +313,8 @@ func validPrefix(cidr netip.Prefix) error {
 		return invalid("prefix %v is not an IPv4 prefix", cidr)
 	case cidr.Masked() != cidr:
 		return invalid("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
-	case cidr.Bits() > 30:
-		return invalid("prefix %v has no room for two hosts (at most /30)", cidr)
+	case cidr.Bits() == 31:
+		return invalid("prefix %v has no room for two hosts (at most /30, or /32 with HostAddr as its gateway)", cidr)
 	case cidr.Bits() < minBits4:
 		return invalid("prefix %v is larger than /%d", cidr, minBits4)
 	case cidr.Addr().IsLoopback() || cidr.Addr().IsMulticast() || cidr.Addr().IsLinkLocalUnicast() ||
@@ -265,8 +332,8 @@ func validPrefix6(cidr netip.Prefix) error {
 		return invalid("prefix %v is not an IPv6 prefix", cidr)
 	case cidr.Masked() != cidr:
 		return invalid("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
-	case cidr.Bits() > 126:
-		return invalid("prefix %v has no room for two hosts (at most /126)", cidr)
+	case cidr.Bits() > 126 && cidr.Bits() < 128:
+		return invalid("prefix %v has no room for two hosts (at most /126, or /128 with HostAddr6 as its gateway)", cidr)
 	case cidr.Bits() < minBits6:
 		return invalid("prefix %v is larger than /%d", cidr, minBits6)
 	case a.IsMulticast() || a.IsLinkLocalUnicast() || cidr.Overlaps(netip.MustParsePrefix("::/8")) ||
@@ -320,7 +387,6 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 		} else {
 			l.Prefix6, l.HostAddr6, l.NSAddr6 = n.prefix, n.hostAddr(), n.nsAddr()
 		}
-		l.hostAddrs = append(l.hostAddrs, n.hostAddr())
 	}
 	l.nets = nets
 	l.host, l.nsRef = host, nsRef
@@ -348,6 +414,14 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 		host.Close()
 		nsRef.Close()
 		return nil, err
+	}
+	if c.Persistent {
+		// Not this process's: it keeps nothing of it (see Config.Persistent).
+		l.persistent = true
+		release(l.hostKey, l.nsKey, l.nets.prefixes())
+		socks, _ := l.hs.leave(host)
+		socks.close()
+		return l, nil
 	}
 	l.hs.addLive(&l.owned)
 	return l, nil
@@ -393,6 +467,15 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	dns, err := c.dnsPlan(v4)
 	if err != nil {
 		return err
+	}
+	if c.Persistent {
+		dns = dnsPlan{} // nothing in this process outlives it
+	}
+	// The mark of the host end and of every entry.
+	hostMark, entMark := ownerMark, ownerMark+" link="+l.HostVeth
+	if c.Persistent {
+		hostMark = persistentEntryMark(l.HostVeth, c.Tag)
+		entMark = hostMark
 	}
 
 	// In this process first: a clear error for its own overlaps.
@@ -460,11 +543,11 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 			reqs := []nl.Request{nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: l.nsRef.Fd(),
 				MTU: c.MTU, Index: l.hostIdx, PeerIndex: l.nsIdx})}
 			if markedNow {
-				reqs = append(reqs, nl.SetAliasByName(l.HostVeth, ownerMark))
+				reqs = append(reqs, nl.SetAliasByName(l.HostVeth, hostMark))
 				if v6 {
 					// The mark with the IPv6 host end's other settings:
 					// one request (see nl.PrepareLink).
-					reqs[1] = nl.PrepareLinkByName(l.HostVeth, hostEndConf(v4, localnet, ownerMark))
+					reqs[1] = nl.PrepareLinkByName(l.HostVeth, hostEndConf(v4, localnet, hostMark))
 				}
 			}
 			var errs []error
@@ -490,11 +573,23 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 
 	l.ent = entries{link: l.hostIdx, uplink: up.index, prefixes: l.nets.prefixes(), routed: l.nets.routed(),
 		nsAddr: l.NSAddr.Addr(), siblings: c.AllowSiblings, ports: ports,
-		mark: ownerMark + " link=" + l.HostVeth}
-	if err := step("nftables", func() error { return hs.addLink(ctx, host, hc, l.ent) }); err != nil {
-		return err
+		mark: entMark}
+	if c.Persistent {
+		if err := step("nftables", func() error { return hs.addPersistent(ctx, host, hc, l.ent) }); err != nil {
+			return err
+		}
+		undo.push(func() {
+			withHostLock(context.Background(), host, func() error {
+				_, err := dropPersistentEntries(host, hc, l.HostVeth)
+				return err
+			})
+		})
+	} else {
+		if err := step("nftables", func() error { return hs.addLink(ctx, host, hc, l.ent) }); err != nil {
+			return err
+		}
+		undo.push(func() { hs.removeLink(host, hc, l.ent) })
 	}
-	undo.push(func() { hs.removeLink(host, hc, l.ent) })
 	if len(ports) > 0 {
 		hs.withConntrack(host, func(c *conntrack.Conn) error { forgetUntranslated(c, ports); return nil })
 	}
@@ -525,7 +620,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 		// duplicate address detection: usable at once).
 		reqs := []nl.Request{nl.GetLinkByName("lo"), nl.SetLinkUp(l.nsIdx, "", true)}
 		for _, n := range l.nets {
-			reqs = append(reqs, nl.NewAddr(l.nsIdx, n.nsAddr(), addrFlags(n), false))
+			reqs = append(reqs, n.addNS(l.nsIdx)...)
 		}
 		for _, n := range l.nets {
 			reqs = append(reqs, nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(unspecified(n.fam()), 0), Gateway: n.host,
@@ -565,18 +660,17 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 			// down (see nl.PrepareLink), made with the pair for a name of
 			// the library's.
 			if !markedNow {
-				reqs = append(reqs, nl.PrepareLink(l.hostIdx, hostEndConf(v4, localnet, ownerMark)))
+				reqs = append(reqs, nl.PrepareLink(l.hostIdx, hostEndConf(v4, localnet, hostMark)))
 			}
 			reqs = append(reqs, nl.SetLinkUp(l.hostIdx, "", true))
 			for _, n := range l.nets {
-				reqs = append(reqs, nl.NewAddr(l.hostIdx, n.hostAddr(), addrFlags(n), false))
+				reqs = append(reqs, n.addHost(l.hostIdx)...)
 			}
 			reqs = append(reqs, nl.NewAddr(l.hostIdx, hostLinkLocal(l.hostIdx), unix.IFA_F_NODAD|unix.IFA_F_NOPREFIXROUTE, false))
 		} else {
-			reqs = append(reqs, nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true),
-				nl.NewAddr(l.hostIdx, l.HostAddr, 0, false))
+			reqs = append(append(reqs, nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true)), l.nets[0].addHost(l.hostIdx)...)
 			if !markedNow {
-				reqs = append(reqs, nl.SetAlias(l.hostIdx, ownerMark))
+				reqs = append(reqs, nl.SetAlias(l.hostIdx, hostMark))
 			}
 			if localnet {
 				reqs = append(reqs, nl.SetRouteLocalnet(l.hostIdx, true))

@@ -39,3 +39,7 @@ func sysDrain() {}
 func (l *Link) sysPublish(ports []Port) error   { return errUnsupported }
 func (l *Link) sysUnpublish(ports []Port) error { return errUnsupported }
 func (l *Link) sysPorts() []Port                { return nil }
+
+func sysRemove(ctx context.Context, host *netns.Handle, hostVeth string) error { return errUnsupported }
+
+func sysPersistentLinks(host *netns.Handle) ([]PersistentLink, error) { return nil, errUnsupported }

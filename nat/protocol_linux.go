@@ -130,7 +130,7 @@ func ownerName(id string) string { return "nsnet-owner-" + id }
 // liveOwners reports which owners of ids are alive in host. This
 // process's own ID counts as alive without a look.
 func liveOwners(host *netns.Handle, ids []string) (map[string]bool, error) {
-	live := map[string]bool{ownerID: true}
+	live := map[string]bool{ownerID: true, persistentID: true}
 	var probe []string
 	for _, id := range ids {
 		if id == "" {

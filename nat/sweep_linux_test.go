@@ -42,6 +42,9 @@ func TestHelperConnect(t *testing.T) {
 		})
 	}
 	cfg := nat.Config{HostNS: host, DockerUser: os.Getenv("NSNET_HELPER_DOCKERUSER") != ""}
+	if tag := os.Getenv("NSNET_HELPER_PERSISTENT"); tag != "" {
+		cfg.Persistent, cfg.Tag, cfg.HostVeth = true, tag, os.Getenv("NSNET_HELPER_VETH")
+	}
 	if p6 := os.Getenv("NSNET_HELPER_PREFIX6"); p6 != "" {
 		cfg.Prefix6 = netip.MustParsePrefix(p6)
 	}

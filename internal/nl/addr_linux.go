@@ -53,6 +53,37 @@ func AddrMessage(index int, p netip.Prefix, flags uint32) []byte {
 	return b
 }
 
+// PeerAddrMessage is the RTM_NEWADDR/RTM_DELADDR body for the
+// point-to-point address local (a single address, /32 or /128) on link
+// index, whose other end is peer: as "ip address add LOCAL peer PEER", it
+// comes with a route to peer through the link.
+func PeerAddrMessage(index int, local, peer netip.Addr, flags uint32) []byte {
+	m := &rtnetlink.AddressMessage{
+		Family:       Family(local),
+		PrefixLength: uint8(local.BitLen()),
+		Index:        uint32(index),
+		Scope:        unix.RT_SCOPE_UNIVERSE,
+		Attributes:   &rtnetlink.AddressAttributes{Address: net.IP(peer.AsSlice()), Local: net.IP(local.AsSlice()), Flags: flags},
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		panic("nl: marshal address message: " + err.Error()) // cannot fail: plain attributes
+	}
+	return b
+}
+
+// NewPeerAddr adds the point-to-point address local, peer peer, on link
+// index (see PeerAddrMessage).
+func NewPeerAddr(index int, local, peer netip.Addr, flags uint32) Request {
+	return Request{Type: unix.RTM_NEWADDR, Flags: netlink.Create | netlink.Excl, Data: PeerAddrMessage(index, local, peer, flags)}
+}
+
+// DelPeerAddr deletes the point-to-point address local, peer peer, from
+// link index.
+func DelPeerAddr(index int, local, peer netip.Addr) Request {
+	return Request{Type: unix.RTM_DELADDR, Data: PeerAddrMessage(index, local, peer, 0)}
+}
+
 // NewAddr adds (or with replace, replaces) p on link index.
 func NewAddr(index int, p netip.Prefix, flags uint32, replace bool) Request {
 	f := netlink.Create | netlink.Excl

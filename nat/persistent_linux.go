@@ -1,0 +1,352 @@
+package nat
+
+// Persistent links (Config.Persistent) outlive the process that made them,
+// for programs that set a namespace up and exit, as CNI plugins do. Their
+// marks name the persistent owner, which every process takes for live, so
+// Sweep and other processes' Connects never remove them; any process
+// removes one with Remove, from the kernel's record of it (the set
+// entries' comments, the host end's ifalias), since the process that made
+// it is gone. The persistent owner shares an uplink's forwarding as any
+// owner does, with one entry per uplink and family in the uplinks set while
+// at least one persistent link leaves by it.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/netns"
+)
+
+// persistentID is the owner ID of persistent links: no process holds its
+// socket, and liveOwners takes it for live.
+const persistentID = "persistent00"
+
+// persistentMark starts the marks of persistent links.
+var persistentMark = fmt.Sprintf("nsnet owner=%s pid=%d", persistentID, os.Getpid())
+
+// persistentEntryMark is the comment of a persistent link's set entries
+// (and, with the tag, its host end's ifalias).
+func persistentEntryMark(hostVeth, tag string) string {
+	m := persistentMark + " link=" + hostVeth
+	if tag != "" {
+		m += " tag=" + tag
+	}
+	return m
+}
+
+// markField returns the value of " key=" in a mark; the tag, last, is
+// everything after it.
+func markField(mark, key string) (string, bool) {
+	if key == "tag" {
+		_, v, ok := strings.Cut(mark, " tag=")
+		return v, ok
+	}
+	for _, f := range strings.Fields(mark) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// isPersistent tells a mark of a persistent link.
+func isPersistent(mark string) bool {
+	o, ok := parseOwner(mark)
+	return ok && o.id == persistentID
+}
+
+// addPersistent adds the entries of a new persistent link and, for the
+// first persistent link out of an uplink in a family, the persistent
+// owner's share of the uplink's forwarding (as register does for a
+// process), under the host lock.
+func (hs *hostState) addPersistent(ctx context.Context, host *netns.Handle, hc *nl.Conn, e entries) error {
+	return withHostLock(ctx, host, func() error {
+		var stale, add, opened []elem
+		var turnOn []upKey
+		for _, k := range e.upKeys() {
+			users, live, err := hs.liveUplinkUsers(host, k)
+			if err != nil {
+				return err
+			}
+			mine, liveOther, wasOff, deadOff := false, false, false, false
+			for _, u := range users {
+				switch {
+				case u.owner == persistentID:
+					mine = true
+				case live[u.owner]:
+					liveOther, wasOff = true, u.origOff
+				default:
+					stale = append(stale, u.elem())
+					deadOff = deadOff || u.origOff
+				}
+			}
+			if mine {
+				continue
+			}
+			if !liveOther {
+				on, err := uplinkForwarding(host, hc, k)
+				if err != nil {
+					return fmt.Errorf("uplink: %w", err)
+				}
+				wasOff = deadOff || !on
+				if !on {
+					turnOn = append(turnOn, k)
+				}
+			}
+			add = append(add, persistentUserElem(k, wasOff))
+			if wasOff {
+				opened = append(opened, openedElem(k))
+			}
+		}
+		err := hs.addEntries(host, e, func(b *batch) error {
+			if len(stale) > 0 {
+				if err := b.del(stale, true); err != nil {
+					return err
+				}
+			}
+			return b.add(append(add, opened...), false)
+		})
+		if err != nil {
+			return err
+		}
+		for i, k := range turnOn {
+			err := hook("uplink forwarding")
+			if err == nil {
+				err = setUplinkForwarding(host, hc, k, true)
+			}
+			if err != nil {
+				for _, done := range turnOn[:i] {
+					setUplinkForwarding(host, hc, done, false)
+				}
+				hs.delEntries(host, append(e.elems(), add...), opened...)
+				return fmt.Errorf("uplink forwarding (%s): %w", familyName(k.fam), err)
+			}
+		}
+		return nil
+	})
+}
+
+// persistentUserElem is the persistent owner's entry in the uplinks set.
+func persistentUserElem(k upKey, wasOff bool) elem {
+	mark := persistentMark + origOn
+	if wasOff {
+		mark = persistentMark + origOff
+	}
+	return elem{set: setUplinks, key: uplinkKey(k, persistentID), comment: mark}
+}
+
+// removePersistent removes the persistent link whose host end was called
+// hostVeth at Connect (index, if not 0, is its interface index, if it is
+// still there): the pair, its connections, its set entries, and the
+// persistent owner's share of an uplink's forwarding when no persistent
+// link leaves by it any more. found says whether anything of it was there.
+func removePersistent(ctx context.Context, host *netns.Handle, index int, hostVeth string) (found bool, err error) {
+	hc, err := nl.Dial(host)
+	if err != nil {
+		return false, err
+	}
+	defer hc.Close()
+	var errs []error
+	if index != 0 {
+		err := hc.Exec(nl.DeleteLink(index, ""))
+		if err == nil {
+			found = true
+		} else if !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("veth: %w", err))
+		}
+		if err := forgetFlows(host, index); err != nil {
+			errs = append(errs, fmt.Errorf("conntrack: %w", err))
+		}
+	}
+	err = withHostLock(ctx, host, func() error {
+		f, err := dropPersistentEntries(host, hc, hostVeth)
+		found = found || f
+		return err
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return found, errors.Join(errs...)
+}
+
+// dropPersistentEntries removes the set entries of the persistent link
+// hostVeth, and the persistent owner's uplinks entries (and the uplink's
+// forwarding, when no other owner uses it) that no persistent link needs
+// any more; the table too, when nothing is left in it. It runs under the
+// host lock.
+func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (found bool, err error) {
+	c, err := nftConn(host)
+	if err != nil {
+		return false, err
+	}
+	defer c.CloseLasting()
+	raw, err := dialNFT(host)
+	if err != nil {
+		return false, err
+	}
+	defer func() { raw.Close() }()
+	if err := ownTableOn(c); err != nil {
+		if isENOENT(err) || errors.Is(err, ErrForeignTable) {
+			return false, nil
+		}
+		return false, err
+	}
+	mine := func(comment string) bool {
+		name, _ := markField(comment, "link")
+		return isPersistent(comment) && name == hostVeth
+	}
+	var gone []elem
+	left := map[upKey]bool{} // uplink forwardings other persistent links use
+	for _, set := range []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink, setClaims, setClaims6} {
+		els, err := c.GetSetElements(setByName[set])
+		if isENOENT(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("set %s: %w", set, err)
+		}
+		for _, x := range els {
+			switch {
+			case mine(x.Comment):
+				gone = append(gone, elem{set: set, key: x.Key})
+			case set == setEgress && isPersistent(x.Comment) && len(x.Key) >= 12:
+				left[upKey{int(binary.NativeEndian.Uint32(x.Key[4:8])), x.Key[8]}] = true
+			}
+		}
+	}
+	if len(gone) == 0 {
+		return false, nil
+	}
+	users, err := readUplinkUsers(c, upKey{})
+	if err != nil {
+		return true, err
+	}
+	live, err := liveOwners(host, ownerIDs(users))
+	if err != nil {
+		return true, err
+	}
+	var errs []error
+	for _, u := range users {
+		if u.owner != persistentID || left[u.uplink] {
+			continue
+		}
+		gone = append(gone, u.elem())
+		others := false
+		for _, v := range users {
+			others = others || (v.uplink == u.uplink && v.owner != persistentID && live[v.owner])
+		}
+		if others || !u.origOff {
+			continue
+		}
+		if !forwardsAll(host, u.uplink.fam) {
+			if err := setUplinkForwarding(host, hc, u.uplink, false); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("uplink forwarding (%s): %w", familyName(u.uplink.fam), err))
+			}
+		}
+		gone = append(gone, openedElem(u.uplink))
+	}
+	var b batch
+	if err := b.del(gone, true); err != nil {
+		return true, err
+	}
+	if err := b.commit(raw); err != nil && !isENOENT(err) {
+		errs = append(errs, fmt.Errorf("set entries: %w", err))
+	}
+	if len(errs) == 0 {
+		socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
+		(&hostState{}).dropTable(host, &socks) // (it only uses the two)
+	}
+	return true, errors.Join(errs...)
+}
+
+// sysRemove is Remove on Linux.
+func sysRemove(ctx context.Context, hostNS *netns.Handle, hostVeth string) error {
+	if err := nl.CheckIfName(hostVeth); err != nil {
+		return err
+	}
+	if hostNS != nil && hostNS.Fd() < 0 {
+		return fmt.Errorf("host namespace: %w", netns.ErrClosed)
+	}
+	host, err := resolveHost(hostNS)
+	if err != nil {
+		return fmt.Errorf("host namespace: %w", err)
+	}
+	defer host.Close()
+	hc, err := nl.Dial(host)
+	if err != nil {
+		return err
+	}
+	index := 0
+	msgs, err := hc.Query(nl.GetLinkByName(hostVeth))
+	hc.Close()
+	switch {
+	case err == nil:
+		link, err := nl.DecodeLink(msgs[0].Data)
+		if err != nil {
+			return err
+		}
+		if link.Attributes.Alias == nil || !isPersistent(*link.Attributes.Alias) {
+			return fmt.Errorf("%w: link %s is not a persistent nsnet link", ErrInvalidConfig, hostVeth)
+		}
+		index = int(link.Index)
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	found, err := removePersistent(ctx, host, index, hostVeth)
+	if err == nil && !found {
+		err = fmt.Errorf("persistent link %s: %w", hostVeth, os.ErrNotExist)
+	}
+	return err
+}
+
+// sysPersistentLinks is PersistentLinks on Linux.
+func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
+	if hostNS != nil && hostNS.Fd() < 0 {
+		return nil, fmt.Errorf("host namespace: %w", netns.ErrClosed)
+	}
+	host, err := resolveHost(hostNS)
+	if err != nil {
+		return nil, fmt.Errorf("host namespace: %w", err)
+	}
+	defer host.Close()
+	c, err := nftConn(host)
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	els, err := c.GetSetElements(setByName[setLinks])
+	if isENOENT(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("set %s: %w", setLinks, err)
+	}
+	hc, err := nl.Dial(host)
+	if err != nil {
+		return nil, err
+	}
+	defer hc.Close()
+	var out []PersistentLink
+	for _, x := range els {
+		if !isPersistent(x.Comment) || len(x.Key) != 4 {
+			continue
+		}
+		pl := PersistentLink{Index: int(binary.NativeEndian.Uint32(x.Key))}
+		pl.HostVeth, _ = markField(x.Comment, "link")
+		pl.Tag, _ = markField(x.Comment, "tag")
+		if msgs, err := hc.Query(nl.GetLinkByIndex(pl.Index)); err == nil {
+			if link, err := nl.DecodeLink(msgs[0].Data); err == nil && link.Attributes.Alias != nil && isPersistent(*link.Attributes.Alias) {
+				pl.Up = true
+			}
+		}
+		out = append(out, pl)
+	}
+	return out, nil
+}

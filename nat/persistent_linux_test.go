@@ -1,0 +1,97 @@
+package nat_test
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
+)
+
+// TestPersistent: a persistent link made by a process that is gone keeps
+// working; Sweep and other processes' Connects leave it; PersistentLinks
+// finds it with its tag; Remove from another process removes all of it
+// (and the uplink's forwarding goes back off), a second Remove says
+// nothing was there.
+func TestPersistent(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "per-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+	killedChild(t, w, "per-ns", "10.50.0.0/24", "", "NSNET_HELPER_PERSISTENT=cni net=a id=1", "NSNET_HELPER_VETH=nsp-one",
+		"NSNET_HELPER_PREFIX6=fd00:50::/64")
+	ns, err := netns.Open("per-ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if seen, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
+		t.Fatalf("the persistent link after its maker died: %q %v", seen, err)
+	}
+	if res, err := nat.Sweep(w.Host); err != nil || len(res.Links) != 0 || res.Elements != 0 || res.Table {
+		t.Errorf("Sweep took the persistent link: %+v %v", res, err)
+	}
+	other := nstest.NewNS(t, "per-other")
+	if _, err := (nat.Config{HostNS: w.Host}).Connect(other, "up0", netip.MustParsePrefix("10.50.0.0/25")); !errors.Is(err, nat.ErrOverlap) {
+		t.Errorf("an overlapping Connect: %v, want ErrOverlap", err)
+	}
+	if seen, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
+		t.Errorf("the persistent link after Sweep and Connect: %q %v", seen, err)
+	}
+	pls, err := nat.PersistentLinks(w.Host)
+	if err != nil || len(pls) != 1 || pls[0].HostVeth != "nsp-one" || pls[0].Tag != "cni net=a id=1" || !pls[0].Up {
+		t.Fatalf("PersistentLinks = %+v, %v", pls, err)
+	}
+	if err := nat.Remove(w.Host, "nsp-one"); err != nil {
+		t.Fatal(err)
+	}
+	if err := nat.Remove(w.Host, "nsp-one"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("second Remove: %v, want ErrNotExist", err)
+	}
+	if err := nat.Remove(w.Host, "up0"); !errors.Is(err, nat.ErrInvalidConfig) {
+		t.Errorf("Remove of the uplink: %v, want ErrInvalidConfig", err)
+	}
+	sameState(t, w, before, "after Remove")
+}
+
+// TestPersistentOrphan: the namespace of a persistent link is deleted (its
+// pair with it): PersistentLinks still lists the link, not up, and Remove
+// removes its entries; the host reads as before.
+func TestPersistentOrphan(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "pero-")
+	before := state(t, w)
+	ns, err := netns.New("pero-ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := nat.Config{HostNS: w.Host, Persistent: true, HostVeth: "nsp-two", Tag: "two"}.Connect(ns, "up0", netip.MustParsePrefix("10.51.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.NSAddr.IsValid() {
+		t.Fatal(l)
+	}
+	ns.Close()
+	if err := netns.Delete("pero-ns"); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 { // the kernel deletes the pair with the namespace, in a worker
+		if pls, _ := nat.PersistentLinks(w.Host); len(pls) == 1 && !pls[0].Up {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pls, err := nat.PersistentLinks(w.Host)
+	if err != nil || len(pls) != 1 || pls[0].Up || pls[0].Tag != "two" {
+		t.Fatalf("PersistentLinks = %+v, %v", pls, err)
+	}
+	if err := nat.Remove(w.Host, "nsp-two"); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, w, before, "after Remove")
+}
