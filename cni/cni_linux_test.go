@@ -1,0 +1,325 @@
+package cni_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
+)
+
+func TestMain(m *testing.M) { nstest.Main(m) }
+
+func netipPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// pluginDir builds nsnet-cni into a directory with the reference plugins
+// (host-local, tuning, ptp) from $NSNET_CNI_PLUGINS, which .ci/run fills
+// with go install of containernetworking/plugins v1.10.0.
+func pluginDir(t *testing.T) string {
+	t.Helper()
+	nstest.Require(t)
+	ref := os.Getenv("NSNET_CNI_PLUGINS")
+	if ref == "" {
+		ref = "/opt/cni/bin"
+	}
+	if _, err := os.Stat(filepath.Join(ref, "host-local")); err != nil {
+		if os.Getenv("NSNET_REQUIRE_PRIVILEGED") != "" {
+			t.Fatalf("no host-local in %s (NSNET_CNI_PLUGINS): %v", ref, err)
+		}
+		t.Skipf("no host-local in %s: set NSNET_CNI_PLUGINS to the reference plugins' directory", ref)
+	}
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "nsnet-cni"), "github.com/nsnet/nsnet/cni/nsnet-cni").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build nsnet-cni: %v\n%s", err, out)
+	}
+	for _, p := range []string{"host-local", "tuning", "ptp"} {
+		if err := os.Symlink(filepath.Join(ref, p), filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// confList is the sample network configuration (testdata, the README's)
+// for the world: uplink up0, host-local's leases in a temporary directory,
+// and with more plugins chained after nsnet-cni.
+func confList(t *testing.T, cniVersion string, chained ...map[string]any) *libcni.NetworkConfigList {
+	t.Helper()
+	b, err := os.ReadFile("testdata/10-nsnet.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list map[string]any
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatal(err)
+	}
+	list["cniVersion"] = cniVersion
+	plugins := list["plugins"].([]any)
+	p := plugins[0].(map[string]any)
+	p["uplink"] = "up0"
+	p["ipam"].(map[string]any)["dataDir"] = t.TempDir()
+	for _, c := range chained {
+		plugins = append(plugins, c)
+	}
+	list["plugins"] = plugins
+	b, _ = json.Marshal(list)
+	l, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// runtime is libcni as a container runtime drives it, run from the
+// world's host namespace (the plugins it starts inherit it).
+type runtime struct {
+	t    *testing.T
+	w    *nstest.World
+	cni  *libcni.CNIConfig
+	list *libcni.NetworkConfigList
+}
+
+func newRuntime(t *testing.T, w *nstest.World, list *libcni.NetworkConfigList) *runtime {
+	return &runtime{t: t, w: w, cni: libcni.NewCNIConfigWithCacheDir([]string{pluginDir(t)}, t.TempDir(), nil), list: list}
+}
+
+func (r *runtime) rt(id string, caps map[string]any) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: id, NetNS: filepath.Join(netns.Dir, id), IfName: "eth0", CapabilityArgs: caps}
+}
+
+func (r *runtime) do(f func() error) error {
+	var err error
+	if derr := r.w.Host.Do(func() error { err = f(); return nil }); derr != nil {
+		return derr
+	}
+	return err
+}
+
+func (r *runtime) add(id string, caps map[string]any) *current.Result {
+	r.t.Helper()
+	var res types.Result
+	err := r.do(func() (err error) {
+		res, err = r.cni.AddNetworkList(context.Background(), r.list, r.rt(id, caps))
+		return err
+	})
+	if err != nil {
+		r.t.Fatalf("ADD %s: %v", id, err)
+	}
+	cur, err := current.NewResultFromResult(res)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return cur
+}
+
+func (r *runtime) check(id string) error {
+	return r.do(func() error { return r.cni.CheckNetworkList(context.Background(), r.list, r.rt(id, nil)) })
+}
+
+func (r *runtime) del(id string) error {
+	return r.do(func() error { return r.cni.DelNetworkList(context.Background(), r.list, r.rt(id, nil)) })
+}
+
+func (r *runtime) gc(valid ...string) error {
+	var args libcni.GCArgs
+	for _, id := range valid {
+		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: id, IfName: "eth0"})
+	}
+	return r.do(func() error { return r.cni.GCNetworkList(context.Background(), r.list, &args) })
+}
+
+// hostState is how the host reads, for "left as before".
+func hostState(t *testing.T, w *nstest.World) string {
+	t.Helper()
+	nat.Drain()
+	in := func(args ...string) string {
+		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
+	}
+	return nstest.Steady(strings.Join([]string{
+		in("ip", "-d", "link"), in("ip", "addr"), in("ip", "route", "show", "table", "all"),
+		in("ip", "-6", "route", "show", "table", "all"), in("nft", "list", "ruleset"),
+		in("sh", "-c", "grep . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv6/conf/*/force_forwarding"),
+	}, "\n---\n"))
+}
+
+// addrOf is the result's address of family v4 (or IPv6), without its length.
+func addrOf(res *current.Result, v4 bool) string {
+	for _, ipc := range res.IPs {
+		if (ipc.Address.IP.To4() != nil) == v4 {
+			return ipc.Address.IP.String()
+		}
+	}
+	return ""
+}
+
+// TestLibcni drives the built plugin through libcni, as containerd,
+// CRI-O and Nomad do, with host-local: two containers get addresses of
+// one subnet in both families and reach the outside through the NAT, seen
+// from the uplink's addresses; they cannot reach each other; CHECK passes,
+// and fails clearly once an address is gone; DEL (twice, and with the
+// namespace gone) succeeds; GC removes what is not in its valid list and
+// nothing else (not a link of another nsnet user); STATUS is ready; the
+// host reads as before at the end.
+func TestLibcni(t *testing.T) {
+	w := nstest.NewWorld(t, "cni-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
+	nstest.Listen(t, w.Inet, "[2001:db8::1]:8080")
+	before := hostState(t, w)
+	r := newRuntime(t, w, confList(t, "1.1.0"))
+	if err := r.do(func() error { return r.cni.GetStatusNetworkList(context.Background(), r.list) }); err != nil {
+		t.Errorf("STATUS: %v", err)
+	}
+	ids := []string{"cni-c1", "cni-c2"}
+	res := map[string]*current.Result{}
+	for _, id := range ids {
+		ns := nstest.NewNS(t, id)
+		res[id] = r.add(id, nil)
+		if len(res[id].IPs) != 2 || len(res[id].Interfaces) != 2 || res[id].Interfaces[1].Sandbox == "" {
+			t.Fatalf("ADD %s: %v", id, res[id])
+		}
+		if seen, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
+			t.Errorf("%s IPv4 out: %q %v", id, seen, err)
+		}
+		if seen, err := nstest.Echo(ns, "[2001:db8::1]:8080"); err != nil || seen != "2001:db8::2" {
+			t.Errorf("%s IPv6 out: %q %v", id, seen, err)
+		}
+		if err := r.check(id); err != nil {
+			t.Errorf("CHECK %s: %v", id, err)
+		}
+	}
+	a1, a2 := addrOf(res["cni-c1"], true), addrOf(res["cni-c2"], true)
+	if a1 == a2 || !strings.HasPrefix(a1, "10.88.") || !strings.HasPrefix(a2, "10.88.") {
+		t.Errorf("addresses %s, %s", a1, a2)
+	}
+	if nstest.Ping(t, "cni-c1", a2) || nstest.Ping(t, "cni-c2", addrOf(res["cni-c1"], false)) {
+		t.Error("two containers reached each other")
+	}
+
+	// Drift: CHECK says what is wrong.
+	nstest.Cmd(t, "ip", "-n", "cni-c2", "addr", "del", a2, "peer", res["cni-c2"].IPs[0].Gateway.String(), "dev", "eth0")
+	if err := r.check("cni-c2"); err == nil || !strings.Contains(err.Error(), "lacks its address "+a2) {
+		t.Errorf("CHECK after the address went: %v", err)
+	}
+
+	// DEL: twice, and for a container whose namespace is gone.
+	for range 2 {
+		if err := r.del("cni-c1"); err != nil {
+			t.Errorf("DEL cni-c1: %v", err)
+		}
+	}
+	netns.Delete("cni-c2")
+	if err := r.del("cni-c2"); err != nil {
+		t.Errorf("DEL with the namespace gone: %v", err)
+	}
+	if err := r.del("cni-never"); err != nil {
+		t.Errorf("DEL of a container never added: %v", err)
+	}
+
+	// GC: c3 valid, c4 not; another nsnet user's link stays.
+	other := nstest.NewNS(t, "cni-other")
+	l, err := nat.Config{HostNS: w.Host}.Connect(other, "up0", netipPrefix("10.99.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"cni-c3", "cni-c4"} {
+		nstest.NewNS(t, id)
+		r.add(id, nil)
+	}
+	if err := r.gc("cni-c3"); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	c3, _ := netns.Open("cni-c3")
+	c4, _ := netns.Open("cni-c4")
+	defer c3.Close()
+	defer c4.Close()
+	if seen, err := nstest.Echo(c3, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
+		t.Errorf("a valid attachment after GC: %q %v", seen, err)
+	}
+	if _, err := nstest.Echo(c4, "203.0.113.1:8080"); err == nil {
+		t.Error("an attachment GC should have removed still works")
+	}
+	if seen, err := nstest.Echo(other, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
+		t.Errorf("another nsnet user's link after GC: %q %v", seen, err)
+	}
+	l.Close()
+	if err := r.del("cni-c3"); err != nil {
+		t.Errorf("DEL cni-c3: %v", err)
+	}
+	if after := hostState(t, w); after != before {
+		t.Errorf("the host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestLibcniChained: nsnet-cni followed by the reference tuning plugin,
+// which finds the container's interface in nsnet-cni's result and sets
+// its MTU; port mappings from the runtime (the portMappings capability)
+// publish a container's port; cniVersion 0.4.0 works too.
+func TestLibcniChained(t *testing.T) {
+	w := nstest.NewWorld(t, "cnic-")
+	before := hostState(t, w)
+	for _, v := range []string{"1.1.0", "0.4.0"} {
+		r := newRuntime(t, w, confList(t, v, map[string]any{"type": "tuning", "mtu": 1400}))
+		ns := nstest.NewNS(t, "cnic-"+strings.ReplaceAll(v, ".", ""))
+		id := "cnic-" + strings.ReplaceAll(v, ".", "")
+		nstest.Listen(t, ns, "0.0.0.0:80")
+		res := r.add(id, map[string]any{"portMappings": []map[string]any{{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}}})
+		if out := nstest.Cmd(t, "ip", "-n", id, "link", "show", "eth0"); !strings.Contains(out, "mtu 1400") {
+			t.Errorf("%s: tuning did not set the MTU:\n%s", v, out)
+		}
+		if seen, err := nstest.Echo(w.Inet, "203.0.113.2:8081"); err != nil || seen != "203.0.113.1" {
+			t.Errorf("%s: the published port: %q %v", v, seen, err)
+		}
+		if res.CNIVersion != "1.1.0" && v == "1.1.0" {
+			t.Errorf("result version %s", res.CNIVersion)
+		}
+		if err := r.del(id); err != nil {
+			t.Errorf("%s: DEL: %v", v, err)
+		}
+	}
+	if after := hostState(t, w); after != before {
+		t.Errorf("the host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestPluginErrors: errors are CNI error objects with codes a runtime can
+// show.
+func TestPluginErrors(t *testing.T) {
+	w := nstest.NewWorld(t, "cnie-")
+	list := confList(t, "1.1.0")
+	var conf map[string]any
+	json.Unmarshal(list.Plugins[0].Bytes, &conf)
+	conf["uplink"] = "nope0"
+	b, _ := json.Marshal(conf)
+	list.Plugins[0].Bytes = b
+	r := newRuntime(t, w, list)
+	nstest.NewNS(t, "cnie-c")
+	err := r.do(func() error {
+		_, err := r.cni.AddNetworkList(context.Background(), r.list, r.rt("cnie-c", nil))
+		return err
+	})
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrInternal || !strings.Contains(te.Msg, "nope0") {
+		t.Errorf("ADD with a missing uplink: %#v", err)
+	}
+	err = r.do(func() error {
+		_, err := r.cni.AddNetworkList(context.Background(), r.list, &libcni.RuntimeConf{ContainerID: "x", NetNS: "/nonexistent", IfName: "eth0"})
+		return err
+	})
+	if !errors.As(err, &te) || te.Code != types.ErrInvalidNetNS {
+		t.Errorf("ADD with a missing namespace: %#v", err)
+	}
+	_ = fmt.Sprint()
+}
