@@ -9,6 +9,7 @@
 //	sudo go run ./bench -n 1,50 -runs 3  # chosen N, best of 3
 //	sudo go run ./bench -scale 1000      # scaling, rules, throughput, resources
 //	sudo go run ./bench -scale 1000 -ipv6  # the same with dual-stack links
+//	sudo NSNET_CNI_PLUGINS=DIR go run ./bench -cni -n 1,10,100  # nsnet-cni against ptp, through libcni
 //	sudo go run ./bench -pairs 21        # one namespace, 21 alternating pairs, medians
 //	sudo go run ./bench -n 10 -par 16    # 16 rounds of sequential vs parallel set-up
 package main
@@ -45,6 +46,7 @@ func main() {
 	parRounds := flag.Int("par", 8, "alternating rounds of sequential against parallel set-up per N (medians)")
 	portsN := flag.Int("ports", 0, "instead of the table: published ports, 1 against this many (rules, throughput, publish time)")
 	flag.BoolVar(&dualStack, "ipv6", false, "give every link an IPv6 prefix too (dual stack)")
+	cniRows := flag.Bool("cni", false, "instead of the table: nsnet-cni against the reference ptp plugin through libcni, for each N (needs NSNET_CNI_PLUGINS)")
 	teardownRows := flag.Bool("teardown", false, "instead of the table: the tear-down rows (Close alone, Close+Delete, until the kernel is done) for each N")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
@@ -58,6 +60,16 @@ func main() {
 	fmt.Printf("# %s, kernel %s, %d CPUs, %s\n", time.Now().UTC().Format("2006-01-02"), strings.TrimSpace(string(kernel)), runtime.NumCPU(), runtime.Version())
 	if *scale > 0 {
 		scaling(w, *scale)
+		return
+	}
+	if *cniRows {
+		var sizes []int
+		for _, f := range strings.Split(*ns, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			check(err)
+			sizes = append(sizes, n)
+		}
+		cniBench(w, sizes)
 		return
 	}
 	if *script == "" {

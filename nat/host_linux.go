@@ -389,7 +389,15 @@ func (hs *hostState) ensureTable(host *netns.Handle) error {
 }
 
 func (hs *hostState) makeTable(host *netns.Handle) error {
-	var err error
+	// Another process's table, most of the time when there is one: look
+	// first. A transaction that fails (EEXIST) makes the kernel wait for
+	// an RCU grace period, about 10 ms of every new process's first
+	// Connect (of every CNI ADD, which is one), where the look costs one
+	// dump of the table's sets.
+	err := hs.ownTable(host)
+	if err == nil || !isENOENT(err) {
+		return err
+	}
 	for attempt := 0; attempt < 4; attempt++ {
 		var c *nftables.Conn
 		if c, err = hs.nft(host); err != nil {
