@@ -266,7 +266,8 @@ func TestLibcni(t *testing.T) {
 // TestLibcniChained: nsnet-cni followed by the reference tuning plugin,
 // which finds the container's interface in nsnet-cni's result and sets
 // its MTU; port mappings from the runtime (the portMappings capability)
-// publish a container's port; cniVersion 0.4.0 works too.
+// publish a container's port; the ips capability picks the address;
+// cniVersion 0.4.0 works too.
 func TestLibcniChained(t *testing.T) {
 	w := nstest.NewWorld(t, "cnic-")
 	before := hostState(t, w)
@@ -275,7 +276,11 @@ func TestLibcniChained(t *testing.T) {
 		ns := nstest.NewNS(t, "cnic-"+strings.ReplaceAll(v, ".", ""))
 		id := "cnic-" + strings.ReplaceAll(v, ".", "")
 		nstest.Listen(t, ns, "0.0.0.0:80")
-		res := r.add(id, map[string]any{"portMappings": []map[string]any{{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}}})
+		res := r.add(id, map[string]any{"portMappings": []map[string]any{{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}},
+			"ips": []string{"10.88.7.7/16"}})
+		if a := addrOf(res, true); a != "10.88.7.7" {
+			t.Errorf("%s: the ips capability asked for 10.88.7.7, ADD gave %s", v, a)
+		}
 		if out := nstest.Cmd(t, "ip", "-n", id, "link", "show", "eth0"); !strings.Contains(out, "mtu 1400") {
 			t.Errorf("%s: tuning did not set the MTU:\n%s", v, out)
 		}

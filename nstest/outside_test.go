@@ -95,11 +95,16 @@ func (m *outsideModule) write(name, text string) {
 
 func (m *outsideModule) goCmd(args ...string) string {
 	m.t.Helper()
+	return m.goCmdEnv(nil, args...)
+}
+
+func (m *outsideModule) goCmdEnv(env []string, args ...string) string {
+	m.t.Helper()
 	cmd := exec.Command("go", args...)
 	cmd.Dir = m.dir
 	// The user's tests make their own private world, as fresh processes;
 	// a skip would be a failure.
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "NSNET_PRIVATE=", "NSNET_REQUIRE_PRIVILEGED=1")
+	cmd.Env = append(append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "NSNET_PRIVATE=", "NSNET_REQUIRE_PRIVILEGED=1"), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		m.t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -110,7 +115,8 @@ func (m *outsideModule) goCmd(args ...string) string {
 // TestOutsideModule: a module outside this repository (a replace directive
 // pointing here) imports nstest and nat, runs a privileged test of its own
 // in a private world, and passes; every example program under examples/
-// builds there, so a user who copies one gets code that compiles.
+// builds there, so a user who copies one gets code that compiles; and the
+// CNI plugin's binary installs from there.
 func TestOutsideModule(t *testing.T) {
 	m := newOutsideModule(t)
 	m.write("user_test.go", userTest)
@@ -126,6 +132,12 @@ func TestOutsideModule(t *testing.T) {
 		m.write(filepath.Join("cmd", filepath.Base(filepath.Dir(e)), "main.go"), string(src))
 	}
 	m.goCmd("build", "./...")
+	// The CNI plugin installs from there as a user's go install would.
+	gobin := t.TempDir()
+	m.goCmdEnv([]string{"GOBIN=" + gobin}, "install", "github.com/nsnet/nsnet/cni/nsnet-cni")
+	if _, err := os.Stat(filepath.Join(gobin, "nsnet-cni")); err != nil {
+		t.Errorf("go install of nsnet-cni: %v", err)
+	}
 	out := m.goCmd("test", "-count=1", "-v", "./...")
 	if !strings.Contains(out, "--- PASS: TestConnect") || !strings.Contains(out, "the outside host saw 203.0.113.2") {
 		t.Errorf("the user's test did not pass as expected:\n%s", out)
