@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // -cni: nsnet-cni against the reference ptp plugin with ipMasq
