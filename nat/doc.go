@@ -24,7 +24,7 @@
 // meanwhile). A table of that name that nsnet did not make is refused
 // ([ErrForeignTable]) and never changed. Per-link state goes into nftables
 // sets and maps, so N links (and N published ports, see [Port]) mean N
-// set elements, not N rules: twenty rules and five base chains, and the
+// set elements, not N rules: twenty-two rules and five base chains, and the
 // same per-packet work, with 1 link or 1,000. No other table, chain or rule
 // is touched (except Docker's DOCKER-USER chain with [Config.DockerUser]).
 //

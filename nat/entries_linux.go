@@ -138,22 +138,19 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 			return errStaleCover
 		}
 	}
-	if len(e.ports) > 0 {
-		if els, gerr := c.GetSetElements(setByName[setPortLink]); gerr == nil {
+	for _, pm := range e.ports {
+		ports, links := pm.sets()
+		if els, gerr := c.GetSetElements(setByName[links]); gerr == nil {
 			for _, x := range els {
-				for _, pm := range e.ports {
-					if bytes.Equal(x.Key, pm.key()) {
-						return fmt.Errorf("%v published already (%s): %w", pm, x.Comment, os.ErrExist)
-					}
+				if bytes.Equal(x.Key, pm.key()) {
+					return fmt.Errorf("%v published already (%s): %w", pm, x.Comment, os.ErrExist)
 				}
 			}
 		}
-		if els, gerr := c.GetSetElements(setByName[setPorts]); gerr == nil {
+		if els, gerr := c.GetSetElements(setByName[ports]); gerr == nil {
 			for _, x := range els {
-				for _, pm := range e.ports {
-					if bytes.Equal(x.Key, pm.key()) {
-						return fmt.Errorf("%v published already: %w", pm, os.ErrExist)
-					}
+				if bytes.Equal(x.Key, pm.key()) {
+					return fmt.Errorf("%v published already: %w", pm, os.ErrExist)
 				}
 			}
 		}

@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -512,4 +513,58 @@ func TestIPv6CloseAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameState(t, w, before, "state after CloseAll")
+}
+
+// TestIPv6Ports: a dual-stack link's port published without an address
+// is reachable at every address of the uplink, IPv6's included (the
+// server sees the outside's own address), from the host itself, and after
+// Unpublish no more; an IPv6-only link publishes on IPv6; ::1 and a family
+// the link lacks are refused.
+func TestIPv6Ports(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "v6pt-")
+	ns := nstest.NewNS(t, "v6pt-ns")
+	nstest.Listen(t, ns, "[::]:80")
+	l, err := nat.Config{HostNS: w.Host, Prefix6: p6("fd00:61::/64"), Ports: []nat.Port{{Protocol: "tcp", HostPort: 8082, NSPort: 80}}}.Connect(ns, "up0", p6("10.6.61.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got := fmt.Sprint(l.Ports()); got != "[tcp 203.0.113.2:8082->80 tcp 2001:db8::2:8082->80]" {
+		t.Errorf("Ports() = %s", got)
+	}
+	if seen, err := nstest.Echo(w.Inet, "[2001:db8::2]:8082"); err != nil || seen != "2001:db8::1" {
+		t.Errorf("outside to the IPv6 port: %q %v", seen, err)
+	}
+	if seen, err := nstest.Echo(w.Inet, "203.0.113.2:8082"); err != nil || seen != "203.0.113.1" {
+		t.Errorf("outside to the IPv4 port: %q %v", seen, err)
+	}
+	if seen, err := nstest.Echo(w.Host, "[2001:db8::2]:8082"); err != nil || seen != "2001:db8::2" {
+		t.Errorf("the host to its IPv6 port: %q %v", seen, err)
+	}
+	if err := l.Unpublish(nat.Port{Protocol: "tcp", HostAddr: netip.MustParseAddr("2001:db8::2"), HostPort: 8082}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nstest.Echo(w.Inet, "[2001:db8::2]:8082"); err == nil {
+		t.Error("an unpublished IPv6 port is still reachable")
+	}
+	if err := l.Publish(nat.Port{Protocol: "tcp", HostAddr: netip.IPv6Loopback(), HostPort: 8083}); !errors.Is(err, nat.ErrInvalidConfig) {
+		t.Errorf("::1: %v", err)
+	}
+	l.Close()
+
+	l6, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", p6("fd00:62::/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l6.Close()
+	if err := l6.Publish(nat.Port{Protocol: "tcp", HostAddr: netip.MustParseAddr("203.0.113.2"), HostPort: 8084}); !errors.Is(err, nat.ErrInvalidConfig) {
+		t.Errorf("an IPv4 port on an IPv6-only link: %v", err)
+	}
+	if err := l6.Publish(nat.Port{Protocol: "tcp", HostPort: 8084, NSPort: 80}); err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := nstest.Echo(w.Inet, "[2001:db8::2]:8084"); err != nil || seen != "2001:db8::1" {
+		t.Errorf("outside to an IPv6-only link's port: %q %v", seen, err)
+	}
 }

@@ -203,9 +203,6 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 			return nil, err
 		}
 	}
-	if _, ok := nets.of(unix.NFPROTO_IPV4); !ok && len(cfg.Ports) > 0 {
-		return nil, invalid("published ports need an IPv4 network (ports go to the namespace's IPv4 address)")
-	}
 	switch {
 	case cfg.Tag != "" && !cfg.Persistent:
 		return nil, invalid("Tag is for persistent links (set Persistent)")
@@ -522,7 +519,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	// entries: one taken fails it all, before anything is added.
 	var ports []portMap
 	if len(c.Ports) > 0 {
-		if ports, err = expandPorts(host, hc, up.index, nil, c.Ports); err != nil {
+		if ports, err = expandPorts(host, hc, up.index, l.nets.families(), nil, c.Ports); err != nil {
 			return err
 		}
 	}
@@ -572,7 +569,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	undo.push(func() { hc.Exec(nl.DeleteLink(l.hostIdx, "")) })
 
 	l.ent = entries{link: l.hostIdx, uplink: up.index, prefixes: l.nets.prefixes(), routed: l.nets.routed(),
-		nsAddr: l.NSAddr.Addr(), siblings: c.AllowSiblings, ports: ports,
+		nsAddr: l.NSAddr.Addr(), nsAddr6: l.NSAddr6.Addr(), siblings: c.AllowSiblings, ports: ports,
 		mark: entMark}
 	if c.Persistent {
 		if err := step("nftables", func() error { return hs.addPersistent(ctx, host, hc, l.ent) }); err != nil {

@@ -204,7 +204,7 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 	}
 	var gone []elem
 	left := map[upKey]bool{} // uplink forwardings other persistent links use
-	for _, set := range []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink, setClaims, setClaims6} {
+	for _, set := range []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink, setPorts6, setPortLink6, setClaims, setClaims6} {
 		els, err := c.GetSetElements(setByName[set])
 		if isENOENT(err) {
 			return false, nil

@@ -14,9 +14,11 @@ import (
 // namespaces and from the namespace itself, at HostAddr:HostPort.
 type Port struct {
 	Protocol string // "tcp" or "udp"
-	// HostAddr is an IPv4 address of the host, or 127.0.0.1 for the host
-	// alone; the zero value means every IPv4 address the uplink has when
-	// the port is published.
+	// HostAddr is an address of the host, or 127.0.0.1 for the host
+	// alone; the zero value means every address the uplink has when the
+	// port is published, in the link's families (IPv4's, and IPv6's
+	// global ones for a link with an IPv6 network). An IPv6 port goes to
+	// the namespace's IPv6 address.
 	HostAddr netip.Addr
 	HostPort uint16
 	NSPort   uint16 // 0: HostPort
@@ -51,8 +53,11 @@ func (p Port) validate() error {
 		return invalid("port %v: protocol %q is not tcp or udp", p, p.Protocol)
 	case p.HostPort == 0:
 		return invalid("port %v: host port 0", p)
-	case p.HostAddr.IsValid() && (!p.HostAddr.Is4() || p.HostAddr.Zone() != "" || p.HostAddr.IsUnspecified() || p.HostAddr.IsMulticast()):
-		return invalid("port %v: host address %v is not a unicast IPv4 address", p, p.HostAddr)
+	case p.HostAddr.IsValid() && (p.HostAddr.Is4In6() || p.HostAddr.Zone() != "" || p.HostAddr.IsUnspecified() || p.HostAddr.IsMulticast() ||
+		p.HostAddr.IsLinkLocalUnicast()):
+		return invalid("port %v: host address %v is not a unicast address", p, p.HostAddr)
+	case p.HostAddr == netip.IPv6Loopback():
+		return invalid("port %v: ::1 cannot be published (Linux does not translate IPv6 loopback to another link); use 127.0.0.1", p)
 	case p.HostAddr.IsLoopback() && p.HostAddr != netip.AddrFrom4([4]byte{127, 0, 0, 1}):
 		return invalid("port %v: of the loopback addresses only 127.0.0.1 is published", p)
 	}

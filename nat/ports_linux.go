@@ -39,8 +39,15 @@ type portMap struct {
 
 // key is "address . protocol . port", each field padded to 4 bytes.
 func (pm portMap) key() []byte {
-	a := pm.addr.As4()
-	return append(a[:], pm.proto, 0, 0, 0, byte(pm.port>>8), byte(pm.port), 0, 0)
+	return append(pm.addr.AsSlice(), pm.proto, 0, 0, 0, byte(pm.port>>8), byte(pm.port), 0, 0)
+}
+
+// sets are the maps of pm's family: ports and port_links, or IPv6's.
+func (pm portMap) sets() (ports, links string) {
+	if pm.addr.Is6() {
+		return setPorts6, setPortLink6
+	}
+	return setPorts, setPortLink
 }
 
 func (pm portMap) String() string {
@@ -53,10 +60,14 @@ func (pm portMap) String() string {
 
 // elems are pm's two entries for the link of e.
 func (pm portMap) elems(e entries) []elem {
-	ns := e.nsAddr.As4()
+	ns := e.nsAddr
+	if pm.addr.Is6() {
+		ns = e.nsAddr6
+	}
+	ports, links := pm.sets()
 	return []elem{
-		{set: setPorts, key: pm.key(), data: append(ns[:], byte(pm.nsPort>>8), byte(pm.nsPort), 0, 0), comment: e.mark},
-		{set: setPortLink, key: pm.key(), data: ifIndex(e.link), comment: e.mark},
+		{set: ports, key: pm.key(), data: append(ns.AsSlice(), byte(pm.nsPort>>8), byte(pm.nsPort), 0, 0), comment: e.mark},
+		{set: links, key: pm.key(), data: ifIndex(e.link), comment: e.mark},
 	}
 }
 
@@ -115,11 +126,12 @@ func (p Port) matches(pm portMap) bool {
 		pm.port >= p.HostPort && pm.port-p.HostPort < n
 }
 
-// expandPorts resolves ports into mappings (every IPv4 address of the
-// uplink for one without an address, each port of a range), refusing one
-// twice or one in have (os.ErrExist), and probes the host's sockets (see
-// probePorts).
-func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, have []portMap, ports []Port) ([]portMap, error) {
+// expandPorts resolves ports into mappings for a link of the families
+// fams (every address of the uplink of those families for one without an
+// address: IPv4's, and IPv6's global ones; each port of a range), refusing
+// one twice or one in have (os.ErrExist), and probes the host's sockets
+// (see probePorts).
+func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []portMap, ports []Port) ([]portMap, error) {
 	var uplinkAddrs []netip.Addr
 	var maps []portMap
 	same := func(x, y portMap) bool { return x.addr == y.addr && x.proto == y.proto && x.port == y.port }
@@ -128,14 +140,16 @@ func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, have []portMap, po
 		if !p.HostAddr.IsValid() {
 			if uplinkAddrs == nil {
 				var err error
-				if uplinkAddrs, err = ipv4Addrs(hc, uplink); err != nil {
+				if uplinkAddrs, err = hostAddrs(hc, uplink, fams); err != nil {
 					return nil, fmt.Errorf("uplink addresses: %w", err)
 				}
 				if len(uplinkAddrs) == 0 {
-					return nil, fmt.Errorf("%w: the uplink has no IPv4 address to publish %v on", ErrInvalidConfig, p)
+					return nil, fmt.Errorf("%w: the uplink has no address to publish %v on", ErrInvalidConfig, p)
 				}
 			}
 			addrs = uplinkAddrs
+		} else if fam := familyOf(netip.PrefixFrom(p.HostAddr, 0)); !slices.Contains(fams, fam) {
+			return nil, fmt.Errorf("%w: port %v: the link has no %s network", ErrInvalidConfig, p, familyName(fam))
 		}
 		proto := uint8(unix.IPPROTO_TCP)
 		if p.Protocol == "udp" {
@@ -166,7 +180,7 @@ func (l *Link) publish(ports []Port) error {
 		return err
 	}
 	defer hs.putConn(hc)
-	maps, err := expandPorts(host, hc, l.ent.uplink, l.ent.ports, ports)
+	maps, err := expandPorts(host, hc, l.ent.uplink, l.ent.families(), l.ent.ports, ports)
 	if err != nil {
 		return err
 	}
@@ -227,11 +241,16 @@ func probePorts(host *netns.Handle, maps []portMap) error {
 			if pm.proto == unix.IPPROTO_UDP {
 				typ = unix.SOCK_DGRAM
 			}
-			fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+			family := unix.AF_INET6
+			var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: pm.addr.As16(), Port: int(pm.port)}
+			if pm.addr.Is4() {
+				family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: pm.addr.As4(), Port: int(pm.port)}
+			}
+			fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				return err
 			}
-			err = unix.Bind(fd, &unix.SockaddrInet4{Addr: pm.addr.As4(), Port: int(pm.port)})
+			err = unix.Bind(fd, sa)
 			unix.Close(fd)
 			switch {
 			case err == unix.EADDRINUSE:
@@ -246,23 +265,35 @@ func probePorts(host *netns.Handle, maps []portMap) error {
 	})
 }
 
-// ipv4Addrs lists the IPv4 addresses of the link with the index.
-func ipv4Addrs(hc *nl.Conn, index int) ([]netip.Addr, error) {
-	msgs, err := hc.Dump(nl.DumpAddrs(unix.AF_INET, index))
-	if err != nil {
-		return nil, err
-	}
+// hostAddrs lists the addresses of the link with the index in the
+// families fams: IPv4's, and IPv6's global ones.
+func hostAddrs(hc *nl.Conn, index int, fams []byte) ([]netip.Addr, error) {
 	var out []netip.Addr
-	for _, m := range msgs {
-		var am rtnetlink.AddressMessage
-		if err := am.UnmarshalBinary(m.Data); err != nil {
+	for _, fam := range fams {
+		af := unix.AF_INET
+		if fam == unix.NFPROTO_IPV6 {
+			af = unix.AF_INET6
+		}
+		msgs, err := hc.Dump(nl.DumpAddrs(uint8(af), index))
+		if err != nil {
 			return nil, err
 		}
-		if int(am.Index) != index || am.Attributes == nil || am.Attributes.Local == nil {
-			continue
-		}
-		if a := nl.IPToAddr(am.Attributes.Local); a.Is4() {
-			out = append(out, a)
+		for _, m := range msgs {
+			var am rtnetlink.AddressMessage
+			if err := am.UnmarshalBinary(m.Data); err != nil {
+				return nil, err
+			}
+			if int(am.Index) != index || am.Attributes == nil {
+				continue
+			}
+			ip := am.Attributes.Local
+			if ip == nil {
+				ip = am.Attributes.Address
+			}
+			a := nl.IPToAddr(ip)
+			if (a.Is4() && af == unix.AF_INET) || (a.Is6() && af == unix.AF_INET6 && !a.IsLinkLocalUnicast() && !a.IsLoopback()) {
+				out = append(out, a)
+			}
 		}
 	}
 	return out, nil
@@ -277,9 +308,16 @@ func forgetPortFlows(c *conntrack.Conn, link int, maps []portMap) error {
 // forgetPortFlowsMarked deletes the entries with the mark whose original
 // destination is one of the ports; with mark 0, only untranslated ones.
 func forgetPortFlowsMarked(c *conntrack.Conn, mark uint32, maps []portMap) error {
-	flows, err := c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(mark), nil)
-	if err != nil {
-		return fmt.Errorf("conntrack: %w", err)
+	var flows []conntrack.Flow
+	for _, fam := range []netfilter.ProtoFamily{netfilter.ProtoIPv4, netfilter.ProtoIPv6} {
+		if !slices.ContainsFunc(maps, func(pm portMap) bool { return pm.addr.Is6() == (fam == netfilter.ProtoIPv6) }) {
+			continue
+		}
+		fs, err := c.DumpFilter(conntrack.NewFilter().Family(fam).Mark(mark), nil)
+		if err != nil {
+			return fmt.Errorf("conntrack: %w", err)
+		}
+		flows = append(flows, fs...)
 	}
 	var errs []error
 	for _, f := range flows {

@@ -18,17 +18,19 @@ import (
 // live links and which a rename does not change: a name can be reused or
 // renamed under the library, an index cannot.
 const (
-	setLinks    = "links"      // iface_index: host ends of our links
-	setEgress   = "egress"     // iface_index . iface_index . nf_proto: host end . its uplink . a family it forwards
-	setMasq     = "masq"       // iface_index . iface_index . nf_proto: host end . its uplink . a family it masquerades
-	setSiblings = "siblings"   // iface_index: links that may talk to each other
-	setClaims   = "claims"     // map ipv4_addr . inet_service : mark: IPv4 prefixes held (see protocol_linux.go)
-	setClaims6  = "claims6"    // map ipv6_addr . inet_service : mark: IPv6 prefixes held
-	setUplinks  = "uplinks"    // iface_index . nf_proto . ifname: uplink . family . owner using its forwarding
-	setOpened   = "opened"     // iface_index . nf_proto: uplinks (and families) whose forwarding nsnet turned on
-	setPorts    = "ports"      // map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service: published ports
-	setPortLink = "port_links" // map ipv4_addr . inet_proto . inet_service : mark: the host end of each
-	setSame     = "same"       // iface_index . iface_index: host end . itself, for hairpin traffic
+	setLinks     = "links"       // iface_index: host ends of our links
+	setEgress    = "egress"      // iface_index . iface_index . nf_proto: host end . its uplink . a family it forwards
+	setMasq      = "masq"        // iface_index . iface_index . nf_proto: host end . its uplink . a family it masquerades
+	setSiblings  = "siblings"    // iface_index: links that may talk to each other
+	setClaims    = "claims"      // map ipv4_addr . inet_service : mark: IPv4 prefixes held (see protocol_linux.go)
+	setClaims6   = "claims6"     // map ipv6_addr . inet_service : mark: IPv6 prefixes held
+	setUplinks   = "uplinks"     // iface_index . nf_proto . ifname: uplink . family . owner using its forwarding
+	setOpened    = "opened"      // iface_index . nf_proto: uplinks (and families) whose forwarding nsnet turned on
+	setPorts     = "ports"       // map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service: published ports
+	setPortLink  = "port_links"  // map ipv4_addr . inet_proto . inet_service : mark: the host end of each
+	setSame      = "same"        // iface_index . iface_index: host end . itself, for hairpin traffic
+	setPorts6    = "ports6"      // map ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service: published IPv6 ports
+	setPortLink6 = "port_links6" // map ipv6_addr . inet_proto . inet_service : mark: the host end of each
 )
 
 // Fixed set IDs: google/nftables draws them from a package-level counter
@@ -46,6 +48,8 @@ const (
 	idSame
 	idMasq
 	idClaims6
+	idPorts6
+	idPortLinks6
 )
 
 // setComment starts every set's comment, for people reading nft's output
@@ -62,6 +66,8 @@ var (
 	addr6DotLen = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
 	portKey     = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
 	portTarget  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+	portKey6    = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
+	portTarget6 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
 	sets        = []*nftables.Set{
 		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "host ends"},
 		{Table: table, Name: setEgress, ID: idEgress, KeyType: pairDotFam, Concatenation: true, Comment: setComment + "host end . uplink . family: forwarded"},
@@ -77,6 +83,10 @@ var (
 			Comment: setComment + "published ports: host address . protocol . port : namespace address . port"},
 		{Table: table, Name: setPortLink, ID: idPortLinks, KeyType: portKey, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
 			Comment: setComment + "published ports: host address . protocol . port : the host end's index"},
+		{Table: table, Name: setPorts6, ID: idPorts6, KeyType: portKey6, Concatenation: true, IsMap: true, DataType: portTarget6,
+			Comment: setComment + "published IPv6 ports: host address . protocol . port : namespace address . port"},
+		{Table: table, Name: setPortLink6, ID: idPortLinks6, KeyType: portKey6, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
+			Comment: setComment + "published IPv6 ports: host address . protocol . port : the host end's index"},
 		{Table: table, Name: setSame, ID: idSame, KeyType: indexPair, Concatenation: true, Comment: setComment + "host end . itself: hairpin traffic to a published port"},
 	}
 	setByName = func() map[string]*nftables.Set {
@@ -144,7 +154,7 @@ func icmpv6Type(typ byte) []expr.Any {
 // addSkeleton queues the table, its sets, chains and rules:
 //
 //	table inet nsnet {
-//	  set links, egress, masq, siblings, same, uplinks, opened; map claims, claims6, ports, port_links (see above)
+//	  set links, egress, masq, siblings, same, uplinks, opened; map claims, claims6, ports, port_links, ports6, port_links6
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    iif @links jump from_link
 //	    oif @links jump to_link
@@ -165,9 +175,11 @@ func icmpv6Type(typ byte) []expr.Any {
 //	    ct status dnat iif . oif @same masquerade                # hairpin
 //	    ct status dnat ip saddr 127.0.0.0/8 oif @links masquerade } # the host's 127.0.0.1
 //	  chain prerouting { type nat hook prerouting priority dstnat; policy accept;
-//	    ip daddr != 127.0.0.0/8 ct mark set … map @port_links dnat to … map @ports }
+//	    ip daddr != 127.0.0.0/8 ct mark set … map @port_links dnat to … map @ports
+//	    meta nfproto ipv6 ct mark set … map @port_links6 dnat ip6 to … map @ports6 }
 //	  chain output { type nat hook output priority dstnat; policy accept;
-//	    ct mark set … map @port_links dnat to … map @ports }
+//	    ct mark set … map @port_links dnat to … map @ports
+//	    meta nfproto ipv6 ct mark set … map @port_links6 dnat ip6 to … map @ports6 }
 //	  chain raw_prerouting { type filter hook prerouting priority raw; policy accept;
 //	    iif @links ip daddr 127.0.0.0/8 drop
 //	    iif @links icmpv6 type nd-router-advert drop
@@ -264,6 +276,8 @@ func addSkeleton(c *nftables.Conn) error {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}}}, publishedDNAT()...)...)
 	rule(out, "a published port, for the host's own connections", publishedDNAT()...)
+	rule(pre, "a published IPv6 port", publishedDNAT6()...)
+	rule(out, "a published IPv6 port, for the host's own connections", publishedDNAT6()...)
 	rule(raw, "loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false),
 		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
@@ -328,6 +342,27 @@ func publishedDNAT() []expr.Any {
 	}
 }
 
+// publishedDNAT6 is publishedDNAT for IPv6:
+//
+//	meta nfproto ipv6 ct mark set ip6 daddr . meta l4proto . th dport map @port_links6
+//	dnat ip6 to ip6 daddr . meta l4proto . th dport map @ports6
+//
+// The 16-byte address takes the 32-bit registers of register 1 (8 to 11),
+// so the protocol and port go in 12 and 13, the mark in 14; the
+// translation's port lands in 12, after its address in 1.
+func publishedDNAT6() []expr.Any {
+	s, m := setByName[setPorts6], setByName[setPortLink6]
+	return append(isFamily(unix.NFPROTO_IPV6),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
+		metaLoad(expr.MetaKeyL4PROTO, 12),
+		&expr.Payload{DestRegister: 13, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 14, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 14, SourceRegister: true},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: s.Name, SetID: s.ID},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV6, RegAddrMin: 1, RegAddrMax: 1,
+			RegProtoMin: 12, RegProtoMax: 12, Specified: true})
+}
+
 // entries describes what one Link or Rules holds in the sets; elems
 // spells it out. It is the library's own record, never read back from
 // the kernel or from exported fields.
@@ -340,6 +375,7 @@ type entries struct {
 	// without masquerade.
 	routed   []byte
 	nsAddr   netip.Addr // the namespace's IPv4 address (published ports' target)
+	nsAddr6  netip.Addr // the namespace's IPv6 address (published IPv6 ports' target)
 	siblings bool
 	mark     string    // owner mark, the comment of each entry
 	ports    []portMap // published ports

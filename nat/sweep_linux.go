@@ -136,7 +136,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	}
 	var all []entry
 	var ids []string
-	for _, set := range []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink} {
+	for _, set := range []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink, setPorts6, setPortLink6} {
 		els, err := c.GetSetElements(setByName[set])
 		if isENOENT(err) {
 			return nil
