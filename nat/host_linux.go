@@ -486,6 +486,19 @@ func release(hostKey, nsKey uint64, prefixes []netip.Prefix) {
 	})
 }
 
+// openHost is resolveHost for a call's host namespace argument: a closed
+// handle is netns.ErrClosed, and errors say it was the host namespace.
+func openHost(hostNS *netns.Handle) (*netns.Handle, error) {
+	if hostNS != nil && hostNS.Fd() < 0 {
+		return nil, fmt.Errorf("host namespace: %w", netns.ErrClosed)
+	}
+	host, err := resolveHost(hostNS)
+	if err != nil {
+		return nil, fmt.Errorf("host namespace: %w", err)
+	}
+	return host, nil
+}
+
 // resolveHost returns a handle of the library's own to h's namespace, for
 // nil the calling thread's: resolved once, here on the caller's thread,
 // so that no internal goroutine (running elsewhere) can mistake its own

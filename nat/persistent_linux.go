@@ -271,12 +271,9 @@ func sysRemove(ctx context.Context, hostNS *netns.Handle, hostVeth string) error
 	if err := nl.CheckIfName(hostVeth); err != nil {
 		return err
 	}
-	if hostNS != nil && hostNS.Fd() < 0 {
-		return fmt.Errorf("host namespace: %w", netns.ErrClosed)
-	}
-	host, err := resolveHost(hostNS)
+	host, err := openHost(hostNS)
 	if err != nil {
-		return fmt.Errorf("host namespace: %w", err)
+		return err
 	}
 	defer host.Close()
 	hc, err := nl.Dial(host)
@@ -308,12 +305,9 @@ func sysRemove(ctx context.Context, hostNS *netns.Handle, hostVeth string) error
 
 // sysPersistentLinks is PersistentLinks on Linux.
 func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
-	if hostNS != nil && hostNS.Fd() < 0 {
-		return nil, fmt.Errorf("host namespace: %w", netns.ErrClosed)
-	}
-	host, err := resolveHost(hostNS)
+	host, err := openHost(hostNS)
 	if err != nil {
-		return nil, fmt.Errorf("host namespace: %w", err)
+		return nil, err
 	}
 	defer host.Close()
 	c, err := nftConn(host)

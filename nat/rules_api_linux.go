@@ -31,12 +31,9 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 			return nil, fmt.Errorf("uplink: %w", err)
 		}
 	}
-	if hostNS != nil && hostNS.Fd() < 0 {
-		return nil, fmt.Errorf("host namespace: %w", netns.ErrClosed)
-	}
-	host, err := resolveHost(hostNS)
+	host, err := openHost(hostNS)
 	if err != nil {
-		return nil, fmt.Errorf("host namespace: %w", err)
+		return nil, err
 	}
 	var undo undoStack
 	defer func() {

@@ -274,10 +274,10 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(pre, "a published port (127.0.0.1 ports: the host's own connections only, in output)",
 		append([]expr.Any{metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}}}, publishedDNAT()...)...)
-	rule(out, "a published port, for the host's own connections", publishedDNAT()...)
-	rule(pre, "a published IPv6 port", publishedDNAT6()...)
-	rule(out, "a published IPv6 port, for the host's own connections", publishedDNAT6()...)
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}}}, publishedDNAT(unix.NFPROTO_IPV4)...)...)
+	rule(out, "a published port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV4)...)
+	rule(pre, "a published IPv6 port", publishedDNAT(unix.NFPROTO_IPV6)...)
+	rule(out, "a published IPv6 port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV6)...)
 	rule(raw, "loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false),
 		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
@@ -317,50 +317,37 @@ func ctStatusDNAT() []expr.Any {
 	}
 }
 
-// publishedDNAT is
+// publishedDNAT is, for family fam,
 //
-//	ct mark set ip daddr . meta l4proto . th dport map @port_links
-//	dnat to ip daddr . meta l4proto . th dport map @ports
+//	meta nfproto ipv4 ct mark set ip daddr . meta l4proto . th dport map @port_links
+//	dnat ip to ip daddr . meta l4proto . th dport map @ports
 //
-// in one rule: the connection is marked with the host end's index (for
-// Close and Unpublish: see forgetFlows) and its destination translated to
-// the namespace's address and port. The key is in registers 1, 9 and 10,
-// as nft lays out a concatenation; the mark goes to 11, the translation to
-// 1 (address) and 9 (port).
-func publishedDNAT() []expr.Any {
+// (with ip6 and the maps ports6, port_links6 for IPv6) in one rule: the
+// connection is marked with the host end's index (for Close and
+// Unpublish: see forgetFlows) and its destination translated to the
+// namespace's address and port. The key is laid out as nft lays out a
+// concatenation, each field in 32-bit registers from register 1: an IPv4
+// address takes 1 and the protocol and port 9 and 10; an IPv6 address
+// takes the four words of register 1 (8 to 11), and the protocol and port
+// 12 and 13. The mark goes to the next register, the translation to 1
+// (address) and the register after the address (port).
+func publishedDNAT(fam byte) []expr.Any {
+	off, size, proto, port := uint32(16), uint32(4), uint32(9), uint32(10)
 	s, m := setByName[setPorts], setByName[setPortLink]
-	return []expr.Any{
-		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		metaLoad(expr.MetaKeyL4PROTO, 9),
-		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 11, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 11, SourceRegister: true},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: s.Name, SetID: s.ID},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1,
-			RegProtoMin: 9, RegProtoMax: 9, Specified: true},
+	if fam == unix.NFPROTO_IPV6 {
+		off, size, proto, port = 24, 16, 12, 13
+		s, m = setByName[setPorts6], setByName[setPortLink6]
 	}
-}
-
-// publishedDNAT6 is publishedDNAT for IPv6:
-//
-//	meta nfproto ipv6 ct mark set ip6 daddr . meta l4proto . th dport map @port_links6
-//	dnat ip6 to ip6 daddr . meta l4proto . th dport map @ports6
-//
-// The 16-byte address takes the 32-bit registers of register 1 (8 to 11),
-// so the protocol and port go in 12 and 13, the mark in 14; the
-// translation's port lands in 12, after its address in 1.
-func publishedDNAT6() []expr.Any {
-	s, m := setByName[setPorts6], setByName[setPortLink6]
-	return append(isFamily(unix.NFPROTO_IPV6),
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
-		metaLoad(expr.MetaKeyL4PROTO, 12),
-		&expr.Payload{DestRegister: 13, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 14, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 14, SourceRegister: true},
+	mark := port + 1
+	return append(isFamily(fam),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size},
+		metaLoad(expr.MetaKeyL4PROTO, proto),
+		&expr.Payload{DestRegister: port, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, DestRegister: mark, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: mark, SourceRegister: true},
 		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: s.Name, SetID: s.ID},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV6, RegAddrMin: 1, RegAddrMax: 1,
-			RegProtoMin: 12, RegProtoMax: 12, Specified: true})
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(fam), RegAddrMin: 1, RegAddrMax: 1,
+			RegProtoMin: proto, RegProtoMax: proto, Specified: true})
 }
 
 // entries describes what one Link or Rules holds in the sets; elems

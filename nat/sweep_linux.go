@@ -26,12 +26,9 @@ func sysSweep(ctx context.Context, host *netns.Handle) (SweepResult, error) {
 }
 
 func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err error) {
-	if hostNS != nil && hostNS.Fd() < 0 {
-		return res, fmt.Errorf("host namespace: %w", netns.ErrClosed)
-	}
-	host, err := resolveHost(hostNS)
+	host, err := openHost(hostNS)
 	if err != nil {
-		return res, fmt.Errorf("host namespace: %w", err)
+		return res, err
 	}
 	defer host.Close()
 	hc, err := nl.Dial(host)
