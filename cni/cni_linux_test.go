@@ -45,7 +45,7 @@ func pluginDir(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("go build nsnet-cni: %v\n%s", err, out)
 	}
-	for _, p := range []string{"host-local", "tuning", "ptp"} {
+	for _, p := range []string{"host-local", "tuning", "ptp", "loopback"} {
 		if err := os.Symlink(filepath.Join(ref, p), filepath.Join(dir, p)); err != nil {
 			t.Fatal(err)
 		}
@@ -296,6 +296,40 @@ func TestLibcniChained(t *testing.T) {
 	}
 	if after := hostState(t, w); after != before {
 		t.Errorf("the host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestLibcniChainedAfter: nsnet-cni after the reference loopback plugin:
+// its result keeps loopback's interface and addresses in front, its own
+// after them (interface indexes shifted), and CHECK passes with that
+// result as prevResult.
+func TestLibcniChainedAfter(t *testing.T) {
+	w := nstest.NewWorld(t, "cnia-")
+	list := confList(t, "1.1.0")
+	var conf map[string]any
+	json.Unmarshal(list.Bytes, &conf)
+	conf["plugins"] = append([]any{map[string]any{"type": "loopback"}}, conf["plugins"].([]any)...)
+	b, _ := json.Marshal(conf)
+	list, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRuntime(t, w, list)
+	nstest.NewNS(t, "cnia-c")
+	res := r.add("cnia-c", nil)
+	if len(res.Interfaces) != 3 || res.Interfaces[0].Name != "lo" || res.Interfaces[2].Name != "eth0" {
+		t.Fatalf("interfaces %v", res.Interfaces)
+	}
+	for _, ipc := range res.IPs {
+		if ipc.Address.IP.IsLoopback() != (*ipc.Interface == 0) || (!ipc.Address.IP.IsLoopback() && *ipc.Interface != 2) {
+			t.Errorf("address %v on interface %d", ipc.Address, *ipc.Interface)
+		}
+	}
+	if err := r.check("cnia-c"); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if err := r.del("cnia-c"); err != nil {
+		t.Errorf("DEL: %v", err)
 	}
 }
 

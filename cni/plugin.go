@@ -325,6 +325,10 @@ func Check(args *skel.CmdArgs) error {
 		return drift("routes: %v", err)
 	}
 	for _, ipc := range prev.IPs {
+		if ipc.Interface == nil || *ipc.Interface < 0 || *ipc.Interface >= len(prev.Interfaces) ||
+			prev.Interfaces[*ipc.Interface].Name != args.IfName || prev.Interfaces[*ipc.Interface].Sandbox == "" {
+			continue // another plugin's (chained before this one)
+		}
 		a, _ := netip.AddrFromSlice(ipc.Address.IP)
 		gw, _ := netip.AddrFromSlice(ipc.Gateway)
 		a, gw = a.Unmap(), gw.Unmap()
