@@ -362,3 +362,49 @@ func TestPluginErrors(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// TestLibcniParallel: a runtime starting and stopping many containers at
+// once (the kubelet does) runs the plugin in parallel: 8 ADDs at once get
+// 8 working links, 8 DELs at once remove them all, and the host reads as
+// before.
+func TestLibcniParallel(t *testing.T) {
+	w := nstest.NewWorld(t, "cnip-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := hostState(t, w)
+	r := newRuntime(t, w, confList(t, "1.1.0"))
+	const n = 8
+	var nss []*netns.Handle
+	for i := range n {
+		nss = append(nss, nstest.NewNS(t, fmt.Sprintf("cnip-%d", i)))
+	}
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			errs <- r.do(func() error {
+				_, err := r.cni.AddNetworkList(context.Background(), r.list, r.rt(fmt.Sprintf("cnip-%d", i), nil))
+				return err
+			})
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("parallel ADD: %v", err)
+		}
+	}
+	for i, ns := range nss {
+		if seen, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
+			t.Errorf("container %d: %q %v", i, seen, err)
+		}
+	}
+	for i := range n {
+		go func() { errs <- r.del(fmt.Sprintf("cnip-%d", i)) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("parallel DEL: %v", err)
+		}
+	}
+	if after := hostState(t, w); after != before {
+		t.Errorf("the host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
