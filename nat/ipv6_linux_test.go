@@ -348,17 +348,18 @@ func TestIPv6OnlyLinksForwarded(t *testing.T) {
 	}
 }
 
-// sendRA sends a router advertisement (router lifetime 1800 s) from the
-// outside host's fe80::1 to all nodes on inet0, as a router would.
-func sendRA(t *testing.T, w *nstest.World) {
+// sendRA sends a router advertisement (router lifetime 1800 s) from
+// fe80::1 (which the link must have) to all nodes on link in h, as a
+// router would.
+func sendRA(t *testing.T, h *netns.Handle, link string) {
 	t.Helper()
-	err := w.Inet.Do(func() error {
+	err := h.Do(func() error {
 		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
-		ifi, err := netInterfaceIndex("inet0")
+		ifi, err := netInterfaceIndex(link)
 		if err != nil {
 			return err
 		}
@@ -410,7 +411,7 @@ func TestIPv6HostKeepsRouterAdvertisements(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	sendRA(t, w)
+	sendRA(t, w.Inet, "inet0")
 	if !raDefault(t, w) {
 		t.Error("the host ignored a router advertisement on the uplink while an IPv6 link is live")
 	}
@@ -418,7 +419,7 @@ func TestIPv6HostKeepsRouterAdvertisements(t *testing.T) {
 	// The oracle can fail: with the uplink's forwarding (not
 	// force_forwarding) on, Linux ignores the advertisement.
 	setSysctl(t, w, "net.ipv6.conf.up0.forwarding", "1")
-	sendRA(t, w)
+	sendRA(t, w.Inet, "inet0")
 	if raDefault(t, w) {
 		t.Error("the host took a router advertisement with forwarding on: the test proves nothing")
 	}
@@ -426,27 +427,7 @@ func TestIPv6HostKeepsRouterAdvertisements(t *testing.T) {
 
 	// From the link: the namespace advertises itself as a router.
 	nstest.Cmd(t, "ip", "-n", "v6ra-ns", "addr", "add", "fe80::1/64", "dev", "eth0", "nodad")
-	err = ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		ifi, err := netInterfaceIndex("eth0")
-		if err != nil {
-			return err
-		}
-		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, 255)
-		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi)
-		if err := unix.Bind(fd, &unix.SockaddrInet6{ZoneId: uint32(ifi), Addr: netip.MustParseAddr("fe80::1").As16()}); err != nil {
-			return err
-		}
-		ra := []byte{134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0}
-		return unix.Sendto(fd, ra, 0, &unix.SockaddrInet6{ZoneId: uint32(ifi), Addr: netip.MustParseAddr("ff02::1").As16()})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sendRA(t, ns, "eth0")
 	time.Sleep(100 * time.Millisecond)
 	if out := nstest.Cmd(t, "ip", "-n", w.HostName, "-6", "route", "show", "default"); strings.Contains(out, l.HostVeth) {
 		t.Errorf("a namespace gave the host a default route:\n%s", out)
