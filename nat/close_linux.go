@@ -136,7 +136,8 @@ func (o *owned) close(what string, deleteVeth bool) error {
 		if err == nil && deleteVeth {
 			err = o.quiesce(hc)
 		} else if err == nil {
-			err = hc.Exec(nl.SetForwarding(o.hostIdx, false)) // back as AddRules found it
+			// Back as AddRules found it.
+			err = setUplinkForwarding(o.host, hc, upKey{o.hostIdx, o.ent.families()[0]}, false)
 		}
 		fault("quiesce", err)
 	}

@@ -103,7 +103,9 @@ func CloseAll(links ...*Link) error {
 }
 
 // AddRules masquerades the traffic of the link hostVeth (in host; nil: the
-// current namespace) leaving by uplink, and forwards it, with the same
+// current namespace) leaving by uplink, and forwards it (cidr may be
+// IPv4 or IPv6: one family per Rules; for IPv6, hostVeth's and the
+// uplink's force_forwarding, see Config.Prefix6), with the same
 // rules and isolation as Connect ("iptables -t nat -A POSTROUTING -s CIDR
 // -o UPLINK -j MASQUERADE", the two FORWARD rules, and forwarding on). An
 // empty uplink means the link of the default route. hostVeth must exist,

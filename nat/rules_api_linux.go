@@ -20,7 +20,11 @@ func sysAddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix)
 }
 
 func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (_ *Rules, err error) {
-	if err := validPrefix(cidr); err != nil {
+	valid := validPrefix
+	if cidr.IsValid() && cidr.Addr().Is6() && !cidr.Addr().Is4In6() {
+		valid = validPrefix6
+	}
+	if err := valid(cidr); err != nil {
 		return nil, err
 	}
 	if err := nl.CheckIfName(hostVeth); err != nil {
@@ -78,7 +82,11 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	if r.hostIdx == up.index {
 		return nil, fmt.Errorf("%w: link %s is the uplink itself", ErrInvalidConfig, hostVeth)
 	}
-	wasOn, _ := nl.Forwarding(msgs[0].Data)
+	fwd := upKey{r.hostIdx, familyOf(cidr)} // the link's forwarding of cidr's family
+	wasOn, err := uplinkForwarding(host, hc, fwd)
+	if err != nil {
+		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
+	}
 	r.ent = entries{link: r.hostIdx, uplink: up.index, prefixes: []netip.Prefix{cidr}, mark: ownerMark + " link=" + hostVeth}
 	if err := hs.addLink(context.Background(), host, hc, r.ent); err != nil {
 		return nil, err
@@ -88,11 +96,11 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	if err := hook("rules forwarding"); err != nil {
 		return nil, fmt.Errorf("forwarding: %w", err)
 	}
-	if err := hc.Exec(nl.SetForwarding(r.hostIdx, true)); err != nil {
-		return nil, fmt.Errorf("forwarding: %w", err)
-	}
 	if !wasOn {
-		undo.push(func() { hc.Exec(nl.SetForwarding(r.hostIdx, false)) })
+		if err := setUplinkForwarding(host, hc, fwd, true); err != nil {
+			return nil, fmt.Errorf("forwarding: %w", err)
+		}
+		undo.push(func() { setUplinkForwarding(host, hc, fwd, false) })
 		r.linkFwdOff = true
 	}
 	hs.addLive(&r.owned)

@@ -82,7 +82,7 @@ func TestAddRulesSweepCloseAllBadInput(t *testing.T) {
 		{"missing veth", w.Host, "nope0", "up0", p, os.ErrNotExist},
 		{"bad veth name", w.Host, "a:b", "up0", p, nat.ErrInvalidName},
 		{"missing uplink", w.Host, "hv0", "nope0", p, os.ErrNotExist},
-		{"IPv6 prefix", w.Host, "hv0", "up0", netip.MustParsePrefix("fd00::/64"), nat.ErrInvalidConfig},
+		{"IPv6 host bits", w.Host, "hv0", "up0", netip.MustParsePrefix("fd00::1/64"), nat.ErrInvalidConfig},
 		{"host bits", w.Host, "hv0", "up0", netip.MustParsePrefix("10.9.0.1/24"), nat.ErrInvalidConfig},
 		{"closed host", closed, "hv0", "up0", p, netns.ErrClosed},
 	} {
@@ -163,4 +163,46 @@ func TestAddRulesFault(t *testing.T) {
 		t.Fatalf("AddRules = %v, %v; want the injected fault", r, err)
 	}
 	sameState(t, w, before, "state changed")
+}
+
+// TestTutorialByHandIPv6: the same by hand for IPv6: AddRules with an IPv6
+// prefix masquerades and forwards it (the link's and the uplink's
+// force_forwarding), and Close puts both back.
+func TestTutorialByHandIPv6(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "hand6-")
+	ns := nstest.NewNS(t, "hand6-ns")
+	nstest.Listen(t, w.Inet, "[2001:db8::1]:8080")
+	before := state(t, w)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(veth.Create(w.Host, veth.Config{Name: "veth6-a", PeerName: "veth6-b", PeerNS: ns, Up: true}))
+	must(addr.Config{NoDAD: true}.Add(w.Host, "veth6-a", netip.MustParsePrefix("fd00:77::1/64")))
+	must(addr.Config{NoDAD: true}.Add(ns, "veth6-b", netip.MustParsePrefix("fd00:77::2/64")))
+	must(route.AddDefault(ns, netip.MustParseAddr("fd00:77::1")))
+	if nstest.Ping(t, "hand6-ns", "2001:db8::1") {
+		t.Fatal("outside reachable before the rules")
+	}
+	r, err := nat.AddRules(w.Host, "veth6-a", "up0", netip.MustParsePrefix("fd00:77::/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, err := nstest.Echo(ns, "[2001:db8::1]:8080"); err != nil || from != "2001:db8::2" {
+		t.Errorf("TCP out: %q %v", from, err)
+	}
+	if got := sysctl(t, w, "net.ipv6.conf.veth6-a.force_forwarding"); got != "1" {
+		t.Errorf("link force_forwarding %s", got)
+	}
+	must(r.Close())
+	for _, k := range []string{"net.ipv6.conf.veth6-a.force_forwarding", "net.ipv6.conf.up0.force_forwarding"} {
+		if got := sysctl(t, w, k); got != "0" {
+			t.Errorf("after Close: %s = %s", k, got)
+		}
+	}
+	must(veth.Delete(w.Host, "veth6-a"))
+	sameState(t, w, before, "after Close")
 }
