@@ -87,6 +87,17 @@
 // IPv6 route of the host at each change of a link with IPv6, so a host end
 // without it costs nothing there.
 //
+// # Point-to-point and persistent links
+//
+// A single-address prefix (/32, /128) with [Config.HostAddr]
+// ([Config.HostAddr6]) outside it makes a point-to-point link: many links
+// share one subnet and one gateway address, each namespace with its own
+// address (how CNI's ptp plugin lays out a network). [Config.Persistent]
+// makes a link that outlives the process that made it, for programs that
+// set a namespace up and exit: [Remove] removes it from any process, and
+// [PersistentLinks] lists them. The CNI plugin (package
+// github.com/nsnet/nsnet/cni) is built on both.
+//
 // # Forwarding
 //
 // Forwarding is turned on per link and family — on the host end of the
