@@ -13,8 +13,10 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/nstest"
@@ -93,7 +95,10 @@ type runtime struct {
 }
 
 func newRuntime(t *testing.T, w *nstest.World, list *libcni.NetworkConfigList) *runtime {
-	return &runtime{t: t, w: w, cni: libcni.NewCNIConfigWithCacheDir([]string{pluginDir(t)}, t.TempDir(), nil), list: list}
+	// The executor given, as runtimes do: libcni makes one lazily
+	// otherwise, unsafely for calls in parallel (the race detector says).
+	ex := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return &runtime{t: t, w: w, cni: libcni.NewCNIConfigWithCacheDir([]string{pluginDir(t)}, t.TempDir(), ex), list: list}
 }
 
 func (r *runtime) rt(id string, caps map[string]any) *libcni.RuntimeConf {
