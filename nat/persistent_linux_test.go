@@ -95,3 +95,49 @@ func TestPersistentOrphan(t *testing.T) {
 	}
 	sameState(t, w, before, "after Remove")
 }
+
+// TestPersistentSharesUplink: a persistent link and a process's own link
+// share the uplink's forwarding: the process's last Close leaves it on for
+// the persistent link (whose traffic goes on), and Remove of the
+// persistent link, the last user, turns it off.
+func TestPersistentSharesUplink(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "pers-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := state(t, w)
+	pns := nstest.NewNS(t, "pers-p")
+	own := nstest.NewNS(t, "pers-own")
+	if _, err := (nat.Config{HostNS: w.Host, Persistent: true, HostVeth: "nsp-three"}).Connect(pns, "up0", netip.MustParsePrefix("10.52.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	l, err := nat.Config{HostNS: w.Host}.Connect(own, "up0", netip.MustParsePrefix("10.52.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sysctl(t, w, "net.ipv4.conf.up0.forwarding"); got != "1" {
+		t.Errorf("after the process's last Close, up0 forwarding %s with a persistent link live", got)
+	}
+	if seen, err := nstest.Echo(pns, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
+		t.Errorf("the persistent link after the other's Close: %q %v", seen, err)
+	}
+	if err := nat.Remove(w.Host, "nsp-three"); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, w, before, "after Remove")
+
+	// Close in the process that made it removes it as Remove does.
+	pl, err := nat.Config{HostNS: w.Host, Persistent: true}.Connect(pns, "up0", netip.MustParsePrefix("10.52.2.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if pls, err := nat.PersistentLinks(w.Host); err != nil || len(pls) != 0 {
+		t.Errorf("after Close: %+v %v", pls, err)
+	}
+	sameState(t, w, before, "after Close")
+}
