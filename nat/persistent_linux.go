@@ -280,27 +280,67 @@ func sysRemove(ctx context.Context, hostNS *netns.Handle, hostVeth string) error
 	if err != nil {
 		return err
 	}
-	index := 0
-	msgs, err := hc.Query(nl.GetLinkByName(hostVeth))
-	hc.Close()
-	switch {
-	case err == nil:
+	defer hc.Close()
+	// The link by the table's record of it (its index: a rename does not
+	// change it), else by its name.
+	persistentAt := func(q nl.Request) (int, bool, error) {
+		msgs, err := hc.Query(q)
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, false, nil
+		}
+		if err != nil {
+			return 0, false, err
+		}
 		link, err := nl.DecodeLink(msgs[0].Data)
 		if err != nil {
+			return 0, false, err
+		}
+		return int(link.Index), link.Attributes.Alias != nil && isPersistent(*link.Attributes.Alias), nil
+	}
+	index := 0
+	if recorded := recordedIndex(host, hostVeth); recorded != 0 {
+		if i, ok, err := persistentAt(nl.GetLinkByIndex(recorded)); err != nil {
 			return err
+		} else if ok {
+			index = i
 		}
-		if link.Attributes.Alias == nil || !isPersistent(*link.Attributes.Alias) {
+	}
+	if index == 0 {
+		i, ok, err := persistentAt(nl.GetLinkByName(hostVeth))
+		switch {
+		case err != nil:
+			return err
+		case i != 0 && !ok && recordedIndex(host, hostVeth) == 0:
 			return fmt.Errorf("%w: link %s is not a persistent nsnet link", ErrInvalidConfig, hostVeth)
+		case ok:
+			index = i
 		}
-		index = int(link.Index)
-	case !errors.Is(err, os.ErrNotExist):
-		return err
 	}
 	found, err := removePersistent(ctx, host, index, hostVeth)
 	if err == nil && !found {
 		err = fmt.Errorf("persistent link %s: %w", hostVeth, os.ErrNotExist)
 	}
 	return err
+}
+
+// recordedIndex is the interface index the table records for the
+// persistent link hostVeth (its links entry), 0 if none.
+func recordedIndex(host *netns.Handle, hostVeth string) int {
+	c, err := nftConn(host)
+	if err != nil {
+		return 0
+	}
+	defer c.CloseLasting()
+	els, err := c.GetSetElements(setByName[setLinks])
+	if err != nil {
+		return 0
+	}
+	for _, x := range els {
+		if name, _ := markField(x.Comment, "link"); isPersistent(x.Comment) && name == hostVeth && len(x.Key) == 4 {
+			return int(binary.NativeEndian.Uint32(x.Key))
+		}
+	}
+	return 0
 }
 
 // sysPersistentLinks is PersistentLinks on Linux.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,4 +141,29 @@ func TestPersistentSharesUplink(t *testing.T) {
 		t.Errorf("after Close: %+v %v", pls, err)
 	}
 	sameState(t, w, before, "after Close")
+}
+
+// TestPersistentRenamed: a persistent link's host end renamed by someone
+// is still found and removed by Remove with its name at Connect (the
+// table records its index); a link of someone else's that took the name
+// is left alone.
+func TestPersistentRenamed(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "perr-")
+	before := state(t, w)
+	ns := nstest.NewNS(t, "perr-ns")
+	if _, err := (nat.Config{HostNS: w.Host, Persistent: true, HostVeth: "nsp-four"}).Connect(ns, "up0", netip.MustParsePrefix("10.53.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "set", "nsp-four", "name", "renamed4")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "add", "nsp-four", "type", "veth", "peer", "name", "other4")
+	if err := nat.Remove(w.Host, "nsp-four"); err != nil {
+		t.Fatal(err)
+	}
+	out := nstest.Cmd(t, "ip", "-n", w.HostName, "-o", "link")
+	if strings.Contains(out, "renamed4") || !strings.Contains(out, "nsp-four") {
+		t.Errorf("after Remove:\n%s", out)
+	}
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "del", "nsp-four")
+	sameState(t, w, before, "after Remove")
 }
