@@ -245,3 +245,72 @@ func ExampleLink_Publish() {
 	fmt.Println(l.Ports()[0], "- the server sees", seen, err)
 	// Output: tcp 203.0.113.2:8080->80 - the server sees 203.0.113.1 <nil>
 }
+
+// Dual stack: an IPv6 network beside the IPv4 one, masqueraded out of the
+// uplink's global IPv6 address (2001:db8::2 here). An IPv6 prefix as
+// Connect's cidr alone makes an IPv6-only link.
+func ExampleConfig_Connect_dualStack() {
+	w, err := nstest.BuildWorld("host-ds", "inet-ds") // up0 has 2001:db8::2, the outside host 2001:db8::1
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	echo, err := nstest.Serve(w.Inet, "[2001:db8::1]:8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer echo.Close()
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+
+	cfg := nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:1::/64")}
+	l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.0.0.0/24"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	fmt.Println(l.NSAddr, l.NSAddr6)
+	seen, err := nstest.Echo(ns, "[2001:db8::1]:8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("the outside host sees", seen)
+	// Output:
+	// 10.0.0.2/24 fd00:1::2/64
+	// the outside host sees 2001:db8::2
+}
+
+// A persistent link outlives the process that made it (a CNI plugin's
+// ADD); any process removes it by its host end's name.
+func ExampleRemove() {
+	w, err := nstest.BuildWorld("host-rm", "inet-rm")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+	cfg := nat.Config{HostNS: w.Host, Persistent: true, HostVeth: "nsp-example", Tag: "example"}
+	if _, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.0.0.0/24")); err != nil {
+		log.Fatal(err)
+	}
+	// ... later, in any process:
+	pls, err := nat.PersistentLinks(w.Host)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, pl := range pls {
+		fmt.Println(pl.HostVeth, pl.Tag, pl.Up)
+		if err := nat.Remove(w.Host, pl.HostVeth); err != nil {
+			log.Fatal(err)
+		}
+	}
+	// Output:
+	// nsp-example example true
+}
