@@ -98,10 +98,10 @@ func closeGroup(hs *hostState, links []*Link) error {
 			}
 			return hs.forgetFlows(host, idx...)
 		})
-		comments := map[string]bool{}
+		comments := map[string]int{}
 		for _, l := range links {
 			if l.dockerUser != "" {
-				comments[l.dockerUser] = true
+				comments[l.dockerUser] = 2 * len(l.dockerFams)
 			}
 		}
 		if len(comments) > 0 {

@@ -152,7 +152,7 @@ func (o *owned) close(what string, deleteVeth bool) error {
 	if o.dockerUser != "" {
 		err := hook("close docker-user")
 		if err == nil {
-			err = hs.dropDockerUser(host, map[string]bool{o.dockerUser: true})
+			err = hs.dropDockerUser(host, map[string]int{o.dockerUser: 2 * len(o.dockerFams)})
 		}
 		fault("docker-user", err)
 	}

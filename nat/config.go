@@ -89,8 +89,9 @@ type Config struct {
 	// DOCKER-USER chain, which Docker's FORWARD chain (policy drop) jumps
 	// to first: two rules, "-i HOSTVETH -j ACCEPT" and "-o HOSTVETH -j
 	// ACCEPT", inserted at its top with a comment naming the owner, in the
-	// shapes iptables-nft makes, so "iptables -S" still reads the table.
-	// Close removes exactly them (Sweep, those of dead processes); while
+	// shapes iptables-nft makes, so "iptables -S" still reads the table;
+	// for a link with IPv6, the same in Docker's ip6 filter table where
+	// Docker manages IPv6 (ip6tables). Close removes exactly them (Sweep, those of dead processes); while
 	// the link lives they are put back when a firewall reload or a flush
 	// of the chain removed them and the chain exists. They
 	// only let the link's packets past Docker's chain: nsnet's own table

@@ -25,31 +25,58 @@ package nat
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
 )
 
+// Docker's filter tables: ip filter, and ip6 filter where Docker
+// manages IPv6 (ip6tables, the default since Docker 27). A link's rules
+// go into the DOCKER-USER chain of each of its families.
 var (
-	dockerTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "filter"}
-	dockerUser  = &nftables.Chain{Table: dockerTable, Name: dockerUserChain}
+	dockerTable  = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "filter"}
+	dockerTable6 = &nftables.Table{Family: nftables.TableFamilyIPv6, Name: "filter"}
+	dockerTables = []*nftables.Table{dockerTable, dockerTable6}
 )
 
 const dockerUserChain = "DOCKER-USER"
+
+// dockerTableOf is Docker's table of family fam (unix.NFPROTO_IPV4, _IPV6).
+func dockerTableOf(fam byte) *nftables.Table {
+	if fam == unix.NFPROTO_IPV6 {
+		return dockerTable6
+	}
+	return dockerTable
+}
+
+func dockerUserIn(t *nftables.Table) *nftables.Chain {
+	return &nftables.Chain{Table: t, Name: dockerUserChain}
+}
+
+// dockerFamilyName is "ip" or "ip6", as iptables and nft name the tables.
+func dockerFamilyName(t *nftables.Table) string {
+	if t.Family == nftables.TableFamilyIPv6 {
+		return "ip6"
+	}
+	return "ip"
+}
 
 // dockerUserComment is the comment of a link's rules in DOCKER-USER.
 func dockerUserComment(link string, index int) string {
 	return fmt.Sprintf("%s link=%s index=%d", ownerMark, link, index)
 }
 
-// dockerUserRules are the two accept rules for the host end name.
-func dockerUserRules(name, comment string) []*nftables.Rule {
+// dockerUserRules are the two accept rules for the host end name in
+// Docker's table t.
+func dockerUserRules(t *nftables.Table, name, comment string) []*nftables.Rule {
 	var rules []*nftables.Rule
 	for _, key := range []expr.MetaKey{expr.MetaKeyOIFNAME, expr.MetaKeyIIFNAME} {
-		rules = append(rules, &nftables.Rule{Table: dockerTable, Chain: dockerUser,
+		rules = append(rules, &nftables.Rule{Table: t, Chain: dockerUserIn(t),
 			Exprs: []expr.Any{
 				&expr.Meta{Key: key, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(name), 0)},
@@ -61,43 +88,47 @@ func dockerUserRules(name, comment string) []*nftables.Rule {
 	return rules
 }
 
-// acceptInDockerUser inserts the rules at the top of DOCKER-USER, in one
-// transaction.
-func (hs *hostState) acceptInDockerUser(host *netns.Handle, name, comment string) error {
+// acceptInDockerUser inserts the rules at the top of DOCKER-USER of
+// Docker's tables of the families fams, in one transaction.
+func (hs *hostState) acceptInDockerUser(host *netns.Handle, fams []byte, name, comment string) error {
 	c, err := hs.nft(host)
 	if err != nil {
 		return err
 	}
-	for _, r := range dockerUserRules(name, comment) {
-		c.InsertRule(r)
+	for _, fam := range fams {
+		for _, r := range dockerUserRules(dockerTableOf(fam), name, comment) {
+			c.InsertRule(r)
+		}
 	}
 	err = c.Flush()
 	hs.putNFT(c, err)
 	if isENOENT(err) {
-		return fmt.Errorf("ip %s %s is gone: %w", dockerTable.Name, dockerUserChain, err)
+		return fmt.Errorf("a %s chain of Docker's is gone: %w", dockerUserChain, err)
 	}
 	return err
 }
 
-// removeFromDockerUser deletes the rules of DOCKER-USER whose comment
-// passes match, in one transaction, and returns how many it deleted. No
-// chain is no error (n is 0).
+// removeFromDockerUser deletes the rules of Docker's DOCKER-USER chains
+// whose comment passes match, in one transaction, and returns how many it
+// deleted. No chain is no error.
 func removeFromDockerUser(c *nftables.Conn, match func(comment string) bool) (n int, err error) {
 	for attempt := 0; ; attempt++ {
-		rules, err := c.GetRules(dockerTable, dockerUser)
-		if isENOENT(err) {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, err
-		}
 		n = 0
-		for _, r := range rules {
-			if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && match(s) {
-				if err := c.DelRule(r); err != nil {
-					return 0, err
+		for _, t := range dockerTables {
+			rules, err := c.GetRules(t, dockerUserIn(t))
+			if isENOENT(err) {
+				continue
+			}
+			if err != nil {
+				return 0, err
+			}
+			for _, r := range rules {
+				if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && match(s) {
+					if err := c.DelRule(r); err != nil {
+						return 0, err
+					}
+					n++
 				}
-				n++
 			}
 		}
 		if n == 0 {
@@ -113,16 +144,21 @@ func removeFromDockerUser(c *nftables.Conn, match func(comment string) bool) (n 
 }
 
 // dropDockerUser removes the rules of the links whose comments are given,
-// which must be there: fewer found is errGone.
-func (hs *hostState) dropDockerUser(host *netns.Handle, comments map[string]bool) error {
+// with the number of rules each has (two per family), which must be
+// there: fewer found is errGone.
+func (hs *hostState) dropDockerUser(host *netns.Handle, comments map[string]int) error {
 	c, err := hs.nft(host)
 	if err != nil {
 		return err
 	}
-	n, err := removeFromDockerUser(c, func(s string) bool { return comments[s] })
+	n, err := removeFromDockerUser(c, func(s string) bool { return comments[s] > 0 })
 	hs.putNFT(c, err)
-	if err == nil && n < 2*len(comments) {
-		err = fmt.Errorf("%d of its %d rules in ip %s %s %w", 2*len(comments)-n, 2*len(comments), dockerTable.Name, dockerUserChain, errGone)
+	want := 0
+	for _, k := range comments {
+		want += k
+	}
+	if err == nil && n < want {
+		err = fmt.Errorf("%d of its %d rules in Docker's %s %w", want-n, want, dockerUserChain, errGone)
 	}
 	return err
 }
@@ -130,18 +166,20 @@ func (hs *hostState) dropDockerUser(host *netns.Handle, comments map[string]bool
 // sweepDockerUser removes the DOCKER-USER rules of owners that no longer
 // run.
 func sweepDockerUser(host *netns.Handle, c *nftables.Conn) (int, error) {
-	rules, err := c.GetRules(dockerTable, dockerUser)
-	if isENOENT(err) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", dockerUserChain, err)
-	}
 	var ids []string
-	for _, r := range rules {
-		s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-		if o, ok := dockerUserOwner(s); ok {
-			ids = append(ids, o.id)
+	for _, t := range dockerTables {
+		rules, err := c.GetRules(t, dockerUserIn(t))
+		if isENOENT(err) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%s %s: %w", dockerFamilyName(t), dockerUserChain, err)
+		}
+		for _, r := range rules {
+			s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			if o, ok := dockerUserOwner(s); ok {
+				ids = append(ids, o.id)
+			}
 		}
 	}
 	if len(ids) == 0 {
@@ -171,20 +209,22 @@ func dockerUserOwner(comment string) (owner, bool) {
 }
 
 // restoreDockerUser puts back the DOCKER-USER rules of live links that
-// lack them (both of a link's, or none: a firewall reload or a user's
-// "iptables -F DOCKER-USER" removed them, or Docker made the chain again),
-// when the chain exists. Called by the guard when Docker's table changed.
-// Rules put back for a link closed meanwhile are taken out again.
+// lack them (both of a link's in a table, or none: a firewall reload or a
+// user's "iptables -F DOCKER-USER" removed them, or Docker made the chain
+// again), in each of the link's families whose chain exists. Called by the
+// guard when Docker's tables changed. Rules put back for a link closed
+// meanwhile are taken out again.
 func (hs *hostState) restoreDockerUser(host *netns.Handle) {
 	type want struct {
 		o             *owned
 		name, comment string
+		fams          []byte
 	}
 	var wants []want
 	hs.mu.Lock()
 	for o := range hs.live {
 		if o.dockerUser != "" {
-			wants = append(wants, want{o, o.vethName, o.dockerUser})
+			wants = append(wants, want{o, o.vethName, o.dockerUser, o.dockerFams})
 		}
 	}
 	hs.mu.Unlock()
@@ -196,31 +236,32 @@ func (hs *hostState) restoreDockerUser(host *netns.Handle) {
 		return
 	}
 	defer func() { hs.putNFT(c, err) }()
-	rules, err := c.GetRules(dockerTable, dockerUser)
-	if err != nil {
-		err = nil // no chain (yet): nothing to put back
-		return
-	}
-	count := map[string]int{}
-	for _, r := range rules {
-		if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
-			count[s]++
-		}
-	}
 	var fixed []want
-	for _, w := range wants {
-		if count[w.comment] == 2 {
-			continue
+	for _, t := range dockerTables {
+		rules, gerr := c.GetRules(t, dockerUserIn(t))
+		if gerr != nil {
+			continue // no chain (yet): nothing to put back
 		}
+		count := map[string]int{}
 		for _, r := range rules {
-			if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); s == w.comment {
-				c.DelRule(r)
+			if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
+				count[s]++
 			}
 		}
-		for _, r := range dockerUserRules(w.name, w.comment) {
-			c.InsertRule(r)
+		for _, w := range wants {
+			if count[w.comment] == 2 || !slices.ContainsFunc(w.fams, func(f byte) bool { return dockerTableOf(f) == t }) {
+				continue
+			}
+			for _, r := range rules {
+				if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); s == w.comment {
+					c.DelRule(r)
+				}
+			}
+			for _, r := range dockerUserRules(t, w.name, w.comment) {
+				c.InsertRule(r)
+			}
+			fixed = append(fixed, w)
 		}
-		fixed = append(fixed, w)
 	}
 	if len(fixed) == 0 {
 		return

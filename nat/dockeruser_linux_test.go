@@ -221,3 +221,57 @@ func TestDockerUserSurvivesRebuild(t *testing.T) {
 		t.Errorf("Docker's table after Close:\n%s", lineDiff(before, after))
 	}
 }
+
+// TestDockerUserIPv6: Docker managing IPv6 too (ip6tables-nft: ip6 filter
+// FORWARD dropping by policy, jumping to DOCKER-USER first): a dual-stack
+// link is refused without DockerUser, naming the ip6 chain; with it, both
+// families' DOCKER-USER get the link's two rules, both families pass, and
+// Close leaves both tables as they were.
+func TestDockerUserIPv6(t *testing.T) {
+	requireTools(t)
+	nstest.RequireCmd(t, "ip6tables-nft")
+	w := nstest.NewWorld(t, "dku6-")
+	iptables := dockerHost(t, w)
+	ip6tables := func(args ...string) string {
+		t.Helper()
+		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "ip6tables-nft"}, args...)...)
+	}
+	for _, cmd := range [][]string{
+		{"-N", "DOCKER-USER"}, {"-A", "FORWARD", "-j", "DOCKER-USER"}, {"-A", "DOCKER-USER", "-j", "RETURN"}, {"-P", "FORWARD", "DROP"},
+	} {
+		ip6tables(cmd...)
+	}
+	before4, before6 := iptables("-S"), ip6tables("-S")
+	ns := nstest.NewNS(t, "dku6-ns")
+	cfg := nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:d6::/64")}
+	// With DockerUser for IPv4 only in mind, the ip6 chain is named.
+	if _, err := (nat.Config{HostNS: w.Host}).Connect(ns, "up0", netip.MustParsePrefix("fd00:d6::/64")); !errors.Is(err, nat.ErrForeignDrop) ||
+		!strings.Contains(err.Error(), "ip6 filter FORWARD") || !strings.Contains(err.Error(), "DockerUser") {
+		t.Fatalf("an IPv6 link on a Docker host: %v, want ErrForeignDrop naming ip6 filter FORWARD and DockerUser", err)
+	}
+	cfg.DockerUser = true
+	l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.31.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, rules := range map[string]string{"iptables": iptables("-S", "DOCKER-USER"), "ip6tables": ip6tables("-S", "DOCKER-USER")} {
+		for _, dir := range []string{"-i", "-o"} {
+			re := fmt.Sprintf(`(?m)^-A DOCKER-USER %s %s -m comment --comment "nsnet owner=\w+ pid=\d+ link=%s index=\d+" -j ACCEPT$`, dir, l.HostVeth, l.HostVeth)
+			if !regexp.MustCompile(re).MatchString(rules) {
+				t.Errorf("%s: no %s rule:\n%s", name, dir, rules)
+			}
+		}
+	}
+	if !nstest.Ping(t, "dku6-ns", "2001:db8::1") || !nstest.Ping(t, "dku6-ns", "203.0.113.1") {
+		t.Error("no traffic through Docker's FORWARD chains")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := ip6tables("-S"); after != before6 {
+		t.Errorf("Docker's ip6 table after Close:\n%s", lineDiff(before6, after))
+	}
+	if after := iptables("-S"); after != before4 {
+		t.Errorf("Docker's ip table after Close:\n%s", lineDiff(before4, after))
+	}
+}

@@ -54,7 +54,10 @@ type dropFinding struct {
 // firewallView is what one look at the other firewalls found.
 type firewallView struct {
 	drops      []dropFinding
-	dockerUser bool // table ip filter has a chain DOCKER-USER (iptables-nft)
+	// dockerUser says, per family (unix.NFPROTO_IPV4, _IPV6), that
+	// Docker's table (ip filter, ip6 filter) has a chain DOCKER-USER
+	// (iptables-nft).
+	dockerUser map[byte]bool
 	legacyDrop bool // the legacy iptables FORWARD policy is DROP
 }
 
@@ -63,7 +66,8 @@ type firewallView struct {
 func (v firewallView) check(dockerUser bool, fams []byte) error {
 	if chain := v.drop(dockerUser, fams); chain != "" {
 		hint := "accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop"
-		if v.dockerUser && !dockerUser && strings.HasPrefix(chain, "ip "+dockerTable.Name+" ") {
+		if !dockerUser && (v.dockerUser[unix.NFPROTO_IPV4] && strings.HasPrefix(chain, "ip "+dockerTable.Name+" ") ||
+			v.dockerUser[unix.NFPROTO_IPV6] && strings.HasPrefix(chain, "ip6 "+dockerTable6.Name+" ")) {
 			hint = "set Config.DockerUser to accept the links' traffic in Docker's DOCKER-USER chain, or " + hint
 		}
 		return fmt.Errorf("%w: %s drops forwarded packets that nsnet's table accepts; %s", ErrForeignDrop, chain, hint)
@@ -88,7 +92,7 @@ func (v firewallView) drop(dockerUser bool, fams []byte) string {
 		if d.fam != 0 && !slices.Contains(fams, d.fam) {
 			continue
 		}
-		if !(dockerUser && d.viaDockerUser && v.dockerUser) {
+		if !(dockerUser && d.viaDockerUser && v.dockerUser[d.fam]) {
 			return d.chain
 		}
 	}
@@ -105,8 +109,11 @@ func foreignDrop(c *nftables.Conn) (firewallView, error) {
 	}
 	for _, ch := range chains {
 		fam := ch.Table.Family
-		if fam == nftables.TableFamilyIPv4 && ch.Table.Name == dockerTable.Name && ch.Name == dockerUserChain {
-			v.dockerUser = true
+		if (fam == nftables.TableFamilyIPv4 || fam == nftables.TableFamilyIPv6) && ch.Table.Name == dockerTable.Name && ch.Name == dockerUserChain {
+			if v.dockerUser == nil {
+				v.dockerUser = map[byte]bool{}
+			}
+			v.dockerUser[byte(fam)] = true
 		}
 		if (fam == nftables.TableFamilyINet && ch.Table.Name == TableName) ||
 			(fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyIPv6 && fam != nftables.TableFamilyINet) ||
@@ -125,7 +132,7 @@ func foreignDrop(c *nftables.Conn) (firewallView, error) {
 		if err != nil {
 			return v, fmt.Errorf("list rules of %s: %w", name, err)
 		}
-		via := fam == nftables.TableFamilyIPv4 && ch.Table.Name == dockerTable.Name &&
+		via := (fam == nftables.TableFamilyIPv4 || fam == nftables.TableFamilyIPv6) && ch.Table.Name == dockerTable.Name &&
 			len(rules) > 0 && jumpsTo(rules[0], dockerUserChain)
 		if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
 			v.drops = append(v.drops, dropFinding{name + " (policy drop)", via, only})

@@ -103,7 +103,7 @@ func TestSkeletonGolden(t *testing.T) {
 // TestDockerUserGolden: the two DOCKER-USER rules in iptables-nft's shapes.
 func TestDockerUserGolden(t *testing.T) {
 	checkGolden(t, "dockeruser.golden", golden(t, func(c *nftables.Conn) error {
-		for _, r := range dockerUserRules("nsn-abcdefghijk", "nsnet owner=abcdefghijkl pid=1 link=nsn-abcdefghijk index=536870912") {
+		for _, r := range dockerUserRules(dockerTable, "nsn-abcdefghijk", "nsnet owner=abcdefghijkl pid=1 link=nsn-abcdefghijk index=536870912") {
 			c.InsertRule(r)
 		}
 		return nil

@@ -103,8 +103,10 @@ func tableOf(b []byte, fam byte) string {
 }
 
 // inDockerTable reports whether a notification is for table ip filter
-// (Docker's, see dockeruser_linux.go).
-func inDockerTable(b []byte) bool { return tableOf(b, unix.NFPROTO_IPV4) == dockerTable.Name }
+// or ip6 filter (Docker's, see dockeruser_linux.go).
+func inDockerTable(b []byte) bool {
+	return tableOf(b, unix.NFPROTO_IPV4) == dockerTable.Name || tableOf(b, unix.NFPROTO_IPV6) == dockerTable6.Name
+}
 
 // deletesOurTable reports whether an NFT_MSG_DELTABLE notification is for
 // the library's table (family inet, name nsnet).

@@ -45,6 +45,7 @@ type owned struct {
 	// dockerUser is the comment of the link's rules in Docker's
 	// DOCKER-USER chain, "" if it has none (see dockeruser_linux.go).
 	dockerUser string
+	dockerFams []byte // the families whose DOCKER-USER has its rules
 	// linkFwdOff: AddRules turned the caller's link's forwarding on, and
 	// Rules.Close turns it back off (Rules only).
 	linkFwdOff bool
@@ -591,13 +592,19 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 		hs.withConntrack(host, func(c *conntrack.Conn) error { forgetUntranslated(c, ports); return nil })
 	}
 
-	if c.DockerUser && fw.dockerUser {
+	var dockerFams []byte // the link's families whose Docker table has DOCKER-USER
+	for _, fam := range l.nets.families() {
+		if c.DockerUser && fw.dockerUser[fam] {
+			dockerFams = append(dockerFams, fam)
+		}
+	}
+	if len(dockerFams) > 0 {
 		comment := dockerUserComment(l.HostVeth, l.hostIdx)
-		if err := step("docker-user", func() error { return hs.acceptInDockerUser(host, l.HostVeth, comment) }); err != nil {
+		if err := step("docker-user", func() error { return hs.acceptInDockerUser(host, dockerFams, l.HostVeth, comment) }); err != nil {
 			return err
 		}
-		l.dockerUser = comment
-		undo.push(func() { hs.dropDockerUser(host, map[string]bool{comment: true}) })
+		l.dockerUser, l.dockerFams = comment, dockerFams
+		undo.push(func() { hs.dropDockerUser(host, map[string]int{comment: 2 * len(dockerFams)}) })
 	}
 
 	var loIndex int
