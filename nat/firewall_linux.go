@@ -53,7 +53,7 @@ type dropFinding struct {
 
 // firewallView is what one look at the other firewalls found.
 type firewallView struct {
-	drops      []dropFinding
+	drops []dropFinding
 	// dockerUser says, per family (unix.NFPROTO_IPV4, _IPV6), that
 	// Docker's table (ip filter, ip6 filter) has a chain DOCKER-USER
 	// (iptables-nft).
