@@ -55,9 +55,14 @@ func TestExamples(t *testing.T) {
 			t.Errorf("tutorial output lacks %q:\n%s", want, out)
 		}
 	}
-	out = run(t, build(t, "connect"))
+	connect := build(t, "connect")
+	out = run(t, connect)
 	if !strings.Contains(out, "the outside host saw 203.0.113.2") || !strings.Contains(out, "closed:") {
 		t.Errorf("connect output:\n%s", out)
+	}
+	out = run(t, connect, "-ipv6")
+	if !strings.Contains(out, "the outside host saw 203.0.113.2") || !strings.Contains(out, "TCP to [2001:db8::1]:8080: the outside host saw 2001:db8::2") {
+		t.Errorf("connect -ipv6 output:\n%s", out)
 	}
 	nsrun := build(t, "nsrun")
 	out = run(t, nsrun, "-private", "--", "ping", "-c1", "-W2", "203.0.113.1")

@@ -11,7 +11,8 @@
 //
 // With -uplink it connects through a real link of the host instead, and
 // -probe HOST:PORT names a TCP service outside to connect to. The
-// namespace's network is 10.0.0.0/24.
+// namespace's network is 10.0.0.0/24; -ipv6 adds fd00:1::/64 (dual stack:
+// in the private world, the outside host 2001:db8::1 is reached too).
 package main
 
 import (
@@ -31,6 +32,7 @@ import (
 func main() {
 	uplink := flag.String("uplink", "", "connect through this link of the real host (default: a private world)")
 	probe := flag.String("probe", "", "with -uplink: a TCP HOST:PORT outside to connect to")
+	ipv6 := flag.Bool("ipv6", false, "give the namespace an IPv6 network too (fd00:1::/64)")
 	flag.Parse()
 	var w *nstest.World
 	if *uplink == "" {
@@ -42,7 +44,11 @@ func main() {
 		*uplink = w.Uplink
 		fmt.Printf("# private world: uplink %s %v, outside host %v\n", w.Uplink, w.UplinkAddr, w.Outside)
 	}
-	err := run(*uplink, netip.MustParsePrefix("10.0.0.0/24"), *probe, w)
+	var cfg nat.Config
+	if *ipv6 {
+		cfg.Prefix6 = netip.MustParsePrefix("fd00:1::/64")
+	}
+	err := run(cfg, *uplink, netip.MustParsePrefix("10.0.0.0/24"), *probe, w)
 	if w != nil {
 		w.Close()
 	}
@@ -51,14 +57,14 @@ func main() {
 	}
 }
 
-func run(uplink string, prefix netip.Prefix, probe string, w *nstest.World) (err error) {
+func run(cfg nat.Config, uplink string, prefix netip.Prefix, probe string, w *nstest.World) (err error) {
 	ns, err := netns.NewAnonymous()
 	if err != nil {
 		return err
 	}
 	defer ns.Close()
 
-	l, err := nat.Connect(ns, uplink, prefix)
+	l, err := cfg.Connect(ns, uplink, prefix)
 	if err != nil {
 		return err
 	}
@@ -72,17 +78,23 @@ func run(uplink string, prefix netip.Prefix, probe string, w *nstest.World) (err
 	case w != nil:
 		// The outside host's echo server says whom it saw: the uplink's
 		// address, as the namespace's traffic is masqueraded.
-		target := w.Outside.String() + ":8080"
-		srv, err := nstest.Serve(w.Inet, target)
-		if err != nil {
-			return err
+		outside := []netip.Addr{w.Outside}
+		if l.Prefix6.IsValid() {
+			outside = append(outside, w.Outside6)
 		}
-		defer srv.Close()
-		seen, err := nstest.Echo(ns, target)
-		if err != nil {
-			return fmt.Errorf("connectivity check: %w", err)
+		for _, a := range outside {
+			target := netip.AddrPortFrom(a, 8080).String()
+			srv, err := nstest.Serve(w.Inet, target)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			seen, err := nstest.Echo(ns, target)
+			if err != nil {
+				return fmt.Errorf("connectivity check: %w", err)
+			}
+			fmt.Printf("from inside the namespace, TCP to %s: the outside host saw %s\n", target, seen)
 		}
-		fmt.Printf("from inside the namespace, TCP to %s: the outside host saw %s\n", target, seen)
 	case probe != "":
 		var c net.Conn
 		err := ns.Do(func() (err error) { c, err = net.DialTimeout("tcp", probe, 3*time.Second); return err })
