@@ -549,3 +549,52 @@ func TestIPv6Ports(t *testing.T) {
 		t.Errorf("outside to an IPv6-only link's port: %q %v", seen, err)
 	}
 }
+
+// TestIPv6Adversity: a dual-stack link through changes of the host: the
+// uplink renamed (its IPv6 masquerade follows its index, and Close turns
+// the renamed uplink's IPv6 forwarding off), and a firewall reload (nft
+// flush ruleset: the table, the IPv6 entries and the uplink's IPv6 share
+// come back, with nothing unsolicited let in meanwhile).
+func TestIPv6Adversity(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "v6a-")
+	ns := nstest.NewNS(t, "v6a-ns")
+	dst := serve6(t, w)
+	before := state(t, w)
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", p6("fd00:ad::/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "set", "up0", "name", "wan0")
+	if seen, err := nstest.Echo(ns, dst); err != nil || seen != "2001:db8::2" {
+		t.Errorf("after the uplink's rename: %q %v", seen, err)
+	}
+	nftIn(t, w, "flush", "ruleset")
+	deadline := time.Now().Add(time.Second)
+	for {
+		out, _ := nstest.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", "set", "inet", "nsnet", "egress")
+		if strings.Contains(out, "ipv6") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no IPv6 entries 1 s after the flush:\n%s", out)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	inet(t, w, "ip", "-6", "route", "add", "fd00:ad::/64", "via", "2001:db8::2")
+	if nstest.Ping(t, w.InetName, "fd00:ad::2") {
+		t.Error("the outside reaches the namespace after the flush")
+	}
+	if seen, err := nstest.Echo(ns, dst); err != nil || seen != "2001:db8::2" {
+		t.Errorf("after the flush: %q %v", seen, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if got := sysctl(t, w, "net.ipv6.conf.wan0.force_forwarding"); got != "0" {
+		t.Errorf("the renamed uplink's IPv6 forwarding after Close: %s", got)
+	}
+	inet(t, w, "ip", "-6", "route", "del", "fd00:ad::/64")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "set", "wan0", "name", "up0")
+	sameState(t, w, before, "after Close")
+}
