@@ -87,7 +87,7 @@ type network struct {
 	routed   bool
 }
 
-func (n network) fam() byte { return familyOf(n.prefix) }
+func (n network) fam() byte { return familyOf(n.prefix.Addr()) }
 
 // hostAddr and nsAddr are the two addresses with the prefix's length.
 func (n network) hostAddr() netip.Prefix { return netip.PrefixFrom(n.host, n.prefix.Bits()) }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -68,78 +69,9 @@ func isPersistent(mark string) bool {
 // process), under the host lock.
 func (hs *hostState) addPersistent(ctx context.Context, host *netns.Handle, hc *nl.Conn, e entries) error {
 	return withHostLock(ctx, host, func() error {
-		var stale, add, opened []elem
-		var turnOn []upKey
-		for _, k := range e.upKeys() {
-			users, live, err := hs.liveUplinkUsers(host, k)
-			if err != nil {
-				return err
-			}
-			mine, liveOther, wasOff, deadOff := false, false, false, false
-			for _, u := range users {
-				switch {
-				case u.owner == persistentID:
-					mine = true
-				case live[u.owner]:
-					liveOther, wasOff = true, u.origOff
-				default:
-					stale = append(stale, u.elem())
-					deadOff = deadOff || u.origOff
-				}
-			}
-			if mine {
-				continue
-			}
-			if !liveOther {
-				on, err := uplinkForwarding(host, hc, k)
-				if err != nil {
-					return fmt.Errorf("uplink: %w", err)
-				}
-				wasOff = deadOff || !on
-				if !on {
-					turnOn = append(turnOn, k)
-				}
-			}
-			add = append(add, persistentUserElem(k, wasOff))
-			if wasOff {
-				opened = append(opened, openedElem(k))
-			}
-		}
-		err := hs.addEntries(host, e, func(b *batch) error {
-			if len(stale) > 0 {
-				if err := b.del(stale, true); err != nil {
-					return err
-				}
-			}
-			return b.add(append(add, opened...), false)
-		})
-		if err != nil {
-			return err
-		}
-		for i, k := range turnOn {
-			err := hook("uplink forwarding")
-			if err == nil {
-				err = setUplinkForwarding(host, hc, k, true)
-			}
-			if err != nil {
-				for _, done := range turnOn[:i] {
-					setUplinkForwarding(host, hc, done, false)
-				}
-				hs.delEntries(host, append(e.elems(), add...), opened...)
-				return fmt.Errorf("uplink forwarding (%s): %w", familyName(k.fam), err)
-			}
-		}
-		return nil
+		_, err := hs.shareUplinks(host, hc, e, e.upKeys(), persistentID, persistentMark, true)
+		return err
 	})
-}
-
-// persistentUserElem is the persistent owner's entry in the uplinks set.
-func persistentUserElem(k upKey, wasOff bool) elem {
-	mark := persistentMark + origOn
-	if wasOff {
-		mark = persistentMark + origOff
-	}
-	return elem{set: setUplinks, key: uplinkKey(k, persistentID), comment: mark}
 }
 
 // removePersistent removes the persistent link whose host end was called
@@ -204,7 +136,7 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 	}
 	var gone []elem
 	left := map[upKey]bool{} // uplink forwardings other persistent links use
-	for _, set := range []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink, setPorts6, setPortLink6, setClaims, setClaims6} {
+	for _, set := range append(slices.Clone(linkSets), setClaims, setClaims6) {
 		els, err := c.GetSetElements(setByName[set])
 		if isENOENT(err) {
 			return false, nil
@@ -245,10 +177,8 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 		if others || !u.origOff {
 			continue
 		}
-		if !forwardsAll(host, u.uplink.fam) {
-			if err := setUplinkForwarding(host, hc, u.uplink, false); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("uplink forwarding (%s): %w", familyName(u.uplink.fam), err))
-			}
+		if _, err := giveBack(host, hc, u.uplink); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("uplink forwarding (%s): %w", familyName(u.uplink.fam), err))
 		}
 		gone = append(gone, openedElem(u.uplink))
 	}
@@ -298,7 +228,8 @@ func sysRemove(ctx context.Context, hostNS *netns.Handle, hostVeth string) error
 		return int(link.Index), link.Attributes.Alias != nil && isPersistent(*link.Attributes.Alias), nil
 	}
 	index := 0
-	if recorded := recordedIndex(host, hostVeth); recorded != 0 {
+	recorded := recordedIndex(host, hostVeth)
+	if recorded != 0 {
 		if i, ok, err := persistentAt(nl.GetLinkByIndex(recorded)); err != nil {
 			return err
 		} else if ok {
@@ -310,7 +241,7 @@ func sysRemove(ctx context.Context, hostNS *netns.Handle, hostVeth string) error
 		switch {
 		case err != nil:
 			return err
-		case i != 0 && !ok && recordedIndex(host, hostVeth) == 0:
+		case i != 0 && !ok && recorded == 0:
 			return fmt.Errorf("%w: link %s is not a persistent nsnet link", ErrInvalidConfig, hostVeth)
 		case ok:
 			index = i
@@ -367,6 +298,18 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 		return nil, err
 	}
 	defer hc.Close()
+	// The host's persistent host ends, with one dump: a GC looks at every
+	// link, where a query each would cost a round trip per container.
+	msgs, err := hc.Dump(nl.DumpLinks())
+	if err != nil {
+		return nil, err
+	}
+	up := map[int]bool{}
+	for _, m := range msgs {
+		if link, err := nl.DecodeLink(m.Data); err == nil && link.Attributes.Alias != nil && isPersistent(*link.Attributes.Alias) {
+			up[int(link.Index)] = true
+		}
+	}
 	var out []PersistentLink
 	for _, x := range els {
 		if !isPersistent(x.Comment) || len(x.Key) != 4 {
@@ -375,11 +318,7 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 		pl := PersistentLink{Index: int(binary.NativeEndian.Uint32(x.Key))}
 		pl.HostVeth, _ = markField(x.Comment, "link")
 		pl.Tag, _ = markField(x.Comment, "tag")
-		if msgs, err := hc.Query(nl.GetLinkByIndex(pl.Index)); err == nil {
-			if link, err := nl.DecodeLink(msgs[0].Data); err == nil && link.Attributes.Alias != nil && isPersistent(*link.Attributes.Alias) {
-				pl.Up = true
-			}
-		}
+		pl.Up = up[pl.Index]
 		out = append(out, pl)
 	}
 	return out, nil

@@ -148,7 +148,7 @@ func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 				}
 			}
 			addrs = uplinkAddrs
-		} else if fam := familyOf(netip.PrefixFrom(p.HostAddr, 0)); !slices.Contains(fams, fam) {
+		} else if fam := familyOf(p.HostAddr); !slices.Contains(fams, fam) {
 			return nil, fmt.Errorf("%w: port %v: the link has no %s network", ErrInvalidConfig, p, familyName(fam))
 		}
 		proto := uint8(unix.IPPROTO_TCP)

@@ -220,12 +220,17 @@ func uplinkKey(k upKey, id string) []byte {
 
 // userElem is this process's entry in the uplinks set for k, with the
 // uplink's original forwarding in its comment.
-func userElem(k upKey, wasOff bool) elem {
-	mark := ownerMark + origOn
+func userElem(k upKey, wasOff bool) elem { return ownerUserElem(k, ownerID, ownerMark, wasOff) }
+
+// ownerUserElem is the entry in the uplinks set for k of the owner id
+// (whose mark is mark).
+func ownerUserElem(k upKey, id, mark string, wasOff bool) elem {
 	if wasOff {
-		mark = ownerMark + origOff
+		mark += origOff
+	} else {
+		mark += origOn
 	}
-	return elem{set: setUplinks, key: uplinkKey(k, ownerID), comment: mark}
+	return elem{set: setUplinks, key: uplinkKey(k, id), comment: mark}
 }
 
 // uplinkUser is an entry of the uplinks set.
@@ -381,14 +386,8 @@ func (hs *hostState) dropTable(host *netns.Handle, socks *idleSockets) (dropped 
 // register is addLink for links whose uplink forwardings (one per family:
 // keys) are not all this process's yet; it runs under the host lock.
 func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys []upKey, refs []*uplinkRef) error {
-	type decision struct {
-		key    upKey
-		ref    *uplinkRef
-		wasOff bool
-		turnOn bool
-	}
-	var todo []decision
-	var again []keyRef // registered by this process still: no new decision
+	var todo []upKey
+	var mine, again []keyRef // again: registered by this process still, no new decision
 	hs.mu.Lock()
 	for i, ref := range refs {
 		switch reg := hs.regs[keys[i]]; {
@@ -400,7 +399,8 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys [
 			again = append(again, keyRef{keys[i], ref})
 			ref.origOff = reg.origOff
 		default:
-			todo = append(todo, decision{key: keys[i], ref: ref})
+			todo = append(todo, keys[i])
+			mine = append(mine, keyRef{keys[i], ref})
 		}
 	}
 	hs.mu.Unlock()
@@ -411,80 +411,97 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys [
 		}
 		return err
 	}
-	var stale, add, mine, opened []elem // stale: dead users', and a leftover of this process's own
-	for i := range todo {
-		d := &todo[i]
-		users, live, err := hs.liveUplinkUsers(host, d.key)
+	wasOff, err := hs.shareUplinks(host, hc, e, todo, ownerID, ownerMark, false)
+	if err != nil {
+		return err
+	}
+	hs.mu.Lock()
+	for _, kr := range mine {
+		kr.ref.origOff = wasOff[kr.key]
+	}
+	hs.mu.Unlock()
+	hs.registered(append(again, mine...))
+	return nil
+}
+
+// shareUplinks adds e's entries and, for each uplink forwarding of keys,
+// a share of it for the owner id (whose mark is mark): its uplinks entry
+// with the original setting, and the opened entry where the family was
+// off, in one transaction; then it turns on the forwardings that were off.
+// The original setting is a live other owner's record; with none, the
+// kernel's setting now, or off where a dead owner's record says so. Dead
+// owners' entries go in the same transaction, and id's own leftover too,
+// unless keepOwn: then a key id has an entry for already is its share, as
+// it is (the persistent owner's, see persistent_linux.go). It runs under
+// the host lock; a failure leaves nothing, and wasOff gives each key's
+// original setting.
+func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e entries, keys []upKey, id, mark string, keepOwn bool) (wasOff map[upKey]bool, err error) {
+	wasOff = map[upKey]bool{}
+	var stale, add, opened []elem
+	var turnOn []upKey
+	for _, k := range keys {
+		users, live, err := hs.liveUplinkUsers(host, k)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		liveOther, deadOff := false, false
+		own, liveOther, deadOff := false, false, false
 		for _, u := range users {
 			switch {
-			case u.owner != ownerID && live[u.owner]:
-				liveOther, d.wasOff = true, u.origOff
+			case u.owner == id && keepOwn:
+				own = true
+			case u.owner != id && live[u.owner]:
+				liveOther, wasOff[k] = true, u.origOff
 			default:
 				stale = append(stale, u.elem())
 				deadOff = deadOff || u.origOff
 			}
 		}
-		if !liveOther {
-			// No live user: the kernel's setting now is the original,
-			// unless a dead user's record says it was off before that user.
-			on, err := uplinkForwarding(host, hc, d.key)
-			if err != nil {
-				return fmt.Errorf("uplink: %w", err)
-			}
-			d.wasOff, d.turnOn = deadOff || !on, !on
+		if own {
+			continue
 		}
-		mine = append(mine, userElem(d.key, d.wasOff))
-		if d.wasOff {
+		if !liveOther {
+			on, err := uplinkForwarding(host, hc, k)
+			if err != nil {
+				return nil, fmt.Errorf("uplink: %w", err)
+			}
+			wasOff[k] = deadOff || !on
+			if !on {
+				turnOn = append(turnOn, k)
+			}
+		}
+		add = append(add, ownerUserElem(k, id, mark, wasOff[k]))
+		if wasOff[k] {
 			// The uplink forwards this family for nsnet only: nothing else
 			// arriving there is forwarded (the forward chain drops it), as
 			// before.
-			opened = append(opened, openedElem(d.key))
+			opened = append(opened, openedElem(k))
 		}
 	}
-	add = append(append(add, mine...), opened...)
-	err := hs.addEntries(host, e, func(b *batch) error {
+	err = hs.addEntries(host, e, func(b *batch) error {
 		if len(stale) > 0 {
 			if err := b.del(stale, true); err != nil {
 				return err
 			}
 		}
-		return b.add(add, false)
+		return b.add(append(add, opened...), false)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for i, d := range todo {
-		if !d.turnOn {
-			continue
-		}
+	for i, k := range turnOn {
 		err := hook("uplink forwarding")
 		if err == nil {
-			err = setUplinkForwarding(host, hc, d.key, true)
+			err = setUplinkForwarding(host, hc, k, true)
 		}
 		if err != nil {
-			for _, done := range todo[:i] {
-				if done.turnOn {
-					setUplinkForwarding(host, hc, done.key, false)
-				}
+			for _, done := range turnOn[:i] {
+				setUplinkForwarding(host, hc, done, false)
 			}
-			hs.delEntries(host, append(e.elems(), mine...), opened...)
-			return fmt.Errorf("uplink forwarding (%s): %w", familyName(d.key.fam), err)
+			hs.delEntries(host, append(e.elems(), add...), opened...)
+			return nil, fmt.Errorf("uplink forwarding (%s): %w", familyName(k.fam), err)
 		}
 	}
-	hs.mu.Lock()
-	for _, d := range todo {
-		d.ref.origOff = d.wasOff
-	}
-	hs.mu.Unlock()
-	for _, d := range todo {
-		again = append(again, keyRef{d.key, d.ref})
-	}
-	hs.registered(again)
-	return nil
+	return wasOff, nil
 }
 
 // keyRef is an uplink forwarding and this process's use of it.
@@ -562,8 +579,8 @@ func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, last
 		// (net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1), it
 		// stays as the user set it.
 		err = hook("close uplink forwarding")
-		if err == nil && !forwardsAll(host, lu.key.fam) {
-			err = setUplinkForwarding(host, hc, lu.key, false)
+		if err == nil {
+			_, err = giveBack(host, hc, lu.key)
 			if errors.Is(err, os.ErrNotExist) {
 				err = fmt.Errorf("uplink (index %d) %w", lu.key.index, errGone)
 			}
@@ -580,6 +597,16 @@ func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, last
 // openedElem is an uplink family's entry in the opened set.
 func openedElem(k upKey) elem {
 	return elem{set: setOpened, key: famKey(k.index, k.fam), comment: "nsnet"}
+}
+
+// giveBack turns the uplink's forwarding of family k.fam back off, as it
+// was before nsnet, unless the user turned it on for every interface
+// meanwhile (see forwardsAll): then it is left on, and done is false.
+func giveBack(host *netns.Handle, hc *nl.Conn, k upKey) (done bool, err error) {
+	if forwardsAll(host, k.fam) {
+		return false, nil
+	}
+	return true, setUplinkForwarding(host, hc, k, false)
 }
 
 // forwardsAll reports whether forwarding of family fam is on for every

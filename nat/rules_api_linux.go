@@ -82,7 +82,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	if r.hostIdx == up.index {
 		return nil, fmt.Errorf("%w: link %s is the uplink itself", ErrInvalidConfig, hostVeth)
 	}
-	fwd := upKey{r.hostIdx, familyOf(cidr)} // the link's forwarding of cidr's family
+	fwd := upKey{r.hostIdx, familyOf(cidr.Addr())} // the link's forwarding of cidr's family
 	wasOn, err := uplinkForwarding(host, hc, fwd)
 	if err != nil {
 		return nil, fmt.Errorf("link %q: %w", hostVeth, err)

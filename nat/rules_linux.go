@@ -33,6 +33,11 @@ const (
 	setPortLink6 = "port_links6" // map ipv6_addr . inet_proto . inet_service : mark: the host end of each
 )
 
+// linkSets are the sets and maps whose entries belong to one link each,
+// commented with its owner's mark (claims, whose covers are shared, and
+// the uplinks and opened sets are apart).
+var linkSets = []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink, setPorts6, setPortLink6}
+
 // Fixed set IDs: google/nftables draws them from a package-level counter
 // that races between Conns; within one transaction they only need to be
 // distinct.
@@ -368,9 +373,9 @@ type entries struct {
 	ports    []portMap // published ports
 }
 
-// familyOf is a prefix's family as meta nfproto gives it.
-func familyOf(p netip.Prefix) byte {
-	if p.Addr().Is4() {
+// familyOf is an address's family as meta nfproto gives it.
+func familyOf(a netip.Addr) byte {
+	if a.Is4() {
 		return unix.NFPROTO_IPV4
 	}
 	return unix.NFPROTO_IPV6
@@ -388,7 +393,7 @@ func familyName(fam byte) string {
 func (e entries) families() []byte {
 	var fams []byte
 	for _, p := range e.prefixes {
-		fams = append(fams, familyOf(p))
+		fams = append(fams, familyOf(p.Addr()))
 	}
 	return fams
 }

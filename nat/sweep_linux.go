@@ -133,7 +133,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	}
 	var all []entry
 	var ids []string
-	for _, set := range []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink, setPorts6, setPortLink6} {
+	for _, set := range linkSets {
 		els, err := c.GetSetElements(setByName[set])
 		if isENOENT(err) {
 			return nil
@@ -221,12 +221,12 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		if err != nil {
 			continue
 		}
-		if forwardsAll(host, k.fam) {
-			continue // the user's choice meanwhile
-		}
-		if err := setUplinkForwarding(host, hc, k, false); err != nil {
+		done, err := giveBack(host, hc, k)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("uplink %s %s forwarding: %w", link.Attributes.Name, familyName(k.fam), err))
-			continue
+		}
+		if !done || err != nil {
+			continue // (not done: the user's choice meanwhile)
 		}
 		name := link.Attributes.Name
 		if k.fam == unix.NFPROTO_IPV6 {
