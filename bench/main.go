@@ -397,7 +397,6 @@ func teardown(script string, n int) {
 		check(m.l.Close())
 		alone = append(alone, ms(time.Since(t0)))
 	}
-	nat.Drain()
 	for _, m := range all {
 		m.ns.Close()
 		check(netns.Delete(m.name))
@@ -416,7 +415,6 @@ func teardown(script string, n int) {
 		time.Sleep(200 * time.Microsecond)
 	}
 	done := time.Since(start)
-	nat.Drain()
 	fmt.Printf("| %d | %.2f ms | %.2f ms | %.2f ms | %.1f× | %.2f ms |\n", n, ms(shDown)/float64(n), median(alone), median(both),
 		ms(shDown)/float64(n)/median(both), ms(done)/float64(n))
 	settle()

@@ -149,7 +149,6 @@ func (r *runtime) gc(valid ...string) error {
 // hostState is how the host reads, for "left as before".
 func hostState(t *testing.T, w *nstest.World) string {
 	t.Helper()
-	nat.Drain()
 	in := func(args ...string) string {
 		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
 	}

@@ -7,7 +7,7 @@ import (
 	"os"
 
 	"github.com/nsnet/nsnet/internal/nl"
-	"golang.org/x/sys/unix"
+	"github.com/nsnet/nsnet/netns"
 )
 
 // sysClose is Close on Linux.
@@ -18,73 +18,28 @@ func (l *Link) sysClose() error {
 	return l.owned.close("nat: close "+l.owned.what(), true)
 }
 
-// quiesce stops all traffic through a link and frees its names, in one
-// round trip in each namespace: on the host end, IPv4 forwarding off and
-// its addresses removed (which takes the routes to the namespace with
-// them: nothing is forwarded to it, in either family) and a
-// graveyard name, "nsd-" and random characters, so that its own is free at
-// once; in the namespace, the peer down (which takes the namespace's
-// routes through it with it: nothing passes either way) and renamed too.
-// The pair itself is deleted later, by the reaper (see reaper_linux.go).
-// A host end already gone is errGone; a namespace or peer gone is no
-// matter.
-func (o *owned) quiesce(hc *nl.Conn) error {
-	// An IPv6 host end has IPv6 turned off instead, after the rename: that
-	// removes its IPv6 addresses and routes at once, and spares the kernel
-	// a walk of every IPv6 route of the host on each later change of the
-	// link (its peer going down, its group, its delete; see
-	// nl.PrepareLink). Its IPv4 forwarding is not needed off then: with
-	// no address and the peer down nothing passes.
-	_, v6 := o.nets.of(unix.NFPROTO_IPV6)
-	var reqs []nl.Request
-	if !v6 {
-		reqs = append(reqs, nl.SetForwarding(o.hostIdx, false))
-	}
-	for _, n := range o.nets {
-		if !v6 || n.fam() == unix.NFPROTO_IPV4 {
-			reqs = append(reqs, n.delHost(o.hostIdx)...)
+// quiesce is the first step of every undo of a link (Close, CloseAll,
+// Remove, a failed Connect): it deletes the veth pairs whose host ends are
+// links, with one request, and returns once the kernel has unlisted them
+// (see nl.DeleteLinks): from then on no packet passes through them, in
+// either direction or family, their names and addresses are free, and
+// nothing of them is left if the process exits. Only then do the entries
+// that masquerade and filter their packets go, so that no packet of a link
+// is ever forwarded without them. gone says, per link, that its host end
+// was gone already (with its namespace, or deleted by someone else). after
+// runs once the kernel acknowledged the delete (see nl.DeleteLinks).
+func quiesce(host *netns.Handle, hc *nl.Conn, links []int, after func()) (gone []bool, err error) {
+	errs, err := nl.DeleteLinks(host, hc, links, after)
+	gone = make([]bool, len(links))
+	for i, e := range errs {
+		switch {
+		case errors.Is(e, os.ErrNotExist):
+			gone[i] = true
+		case e != nil:
+			err = errors.Join(err, e)
 		}
 	}
-	grave := "nsd-" + randomString(11)
-	reqs = append(reqs, nl.RenameLink(o.hostIdx, grave))
-	_, errs, err := hc.Do(reqs...)
-	if err != nil {
-		return err
-	}
-	if errors.Is(errs[0], os.ErrNotExist) {
-		return fmt.Errorf("veth %s (index %d) %w", o.vethName, o.hostIdx, errGone)
-	}
-	if rename := len(errs) - 1; errors.Is(errs[rename], unix.EBUSY) {
-		// A kernel that renames only links that are down.
-		errs[rename] = hc.Exec(nl.SetLinkUp(o.hostIdx, "", false), nl.RenameLink(o.hostIdx, grave))
-	}
-	for _, e := range errs {
-		if e != nil && !errors.Is(e, os.ErrNotExist) {
-			return e
-		}
-	}
-	if v6 {
-		if err := writeSysctl(o.host, confPath(unix.NFPROTO_IPV6, grave, "disable_ipv6"), "1"); err != nil {
-			// (A name the library chose: the link's.) Without it, the
-			// addresses go one by one.
-			var dels []nl.Request
-			for _, n := range o.nets {
-				if n.fam() == unix.NFPROTO_IPV6 {
-					dels = append(dels, n.delHost(o.hostIdx)...)
-				}
-			}
-			if err := hc.Exec(dels...); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-		}
-	}
-	nc, err := nl.Dial(o.nsRef)
-	if err != nil {
-		return nil // the namespace's end goes with the pair
-	}
-	defer nc.Close()
-	nc.Do(nl.SetLinkUp(o.nsIdx, "", false), nl.RenameLink(o.nsIdx, "nsd-"+randomString(11)))
-	return nil
+	return gone, err
 }
 
 // what names the link in Close's errors, from the record.
@@ -96,7 +51,8 @@ func (o *owned) what() string {
 }
 
 // close undoes what o holds; deleteVeth says the host end is the
-// library's to delete (not for Rules).
+// library's to delete (not for Rules). The steps are those of closeGroup
+// (see closeSteps), for one link.
 func (o *owned) close(what string, deleteVeth bool) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -117,73 +73,147 @@ func (o *owned) close(what string, deleteVeth bool) error {
 		return o.err
 	}
 	o.hs.removeLive(o)
+	if err := closeSteps(o.hs, []*owned{o}, deleteVeth); err != nil {
+		o.err = fmt.Errorf("%s: %w", what, err)
+	}
+	return o.err
+}
+
+// closeSteps undoes the links (Links or Rules, all of one host state, each
+// locked and marked closed by the caller), in the order that keeps every
+// guarantee, for Close and CloseAll alike:
+//
+//  1. DNS: the relay stopped, the resolv.conf removed;
+//  2. quiesce: the pairs deleted and unlisted (Links), or the forwarding
+//     AddRules turned on turned off (Rules): nothing passes any more;
+//  3. conntrack: the links' connections forgotten (see forgetFlows);
+//  4. DOCKER-USER rules removed;
+//  5. nftables: the set entries removed, and each uplink forwarding that
+//     no nsnet link uses any more given back;
+//  6. the prefixes released, and after the process's last link in the
+//     host its table (if no other process has entries in it) and its
+//     sockets (after the delete's grace period: see nl.DeleteLinks).
+//
+// A failed step does not stop the others; the errors are joined.
+func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
+	host := links[0].host
 	var errs []error
-	fault := func(step string, err error) {
+	step := func(name string, f func() error) {
+		err := hook("close " + name)
+		if err == nil {
+			err = f()
+		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", step, err))
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
-	hs, host := o.hs, o.host
-	if err := hook("close dns"); err == nil {
-		fault("dns", o.stopDNS())
-	} else {
-		fault("dns", errors.Join(err, o.stopDNS()))
+	for _, o := range links {
+		if err := hook("close dns"); err != nil {
+			errs = append(errs, fmt.Errorf("dns: %w", err))
+		}
+		if err := o.stopDNS(); err != nil {
+			errs = append(errs, fmt.Errorf("dns: %w", err))
+		}
 	}
 	hc, err := hs.conn(host)
-	fault("netlink", err)
-	if hc != nil && (deleteVeth || o.linkFwdOff) {
-		err := hook("close quiesce")
-		if err == nil && deleteVeth {
-			err = o.quiesce(hc)
-		} else if err == nil {
-			// Back as AddRules found it.
-			err = setUplinkForwarding(o.host, hc, upKey{o.hostIdx, o.ent.families()[0]}, false)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("netlink: %w", err))
+	}
+	idx := make([]int, 0, len(links))
+	for _, o := range links {
+		idx = append(idx, o.hostIdx)
+	}
+	// The sockets left idle by the last link are closed once the delete is
+	// acknowledged (see leave); sent exactly once, below.
+	idle := make(chan idleSockets, len(links))
+	closeIdle := func() {
+		for range links {
+			(<-idle).close()
 		}
-		fault("quiesce", err)
 	}
-	// No packet passes the link any more: forget its connections (see
-	// forgetFlows), or the next holder of the prefix would get their
-	// packets.
-	err = hook("close conntrack")
-	if err == nil {
-		err = hs.forgetFlows(host, o.hostIdx)
-	}
-	fault("conntrack", err)
-	if o.dockerUser != "" {
-		err := hook("close docker-user")
-		if err == nil {
-			err = hs.dropDockerUser(host, map[string]int{o.dockerUser: 2 * len(o.dockerFams)})
-		}
-		fault("docker-user", err)
-	}
+	deleting, quiet := false, hc != nil
 	if hc != nil {
-		err := hook("close nftables")
-		if err == nil {
-			err = hs.removeLink(host, hc, o.ent)
+		n := len(errs)
+		step("quiesce", func() error {
+			if !deleteVeth {
+				return rulesForwardingOff(hc, links)
+			}
+			deleting = true
+			gone, err := quiesce(host, hc, idx, func() { go closeIdle() })
+			for i, g := range gone {
+				if g {
+					o := links[i]
+					err = errors.Join(err, fmt.Errorf("veth %s (index %d) %w", o.vethName, o.hostIdx, errGone))
+				}
+			}
+			return err
+		})
+		if deleteVeth && len(errs) > n && !errors.Is(errs[n], errGone) {
+			// Not deleted: down and not forwarding at least, or its entries
+			// stay, so that its packets are still filtered.
+			quiet = stopLinks(hc, idx) == nil
 		}
-		fault("nftables", err)
 	}
-	release(o.hostKey, o.nsKey, o.ent.prefixes)
-	socks, err := hs.leave(host)
-	fault("nftables table", err)
+	step("conntrack", func() error { return hs.forgetLinkFlows(host, links) })
+	comments := map[string]int{}
+	for _, o := range links {
+		if o.dockerUser != "" {
+			comments[o.dockerUser] = 2 * len(o.dockerFams)
+		}
+	}
+	if len(comments) > 0 {
+		step("docker-user", func() error { return hs.dropDockerUser(host, comments) })
+	}
+	if quiet {
+		step("nftables", func() error { return hs.removeLinks(host, hc, links) })
+	} else {
+		errs = append(errs, errors.New("nftables: entries kept: the links could not be stopped"))
+	}
 	if hc != nil {
 		hs.putConn(hc)
 	}
-	// The pair is deleted in the background, and the sockets closed after
-	// it (see reaper_linux.go and leave).
-	reap := 0
-	if deleteVeth {
-		err := hook("close veth")
-		if err == nil {
-			reap = o.hostIdx
+	for _, o := range links {
+		release(o.hostKey, o.nsKey, o.ent.prefixes)
+		socks, err := hs.leave(host)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("nftables table: %w", err))
 		}
-		fault("veth", err)
+		idle <- socks
 	}
-	reapLater(host, o.hostKey, reap, socks)
-	o.host.Close()
-	o.nsRef.Close()
-	if len(errs) > 0 {
-		o.err = fmt.Errorf("%s: %w", what, errors.Join(errs...))
+	if !deleting {
+		go closeIdle() // closing an nftables socket may wait for a grace period
 	}
-	return o.err
+	for _, o := range links {
+		o.host.Close()
+		o.nsRef.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// rulesForwardingOff turns back off the forwarding of the Rules' links
+// that AddRules turned on, as AddRules found them.
+func rulesForwardingOff(hc *nl.Conn, links []*owned) error {
+	var errs []error
+	for _, o := range links {
+		if o.linkFwdOff {
+			errs = append(errs, setUplinkForwarding(o.host, hc, upKey{o.hostIdx, o.ent.families()[0]}, false))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// stopLinks takes the links down with their IPv4 forwarding off, where
+// they could not be deleted: nothing passes them then.
+func stopLinks(hc *nl.Conn, links []int) error {
+	var reqs []nl.Request
+	for _, l := range links {
+		reqs = append(reqs, nl.SetLinkUp(l, "", false), nl.SetForwarding(l, false))
+	}
+	_, errs, err := hc.Do(reqs...)
+	for _, e := range errs {
+		if e != nil && !errors.Is(e, os.ErrNotExist) {
+			err = errors.Join(err, e)
+		}
+	}
+	return err
 }

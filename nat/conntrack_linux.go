@@ -8,8 +8,7 @@ import (
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
-)
+	)
 
 // forgetFlows deletes the host's connection tracking entries of the
 // connections that the links (by host end index) opened. A closed link's
@@ -64,6 +63,25 @@ func (hs *hostState) forgetFlows(host *netns.Handle, links ...int) error {
 	return hs.withConntrack(host, func(c *conntrack.Conn) error { return forgetFlowsOn(c, links...) })
 }
 
+// forgetLinkFlows forgets the connections of closing links: those they
+// made (see forgetFlows) and those made to their published ports, by the
+// outside and by other links (see forgetPortFlows).
+func (hs *hostState) forgetLinkFlows(host *netns.Handle, links []*owned) error {
+	idx := make([]int, 0, len(links))
+	var ports []portMap
+	for _, o := range links {
+		idx = append(idx, o.hostIdx)
+		ports = append(ports, o.ent.ports...)
+	}
+	return hs.withConntrack(host, func(c *conntrack.Conn) error {
+		err := forgetFlowsOn(c, idx...)
+		if len(ports) > 0 {
+			err = errors.Join(err, forgetPortFlows(c, ports))
+		}
+		return err
+	})
+}
+
 // withConntrack runs fn with an idle conntrack socket of the host state
 // (see forgetFlows: closing one can wait for a grace period).
 func (hs *hostState) withConntrack(host *netns.Handle, fn func(*conntrack.Conn) error) error {
@@ -79,10 +97,12 @@ func (hs *hostState) withConntrack(host *netns.Handle, fn func(*conntrack.Conn) 
 	return err
 }
 
+// forgetFlowsOn flushes the entries marked with each link's index, of
+// both families (a filter without a family matches every family).
 func forgetFlowsOn(c *conntrack.Conn, links ...int) error {
 	var errs []error
 	for _, l := range links {
-		if err := c.FlushFilter(conntrack.NewFilter().Family(netfilter.ProtoIPv4).Mark(uint32(l))); err != nil {
+		if err := c.FlushFilter(conntrack.NewFilter().Mark(uint32(l))); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -216,7 +216,6 @@ func TestDockerUserSurvivesRebuild(t *testing.T) {
 	if err := l.Close(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
-	nat.Drain()
 	if after := iptables("-S"); after != before {
 		t.Errorf("Docker's table after Close:\n%s", lineDiff(before, after))
 	}

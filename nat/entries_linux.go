@@ -232,3 +232,55 @@ func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) erro
 	hook("close uplink release") // (tests: a Connect registering meanwhile)
 	return withHostLock(context.Background(), host, func() error { return hs.unregister(host, hc, e, last) })
 }
+
+// removeLinks removes the entries of closing links: those of all links
+// but the last of each uplink forwarding (uplink and family) in one
+// transaction, the last ones each with their uplink's release (see
+// removeLink).
+func (hs *hostState) removeLinks(host *netns.Handle, hc *nl.Conn, links []*owned) error {
+	if len(links) == 1 {
+		return hs.removeLink(host, hc, links[0].ent)
+	}
+	left := map[upKey]int{}
+	for _, o := range links {
+		for _, k := range o.ent.upKeys() {
+			left[k]++
+		}
+	}
+	var bulk []elem
+	var last []*owned
+	for _, o := range links {
+		isLast := false
+		for _, k := range o.ent.upKeys() {
+			left[k]--
+			isLast = isLast || left[k] == 0
+		}
+		if isLast {
+			last = append(last, o)
+		} else {
+			bulk = append(bulk, o.ent.elems()...)
+			hs.dropUser(o.ent)
+		}
+	}
+	var errs []error
+	if len(bulk) > 0 {
+		errs = append(errs, hs.delEntries(host, bulk))
+	}
+	for _, o := range last {
+		errs = append(errs, hs.removeLink(host, hc, o.ent))
+	}
+	return errors.Join(errs...)
+}
+
+// dropUser uncounts one of this process's links e, whose entries are
+// removed by someone else (removeLinks) and which is not the last of its
+// uplink's users.
+func (hs *hostState) dropUser(e entries) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	for _, k := range e.upKeys() {
+		if ref := hs.uplinks[k]; ref != nil && ref.users > 1 {
+			ref.users--
+		}
+	}
+}

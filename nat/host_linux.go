@@ -192,20 +192,19 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	return socks, err
 }
 
-// releaseOwner closes the owner socket if no link is counted (again) and
-// none waits for the reaper: it is the last thing to go, after everything
-// marked with the process's owner ID, so that no other process's Sweep
-// takes a closing link for a dead owner's.
+// releaseOwner closes the owner socket if no link is counted (again): it
+// is the last thing to go, after everything marked with the process's
+// owner ID, so that no other process's Sweep takes a closing link for a
+// dead owner's.
 //
-// Locks are taken in the order hs.mu, ownerMu (as leave does): the reaper
-// calls this while other links of the host close.
+// Locks are taken in the order hs.mu, ownerMu (as leave does): the idle
+// sockets of one Close are closed while other links of the host close.
 func (hs *hostState) releaseOwner() {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	hs.ownerMu.Lock()
 	defer hs.ownerMu.Unlock()
-	idle := hs.links == 0 && reapPending(hs.key) == 0
-	if idle && hs.ownerFD >= 0 {
+	if hs.links == 0 && hs.ownerFD >= 0 {
 		unix.Close(hs.ownerFD)
 		hs.ownerFD = -1
 	}

@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/nstest"
+	"golang.org/x/sys/unix"
 )
 
 // TestIsolation checks the four home-router properties with real traffic:
@@ -142,5 +144,52 @@ func TestAllowSiblings(t *testing.T) {
 	}
 	if !nstest.Ping(t, names[2], "203.0.113.1") {
 		t.Error("third link cannot reach out")
+	}
+}
+
+// TestInvalidPacketsDropped: packets of a link that conntrack does not
+// track as a connection (a lone TCP RST, ct state invalid) get no NAT, so
+// forwarded they would reach the outside with the namespace's private
+// source. Untrusted code in the namespace sends them through a raw socket;
+// the outside host's leak counter (see nstest.NewWorld) must stay at 0,
+// and a real connection still works.
+func TestInvalidPacketsDropped(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "inv-")
+	ns := nstest.NewNS(t, "inv-ns")
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.80.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	pkt := make([]byte, 40)
+	pkt[0], pkt[8], pkt[9] = 0x45, 64, unix.IPPROTO_TCP
+	binary.BigEndian.PutUint16(pkt[2:], 40)
+	copy(pkt[12:], []byte{10, 80, 0, 2})
+	copy(pkt[16:], []byte{203, 0, 113, 1})
+	binary.BigEndian.PutUint16(pkt[20:], 40001) // source port
+	binary.BigEndian.PutUint16(pkt[22:], 80)
+	pkt[32] = 5 << 4 // data offset
+	pkt[33] = 0x04   // RST
+	binary.BigEndian.PutUint16(pkt[34:], 1024)
+	err = ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		for range 20 {
+			if err := unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: [4]byte{203, 0, 113, 1}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
+	if seen, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
+		t.Errorf("a real connection after the invalid packets: %q, %v", seen, err)
 	}
 }

@@ -7,8 +7,8 @@ import (
 
 // TestReleaseOwnerLockOrder: releaseOwner takes hs.mu before ownerMu, as
 // leave does (leave holds hs.mu when it takes ownerMu). In the other order
-// a Close's leave and the reaper's release of the owner socket deadlocked
-// (seen in the bench's Connect/Close cycles).
+// a Close's leave and another Close's release of the owner socket (after
+// its delete) deadlocked (seen in the bench's Connect/Close cycles).
 func TestReleaseOwnerLockOrder(t *testing.T) {
 	hs := &hostState{ownerFD: -1}
 	hs.mu.Lock() // as leave holds it

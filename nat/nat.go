@@ -224,12 +224,6 @@ func (c Config) ConnectContext(ctx context.Context, ns *netns.Handle, uplink str
 	return l, nl.NeedPriv(err, "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
 }
 
-// Drain waits until the veth pairs of the links closed so far are deleted
-// (Close leaves that to the background: see Link.Close). A program that
-// exits right after closing links whose namespaces live on calls it, so
-// that it leaves nothing for Sweep.
-func Drain() { sysDrain() }
-
 // Publish publishes ports of the link's namespace (see Port), all or none:
 // the "docker run -p" of a Link, also given at Connect with Config.Ports.
 // A port published already, by this process or another, or in use by a

@@ -441,9 +441,13 @@ func (u undoStack) unwind() {
 // the ones before it.
 func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	var undo undoStack
+	var hc *nl.Conn
 	defer func() {
 		if err != nil {
 			undo.unwind()
+		}
+		if hc != nil {
+			l.hs.putConn(hc) // after the undo, which uses it
 		}
 	}()
 	host := l.host
@@ -503,11 +507,9 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 			return err
 		}
 	}
-	hc, err := hs.conn(host)
-	if err != nil {
+	if hc, err = hs.conn(host); err != nil {
 		return err
 	}
-	defer hs.putConn(hc)
 	var up uplinkInfo
 	if err := hook("inspect host"); err != nil {
 		return fmt.Errorf("inspect host: %w", err)
@@ -567,7 +569,8 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	}
 	// Deleting the host end takes the peer, both addresses and the
 	// namespace's route with it.
-	undo.push(func() { hc.Exec(nl.DeleteLink(l.hostIdx, "")) })
+	unlink := func() { quiesce(host, hc, []int{l.hostIdx}, nil) }
+	undo.push(unlink)
 
 	l.ent = entries{link: l.hostIdx, uplink: up.index, prefixes: l.nets.prefixes(), routed: l.nets.routed(),
 		nsAddr: l.NSAddr.Addr(), nsAddr6: l.NSAddr6.Addr(), siblings: c.AllowSiblings, ports: ports,
@@ -710,6 +713,9 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 			return err
 		}
 	}
+	// From here on the link forwards: a later failure deletes the pair
+	// first, before its entries go (see quiesce).
+	undo.push(unlink)
 
 	if dns.write {
 		mark := fmt.Sprintf("%s host=%d link=%s", ownerMark, l.hostKey, l.HostVeth)

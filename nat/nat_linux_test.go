@@ -16,11 +16,10 @@ import (
 
 func TestMain(m *testing.M) { nstest.Main(m) }
 
-// state is everything Close must restore, read with independent tools,
-// once the veths of closed links are deleted (see nat.Drain).
+// state is everything Close must restore, read with independent tools
+// (right after Close: it returns when nothing of the link is left).
 func state(t *testing.T, w *nstest.World) string {
 	t.Helper()
-	nat.Drain()
 	in := func(args ...string) string {
 		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
 	}

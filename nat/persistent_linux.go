@@ -87,11 +87,11 @@ func removePersistent(ctx context.Context, host *netns.Handle, index int, hostVe
 	defer hc.Close()
 	var errs []error
 	if index != 0 {
-		err := hc.Exec(nl.DeleteLink(index, ""))
-		if err == nil {
-			found = true
-		} else if !errors.Is(err, os.ErrNotExist) {
+		gone, err := quiesce(host, hc, []int{index}, nil)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("veth: %w", err))
+		} else if !gone[0] {
+			found = true
 		}
 		if err := forgetFlows(host, index); err != nil {
 			errs = append(errs, fmt.Errorf("conntrack: %w", err))

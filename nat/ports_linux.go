@@ -217,7 +217,7 @@ func (l *Link) publish(ports []Port) error {
 // it costs a walk of the host's conntrack table; best effort: a failure
 // leaves such a client as it was.
 func forgetUntranslated(c *conntrack.Conn, maps []portMap) {
-	forgetPortFlowsMarked(c, 0, maps)
+	deletePortFlows(c, maps, conntrack.NewFilter().Mark(0), false)
 }
 
 // unpublish removes the ports and forgets their connections.
@@ -228,7 +228,7 @@ func (l *Link) unpublish(maps []portMap) error {
 	}
 	err := l.hs.delEntries(l.host, els)
 	l.ent.ports = slices.DeleteFunc(l.ent.ports, func(x portMap) bool { return slices.Contains(maps, x) })
-	return errors.Join(err, l.hs.withConntrack(l.host, func(c *conntrack.Conn) error { return forgetPortFlows(c, l.hostIdx, maps) }))
+	return errors.Join(err, l.hs.withConntrack(l.host, func(c *conntrack.Conn) error { return forgetPortFlows(c, maps) }))
 }
 
 // probePorts fails with os.ErrExist for a port a socket of the host
@@ -300,20 +300,27 @@ func hostAddrs(hc *nl.Conn, index int, fams []byte) ([]netip.Addr, error) {
 }
 
 // forgetPortFlows deletes the conntrack entries of connections to the
-// ports (marked with the host end's index by the DNAT rule).
-func forgetPortFlows(c *conntrack.Conn, link int, maps []portMap) error {
-	return forgetPortFlowsMarked(c, uint32(link), maps)
+// ports, whoever made them: the outside's carry the publishing link's
+// index as their mark (the DNAT rule sets it), but another link's carry
+// that link's (from_link marks every packet of a link's connections with
+// its own), so they are found by what all have in common: a translated
+// destination that is one of the ports. The kernel filters the dump by
+// the DNAT status (Linux 5.15+; older kernels dump everything, and the
+// status is checked here too).
+func forgetPortFlows(c *conntrack.Conn, maps []portMap) error {
+	return deletePortFlows(c, maps, conntrack.NewFilter().Status(conntrack.StatusDstNAT), true)
 }
 
-// forgetPortFlowsMarked deletes the entries with the mark whose original
-// destination is one of the ports; with mark 0, only untranslated ones.
-func forgetPortFlowsMarked(c *conntrack.Conn, mark uint32, maps []portMap) error {
+// deletePortFlows deletes the entries that filter selects, per family of
+// maps, whose original destination is one of the ports and whose
+// destination was translated (translated) or not.
+func deletePortFlows(c *conntrack.Conn, maps []portMap, filter conntrack.Filter, translated bool) error {
 	var flows []conntrack.Flow
 	for _, fam := range []netfilter.ProtoFamily{netfilter.ProtoIPv4, netfilter.ProtoIPv6} {
 		if !slices.ContainsFunc(maps, func(pm portMap) bool { return pm.addr.Is6() == (fam == netfilter.ProtoIPv6) }) {
 			continue
 		}
-		fs, err := c.DumpFilter(conntrack.NewFilter().Family(fam).Mark(mark), nil)
+		fs, err := c.DumpFilter(filter.Family(fam), nil)
 		if err != nil {
 			return fmt.Errorf("conntrack: %w", err)
 		}
@@ -321,7 +328,7 @@ func forgetPortFlowsMarked(c *conntrack.Conn, mark uint32, maps []portMap) error
 	}
 	var errs []error
 	for _, f := range flows {
-		if mark == 0 && f.Status.DstNAT() {
+		if f.Status.DstNAT() != translated {
 			continue
 		}
 		o := f.TupleOrig

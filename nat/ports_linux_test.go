@@ -436,7 +436,7 @@ func TestPortsSurviveFlushAndNamesFreeAtOnce(t *testing.T) {
 	if err := l.Close(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
-	l, err = cfg.Connect(ns, "up0", p) // no Drain: the old pair is still being deleted
+	l, err = cfg.Connect(ns, "up0", p) // the same names, at once
 	if err != nil {
 		t.Fatalf("Connect right after Close, same names, prefix and port: %v", err)
 	}

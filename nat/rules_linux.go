@@ -167,7 +167,7 @@ func icmpv6Type(typ byte) []expr.Any {
 //	  chain from_link {
 //	    fib saddr . iif oif missing drop      # spoofed source
 //	    ct mark set iif                       # for Close (see forgetFlows)
-//	    iif . oif . meta nfproto @egress accept   # out of its own uplink, in its families
+//	    iif . oif . meta nfproto @egress ct state new,established,related accept  # out of its own uplink, tracked
 //	    iif @siblings oif @siblings accept
 //	    ct status dnat oif @links accept      # to a published port of a link
 //	    drop }                                # anywhere else
@@ -245,8 +245,8 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(fromLink, "tag the link's connections with its index, for Close (see forgetFlows)",
 		metaLoad(expr.MetaKeyIIF, 1),
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
-	rule(fromLink, "out of its own uplink, in a family it has",
-		append(iifDotOifDotFam(), lookup(setEgress, 1, false), verdict(expr.VerdictAccept, ""))...)
+	rule(fromLink, "out of its own uplink, in a family it has, tracked (an invalid or untracked packet would leave un-masqueraded)",
+		append(append(iifDotOifDotFam(), lookup(setEgress, 1, false)), append(ctStateTracked(), verdict(expr.VerdictAccept, ""))...)...)
 	rule(fromLink, "siblings allowed",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(setSiblings, 1, false),
 		metaLoad(expr.MetaKeyOIF, 1), lookup(setSiblings, 1, false), verdict(expr.VerdictAccept, ""))
@@ -313,6 +313,21 @@ const ipsDstNAT = 1 << 5
 
 // ctStatusDNAT matches packets of connections whose destination was
 // translated (by a published port).
+// ctStateTracked matches packets of a connection conntrack tracks (ct
+// state new, established or related): the NAT hooks see only those, so an
+// invalid packet (a TCP segment out of window, one of a connection whose
+// entry was just deleted) or an untracked one (notrack in someone's raw
+// chain) that was forwarded would leave with its private source.
+func ctStateTracked() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW | expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
 func ctStatusDNAT() []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},

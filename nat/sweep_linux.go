@@ -64,7 +64,7 @@ func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err erro
 	if err != nil {
 		return res, err
 	}
-	// Dead links go with one request (see deleteInGroup).
+	// Dead links go with one request (see quiesce).
 	var dead []int
 	for _, l := range links {
 		if !live[l.owner] {
@@ -72,7 +72,7 @@ func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err erro
 			res.Links = append(res.Links, l.name)
 		}
 	}
-	moved, err := deleteInGroup(hc, dead)
+	moved, err := nl.DeleteLinks(host, hc, dead, nil)
 	for _, e := range append(moved, err) {
 		if e != nil && !errors.Is(e, os.ErrNotExist) { // gone meanwhile: fine
 			errs = append(errs, fmt.Errorf("links: %w", e))

@@ -56,7 +56,7 @@ func TestHelperConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	if os.Getenv("NSNET_HELPER_CLOSE") != "" {
-		// Killed right after Close, before its reaper deleted the pair.
+		// Killed the moment Close returned.
 		l.Close()
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
@@ -128,23 +128,32 @@ func TestSweepDeadOwner(t *testing.T) {
 	sameState(t, w, before, "state after Sweep")
 }
 
-// TestSweepAfterDeferredDelete: a process killed right after Close,
-// before its reaper deleted the veth pair (the namespace lives on), leaves
-// only what Sweep removes: the host reads as before.
-func TestSweepAfterDeferredDelete(t *testing.T) {
+// TestKilledRightAfterClose: a process killed (SIGKILL) the moment Close
+// returned, its namespace living on, leaves nothing at all: the host reads
+// as before without a Sweep, and a Sweep then finds nothing. (Close
+// returns only once the pair is unlisted; the kernel's grace period after
+// it, which the process's exit waits for, undoes nothing.)
+func TestKilledRightAfterClose(t *testing.T) {
 	requireTools(t)
 	w := nstest.NewWorld(t, "swdd-")
 	before := state(t, w)
 	nstest.NewNS(t, "swdd-ns")
-	cmd := nstest.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
-		"NSNET_HELPER_NS=swdd-ns", "NSNET_HELPER_PREFIX=10.5.9.0/24", "NSNET_HELPER_CLOSE=1")
-	cmd.Run() // killed
-	res, err := nat.Sweep(w.Host)
-	if err != nil {
-		t.Fatal(err)
+	for _, env := range [][]string{nil, {"NSNET_HELPER_PREFIX6=fd00:5:9::/64"}, {"NSNET_HELPER_PORT=8080"}} {
+		cmd := nstest.Child("TestHelperConnect", append([]string{"NSNET_HELPER=connect", "NSNET_HELPER_HOST=" + w.HostName,
+			"NSNET_HELPER_NS=swdd-ns", "NSNET_HELPER_PREFIX=10.5.9.0/24", "NSNET_HELPER_CLOSE=1"}, env...)...)
+		cmd.Run() // killed
+		sameState(t, w, before, fmt.Sprintf("state right after a Close and SIGKILL (%v)", env))
+		if out := nstest.Cmd(t, "ip", "-n", "swdd-ns", "-o", "link"); strings.Contains(out, "eth0") {
+			t.Errorf("the namespace holds more than lo after Close (%v):\n%s", env, out)
+		}
+		res, err := nat.Sweep(w.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Links) != 0 || res.Elements != 0 || len(res.Uplinks) != 0 || res.ResolvConfs != 0 {
+			t.Errorf("Sweep after a killed Close found leftovers (%v): %+v", env, res)
+		}
 	}
-	t.Logf("Sweep after the killed Close: %+v", res)
-	sameState(t, w, before, "state after Sweep")
 }
 
 // TestSweepLeavesLiveOwners: with a live link of this process, a dead

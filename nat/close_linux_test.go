@@ -1,0 +1,237 @@
+package nat_test
+
+import (
+	"encoding/json"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
+)
+
+// linkNames lists the links of the namespace nsName ("" for the current
+// one) as ip -j reads them.
+func linkNames(t *testing.T, nsName string) []string {
+	t.Helper()
+	args := []string{"-j", "link"}
+	if nsName != "" {
+		args = append([]string{"-n", nsName}, args...)
+	}
+	var links []struct {
+		Name string `json:"ifname"`
+	}
+	if err := json.Unmarshal([]byte(nstest.Cmd(t, "ip", args...)), &links); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestCloseLeavesNothing: right after Close returns, with nothing waited
+// for, ip -j lists the host's links as before Connect and the namespace
+// holds lo alone, the library's table is gone and the uplink's forwarding
+// is back off: 100 times out of 100, for IPv4, dual-stack and
+// published-port links, each also closed with CloseAll.
+func TestCloseLeavesNothing(t *testing.T) {
+	requireTools(t)
+	nstest.CheckLeaks(t)
+	w := nstest.NewWorld(t, "cln-")
+	ns := nstest.NewNS(t, "cln-ns")
+	in := func(args ...string) string {
+		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
+	}
+	// Another link stays throughout: each Close is then not the host's
+	// last, and takes its fastest path.
+	keeper, err := nat.Config{HostNS: w.Host}.Connect(nstest.NewNS(t, "cln-keep"), "up0", netip.MustParsePrefix("10.76.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keeper.Close()
+	configs := []nat.Config{
+		{HostNS: w.Host},
+		{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:77::/64")},
+		{HostNS: w.Host, Ports: []nat.Port{{Protocol: "tcp", HostPort: 8080, NSPort: 80}}},
+	}
+	// One cycle of each first: the claims' covers stay after Close
+	// (shared, see the package doc), so the ruleset reads the same after
+	// each later one.
+	for _, cfg := range configs {
+		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.77.0.0/24"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hostBefore := linkNames(t, w.HostName)
+	nsBefore := linkNames(t, "cln-ns")
+	rulesetBefore := in("nft", "list", "ruleset")
+	var durations []time.Duration
+	for i := range 100 {
+		cfg := configs[i%len(configs)]
+		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.77.0.0/24"))
+		if err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		t0 := time.Now()
+		if i%2 == 0 {
+			err = l.Close()
+		} else {
+			err = nat.CloseAll(l)
+		}
+		durations = append(durations, time.Since(t0))
+		if err != nil {
+			t.Fatalf("cycle %d: close: %v", i, err)
+		}
+		// At once, as a program would (Go's net package dumps the links).
+		var ifs []net.Interface
+		if err := w.Host.Do(func() (err error) { ifs, err = net.Interfaces(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if len(ifs) != len(hostBefore) {
+			t.Fatalf("cycle %d: net.Interfaces right after Close: %v, before Connect: %v", i, ifs, hostBefore)
+		}
+		if got := linkNames(t, w.HostName); !slices.Equal(got, hostBefore) {
+			t.Fatalf("cycle %d (%+v): host links right after Close: %v, before Connect: %v", i, cfg.Prefix6, got, hostBefore)
+		}
+		if got := linkNames(t, "cln-ns"); !slices.Equal(got, nsBefore) {
+			t.Fatalf("cycle %d: namespace links right after Close: %v, before: %v", i, got, nsBefore)
+		}
+		if i%10 == 0 {
+			if out := in("nft", "list", "ruleset"); out != rulesetBefore {
+				t.Fatalf("cycle %d: the ruleset right after Close:\n%s", i, lineDiff(rulesetBefore, out))
+			}
+			if out := in("sysctl", "-n", "net.ipv6.conf.up0.force_forwarding"); out != "0\n" {
+				t.Fatalf("cycle %d: up0's IPv6 forwarding right after Close: %q", i, out)
+			}
+		}
+	}
+	slices.Sort(durations)
+	t.Logf("Close: median %v, max %v", durations[len(durations)/2], durations[len(durations)-1])
+	if err := keeper.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out := in("nft", "list", "ruleset"); strings.Contains(out, "nsnet") {
+		t.Errorf("the table right after the last Close:\n%s", out)
+	}
+	if out := in("sysctl", "-n", "net.ipv4.conf.up0.forwarding", "net.ipv6.conf.up0.force_forwarding"); out != "0\n0\n" {
+		t.Errorf("up0's forwarding right after the last Close: %q", out)
+	}
+}
+
+// countUDP counts the datagrams that reach addr in ns.
+func countUDP(t *testing.T, ns *netns.Handle, addr string) *atomic.Int32 {
+	t.Helper()
+	var n atomic.Int32
+	var c net.PacketConn
+	if err := ns.Do(func() (err error) { c, err = net.ListenPacket("udp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, _, err := c.ReadFrom(buf); err != nil {
+				return
+			}
+			n.Add(1)
+		}
+	}()
+	return &n
+}
+
+// sendEvery sends a datagram from ns to addr every 20 ms until the test
+// ends.
+func sendEvery(t *testing.T, ns *netns.Handle, addr string) {
+	t.Helper()
+	var c net.Conn
+	if err := ns.Do(func() (err error) { c, err = net.Dial("udp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(stop); <-done; c.Close() })
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				c.Write([]byte("x"))
+			}
+		}
+	}()
+}
+
+// TestSiblingFlowsToPortsForgotten: a connected namespace B that uses A's
+// published port gets its connection marked with its own link by
+// from_link; Unpublish and Close of A must still forget it. B keeps
+// sending UDP to A's port: after Unpublish returns, not one datagram
+// reaches A. B's TCP connection to A's port has no conntrack entry left
+// after A's Close (conntrack -L is the oracle), so a later holder of A's
+// prefix cannot get B's packets.
+func TestSiblingFlowsToPortsForgotten(t *testing.T) {
+	requireTools(t)
+	nstest.RequireCmd(t, "conntrack")
+	w := nstest.NewWorld(t, "sib-")
+	a, b := nstest.NewNS(t, "sib-a"), nstest.NewNS(t, "sib-b")
+	udp := nat.Port{Protocol: "udp", HostPort: 5353, NSPort: 53}
+	la, err := nat.Config{HostNS: w.Host, Ports: []nat.Port{udp, {Protocol: "tcp", HostPort: 8080, NSPort: 80}}}.
+		Connect(a, "up0", netip.MustParsePrefix("10.78.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer la.Close()
+	lb, err := nat.Config{HostNS: w.Host}.Connect(b, "up0", netip.MustParsePrefix("10.79.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	got := countUDP(t, a, "10.78.0.2:53")
+	sendEvery(t, b, "203.0.113.2:5353")
+	time.Sleep(200 * time.Millisecond)
+	if got.Load() == 0 {
+		t.Fatal("B's datagrams did not reach A's published port")
+	}
+	if err := la.Unpublish(udp); err != nil {
+		t.Fatal(err)
+	}
+	n := got.Load()
+	time.Sleep(700 * time.Millisecond)
+	if late := got.Load() - n; late > 0 {
+		t.Errorf("%d datagrams of B reached A in the 700 ms after Unpublish returned", late)
+	}
+
+	// TCP: an established connection of B to A's port, idle.
+	nstest.Listen(t, a, "10.78.0.2:80")
+	var c net.Conn
+	if err := b.Do(func() (err error) { c, err = net.Dial("tcp", "203.0.113.2:8080"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	entries := func() string {
+		out, _ := nstest.CmdErr("ip", "netns", "exec", w.HostName, "conntrack", "-L", "-p", "tcp", "--orig-port-dst", "8080")
+		return strings.TrimSpace(out)
+	}
+	if !strings.Contains(entries(), "dport=8080") {
+		t.Fatalf("no conntrack entry for B's connection to A's port:\n%s", entries())
+	}
+	if err := la.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out := entries(); strings.Contains(out, "dport=8080") {
+		t.Errorf("B's connection to A's port outlived A's Close:\n%s", out)
+	}
+}
