@@ -28,7 +28,6 @@ func sysCloseAll(links ...*Link) error {
 			continue
 		}
 		l.closed = true
-		l.hs.removeLive(&l.owned)
 		if byHost[l.hs] == nil {
 			order = append(order, l.hs)
 		}

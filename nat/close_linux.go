@@ -72,7 +72,6 @@ func (o *owned) close(what string, deleteVeth bool) error {
 		o.nsRef.Close()
 		return o.err
 	}
-	o.hs.removeLive(o)
 	if err := closeSteps(o.hs, []*owned{o}, deleteVeth); err != nil {
 		o.err = fmt.Errorf("%s: %w", what, err)
 	}
@@ -96,6 +95,11 @@ func (o *owned) close(what string, deleteVeth bool) error {
 //
 // A failed step does not stop the others; the errors are joined.
 func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
+	hs.restoreMu.RLock() // (see hostState.restoreMu)
+	defer hs.restoreMu.RUnlock()
+	for _, o := range links {
+		hs.removeLive(o)
+	}
 	host := links[0].host
 	var errs []error
 	step := func(name string, f func() error) {

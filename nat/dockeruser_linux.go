@@ -216,15 +216,16 @@ func dockerUserOwner(comment string) (owner, bool) {
 // meanwhile are taken out again.
 func (hs *hostState) restoreDockerUser(host *netns.Handle) {
 	type want struct {
-		o             *owned
 		name, comment string
 		fams          []byte
 	}
 	var wants []want
+	hs.restoreMu.Lock() // (see restore)
+	defer hs.restoreMu.Unlock()
 	hs.mu.Lock()
 	for o := range hs.live {
 		if o.dockerUser != "" {
-			wants = append(wants, want{o, o.vethName, o.dockerUser, o.dockerFams})
+			wants = append(wants, want{o.vethName, o.dockerUser, o.dockerFams})
 		}
 	}
 	hs.mu.Unlock()
@@ -266,18 +267,5 @@ func (hs *hostState) restoreDockerUser(host *netns.Handle) {
 	if len(fixed) == 0 {
 		return
 	}
-	if err = c.Flush(); err != nil {
-		return
-	}
-	gone := map[string]bool{}
-	hs.mu.Lock()
-	for _, w := range fixed {
-		if !hs.live[w.o] {
-			gone[w.comment] = true
-		}
-	}
-	hs.mu.Unlock()
-	if len(gone) > 0 {
-		_, err = removeFromDockerUser(c, func(s string) bool { return gone[s] })
-	}
+	err = c.Flush()
 }

@@ -116,14 +116,15 @@ func deletesOurTable(b []byte) bool { return tableOf(b, unix.NFPROTO_INET) == Ta
 // links, if it has any. Adds are not exclusive here: entries already back
 // (a Connect of this process that made the table meanwhile) are no error.
 // An error has no caller to go to: the next look tries again, and the
-// next Close reports what is missing.
+// next Close reports what is missing. It holds restoreMu: no live link's
+// entries change between its snapshot and its commit.
 func (hs *hostState) restore(host *netns.Handle) {
+	hs.restoreMu.Lock()
+	defer hs.restoreMu.Unlock()
 	hs.mu.Lock()
 	var all []entries
-	var made []*owned
 	for o := range hs.live {
 		all = append(all, o.ent)
-		made = append(made, o)
 	}
 	var users []elem
 	for k, ref := range hs.uplinks {
@@ -145,28 +146,11 @@ func (hs *hostState) restore(host *netns.Handle) {
 		b.add(e.covers(), false)
 	}
 	b.add(users, false)
-	if hs.commitEntries(host, &b) != nil {
-		return
-	}
-	// A Close that removed its entries between the snapshot above and the
-	// commit had them put back: remove them again.
-	var closed []elem
-	hs.mu.Lock()
-	for i, o := range made {
-		if !hs.live[o] {
-			closed = append(closed, all[i].elems()...)
-		}
-	}
-	hs.mu.Unlock()
-	if len(closed) > 0 {
-		var d batch
-		if d.del(closed, true) == nil {
-			hs.commit(host, &d)
-		}
-	}
+	hs.commitEntries(host, &b)
 }
 
-// addLive and removeLive keep the list of what restore makes again.
+// addLive and removeLive keep the list of what restore makes again
+// (removeLive under restoreMu, shared).
 func (hs *hostState) addLive(o *owned) {
 	hs.mu.Lock()
 	hs.live[o] = true

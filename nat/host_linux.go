@@ -30,6 +30,14 @@ type hostState struct {
 	ownerFD     int             // owner socket (see protocol_linux.go), -1 if none
 	guardStop   chan struct{}   // ends the guard (see guard_linux.go)
 	live        map[*owned]bool // Links and Rules made and not closed, for the guard
+	// restoreMu keeps the guard's restores (see guard_linux.go) apart
+	// from changes to the entries of live links: Publish, Unpublish and
+	// Close hold it shared while they change them, restore and
+	// restoreDockerUser exclusively from their snapshot of the live links
+	// to their commit, so that they put back exactly the entries of one
+	// moment, never a port unpublished or a link closed meanwhile.
+	// Taken after a Link's mu, before hs.mu.
+	restoreMu sync.RWMutex
 	tableReady  bool
 	tableMaking *tableAttempt
 	uplinks     map[upKey]*uplinkRef

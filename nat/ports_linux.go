@@ -109,6 +109,8 @@ func (l *Link) portsOp(verb string, ports []Port, fn func() error) error {
 	if l.closed || l.hs == nil {
 		return fmt.Errorf("nat: %s on %s: %w", verb, l.what(), os.ErrClosed)
 	}
+	l.hs.restoreMu.RLock() // (see hostState.restoreMu)
+	defer l.hs.restoreMu.RUnlock()
 	if err := fn(); err != nil {
 		return fmt.Errorf("nat: %s on %s: %w", verb, l.what(), err)
 	}

@@ -498,3 +498,65 @@ func TestPublishRace(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishDuringReload: Publish and Unpublish race with firewall
+// reloads (nft flush ruleset), which the guard answers by putting the
+// live links' entries back. A port unpublished between the guard's look
+// at the links and its commit must not come back: after the last
+// Unpublish and one more reload, the ports map holds no entry, and the
+// port can be published by another link. Under -race, the guard's read of
+// the link's ports and Publish's write of them are a data race unless
+// they are kept apart.
+func TestPublishDuringReload(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "prl-")
+	a, b := nstest.NewNS(t, "prl-a"), nstest.NewNS(t, "prl-b")
+	la, err := nat.Config{HostNS: w.Host}.Connect(a, "up0", netip.MustParsePrefix("10.74.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer la.Close()
+	lb, err := nat.Config{HostNS: w.Host}.Connect(b, "up0", netip.MustParsePrefix("10.75.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	flush := func() { nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "flush", "ruleset") }
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(15 * time.Millisecond):
+				flush()
+			}
+		}
+	}()
+	p := nat.Port{Protocol: "tcp", HostPort: 8080, NSPort: 80}
+	for i := range 150 {
+		if err := la.Publish(p); err != nil {
+			t.Fatalf("round %d: %v", i, err) // ErrExist: the guard put back an unpublished port
+		}
+		// (ErrNotExist: the ruleset was flushed, and not restored yet.)
+		if err := la.Unpublish(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	close(stop)
+	<-done
+	flush()
+	time.Sleep(500 * time.Millisecond) // the guard looks every 200 ms
+	out := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "map", "inet", "nsnet", "ports")
+	if strings.Contains(out, "8080") {
+		t.Errorf("an unpublished port came back with the reload:\n%s", out)
+	}
+	if err := lb.Publish(p); err != nil {
+		t.Errorf("the port after A unpublished it: %v", err)
+	}
+	if len(la.Ports()) != 0 {
+		t.Errorf("A's ports: %v", la.Ports())
+	}
+}
