@@ -8,7 +8,7 @@ import (
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/ti-mo/conntrack"
-	)
+)
 
 // forgetFlows deletes the host's connection tracking entries of the
 // connections that the links (by host end index) opened. A closed link's

@@ -23,13 +23,13 @@ import (
 // table and the uplinks it uses, and the route cache. It is forgotten
 // (sockets closed) after the last link. mu is never held across I/O.
 type hostState struct {
-	key         uint64 // the host namespace's ID
-	mu          sync.Mutex
-	links       int             // Links and Rules being made or alive
-	ownerMu     sync.Mutex      // guards ownerFD and guardStop, held while they are made
-	ownerFD     int             // owner socket (see protocol_linux.go), -1 if none
-	guardStop   chan struct{}   // ends the guard (see guard_linux.go)
-	live        map[*owned]bool // Links and Rules made and not closed, for the guard
+	key       uint64 // the host namespace's ID
+	mu        sync.Mutex
+	links     int             // Links and Rules being made or alive
+	ownerMu   sync.Mutex      // guards ownerFD and guardStop, held while they are made
+	ownerFD   int             // owner socket (see protocol_linux.go), -1 if none
+	guardStop chan struct{}   // ends the guard (see guard_linux.go)
+	live      map[*owned]bool // Links and Rules made and not closed, for the guard
 	// restoreMu keeps the guard's restores (see guard_linux.go) apart
 	// from changes to the entries of live links: Publish, Unpublish and
 	// Close hold it shared while they change them, restore and
@@ -37,7 +37,7 @@ type hostState struct {
 	// to their commit, so that they put back exactly the entries of one
 	// moment, never a port unpublished or a link closed meanwhile.
 	// Taken after a Link's mu, before hs.mu.
-	restoreMu sync.RWMutex
+	restoreMu   sync.RWMutex
 	tableReady  bool
 	tableMaking *tableAttempt
 	uplinks     map[upKey]*uplinkRef

@@ -34,7 +34,6 @@ func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string,
 	return nil, errUnsupported
 }
 
-
 func (l *Link) sysPublish(ports []Port) error   { return errUnsupported }
 func (l *Link) sysUnpublish(ports []Port) error { return errUnsupported }
 func (l *Link) sysPorts() []Port                { return nil }
