@@ -18,7 +18,7 @@ func sysCloseAll(links ...*Link) error {
 			continue
 		}
 		seen[l] = true
-		if l.hs == nil || l.persistent {
+		if l.owned == nil || l.hs == nil || l.persistent {
 			errs = append(errs, l.Close()) // Close says why, or removes it
 			continue
 		}
@@ -31,7 +31,7 @@ func sysCloseAll(links ...*Link) error {
 		if byHost[l.hs] == nil {
 			order = append(order, l.hs)
 		}
-		byHost[l.hs] = append(byHost[l.hs], &l.owned)
+		byHost[l.hs] = append(byHost[l.hs], l.owned)
 	}
 	for _, hs := range order {
 		group := byHost[hs]

@@ -15,6 +15,9 @@ func (l *Link) sysClose() error {
 	if l == nil {
 		return fmt.Errorf("nat: close of a nil *Link: %w", os.ErrInvalid)
 	}
+	if l.owned == nil {
+		return fmt.Errorf("nat: close link: not made by Connect: %w", os.ErrInvalid)
+	}
 	return l.owned.close("nat: close "+l.owned.what(), true)
 }
 

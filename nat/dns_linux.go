@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/nsnet/nsnet/internal/resolv"
+	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 )
 
@@ -177,15 +178,15 @@ func sweepResolvConfs(host *netns.Handle) (int, error) {
 				continue
 			}
 			first, _, _ := strings.Cut(string(b), "\n")
-			if o, ok := parseOwner(strings.TrimPrefix(first, "# ")); ok && strings.Contains(first, hostMark) {
-				paths, ids = append(paths, p), append(ids, o.id)
+			if o, ok := owner.Parse(strings.TrimPrefix(first, "# ")); ok && strings.Contains(first, hostMark) {
+				paths, ids = append(paths, p), append(ids, o.ID)
 			}
 		}
 	}
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	live, err := liveOwners(host, ids)
+	live, err := owner.Live(host, ids)
 	if err != nil {
 		return 0, err
 	}

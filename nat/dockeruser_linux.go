@@ -31,6 +31,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
@@ -68,7 +69,9 @@ func dockerFamilyName(t *nftables.Table) string {
 
 // dockerUserComment is the comment of a link's rules in DOCKER-USER.
 func dockerUserComment(link string, index int) string {
-	return fmt.Sprintf("%s link=%s index=%d", ownerMark, link, index)
+	m := owner.Self
+	m.Link, m.Index = link, index
+	return m.String()
 }
 
 // dockerUserRules are the two accept rules for the host end name in
@@ -178,20 +181,20 @@ func sweepDockerUser(host *netns.Handle, c *nftables.Conn) (int, error) {
 		for _, r := range rules {
 			s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 			if o, ok := dockerUserOwner(s); ok {
-				ids = append(ids, o.id)
+				ids = append(ids, o.ID)
 			}
 		}
 	}
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	live, err := liveOwners(host, ids)
+	live, err := owner.Live(host, ids)
 	if err != nil {
 		return 0, err
 	}
 	n, err := removeFromDockerUser(c, func(s string) bool {
 		o, ok := dockerUserOwner(s)
-		return ok && !live[o.id]
+		return ok && !live[o.ID]
 	})
 	if err != nil {
 		err = fmt.Errorf("%s: %w", dockerUserChain, err)
@@ -201,11 +204,11 @@ func sweepDockerUser(host *netns.Handle, c *nftables.Conn) (int, error) {
 
 // dockerUserOwner reads the owner of one of nsnet's DOCKER-USER rules
 // from its comment.
-func dockerUserOwner(comment string) (owner, bool) {
+func dockerUserOwner(comment string) (owner.Mark, bool) {
 	if !strings.Contains(comment, " link=") {
-		return owner{}, false
+		return owner.Mark{}, false
 	}
-	return parseOwner(comment)
+	return owner.Parse(comment)
 }
 
 // restoreDockerUser puts back the DOCKER-USER rules of live links that

@@ -13,6 +13,7 @@ import (
 	"slices"
 
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +43,7 @@ func (hs *hostState) addLink(ctx context.Context, host *netns.Handle, hc *nl.Con
 	if registered {
 		err = hs.addEntries(host, e, nil)
 	} else {
-		err = withHostLock(ctx, host, func() error { return hs.register(host, hc, e, keys, refs) })
+		err = owner.WithHostLock(ctx, host, func() error { return hs.register(host, hc, e, keys, refs) })
 	}
 	if err != nil {
 		hs.mu.Lock()
@@ -114,15 +115,15 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 		if cl.cover || !slices.ContainsFunc(e.prefixes, cl.prefix.Overlaps) {
 			continue
 		}
-		o, ok := parseOwner(cl.mark)
+		o, ok := owner.Parse(cl.mark)
 		if !ok {
 			return fmt.Errorf("%w: %v is claimed (%s)", ErrOverlap, cl.prefix, cl.mark)
 		}
-		live, lerr := liveOwners(host, []string{o.id})
-		if lerr == nil && !live[o.id] {
+		live, lerr := owner.Live(host, []string{o.ID})
+		if lerr == nil && !live[o.ID] {
 			return fmt.Errorf("%w: %v is held by %s, %w", ErrOverlap, cl.prefix, cl.holder(), errDeadHolder)
 		}
-		return fmt.Errorf("%w: %v is used by %s of live pid %d", ErrOverlap, cl.prefix, cl.holder(), o.pid)
+		return fmt.Errorf("%w: %v is used by %s of live pid %d", ErrOverlap, cl.prefix, cl.holder(), o.PID)
 	}
 	for _, cl := range claims {
 		if cl.cover && slices.Contains(e.prefixes, cl.prefix) {
@@ -230,7 +231,7 @@ func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) erro
 		return hs.delEntries(host, e.elems())
 	}
 	hook("close uplink release") // (tests: a Connect registering meanwhile)
-	return withHostLock(context.Background(), host, func() error { return hs.unregister(host, hc, e, last) })
+	return owner.WithHostLock(context.Background(), host, func() error { return hs.unregister(host, hc, e, last) })
 }
 
 // removeLinks removes the entries of closing links: those of all links

@@ -6,19 +6,6 @@ import (
 	"testing"
 )
 
-func FuzzParseOwner(f *testing.F) {
-	f.Add(ownerMark)
-	f.Add(ownerMark + origOff)
-	f.Add("nsnet pid=-1 start=2")
-	f.Add("nsnet owner=abc pid=1")
-	f.Add("")
-	f.Fuzz(func(t *testing.T, s string) {
-		if o, ok := parseOwner(s); ok && len(o.id) != 12 {
-			t.Fatalf("%q parsed to owner %q", s, o.id)
-		}
-	})
-}
-
 // FuzzValidate: whatever Config.validate accepts is an IPv4 prefix with
 // two distinct host addresses inside it.
 func FuzzValidate(f *testing.F) {

@@ -13,6 +13,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
@@ -120,7 +121,7 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 	)
 	err := host.Do(func() error {
 		var err error
-		if fd, err = bindAbstract(ownerName(ownerID)); err != nil {
+		if fd, err = owner.BindSelf(); err != nil {
 			return fmt.Errorf("owner socket: %w", err)
 		}
 		// nil: the calling thread's namespace, which is host's here.
@@ -174,7 +175,7 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	socks := idleSockets{rt: hs.conns, nft: hs.nfts, raw: hs.raws, ct: hs.cts}
 	hs.conns, hs.nfts, hs.raws, hs.cts = nil, nil, nil, nil
 	hs.mu.Unlock()
-	_, err := hs.dropTable(host, &socks)
+	_, err := dropTable(host, &socks, hs.busy)
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if hs.links != 0 {
@@ -216,6 +217,13 @@ func (hs *hostState) releaseOwner() {
 		unix.Close(hs.ownerFD)
 		hs.ownerFD = -1
 	}
+}
+
+// busy reports whether the process has links in the host (again).
+func (hs *hostState) busy() bool {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return hs.links != 0
 }
 
 // leaveNow is leave for a Connect or AddRules that failed: no veth delete
@@ -675,14 +683,14 @@ func (hs *hostState) overlapErr(host *netns.Handle, hc *nl.Conn, k routeKey) err
 	}
 	holder := fmt.Sprintf("link %s", link.Attributes.Name)
 	if link.Attributes.Alias != nil {
-		if o, ok := parseOwner(*link.Attributes.Alias); ok {
-			live, lerr := liveOwners(host, []string{o.id})
+		if o, ok := owner.Parse(*link.Attributes.Alias); ok {
+			live, lerr := owner.Live(host, []string{o.ID})
 			switch {
 			case lerr != nil:
-			case live[o.id]:
-				holder += fmt.Sprintf(" of live pid %d (nsnet owner %s)", o.pid, o.id)
+			case live[o.ID]:
+				holder += fmt.Sprintf(" of live pid %d (nsnet owner %s)", o.PID, o.ID)
 			default:
-				return fmt.Errorf("%w: host %s %v of link %s, %w (pid %d, owner %s)", ErrOverlap, what, k.dst, link.Attributes.Name, errDeadHolder, o.pid, o.id)
+				return fmt.Errorf("%w: host %s %v of link %s, %w (pid %d, owner %s)", ErrOverlap, what, k.dst, link.Attributes.Name, errDeadHolder, o.PID, o.ID)
 			}
 		}
 	}

@@ -24,7 +24,7 @@ type Link struct {
 	// IPv4-only link).
 	Prefix6, HostAddr6, NSAddr6 netip.Prefix
 
-	owned
+	*owned // the library's record (nil in a Link not made by Connect)
 }
 
 // String describes the link in one line, as
@@ -55,7 +55,7 @@ type Rules struct {
 	Prefix   netip.Prefix // the namespace's network behind HostVeth
 	HostVeth string       // host end of the pair, made by the caller
 	Uplink   string       // the host link the traffic leaves by
-	owned
+	*owned                // the library's record (nil in Rules not made by AddRules)
 }
 
 // Sweep removes what dead processes left behind in host (nil: the current

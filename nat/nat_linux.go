@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
@@ -350,9 +351,17 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
+// entryMark is the comment of this process's set entries for the link
+// whose host end is hostVeth.
+func entryMark(hostVeth string) string {
+	m := owner.Self
+	m.Link = hostVeth
+	return m.String()
+}
+
 // randomVethName is a host end name of the library's own: "nsn-" and 11
 // random characters.
-func randomVethName() string { return "nsn-" + randomString(11) }
+func randomVethName() string { return "nsn-" + owner.RandomString(11) }
 
 // sysConnect is Connect on Linux.
 func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
@@ -378,7 +387,7 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 		host.Close()
 		return nil, fmt.Errorf("namespace: %w", err)
 	}
-	l := &Link{HostVeth: c.HostVeth, NSVeth: c.NSVeth}
+	l := &Link{HostVeth: c.HostVeth, NSVeth: c.NSVeth, owned: &owned{}}
 	for _, n := range nets {
 		if n.fam() == unix.NFPROTO_IPV4 {
 			l.Prefix, l.HostAddr, l.NSAddr = n.prefix, n.hostAddr(), n.nsAddr()
@@ -421,7 +430,7 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 		socks.close()
 		return l, nil
 	}
-	l.hs.addLive(&l.owned)
+	l.hs.addLive(l.owned)
 	return l, nil
 }
 
@@ -474,7 +483,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 		dns = dnsPlan{} // nothing in this process outlives it
 	}
 	// The mark of the host end and of every entry.
-	hostMark, entMark := ownerMark, ownerMark+" link="+l.HostVeth
+	hostMark, entMark := owner.Self.String(), entryMark(l.HostVeth)
 	if c.Persistent {
 		hostMark = persistentEntryMark(l.HostVeth, c.Tag)
 		entMark = hostMark
@@ -580,7 +589,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 			return err
 		}
 		undo.push(func() {
-			withHostLock(context.Background(), host, func() error {
+			owner.WithHostLock(context.Background(), host, func() error {
 				_, err := dropPersistentEntries(host, hc, l.HostVeth)
 				return err
 			})
@@ -718,7 +727,9 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	undo.push(unlink)
 
 	if dns.write {
-		mark := fmt.Sprintf("%s host=%d link=%s", ownerMark, l.hostKey, l.HostVeth)
+		m := owner.Self
+		m.Host, m.Link = l.hostKey, l.HostVeth
+		mark := m.String()
 		err := step("dns", func() error { return l.startDNS(dns, mark) })
 		if err != nil {
 			return err

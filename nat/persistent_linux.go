@@ -17,50 +17,32 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 )
-
-// persistentID is the owner ID of persistent links: no process holds its
-// socket, and liveOwners takes it for live.
-const persistentID = "persistent00"
-
-// persistentMark starts the marks of persistent links.
-var persistentMark = fmt.Sprintf("nsnet owner=%s pid=%d", persistentID, os.Getpid())
 
 // persistentEntryMark is the comment of a persistent link's set entries
 // (and, with the tag, its host end's ifalias).
 func persistentEntryMark(hostVeth, tag string) string {
-	m := persistentMark + " link=" + hostVeth
-	if tag != "" {
-		m += " tag=" + tag
-	}
-	return m
+	m := owner.Persistent
+	m.Link, m.Tag = hostVeth, tag
+	return m.String()
 }
 
-// markField returns the value of " key=" in a mark; the tag, last, is
-// everything after it.
-func markField(mark, key string) (string, bool) {
-	if key == "tag" {
-		_, v, ok := strings.Cut(mark, " tag=")
-		return v, ok
-	}
-	for _, f := range strings.Fields(mark) {
-		if v, ok := strings.CutPrefix(f, key+"="); ok {
-			return v, true
-		}
-	}
-	return "", false
+// persistentMark reads a persistent link's mark; ok is false for any other.
+func persistentMark(comment string) (m owner.Mark, ok bool) {
+	m, ok = owner.Parse(comment)
+	return m, ok && m.ID == owner.PersistentID
 }
 
 // isPersistent tells a mark of a persistent link.
 func isPersistent(mark string) bool {
-	o, ok := parseOwner(mark)
-	return ok && o.id == persistentID
+	_, ok := persistentMark(mark)
+	return ok
 }
 
 // addPersistent adds the entries of a new persistent link and, for the
@@ -68,8 +50,8 @@ func isPersistent(mark string) bool {
 // owner's share of the uplink's forwarding (as register does for a
 // process), under the host lock.
 func (hs *hostState) addPersistent(ctx context.Context, host *netns.Handle, hc *nl.Conn, e entries) error {
-	return withHostLock(ctx, host, func() error {
-		_, err := hs.shareUplinks(host, hc, e, e.upKeys(), persistentID, persistentMark, true)
+	return owner.WithHostLock(ctx, host, func() error {
+		_, err := hs.shareUplinks(host, hc, e, e.upKeys(), owner.Persistent, true)
 		return err
 	})
 }
@@ -97,7 +79,7 @@ func removePersistent(ctx context.Context, host *netns.Handle, index int, hostVe
 			errs = append(errs, fmt.Errorf("conntrack: %w", err))
 		}
 	}
-	err = withHostLock(ctx, host, func() error {
+	err = owner.WithHostLock(ctx, host, func() error {
 		f, err := dropPersistentEntries(host, hc, hostVeth)
 		found = found || f
 		return err
@@ -131,8 +113,8 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 		return false, err
 	}
 	mine := func(comment string) bool {
-		name, _ := markField(comment, "link")
-		return isPersistent(comment) && name == hostVeth
+		m, ok := persistentMark(comment)
+		return ok && m.Link == hostVeth
 	}
 	var gone []elem
 	left := map[upKey]bool{} // uplink forwardings other persistent links use
@@ -160,19 +142,19 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 	if err != nil {
 		return true, err
 	}
-	live, err := liveOwners(host, ownerIDs(users))
+	live, err := owner.Live(host, ownerIDs(users))
 	if err != nil {
 		return true, err
 	}
 	var errs []error
 	for _, u := range users {
-		if u.owner != persistentID || left[u.uplink] {
+		if u.owner != owner.PersistentID || left[u.uplink] {
 			continue
 		}
 		gone = append(gone, u.elem())
 		others := false
 		for _, v := range users {
-			others = others || (v.uplink == u.uplink && v.owner != persistentID && live[v.owner])
+			others = others || (v.uplink == u.uplink && v.owner != owner.PersistentID && live[v.owner])
 		}
 		if others || !u.origOff {
 			continue
@@ -191,7 +173,7 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 	}
 	if len(errs) == 0 {
 		socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
-		(&hostState{}).dropTable(host, &socks) // (it only uses the two)
+		dropTable(host, &socks, nil)
 	}
 	return true, errors.Join(errs...)
 }
@@ -267,7 +249,7 @@ func recordedIndex(host *netns.Handle, hostVeth string) int {
 		return 0
 	}
 	for _, x := range els {
-		if name, _ := markField(x.Comment, "link"); isPersistent(x.Comment) && name == hostVeth && len(x.Key) == 4 {
+		if m, ok := persistentMark(x.Comment); ok && m.Link == hostVeth && len(x.Key) == 4 {
 			return int(binary.NativeEndian.Uint32(x.Key))
 		}
 	}
@@ -312,12 +294,11 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 	}
 	var out []PersistentLink
 	for _, x := range els {
-		if !isPersistent(x.Comment) || len(x.Key) != 4 {
+		m, ok := persistentMark(x.Comment)
+		if !ok || len(x.Key) != 4 {
 			continue
 		}
-		pl := PersistentLink{Index: int(binary.NativeEndian.Uint32(x.Key))}
-		pl.HostVeth, _ = markField(x.Comment, "link")
-		pl.Tag, _ = markField(x.Comment, "tag")
+		pl := PersistentLink{Index: int(binary.NativeEndian.Uint32(x.Key)), HostVeth: m.Link, Tag: m.Tag}
 		pl.Up = up[pl.Index]
 		out = append(out, pl)
 	}

@@ -104,6 +104,9 @@ func (l *Link) portsOp(verb string, ports []Port, fn func() error) error {
 			return fmt.Errorf("nat: %s: %w", verb, err)
 		}
 	}
+	if l.owned == nil {
+		return fmt.Errorf("nat: %s on a link not made by Connect: %w", verb, os.ErrInvalid)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed || l.hs == nil {
@@ -347,7 +350,7 @@ func deletePortFlows(c *conntrack.Conn, maps []portMap, filter conntrack.Filter,
 
 // sysPorts is Ports on Linux.
 func (l *Link) sysPorts() []Port {
-	if l == nil {
+	if l == nil || l.owned == nil {
 		return nil
 	}
 	l.mu.Lock()

@@ -49,151 +49,17 @@ package nat
 // committed in between, the kernel refuses it and the check runs again.
 
 import (
-	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
-	"strings"
-	"time"
 
 	"github.com/google/nftables"
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
-)
-
-// ownerID identifies this process to others (see above).
-var ownerID = randomID()
-
-// ownerMark is written on the host veth (as its ifalias) and on every set
-// entry, so that Sweep and other processes can tell whose it is.
-var ownerMark = fmt.Sprintf("nsnet owner=%s pid=%d", ownerID, os.Getpid())
-
-// randomID returns 12 random characters of [a-z0-9] (62 bits).
-func randomID() string { return randomString(12) }
-
-// randomString returns n random characters of [a-z0-9].
-func randomString(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, n)
-	rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
-}
-
-// owner is a parsed owner mark.
-type owner struct {
-	id  string
-	pid int
-}
-
-// parseOwner reads "nsnet owner=ID pid=P", which may be followed by more
-// words (" orig=off").
-func parseOwner(mark string) (owner, bool) {
-	f := strings.Fields(mark)
-	if len(f) < 3 || f[0] != "nsnet" {
-		return owner{}, false
-	}
-	id, ok := strings.CutPrefix(f[1], "owner=")
-	if !ok || len(id) != 12 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
-		return owner{}, false
-	}
-	var o owner
-	o.id = id
-	if p, ok := strings.CutPrefix(f[2], "pid="); ok {
-		fmt.Sscan(p, &o.pid)
-	}
-	return o, true
-}
-
-// bindAbstract binds a new unix socket to the abstract name (without its
-// leading @) in the calling thread's network namespace.
-func bindAbstract(name string) (int, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: "@" + name}); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-func ownerName(id string) string { return "nsnet-owner-" + id }
-
-// liveOwners reports which owners of ids are alive in host. This
-// process's own ID counts as alive without a look.
-func liveOwners(host *netns.Handle, ids []string) (map[string]bool, error) {
-	live := map[string]bool{ownerID: true, persistentID: true}
-	var probe []string
-	for _, id := range ids {
-		if id == "" {
-			live[id] = true // no owner to be read: never taken for a dead one
-			continue
-		}
-		if _, seen := live[id]; !seen {
-			live[id] = false
-			probe = append(probe, id)
-		}
-	}
-	if len(probe) == 0 {
-		return live, nil
-	}
-	err := host.Do(func() error {
-		for _, id := range probe {
-			fd, err := bindAbstract(ownerName(id))
-			switch {
-			case err == nil:
-				unix.Close(fd) // nobody holds it: the owner is gone
-			case errors.Is(err, unix.EADDRINUSE):
-				live[id] = true
-			default:
-				return fmt.Errorf("probe owner %s: %w", id, err)
-			}
-		}
-		return nil
-	})
-	return live, err
-}
-
-// withHostLock runs fn while holding the host lock (see above). It waits
-// for another holder, in this process or another, until ctx is done and
-// at most 10 s.
-func withHostLock(ctx context.Context, host *netns.Handle, fn func() error) error {
-	var fd int
-	bind := func() error {
-		var err error
-		fd, err = bindAbstract("nsnet-lock")
-		return err
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := host.Do(bind)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
-			return fmt.Errorf("host lock: %w", err)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("host lock: %w", ctx.Err())
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-	defer unix.Close(fd)
-	return fn()
-}
-
-// Comments of uplinks entries end with the uplink's original forwarding.
-const (
-	origOff = " orig=off"
-	origOn  = " orig=on"
 )
 
 // upKey names an uplink's forwarding of one family: its interface index
@@ -220,17 +86,15 @@ func uplinkKey(k upKey, id string) []byte {
 
 // userElem is this process's entry in the uplinks set for k, with the
 // uplink's original forwarding in its comment.
-func userElem(k upKey, wasOff bool) elem { return ownerUserElem(k, ownerID, ownerMark, wasOff) }
+func userElem(k upKey, wasOff bool) elem { return ownerUserElem(k, owner.Self, wasOff) }
 
-// ownerUserElem is the entry in the uplinks set for k of the owner id
-// (whose mark is mark).
-func ownerUserElem(k upKey, id, mark string, wasOff bool) elem {
+// ownerUserElem is the entry in the uplinks set for k of the owner o.
+func ownerUserElem(k upKey, o owner.Mark, wasOff bool) elem {
+	o.Orig = "on"
 	if wasOff {
-		mark += origOff
-	} else {
-		mark += origOn
+		o.Orig = "off"
 	}
-	return elem{set: setUplinks, key: uplinkKey(k, id), comment: mark}
+	return elem{set: setUplinks, key: uplinkKey(k, o.ID), comment: o.String()}
 }
 
 // uplinkUser is an entry of the uplinks set.
@@ -259,8 +123,8 @@ func readUplinkUsers(c *nftables.Conn, k upKey) ([]uplinkUser, error) {
 		if k != (upKey{}) && key != k {
 			continue
 		}
-		o, _ := parseOwner(e.Comment)
-		out = append(out, uplinkUser{key: e.Key, uplink: key, owner: o.id, origOff: strings.HasSuffix(e.Comment, origOff)})
+		o, _ := owner.Parse(e.Comment)
+		out = append(out, uplinkUser{key: e.Key, uplink: key, owner: o.ID, origOff: o.Orig == "off"})
 	}
 	return out, nil
 }
@@ -272,7 +136,7 @@ func (hs *hostState) liveUplinkUsers(host *netns.Handle, uplink upKey) ([]uplink
 	if err != nil {
 		return nil, nil, err
 	}
-	live, err := liveOwners(host, ownerIDs(users))
+	live, err := owner.Live(host, ownerIDs(users))
 	return users, live, err
 }
 
@@ -332,8 +196,9 @@ func checkSets(c *nftables.Conn) error {
 // dropTable deletes the table when its links set is empty (no process has
 // a link in it), if it is the library's, in a transaction that commits
 // only if nothing committed since the check; dropped says whether it did.
-// It gives up, leaving the table, while this process has links in hs.
-func (hs *hostState) dropTable(host *netns.Handle, socks *idleSockets) (dropped bool, err error) {
+// It gives up, leaving the table, while busy (if not nil) says that this
+// process has links there again.
+func dropTable(host *netns.Handle, socks *idleSockets, busy func() bool) (dropped bool, err error) {
 	raw, err := socks.rawConn(host)
 	if err != nil {
 		return false, err
@@ -343,10 +208,7 @@ func (hs *hostState) dropTable(host *netns.Handle, socks *idleSockets) (dropped 
 		return false, err
 	}
 	for attempt := 0; attempt < 5; attempt++ {
-		hs.mu.Lock()
-		busy := hs.links != 0
-		hs.mu.Unlock()
-		if busy {
+		if busy != nil && busy() {
 			return false, nil // a Connect came in meanwhile
 		}
 		gen, err := ruleGeneration(raw)
@@ -411,7 +273,7 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys [
 		}
 		return err
 	}
-	wasOff, err := hs.shareUplinks(host, hc, e, todo, ownerID, ownerMark, false)
+	wasOff, err := hs.shareUplinks(host, hc, e, todo, owner.Self, false)
 	if err != nil {
 		return err
 	}
@@ -435,7 +297,7 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys [
 // it is (the persistent owner's, see persistent_linux.go). It runs under
 // the host lock; a failure leaves nothing, and wasOff gives each key's
 // original setting.
-func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e entries, keys []upKey, id, mark string, keepOwn bool) (wasOff map[upKey]bool, err error) {
+func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e entries, keys []upKey, o owner.Mark, keepOwn bool) (wasOff map[upKey]bool, err error) {
 	wasOff = map[upKey]bool{}
 	var stale, add, opened []elem
 	var turnOn []upKey
@@ -447,9 +309,9 @@ func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e entries, ke
 		own, liveOther, deadOff := false, false, false
 		for _, u := range users {
 			switch {
-			case u.owner == id && keepOwn:
+			case u.owner == o.ID && keepOwn:
 				own = true
-			case u.owner != id && live[u.owner]:
+			case u.owner != o.ID && live[u.owner]:
 				liveOther, wasOff[k] = true, u.origOff
 			default:
 				stale = append(stale, u.elem())
@@ -469,7 +331,7 @@ func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e entries, ke
 				turnOn = append(turnOn, k)
 			}
 		}
-		add = append(add, ownerUserElem(k, id, mark, wasOff[k]))
+		add = append(add, ownerUserElem(k, o, wasOff[k]))
 		if wasOff[k] {
 			// The uplink forwards this family for nsnet only: nothing else
 			// arriving there is forwarded (the forward chain drops it), as
@@ -560,14 +422,14 @@ func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, last
 		}
 		others, wasOff := false, lu.wasOff
 		for _, u := range users {
-			if u.owner != ownerID && live[u.owner] {
+			if u.owner != owner.ID && live[u.owner] {
 				others = true
 				continue
 			}
 			stale = append(stale, u.elem())
 			wasOff = wasOff || u.origOff
 		}
-		if !slices.ContainsFunc(users, func(u uplinkUser) bool { return u.owner == ownerID }) {
+		if !slices.ContainsFunc(users, func(u uplinkUser) bool { return u.owner == owner.ID }) {
 			ferrs = append(ferrs, fmt.Errorf("uplink forwarding record (%s) %w", familyName(lu.key.fam), errGone))
 		}
 		if others || !wasOff {

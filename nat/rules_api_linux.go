@@ -46,7 +46,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		}
 	}()
 	undo.push(func() { host.Close() })
-	r := &Rules{Prefix: cidr, HostVeth: hostVeth}
+	r := &Rules{Prefix: cidr, HostVeth: hostVeth, owned: &owned{}}
 	r.host, r.hostKey, r.vethName = host, host.ID(), hostVeth
 	if err := reserve(r.hostKey, 0, []netip.Prefix{cidr}); err != nil {
 		return nil, err
@@ -87,7 +87,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	if err != nil {
 		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
 	}
-	r.ent = entries{link: r.hostIdx, uplink: up.index, prefixes: []netip.Prefix{cidr}, mark: ownerMark + " link=" + hostVeth}
+	r.ent = entries{link: r.hostIdx, uplink: up.index, prefixes: []netip.Prefix{cidr}, mark: entryMark(hostVeth)}
 	if err := hs.addLink(context.Background(), host, hc, r.ent); err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		undo.push(func() { setUplinkForwarding(host, hc, fwd, false) })
 		r.linkFwdOff = true
 	}
-	hs.addLive(&r.owned)
+	hs.addLive(r.owned)
 	return r, nil
 }
 
@@ -111,6 +111,9 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 func (r *Rules) sysClose() error {
 	if r == nil {
 		return fmt.Errorf("nat: close of a nil *Rules: %w", os.ErrInvalid)
+	}
+	if r.owned == nil {
+		return fmt.Errorf("nat: close rules: not made by AddRules: %w", os.ErrInvalid)
 	}
 	return r.owned.close("nat: close rules "+r.owned.what(), false)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
@@ -55,12 +56,12 @@ func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err erro
 		if err != nil || link.Attributes.Alias == nil {
 			continue
 		}
-		if o, ok := parseOwner(*link.Attributes.Alias); ok {
-			links = append(links, marked{int(link.Index), link.Attributes.Name, o.id})
-			ids = append(ids, o.id)
+		if o, ok := owner.Parse(*link.Attributes.Alias); ok {
+			links = append(links, marked{int(link.Index), link.Attributes.Name, o.ID})
+			ids = append(ids, o.ID)
 		}
 	}
-	live, err := liveOwners(host, ids)
+	live, err := owner.Live(host, ids)
 	if err != nil {
 		return res, err
 	}
@@ -98,7 +99,7 @@ func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err erro
 	// Set entries, uplink forwarding, the table: under the host lock, so
 	// that no Connect or Close of another process decides about an
 	// uplink's forwarding in between.
-	err = withHostLock(ctx, host, func() error { return sweepTable(host, hc, &res) })
+	err = owner.WithHostLock(ctx, host, func() error { return sweepTable(host, hc, &res) })
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -142,9 +143,9 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 			return fmt.Errorf("set %s: %w", set, err)
 		}
 		for _, x := range els {
-			if o, ok := parseOwner(x.Comment); ok { // no mark: not ours to judge
-				all = append(all, entry{elem{set: set, key: x.Key}, o.id})
-				ids = append(ids, o.id)
+			if o, ok := owner.Parse(x.Comment); ok { // no mark: not ours to judge
+				all = append(all, entry{elem{set: set, key: x.Key}, o.ID})
+				ids = append(ids, o.ID)
 			}
 		}
 	}
@@ -156,9 +157,9 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		return err
 	}
 	for _, cl := range claims {
-		if o, ok := parseOwner(cl.mark); ok && !cl.cover {
-			all = append(all, entry{elem{set: claimSet(cl.prefix), key: claimKey(cl.prefix)}, o.id})
-			ids = append(ids, o.id)
+		if o, ok := owner.Parse(cl.mark); ok && !cl.cover {
+			all = append(all, entry{elem{set: claimSet(cl.prefix), key: claimKey(cl.prefix)}, o.ID})
+			ids = append(ids, o.ID)
 		}
 	}
 	users, err := readUplinkUsers(c, upKey{})
@@ -169,7 +170,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		return err
 	}
 	ids = append(ids, ownerIDs(users)...)
-	live, err := liveOwners(host, ids)
+	live, err := owner.Live(host, ids)
 	if err != nil {
 		return err
 	}
@@ -254,7 +255,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	if len(errs) == 0 {
 		// Only if no process has a link in it (dropTable checks).
 		socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
-		dropped, err := (&hostState{}).dropTable(host, &socks)
+		dropped, err := dropTable(host, &socks, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("table: %w", err))
 		}
