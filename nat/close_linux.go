@@ -118,9 +118,10 @@ func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
 		if err := hook("close dns"); err != nil {
 			errs = append(errs, fmt.Errorf("dns: %w", err))
 		}
-		if err := o.stopDNS(); err != nil {
+		if err := o.dns.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("dns: %w", err))
 		}
+		o.dns = nil
 	}
 	hc, err := hs.conn(host)
 	if err != nil {
@@ -180,7 +181,7 @@ func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
 		hs.putConn(hc)
 	}
 	for _, o := range links {
-		release(o.hostKey, o.nsKey, o.ent.prefixes)
+		release(o.hostKey, o.nsKey, o.ent.Prefixes)
 		socks, err := hs.leave(host)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("nftables table: %w", err))
@@ -203,7 +204,7 @@ func rulesForwardingOff(hc *nl.Conn, links []*owned) error {
 	var errs []error
 	for _, o := range links {
 		if o.linkFwdOff {
-			errs = append(errs, setUplinkForwarding(o.host, hc, upKey{o.hostIdx, o.ent.families()[0]}, false))
+			errs = append(errs, setUplinkForwarding(o.host, hc, upKey{o.hostIdx, o.ent.Families()[0]}, false))
 		}
 	}
 	return errors.Join(errs...)

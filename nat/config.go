@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -207,7 +208,7 @@ type SweepResult struct {
 
 // TableName is the library's own nftables table (family inet, for IPv4 and IPv6). Every rule,
 // chain and set nsnet makes lives there; no other table is ever changed.
-const TableName = "nsnet"
+const TableName = nftset.TableName
 
 // invalid is an ErrInvalidConfig saying what is wrong.
 func invalid(format string, a ...any) error {

@@ -3,6 +3,7 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"runtime"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -68,10 +69,10 @@ func (hs *hostState) forgetFlows(host *netns.Handle, links ...int) error {
 // outside and by other links (see forgetPortFlows).
 func (hs *hostState) forgetLinkFlows(host *netns.Handle, links []*owned) error {
 	idx := make([]int, 0, len(links))
-	var ports []portMap
+	var ports []nftset.PortMap
 	for _, o := range links {
 		idx = append(idx, o.hostIdx)
-		ports = append(ports, o.ent.ports...)
+		ports = append(ports, o.ent.Ports...)
 	}
 	return hs.withConntrack(host, func(c *conntrack.Conn) error {
 		err := forgetFlowsOn(c, idx...)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"os"
 	"slices"
 
@@ -23,8 +24,8 @@ import (
 // the process as a user of the uplink's forwarding of that family (see
 // protocol_linux.go), in the same transaction, and then turns that
 // forwarding on.
-func (hs *hostState) addLink(ctx context.Context, host *netns.Handle, hc *nl.Conn, e entries) error {
-	keys := e.upKeys()
+func (hs *hostState) addLink(ctx context.Context, host *netns.Handle, hc *nl.Conn, e nftset.Entries) error {
+	keys := upKeys(e)
 	refs := make([]*uplinkRef, len(keys))
 	registered := true
 	hs.mu.Lock()
@@ -60,13 +61,13 @@ func (hs *hostState) addLink(ctx context.Context, host *netns.Handle, hc *nl.Con
 // addEntries commits e's entries, exclusively (a claim overlapping
 // another, a host end already in links: EEXIST), with its covers and the
 // uplinks changes extra; a refusal says which entry is in the way.
-func (hs *hostState) addEntries(host *netns.Handle, e entries, extra func(*batch) error) error {
+func (hs *hostState) addEntries(host *netns.Handle, e nftset.Entries, extra func(*nftset.Batch) error) error {
 	for attempt := 0; ; attempt++ {
-		var b batch
-		if err := b.add(e.elems(), true); err != nil {
+		var b nftset.Batch
+		if err := b.Add(e.Elems(), true); err != nil {
 			return err
 		}
-		if err := b.add(e.covers(), false); err != nil {
+		if err := b.Add(e.Covers(), false); err != nil {
 			return err
 		}
 		if extra != nil {
@@ -92,18 +93,18 @@ var errStaleCover = errors.New("a stale cover was in the way")
 // overlaps e's prefix (ErrOverlap naming it; also errDeadHolder when its
 // owner is dead), e's host end already there (os.ErrExist), or a cover
 // that no claim needs any more, which it removes (errStaleCover).
-func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
+func (hs *hostState) inTheWay(host *netns.Handle, e nftset.Entries, err error) error {
 	c, cerr := hs.nft(host)
 	if cerr != nil {
 		return err
 	}
 	defer func() { hs.putNFT(c, cerr) }()
-	raw, cerr := dialNFT(host)
+	raw, cerr := nftset.DialNFT(host)
 	if cerr != nil {
 		return err
 	}
 	defer raw.Close()
-	gen, cerr := ruleGeneration(raw)
+	gen, cerr := nftset.RuleGeneration(raw)
 	if cerr != nil {
 		return err
 	}
@@ -112,7 +113,7 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 		return err
 	}
 	for _, cl := range claims {
-		if cl.cover || !slices.ContainsFunc(e.prefixes, cl.prefix.Overlaps) {
+		if cl.cover || !slices.ContainsFunc(e.Prefixes, cl.prefix.Overlaps) {
 			continue
 		}
 		o, ok := owner.Parse(cl.mark)
@@ -126,37 +127,37 @@ func (hs *hostState) inTheWay(host *netns.Handle, e entries, err error) error {
 		return fmt.Errorf("%w: %v is used by %s of live pid %d", ErrOverlap, cl.prefix, cl.holder(), o.PID)
 	}
 	for _, cl := range claims {
-		if cl.cover && slices.Contains(e.prefixes, cl.prefix) {
+		if cl.cover && slices.Contains(e.Prefixes, cl.prefix) {
 			// No claim inside it: closed links' cover. Removed only if
 			// nothing committed since the claims were read.
-			b := batch{gen: &gen}
-			if derr := b.del([]elem{{set: claimSet(cl.prefix), key: claimKey(cl.prefix)}}, true); derr != nil {
+			b := nftset.Batch{Gen: &gen}
+			if derr := b.Del([]nftset.Elem{{Set: nftset.ClaimSet(cl.prefix), Key: nftset.ClaimKey(cl.prefix)}}, true); derr != nil {
 				return derr
 			}
-			if derr := b.commit(raw); derr != nil && derr != errGenChanged {
+			if derr := b.Commit(raw); derr != nil && derr != nftset.ErrGenChanged {
 				return derr
 			}
 			return errStaleCover
 		}
 	}
-	for _, pm := range e.ports {
-		ports, links := pm.sets()
-		if els, gerr := c.GetSetElements(setByName[links]); gerr == nil {
+	for _, pm := range e.Ports {
+		ports, links := pm.Sets()
+		if els, gerr := c.GetSetElements(nftset.ByName[links]); gerr == nil {
 			for _, x := range els {
-				if bytes.Equal(x.Key, pm.key()) {
+				if bytes.Equal(x.Key, pm.Key()) {
 					return fmt.Errorf("%v published already (%s): %w", pm, x.Comment, os.ErrExist)
 				}
 			}
 		}
-		if els, gerr := c.GetSetElements(setByName[ports]); gerr == nil {
+		if els, gerr := c.GetSetElements(nftset.ByName[ports]); gerr == nil {
 			for _, x := range els {
-				if bytes.Equal(x.Key, pm.key()) {
+				if bytes.Equal(x.Key, pm.Key()) {
 					return fmt.Errorf("%v published already: %w", pm, os.ErrExist)
 				}
 			}
 		}
 	}
-	return fmt.Errorf("interface index %d already has nsnet entries: %w", e.link, os.ErrExist)
+	return fmt.Errorf("interface index %d already has nsnet entries: %w", e.Link, os.ErrExist)
 }
 
 // uplinkUsers reads the uplinks entries of one uplink's family; none if
@@ -182,12 +183,12 @@ var errGone = fmt.Errorf("already gone: %w", os.ErrNotExist)
 // transaction. If some of els were gone already (a flushed ruleset, a
 // Sweep), the rest is still removed and the error says so (errors.Is
 // os.ErrNotExist).
-func (hs *hostState) delEntries(host *netns.Handle, els []elem, others ...elem) error {
-	var b batch
-	if err := b.del(els, false); err != nil {
+func (hs *hostState) delEntries(host *netns.Handle, els []nftset.Elem, others ...nftset.Elem) error {
+	var b nftset.Batch
+	if err := b.Del(els, false); err != nil {
 		return err
 	}
-	if err := b.del(others, true); err != nil {
+	if err := b.Del(others, true); err != nil {
 		return err
 	}
 	err := hs.commit(host, &b)
@@ -196,8 +197,8 @@ func (hs *hostState) delEntries(host *netns.Handle, els []elem, others ...elem) 
 	}
 	// The kernel refused the whole transaction for the missing ones:
 	// remove what is left, ignoring what is not there.
-	b = batch{}
-	if err := b.del(append(els, others...), true); err != nil {
+	b = nftset.Batch{}
+	if err := b.Del(append(els, others...), true); err != nil {
 		return err
 	}
 	if err := hs.commit(host, &b); err != nil && !isENOENT(err) {
@@ -211,10 +212,10 @@ func (hs *hostState) delEntries(host *netns.Handle, els []elem, others ...elem) 
 // process's uplinks entry and, when no live user is left, restores the
 // uplink's forwarding of that family: from this process's own record if
 // the table's was lost meanwhile.
-func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) error {
+func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e nftset.Entries) error {
 	var last []lastUse
 	hs.mu.Lock()
-	for _, k := range e.upKeys() {
+	for _, k := range upKeys(e) {
 		ref := hs.uplinks[k]
 		if ref == nil {
 			continue
@@ -228,7 +229,7 @@ func (hs *hostState) removeLink(host *netns.Handle, hc *nl.Conn, e entries) erro
 	}
 	hs.mu.Unlock()
 	if len(last) == 0 {
-		return hs.delEntries(host, e.elems())
+		return hs.delEntries(host, e.Elems())
 	}
 	hook("close uplink release") // (tests: a Connect registering meanwhile)
 	return owner.WithHostLock(context.Background(), host, func() error { return hs.unregister(host, hc, e, last) })
@@ -244,22 +245,22 @@ func (hs *hostState) removeLinks(host *netns.Handle, hc *nl.Conn, links []*owned
 	}
 	left := map[upKey]int{}
 	for _, o := range links {
-		for _, k := range o.ent.upKeys() {
+		for _, k := range upKeys(o.ent) {
 			left[k]++
 		}
 	}
-	var bulk []elem
+	var bulk []nftset.Elem
 	var last []*owned
 	for _, o := range links {
 		isLast := false
-		for _, k := range o.ent.upKeys() {
+		for _, k := range upKeys(o.ent) {
 			left[k]--
 			isLast = isLast || left[k] == 0
 		}
 		if isLast {
 			last = append(last, o)
 		} else {
-			bulk = append(bulk, o.ent.elems()...)
+			bulk = append(bulk, o.ent.Elems()...)
 			hs.dropUser(o.ent)
 		}
 	}
@@ -276,10 +277,10 @@ func (hs *hostState) removeLinks(host *netns.Handle, hc *nl.Conn, links []*owned
 // dropUser uncounts one of this process's links e, whose entries are
 // removed by someone else (removeLinks) and which is not the last of its
 // uplink's users.
-func (hs *hostState) dropUser(e entries) {
+func (hs *hostState) dropUser(e nftset.Entries) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	for _, k := range e.upKeys() {
+	for _, k := range upKeys(e) {
 		if ref := hs.uplinks[k]; ref != nil && ref.users > 1 {
 			ref.users--
 		}

@@ -1,5 +1,7 @@
 package nat
 
+import "github.com/nsnet/nsnet/nat/internal/dns"
+
 // SetFailHook makes f run before each step of Connect and Close (steps of
 // Close are named "close STEP"); a non-nil error fails that step. nil
 // removes it. For tests only: not safe to change while Connects run.
@@ -11,5 +13,5 @@ func SetHostResolvConf(path string) {
 	if path == "" {
 		path = "/etc/resolv.conf"
 	}
-	hostResolvConf = path
+	dns.HostResolvConf = path
 }

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -60,14 +61,14 @@ func (hs *hostState) pollNFT(host *netns.Handle) {
 	lost, docker := false, false
 	err := hs.fwWatch.Poll(func(typ, _ uint16, body []byte) {
 		switch typ {
-		case nftType | unix.NFT_MSG_DELTABLE:
+		case nftset.NFTType | unix.NFT_MSG_DELTABLE:
 			lost = lost || deletesOurTable(body)
 			docker = docker || inDockerTable(body)
 			hs.fwDirty = true
-		case nftType | unix.NFT_MSG_DELCHAIN, nftType | unix.NFT_MSG_DELRULE, nftType | unix.NFT_MSG_NEWCHAIN:
+		case nftset.NFTType | unix.NFT_MSG_DELCHAIN, nftset.NFTType | unix.NFT_MSG_DELRULE, nftset.NFTType | unix.NFT_MSG_NEWCHAIN:
 			docker = docker || inDockerTable(body)
 			hs.fwDirty = true
-		case nftType | unix.NFT_MSG_NEWTABLE, nftType | unix.NFT_MSG_NEWRULE:
+		case nftset.NFTType | unix.NFT_MSG_NEWTABLE, nftset.NFTType | unix.NFT_MSG_NEWRULE:
 			hs.fwDirty = true
 		}
 	})
@@ -87,10 +88,10 @@ func (hs *hostState) pollNFT(host *netns.Handle) {
 // is about, for family fam only ("" otherwise): the first attribute of
 // each, NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE} (all 1), names the table.
 func tableOf(b []byte, fam byte) string {
-	if len(b) < nfgenmsgLen || b[0] != fam {
+	if len(b) < nftset.NfgenmsgLen || b[0] != fam {
 		return ""
 	}
-	ad, err := netlink.NewAttributeDecoder(b[nfgenmsgLen:])
+	ad, err := netlink.NewAttributeDecoder(b[nftset.NfgenmsgLen:])
 	if err != nil {
 		return ""
 	}
@@ -122,11 +123,11 @@ func (hs *hostState) restore(host *netns.Handle) {
 	hs.restoreMu.Lock()
 	defer hs.restoreMu.Unlock()
 	hs.mu.Lock()
-	var all []entries
+	var all []nftset.Entries
 	for o := range hs.live {
 		all = append(all, o.ent)
 	}
-	var users []elem
+	var users []nftset.Elem
 	for k, ref := range hs.uplinks {
 		if ref.registered {
 			users = append(users, userElem(k, ref.origOff))
@@ -140,12 +141,12 @@ func (hs *hostState) restore(host *netns.Handle) {
 		return
 	}
 	hs.tableGone()
-	var b batch
+	var b nftset.Batch
 	for _, e := range all {
-		b.add(e.elems(), false)
-		b.add(e.covers(), false)
+		b.Add(e.Elems(), false)
+		b.Add(e.Covers(), false)
 	}
-	b.add(users, false)
+	b.Add(users, false)
 	hs.commitEntries(host, &b)
 }
 

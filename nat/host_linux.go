@@ -3,6 +3,7 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
 	"runtime"
@@ -249,7 +250,7 @@ func (s *idleSockets) nftConn(host *netns.Handle) (*nftables.Conn, error) {
 }
 
 func (s *idleSockets) rawConn(host *netns.Handle) (*netlink.Conn, error) {
-	return firstOrDial(&s.raw, func() (*netlink.Conn, error) { return dialNFT(host) })
+	return firstOrDial(&s.raw, func() (*netlink.Conn, error) { return nftset.DialNFT(host) })
 }
 
 func firstOrDial[C any](pool *[]C, dial func() (C, error)) (C, error) {
@@ -336,15 +337,15 @@ func (hs *hostState) putNFT(c *nftables.Conn, err error) {
 }
 
 // commit commits b on an idle raw nftables socket of the host.
-func (hs *hostState) commit(host *netns.Handle, b *batch) error {
+func (hs *hostState) commit(host *netns.Handle, b *nftset.Batch) error {
 	c, ok := take(hs, &hs.raws)
 	if !ok {
 		var err error
-		if c, err = dialNFT(host); err != nil {
+		if c, err = nftset.DialNFT(host); err != nil {
 			return err
 		}
 	}
-	err := b.commit(c)
+	err := b.Commit(c)
 	put(hs, &hs.raws, c, err != nil, func(c *netlink.Conn) { c.Close() })
 	return err
 }
@@ -418,7 +419,7 @@ func (hs *hostState) makeTable(host *netns.Handle) error {
 		if c, err = hs.nft(host); err != nil {
 			return err
 		}
-		err = addSkeleton(c)
+		err = nftset.AddSkeleton(c)
 		if err == nil {
 			err = c.Flush()
 		}
@@ -445,7 +446,7 @@ func (hs *hostState) tableGone() {
 
 // commitEntries commits b, which needs the table: when the table has gone
 // missing meanwhile (ENOENT) it is made again and b retried.
-func (hs *hostState) commitEntries(host *netns.Handle, b *batch) error {
+func (hs *hostState) commitEntries(host *netns.Handle, b *nftset.Batch) error {
 	var err error
 	for attempt := 0; attempt < 4; attempt++ {
 		if err = hs.ensureTable(host); err != nil {
@@ -619,9 +620,9 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 	if uplink == "" {
 		switch {
 		case len(defaults) == 0:
-			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no %s default route: name the uplink: %w", familyName(defFam), nl.Wrap(unix.ENODEV))
+			return uplinkInfo{}, fmt.Errorf("no uplink given and the host has no %s default route: name the uplink: %w", nftset.FamilyName(defFam), nl.Wrap(unix.ENODEV))
 		case len(defaults) > 1 || upIdx == 0:
-			return uplinkInfo{}, fmt.Errorf("%w: no uplink given and the host's %s default route leaves by several links (interface indexes %v): name the uplink", ErrInvalidConfig, familyName(defFam), defaults)
+			return uplinkInfo{}, fmt.Errorf("%w: no uplink given and the host's %s default route leaves by several links (interface indexes %v): name the uplink", ErrInvalidConfig, nftset.FamilyName(defFam), defaults)
 		}
 		msgs, err := hc.Query(nl.GetLinkByIndex(upIdx))
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/dns"
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/ti-mo/conntrack"
@@ -38,11 +40,8 @@ type owned struct {
 	// persistent: the link is the persistent owner's (Config.Persistent):
 	// Close removes it as Remove does.
 	persistent bool
-	// relay answers the namespace's DNS queries (DNSRelay), resolvConf is
-	// the resolv.conf written for it.
-	relay      *relay
-	resolvConf dnsFile
-	etcDir     string // the namespace's netns.EtcDir
+	dns    *dns.Setup // the namespace's resolv.conf and relay (nil: none)
+	etcDir string     // the namespace's netns.EtcDir
 	// dockerUser is the comment of the link's rules in Docker's
 	// DOCKER-USER chain, "" if it has none (see dockeruser_linux.go).
 	dockerUser string
@@ -50,7 +49,7 @@ type owned struct {
 	// linkFwdOff: AddRules turned the caller's link's forwarding on, and
 	// Rules.Close turns it back off (Rules only).
 	linkFwdOff bool
-	ent        entries
+	ent        nftset.Entries
 	hs         *hostState
 
 	mu     sync.Mutex
@@ -88,7 +87,7 @@ type network struct {
 	routed   bool
 }
 
-func (n network) fam() byte { return familyOf(n.prefix.Addr()) }
+func (n network) fam() byte { return nftset.FamilyOf(n.prefix.Addr()) }
 
 // hostAddr and nsAddr are the two addresses with the prefix's length.
 func (n network) hostAddr() netip.Prefix { return netip.PrefixFrom(n.host, n.prefix.Bits()) }
@@ -215,6 +214,9 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 	case cfg.Persistent && cfg.DockerUser:
 		return nil, invalid("a persistent link cannot have DOCKER-USER rules")
 	}
+	if err := cfg.validateDNS(); err != nil {
+		return nil, err
+	}
 	if cfg.MTU != 0 && (cfg.MTU < 576 || cfg.MTU > 65535) {
 		return nil, invalid("MTU %d outside 576..65535", cfg.MTU)
 	}
@@ -222,6 +224,30 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 		return nil, invalid("MTU %d is below IPv6's minimum of 1280", cfg.MTU)
 	}
 	return nets, nil
+}
+
+// validateDNS checks the DNS settings.
+func (cfg Config) validateDNS() error {
+	switch cfg.DNS {
+	case DNSAuto, DNSRelay, DNSNone:
+	case DNSServers:
+		if len(cfg.DNSServers) == 0 {
+			return invalid("DNS: DNSServers without Config.DNSServers")
+		}
+		for _, s := range cfg.DNSServers {
+			if !s.IsValid() || s.IsUnspecified() || s.IsMulticast() {
+				return invalid("DNS server %v", s)
+			}
+		}
+	default:
+		return invalid("DNS mode %v", cfg.DNS)
+	}
+	return nil
+}
+
+// mode is m as the dns package names it.
+func (m DNSMode) mode() dns.Mode {
+	return map[DNSMode]dns.Mode{DNSAuto: dns.Auto, DNSServers: dns.Servers, DNSRelay: dns.Relay, DNSNone: dns.None}[m]
 }
 
 // networks checks the link's prefixes and addresses: cidr (either family,
@@ -314,8 +340,8 @@ func validPrefix(cidr netip.Prefix) error {
 		return invalid("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
 	case cidr.Bits() == 31:
 		return invalid("prefix %v has no room for two hosts (at most /30, or /32 with HostAddr as its gateway)", cidr)
-	case cidr.Bits() < minBits4:
-		return invalid("prefix %v is larger than /%d", cidr, minBits4)
+	case cidr.Bits() < nftset.MinBits4:
+		return invalid("prefix %v is larger than /%d", cidr, nftset.MinBits4)
 	case cidr.Addr().IsLoopback() || cidr.Addr().IsMulticast() || cidr.Addr().IsLinkLocalUnicast() ||
 		cidr.Addr().IsUnspecified() || cidr.Overlaps(netip.MustParsePrefix("240.0.0.0/4")):
 		return invalid("prefix %v is loopback, multicast, link-local or reserved", cidr)
@@ -333,8 +359,8 @@ func validPrefix6(cidr netip.Prefix) error {
 		return invalid("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
 	case cidr.Bits() > 126 && cidr.Bits() < 128:
 		return invalid("prefix %v has no room for two hosts (at most /126, or /128 with HostAddr6 as its gateway)", cidr)
-	case cidr.Bits() < minBits6:
-		return invalid("prefix %v is larger than /%d", cidr, minBits6)
+	case cidr.Bits() < nftset.MinBits6:
+		return invalid("prefix %v is larger than /%d", cidr, nftset.MinBits6)
 	case a.IsMulticast() || a.IsLinkLocalUnicast() || cidr.Overlaps(netip.MustParsePrefix("::/8")) ||
 		cidr.Overlaps(netip.MustParsePrefix("fec0::/10")):
 		return invalid("prefix %v is loopback, multicast, link-local, IPv4-mapped or reserved", cidr)
@@ -475,12 +501,12 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 
 	_, v6 := l.nets.of(unix.NFPROTO_IPV6)
 	_, v4 := l.nets.of(unix.NFPROTO_IPV4)
-	dns, err := c.dnsPlan(v4)
+	plan, err := dns.Decide(c.DNS.mode(), c.DNSServers, v4)
 	if err != nil {
 		return err
 	}
 	if c.Persistent {
-		dns = dnsPlan{} // nothing in this process outlives it
+		plan = dns.Plan{} // nothing in this process outlives it
 	}
 	// The mark of the host end and of every entry.
 	hostMark, entMark := owner.Self.String(), entryMark(l.HostVeth)
@@ -529,7 +555,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	l.Uplink = up.name
 	// Published ports go into the same transaction as the link's other
 	// entries: one taken fails it all, before anything is added.
-	var ports []portMap
+	var ports []nftset.PortMap
 	if len(c.Ports) > 0 {
 		if ports, err = expandPorts(host, hc, up.index, l.nets.families(), nil, c.Ports); err != nil {
 			return err
@@ -544,7 +570,7 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	// of theirs if the create fails, so its mark comes with the host link
 	// step, by index.
 	markedNow := c.HostVeth == ""
-	localnet := slices.ContainsFunc(ports, portMap.loopback)
+	localnet := slices.ContainsFunc(ports, nftset.PortMap.Loopback)
 	err = step("veth", func() error {
 		var err error
 		for attempt := 0; ; attempt++ {
@@ -581,9 +607,9 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	unlink := func() { quiesce(host, hc, []int{l.hostIdx}, nil) }
 	undo.push(unlink)
 
-	l.ent = entries{link: l.hostIdx, uplink: up.index, prefixes: l.nets.prefixes(), routed: l.nets.routed(),
-		nsAddr: l.NSAddr.Addr(), nsAddr6: l.NSAddr6.Addr(), siblings: c.AllowSiblings, ports: ports,
-		mark: entMark}
+	l.ent = nftset.Entries{Link: l.hostIdx, Uplink: up.index, Prefixes: l.nets.prefixes(), Routed: l.nets.routed(),
+		NSAddr: l.NSAddr.Addr(), NSAddr6: l.NSAddr6.Addr(), AllowSiblings: c.AllowSiblings, Ports: ports,
+		Mark: entMark}
 	if c.Persistent {
 		if err := step("nftables", func() error { return hs.addPersistent(ctx, host, hc, l.ent) }); err != nil {
 			return err
@@ -726,15 +752,19 @@ func (c Config) steps(ctx context.Context, l *Link, uplink string) (err error) {
 	// first, before its entries go (see quiesce).
 	undo.push(unlink)
 
-	if dns.write {
+	if plan.Writes() {
 		m := owner.Self
 		m.Host, m.Link = l.hostKey, l.HostVeth
 		mark := m.String()
-		err := step("dns", func() error { return l.startDNS(dns, mark) })
+		n := l.nets[0] // the relay listens on IPv4's host address, or IPv6's for an IPv6-only link
+		err := step("dns", func() (err error) {
+			l.dns, err = dns.Start(plan, host, l.etcDir, n.host, n.prefix, mark)
+			return err
+		})
 		if err != nil {
 			return err
 		}
-		undo.push(func() { l.stopDNS() })
+		undo.push(func() { l.dns.Stop() })
 	}
 
 	// lo comes up only once everything else worked: bringing a link up

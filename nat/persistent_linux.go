@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"os"
 	"slices"
 
@@ -49,9 +50,9 @@ func isPersistent(mark string) bool {
 // first persistent link out of an uplink in a family, the persistent
 // owner's share of the uplink's forwarding (as register does for a
 // process), under the host lock.
-func (hs *hostState) addPersistent(ctx context.Context, host *netns.Handle, hc *nl.Conn, e entries) error {
+func (hs *hostState) addPersistent(ctx context.Context, host *netns.Handle, hc *nl.Conn, e nftset.Entries) error {
 	return owner.WithHostLock(ctx, host, func() error {
-		_, err := hs.shareUplinks(host, hc, e, e.upKeys(), owner.Persistent, true)
+		_, err := hs.shareUplinks(host, hc, e, upKeys(e), owner.Persistent, true)
 		return err
 	})
 }
@@ -101,7 +102,7 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 		return false, err
 	}
 	defer c.CloseLasting()
-	raw, err := dialNFT(host)
+	raw, err := nftset.DialNFT(host)
 	if err != nil {
 		return false, err
 	}
@@ -116,10 +117,10 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 		m, ok := persistentMark(comment)
 		return ok && m.Link == hostVeth
 	}
-	var gone []elem
+	var gone []nftset.Elem
 	left := map[upKey]bool{} // uplink forwardings other persistent links use
-	for _, set := range append(slices.Clone(linkSets), setClaims, setClaims6) {
-		els, err := c.GetSetElements(setByName[set])
+	for _, set := range append(slices.Clone(nftset.LinkSets), nftset.SetClaims, nftset.SetClaims6) {
+		els, err := c.GetSetElements(nftset.ByName[set])
 		if isENOENT(err) {
 			return false, nil
 		}
@@ -129,8 +130,8 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 		for _, x := range els {
 			switch {
 			case mine(x.Comment):
-				gone = append(gone, elem{set: set, key: x.Key})
-			case set == setEgress && isPersistent(x.Comment) && len(x.Key) >= 12:
+				gone = append(gone, nftset.Elem{Set: set, Key: x.Key})
+			case set == nftset.SetEgress && isPersistent(x.Comment) && len(x.Key) >= 12:
 				left[upKey{int(binary.NativeEndian.Uint32(x.Key[4:8])), x.Key[8]}] = true
 			}
 		}
@@ -160,15 +161,15 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 			continue
 		}
 		if _, err := giveBack(host, hc, u.uplink); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("uplink forwarding (%s): %w", familyName(u.uplink.fam), err))
+			errs = append(errs, fmt.Errorf("uplink forwarding (%s): %w", nftset.FamilyName(u.uplink.fam), err))
 		}
 		gone = append(gone, openedElem(u.uplink))
 	}
-	var b batch
-	if err := b.del(gone, true); err != nil {
+	var b nftset.Batch
+	if err := b.Del(gone, true); err != nil {
 		return true, err
 	}
-	if err := b.commit(raw); err != nil && !isENOENT(err) {
+	if err := b.Commit(raw); err != nil && !isENOENT(err) {
 		errs = append(errs, fmt.Errorf("set entries: %w", err))
 	}
 	if len(errs) == 0 {
@@ -244,7 +245,7 @@ func recordedIndex(host *netns.Handle, hostVeth string) int {
 		return 0
 	}
 	defer c.CloseLasting()
-	els, err := c.GetSetElements(setByName[setLinks])
+	els, err := c.GetSetElements(nftset.ByName[nftset.SetLinks])
 	if err != nil {
 		return 0
 	}
@@ -268,12 +269,12 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 		return nil, err
 	}
 	defer c.CloseLasting()
-	els, err := c.GetSetElements(setByName[setLinks])
+	els, err := c.GetSetElements(nftset.ByName[nftset.SetLinks])
 	if isENOENT(err) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("set %s: %w", setLinks, err)
+		return nil, fmt.Errorf("set %s: %w", nftset.SetLinks, err)
 	}
 	hc, err := nl.Dial(host)
 	if err != nil {

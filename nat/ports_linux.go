@@ -18,6 +18,7 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
 	"slices"
@@ -30,47 +31,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// portMap is one published port, its host address resolved.
-type portMap struct {
-	addr         netip.Addr
-	proto        uint8 // unix.IPPROTO_TCP or IPPROTO_UDP
-	port, nsPort uint16
-}
-
-// key is "address . protocol . port", each field padded to 4 bytes.
-func (pm portMap) key() []byte {
-	return append(pm.addr.AsSlice(), pm.proto, 0, 0, 0, byte(pm.port>>8), byte(pm.port), 0, 0)
-}
-
-// sets are the maps of pm's family: ports and port_links, or IPv6's.
-func (pm portMap) sets() (ports, links string) {
-	if pm.addr.Is6() {
-		return setPorts6, setPortLink6
-	}
-	return setPorts, setPortLink
-}
-
-func (pm portMap) String() string {
-	proto := "tcp"
-	if pm.proto == unix.IPPROTO_UDP {
-		proto = "udp"
-	}
-	return fmt.Sprintf("%s %s:%d", proto, pm.addr, pm.port)
-}
-
-// elems are pm's two entries for the link of e.
-func (pm portMap) elems(e entries) []elem {
-	ns := e.nsAddr
-	if pm.addr.Is6() {
-		ns = e.nsAddr6
-	}
-	ports, links := pm.sets()
-	return []elem{
-		{set: ports, key: pm.key(), data: append(ns.AsSlice(), byte(pm.nsPort>>8), byte(pm.nsPort), 0, 0), comment: e.mark},
-		{set: links, key: pm.key(), data: ifIndex(e.link), comment: e.mark},
-	}
-}
-
 // sysPublish is Publish on Linux.
 func (l *Link) sysPublish(ports []Port) error {
 	return l.portsOp("publish", ports, func() error { return l.publish(ports) })
@@ -79,9 +39,9 @@ func (l *Link) sysPublish(ports []Port) error {
 // sysUnpublish is Unpublish on Linux.
 func (l *Link) sysUnpublish(ports []Port) error {
 	return l.portsOp("unpublish", ports, func() error {
-		var gone []portMap
+		var gone []nftset.PortMap
 		for _, p := range ports {
-			for _, pm := range l.ent.ports {
+			for _, pm := range l.ent.Ports {
 				if p.matches(pm) {
 					gone = append(gone, pm)
 				}
@@ -121,14 +81,14 @@ func (l *Link) portsOp(verb string, ports []Port, fn func() error) error {
 }
 
 // matches reports whether pm is one of p's ports.
-func (p Port) matches(pm portMap) bool {
+func (p Port) matches(pm nftset.PortMap) bool {
 	proto := uint8(unix.IPPROTO_TCP)
 	if p.Protocol == "udp" {
 		proto = unix.IPPROTO_UDP
 	}
 	n := uint16(max(int(p.Count), 1))
-	return pm.proto == proto && (!p.HostAddr.IsValid() || p.HostAddr == pm.addr) &&
-		pm.port >= p.HostPort && pm.port-p.HostPort < n
+	return pm.Proto == proto && (!p.HostAddr.IsValid() || p.HostAddr == pm.Addr) &&
+		pm.Port >= p.HostPort && pm.Port-p.HostPort < n
 }
 
 // expandPorts resolves ports into mappings for a link of the families
@@ -136,10 +96,10 @@ func (p Port) matches(pm portMap) bool {
 // address: IPv4's, and IPv6's global ones; each port of a range), refusing
 // one twice or one in have (os.ErrExist), and probes the host's sockets
 // (see probePorts).
-func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []portMap, ports []Port) ([]portMap, error) {
+func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []nftset.PortMap, ports []Port) ([]nftset.PortMap, error) {
 	var uplinkAddrs []netip.Addr
-	var maps []portMap
-	same := func(x, y portMap) bool { return x.addr == y.addr && x.proto == y.proto && x.port == y.port }
+	var maps []nftset.PortMap
+	same := func(x, y nftset.PortMap) bool { return x.Addr == y.Addr && x.Proto == y.Proto && x.Port == y.Port }
 	for _, p := range ports {
 		addrs := []netip.Addr{p.HostAddr}
 		if !p.HostAddr.IsValid() {
@@ -153,8 +113,8 @@ func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 				}
 			}
 			addrs = uplinkAddrs
-		} else if fam := familyOf(p.HostAddr); !slices.Contains(fams, fam) {
-			return nil, fmt.Errorf("%w: port %v: the link has no %s network", ErrInvalidConfig, p, familyName(fam))
+		} else if fam := nftset.FamilyOf(p.HostAddr); !slices.Contains(fams, fam) {
+			return nil, fmt.Errorf("%w: port %v: the link has no %s network", ErrInvalidConfig, p, nftset.FamilyName(fam))
 		}
 		proto := uint8(unix.IPPROTO_TCP)
 		if p.Protocol == "udp" {
@@ -162,9 +122,9 @@ func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 		}
 		for _, a := range addrs {
 			for i := range uint16(max(int(p.Count), 1)) {
-				pm := portMap{addr: a, proto: proto, port: p.HostPort + i, nsPort: p.nsPort() + i}
-				if slices.ContainsFunc(maps, func(x portMap) bool { return same(x, pm) }) ||
-					slices.ContainsFunc(have, func(x portMap) bool { return same(x, pm) }) {
+				pm := nftset.PortMap{Addr: a, Proto: proto, Port: p.HostPort + i, NSPort: p.nsPort() + i}
+				if slices.ContainsFunc(maps, func(x nftset.PortMap) bool { return same(x, pm) }) ||
+					slices.ContainsFunc(have, func(x nftset.PortMap) bool { return same(x, pm) }) {
 					return nil, fmt.Errorf("%v: published already: %w", pm, os.ErrExist)
 				}
 				maps = append(maps, pm)
@@ -173,8 +133,6 @@ func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 	}
 	return maps, probePorts(host, maps)
 }
-
-func (pm portMap) loopback() bool { return pm.addr.IsLoopback() }
 
 // publish adds the ports to a live link, all or none. The caller holds
 // l.mu.
@@ -185,16 +143,16 @@ func (l *Link) publish(ports []Port) error {
 		return err
 	}
 	defer hs.putConn(hc)
-	maps, err := expandPorts(host, hc, l.ent.uplink, l.ent.families(), l.ent.ports, ports)
+	maps, err := expandPorts(host, hc, l.ent.Uplink, l.ent.Families(), l.ent.Ports, ports)
 	if err != nil {
 		return err
 	}
-	var b batch
-	var els []elem
+	var b nftset.Batch
+	var els []nftset.Elem
 	for _, pm := range maps {
-		els = append(els, pm.elems(l.ent)...)
+		els = append(els, pm.Elems(l.ent)...)
 	}
-	if err := b.add(els, true); err != nil {
+	if err := b.Add(els, true); err != nil {
 		return err
 	}
 	if err := hs.commitEntries(host, &b); err != nil {
@@ -203,13 +161,13 @@ func (l *Link) publish(ports []Port) error {
 		}
 		return err
 	}
-	if slices.ContainsFunc(maps, portMap.loopback) {
+	if slices.ContainsFunc(maps, nftset.PortMap.Loopback) {
 		if err := hc.Exec(nl.SetRouteLocalnet(l.hostIdx, true)); err != nil {
 			hs.delEntries(host, els)
 			return fmt.Errorf("route_localnet: %w", err)
 		}
 	}
-	l.ent.ports = append(l.ent.ports, maps...)
+	l.ent.Ports = append(l.ent.Ports, maps...)
 	hs.withConntrack(host, func(c *conntrack.Conn) error { forgetUntranslated(c, maps); return nil })
 	return nil
 }
@@ -221,35 +179,35 @@ func (l *Link) publish(ports []Port) error {
 // namespace. It dumps the entries without a mark (the kernel filters), so
 // it costs a walk of the host's conntrack table; best effort: a failure
 // leaves such a client as it was.
-func forgetUntranslated(c *conntrack.Conn, maps []portMap) {
+func forgetUntranslated(c *conntrack.Conn, maps []nftset.PortMap) {
 	deletePortFlows(c, maps, conntrack.NewFilter().Mark(0), false)
 }
 
 // unpublish removes the ports and forgets their connections.
-func (l *Link) unpublish(maps []portMap) error {
-	var els []elem
+func (l *Link) unpublish(maps []nftset.PortMap) error {
+	var els []nftset.Elem
 	for _, pm := range maps {
-		els = append(els, pm.elems(l.ent)...)
+		els = append(els, pm.Elems(l.ent)...)
 	}
 	err := l.hs.delEntries(l.host, els)
-	l.ent.ports = slices.DeleteFunc(l.ent.ports, func(x portMap) bool { return slices.Contains(maps, x) })
+	l.ent.Ports = slices.DeleteFunc(l.ent.Ports, func(x nftset.PortMap) bool { return slices.Contains(maps, x) })
 	return errors.Join(err, l.hs.withConntrack(l.host, func(c *conntrack.Conn) error { return forgetPortFlows(c, maps) }))
 }
 
 // probePorts fails with os.ErrExist for a port a socket of the host
 // already has (binding a socket to it is refused: EADDRINUSE), and with
 // ErrInvalidConfig for an address that is not the host's.
-func probePorts(host *netns.Handle, maps []portMap) error {
+func probePorts(host *netns.Handle, maps []nftset.PortMap) error {
 	return host.Do(func() error {
 		for _, pm := range maps {
 			typ := unix.SOCK_STREAM
-			if pm.proto == unix.IPPROTO_UDP {
+			if pm.Proto == unix.IPPROTO_UDP {
 				typ = unix.SOCK_DGRAM
 			}
 			family := unix.AF_INET6
-			var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: pm.addr.As16(), Port: int(pm.port)}
-			if pm.addr.Is4() {
-				family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: pm.addr.As4(), Port: int(pm.port)}
+			var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: pm.Addr.As16(), Port: int(pm.Port)}
+			if pm.Addr.Is4() {
+				family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: pm.Addr.As4(), Port: int(pm.Port)}
 			}
 			fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
@@ -261,7 +219,7 @@ func probePorts(host *netns.Handle, maps []portMap) error {
 			case err == unix.EADDRINUSE:
 				return fmt.Errorf("%v: a socket of the host uses it: %w", pm, os.ErrExist)
 			case err == unix.EADDRNOTAVAIL:
-				return fmt.Errorf("%w: %v: %v is not an address of the host", ErrInvalidConfig, pm, pm.addr)
+				return fmt.Errorf("%w: %v: %v is not an address of the host", ErrInvalidConfig, pm, pm.Addr)
 			case err != nil && err != unix.EACCES:
 				return fmt.Errorf("%v: %w", pm, err)
 			}
@@ -312,17 +270,17 @@ func hostAddrs(hc *nl.Conn, index int, fams []byte) ([]netip.Addr, error) {
 // destination that is one of the ports. The kernel filters the dump by
 // the DNAT status (Linux 5.15+; older kernels dump everything, and the
 // status is checked here too).
-func forgetPortFlows(c *conntrack.Conn, maps []portMap) error {
+func forgetPortFlows(c *conntrack.Conn, maps []nftset.PortMap) error {
 	return deletePortFlows(c, maps, conntrack.NewFilter().Status(conntrack.StatusDstNAT), true)
 }
 
 // deletePortFlows deletes the entries that filter selects, per family of
 // maps, whose original destination is one of the ports and whose
 // destination was translated (translated) or not.
-func deletePortFlows(c *conntrack.Conn, maps []portMap, filter conntrack.Filter, translated bool) error {
+func deletePortFlows(c *conntrack.Conn, maps []nftset.PortMap, filter conntrack.Filter, translated bool) error {
 	var flows []conntrack.Flow
 	for _, fam := range []netfilter.ProtoFamily{netfilter.ProtoIPv4, netfilter.ProtoIPv6} {
-		if !slices.ContainsFunc(maps, func(pm portMap) bool { return pm.addr.Is6() == (fam == netfilter.ProtoIPv6) }) {
+		if !slices.ContainsFunc(maps, func(pm nftset.PortMap) bool { return pm.Addr.Is6() == (fam == netfilter.ProtoIPv6) }) {
 			continue
 		}
 		fs, err := c.DumpFilter(filter.Family(fam), nil)
@@ -337,8 +295,8 @@ func deletePortFlows(c *conntrack.Conn, maps []portMap, filter conntrack.Filter,
 			continue
 		}
 		o := f.TupleOrig
-		if slices.ContainsFunc(maps, func(pm portMap) bool {
-			return o.Proto.Protocol == pm.proto && o.Proto.DestinationPort == pm.port && o.IP.DestinationAddress == pm.addr
+		if slices.ContainsFunc(maps, func(pm nftset.PortMap) bool {
+			return o.Proto.Protocol == pm.Proto && o.Proto.DestinationPort == pm.Port && o.IP.DestinationAddress == pm.Addr
 		}) {
 			if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
@@ -356,12 +314,12 @@ func (l *Link) sysPorts() []Port {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []Port
-	for _, pm := range l.ent.ports {
+	for _, pm := range l.ent.Ports {
 		proto := "tcp"
-		if pm.proto == unix.IPPROTO_UDP {
+		if pm.Proto == unix.IPPROTO_UDP {
 			proto = "udp"
 		}
-		out = append(out, Port{Protocol: proto, HostAddr: pm.addr, HostPort: pm.port, NSPort: pm.nsPort})
+		out = append(out, Port{Protocol: proto, HostAddr: pm.Addr, HostPort: pm.Port, NSPort: pm.NSPort})
 	}
 	return out
 }

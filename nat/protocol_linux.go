@@ -52,6 +52,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"os"
 	"slices"
 
@@ -69,32 +70,34 @@ type upKey struct {
 	fam   byte
 }
 
-func (k upKey) String() string { return fmt.Sprintf("%s of interface %d", familyName(k.fam), k.index) }
+func (k upKey) String() string {
+	return fmt.Sprintf("%s of interface %d", nftset.FamilyName(k.fam), k.index)
+}
 
 // upKeys are the uplink forwardings the link e needs, one per family.
-func (e entries) upKeys() []upKey {
+func upKeys(e nftset.Entries) []upKey {
 	var ks []upKey
-	for _, fam := range e.families() {
-		ks = append(ks, upKey{e.uplink, fam})
+	for _, fam := range e.Families() {
+		ks = append(ks, upKey{e.Uplink, fam})
 	}
 	return ks
 }
 
 func uplinkKey(k upKey, id string) []byte {
-	return append(famKey(k.index, k.fam), ifname(id)...)
+	return append(nftset.FamKey(k.index, k.fam), nftset.IfName(id)...)
 }
 
 // userElem is this process's entry in the uplinks set for k, with the
 // uplink's original forwarding in its comment.
-func userElem(k upKey, wasOff bool) elem { return ownerUserElem(k, owner.Self, wasOff) }
+func userElem(k upKey, wasOff bool) nftset.Elem { return ownerUserElem(k, owner.Self, wasOff) }
 
 // ownerUserElem is the entry in the uplinks set for k of the owner o.
-func ownerUserElem(k upKey, o owner.Mark, wasOff bool) elem {
+func ownerUserElem(k upKey, o owner.Mark, wasOff bool) nftset.Elem {
 	o.Orig = "on"
 	if wasOff {
 		o.Orig = "off"
 	}
-	return elem{set: setUplinks, key: uplinkKey(k, o.ID), comment: o.String()}
+	return nftset.Elem{Set: nftset.SetUplinks, Key: uplinkKey(k, o.ID), Comment: o.String()}
 }
 
 // uplinkUser is an entry of the uplinks set.
@@ -105,12 +108,12 @@ type uplinkUser struct {
 	origOff bool
 }
 
-func (u uplinkUser) elem() elem { return elem{set: setUplinks, key: u.key} }
+func (u uplinkUser) elem() nftset.Elem { return nftset.Elem{Set: nftset.SetUplinks, Key: u.key} }
 
 // readUplinkUsers returns the uplinks entries, of one uplink's family or
 // (the zero upKey) all.
 func readUplinkUsers(c *nftables.Conn, k upKey) ([]uplinkUser, error) {
-	els, err := c.GetSetElements(setByName[setUplinks])
+	els, err := c.GetSetElements(nftset.ByName[nftset.SetUplinks])
 	if err != nil {
 		return nil, fmt.Errorf("read uplinks set: %w", err)
 	}
@@ -177,7 +180,7 @@ func ownTableOn(c *nftables.Conn) error {
 }
 
 func checkSets(c *nftables.Conn) error {
-	got, err := c.GetSets(table)
+	got, err := c.GetSets(nftset.Table)
 	if err != nil {
 		return fmt.Errorf("read table inet %s: %w", TableName, err)
 	}
@@ -185,7 +188,7 @@ func checkSets(c *nftables.Conn) error {
 	for _, s := range got {
 		have[s.Name] = s.KeyType.Name
 	}
-	for _, s := range sets {
+	for _, s := range nftset.Sets {
 		if have[s.Name] != s.KeyType.Name {
 			return fmt.Errorf("%w (it has no nsnet set %q of type %s); remove or rename it", ErrForeignTable, s.Name, s.KeyType.Name)
 		}
@@ -211,11 +214,11 @@ func dropTable(host *netns.Handle, socks *idleSockets, busy func() bool) (droppe
 		if busy != nil && busy() {
 			return false, nil // a Connect came in meanwhile
 		}
-		gen, err := ruleGeneration(raw)
+		gen, err := nftset.RuleGeneration(raw)
 		if err != nil {
 			return false, err
 		}
-		els, err := c.GetSetElements(setByName[setLinks])
+		els, err := c.GetSetElements(nftset.ByName[nftset.SetLinks])
 		if isENOENT(err) {
 			return false, nil // gone already
 		}
@@ -225,13 +228,13 @@ func dropTable(host *netns.Handle, socks *idleSockets, busy func() bool) (droppe
 		if err := checkSets(c); err != nil {
 			return false, nil // not ours (any more): not ours to remove
 		}
-		b := batch{gen: &gen}
-		if err := b.delTable(); err != nil {
+		b := nftset.Batch{Gen: &gen}
+		if err := b.DelTable(); err != nil {
 			return false, err
 		}
-		err = b.commit(raw)
+		err = b.Commit(raw)
 		switch {
-		case err == errGenChanged:
+		case err == nftset.ErrGenChanged:
 			// One error for the whole batch: the socket holds no other
 			// reply and can be used again.
 			continue
@@ -247,7 +250,7 @@ func dropTable(host *netns.Handle, socks *idleSockets, busy func() bool) (droppe
 
 // register is addLink for links whose uplink forwardings (one per family:
 // keys) are not all this process's yet; it runs under the host lock.
-func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys []upKey, refs []*uplinkRef) error {
+func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e nftset.Entries, keys []upKey, refs []*uplinkRef) error {
 	var todo []upKey
 	var mine, again []keyRef // again: registered by this process still, no new decision
 	hs.mu.Lock()
@@ -297,9 +300,9 @@ func (hs *hostState) register(host *netns.Handle, hc *nl.Conn, e entries, keys [
 // it is (the persistent owner's, see persistent_linux.go). It runs under
 // the host lock; a failure leaves nothing, and wasOff gives each key's
 // original setting.
-func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e entries, keys []upKey, o owner.Mark, keepOwn bool) (wasOff map[upKey]bool, err error) {
+func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e nftset.Entries, keys []upKey, o owner.Mark, keepOwn bool) (wasOff map[upKey]bool, err error) {
 	wasOff = map[upKey]bool{}
-	var stale, add, opened []elem
+	var stale, add, opened []nftset.Elem
 	var turnOn []upKey
 	for _, k := range keys {
 		users, live, err := hs.liveUplinkUsers(host, k)
@@ -339,13 +342,13 @@ func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e entries, ke
 			opened = append(opened, openedElem(k))
 		}
 	}
-	err = hs.addEntries(host, e, func(b *batch) error {
+	err = hs.addEntries(host, e, func(b *nftset.Batch) error {
 		if len(stale) > 0 {
-			if err := b.del(stale, true); err != nil {
+			if err := b.Del(stale, true); err != nil {
 				return err
 			}
 		}
-		return b.add(append(add, opened...), false)
+		return b.Add(append(add, opened...), false)
 	})
 	if err != nil {
 		return nil, err
@@ -359,8 +362,8 @@ func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e entries, ke
 			for _, done := range turnOn[:i] {
 				setUplinkForwarding(host, hc, done, false)
 			}
-			hs.delEntries(host, append(e.elems(), add...), opened...)
-			return nil, fmt.Errorf("uplink forwarding (%s): %w", familyName(k.fam), err)
+			hs.delEntries(host, append(e.Elems(), add...), opened...)
+			return nil, fmt.Errorf("uplink forwarding (%s): %w", nftset.FamilyName(k.fam), err)
 		}
 	}
 	return wasOff, nil
@@ -399,8 +402,8 @@ type lastUse struct {
 // unregister is removeLink for links that were the last of this
 // process's users of the uplink forwardings last; it runs under the host
 // lock.
-func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, last []lastUse) error {
-	var stale []elem
+func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e nftset.Entries, last []lastUse) error {
+	var stale []nftset.Elem
 	var ferrs []error
 	var done []lastUse // the registrations that were the process's last
 	hs.mu.Lock()
@@ -430,7 +433,7 @@ func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, last
 			wasOff = wasOff || u.origOff
 		}
 		if !slices.ContainsFunc(users, func(u uplinkUser) bool { return u.owner == owner.ID }) {
-			ferrs = append(ferrs, fmt.Errorf("uplink forwarding record (%s) %w", familyName(lu.key.fam), errGone))
+			ferrs = append(ferrs, fmt.Errorf("uplink forwarding record (%s) %w", nftset.FamilyName(lu.key.fam), errGone))
 		}
 		if others || !wasOff {
 			continue
@@ -448,17 +451,17 @@ func (hs *hostState) unregister(host *netns.Handle, hc *nl.Conn, e entries, last
 			}
 		}
 		if err != nil {
-			ferrs = append(ferrs, fmt.Errorf("uplink forwarding (%s): %w", familyName(lu.key.fam), err))
+			ferrs = append(ferrs, fmt.Errorf("uplink forwarding (%s): %w", nftset.FamilyName(lu.key.fam), err))
 		}
 		stale = append(stale, openedElem(lu.key))
 	}
-	ferrs = append(ferrs, hs.delEntries(host, e.elems(), stale...))
+	ferrs = append(ferrs, hs.delEntries(host, e.Elems(), stale...))
 	return errors.Join(ferrs...)
 }
 
 // openedElem is an uplink family's entry in the opened set.
-func openedElem(k upKey) elem {
-	return elem{set: setOpened, key: famKey(k.index, k.fam), comment: "nsnet"}
+func openedElem(k upKey) nftset.Elem {
+	return nftset.Elem{Set: nftset.SetOpened, Key: nftset.FamKey(k.index, k.fam), Comment: "nsnet"}
 }
 
 // giveBack turns the uplink's forwarding of family k.fam back off, as it

@@ -3,6 +3,7 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"slices"
 	"sort"
@@ -277,13 +278,13 @@ func (rc *routeCache) overlap(cidr netip.Prefix) *routeKey {
 func (rc *routeCache) defaultLinks(fam byte) []int {
 	metric := -1
 	for k := range rc.defaults {
-		if k.typ == unix.RTN_UNICAST && familyOf(k.dst.Addr()) == fam && (metric < 0 || k.metric < metric) {
+		if k.typ == unix.RTN_UNICAST && nftset.FamilyOf(k.dst.Addr()) == fam && (metric < 0 || k.metric < metric) {
 			metric = k.metric
 		}
 	}
 	var links []int
 	for k := range rc.defaults {
-		if k.typ == unix.RTN_UNICAST && familyOf(k.dst.Addr()) == fam && k.metric == metric && !slices.Contains(links, k.oif) {
+		if k.typ == unix.RTN_UNICAST && nftset.FamilyOf(k.dst.Addr()) == fam && k.metric == metric && !slices.Contains(links, k.oif) {
 			links = append(links, k.oif)
 		}
 	}

@@ -3,6 +3,7 @@ package nat
 import (
 	"context"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
 
@@ -82,12 +83,12 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	if r.hostIdx == up.index {
 		return nil, fmt.Errorf("%w: link %s is the uplink itself", ErrInvalidConfig, hostVeth)
 	}
-	fwd := upKey{r.hostIdx, familyOf(cidr.Addr())} // the link's forwarding of cidr's family
+	fwd := upKey{r.hostIdx, nftset.FamilyOf(cidr.Addr())} // the link's forwarding of cidr's family
 	wasOn, err := uplinkForwarding(host, hc, fwd)
 	if err != nil {
 		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
 	}
-	r.ent = entries{link: r.hostIdx, uplink: up.index, prefixes: []netip.Prefix{cidr}, mark: entryMark(hostVeth)}
+	r.ent = nftset.Entries{Link: r.hostIdx, Uplink: up.index, Prefixes: []netip.Prefix{cidr}, Mark: entryMark(hostVeth)}
 	if err := hs.addLink(context.Background(), host, hc, r.ent); err != nil {
 		return nil, err
 	}

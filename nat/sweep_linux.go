@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/dns"
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
@@ -81,7 +83,7 @@ func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err erro
 	}
 
 	// resolv.conf files (see Config.DNS).
-	if res.ResolvConfs, err = sweepResolvConfs(host); err != nil {
+	if res.ResolvConfs, err = dns.Sweep(host); err != nil {
 		errs = append(errs, fmt.Errorf("dns: %w", err))
 	}
 
@@ -112,7 +114,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		return err
 	}
 	defer c.CloseLasting()
-	raw, err := dialNFT(host)
+	raw, err := nftset.DialNFT(host)
 	if err != nil {
 		return err
 	}
@@ -129,13 +131,13 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	// Every entry with its owner; a table vanishing meanwhile (another
 	// process's last Close) means there is nothing left.
 	type entry struct {
-		e     elem
+		e     nftset.Elem
 		owner string
 	}
 	var all []entry
 	var ids []string
-	for _, set := range linkSets {
-		els, err := c.GetSetElements(setByName[set])
+	for _, set := range nftset.LinkSets {
+		els, err := c.GetSetElements(nftset.ByName[set])
 		if isENOENT(err) {
 			return nil
 		}
@@ -144,7 +146,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		}
 		for _, x := range els {
 			if o, ok := owner.Parse(x.Comment); ok { // no mark: not ours to judge
-				all = append(all, entry{elem{set: set, key: x.Key}, o.ID})
+				all = append(all, entry{nftset.Elem{Set: set, Key: x.Key}, o.ID})
 				ids = append(ids, o.ID)
 			}
 		}
@@ -158,7 +160,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	}
 	for _, cl := range claims {
 		if o, ok := owner.Parse(cl.mark); ok && !cl.cover {
-			all = append(all, entry{elem{set: claimSet(cl.prefix), key: claimKey(cl.prefix)}, o.ID})
+			all = append(all, entry{nftset.Elem{Set: nftset.ClaimSet(cl.prefix), Key: nftset.ClaimKey(cl.prefix)}, o.ID})
 			ids = append(ids, o.ID)
 		}
 	}
@@ -178,15 +180,15 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	// are gone already, so nothing recreates them.
 	var dead []int
 	for _, x := range all {
-		if x.e.set == setLinks && !live[x.owner] && len(x.e.key) == 4 {
-			dead = append(dead, int(binary.NativeEndian.Uint32(x.e.key)))
+		if x.e.Set == nftset.SetLinks && !live[x.owner] && len(x.e.Key) == 4 {
+			dead = append(dead, int(binary.NativeEndian.Uint32(x.e.Key)))
 		}
 	}
 	var errs []error
 	if err := forgetFlows(host, dead...); err != nil {
 		errs = append(errs, err)
 	}
-	var gone []elem
+	var gone []nftset.Elem
 	for _, x := range all {
 		if !live[x.owner] {
 			gone = append(gone, x.e)
@@ -224,7 +226,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		}
 		done, err := giveBack(host, hc, k)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("uplink %s %s forwarding: %w", link.Attributes.Name, familyName(k.fam), err))
+			errs = append(errs, fmt.Errorf("uplink %s %s forwarding: %w", link.Attributes.Name, nftset.FamilyName(k.fam), err))
 		}
 		if !done || err != nil {
 			continue // (not done: the user's choice meanwhile)
@@ -238,10 +240,10 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	if len(gone) > 0 {
 		// Destroy, not delete: an entry another sweeper removed meanwhile
 		// is no error. Large sweeps go in several transactions.
-		var b batch
-		err := b.del(gone, true)
+		var b nftset.Batch
+		err := b.Del(gone, true)
 		if err == nil {
-			err = b.commit(raw)
+			err = b.Commit(raw)
 		}
 		if err != nil && !isENOENT(err) {
 			errs = append(errs, fmt.Errorf("set entries: %w", err))
@@ -269,7 +271,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 // committed since they were read: a Connect adding a claim meanwhile may
 // need one of them.
 func dropStaleCovers(c *nftables.Conn, raw *netlink.Conn) error {
-	gen, err := ruleGeneration(raw)
+	gen, err := nftset.RuleGeneration(raw)
 	if err != nil {
 		return err
 	}
@@ -280,26 +282,26 @@ func dropStaleCovers(c *nftables.Conn, raw *netlink.Conn) error {
 	needed := map[netip.Prefix]bool{}
 	for _, cl := range claims {
 		if !cl.cover {
-			for _, cv := range (entries{prefixes: []netip.Prefix{cl.prefix}}).covers() {
-				p, _ := claimPrefix(cv.key)
+			for _, cv := range (nftset.Entries{Prefixes: []netip.Prefix{cl.prefix}}).Covers() {
+				p, _ := nftset.ClaimPrefix(cv.Key)
 				needed[p] = true
 			}
 		}
 	}
-	var stale []elem
+	var stale []nftset.Elem
 	for _, cl := range claims {
 		if cl.cover && !needed[cl.prefix] {
-			stale = append(stale, elem{set: claimSet(cl.prefix), key: claimKey(cl.prefix)})
+			stale = append(stale, nftset.Elem{Set: nftset.ClaimSet(cl.prefix), Key: nftset.ClaimKey(cl.prefix)})
 		}
 	}
 	if len(stale) == 0 {
 		return nil
 	}
-	b := batch{gen: &gen}
-	if err := b.del(stale, true); err != nil {
+	b := nftset.Batch{Gen: &gen}
+	if err := b.Del(stale, true); err != nil {
 		return err
 	}
-	if err := b.commit(raw); err != nil && err != errGenChanged {
+	if err := b.Commit(raw); err != nil && err != nftset.ErrGenChanged {
 		return err // (changed: the next Sweep tries again)
 	}
 	return nil
@@ -326,14 +328,14 @@ func (c claim) holder() string {
 // readClaims reads the claims maps, IPv4's and IPv6's.
 func readClaims(c *nftables.Conn) ([]claim, error) {
 	var out []claim
-	for _, set := range []string{setClaims, setClaims6} {
-		els, err := c.GetSetElements(setByName[set])
+	for _, set := range []string{nftset.SetClaims, nftset.SetClaims6} {
+		els, err := c.GetSetElements(nftset.ByName[set])
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range els {
-			p, ok := claimPrefix(e.Key)
-			if !ok || len(e.Val) != 4 || claimSet(p) != set {
+			p, ok := nftset.ClaimPrefix(e.Key)
+			if !ok || len(e.Val) != 4 || nftset.ClaimSet(p) != set {
 				continue
 			}
 			out = append(out, claim{prefix: p, mark: e.Comment, cover: binary.NativeEndian.Uint32(e.Val) == 0})

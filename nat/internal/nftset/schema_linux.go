@@ -1,9 +1,7 @@
-package nat
+package nftset
 
 import (
 	"encoding/binary"
-	"net/netip"
-	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -18,25 +16,25 @@ import (
 // live links and which a rename does not change: a name can be reused or
 // renamed under the library, an index cannot.
 const (
-	setLinks     = "links"       // iface_index: host ends of our links
-	setEgress    = "egress"      // iface_index . iface_index . nf_proto: host end . its uplink . a family it forwards
-	setMasq      = "masq"        // iface_index . iface_index . nf_proto: host end . its uplink . a family it masquerades
-	setSiblings  = "siblings"    // iface_index: links that may talk to each other
-	setClaims    = "claims"      // map ipv4_addr . inet_service : mark: IPv4 prefixes held (see protocol_linux.go)
-	setClaims6   = "claims6"     // map ipv6_addr . inet_service : mark: IPv6 prefixes held
-	setUplinks   = "uplinks"     // iface_index . nf_proto . ifname: uplink . family . owner using its forwarding
-	setOpened    = "opened"      // iface_index . nf_proto: uplinks (and families) whose forwarding nsnet turned on
-	setPorts     = "ports"       // map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service: published ports
-	setPortLink  = "port_links"  // map ipv4_addr . inet_proto . inet_service : mark: the host end of each
-	setSame      = "same"        // iface_index . iface_index: host end . itself, for hairpin traffic
-	setPorts6    = "ports6"      // map ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service: published IPv6 ports
-	setPortLink6 = "port_links6" // map ipv6_addr . inet_proto . inet_service : mark: the host end of each
+	SetLinks     = "links"       // iface_index: host ends of our links
+	SetEgress    = "egress"      // iface_index . iface_index . nf_proto: host end . its uplink . a family it forwards
+	SetMasq      = "masq"        // iface_index . iface_index . nf_proto: host end . its uplink . a family it masquerades
+	SetSiblings  = "siblings"    // iface_index: links that may talk to each other
+	SetClaims    = "claims"      // map ipv4_addr . inet_service : mark: IPv4 prefixes held (see protocol_linux.go)
+	SetClaims6   = "claims6"     // map ipv6_addr . inet_service : mark: IPv6 prefixes held
+	SetUplinks   = "uplinks"     // iface_index . nf_proto . ifname: uplink . family . owner using its forwarding
+	SetOpened    = "opened"      // iface_index . nf_proto: uplinks (and families) whose forwarding nsnet turned on
+	SetPorts     = "ports"       // map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service: published ports
+	SetPortLinks  = "port_links"  // map ipv4_addr . inet_proto . inet_service : mark: the host end of each
+	SetSame      = "same"        // iface_index . iface_index: host end . itself, for hairpin traffic
+	SetPorts6    = "ports6"      // map ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service: published IPv6 ports
+	SetPortLinks6 = "port_links6" // map ipv6_addr . inet_proto . inet_service : mark: the host end of each
 )
 
-// linkSets are the sets and maps whose entries belong to one link each,
+// LinkSets are the sets and maps whose entries belong to one link each,
 // commented with its owner's mark (claims, whose covers are shared, and
 // the uplinks and opened sets are apart).
-var linkSets = []string{setLinks, setEgress, setMasq, setSiblings, setSame, setPorts, setPortLink, setPorts6, setPortLink6}
+var LinkSets = []string{SetLinks, SetEgress, SetMasq, SetSiblings, SetSame, SetPorts, SetPortLinks, SetPorts6, SetPortLinks6}
 
 // Fixed set IDs: google/nftables draws them from a package-level counter
 // that races between Conns; within one transaction they only need to be
@@ -62,7 +60,7 @@ const (
 const setComment = "nsnet: "
 
 var (
-	table       = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
+	Table       = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
 	indexPair   = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFIndex)
 	pairDotFam  = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeIFIndex, nftables.TypeNFProto)
 	indexDotFam = nftables.MustConcatSetType(nftables.TypeIFIndex, nftables.TypeNFProto)
@@ -73,30 +71,30 @@ var (
 	portTarget  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 	portKey6    = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
 	portTarget6 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
-	sets        = []*nftables.Set{
-		{Table: table, Name: setLinks, ID: idLinks, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "host ends"},
-		{Table: table, Name: setEgress, ID: idEgress, KeyType: pairDotFam, Concatenation: true, Comment: setComment + "host end . uplink . family: forwarded"},
-		{Table: table, Name: setMasq, ID: idMasq, KeyType: pairDotFam, Concatenation: true, Comment: setComment + "host end . uplink . family: masqueraded"},
-		{Table: table, Name: setSiblings, ID: idSiblings, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "links that may reach each other"},
-		{Table: table, Name: setClaims, ID: idClaims, KeyType: addrDotLen, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
+	Sets        = []*nftables.Set{
+		{Table: Table, Name: SetLinks, ID: idLinks, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "host ends"},
+		{Table: Table, Name: SetEgress, ID: idEgress, KeyType: pairDotFam, Concatenation: true, Comment: setComment + "host end . uplink . family: forwarded"},
+		{Table: Table, Name: SetMasq, ID: idMasq, KeyType: pairDotFam, Concatenation: true, Comment: setComment + "host end . uplink . family: masqueraded"},
+		{Table: Table, Name: SetSiblings, ID: idSiblings, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Comment: setComment + "links that may reach each other"},
+		{Table: Table, Name: SetClaims, ID: idClaims, KeyType: addrDotLen, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
 			Comment: setComment + "prefix . length : host end (a prefix of a live link), or 0 (one containing one)"},
-		{Table: table, Name: setClaims6, ID: idClaims6, KeyType: addr6DotLen, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
+		{Table: Table, Name: SetClaims6, ID: idClaims6, KeyType: addr6DotLen, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
 			Comment: setComment + "IPv6 prefix . length : host end (a prefix of a live link), or 0 (one containing one)"},
-		{Table: table, Name: setUplinks, ID: idUplinks, KeyType: indexDotID, Concatenation: true, Comment: setComment + "uplink . family . owner using its forwarding"},
-		{Table: table, Name: setOpened, ID: idOpened, KeyType: indexDotFam, Concatenation: true, Comment: setComment + "uplink . family whose forwarding nsnet turned on: only the links' traffic is forwarded from them"},
-		{Table: table, Name: setPorts, ID: idPorts, KeyType: portKey, Concatenation: true, IsMap: true, DataType: portTarget,
+		{Table: Table, Name: SetUplinks, ID: idUplinks, KeyType: indexDotID, Concatenation: true, Comment: setComment + "uplink . family . owner using its forwarding"},
+		{Table: Table, Name: SetOpened, ID: idOpened, KeyType: indexDotFam, Concatenation: true, Comment: setComment + "uplink . family whose forwarding nsnet turned on: only the links' traffic is forwarded from them"},
+		{Table: Table, Name: SetPorts, ID: idPorts, KeyType: portKey, Concatenation: true, IsMap: true, DataType: portTarget,
 			Comment: setComment + "published ports: host address . protocol . port : namespace address . port"},
-		{Table: table, Name: setPortLink, ID: idPortLinks, KeyType: portKey, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
+		{Table: Table, Name: SetPortLinks, ID: idPortLinks, KeyType: portKey, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
 			Comment: setComment + "published ports: host address . protocol . port : the host end's index"},
-		{Table: table, Name: setPorts6, ID: idPorts6, KeyType: portKey6, Concatenation: true, IsMap: true, DataType: portTarget6,
+		{Table: Table, Name: SetPorts6, ID: idPorts6, KeyType: portKey6, Concatenation: true, IsMap: true, DataType: portTarget6,
 			Comment: setComment + "published IPv6 ports: host address . protocol . port : namespace address . port"},
-		{Table: table, Name: setPortLink6, ID: idPortLinks6, KeyType: portKey6, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
+		{Table: Table, Name: SetPortLinks6, ID: idPortLinks6, KeyType: portKey6, Concatenation: true, IsMap: true, DataType: nftables.TypeMark,
 			Comment: setComment + "published IPv6 ports: host address . protocol . port : the host end's index"},
-		{Table: table, Name: setSame, ID: idSame, KeyType: indexPair, Concatenation: true, Comment: setComment + "host end . itself: hairpin traffic to a published port"},
+		{Table: Table, Name: SetSame, ID: idSame, KeyType: indexPair, Concatenation: true, Comment: setComment + "host end . itself: hairpin traffic to a published port"},
 	}
-	setByName = func() map[string]*nftables.Set {
+	ByName = func() map[string]*nftables.Set {
 		m := map[string]*nftables.Set{}
-		for _, s := range sets {
+		for _, s := range Sets {
 			m[s.Name] = s
 		}
 		return m
@@ -105,9 +103,9 @@ var (
 
 func comment(s string) []byte { return userdata.AppendString(nil, userdata.TypeComment, "nsnet: "+s) }
 
-// ifname pads an interface name to the 16 bytes (IFNAMSIZ) that meta
-// iifname/oifname load and sets of type ifname hold.
-func ifname(name string) []byte {
+// IfName pads an interface name to the 16 bytes (IFNAMSIZ) that meta
+// iifname/oifname load and sets of type IfName hold.
+func IfName(name string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
 	copy(b, name)
 	return b
@@ -116,7 +114,7 @@ func ifname(name string) []byte {
 func metaLoad(key expr.MetaKey, reg uint32) *expr.Meta { return &expr.Meta{Key: key, Register: reg} }
 
 func lookup(set string, reg uint32, invert bool) *expr.Lookup {
-	s := setByName[set]
+	s := ByName[set]
 	return &expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID, Invert: invert}
 }
 
@@ -124,9 +122,9 @@ func verdict(k expr.VerdictKind, chain string) *expr.Verdict {
 	return &expr.Verdict{Kind: k, Chain: chain}
 }
 
-// ifIndex is an interface index as meta iif/oif load it and iface_index
+// IfIndex is an interface index as meta iif/oif load it and iface_index
 // sets hold it: 4 bytes, host byte order.
-func ifIndex(i int) []byte { return binary.NativeEndian.AppendUint32(nil, uint32(i)) }
+func IfIndex(i int) []byte { return binary.NativeEndian.AppendUint32(nil, uint32(i)) }
 
 // iifDotOif loads "iif . oif" into registers 1 and 9, the layout nft uses
 // for a concatenation (each field in its own 32-bit register).
@@ -156,7 +154,7 @@ func icmpv6Type(typ byte) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{typ}})
 }
 
-// addSkeleton queues the table, its sets, chains and rules:
+// AddSkeleton queues the table, its sets, chains and rules:
 //
 //	table inet nsnet {
 //	  set links, egress, masq, siblings, same, uplinks, opened; map claims, claims6, ports, port_links, ports6, port_links6
@@ -210,33 +208,33 @@ func icmpv6Type(typ byte) []expr.Any {
 // of the link it came in by, which the link's prefix is (its address on
 // the host end makes that route). It costs one FIB lookup per packet
 // however many links there are.
-func addSkeleton(c *nftables.Conn) error {
-	c.CreateTable(table)
-	for _, s := range sets {
+func AddSkeleton(c *nftables.Conn) error {
+	c.CreateTable(Table)
+	for _, s := range Sets {
 		if err := c.AddSet(s, nil); err != nil {
 			return err
 		}
 	}
 	accept := nftables.ChainPolicyAccept
 	base := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
-		return c.AddChain(&nftables.Chain{Name: name, Table: table, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept})
+		return c.AddChain(&nftables.Chain{Name: name, Table: Table, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept})
 	}
 	forward := base("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
-	fromLink := c.AddChain(&nftables.Chain{Name: "from_link", Table: table})
-	toLink := c.AddChain(&nftables.Chain{Name: "to_link", Table: table})
+	fromLink := c.AddChain(&nftables.Chain{Name: "from_link", Table: Table})
+	toLink := c.AddChain(&nftables.Chain{Name: "to_link", Table: Table})
 	post := base("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	pre := base("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
 	out := base("output", nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest)
 	raw := base("raw_prerouting", nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw)
 	rule := func(ch *nftables.Chain, why string, e ...expr.Any) {
-		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: e, UserData: comment(why)})
+		c.AddRule(&nftables.Rule{Table: Table, Chain: ch, Exprs: e, UserData: comment(why)})
 	}
 	rule(forward, "from a connected namespace",
-		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "from_link"))
+		metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictJump, "from_link"))
 	rule(forward, "to a connected namespace",
-		metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictJump, "to_link"))
+		metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictJump, "to_link"))
 	rule(forward, "anything else from an uplink whose forwarding (of this family) nsnet turned on",
-		metaLoad(expr.MetaKeyIIF, 1), metaLoad(expr.MetaKeyNFPROTO, 9), lookup(setOpened, 1, false), verdict(expr.VerdictDrop, ""))
+		metaLoad(expr.MetaKeyIIF, 1), metaLoad(expr.MetaKeyNFPROTO, 9), lookup(SetOpened, 1, false), verdict(expr.VerdictDrop, ""))
 
 	rule(fromLink, "source not routed back out of the link",
 		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
@@ -246,12 +244,12 @@ func addSkeleton(c *nftables.Conn) error {
 		metaLoad(expr.MetaKeyIIF, 1),
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
 	rule(fromLink, "out of its own uplink, in a family it has, tracked (an invalid or untracked packet would leave un-masqueraded)",
-		append(append(iifDotOifDotFam(), lookup(setEgress, 1, false)), append(ctStateTracked(), verdict(expr.VerdictAccept, ""))...)...)
+		append(append(iifDotOifDotFam(), lookup(SetEgress, 1, false)), append(ctStateTracked(), verdict(expr.VerdictAccept, ""))...)...)
 	rule(fromLink, "siblings allowed",
-		metaLoad(expr.MetaKeyIIF, 1), lookup(setSiblings, 1, false),
-		metaLoad(expr.MetaKeyOIF, 1), lookup(setSiblings, 1, false), verdict(expr.VerdictAccept, ""))
+		metaLoad(expr.MetaKeyIIF, 1), lookup(SetSiblings, 1, false),
+		metaLoad(expr.MetaKeyOIF, 1), lookup(SetSiblings, 1, false), verdict(expr.VerdictAccept, ""))
 	rule(fromLink, "to a published port of a link",
-		append(ctStatusDNAT(), metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), verdict(expr.VerdictAccept, ""))...)
+		append(ctStatusDNAT(), metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictAccept, ""))...)
 	rule(fromLink, "anywhere else", verdict(expr.VerdictDrop, ""))
 
 	rule(toLink, "replies",
@@ -265,14 +263,14 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(toLink, "unsolicited", verdict(expr.VerdictDrop, ""))
 
 	rule(post, "masquerade out of the uplink (the families not routed)",
-		append(iifDotOifDotFam(), lookup(setMasq, 1, false), &expr.Masq{})...)
+		append(iifDotOifDotFam(), lookup(SetMasq, 1, false), &expr.Masq{})...)
 	rule(post, "a link to a published port of its own (hairpin): from the host end's address",
-		append(append(ctStatusDNAT(), iifDotOif()...), lookup(setSame, 1, false), &expr.Masq{})...)
+		append(append(ctStatusDNAT(), iifDotOif()...), lookup(SetSame, 1, false), &expr.Masq{})...)
 	rule(post, "the host's 127.0.0.1 to a published port: from the host end's address",
 		append(ctStatusDNAT(), metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
-			metaLoad(expr.MetaKeyOIF, 1), lookup(setLinks, 1, false), &expr.Masq{})...)
+			metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), &expr.Masq{})...)
 	// Not for 127.0.0.0/8 arriving from outside: translated before the
 	// routing decision, such a packet would not be dropped as a martian
 	// (the hole of CVE-2020-8558); only the host reaches 127.0.0.1 ports.
@@ -284,7 +282,7 @@ func addSkeleton(c *nftables.Conn) error {
 	rule(pre, "a published IPv6 port", publishedDNAT(unix.NFPROTO_IPV6)...)
 	rule(out, "a published IPv6 port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV6)...)
 	rule(raw, "loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
-		metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false),
+		metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false),
 		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}}, verdict(expr.VerdictDrop, ""))
@@ -293,10 +291,10 @@ func addSkeleton(c *nftables.Conn) error {
 	// redirect from a link-local neighbour: a namespace could give the
 	// host a default route or move one of its routes.
 	rule(raw, "router advertisements from a link",
-		append([]expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false)},
+		append([]expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false)},
 			append(icmpv6Type(ndRouterAdvert), verdict(expr.VerdictDrop, ""))...)...)
 	rule(raw, "redirects from a link",
-		append([]expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(setLinks, 1, false)},
+		append([]expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false)},
 			append(icmpv6Type(ndRedirect), verdict(expr.VerdictDrop, ""))...)...)
 	return nil
 }
@@ -311,8 +309,6 @@ const (
 // x/sys: the connection's destination was translated.
 const ipsDstNAT = 1 << 5
 
-// ctStatusDNAT matches packets of connections whose destination was
-// translated (by a published port).
 // ctStateTracked matches packets of a connection conntrack tracks (ct
 // state new, established or related): the NAT hooks see only those, so an
 // invalid packet (a TCP segment out of window, one of a connection whose
@@ -328,6 +324,8 @@ func ctStateTracked() []expr.Any {
 	}
 }
 
+// ctStatusDNAT matches packets of connections whose destination was
+// translated (by a published port).
 func ctStatusDNAT() []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
@@ -353,10 +351,10 @@ func ctStatusDNAT() []expr.Any {
 // (address) and the register after the address (port).
 func publishedDNAT(fam byte) []expr.Any {
 	off, size, proto, port := uint32(16), uint32(4), uint32(9), uint32(10)
-	s, m := setByName[setPorts], setByName[setPortLink]
+	s, m := ByName[SetPorts], ByName[SetPortLinks]
 	if fam == unix.NFPROTO_IPV6 {
 		off, size, proto, port = 24, 16, 12, 13
-		s, m = setByName[setPorts6], setByName[setPortLink6]
+		s, m = ByName[SetPorts6], ByName[SetPortLinks6]
 	}
 	mark := port + 1
 	return append(isFamily(fam),
@@ -370,154 +368,3 @@ func publishedDNAT(fam byte) []expr.Any {
 			RegProtoMin: proto, RegProtoMax: proto, Specified: true})
 }
 
-// entries describes what one Link or Rules holds in the sets; elems
-// spells it out. It is the library's own record, never read back from
-// the kernel or from exported fields.
-type entries struct {
-	link, uplink int // interface indexes of the host end and the uplink
-	// prefixes are the link's networks, at most one per family, IPv4
-	// first.
-	prefixes []netip.Prefix
-	// routed lists the families (unix.NFPROTO_IPV4, _IPV6) forwarded
-	// without masquerade.
-	routed   []byte
-	nsAddr   netip.Addr // the namespace's IPv4 address (published ports' target)
-	nsAddr6  netip.Addr // the namespace's IPv6 address (published IPv6 ports' target)
-	siblings bool
-	mark     string    // owner mark, the comment of each entry
-	ports    []portMap // published ports
-}
-
-// familyOf is an address's family as meta nfproto gives it.
-func familyOf(a netip.Addr) byte {
-	if a.Is4() {
-		return unix.NFPROTO_IPV4
-	}
-	return unix.NFPROTO_IPV6
-}
-
-// familyName names a family for people.
-func familyName(fam byte) string {
-	if fam == unix.NFPROTO_IPV6 {
-		return "IPv6"
-	}
-	return "IPv4"
-}
-
-// families are the families of e's networks.
-func (e entries) families() []byte {
-	var fams []byte
-	for _, p := range e.prefixes {
-		fams = append(fams, familyOf(p.Addr()))
-	}
-	return fams
-}
-
-// String names the entries' networks, for messages.
-func (e entries) String() string {
-	var s string
-	for i, p := range e.prefixes {
-		if i > 0 {
-			s += ", "
-		}
-		s += p.String()
-	}
-	return s
-}
-
-// famKey is an index and a family, as iface_index . nf_proto keys hold
-// them (the family padded to its 4-byte field).
-func famKey(index int, fam byte) []byte { return append(ifIndex(index), fam, 0, 0, 0) }
-
-// elems are the link's own entries, added exclusively and removed with
-// it (its covers are not among them).
-func (e entries) elems() []elem {
-	els := e.claims()
-	els = append(els, elem{set: setLinks, key: ifIndex(e.link), comment: e.mark})
-	for _, fam := range e.families() {
-		key := append(ifIndex(e.link), famKey(e.uplink, fam)...)
-		els = append(els, elem{set: setEgress, key: key, comment: e.mark})
-		if !slices.Contains(e.routed, fam) {
-			els = append(els, elem{set: setMasq, key: key, comment: e.mark})
-		}
-	}
-	if e.siblings {
-		els = append(els, elem{set: setSiblings, key: ifIndex(e.link), comment: e.mark})
-	}
-	els = append(els, elem{set: setSame, key: append(ifIndex(e.link), ifIndex(e.link)...), comment: e.mark})
-	for _, pm := range e.ports {
-		els = append(els, pm.elems(e)...)
-	}
-	return els
-}
-
-// claims are the prefixes' own entries in claims (claims6), mapped to
-// the host end's index. Added exclusively, each fails when its prefix is
-// claimed already, or when it is a cover of a claimed one (one inside it).
-func (e entries) claims() []elem {
-	var els []elem
-	for _, p := range e.prefixes {
-		els = append(els, elem{set: claimSet(p), key: claimKey(p), data: ifIndex(e.link), comment: e.mark})
-	}
-	return els
-}
-
-// claimSet is the map holding claims of p's family.
-func claimSet(p netip.Prefix) string {
-	if p.Addr().Is4() {
-		return setClaims
-	}
-	return setClaims6
-}
-
-// Shortest prefixes a link may have (and covers go down to): /8 for
-// IPv4, /32 for IPv6.
-const (
-	minBits4 = 8
-	minBits6 = 32
-)
-
-// minBits is the shortest prefix of p's family a link may have.
-func minBits(p netip.Prefix) int {
-	if p.Addr().Is4() {
-		return minBits4
-	}
-	return minBits6
-}
-
-// covers are the entries of every prefix that contains one of e's (down
-// to minBits), mapped to 0. Added without NLM_F_EXCL, each fails only
-// where that prefix is claimed itself (an entry mapped to a host end: the
-// data differ), so a prefix inside a claimed one is refused; covers shared
-// with other claims are no conflict. Close leaves them (others may share
-// them): a cover no claim needs any more is removed when it is in the way
-// (see dropStaleCover) or with the table.
-func (e entries) covers() []elem {
-	var els []elem
-	for _, p := range e.prefixes {
-		for bits := p.Bits() - 1; bits >= minBits(p); bits-- {
-			cv := netip.PrefixFrom(p.Addr(), bits).Masked()
-			els = append(els, elem{set: claimSet(cv), key: claimKey(cv), data: ifIndex(0)})
-		}
-	}
-	return els
-}
-
-// claimKey is "address . length" of a prefix, which nft shows as
-// "10.0.0.0 . 24": the address (ipv4_addr or ipv6_addr), then the length
-// as a 2-byte big-endian number (typed inet_service only for that) padded
-// to the 4 bytes of a concatenation's field.
-func claimKey(p netip.Prefix) []byte {
-	return append(p.Masked().Addr().AsSlice(), 0, byte(p.Bits()), 0, 0)
-}
-
-// claimPrefix reads a claimKey back.
-func claimPrefix(key []byte) (netip.Prefix, bool) {
-	if len(key) != 8 && len(key) != 20 {
-		return netip.Prefix{}, false
-	}
-	a, _ := netip.AddrFromSlice(key[:len(key)-4])
-	bits := int(binary.BigEndian.Uint16(key[len(key)-4:]))
-	p := netip.PrefixFrom(a, bits)
-	return p, p.IsValid()
-}

@@ -1,4 +1,4 @@
-package nat
+package dns
 
 // The DNS relay (DNSRelay): a UDP and a TCP listener on the link's host
 // address, port 53, in the host namespace, passing each query from the

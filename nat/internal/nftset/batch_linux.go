@@ -1,4 +1,4 @@
-package nat
+package nftset
 
 import (
 	"encoding/binary"
@@ -33,8 +33,8 @@ import (
 //     committed since the generation it names (see delTableAtGen).
 const (
 	nftMsgDestroySetElem = 0x1e // NFT_MSG_DESTROYSETELEM, not in x/sys yet
-	nftType              = unix.NFNL_SUBSYS_NFTABLES << 8
-	nfgenmsgLen          = 4 // family, version, res_id
+	NFTType              = unix.NFNL_SUBSYS_NFTABLES << 8
+	NfgenmsgLen          = 4 // family, version, res_id
 
 	// perMessage and perBatch keep each message far below 64 KiB and each
 	// transaction's bytes below the socket's send limit (EMSGSIZE past
@@ -43,34 +43,34 @@ const (
 	perBatch   = 64 << 10
 )
 
-// elem is one set entry: its key, its data in a map, and the comment
+// Elem is one set entry: its key, its data in a map, and the comment
 // (owner mark) nft shows; end marks an interval's end.
-type elem struct {
-	set     string
-	key     []byte
-	data    []byte // the value of a map's entry
-	end     bool
-	comment string
+type Elem struct {
+	Set     string
+	Key     []byte
+	Data    []byte // the value of a map's entry
+	End     bool
+	Comment string
 }
 
 func nfgen(family uint8, resID uint16) []byte {
-	b := make([]byte, nfgenmsgLen)
+	b := make([]byte, NfgenmsgLen)
 	b[0], b[1] = family, unix.NFNETLINK_V0
 	binary.BigEndian.PutUint16(b[2:], resID)
 	return b
 }
 
-// batch is one nftables transaction.
-type batch struct {
+// Batch is one nftables transaction.
+type Batch struct {
 	msgs []netlink.Message
-	// gen, when set, makes the kernel refuse the transaction (ERESTART) if
-	// the ruleset's generation is no longer *gen.
-	gen *uint32
+	// Gen, when set, makes the kernel refuse the transaction (ERESTART) if
+	// the ruleset's generation is no longer *Gen.
+	Gen *uint32
 }
 
-// add queues the entries of els; exclusive refuses (EEXIST) an entry that
+// Add queues the entries of els; exclusive refuses (EEXIST) an entry that
 // is there already or, in an interval set, overlaps one.
-func (b *batch) add(els []elem, exclusive bool) error {
+func (b *Batch) Add(els []Elem, exclusive bool) error {
 	flags := netlink.Create
 	if exclusive {
 		flags |= netlink.Excl
@@ -78,9 +78,9 @@ func (b *batch) add(els []elem, exclusive bool) error {
 	return b.queue(unix.NFT_MSG_NEWSETELEM, flags, els)
 }
 
-// del queues the removal of els; with destroy, entries already gone are
+// Del queues the removal of els; with destroy, entries already gone are
 // no error.
-func (b *batch) del(els []elem, destroy bool) error {
+func (b *Batch) Del(els []Elem, destroy bool) error {
 	typ := uint16(unix.NFT_MSG_DELSETELEM)
 	if destroy {
 		typ = nftMsgDestroySetElem
@@ -89,14 +89,14 @@ func (b *batch) del(els []elem, destroy bool) error {
 }
 
 // queue appends one message per set and per perMessage entries.
-func (b *batch) queue(typ uint16, flags netlink.HeaderFlags, els []elem) error {
-	bySet := map[string][]elem{}
+func (b *Batch) queue(typ uint16, flags netlink.HeaderFlags, els []Elem) error {
+	bySet := map[string][]Elem{}
 	var order []string
 	for _, e := range els {
-		if bySet[e.set] == nil {
-			order = append(order, e.set)
+		if bySet[e.Set] == nil {
+			order = append(order, e.Set)
 		}
-		bySet[e.set] = append(bySet[e.set], e)
+		bySet[e.Set] = append(bySet[e.Set], e)
 	}
 	for _, set := range order {
 		all := bySet[set]
@@ -106,7 +106,7 @@ func (b *batch) queue(typ uint16, flags netlink.HeaderFlags, els []elem) error {
 				return err
 			}
 			b.msgs = append(b.msgs, netlink.Message{
-				Header: netlink.Header{Type: netlink.HeaderType(nftType | typ), Flags: netlink.Request | netlink.Acknowledge | flags},
+				Header: netlink.Header{Type: netlink.HeaderType(NFTType | typ), Flags: netlink.Request | netlink.Acknowledge | flags},
 				Data:   append(nfgen(unix.NFPROTO_INET, 0), data...),
 			})
 		}
@@ -114,7 +114,7 @@ func (b *batch) queue(typ uint16, flags netlink.HeaderFlags, els []elem) error {
 	return nil
 }
 
-func encodeElems(set string, els []elem) ([]byte, error) {
+func encodeElems(set string, els []Elem) ([]byte, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian
 	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
@@ -123,20 +123,20 @@ func encodeElems(set string, els []elem) ([]byte, error) {
 		for _, e := range els {
 			list.Nested(unix.NFTA_LIST_ELEM, func(item *netlink.AttributeEncoder) error {
 				item.Nested(unix.NFTA_SET_ELEM_KEY, func(k *netlink.AttributeEncoder) error {
-					k.Bytes(unix.NFTA_DATA_VALUE, e.key)
+					k.Bytes(unix.NFTA_DATA_VALUE, e.Key)
 					return nil
 				})
-				if e.data != nil {
+				if e.Data != nil {
 					item.Nested(unix.NFTA_SET_ELEM_DATA, func(d *netlink.AttributeEncoder) error {
-						d.Bytes(unix.NFTA_DATA_VALUE, e.data)
+						d.Bytes(unix.NFTA_DATA_VALUE, e.Data)
 						return nil
 					})
 				}
-				if e.end {
+				if e.End {
 					item.Uint32(unix.NFTA_SET_ELEM_FLAGS, unix.NFT_SET_ELEM_INTERVAL_END)
 				}
-				if e.comment != "" {
-					item.Bytes(unix.NFTA_SET_ELEM_USERDATA, userdata.AppendString(nil, userdata.TypeComment, e.comment))
+				if e.Comment != "" {
+					item.Bytes(unix.NFTA_SET_ELEM_USERDATA, userdata.AppendString(nil, userdata.TypeComment, e.Comment))
 				}
 				return nil
 			})
@@ -146,8 +146,8 @@ func encodeElems(set string, els []elem) ([]byte, error) {
 	return ae.Encode()
 }
 
-// delTable queues the deletion of the library's table.
-func (b *batch) delTable() error {
+// DelTable queues the deletion of the library's table.
+func (b *Batch) DelTable() error {
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_TABLE_NAME, TableName)
 	data, err := ae.Encode()
@@ -155,22 +155,22 @@ func (b *batch) delTable() error {
 		return err
 	}
 	b.msgs = append(b.msgs, netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(nftType | unix.NFT_MSG_DELTABLE), Flags: netlink.Request | netlink.Acknowledge},
+		Header: netlink.Header{Type: netlink.HeaderType(NFTType | unix.NFT_MSG_DELTABLE), Flags: netlink.Request | netlink.Acknowledge},
 		Data:   append(nfgen(unix.NFPROTO_INET, 0), data...),
 	})
 	return nil
 }
 
-// errGenChanged is returned by commit for a transaction whose generation
+// ErrGenChanged is returned by commit for a transaction whose generation
 // check failed: another transaction committed after the one named.
-var errGenChanged = errors.New("nftables ruleset changed meanwhile")
+var ErrGenChanged = errors.New("nftables ruleset changed meanwhile")
 
-// commit sends the transaction (in pieces of perBatch bytes, each atomic
+// Commit sends the transaction (in pieces of perBatch bytes, each atomic
 // on its own, when it is that large) and waits for the kernel's
 // answer to every message. After an error the socket may still hold
 // answers to the failed transaction's other messages: the caller must not
 // use it again (rawPool.put closes it).
-func (b *batch) commit(c *netlink.Conn) error {
+func (b *Batch) Commit(c *netlink.Conn) error {
 	for lo := 0; lo < len(b.msgs); {
 		hi, size := lo, 0
 		for hi < len(b.msgs) && (hi == lo || size+len(b.msgs[hi].Data) < perBatch) {
@@ -185,12 +185,12 @@ func (b *batch) commit(c *netlink.Conn) error {
 	return nil
 }
 
-func (b *batch) commitPart(c *netlink.Conn, msgs []netlink.Message) error {
+func (b *Batch) commitPart(c *netlink.Conn, msgs []netlink.Message) error {
 	begin := nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)
-	if b.gen != nil {
+	if b.Gen != nil {
 		ae := netlink.NewAttributeEncoder()
 		ae.ByteOrder = binary.BigEndian
-		ae.Uint32(unix.NFNL_BATCH_GENID, *b.gen)
+		ae.Uint32(unix.NFNL_BATCH_GENID, *b.Gen)
 		attrs, err := ae.Encode()
 		if err != nil {
 			return err
@@ -212,7 +212,7 @@ func (b *batch) commitPart(c *netlink.Conn, msgs []netlink.Message) error {
 		replies, err := c.Receive()
 		if err != nil {
 			if errors.Is(err, unix.ERESTART) {
-				return errGenChanged
+				return ErrGenChanged
 			}
 			return nl.Wrap(err)
 		}
@@ -225,20 +225,20 @@ func (b *batch) commitPart(c *netlink.Conn, msgs []netlink.Message) error {
 	return nil
 }
 
-// ruleGeneration returns the ruleset's current generation (NFT_MSG_GETGEN).
-func ruleGeneration(c *netlink.Conn) (uint32, error) {
+// RuleGeneration returns the ruleset's current generation (NFT_MSG_GETGEN).
+func RuleGeneration(c *netlink.Conn) (uint32, error) {
 	msgs, err := c.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(nftType | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Header: netlink.Header{Type: netlink.HeaderType(NFTType | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
 		Data:   nfgen(unix.AF_UNSPEC, 0),
 	})
 	if err != nil {
 		return 0, err
 	}
 	for _, m := range msgs {
-		if len(m.Data) < nfgenmsgLen {
+		if len(m.Data) < NfgenmsgLen {
 			continue
 		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[nfgenmsgLen:])
+		ad, err := netlink.NewAttributeDecoder(m.Data[NfgenmsgLen:])
 		if err != nil {
 			return 0, err
 		}
@@ -252,9 +252,9 @@ func ruleGeneration(c *netlink.Conn) (uint32, error) {
 	return 0, errors.New("no generation in NFT_MSG_NEWGEN reply")
 }
 
-// dialNFT opens a raw nftables socket in host, with a read buffer large
+// DialNFT opens a raw nftables socket in host, with a read buffer large
 // enough for the acknowledgements of a big transaction.
-func dialNFT(host *netns.Handle) (*netlink.Conn, error) {
+func DialNFT(host *netns.Handle) (*netlink.Conn, error) {
 	cfg, err := nl.Config(host)
 	if err != nil {
 		return nil, err

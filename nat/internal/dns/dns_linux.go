@@ -1,11 +1,4 @@
-package nat
-
-// DNS for a connected namespace (Config.DNS). Connect decides from the
-// host's resolv.conf before it touches the kernel (dnsPlan), then, once the
-// link's host address exists, starts the relay if there is one and writes
-// the namespace's resolv.conf into its netns.EtcDir, with a first line
-// naming the owner, so that Close (or Sweep, after a crash) removes exactly
-// what was written.
+package dns
 
 import (
 	"bytes"
@@ -25,53 +18,60 @@ import (
 
 // The host's resolver configuration (variables for tests).
 var (
-	hostResolvConf = "/etc/resolv.conf"
-	resolvedConf   = "/run/systemd/resolve/resolv.conf" // systemd-resolved's upstream servers
+	HostResolvConf = "/etc/resolv.conf"
+	ResolvedConf   = "/run/systemd/resolve/resolv.conf" // systemd-resolved's upstream servers
 )
 
 // resolvedStub is systemd-resolved's stub listener.
 var resolvedStub = netip.MustParseAddr("127.0.0.53")
 
-// dnsPlan is what Connect will do about DNS.
-type dnsPlan struct {
+// Mode is how names resolve in a connected namespace (nat.DNSMode).
+type Mode int
+
+// The modes, as nat.Config.DNS names them.
+const (
+	Auto Mode = iota
+	Servers
+	Relay
+	None
+)
+
+// Plan is what Connect will do about DNS, decided before it touches the
+// kernel.
+type Plan struct {
 	conf     resolv.Conf // to write (servers; for a relay, filled in later)
 	write    bool
 	upstream netip.Addr // relay to this loopback resolver; invalid if no relay
-	auto     bool       // DNSAuto: where nothing can be written, go on without
+	auto     bool       // Auto: where nothing can be written, go on without
 }
 
-// plan decides, from the host's files, what the namespace gets; an
-// IPv6-only link (v4 false) reaches only IPv6 servers.
-func (c Config) dnsPlan(v4 bool) (dnsPlan, error) {
-	host, err := resolv.Read(hostResolvConf)
+// Writes reports whether the plan writes a resolv.conf.
+func (p Plan) Writes() bool { return p.write }
+
+// Decide decides, from the host's files, what the namespace gets with
+// mode (servers: Servers' servers, checked by the caller); an IPv6-only
+// link (v4 false) reaches only IPv6 servers.
+func Decide(mode Mode, servers []netip.Addr, v4 bool) (Plan, error) {
+	host, err := resolv.Read(HostResolvConf)
 	missing := errors.Is(err, os.ErrNotExist)
 	if err != nil && !missing {
-		return dnsPlan{}, fmt.Errorf("dns: %w", err)
+		return Plan{}, fmt.Errorf("dns: %w", err)
 	}
-	switch c.DNS {
-	case DNSNone:
-		return dnsPlan{}, nil
-	case DNSServers:
-		if len(c.DNSServers) == 0 {
-			return dnsPlan{}, invalid("DNS: DNSServers without Config.DNSServers")
-		}
+	switch mode {
+	case None:
+		return Plan{}, nil
+	case Servers:
 		conf := host
 		conf.Servers = nil
-		for _, s := range c.DNSServers {
-			if !s.IsValid() || s.IsUnspecified() || s.IsMulticast() {
-				return dnsPlan{}, invalid("DNS server %v", s)
-			}
+		for _, s := range servers {
 			conf.Servers = append(conf.Servers, s.Unmap())
 		}
-		return dnsPlan{conf: conf, write: true}, nil
-	case DNSRelay:
-		return dnsPlan{conf: host, write: true, upstream: loopbackServer(host)}, nil
-	case DNSAuto:
-	default:
-		return dnsPlan{}, invalid("DNS mode %v", c.DNS)
+		return Plan{conf: conf, write: true}, nil
+	case Relay:
+		return Plan{conf: host, write: true, upstream: loopbackServer(host)}, nil
 	}
 	if missing {
-		return dnsPlan{}, nil
+		return Plan{}, nil
 	}
 	reachable := func(c resolv.Conf) resolv.Conf {
 		r := c.Reachable()
@@ -81,19 +81,19 @@ func (c Config) dnsPlan(v4 bool) (dnsPlan, error) {
 		return r
 	}
 	if r := reachable(host); len(r.Servers) > 0 {
-		return dnsPlan{conf: r, write: true, auto: true}, nil
+		return Plan{conf: r, write: true, auto: true}, nil
 	}
 	// Only loopback servers (or none): systemd-resolved's upstream file,
 	// if it names servers the namespace can reach, or else a relay.
-	if up, err := resolv.Read(resolvedConf); err == nil {
+	if up, err := resolv.Read(ResolvedConf); err == nil {
 		if r := reachable(up); len(r.Servers) > 0 {
 			if len(r.Search) == 0 {
 				r.Search = host.Search
 			}
-			return dnsPlan{conf: r, write: true, auto: true}, nil
+			return Plan{conf: r, write: true, auto: true}, nil
 		}
 	}
-	return dnsPlan{conf: host, write: true, upstream: loopbackServer(host), auto: true}, nil
+	return Plan{conf: host, write: true, upstream: loopbackServer(host), auto: true}, nil
 }
 
 // loopbackServer is the host resolver a relay forwards to: the first
@@ -151,7 +151,7 @@ func (f dnsFile) remove() error {
 		if b, rerr := os.ReadFile(f.path); rerr == nil && bytes.Equal(b, f.content) {
 			err = os.Remove(f.path)
 		} else if errors.Is(rerr, os.ErrNotExist) {
-			err = fmt.Errorf("dns: %s %w", f.path, errGone)
+			err = fmt.Errorf("dns: %s already gone: %w", f.path, os.ErrNotExist)
 		}
 	}
 	if f.madeDir != "" {
@@ -160,13 +160,13 @@ func (f dnsFile) remove() error {
 	return err
 }
 
-// sweepResolvConfs removes the resolv.conf files that owners no longer
+// Sweep removes the resolv.conf files that owners no longer
 // running wrote for links in host (and the directories they made, if
 // empty). The files are the file system's, shared by every host
 // namespace, but owners are known live only per host namespace: the mark
 // says which host the link was in ("host=ID"), and only that host's are
 // judged.
-func sweepResolvConfs(host *netns.Handle) (int, error) {
+func Sweep(host *netns.Handle) (int, error) {
 	hostMark := fmt.Sprintf(" host=%d ", host.ID())
 	var paths []string
 	var ids []string
@@ -200,43 +200,56 @@ func sweepResolvConfs(host *netns.Handle) (int, error) {
 	return n, nil
 }
 
-// startDNS starts the link's relay, if the plan has one, and writes the
-// namespace's resolv.conf. A resolver already listening on every address
-// of the host (port 53 taken) answers the namespace itself: no relay.
-func (l *Link) startDNS(plan dnsPlan, mark string) error {
-	if plan.upstream.IsValid() {
-		// On the link's IPv4 host address, or IPv6's for an IPv6-only link.
-		n := l.nets[0]
-		r, err := startRelay(l.host, n.host, plan.upstream, n.prefix)
-		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("relay: %w", err)
-		}
-		l.relay = r
-		plan.conf.Servers = []netip.Addr{n.host}
-	}
-	f, err := writeResolvConf(l.etcDir, plan.conf, mark)
-	if err != nil && plan.auto && (errors.Is(err, syscall.EROFS) || errors.Is(err, os.ErrPermission)) {
-		// A read-only /etc (many containers): the namespace resolves as
-		// the host does, which DNSAuto can live with.
-		l.stopDNS()
-		return nil
-	}
-	if err != nil {
-		l.stopDNS()
-		return err
-	}
-	l.resolvConf = f
-	return nil
+// Setup is a link's DNS: its relay, if it has one, and the resolv.conf
+// written for it. Its methods are not safe for concurrent use (the link's
+// lock guards it).
+type Setup struct {
+	relay *relay
+	file  dnsFile
 }
 
-// stopDNS stops the relay and removes the resolv.conf; a file someone
-// else removed meanwhile is errGone.
-func (o *owned) stopDNS() error {
-	if o.relay != nil {
-		o.relay.close()
-		o.relay = nil
+// Start starts the link's relay, if the plan has one, on hostAddr in host
+// for the clients of prefix, and writes the namespace's resolv.conf into
+// etcDir, its first line naming mark. A resolver already listening on
+// every address of the host (port 53 taken) answers the namespace itself:
+// no relay. A failure leaves nothing.
+func Start(plan Plan, host *netns.Handle, etcDir string, hostAddr netip.Addr, prefix netip.Prefix, mark string) (*Setup, error) {
+	s := &Setup{}
+	if plan.upstream.IsValid() {
+		r, err := startRelay(host, hostAddr, plan.upstream, prefix)
+		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("relay: %w", err)
+		}
+		s.relay = r
+		plan.conf.Servers = []netip.Addr{hostAddr}
 	}
-	err := o.resolvConf.remove()
-	o.resolvConf = dnsFile{}
+	f, err := writeResolvConf(etcDir, plan.conf, mark)
+	if err != nil && plan.auto && (errors.Is(err, syscall.EROFS) || errors.Is(err, os.ErrPermission)) {
+		// A read-only /etc (many containers): the namespace resolves as
+		// the host does, which Auto can live with.
+		s.Stop()
+		return &Setup{}, nil
+	}
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	s.file = f
+	return s, nil
+}
+
+// Stop stops the relay and removes the resolv.conf; a file someone else
+// removed meanwhile is an error matching os.ErrNotExist. A nil Setup has
+// nothing to stop. Idempotent.
+func (s *Setup) Stop() error {
+	if s == nil {
+		return nil
+	}
+	if s.relay != nil {
+		s.relay.close()
+		s.relay = nil
+	}
+	err := s.file.remove()
+	s.file = dnsFile{}
 	return err
 }

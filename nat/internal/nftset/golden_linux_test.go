@@ -1,0 +1,15 @@
+package nftset
+
+import (
+	"testing"
+
+	"github.com/nsnet/nsnet/internal/nftgolden"
+)
+
+// TestSkeletonGolden: the table, its sets, chains and eighteen rules, byte
+// for byte as sent to the kernel (the privileged tests check what the
+// kernel makes of them with nft and real traffic). Runs without root.
+func TestSkeletonGolden(t *testing.T) {
+	nftgolden.Check(t, "skeleton.golden", nftgolden.Messages(t, AddSkeleton))
+}
+
