@@ -1,9 +1,9 @@
 package nat
 
 import (
-	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 
 	"github.com/nsnet/nsnet/internal/nl"

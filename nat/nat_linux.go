@@ -40,8 +40,8 @@ type owned struct {
 	// persistent: the link is the persistent owner's (Config.Persistent):
 	// Close removes it as Remove does.
 	persistent bool
-	dns    *dns.Setup // the namespace's resolv.conf and relay (nil: none)
-	etcDir string     // the namespace's netns.EtcDir
+	dns        *dns.Setup // the namespace's resolv.conf and relay (nil: none)
+	etcDir     string     // the namespace's netns.EtcDir
 	// dockerUser is the comment of the link's rules in Docker's
 	// DOCKER-USER chain, "" if it has none (see dockeruser_linux.go).
 	dockerUser string

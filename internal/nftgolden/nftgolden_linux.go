@@ -92,4 +92,3 @@ func firstDiff(want, got string) string {
 	}
 	return ""
 }
-

@@ -19,12 +19,12 @@ type Entries struct {
 	Prefixes []netip.Prefix
 	// Routed lists the families (unix.NFPROTO_IPV4, _IPV6) forwarded
 	// without masquerade.
-	Routed   []byte
-	NSAddr   netip.Addr // the namespace's IPv4 address (published ports' target)
-	NSAddr6  netip.Addr // the namespace's IPv6 address (published IPv6 ports' target)
+	Routed        []byte
+	NSAddr        netip.Addr // the namespace's IPv4 address (published ports' target)
+	NSAddr6       netip.Addr // the namespace's IPv6 address (published IPv6 ports' target)
 	AllowSiblings bool
-	Mark     string    // owner mark, the comment of each entry
-	Ports    []PortMap // published ports
+	Mark          string    // owner mark, the comment of each entry
+	Ports         []PortMap // published ports
 }
 
 // FamilyOf is an address's family as meta nfproto gives it.
@@ -201,6 +201,5 @@ func (pm PortMap) Elems(e Entries) []Elem {
 		{Set: links, Key: pm.Key(), Data: IfIndex(e.Link), Comment: e.Mark},
 	}
 }
-
 
 func (pm PortMap) Loopback() bool { return pm.Addr.IsLoopback() }

@@ -12,4 +12,3 @@ import (
 func TestSkeletonGolden(t *testing.T) {
 	nftgolden.Check(t, "skeleton.golden", nftgolden.Messages(t, AddSkeleton))
 }
-

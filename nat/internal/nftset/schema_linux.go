@@ -16,18 +16,18 @@ import (
 // live links and which a rename does not change: a name can be reused or
 // renamed under the library, an index cannot.
 const (
-	SetLinks     = "links"       // iface_index: host ends of our links
-	SetEgress    = "egress"      // iface_index . iface_index . nf_proto: host end . its uplink . a family it forwards
-	SetMasq      = "masq"        // iface_index . iface_index . nf_proto: host end . its uplink . a family it masquerades
-	SetSiblings  = "siblings"    // iface_index: links that may talk to each other
-	SetClaims    = "claims"      // map ipv4_addr . inet_service : mark: IPv4 prefixes held (see protocol_linux.go)
-	SetClaims6   = "claims6"     // map ipv6_addr . inet_service : mark: IPv6 prefixes held
-	SetUplinks   = "uplinks"     // iface_index . nf_proto . ifname: uplink . family . owner using its forwarding
-	SetOpened    = "opened"      // iface_index . nf_proto: uplinks (and families) whose forwarding nsnet turned on
-	SetPorts     = "ports"       // map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service: published ports
+	SetLinks      = "links"       // iface_index: host ends of our links
+	SetEgress     = "egress"      // iface_index . iface_index . nf_proto: host end . its uplink . a family it forwards
+	SetMasq       = "masq"        // iface_index . iface_index . nf_proto: host end . its uplink . a family it masquerades
+	SetSiblings   = "siblings"    // iface_index: links that may talk to each other
+	SetClaims     = "claims"      // map ipv4_addr . inet_service : mark: IPv4 prefixes held (see protocol_linux.go)
+	SetClaims6    = "claims6"     // map ipv6_addr . inet_service : mark: IPv6 prefixes held
+	SetUplinks    = "uplinks"     // iface_index . nf_proto . ifname: uplink . family . owner using its forwarding
+	SetOpened     = "opened"      // iface_index . nf_proto: uplinks (and families) whose forwarding nsnet turned on
+	SetPorts      = "ports"       // map ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service: published ports
 	SetPortLinks  = "port_links"  // map ipv4_addr . inet_proto . inet_service : mark: the host end of each
-	SetSame      = "same"        // iface_index . iface_index: host end . itself, for hairpin traffic
-	SetPorts6    = "ports6"      // map ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service: published IPv6 ports
+	SetSame       = "same"        // iface_index . iface_index: host end . itself, for hairpin traffic
+	SetPorts6     = "ports6"      // map ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service: published IPv6 ports
 	SetPortLinks6 = "port_links6" // map ipv6_addr . inet_proto . inet_service : mark: the host end of each
 )
 
@@ -367,4 +367,3 @@ func publishedDNAT(fam byte) []expr.Any {
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(fam), RegAddrMin: 1, RegAddrMax: 1,
 			RegProtoMin: proto, RegProtoMax: proto, Specified: true})
 }
-
