@@ -88,7 +88,7 @@ func (o *owned) close(what string, deleteVeth bool) error {
 //  1. DNS: the relay stopped, the resolv.conf removed;
 //  2. quiesce: the pairs deleted and unlisted (Links), or the forwarding
 //     AddRules turned on turned off (Rules): nothing passes any more;
-//  3. conntrack: the links' connections forgotten (see forgetFlows);
+//  3. conntrack: the links' connections forgotten (see flows.Forget);
 //  4. DOCKER-USER rules removed;
 //  5. nftables: the set entries removed, and each uplink forwarding that
 //     no nsnet link uses any more given back;

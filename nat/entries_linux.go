@@ -169,7 +169,7 @@ func (hs *hostState) uplinkUsers(host *netns.Handle, uplink upKey) ([]uplinkUser
 	}
 	users, err := readUplinkUsers(c, uplink)
 	hs.putNFT(c, err)
-	if isENOENT(err) {
+	if nftset.IsENOENT(err) {
 		hs.tableGone()
 		return nil, nil
 	}
@@ -192,7 +192,7 @@ func (hs *hostState) delEntries(host *netns.Handle, els []nftset.Elem, others ..
 		return err
 	}
 	err := hs.commit(host, &b)
-	if !isENOENT(err) {
+	if !nftset.IsENOENT(err) {
 		return err
 	}
 	// The kernel refused the whole transaction for the missing ones:
@@ -201,7 +201,7 @@ func (hs *hostState) delEntries(host *netns.Handle, els []nftset.Elem, others ..
 	if err := b.Del(append(els, others...), true); err != nil {
 		return err
 	}
-	if err := hs.commit(host, &b); err != nil && !isENOENT(err) {
+	if err := hs.commit(host, &b); err != nil && !nftset.IsENOENT(err) {
 		return err // (ENOENT now: the table itself is gone)
 	}
 	return fmt.Errorf("set entries %w", errGone)

@@ -1,13 +1,12 @@
 package nat
 
 import (
-	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"time"
 
-	"github.com/mdlayher/netlink"
-	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/google/nftables"
+	"github.com/nsnet/nsnet/nat/internal/firewall"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/netns"
-	"golang.org/x/sys/unix"
 )
 
 // A firewall reload (nft flush ruleset, systemctl restart nftables, a
@@ -28,11 +27,10 @@ import (
 const guardEvery = 200 * time.Millisecond
 
 // startGuard starts the guard of a host state that just got its first
-// link, with its notification socket w; leave stops it.
-func (hs *hostState) startGuard(host *netns.Handle, w *nl.Watch) {
-	hs.fwMu.Lock()
-	hs.fwWatch, hs.fwDirty = w, true
-	hs.fwMu.Unlock()
+// link, with its ruleset monitor fw; leave stops it. The caller holds
+// hs.ownerMu.
+func (hs *hostState) startGuard(host *netns.Handle, fw *firewall.Monitor) {
+	hs.fw = fw
 	stop := make(chan struct{})
 	hs.guardStop = stop
 	go func() {
@@ -49,33 +47,15 @@ func (hs *hostState) startGuard(host *netns.Handle, w *nl.Watch) {
 	}()
 }
 
-// pollNFT reads the notifications queued since the last look: a changed
-// table, chain or rule marks the firewall check dirty; the library's table
-// deleted (or notifications lost) makes restore run.
+// pollNFT reads the notifications queued since the last look: the
+// library's table deleted (or notifications lost) makes restore run, a
+// change of Docker's tables restoreDockerUser.
 func (hs *hostState) pollNFT(host *netns.Handle) {
-	hs.fwMu.Lock()
-	if hs.fwWatch == nil {
-		hs.fwMu.Unlock()
+	fw := hs.monitor()
+	if fw == nil {
 		return
 	}
-	lost, docker := false, false
-	err := hs.fwWatch.Poll(func(typ, _ uint16, body []byte) {
-		switch typ {
-		case nftset.NFTType | unix.NFT_MSG_DELTABLE:
-			lost = lost || deletesOurTable(body)
-			docker = docker || inDockerTable(body)
-			hs.fwDirty = true
-		case nftset.NFTType | unix.NFT_MSG_DELCHAIN, nftset.NFTType | unix.NFT_MSG_DELRULE, nftset.NFTType | unix.NFT_MSG_NEWCHAIN:
-			docker = docker || inDockerTable(body)
-			hs.fwDirty = true
-		case nftset.NFTType | unix.NFT_MSG_NEWTABLE, nftset.NFTType | unix.NFT_MSG_NEWRULE:
-			hs.fwDirty = true
-		}
-	})
-	if err != nil {
-		hs.fwDirty, lost, docker = true, true, true // lost notifications: make sure
-	}
-	hs.fwMu.Unlock()
+	lost, docker := fw.Poll()
 	if lost {
 		hs.restore(host)
 	}
@@ -83,35 +63,6 @@ func (hs *hostState) pollNFT(host *netns.Handle) {
 		hs.restoreDockerUser(host)
 	}
 }
-
-// tableOf returns the table an nftables table, chain or rule notification
-// is about, for family fam only ("" otherwise): the first attribute of
-// each, NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE} (all 1), names the table.
-func tableOf(b []byte, fam byte) string {
-	if len(b) < nftset.NfgenmsgLen || b[0] != fam {
-		return ""
-	}
-	ad, err := netlink.NewAttributeDecoder(b[nftset.NfgenmsgLen:])
-	if err != nil {
-		return ""
-	}
-	for ad.Next() {
-		if ad.Type() == unix.NFTA_TABLE_NAME {
-			return ad.String()
-		}
-	}
-	return ""
-}
-
-// inDockerTable reports whether a notification is for table ip filter
-// or ip6 filter (Docker's, see dockeruser_linux.go).
-func inDockerTable(b []byte) bool {
-	return tableOf(b, unix.NFPROTO_IPV4) == dockerTable.Name || tableOf(b, unix.NFPROTO_IPV6) == dockerTable6.Name
-}
-
-// deletesOurTable reports whether an NFT_MSG_DELTABLE notification is for
-// the library's table (family inet, name nsnet).
-func deletesOurTable(b []byte) bool { return tableOf(b, unix.NFPROTO_INET) == TableName }
 
 // restore makes the table again with the entries of the process's live
 // links, if it has any. Adds are not exclusive here: entries already back
@@ -162,4 +113,39 @@ func (hs *hostState) removeLive(o *owned) {
 	hs.mu.Lock()
 	delete(hs.live, o)
 	hs.mu.Unlock()
+}
+
+// restoreDockerUser puts back the DOCKER-USER rules of live links that
+// lack them (see firewall.RestoreDockerUser), holding restoreMu as
+// restore does.
+func (hs *hostState) restoreDockerUser(host *netns.Handle) {
+	hs.restoreMu.Lock()
+	defer hs.restoreMu.Unlock()
+	var links []firewall.DockerUserLink
+	hs.mu.Lock()
+	for o := range hs.live {
+		if o.dockerUser != "" {
+			links = append(links, firewall.DockerUserLink{Name: o.vethName, Comment: o.dockerUser, Fams: o.dockerFams})
+		}
+	}
+	hs.mu.Unlock()
+	if len(links) == 0 {
+		return
+	}
+	c, err := hs.nft(host)
+	if err != nil {
+		return
+	}
+	err = firewall.RestoreDockerUser(c, links)
+	hs.putNFT(c, err)
+}
+
+// acceptInDockerUser and dropDockerUser are the firewall package's, on an
+// idle nftables connection of the host state.
+func (hs *hostState) acceptInDockerUser(host *netns.Handle, fams []byte, name, comment string) error {
+	return hs.withNFT(host, func(c *nftables.Conn) error { return firewall.AcceptInDockerUser(c, fams, name, comment) })
+}
+
+func (hs *hostState) dropDockerUser(host *netns.Handle, comments map[string]int) error {
+	return hs.withNFT(host, func(c *nftables.Conn) error { return firewall.DropDockerUser(c, comments) })
 }

@@ -3,6 +3,8 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/firewall"
+	"github.com/nsnet/nsnet/nat/internal/hostview"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
@@ -28,7 +30,7 @@ type hostState struct {
 	key       uint64 // the host namespace's ID
 	mu        sync.Mutex
 	links     int             // Links and Rules being made or alive
-	ownerMu   sync.Mutex      // guards ownerFD and guardStop, held while they are made
+	ownerMu   sync.Mutex      // guards ownerFD, guardStop and fw, held while they are made
 	ownerFD   int             // owner socket (see protocol_linux.go), -1 if none
 	guardStop chan struct{}   // ends the guard (see guard_linux.go)
 	live      map[*owned]bool // Links and Rules made and not closed, for the guard
@@ -54,19 +56,11 @@ type hostState struct {
 	nfts  []*nftables.Conn
 	raws  []*netlink.Conn
 	cts   []*conntrack.Conn
-	// fwMu guards the other-firewall check: its watch socket (read
-	// without waiting) and its finding.
-	fwMu      sync.Mutex
-	fwWatch   *nl.Watch // nftables notifications, read without waiting
-	fwDirty   bool      // a table, chain or rule changed since the last check
-	legacy    legacyFinding
-	fwChecked bool
-	fwView    firewallView
+	// fw follows the ruleset (see guard_linux.go and the firewall
+	// package); set by the first link, cleared by the last, under ownerMu.
+	fw *firewall.Monitor
 
-	// routesMu serialises the route cache: reading the notifications
-	// queued since the last look never waits for the kernel.
-	routesMu sync.Mutex
-	routes   routeCache
+	view hostview.View // the host's routes and addresses (its own lock)
 }
 
 // registration is this process's share of an uplink's forwarding in the
@@ -108,28 +102,36 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 	// no other process can take a mark of a live process for a dead one's.
 	hs.ownerMu.Lock()
 	defer hs.ownerMu.Unlock()
-	if hs.ownerFD >= 0 {
+	watching := hs.fw != nil
+	if hs.ownerFD >= 0 && watching {
 		return hs, nil
 	}
-	// The first link: what is done inside the host namespace goes in one
-	// thread switch (each is a setns and back): the owner socket, the nftables
+	// The first link (or the first after the last one's leave, while its
+	// owner socket waited for its delete): what is missing, in one thread
+	// switch (each is a setns and back): the owner socket, the nftables
 	// notification socket (see guard_linux.go) and a look at the legacy
-	// iptables FORWARD policy (see firewall_linux.go).
+	// iptables FORWARD policy (see the firewall package).
 	var (
-		fd     = -1
-		w      *nl.Watch
-		legacy legacyFinding
+		fd         = -1
+		w          *nl.Watch
+		legacyDrop bool
+		legacyErr  error
 	)
 	err := host.Do(func() error {
 		var err error
-		if fd, err = owner.BindSelf(); err != nil {
-			return fmt.Errorf("owner socket: %w", err)
+		if hs.ownerFD < 0 {
+			if fd, err = owner.BindSelf(); err != nil {
+				return fmt.Errorf("owner socket: %w", err)
+			}
+		}
+		if watching {
+			return nil
 		}
 		// nil: the calling thread's namespace, which is host's here.
 		if w, err = nl.DialWatchFamily(nil, unix.NETLINK_NETFILTER, unix.NFNLGRP_NFTABLES); err != nil {
 			return err
 		}
-		legacy.drop, legacy.err = legacyForwardDropHere()
+		legacyDrop, legacyErr = firewall.LegacyForwardDropHere()
 		return nil
 	})
 	if err != nil {
@@ -141,19 +143,13 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 		hs.ownerMu.Lock() // for the deferred unlock
 		return nil, err
 	}
-	hs.ownerFD = fd
-	hs.fwMu.Lock()
-	hs.legacy = legacy
-	hs.fwMu.Unlock()
-	hs.startGuard(host, w)
+	if fd >= 0 {
+		hs.ownerFD = fd
+	}
+	if !watching {
+		hs.startGuard(host, firewall.NewMonitor(w, legacyDrop, legacyErr))
+	}
 	return hs, nil
-}
-
-// legacyFinding is what the first link found of the legacy iptables
-// FORWARD policy.
-type legacyFinding struct {
-	drop bool
-	err  error
 }
 
 // leave uncounts one link; after the last, it removes the table if no
@@ -185,18 +181,13 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	clear(hs.uplinks)
 	clear(hs.regs)
 	hs.tableReady = false
-	hs.fwMu.Lock()
-	socks.watch = hs.fwWatch // a netfilter socket too: closed with the others
-	hs.fwWatch, hs.fwDirty, hs.fwChecked, hs.fwView = nil, false, false, firewallView{}
-	hs.fwMu.Unlock()
-	hs.routesMu.Lock()
-	hs.routes.close()
-	hs.routesMu.Unlock()
+	hs.view.Close()
 	hs.ownerMu.Lock()
 	if hs.guardStop != nil {
 		close(hs.guardStop)
 		hs.guardStop = nil
 	}
+	socks.fw, hs.fw = hs.fw, nil // a netfilter socket too: closed with the others
 	hs.ownerMu.Unlock()
 	socks.owner = hs // the owner socket goes last, with the sockets
 	return socks, err
@@ -239,8 +230,8 @@ type idleSockets struct {
 	nft   []*nftables.Conn
 	raw   []*netlink.Conn
 	ct    []*conntrack.Conn
-	watch *nl.Watch  // nftables notifications (see guard_linux.go)
-	owner *hostState // after the last link: release its owner socket too
+	fw    *firewall.Monitor // its nftables notifications socket (see guard_linux.go)
+	owner *hostState        // after the last link: release its owner socket too
 }
 
 // nftConn and rawConn return one of s's sockets, dialling one (kept in s,
@@ -277,8 +268,8 @@ func (s idleSockets) close() {
 	for _, c := range s.ct {
 		c.Close()
 	}
-	if s.watch != nil {
-		s.watch.Close()
+	if s.fw != nil {
+		s.fw.Close()
 	}
 	if s.owner != nil {
 		s.owner.releaseOwner()
@@ -350,6 +341,18 @@ func (hs *hostState) commit(host *netns.Handle, b *nftset.Batch) error {
 	return err
 }
 
+// withNFT runs fn with an idle google/nftables connection of the host
+// state.
+func (hs *hostState) withNFT(host *netns.Handle, fn func(*nftables.Conn) error) error {
+	c, err := hs.nft(host)
+	if err != nil {
+		return err
+	}
+	err = fn(c)
+	hs.putNFT(c, err)
+	return err
+}
+
 // nftConn opens a lasting google/nftables connection in the host
 // namespace, with a read buffer large enough for big set listings.
 func nftConn(host *netns.Handle) (*nftables.Conn, error) {
@@ -411,7 +414,7 @@ func (hs *hostState) makeTable(host *netns.Handle) error {
 	// Connect (of every CNI ADD, which is one), where the look costs one
 	// dump of the table's sets.
 	err := hs.ownTable(host)
-	if err == nil || !isENOENT(err) {
+	if err == nil || !nftset.IsENOENT(err) {
 		return err
 	}
 	for attempt := 0; attempt < 4; attempt++ {
@@ -429,7 +432,7 @@ func (hs *hostState) makeTable(host *netns.Handle) error {
 		}
 		// Another process made it: if it is ours, fine. It may also be
 		// gone again already (that process's last Close): make it again.
-		if err = hs.ownTable(host); !isENOENT(err) {
+		if err = hs.ownTable(host); !nftset.IsENOENT(err) {
 			return err
 		}
 	}
@@ -452,19 +455,12 @@ func (hs *hostState) commitEntries(host *netns.Handle, b *nftset.Batch) error {
 		if err = hs.ensureTable(host); err != nil {
 			return fmt.Errorf("nftables table: %w", err)
 		}
-		if err = hs.commit(host, b); !isENOENT(err) {
+		if err = hs.commit(host, b); !nftset.IsENOENT(err) {
 			return err
 		}
 		hs.tableGone()
 	}
 	return err
-}
-
-// isENOENT reports a missing table or set. google/nftables formats some
-// receive errors with %v, which drops the errno from the chain, so the
-// message is the fallback.
-func isENOENT(err error) bool {
-	return err != nil && (errors.Is(err, unix.ENOENT) || strings.HasSuffix(err.Error(), unix.ENOENT.Error()))
 }
 
 // reserve records the prefixes and namespace of a Link about to be made
@@ -536,37 +532,32 @@ func dupHandle(h *netns.Handle) (*netns.Handle, error) {
 	return netns.OpenPath(fmt.Sprintf("/proc/thread-self/fd/%d", fd))
 }
 
-// firewall returns what the other firewalls look like (see
-// firewall_linux.go). It looks at the first Connect of a host state, and
-// again whenever nftables notifications say that a table, chain or rule
-// changed since; the legacy table is what the first link found.
-func (hs *hostState) firewall(host *netns.Handle) (firewallView, error) {
+// firewall returns what the other firewalls look like (see the firewall
+// package): looked at by the first Connect of a host state, and again
+// whenever nftables notifications say that a table, chain or rule changed.
+func (hs *hostState) firewall(host *netns.Handle) (firewall.View, error) {
 	hs.pollNFT(host)
-	hs.fwMu.Lock()
-	look, legacy := hs.fwDirty || !hs.fwChecked, hs.legacy
-	hs.fwDirty = false
-	view := hs.fwView
-	hs.fwMu.Unlock()
-	if look {
-		c, err := hs.nft(host)
-		if err == nil {
-			view, err = foreignDrop(c)
-			hs.putNFT(c, err)
-		}
-		if err == nil {
-			view.legacyDrop, err = legacy.drop, legacy.err
-		}
-		if err != nil {
-			hs.fwMu.Lock()
-			hs.fwDirty = true // look again next time
-			hs.fwMu.Unlock()
-			return view, err
-		}
-		hs.fwMu.Lock()
-		hs.fwChecked, hs.fwView = true, view
-		hs.fwMu.Unlock()
+	fw := hs.monitor()
+	if fw == nil {
+		return firewall.View{}, fmt.Errorf("firewall check: %w", os.ErrClosed) // (a link is counted: not reached)
 	}
-	return view, nil
+	return fw.View(func() (firewall.View, error) {
+		c, err := hs.nft(host)
+		if err != nil {
+			return firewall.View{}, err
+		}
+		v, err := firewall.Look(c)
+		hs.putNFT(c, err)
+		return v, err
+	})
+}
+
+// monitor returns the ruleset monitor, nil when the process has no link
+// in the host.
+func (hs *hostState) monitor() *firewall.Monitor {
+	hs.ownerMu.Lock()
+	defer hs.ownerMu.Unlock()
+	return hs.fw
 }
 
 type uplinkInfo struct {
@@ -595,28 +586,17 @@ func inspectHost(hs *hostState, host *netns.Handle, hc *nl.Conn, uplink string, 
 		}
 		upIdx = int(l.Index)
 	}
-	hs.routesMu.Lock()
-	if err := hs.routes.refresh(host, hc); err != nil {
-		hs.routesMu.Unlock()
+	var prefixes []netip.Prefix
+	if checkOverlap {
+		prefixes = nets.prefixes()
+	}
+	defFam := nets[0].fam()
+	facts, err := hs.view.Ask(host, hc, prefixes, upIdx, defFam)
+	if err != nil {
 		return uplinkInfo{}, fmt.Errorf("host routes: %w", err)
 	}
-	var overlap *routeKey
-	if checkOverlap {
-		for _, n := range nets {
-			if overlap = hs.routes.overlap(n.prefix); overlap != nil {
-				break
-			}
-		}
-	}
-	var defaults []int
-	defFam := nets[0].fam()
-	if uplink == "" {
-		if defaults = hs.routes.defaultLinks(defFam); len(defaults) == 1 {
-			upIdx = defaults[0]
-		}
-	}
-	hasV4, hasV6 := hs.routes.locals[upIdx] > 0, hs.routes.globals6[upIdx] > 0
-	hs.routesMu.Unlock()
+	defaults, overlap, hasV4, hasV6 := facts.Defaults, facts.Overlap, facts.HasV4, facts.HasV6
+	upIdx = facts.Uplink
 	if uplink == "" {
 		switch {
 		case len(defaults) == 0:
@@ -665,16 +645,16 @@ var errDeadHolder = errors.New("held by a dead owner")
 // overlapErr is the ErrOverlap for route k of the host, naming the link it
 // belongs to and, for one of nsnet's, its owner; it also matches
 // errDeadHolder when that owner is dead.
-func (hs *hostState) overlapErr(host *netns.Handle, hc *nl.Conn, k routeKey) error {
+func (hs *hostState) overlapErr(host *netns.Handle, hc *nl.Conn, k hostview.RouteKey) error {
 	what := "route"
-	if k.typ == unix.RTN_LOCAL {
+	if k.Type == unix.RTN_LOCAL {
 		what = "address"
 	}
-	err := fmt.Errorf("%w: host %s %v", ErrOverlap, what, k.dst)
-	if k.oif == 0 {
+	err := fmt.Errorf("%w: host %s %v", ErrOverlap, what, k.Dst)
+	if k.OIF == 0 {
 		return err
 	}
-	msgs, qerr := hc.Query(nl.GetLinkByIndex(k.oif))
+	msgs, qerr := hc.Query(nl.GetLinkByIndex(k.OIF))
 	if qerr != nil {
 		return err
 	}
@@ -691,9 +671,9 @@ func (hs *hostState) overlapErr(host *netns.Handle, hc *nl.Conn, k routeKey) err
 			case live[o.ID]:
 				holder += fmt.Sprintf(" of live pid %d (nsnet owner %s)", o.PID, o.ID)
 			default:
-				return fmt.Errorf("%w: host %s %v of link %s, %w (pid %d, owner %s)", ErrOverlap, what, k.dst, link.Attributes.Name, errDeadHolder, o.PID, o.ID)
+				return fmt.Errorf("%w: host %s %v of link %s, %w (pid %d, owner %s)", ErrOverlap, what, k.Dst, link.Attributes.Name, errDeadHolder, o.PID, o.ID)
 			}
 		}
 	}
-	return fmt.Errorf("%w: host %s %v of %s", ErrOverlap, what, k.dst, holder)
+	return fmt.Errorf("%w: host %s %v of %s", ErrOverlap, what, k.Dst, holder)
 }

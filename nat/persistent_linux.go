@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/flows"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"os"
 	"slices"
@@ -76,7 +77,7 @@ func removePersistent(ctx context.Context, host *netns.Handle, index int, hostVe
 		} else if !gone[0] {
 			found = true
 		}
-		if err := forgetFlows(host, index); err != nil {
+		if err := flows.Forget(host, index); err != nil {
 			errs = append(errs, fmt.Errorf("conntrack: %w", err))
 		}
 	}
@@ -108,7 +109,7 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 	}
 	defer func() { raw.Close() }()
 	if err := ownTableOn(c); err != nil {
-		if isENOENT(err) || errors.Is(err, ErrForeignTable) {
+		if nftset.IsENOENT(err) || errors.Is(err, ErrForeignTable) {
 			return false, nil
 		}
 		return false, err
@@ -121,7 +122,7 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 	left := map[upKey]bool{} // uplink forwardings other persistent links use
 	for _, set := range append(slices.Clone(nftset.LinkSets), nftset.SetClaims, nftset.SetClaims6) {
 		els, err := c.GetSetElements(nftset.ByName[set])
-		if isENOENT(err) {
+		if nftset.IsENOENT(err) {
 			return false, nil
 		}
 		if err != nil {
@@ -169,7 +170,7 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 	if err := b.Del(gone, true); err != nil {
 		return true, err
 	}
-	if err := b.Commit(raw); err != nil && !isENOENT(err) {
+	if err := b.Commit(raw); err != nil && !nftset.IsENOENT(err) {
 		errs = append(errs, fmt.Errorf("set entries: %w", err))
 	}
 	if len(errs) == 0 {
@@ -270,7 +271,7 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 	}
 	defer c.CloseLasting()
 	els, err := c.GetSetElements(nftset.ByName[nftset.SetLinks])
-	if isENOENT(err) {
+	if nftset.IsENOENT(err) {
 		return nil, nil
 	}
 	if err != nil {

@@ -4,7 +4,7 @@ package nat
 // (host address . protocol . port : namespace address . port), which the
 // prerouting and output chains' DNAT reads, and in port_links (same key :
 // the host end's index), with which the same rule marks the connection, so
-// that Close and Unpublish find its conntrack entries (see forgetFlows).
+// that Close and Unpublish find its conntrack entries (see flows.Forget).
 // Both are added with NLM_F_EXCL in one transaction: a port published
 // already, by this process or another, is refused by the kernel (EEXIST,
 // os.ErrExist), atomically. The forward chain accepts connections whose
@@ -18,6 +18,7 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/flows"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
@@ -27,7 +28,6 @@ import (
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 )
 
@@ -168,19 +168,8 @@ func (l *Link) publish(ports []Port) error {
 		}
 	}
 	l.ent.Ports = append(l.ent.Ports, maps...)
-	hs.withConntrack(host, func(c *conntrack.Conn) error { forgetUntranslated(c, maps); return nil })
+	hs.withConntrack(host, func(c *conntrack.Conn) error { flows.ForgetUntranslated(c, maps); return nil })
 	return nil
-}
-
-// forgetUntranslated deletes the conntrack entries of flows to the ports
-// that were set up before the ports were published, untranslated: the
-// kernel translates only a connection's first packet, so a UDP client that
-// kept sending to the port (refused until now) would never reach the
-// namespace. It dumps the entries without a mark (the kernel filters), so
-// it costs a walk of the host's conntrack table; best effort: a failure
-// leaves such a client as it was.
-func forgetUntranslated(c *conntrack.Conn, maps []nftset.PortMap) {
-	deletePortFlows(c, maps, conntrack.NewFilter().Mark(0), false)
 }
 
 // unpublish removes the ports and forgets their connections.
@@ -191,7 +180,7 @@ func (l *Link) unpublish(maps []nftset.PortMap) error {
 	}
 	err := l.hs.delEntries(l.host, els)
 	l.ent.Ports = slices.DeleteFunc(l.ent.Ports, func(x nftset.PortMap) bool { return slices.Contains(maps, x) })
-	return errors.Join(err, l.hs.withConntrack(l.host, func(c *conntrack.Conn) error { return forgetPortFlows(c, maps) }))
+	return errors.Join(err, l.hs.withConntrack(l.host, func(c *conntrack.Conn) error { return flows.ForgetPorts(c, maps) }))
 }
 
 // probePorts fails with os.ErrExist for a port a socket of the host
@@ -260,50 +249,6 @@ func hostAddrs(hc *nl.Conn, index int, fams []byte) ([]netip.Addr, error) {
 		}
 	}
 	return out, nil
-}
-
-// forgetPortFlows deletes the conntrack entries of connections to the
-// ports, whoever made them: the outside's carry the publishing link's
-// index as their mark (the DNAT rule sets it), but another link's carry
-// that link's (from_link marks every packet of a link's connections with
-// its own), so they are found by what all have in common: a translated
-// destination that is one of the ports. The kernel filters the dump by
-// the DNAT status (Linux 5.15+; older kernels dump everything, and the
-// status is checked here too).
-func forgetPortFlows(c *conntrack.Conn, maps []nftset.PortMap) error {
-	return deletePortFlows(c, maps, conntrack.NewFilter().Status(conntrack.StatusDstNAT), true)
-}
-
-// deletePortFlows deletes the entries that filter selects, per family of
-// maps, whose original destination is one of the ports and whose
-// destination was translated (translated) or not.
-func deletePortFlows(c *conntrack.Conn, maps []nftset.PortMap, filter conntrack.Filter, translated bool) error {
-	var flows []conntrack.Flow
-	for _, fam := range []netfilter.ProtoFamily{netfilter.ProtoIPv4, netfilter.ProtoIPv6} {
-		if !slices.ContainsFunc(maps, func(pm nftset.PortMap) bool { return pm.Addr.Is6() == (fam == netfilter.ProtoIPv6) }) {
-			continue
-		}
-		fs, err := c.DumpFilter(filter.Family(fam), nil)
-		if err != nil {
-			return fmt.Errorf("conntrack: %w", err)
-		}
-		flows = append(flows, fs...)
-	}
-	var errs []error
-	for _, f := range flows {
-		if f.Status.DstNAT() != translated {
-			continue
-		}
-		o := f.TupleOrig
-		if slices.ContainsFunc(maps, func(pm nftset.PortMap) bool {
-			return o.Proto.Protocol == pm.Proto && o.Proto.DestinationPort == pm.Port && o.IP.DestinationAddress == pm.Addr
-		}) {
-			if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // sysPorts is Ports on Linux.

@@ -219,7 +219,7 @@ func dropTable(host *netns.Handle, socks *idleSockets, busy func() bool) (droppe
 			return false, err
 		}
 		els, err := c.GetSetElements(nftset.ByName[nftset.SetLinks])
-		if isENOENT(err) {
+		if nftset.IsENOENT(err) {
 			return false, nil // gone already
 		}
 		if err != nil || len(els) > 0 {
@@ -238,7 +238,7 @@ func dropTable(host *netns.Handle, socks *idleSockets, busy func() bool) (droppe
 			// One error for the whole batch: the socket holds no other
 			// reply and can be used again.
 			continue
-		case isENOENT(err):
+		case nftset.IsENOENT(err):
 			return false, nil
 		case err != nil:
 			return false, err

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/nsnet/nsnet/nat/internal/flows"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat/internal/dns"
+	"github.com/nsnet/nsnet/nat/internal/firewall"
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
@@ -91,7 +93,7 @@ func sweep(ctx context.Context, hostNS *netns.Handle) (res SweepResult, err erro
 	if c, err := nftConn(host); err != nil {
 		errs = append(errs, err)
 	} else {
-		res.DockerUser, err = sweepDockerUser(host, c)
+		res.DockerUser, err = firewall.SweepDockerUser(host, c)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -120,7 +122,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	}
 	defer func() { raw.Close() }()
 	if err := ownTableOn(c); err != nil {
-		if isENOENT(err) {
+		if nftset.IsENOENT(err) {
 			return nil // no table: nothing more of ours
 		}
 		if errors.Is(err, ErrForeignTable) {
@@ -138,7 +140,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	var ids []string
 	for _, set := range nftset.LinkSets {
 		els, err := c.GetSetElements(nftset.ByName[set])
-		if isENOENT(err) {
+		if nftset.IsENOENT(err) {
 			return nil
 		}
 		if err != nil {
@@ -152,7 +154,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		}
 	}
 	claims, err := readClaims(c)
-	if isENOENT(err) {
+	if nftset.IsENOENT(err) {
 		return nil
 	}
 	if err != nil {
@@ -165,7 +167,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		}
 	}
 	users, err := readUplinkUsers(c, upKey{})
-	if isENOENT(err) {
+	if nftset.IsENOENT(err) {
 		return nil
 	}
 	if err != nil {
@@ -176,7 +178,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	if err != nil {
 		return err
 	}
-	// The dead links' connections go too (see forgetFlows): their veths
+	// The dead links' connections go too (see flows.Forget): their veths
 	// are gone already, so nothing recreates them.
 	var dead []int
 	for _, x := range all {
@@ -185,7 +187,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		}
 	}
 	var errs []error
-	if err := forgetFlows(host, dead...); err != nil {
+	if err := flows.Forget(host, dead...); err != nil {
 		errs = append(errs, err)
 	}
 	var gone []nftset.Elem
@@ -245,12 +247,12 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		if err == nil {
 			err = b.Commit(raw)
 		}
-		if err != nil && !isENOENT(err) {
+		if err != nil && !nftset.IsENOENT(err) {
 			errs = append(errs, fmt.Errorf("set entries: %w", err))
 		}
 	}
 	if len(errs) == 0 {
-		if err := dropStaleCovers(c, raw); err != nil && !isENOENT(err) {
+		if err := dropStaleCovers(c, raw); err != nil && !nftset.IsENOENT(err) {
 			errs = append(errs, fmt.Errorf("claims: %w", err))
 		}
 	}

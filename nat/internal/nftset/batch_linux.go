@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
@@ -266,4 +267,11 @@ func DialNFT(host *netns.Handle) (*netlink.Conn, error) {
 	}
 	_ = c.SetReadBuffer(4 << 20)
 	return c, nil
+}
+
+// IsENOENT reports a missing table, chain or set. google/nftables formats
+// some receive errors with %v, which drops the errno from the chain, so
+// the message is the fallback.
+func IsENOENT(err error) bool {
+	return err != nil && (errors.Is(err, unix.ENOENT) || strings.HasSuffix(err.Error(), unix.ENOENT.Error()))
 }

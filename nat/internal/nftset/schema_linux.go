@@ -164,7 +164,7 @@ func icmpv6Type(typ byte) []expr.Any {
 //	    iif . meta nfproto @opened drop }     # the host forwards nothing else it did not before
 //	  chain from_link {
 //	    fib saddr . iif oif missing drop      # spoofed source
-//	    ct mark set iif                       # for Close (see forgetFlows)
+//	    ct mark set iif                       # for Close (see flows.Forget)
 //	    iif . oif . meta nfproto @egress ct state new,established,related accept  # out of its own uplink, tracked
 //	    iif @siblings oif @siblings accept
 //	    ct status dnat oif @links accept      # to a published port of a link
@@ -240,7 +240,7 @@ func AddSkeleton(c *nftables.Conn) error {
 		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
 		verdict(expr.VerdictDrop, ""))
-	rule(fromLink, "tag the link's connections with its index, for Close (see forgetFlows)",
+	rule(fromLink, "tag the link's connections with its index, for Close (see flows.Forget)",
 		metaLoad(expr.MetaKeyIIF, 1),
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
 	rule(fromLink, "out of its own uplink, in a family it has, tracked (an invalid or untracked packet would leave un-masqueraded)",
@@ -342,7 +342,7 @@ func ctStatusDNAT() []expr.Any {
 //
 // (with ip6 and the maps ports6, port_links6 for IPv6) in one rule: the
 // connection is marked with the host end's index (for Close and
-// Unpublish: see forgetFlows) and its destination translated to the
+// Unpublish: see flows.Forget) and its destination translated to the
 // namespace's address and port. The key is laid out as nft lays out a
 // concatenation, each field in 32-bit registers from register 1: an IPv4
 // address takes 1 and the protocol and port 9 and 10; an IPv6 address

@@ -1,4 +1,4 @@
-package nat
+package firewall
 
 import (
 	"encoding/binary"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,58 +52,59 @@ type dropFinding struct {
 	fam byte
 }
 
-// firewallView is what one look at the other firewalls found.
-type firewallView struct {
+// View is what one look at the other firewalls found.
+type View struct {
 	drops []dropFinding
 	// dockerUser says, per family (unix.NFPROTO_IPV4, _IPV6), that
 	// Docker's table (ip filter, ip6 filter) has a chain DOCKER-USER
 	// (iptables-nft).
-	dockerUser map[byte]bool
-	legacyDrop bool // the legacy iptables FORWARD policy is DROP
+	DockerUser map[byte]bool
+	LegacyDrop bool // the legacy iptables FORWARD policy is DROP
 }
 
-// check fails with ErrForeignDrop naming the first chain that drops the
-// packets of a link of the families fams, and saying what to do.
-func (v firewallView) check(dockerUser bool, fams []byte) error {
+// Problem names the first chain that drops the packets of a link of the
+// families fams and says what to do (nat wraps it in ErrForeignDrop); ""
+// if none does.
+func (v View) Problem(dockerUser bool, fams []byte) string {
 	if chain := v.drop(dockerUser, fams); chain != "" {
 		hint := "accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop"
-		if !dockerUser && (v.dockerUser[unix.NFPROTO_IPV4] && strings.HasPrefix(chain, "ip "+dockerTable.Name+" ") ||
-			v.dockerUser[unix.NFPROTO_IPV6] && strings.HasPrefix(chain, "ip6 "+dockerTable6.Name+" ")) {
+		if !dockerUser && (v.DockerUser[unix.NFPROTO_IPV4] && strings.HasPrefix(chain, "ip "+dockerTable.Name+" ") ||
+			v.DockerUser[unix.NFPROTO_IPV6] && strings.HasPrefix(chain, "ip6 "+dockerTable6.Name+" ")) {
 			hint = "set Config.DockerUser to accept the links' traffic in Docker's DOCKER-USER chain, or " + hint
 		}
-		return fmt.Errorf("%w: %s drops forwarded packets that nsnet's table accepts; %s", ErrForeignDrop, chain, hint)
+		return fmt.Sprintf("%s drops forwarded packets that nsnet's table accepts; %s", chain, hint)
 	}
-	if v.legacyDrop && slices.Contains(fams, unix.NFPROTO_IPV4) {
+	if v.LegacyDrop && slices.Contains(fams, unix.NFPROTO_IPV4) {
 		hint := "accept the links' traffic there (see Config.AllowForeignDrop) and set AllowForeignDrop"
 		if dockerUser {
 			hint = "nsnet adds to DOCKER-USER through nftables only (iptables-nft); on the legacy backend run once " +
 				"\"iptables -I DOCKER-USER -i nsn-+ -j ACCEPT\" and \"iptables -I DOCKER-USER -o nsn-+ -j ACCEPT\" " +
 				"(nsnet's own table still filters the links' traffic) and set AllowForeignDrop"
 		}
-		return fmt.Errorf("%w: legacy iptables filter FORWARD (policy DROP) drops forwarded packets that nsnet's table accepts; %s", ErrForeignDrop, hint)
+		return fmt.Sprintf("legacy iptables filter FORWARD (policy DROP) drops forwarded packets that nsnet's table accepts; %s", hint)
 	}
-	return nil
+	return ""
 }
 
 // drop returns the first finding that drops packets of the families fams,
 // "" if none: with dockerUser, Docker's FORWARD chain does not once nsnet
 // accepts them in DOCKER-USER.
-func (v firewallView) drop(dockerUser bool, fams []byte) string {
+func (v View) drop(dockerUser bool, fams []byte) string {
 	for _, d := range v.drops {
 		if d.fam != 0 && !slices.Contains(fams, d.fam) {
 			continue
 		}
-		if !(dockerUser && d.viaDockerUser && v.dockerUser[d.fam]) {
+		if !(dockerUser && d.viaDockerUser && v.DockerUser[d.fam]) {
 			return d.chain
 		}
 	}
 	return ""
 }
 
-// foreignDrop finds every forward chain of another table that drops or
+// Look finds every forward chain of another table that drops or
 // rejects everything (see above), and Docker's DOCKER-USER chain.
-func foreignDrop(c *nftables.Conn) (firewallView, error) {
-	var v firewallView
+func Look(c *nftables.Conn) (View, error) {
+	var v View
 	chains, err := c.ListChains()
 	if err != nil {
 		return v, fmt.Errorf("list nftables chains: %w", err)
@@ -110,12 +112,12 @@ func foreignDrop(c *nftables.Conn) (firewallView, error) {
 	for _, ch := range chains {
 		fam := ch.Table.Family
 		if (fam == nftables.TableFamilyIPv4 || fam == nftables.TableFamilyIPv6) && ch.Table.Name == dockerTable.Name && ch.Name == dockerUserChain {
-			if v.dockerUser == nil {
-				v.dockerUser = map[byte]bool{}
+			if v.DockerUser == nil {
+				v.DockerUser = map[byte]bool{}
 			}
-			v.dockerUser[byte(fam)] = true
+			v.DockerUser[byte(fam)] = true
 		}
-		if (fam == nftables.TableFamilyINet && ch.Table.Name == TableName) ||
+		if (fam == nftables.TableFamilyINet && ch.Table.Name == nftset.TableName) ||
 			(fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyIPv6 && fam != nftables.TableFamilyINet) ||
 			ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward {
 			continue
@@ -177,10 +179,10 @@ func dropsAll(r *nftables.Rule) bool {
 	return drops
 }
 
-// legacyForwardDropHere reports whether the legacy iptables filter table
+// LegacyForwardDropHere reports whether the legacy iptables filter table
 // of the calling thread's namespace exists and its FORWARD chain's policy
 // is DROP.
-func legacyForwardDropHere() (bool, error) {
+func LegacyForwardDropHere() (bool, error) {
 	// thread-self: /proc/net is the main thread's namespace, not this one's.
 	names, err := os.ReadFile("/proc/thread-self/net/ip_tables_names")
 	if err != nil || !strings.Contains("\n"+string(names), "\nfilter\n") {

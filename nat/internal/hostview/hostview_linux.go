@@ -1,31 +1,31 @@
-package nat
+package hostview
 
 import (
 	"errors"
 	"fmt"
-	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"slices"
 	"sort"
+	"sync"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
 
-// routeKey identifies a route of the host for the overlap check.
-type routeKey struct {
-	table, metric, oif int
-	typ                uint8
-	dst                netip.Prefix
-	gw                 netip.Addr
+// RouteKey identifies a route of the host for the overlap check.
+type RouteKey struct {
+	Table, Metric, OIF int // the route's table, metric and output link
+	Type               uint8
+	Dst                netip.Prefix
+	Gw                 netip.Addr
 }
 
 // span is a route's destination as a range of addresses (IPv4 ranges
 // sort before IPv6 ones).
 type span struct {
 	first, last netip.Addr
-	key         routeKey
+	key         RouteKey
 }
 
 // routeCache is a copy of the host's IPv4 and IPv6 routes (every table; the local
@@ -33,7 +33,7 @@ type span struct {
 // current from notifications, with indexes so that Connect's checks cost
 // O(log n) however many links (each adding routes) exist, instead of a dump
 // of thousands of routes every time. It lives while the process has links
-// in the host namespace; the caller holds hostState.routesMu.
+// in the host namespace; View's lock guards it.
 //
 // The kernel does not announce every change (DESIGN.md, principle 10):
 // a link going down flushes its routes but keeps its local ones, and says
@@ -52,27 +52,27 @@ type routeCache struct {
 	// routes), which masquerading IPv6 needs on the uplink.
 	globals6 map[int]int
 	// defaults are the main table's default routes (few).
-	defaults map[routeKey]bool
+	defaults map[RouteKey]bool
 	// byLink holds every route, by output link: it finds a link's routes
 	// when the link goes down or away.
-	byLink map[int]map[routeKey]bool
+	byLink map[int]map[RouteKey]bool
 }
 
 // reset empties the copy, which w will keep current.
 func (rc *routeCache) reset(w *nl.Watch) {
-	*rc = routeCache{w: w, locals: map[int]int{}, globals6: map[int]int{}, defaults: map[routeKey]bool{}, byLink: map[int]map[routeKey]bool{}}
+	*rc = routeCache{w: w, locals: map[int]int{}, globals6: map[int]int{}, defaults: map[RouteKey]bool{}, byLink: map[int]map[RouteKey]bool{}}
 }
 
 // has reports whether the copy holds k.
-func (rc *routeCache) has(k routeKey) bool { return rc.byLink[k.oif][k] }
+func (rc *routeCache) has(k RouteKey) bool { return rc.byLink[k.OIF][k] }
 
 // search returns the index of the first span starting at or after first.
 func (rc *routeCache) search(first netip.Addr) int {
 	return sort.Search(len(rc.spans), func(i int) bool { return rc.spans[i].first.Compare(first) >= 0 })
 }
 
-func keyOf(r nl.RouteSpec) routeKey {
-	return routeKey{table: r.Table, metric: r.Metric, oif: r.LinkIndex, typ: r.Type, dst: r.Dst, gw: r.Gateway}
+func keyOf(r nl.RouteSpec) RouteKey {
+	return RouteKey{Table: r.Table, Metric: r.Metric, OIF: r.LinkIndex, Type: r.Type, Dst: r.Dst, Gw: r.Gateway}
 }
 
 // spanOf is the first and last address of p.
@@ -92,14 +92,14 @@ var linkLocal6 = netip.MustParsePrefix("fe80::/10")
 // counts tells which routes take part in the overlap check: not the
 // default route, not broadcast, multicast or anycast entries, not IPv6's
 // link-local ones (no link may have a link-local prefix).
-func (k routeKey) counts() bool {
-	return k.dst.Bits() > 0 && k.typ != unix.RTN_BROADCAST && k.typ != unix.RTN_MULTICAST &&
-		k.typ != unix.RTN_ANYCAST && !linkLocal6.Overlaps(k.dst)
+func (k RouteKey) counts() bool {
+	return k.Dst.Bits() > 0 && k.Type != unix.RTN_BROADCAST && k.Type != unix.RTN_MULTICAST &&
+		k.Type != unix.RTN_ANYCAST && !linkLocal6.Overlaps(k.Dst)
 }
 
 // global6 tells a local route of a global IPv6 address.
-func (k routeKey) global6() bool {
-	return k.typ == unix.RTN_LOCAL && k.dst.Addr().Is6() && !linkLocal6.Contains(k.dst.Addr())
+func (k RouteKey) global6() bool {
+	return k.Type == unix.RTN_LOCAL && k.Dst.Addr().Is6() && !linkLocal6.Contains(k.Dst.Addr())
 }
 
 // refresh brings the copy up to date.
@@ -153,50 +153,50 @@ func (rc *routeCache) build(host *netns.Handle, hc *nl.Conn) error {
 	return nil
 }
 
-func (rc *routeCache) add(k routeKey) {
+func (rc *routeCache) add(k RouteKey) {
 	if rc.has(k) {
 		return
 	}
-	if rc.byLink[k.oif] == nil {
-		rc.byLink[k.oif] = map[routeKey]bool{}
+	if rc.byLink[k.OIF] == nil {
+		rc.byLink[k.OIF] = map[RouteKey]bool{}
 	}
-	rc.byLink[k.oif][k] = true
-	if k.dst.Bits() == 0 && k.table == unix.RT_TABLE_MAIN && k.oif != 0 {
+	rc.byLink[k.OIF][k] = true
+	if k.Dst.Bits() == 0 && k.Table == unix.RT_TABLE_MAIN && k.OIF != 0 {
 		rc.defaults[k] = true
 	}
-	if k.typ == unix.RTN_LOCAL && k.dst.Addr().Is4() {
-		rc.locals[k.oif]++
+	if k.Type == unix.RTN_LOCAL && k.Dst.Addr().Is4() {
+		rc.locals[k.OIF]++
 	}
 	if k.global6() {
-		rc.globals6[k.oif]++
+		rc.globals6[k.OIF]++
 	}
 	if k.counts() {
-		first, last := spanOf(k.dst)
+		first, last := spanOf(k.Dst)
 		i := rc.search(first)
 		rc.spans = slices.Insert(rc.spans, i, span{first, last, k})
 	}
 }
 
-func (rc *routeCache) del(k routeKey) {
+func (rc *routeCache) del(k RouteKey) {
 	if !rc.has(k) {
 		return
 	}
 	delete(rc.defaults, k)
-	if delete(rc.byLink[k.oif], k); len(rc.byLink[k.oif]) == 0 {
-		delete(rc.byLink, k.oif)
+	if delete(rc.byLink[k.OIF], k); len(rc.byLink[k.OIF]) == 0 {
+		delete(rc.byLink, k.OIF)
 	}
-	if k.typ == unix.RTN_LOCAL && k.dst.Addr().Is4() {
-		if rc.locals[k.oif]--; rc.locals[k.oif] <= 0 {
-			delete(rc.locals, k.oif)
+	if k.Type == unix.RTN_LOCAL && k.Dst.Addr().Is4() {
+		if rc.locals[k.OIF]--; rc.locals[k.OIF] <= 0 {
+			delete(rc.locals, k.OIF)
 		}
 	}
 	if k.global6() {
-		if rc.globals6[k.oif]--; rc.globals6[k.oif] <= 0 {
-			delete(rc.globals6, k.oif)
+		if rc.globals6[k.OIF]--; rc.globals6[k.OIF] <= 0 {
+			delete(rc.globals6, k.OIF)
 		}
 	}
 	if k.counts() {
-		first, _ := spanOf(k.dst)
+		first, _ := spanOf(k.Dst)
 		for i := rc.search(first); i < len(rc.spans) && rc.spans[i].first == first; i++ {
 			if rc.spans[i].key == k {
 				rc.spans = slices.Delete(rc.spans, i, i+1)
@@ -227,7 +227,7 @@ func (rc *routeCache) apply(typ, flags uint16, body []byte) {
 			// passes here (a veth goes down before it goes away). (IPv6
 			// announces what it flushes.)
 			for k := range rc.byLink[index] {
-				if k.typ != unix.RTN_LOCAL && k.dst.Addr().Is4() {
+				if k.Type != unix.RTN_LOCAL && k.Dst.Addr().Is4() {
 					rc.del(k)
 				}
 			}
@@ -252,9 +252,9 @@ func (rc *routeCache) apply(typ, flags uint16, body []byte) {
 // nil: a route inside cidr (found by binary search on first addresses), or
 // one containing it (one lookup per shorter length, through the same
 // search).
-func (rc *routeCache) overlap(cidr netip.Prefix) *routeKey {
+func (rc *routeCache) overlap(cidr netip.Prefix) *RouteKey {
 	first, last := spanOf(cidr)
-	found := func(k routeKey) *routeKey { return &k }
+	found := func(k RouteKey) *RouteKey { return &k }
 	i := rc.search(first)
 	if i < len(rc.spans) && rc.spans[i].first.Compare(last) <= 0 {
 		return found(rc.spans[i].key)
@@ -278,14 +278,14 @@ func (rc *routeCache) overlap(cidr netip.Prefix) *routeKey {
 func (rc *routeCache) defaultLinks(fam byte) []int {
 	metric := -1
 	for k := range rc.defaults {
-		if k.typ == unix.RTN_UNICAST && nftset.FamilyOf(k.dst.Addr()) == fam && (metric < 0 || k.metric < metric) {
-			metric = k.metric
+		if k.Type == unix.RTN_UNICAST && familyOf(k.Dst.Addr()) == fam && (metric < 0 || k.Metric < metric) {
+			metric = k.Metric
 		}
 	}
 	var links []int
 	for k := range rc.defaults {
-		if k.typ == unix.RTN_UNICAST && nftset.FamilyOf(k.dst.Addr()) == fam && k.metric == metric && !slices.Contains(links, k.oif) {
-			links = append(links, k.oif)
+		if k.Type == unix.RTN_UNICAST && familyOf(k.Dst.Addr()) == fam && k.Metric == metric && !slices.Contains(links, k.OIF) {
+			links = append(links, k.OIF)
 		}
 	}
 	slices.Sort(links)
@@ -297,4 +297,71 @@ func (rc *routeCache) close() {
 		rc.w.Close()
 		*rc = routeCache{}
 	}
+}
+
+// familyOf is an address's family as meta nfproto gives it.
+func familyOf(a netip.Addr) byte {
+	if a.Is4() {
+		return unix.NFPROTO_IPV4
+	}
+	return unix.NFPROTO_IPV6
+}
+
+// View is what a process knows of one host namespace's routes and
+// addresses while it has links there: a routeCache, exactly right or
+// rebuilt (see routeCache). Safe for concurrent use: mu serialises the
+// copy; reading the notifications queued since the last look never waits
+// for the kernel, and a rebuild dumps the routes while mu is held (the
+// copy must not be read half built).
+type View struct {
+	mu sync.Mutex
+	rc routeCache
+}
+
+// Facts are Connect's questions about the host, answered from one copy.
+type Facts struct {
+	// Overlap is the first route or address of the host overlapping one
+	// of the prefixes asked about, nil if none.
+	Overlap *RouteKey
+	// Defaults are the links of the main table's default routes of the
+	// family asked about (only when no uplink was given).
+	Defaults []int
+	// Uplink is the uplink's index: the one given, or the only link of
+	// the default routes (0 if there is not exactly one).
+	Uplink int
+	// HasV4 and HasV6 say that the uplink has an IPv4 address, and a
+	// global IPv6 one.
+	HasV4, HasV6 bool
+}
+
+// Ask brings the copy up to date (hc is a socket of host) and answers:
+// the overlaps of prefixes, and, for uplink 0, the default routes of
+// family defFam.
+func (v *View) Ask(host *netns.Handle, hc *nl.Conn, prefixes []netip.Prefix, uplink int, defFam byte) (Facts, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.rc.refresh(host, hc); err != nil {
+		return Facts{}, err
+	}
+	f := Facts{Uplink: uplink}
+	for _, p := range prefixes {
+		if f.Overlap = v.rc.overlap(p); f.Overlap != nil {
+			break
+		}
+	}
+	if uplink == 0 {
+		if f.Defaults = v.rc.defaultLinks(defFam); len(f.Defaults) == 1 {
+			f.Uplink = f.Defaults[0]
+		}
+	}
+	f.HasV4, f.HasV6 = v.rc.locals[f.Uplink] > 0, v.rc.globals6[f.Uplink] > 0
+	return f, nil
+}
+
+// Close forgets the copy and closes its socket (the process's last link
+// in the host is gone).
+func (v *View) Close() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.rc.close()
 }

@@ -1,4 +1,4 @@
-package nat
+package firewall
 
 // Docker's DOCKER-USER chain (Config.DockerUser). On a Docker host with
 // iptables-nft, Docker's ip filter FORWARD chain drops by policy and jumps
@@ -25,12 +25,14 @@ package nat
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
@@ -67,8 +69,8 @@ func dockerFamilyName(t *nftables.Table) string {
 	return "ip"
 }
 
-// dockerUserComment is the comment of a link's rules in DOCKER-USER.
-func dockerUserComment(link string, index int) string {
+// DockerUserComment is the comment of a link's rules in DOCKER-USER.
+func DockerUserComment(link string, index int) string {
 	m := owner.Self
 	m.Link, m.Index = link, index
 	return m.String()
@@ -91,21 +93,17 @@ func dockerUserRules(t *nftables.Table, name, comment string) []*nftables.Rule {
 	return rules
 }
 
-// acceptInDockerUser inserts the rules at the top of DOCKER-USER of
+// AcceptInDockerUser inserts the rules of the link called name (whose
+// comment, from DockerUserComment, names it) at the top of DOCKER-USER of
 // Docker's tables of the families fams, in one transaction.
-func (hs *hostState) acceptInDockerUser(host *netns.Handle, fams []byte, name, comment string) error {
-	c, err := hs.nft(host)
-	if err != nil {
-		return err
-	}
+func AcceptInDockerUser(c *nftables.Conn, fams []byte, name, comment string) error {
 	for _, fam := range fams {
 		for _, r := range dockerUserRules(dockerTableOf(fam), name, comment) {
 			c.InsertRule(r)
 		}
 	}
-	err = c.Flush()
-	hs.putNFT(c, err)
-	if isENOENT(err) {
+	err := c.Flush()
+	if nftset.IsENOENT(err) {
 		return fmt.Errorf("a %s chain of Docker's is gone: %w", dockerUserChain, err)
 	}
 	return err
@@ -119,7 +117,7 @@ func removeFromDockerUser(c *nftables.Conn, match func(comment string) bool) (n 
 		n = 0
 		for _, t := range dockerTables {
 			rules, err := c.GetRules(t, dockerUserIn(t))
-			if isENOENT(err) {
+			if nftset.IsENOENT(err) {
 				continue
 			}
 			if err != nil {
@@ -140,39 +138,34 @@ func removeFromDockerUser(c *nftables.Conn, match func(comment string) bool) (n 
 		err = c.Flush()
 		// ENOENT: one was deleted meanwhile (by a user, or a firewall
 		// reload): look again.
-		if !isENOENT(err) || attempt == 2 {
+		if !nftset.IsENOENT(err) || attempt == 2 {
 			return n, err
 		}
 	}
 }
 
-// dropDockerUser removes the rules of the links whose comments are given,
+// DropDockerUser removes the rules of the links whose comments are given,
 // with the number of rules each has (two per family), which must be
-// there: fewer found is errGone.
-func (hs *hostState) dropDockerUser(host *netns.Handle, comments map[string]int) error {
-	c, err := hs.nft(host)
-	if err != nil {
-		return err
-	}
+// there: fewer found is an error matching os.ErrNotExist.
+func DropDockerUser(c *nftables.Conn, comments map[string]int) error {
 	n, err := removeFromDockerUser(c, func(s string) bool { return comments[s] > 0 })
-	hs.putNFT(c, err)
 	want := 0
 	for _, k := range comments {
 		want += k
 	}
 	if err == nil && n < want {
-		err = fmt.Errorf("%d of its %d rules in Docker's %s %w", want-n, want, dockerUserChain, errGone)
+		err = fmt.Errorf("%d of its %d rules in Docker's %s already gone: %w", want-n, want, dockerUserChain, os.ErrNotExist)
 	}
 	return err
 }
 
-// sweepDockerUser removes the DOCKER-USER rules of owners that no longer
+// SweepDockerUser removes the DOCKER-USER rules of owners that no longer
 // run.
-func sweepDockerUser(host *netns.Handle, c *nftables.Conn) (int, error) {
+func SweepDockerUser(host *netns.Handle, c *nftables.Conn) (int, error) {
 	var ids []string
 	for _, t := range dockerTables {
 		rules, err := c.GetRules(t, dockerUserIn(t))
-		if isENOENT(err) {
+		if nftset.IsENOENT(err) {
 			continue
 		}
 		if err != nil {
@@ -211,39 +204,24 @@ func dockerUserOwner(comment string) (owner.Mark, bool) {
 	return owner.Parse(comment)
 }
 
-// restoreDockerUser puts back the DOCKER-USER rules of live links that
-// lack them (both of a link's in a table, or none: a firewall reload or a
-// user's "iptables -F DOCKER-USER" removed them, or Docker made the chain
-// again), in each of the link's families whose chain exists. Called by the
-// guard when Docker's tables changed. Rules put back for a link closed
-// meanwhile are taken out again.
-func (hs *hostState) restoreDockerUser(host *netns.Handle) {
-	type want struct {
-		name, comment string
-		fams          []byte
-	}
-	var wants []want
-	hs.restoreMu.Lock() // (see restore)
-	defer hs.restoreMu.Unlock()
-	hs.mu.Lock()
-	for o := range hs.live {
-		if o.dockerUser != "" {
-			wants = append(wants, want{o.vethName, o.dockerUser, o.dockerFams})
-		}
-	}
-	hs.mu.Unlock()
-	if len(wants) == 0 {
-		return
-	}
-	c, err := hs.nft(host)
-	if err != nil {
-		return
-	}
-	defer func() { hs.putNFT(c, err) }()
-	var fixed []want
+// DockerUserLink is a live link whose rules RestoreDockerUser keeps in
+// DOCKER-USER.
+type DockerUserLink struct {
+	Name, Comment string
+	Fams          []byte // its families whose Docker table has DOCKER-USER
+}
+
+// RestoreDockerUser puts back the DOCKER-USER rules of the live links
+// that lack them (both of a link's in a table, or none: a firewall reload
+// or a user's "iptables -F DOCKER-USER" removed them, or Docker made the
+// chain again), in each of the link's families whose chain exists, in one
+// transaction. Called by the guard when Docker's tables changed; the
+// caller keeps the links from closing meanwhile.
+func RestoreDockerUser(c *nftables.Conn, links []DockerUserLink) error {
+	fixed := false
 	for _, t := range dockerTables {
-		rules, gerr := c.GetRules(t, dockerUserIn(t))
-		if gerr != nil {
+		rules, err := c.GetRules(t, dockerUserIn(t))
+		if err != nil {
 			continue // no chain (yet): nothing to put back
 		}
 		count := map[string]int{}
@@ -252,23 +230,23 @@ func (hs *hostState) restoreDockerUser(host *netns.Handle) {
 				count[s]++
 			}
 		}
-		for _, w := range wants {
-			if count[w.comment] == 2 || !slices.ContainsFunc(w.fams, func(f byte) bool { return dockerTableOf(f) == t }) {
+		for _, w := range links {
+			if count[w.Comment] == 2 || !slices.ContainsFunc(w.Fams, func(f byte) bool { return dockerTableOf(f) == t }) {
 				continue
 			}
 			for _, r := range rules {
-				if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); s == w.comment {
+				if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); s == w.Comment {
 					c.DelRule(r)
 				}
 			}
-			for _, r := range dockerUserRules(t, w.name, w.comment) {
+			for _, r := range dockerUserRules(t, w.Name, w.Comment) {
 				c.InsertRule(r)
 			}
-			fixed = append(fixed, w)
+			fixed = true
 		}
 	}
-	if len(fixed) == 0 {
-		return
+	if !fixed {
+		return nil
 	}
-	err = c.Flush()
+	return c.Flush()
 }

@@ -1,4 +1,4 @@
-package nat
+package hostview
 
 import (
 	"net/netip"
@@ -15,8 +15,8 @@ import (
 func TestRouteCacheOverlap(t *testing.T) {
 	var rc routeCache
 	rc.reset(nil)
-	add := func(p string, typ uint8, oif int) routeKey {
-		k := routeKey{table: unix.RT_TABLE_MAIN, typ: typ, oif: oif, dst: netip.MustParsePrefix(p)}
+	add := func(p string, typ uint8, oif int) RouteKey {
+		k := RouteKey{Table: unix.RT_TABLE_MAIN, Type: typ, OIF: oif, Dst: netip.MustParsePrefix(p)}
 		rc.add(k)
 		return k
 	}
@@ -30,7 +30,7 @@ func TestRouteCacheOverlap(t *testing.T) {
 	linear := func(c netip.Prefix) bool {
 		for _, routes := range rc.byLink {
 			for k := range routes {
-				if k.counts() && k.dst.Overlaps(c) {
+				if k.counts() && k.Dst.Overlaps(c) {
 					return true
 				}
 			}
@@ -41,7 +41,7 @@ func TestRouteCacheOverlap(t *testing.T) {
 		"203.0.113.0/30", "203.0.113.252/30", "10.9.0.0/24", "10.9.0.0/26", "10.9.0.128/25", "192.168.0.0/16", "11.0.0.0/8"} {
 		p := netip.MustParsePrefix(c)
 		got := rc.overlap(p)
-		if (got != nil) != linear(p) || (got != nil && !got.dst.Overlaps(p)) {
+		if (got != nil) != linear(p) || (got != nil && !got.Dst.Overlaps(p)) {
 			t.Errorf("overlap(%v) = %v, linear search says %v", p, got, linear(p))
 		}
 	}

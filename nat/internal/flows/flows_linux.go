@@ -1,0 +1,129 @@
+package flows
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
+)
+
+// Forget deletes the host's connection tracking entries of the
+// connections that the links (by host end index) opened. A closed link's
+// entries would otherwise outlive it: the outside's packets to a
+// masqueraded port would still be translated back to the namespace's
+// address, and reach whatever namespace holds the prefix next (a UDP flow
+// keeps its entry alive as long as packets come). The from_link chain
+// marks the connection of every packet from a link with the link's index
+// (ct mark; every packet, not only a connection's first, so that an entry
+// a link takes over from an earlier one is marked as its own too), so
+// the kernel finds them itself: a flush filtered by mark costs tens of
+// microseconds, where dumping the table to pick them out walked every
+// bucket of it, empty ones too (see README, Benchmarks). Called once the
+// link is quiesced, so no new entry can appear for it.
+//
+// The conntrack socket is a netfilter one: closing it makes the kernel
+// finish nf_tables' pending destroy work first, an RCU grace period after
+// any commit that deleted something (each Close's). So a host state keeps
+// its socket with its other idle ones (see nat's hostState.withConntrack), closed after
+// the veths are deleted; only Sweep dials one for itself.
+func Forget(host *netns.Handle, links ...int) error {
+	if len(links) == 0 {
+		return nil
+	}
+	c, err := Dial(host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return ForgetMarked(c, links...)
+}
+
+func Dial(host *netns.Handle) (*conntrack.Conn, error) {
+	cfg, err := nl.Config(host)
+	if err != nil {
+		return nil, err
+	}
+	c, err := conntrack.Dial(cfg)
+	runtime.KeepAlive(host)
+	if err != nil {
+		return nil, fmt.Errorf("dial conntrack: %w", err)
+	}
+	return c, nil
+}
+
+// ForgetMarked flushes the entries marked with each link's index, of
+// both families (a filter without a family matches every family).
+func ForgetMarked(c *conntrack.Conn, links ...int) error {
+	var errs []error
+	for _, l := range links {
+		if err := c.FlushFilter(conntrack.NewFilter().Mark(uint32(l))); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("delete conntrack entries: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// ForgetUntranslated deletes the conntrack entries of flows to the ports
+// that were set up before the ports were published, untranslated: the
+// kernel translates only a connection's first packet, so a UDP client that
+// kept sending to the port (refused until now) would never reach the
+// namespace. It dumps the entries without a mark (the kernel filters), so
+// it costs a walk of the host's conntrack table; best effort: a failure
+// leaves such a client as it was.
+func ForgetUntranslated(c *conntrack.Conn, maps []nftset.PortMap) {
+	deletePortFlows(c, maps, conntrack.NewFilter().Mark(0), false)
+}
+
+// ForgetPorts deletes the conntrack entries of connections to the
+// ports, whoever made them: the outside's carry the publishing link's
+// index as their mark (the DNAT rule sets it), but another link's carry
+// that link's (from_link marks every packet of a link's connections with
+// its own), so they are found by what all have in common: a translated
+// destination that is one of the ports. The kernel filters the dump by
+// the DNAT status (Linux 5.15+; older kernels dump everything, and the
+// status is checked here too).
+func ForgetPorts(c *conntrack.Conn, maps []nftset.PortMap) error {
+	return deletePortFlows(c, maps, conntrack.NewFilter().Status(conntrack.StatusDstNAT), true)
+}
+
+// deletePortFlows deletes the entries that filter selects, per family of
+// maps, whose original destination is one of the ports and whose
+// destination was translated (translated) or not.
+func deletePortFlows(c *conntrack.Conn, maps []nftset.PortMap, filter conntrack.Filter, translated bool) error {
+	var flows []conntrack.Flow
+	for _, fam := range []netfilter.ProtoFamily{netfilter.ProtoIPv4, netfilter.ProtoIPv6} {
+		if !slices.ContainsFunc(maps, func(pm nftset.PortMap) bool { return pm.Addr.Is6() == (fam == netfilter.ProtoIPv6) }) {
+			continue
+		}
+		fs, err := c.DumpFilter(filter.Family(fam), nil)
+		if err != nil {
+			return fmt.Errorf("conntrack: %w", err)
+		}
+		flows = append(flows, fs...)
+	}
+	var errs []error
+	for _, f := range flows {
+		if f.Status.DstNAT() != translated {
+			continue
+		}
+		o := f.TupleOrig
+		if slices.ContainsFunc(maps, func(pm nftset.PortMap) bool {
+			return o.Proto.Protocol == pm.Proto && o.Proto.DestinationPort == pm.Port && o.IP.DestinationAddress == pm.Addr
+		}) {
+			if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
