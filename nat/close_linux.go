@@ -114,15 +114,7 @@ func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
-	for _, o := range links {
-		if err := hook("close dns"); err != nil {
-			errs = append(errs, fmt.Errorf("dns: %w", err))
-		}
-		if err := o.dns.Stop(); err != nil {
-			errs = append(errs, fmt.Errorf("dns: %w", err))
-		}
-		o.dns = nil
-	}
+	errs = append(errs, stopDNS(links)...)
 	hc, err := hs.conn(host)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("netlink: %w", err))
@@ -180,22 +172,40 @@ func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
 	if hc != nil {
 		hs.putConn(hc)
 	}
+	errs = append(errs, hs.leaveAll(links, idle)...)
+	if !deleting {
+		go closeIdle() // closing an nftables socket may wait for a grace period
+	}
+	return errors.Join(errs...)
+}
+
+// stopDNS stops the links' DNS (see dns.Setup.Stop).
+func stopDNS(links []*owned) (errs []error) {
+	for _, o := range links {
+		// (A failure injected by a test still stops it.)
+		if err := errors.Join(hook("close dns"), o.dns.Stop()); err != nil {
+			errs = append(errs, fmt.Errorf("dns: %w", err))
+		}
+		o.dns = nil
+	}
+	return errs
+}
+
+// leaveAll releases the links' prefixes, uncounts them from the host state
+// (the last one's idle sockets go to idle, one value per link) and closes
+// their namespace handles.
+func (hs *hostState) leaveAll(links []*owned, idle chan<- idleSockets) (errs []error) {
 	for _, o := range links {
 		release(o.hostKey, o.nsKey, o.ent.Prefixes)
-		socks, err := hs.leave(host)
+		socks, err := hs.leave(o.host)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("nftables table: %w", err))
 		}
 		idle <- socks
-	}
-	if !deleting {
-		go closeIdle() // closing an nftables socket may wait for a grace period
-	}
-	for _, o := range links {
 		o.host.Close()
 		o.nsRef.Close()
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // rulesForwardingOff turns back off the forwarding of the Rules' links

@@ -147,7 +147,13 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 		hs.ownerFD = fd
 	}
 	if !watching {
-		hs.startGuard(host, firewall.NewMonitor(w, legacyDrop, legacyErr))
+		if err := hs.startGuard(host, firewall.NewMonitor(w, legacyDrop, legacyErr)); err != nil {
+			w.Close()
+			hs.ownerMu.Unlock()
+			hs.leaveNow(host)
+			hs.ownerMu.Lock() // for the deferred unlock
+			return nil, fmt.Errorf("guard: %w", err)
+		}
 	}
 	return hs, nil
 }

@@ -88,12 +88,10 @@ func SweepContext(ctx context.Context, host *netns.Handle) (SweepResult, error) 
 }
 
 // CloseAll closes many links at once, much faster than calling Close on
-// each: in the order Close follows, their traffic is stopped with one
-// batch, their set entries removed with one nftables transaction (per
-// 64 KiB of messages), and their veth pairs moved into a fresh device group
-// and deleted with one request, so the kernel waits for one RCU grace
-// period for all of them instead of one per link (tens of milliseconds
-// each).
+// each: in the order Close follows, their veth pairs are moved into a
+// fresh device group and deleted with one request (the kernel's grace
+// period after it is paid once for all of them), and their set entries
+// removed with one nftables transaction (per 64 KiB of messages).
 // When it returns, every link, address, route, rule and forwarding setting
 // of the links is gone, as after Close, from the library's own records.
 // Links already closed are skipped; nil entries are ignored, zero ones
@@ -136,28 +134,24 @@ func (r *Rules) Close() error {
 }
 
 // Close undoes everything Connect made, from the library's own record of
-// it (not from the Link's fields, nor by names the host may have reused).
-// First it quiesces the link, in one round trip in each namespace: on the
-// host end of the veth, forwarding off and its address removed (with the
-// route to the namespace) and a graveyard name ("nsd-…"); in the
-// namespace, the peer down (with the namespace's routes through it) and
-// renamed too. From then on no packet passes through the link, either
-// way, and its names are free. It deletes the connection tracking entries
-// of the link, so that no later holder of the prefix receives what was
-// meant for this one; stops the DNS relay and removes the resolv.conf it
-// wrote. Then, in one nftables transaction, it removes the link's set
-// entries and prefix claim; the last of the process's links out of the
-// uplink also removes the process's share of it, and when no nsnet
-// process uses the uplink any more its forwarding goes back to what it
-// was. After the process's last link in the host, the library's table goes
-// too if no other process has entries in it.
-//
-// The veth pair itself is deleted in the background: deleting a link makes
-// the kernel wait for an RCU grace period (tens of milliseconds), which a
-// reaper goroutine pays once for all the links closed meanwhile; when the
-// namespace is deleted first (Close, then netns.Delete), the kernel takes
-// the pair with the namespace. Drain waits for the reaper; a process killed
-// before it ran leaves the pair, down and unaddressed, to Sweep.
+// it (not from the Link's fields, nor by names the host may have reused),
+// and returns only when nothing of it is left anywhere. It stops the DNS
+// relay and removes the resolv.conf it wrote. It deletes the veth pair and
+// waits until the kernel has unlisted both ends (about a millisecond; the
+// kernel's RCU grace period after a delete, tens of milliseconds, is
+// finished by the kernel alone, even if the process exits at once): from
+// then on no packet passes through the link, either way, and its names
+// and addresses are free. It deletes the connection tracking entries of
+// the link's connections, and of other links' connections to its
+// published ports, so that no later holder of the prefix receives what
+// was meant for this one. Then, in one nftables transaction, it removes
+// the link's set entries and prefix claim; the last of the process's
+// links out of the uplink also removes the process's share of it, and
+// when no nsnet process uses the uplink any more its forwarding goes back
+// to what it was. After the process's last link in the host, the
+// library's table goes too if no other process has entries in it. The
+// process may exit, or be killed, the moment Close returns: it leaves
+// nothing for Sweep.
 //
 // Close removes everything still there even when a part was removed or
 // changed by someone else meanwhile (a renamed or deleted veth or uplink, a

@@ -548,7 +548,7 @@ func TestPublishDuringReload(t *testing.T) {
 	close(stop)
 	<-done
 	flush()
-	time.Sleep(500 * time.Millisecond) // the guard looks every 200 ms
+	time.Sleep(500 * time.Millisecond) // the guard looks every 20 ms
 	out := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "map", "inet", "nsnet", "ports")
 	if strings.Contains(out, "8080") {
 		t.Errorf("an unpublished port came back with the reload:\n%s", out)

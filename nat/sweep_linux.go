@@ -122,102 +122,149 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 	}
 	defer func() { raw.Close() }()
 	if err := ownTableOn(c); err != nil {
-		if nftset.IsENOENT(err) {
-			return nil // no table: nothing more of ours
-		}
-		if errors.Is(err, ErrForeignTable) {
-			return nil // not ours: not ours to sweep
+		if nftset.IsENOENT(err) || errors.Is(err, ErrForeignTable) {
+			return nil // no table, or not ours: nothing of ours to sweep
 		}
 		return err
 	}
-	// Every entry with its owner; a table vanishing meanwhile (another
-	// process's last Close) means there is nothing left.
-	type entry struct {
-		e     nftset.Elem
-		owner string
+	found, err := readOwned(host, c)
+	if err != nil || found == nil {
+		return err // (nil: the table vanished meanwhile, nothing is left)
 	}
-	var all []entry
+	var errs []error
+	// The dead links' connections go too (see flows.Forget): their veths
+	// are gone already, so nothing recreates them.
+	if err := flows.Forget(host, found.deadLinks()...); err != nil {
+		errs = append(errs, err)
+	}
+	var gone []nftset.Elem
+	for _, x := range found.entries {
+		if !found.live[x.owner] {
+			gone = append(gone, x.e)
+		}
+	}
+	more, uerrs := giveBackDeadUplinks(host, hc, found, res)
+	gone = append(gone, more...)
+	errs = append(errs, uerrs...)
+	res.Elements += len(gone) - len(more) + found.deadUsers()
+	if len(gone) > 0 {
+		// Destroy, not delete: an entry another sweeper removed meanwhile
+		// is no error. Large sweeps go in several transactions.
+		var b nftset.Batch
+		err := b.Del(gone, true)
+		if err == nil {
+			err = b.Commit(raw)
+		}
+		if err != nil && !nftset.IsENOENT(err) {
+			errs = append(errs, fmt.Errorf("set entries: %w", err))
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, dropEmptied(host, c, raw, res))
+	}
+	return errors.Join(errs...)
+}
+
+// ownedEntries are the entries of the table that carry an owner's mark,
+// with the uplinks set's users, and which owners are alive.
+type ownedEntries struct {
+	entries []ownedEntry
+	users   []uplinkUser
+	live    map[string]bool
+}
+
+type ownedEntry struct {
+	e     nftset.Elem
+	owner string
+}
+
+// readOwned reads every entry with its owner (an entry without a mark is
+// not ours to judge), and which owners live; nil if the table vanished
+// meanwhile (another process's last Close): then nothing is left.
+func readOwned(host *netns.Handle, c *nftables.Conn) (*ownedEntries, error) {
+	var found ownedEntries
 	var ids []string
 	for _, set := range nftset.LinkSets {
 		els, err := c.GetSetElements(nftset.ByName[set])
 		if nftset.IsENOENT(err) {
-			return nil
+			return nil, nil
 		}
 		if err != nil {
-			return fmt.Errorf("set %s: %w", set, err)
+			return nil, fmt.Errorf("set %s: %w", set, err)
 		}
 		for _, x := range els {
-			if o, ok := owner.Parse(x.Comment); ok { // no mark: not ours to judge
-				all = append(all, entry{nftset.Elem{Set: set, Key: x.Key}, o.ID})
+			if o, ok := owner.Parse(x.Comment); ok {
+				found.entries = append(found.entries, ownedEntry{nftset.Elem{Set: set, Key: x.Key}, o.ID})
 				ids = append(ids, o.ID)
 			}
 		}
 	}
 	claims, err := readClaims(c)
 	if nftset.IsENOENT(err) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, cl := range claims {
 		if o, ok := owner.Parse(cl.mark); ok && !cl.cover {
-			all = append(all, entry{nftset.Elem{Set: nftset.ClaimSet(cl.prefix), Key: nftset.ClaimKey(cl.prefix)}, o.ID})
+			found.entries = append(found.entries, ownedEntry{nftset.Elem{Set: nftset.ClaimSet(cl.prefix), Key: nftset.ClaimKey(cl.prefix)}, o.ID})
 			ids = append(ids, o.ID)
 		}
 	}
-	users, err := readUplinkUsers(c, upKey{})
-	if nftset.IsENOENT(err) {
-		return nil
+	if found.users, err = readUplinkUsers(c, upKey{}); nftset.IsENOENT(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return err
-	}
-	ids = append(ids, ownerIDs(users)...)
-	live, err := owner.Live(host, ids)
-	if err != nil {
-		return err
-	}
-	// The dead links' connections go too (see flows.Forget): their veths
-	// are gone already, so nothing recreates them.
+	found.live, err = owner.Live(host, append(ids, ownerIDs(found.users)...))
+	return &found, err
+}
+
+// deadLinks are the host end indexes of dead owners' links.
+func (f *ownedEntries) deadLinks() []int {
 	var dead []int
-	for _, x := range all {
-		if x.e.Set == nftset.SetLinks && !live[x.owner] && len(x.e.Key) == 4 {
+	for _, x := range f.entries {
+		if x.e.Set == nftset.SetLinks && !f.live[x.owner] && len(x.e.Key) == 4 {
 			dead = append(dead, int(binary.NativeEndian.Uint32(x.e.Key)))
 		}
 	}
-	var errs []error
-	if err := flows.Forget(host, dead...); err != nil {
-		errs = append(errs, err)
-	}
-	var gone []nftset.Elem
-	for _, x := range all {
-		if !live[x.owner] {
-			gone = append(gone, x.e)
-			res.Elements++
+	return dead
+}
+
+// deadUsers counts the uplinks set's entries of dead owners.
+func (f *ownedEntries) deadUsers() int {
+	n := 0
+	for _, u := range f.users {
+		if !f.live[u.owner] {
+			n++
 		}
 	}
-	// Uplinks whose users are all dead go back to their original setting.
+	return n
+}
+
+// giveBackDeadUplinks returns the uplinks set's entries of dead owners
+// and, for an uplink forwarding whose users are all dead and which was off
+// before nsnet, turns it back off and adds its opened entry (removed after
+// the forwarding, in the caller's transaction).
+func giveBackDeadUplinks(host *netns.Handle, hc *nl.Conn, f *ownedEntries, res *SweepResult) (gone []nftset.Elem, errs []error) {
 	byUplink := map[upKey][]uplinkUser{}
-	for _, u := range users {
+	for _, u := range f.users {
 		byUplink[u.uplink] = append(byUplink[u.uplink], u)
 	}
 	for k, us := range byUplink {
 		anyLive, wasOff := false, false
 		for _, u := range us {
-			anyLive = anyLive || live[u.owner]
+			anyLive = anyLive || f.live[u.owner]
 			wasOff = wasOff || u.origOff
-		}
-		for _, u := range us {
-			if !live[u.owner] {
+			if !f.live[u.owner] {
 				gone = append(gone, u.elem())
-				res.Elements++
 			}
 		}
 		if anyLive || !wasOff {
 			continue
 		}
-		gone = append(gone, openedElem(k)) // (after the forwarding, in the transaction below)
+		gone = append(gone, openedElem(k))
 		msgs, err := hc.Query(nl.GetLinkByIndex(k.index))
 		if err != nil {
 			continue // the uplink is gone: nothing to restore
@@ -239,33 +286,22 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		}
 		res.Uplinks = append(res.Uplinks, name)
 	}
-	if len(gone) > 0 {
-		// Destroy, not delete: an entry another sweeper removed meanwhile
-		// is no error. Large sweeps go in several transactions.
-		var b nftset.Batch
-		err := b.Del(gone, true)
-		if err == nil {
-			err = b.Commit(raw)
-		}
-		if err != nil && !nftset.IsENOENT(err) {
-			errs = append(errs, fmt.Errorf("set entries: %w", err))
-		}
+	return gone, errs
+}
+
+// dropEmptied removes the claims' stale covers and then the table, if no
+// process has a link in it any more (dropTable checks).
+func dropEmptied(host *netns.Handle, c *nftables.Conn, raw *netlink.Conn, res *SweepResult) error {
+	if err := dropStaleCovers(c, raw); err != nil && !nftset.IsENOENT(err) {
+		return fmt.Errorf("claims: %w", err)
 	}
-	if len(errs) == 0 {
-		if err := dropStaleCovers(c, raw); err != nil && !nftset.IsENOENT(err) {
-			errs = append(errs, fmt.Errorf("claims: %w", err))
-		}
+	socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
+	dropped, err := dropTable(host, &socks, nil)
+	if err != nil {
+		return fmt.Errorf("table: %w", err)
 	}
-	if len(errs) == 0 {
-		// Only if no process has a link in it (dropTable checks).
-		socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
-		dropped, err := dropTable(host, &socks, nil)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("table: %w", err))
-		}
-		res.Table = dropped
-	}
-	return errors.Join(errs...)
+	res.Table = dropped
+	return nil
 }
 
 // dropStaleCovers removes the covers of claims (see entries.covers) that
