@@ -96,8 +96,8 @@ func (n network) nsAddr() netip.Prefix   { return netip.PrefixFrom(n.ns, n.prefi
 // share) outside it, each the other's peer, as CNI's ptp plugin does.
 func (n network) pointToPoint() bool { return n.prefix.Bits() == n.prefix.Addr().BitLen() }
 
-// addHost, delHost and addNS are the requests that add and delete the host
-// end's address and add the namespace's. An IPv4 point-to-point address
+// addHost and addNS are the requests that add the host end's address and
+// the namespace's. An IPv4 point-to-point address
 // is one with a peer (its route to the peer comes with it); an IPv6 one
 // is the address and a route to the peer, since IPv6 adds a peer's route
 // only once the link is ready, after its carrier, and the namespace's
@@ -113,16 +113,6 @@ func (n network) add(index int, local, peer netip.Addr) []nl.Request {
 		return []nl.Request{nl.NewPeerAddr(index, local, peer, 0)}
 	}
 	return []nl.Request{nl.NewAddr(index, netip.PrefixFrom(local, 128), addrFlags(n), false), nl.NewRoute(peerRoute(index, peer), false)}
-}
-
-func (n network) delHost(index int) []nl.Request {
-	switch {
-	case !n.pointToPoint():
-		return []nl.Request{nl.DelAddr(index, n.hostAddr())}
-	case n.host.Is4():
-		return []nl.Request{nl.DelPeerAddr(index, n.host, n.ns)}
-	}
-	return []nl.Request{nl.DelAddr(index, netip.PrefixFrom(n.host, 128)), nl.DelRoute(peerRoute(index, n.ns))}
 }
 
 // peerRoute is the route to a point-to-point peer through link index.
