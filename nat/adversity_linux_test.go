@@ -31,7 +31,13 @@ func unsolicited(t *testing.T, w *nstest.World, ip string) bool {
 
 func nftIn(t *testing.T, w *nstest.World, args ...string) string {
 	t.Helper()
-	return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName, "nft"}, args...)...)
+	return inHost(t, w, append([]string{"nft"}, args...)...)
+}
+
+// inHost runs a command in w's host namespace and returns its output.
+func inHost(t *testing.T, w *nstest.World, args ...string) string {
+	t.Helper()
+	return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
 }
 
 func forwarding(t *testing.T, w *nstest.World, dev string) string {

@@ -47,9 +47,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	nstest.CheckLeaks(t)
 	w := nstest.NewWorld(t, "cln-")
 	ns := nstest.NewNS(t, "cln-ns")
-	in := func(args ...string) string {
-		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
-	}
+	in := func(args ...string) string { return inHost(t, w, args...) }
 	// Another link stays throughout: each Close is then not the host's
 	// last, and takes its fastest path.
 	keeper, err := nat.Config{HostNS: w.Host}.Connect(nstest.NewNS(t, "cln-keep"), "up0", netip.MustParsePrefix("10.76.0.0/24"))

@@ -20,9 +20,7 @@ func TestMain(m *testing.M) { nstest.Main(m) }
 // (right after Close: it returns when nothing of the link is left).
 func state(t *testing.T, w *nstest.World) string {
 	t.Helper()
-	in := func(args ...string) string {
-		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
-	}
+	in := func(args ...string) string { return inHost(t, w, args...) }
 	return nstest.Steady(strings.Join([]string{
 		in("ip", "-d", "link"), in("ip", "-4", "addr"), in("ip", "-4", "route", "show", "table", "all"),
 		in("ip", "-6", "addr"), in("ip", "-6", "route", "show", "table", "all"),

@@ -78,9 +78,7 @@ func TestStress(t *testing.T) {
 	requireTools(t)
 	nstest.RequireCmd(t, "conntrack")
 	w := nstest.NewWorld(t, "str-")
-	in := func(args ...string) string {
-		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
-	}
+	in := func(args ...string) string { return inHost(t, w, args...) }
 	linksBefore := linkNames(t, w.HostName)
 	// The uplink keeps its IPv6 address across the flaps below (the
 	// kernel drops them when a link goes down otherwise).
