@@ -36,6 +36,7 @@ import (
 	"github.com/nsnet/nsnet/nstest"
 	"github.com/nsnet/nsnet/route"
 	"github.com/nsnet/nsnet/veth"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -50,6 +51,9 @@ func main() {
 	teardownRows := flag.Bool("teardown", false, "instead of the table: the tear-down rows (Close alone, Close+Delete, until the kernel is done) for each N")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
+	if *scale > 0 {
+		raiseFileLimit(4*(*scale) + 1024)
+	}
 	w, err := nstest.Isolate() // everything below runs in private namespaces
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -652,4 +656,25 @@ func resources() (fds, threads, goroutines int, rssMiB float64) {
 		}
 	}
 	return len(ents), len(tasks), runtime.NumGoroutine(), rssMiB
+}
+
+// raiseFileLimit raises the process's open file limit to at least n (each
+// Link holds two descriptors: its handles to the host and to its
+// namespace; the bench holds one more per namespace), up to what the
+// kernel allows (fs.nr_open); raising the hard limit needs
+// CAP_SYS_RESOURCE, which the bench has as root.
+func raiseFileLimit(n int) {
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) != nil || lim.Cur >= uint64(n) {
+		return
+	}
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if max, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > max {
+			n = max
+		}
+	}
+	want := unix.Rlimit{Cur: uint64(n), Max: max(lim.Max, uint64(n))}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: open file limit %d: %v\n", lim.Cur, err)
+	}
 }

@@ -202,7 +202,9 @@ func (hs *hostState) leaveAll(links []*owned, idle chan<- idleSockets) (errs []e
 			errs = append(errs, fmt.Errorf("nftables table: %w", err))
 		}
 		idle <- socks
-		o.host.Close()
+		if !o.sharedHost {
+			o.host.Close()
+		}
 		o.nsRef.Close()
 	}
 	return errs

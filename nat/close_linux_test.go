@@ -2,8 +2,10 @@ package nat_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -231,5 +233,47 @@ func TestSiblingFlowsToPortsForgotten(t *testing.T) {
 	}
 	if out := entries(); strings.Contains(out, "dport=8080") {
 		t.Errorf("B's connection to A's port outlived A's Close:\n%s", out)
+	}
+}
+
+// TestDescriptorsPerLink: a live link holds one descriptor of its own
+// (its namespace's handle; the handle to the host is the host state's,
+// shared), so 10,000 links fit under a limit of 20,000 with the caller's
+// own namespace handles. Counted over 40 links, beyond the host state's
+// fixed sockets.
+func TestDescriptorsPerLink(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "fds-")
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	first, err := nat.Config{HostNS: w.Host}.Connect(nstest.NewNS(t, "fds-0"), "up0", netip.MustParsePrefix("10.54.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var links []*nat.Link
+	var nss []*netns.Handle
+	for i := 1; i <= 40; i++ {
+		nss = append(nss, nstest.NewNS(t, fmt.Sprintf("fds-%d", i)))
+	}
+	before := fds()
+	for i, ns := range nss {
+		l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix(fmt.Sprintf("10.54.%d.0/24", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l)
+	}
+	perLink := float64(fds()-before) / float64(len(links))
+	t.Logf("%.2f descriptors per link", perLink)
+	if perLink > 1.1 {
+		t.Errorf("%.2f descriptors per live link, want 1", perLink)
+	}
+	if err := nat.CloseAll(append(links, first)...); err != nil {
+		t.Fatal(err)
 	}
 }

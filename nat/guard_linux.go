@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat/internal/firewall"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/netns"
@@ -37,7 +38,7 @@ const guardEvery = 20 * time.Millisecond
 // link, and the guard outlives that link while others live. The caller
 // holds hs.ownerMu.
 func (hs *hostState) startGuard(host *netns.Handle, fw *firewall.Monitor) error {
-	host, err := dupHandle(host)
+	host, err := nl.DupHandle(host)
 	if err != nil {
 		return err
 	}

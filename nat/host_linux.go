@@ -27,8 +27,12 @@ import (
 // table and the uplinks it uses, and the route cache. It is forgotten
 // (sockets closed) after the last link. mu is never held across I/O.
 type hostState struct {
-	key       uint64 // the host namespace's ID
-	mu        sync.Mutex
+	key uint64 // the host namespace's ID
+	mu  sync.Mutex
+	// host is the state's own handle to the host namespace, shared by its
+	// Links (one descriptor for all of them, not one each): made by the
+	// first link, closed by the last one's leave.
+	host      *netns.Handle
 	links     int             // Links and Rules being made or alive
 	ownerMu   sync.Mutex      // guards ownerFD, guardStop and fw, held while they are made
 	ownerFD   int             // owner socket (see protocol_linux.go), -1 if none
@@ -97,7 +101,23 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 	registry.Unlock()
 	hs.mu.Lock()
 	hs.links++
+	needHost := hs.host == nil
 	hs.mu.Unlock()
+	if needHost {
+		h, err := nl.DupHandle(host)
+		if err != nil {
+			hs.leaveNow(host)
+			return nil, err
+		}
+		hs.mu.Lock()
+		if hs.host == nil {
+			hs.host, h = h, nil
+		}
+		hs.mu.Unlock()
+		if h != nil {
+			h.Close() // another Connect made it meanwhile
+		}
+	}
 	// Bound before anything with this process's mark exists in host, so
 	// no other process can take a mark of a live process for a dead one's.
 	hs.ownerMu.Lock()
@@ -195,6 +215,12 @@ func (hs *hostState) leave(host *netns.Handle) (idleSockets, error) {
 	}
 	socks.fw, hs.fw = hs.fw, nil // a netfilter socket too: closed with the others
 	hs.ownerMu.Unlock()
+	if hs.host != nil {
+		// No link uses it any more. (The closing link's own host is this
+		// one or its own; the caller does not use it after leave.)
+		hs.host.Close()
+		hs.host = nil
+	}
 	socks.owner = hs // the owner socket goes last, with the sockets
 	return socks, err
 }
@@ -215,6 +241,14 @@ func (hs *hostState) releaseOwner() {
 		unix.Close(hs.ownerFD)
 		hs.ownerFD = -1
 	}
+}
+
+// handle returns the host state's shared handle to the host (see
+// hostState.host); valid while the caller's link is counted.
+func (hs *hostState) handle() *netns.Handle {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return hs.host
 }
 
 // busy reports whether the process has links in the host (again).
@@ -526,16 +560,7 @@ func resolveHost(h *netns.Handle) (*netns.Handle, error) {
 	if h == nil {
 		return netns.Current()
 	}
-	return dupHandle(h)
-}
-
-// dupHandle opens a handle of our own to h's namespace.
-func dupHandle(h *netns.Handle) (*netns.Handle, error) {
-	fd, err := nl.NSFd(h)
-	if err != nil {
-		return nil, err
-	}
-	return netns.OpenPath(fmt.Sprintf("/proc/thread-self/fd/%d", fd))
+	return nl.DupHandle(h)
 }
 
 // firewall returns what the other firewalls look like (see the firewall

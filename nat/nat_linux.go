@@ -30,6 +30,9 @@ type owned struct {
 	// inode, nsKey, cannot then be reused by a new namespace that the
 	// registry would mistake for this one.
 	nsRef *netns.Handle
+	// sharedHost: host is the host state's (see hostState.host), not the
+	// link's own, and goes with the host state's last link.
+	sharedHost bool
 	// hostIdx and nsIdx are the interface indexes of the pair's ends
 	// (hostIdx is the caller's link for Rules, never deleted).
 	hostIdx, nsIdx int
@@ -396,7 +399,7 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 	if err != nil {
 		return nil, fmt.Errorf("host namespace: %w", err)
 	}
-	nsRef, err := dupHandle(ns)
+	nsRef, err := nl.DupHandle(ns)
 	if err != nil {
 		host.Close()
 		return nil, fmt.Errorf("namespace: %w", err)
@@ -435,6 +438,12 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 		host.Close()
 		nsRef.Close()
 		return nil, err
+	}
+	if !c.Persistent {
+		// The host state's handle from now on: one descriptor for all
+		// its links (see hostState.host).
+		l.host, l.sharedHost = l.hs.handle(), true
+		host.Close()
 	}
 	if c.Persistent {
 		// Not this process's: it keeps nothing of it (see Config.Persistent).

@@ -202,6 +202,16 @@ func (c *Conn) Dump(r Request) ([]netlink.Message, error) {
 // NativeEndian is the byte order of rtnetlink's fixed headers.
 var NativeEndian = binary.NativeEndian
 
+// DupHandle opens a handle of the caller's own to h's namespace (a
+// second descriptor: closing either leaves the other open).
+func DupHandle(h *netns.Handle) (*netns.Handle, error) {
+	fd, err := NSFd(h)
+	if err != nil {
+		return nil, err
+	}
+	return netns.OpenPath(fmt.Sprintf("/proc/thread-self/fd/%d", fd))
+}
+
 // NSFd returns ns's file descriptor, or an error matching netns.ErrClosed
 // if ns is closed.
 func NSFd(ns *netns.Handle) (int, error) {

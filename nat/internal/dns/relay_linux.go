@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 )
 
@@ -38,10 +39,14 @@ type relay struct {
 
 // startRelay listens on listen:53 in host and relays to upstream:53.
 func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.Prefix) (*relay, error) {
+	host, err := nl.DupHandle(host) // its own: it outlives the caller's
+	if err != nil {
+		return nil, err
+	}
 	r := &relay{host: host, upstream: netip.AddrPortFrom(upstream, 53), clients: clients,
 		slots: make(chan struct{}, relayWorkers), conns: map[net.Conn]bool{}}
 	at := netip.AddrPortFrom(listen, 53)
-	err := host.Do(func() (err error) {
+	err = host.Do(func() (err error) {
 		if r.udp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(at)); err != nil {
 			return err
 		}
@@ -52,6 +57,7 @@ func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.P
 		if r.udp != nil {
 			r.udp.Close()
 		}
+		host.Close()
 		return nil, err
 	}
 	r.wg.Add(2)
@@ -71,6 +77,7 @@ func (r *relay) close() {
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
+	r.host.Close()
 }
 
 // dialUpstream opens a socket to the resolver from the host namespace.
