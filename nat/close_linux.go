@@ -216,7 +216,7 @@ func rulesForwardingOff(hc *nl.Conn, links []*owned) error {
 	var errs []error
 	for _, o := range links {
 		if o.linkFwdOff {
-			errs = append(errs, setUplinkForwarding(o.host, hc, upKey{o.hostIdx, o.ent.Families()[0]}, false))
+			errs = append(errs, nl.SetLinkForwarding(o.host, hc, o.hostIdx, o.ent.Families()[0], false))
 		}
 	}
 	return errors.Join(errs...)

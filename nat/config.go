@@ -23,7 +23,7 @@ var ErrOverlap = errors.New("prefix overlaps")
 // ErrForeignTable is matched by the error when the host has an nftables
 // table called nsnet (family inet) that nsnet did not make: nsnet never
 // changes or deletes it.
-var ErrForeignTable = errors.New("nftables table inet " + TableName + " exists and is not nsnet's")
+var ErrForeignTable = nftset.ErrForeignTable
 
 // Config holds everything Connect can be told. The zero value is the
 // tutorial's set-up; Connect(ns, uplink, cidr) is Config{}.Connect.
@@ -188,7 +188,7 @@ var ErrForeignDrop = errors.New("another firewall drops forwarded packets")
 // cannot be written (a read-only /proc/sys, as in many containers),
 // unless the host forwards IPv6 on every interface already
 // (net.ipv6.conf.all.forwarding=1, which nsnet never sets).
-var ErrNoIPv6Forwarding = errors.New("no per-interface IPv6 forwarding")
+var ErrNoIPv6Forwarding = nl.ErrNoForceForwarding
 
 // ErrInvalidName is matched by the error for a malformed interface name.
 var ErrInvalidName = nl.ErrInvalidName

@@ -353,8 +353,8 @@ func (k *connecting) hostLink() error {
 	l, host := k.l, k.host
 	if !k.v6 {
 		disableIPv6(host, l.HostVeth)
-	} else if !forwardsAll(host, unix.NFPROTO_IPV6) {
-		if err := setForceForwarding(host, l.HostVeth, true); err != nil {
+	} else if !nl.ForwardsAll(host, unix.NFPROTO_IPV6) {
+		if err := nl.SetForceForwarding(host, l.HostVeth, true); err != nil {
 			return err
 		}
 	}

@@ -108,7 +108,7 @@ func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (fo
 		return false, err
 	}
 	defer func() { raw.Close() }()
-	if err := ownTableOn(c); err != nil {
+	if err := nftset.OwnTable(c); err != nil {
 		if nftset.IsENOENT(err) || errors.Is(err, ErrForeignTable) {
 			return false, nil
 		}

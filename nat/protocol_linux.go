@@ -161,39 +161,9 @@ func (hs *hostState) ownTable(host *netns.Handle) error {
 	if err != nil {
 		return err
 	}
-	err = ownTableOn(c)
+	err = nftset.OwnTable(c)
 	hs.putNFT(c, err)
 	return err
-}
-
-// ownTableOn is ownTable on the connection c. A dump racing with another
-// process's removal and re-creation of the table can see part of it: only
-// a table found wanting three times running is called foreign.
-func ownTableOn(c *nftables.Conn) error {
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		if err = checkSets(c); err == nil || !errors.Is(err, ErrForeignTable) {
-			return err
-		}
-	}
-	return err
-}
-
-func checkSets(c *nftables.Conn) error {
-	got, err := c.GetSets(nftset.Table)
-	if err != nil {
-		return fmt.Errorf("read table inet %s: %w", TableName, err)
-	}
-	have := map[string]string{}
-	for _, s := range got {
-		have[s.Name] = s.KeyType.Name
-	}
-	for _, s := range nftset.Sets {
-		if have[s.Name] != s.KeyType.Name {
-			return fmt.Errorf("%w (it has no nsnet set %q of type %s); remove or rename it", ErrForeignTable, s.Name, s.KeyType.Name)
-		}
-	}
-	return nil
 }
 
 // dropTable deletes the table when its links set is empty (no process has
@@ -225,7 +195,7 @@ func dropTable(host *netns.Handle, socks *idleSockets, busy func() bool) (droppe
 		if err != nil || len(els) > 0 {
 			return false, err
 		}
-		if err := checkSets(c); err != nil {
+		if err := nftset.CheckSets(c); err != nil {
 			return false, nil // not ours (any more): not ours to remove
 		}
 		b := nftset.Batch{Gen: &gen}
@@ -325,7 +295,7 @@ func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e nftset.Entr
 			continue
 		}
 		if !liveOther {
-			on, err := uplinkForwarding(host, hc, k)
+			on, err := nl.LinkForwards(host, hc, k.index, k.fam)
 			if err != nil {
 				return nil, fmt.Errorf("uplink: %w", err)
 			}
@@ -356,11 +326,11 @@ func (hs *hostState) shareUplinks(host *netns.Handle, hc *nl.Conn, e nftset.Entr
 	for i, k := range turnOn {
 		err := hook("uplink forwarding")
 		if err == nil {
-			err = setUplinkForwarding(host, hc, k, true)
+			err = nl.SetLinkForwarding(host, hc, k.index, k.fam, true)
 		}
 		if err != nil {
 			for _, done := range turnOn[:i] {
-				setUplinkForwarding(host, hc, done, false)
+				nl.SetLinkForwarding(host, hc, done.index, done.fam, false)
 			}
 			hs.delEntries(host, append(e.Elems(), add...), opened...)
 			return nil, fmt.Errorf("uplink forwarding (%s): %w", nftset.FamilyName(k.fam), err)
@@ -466,19 +436,10 @@ func openedElem(k upKey) nftset.Elem {
 
 // giveBack turns the uplink's forwarding of family k.fam back off, as it
 // was before nsnet, unless the user turned it on for every interface
-// meanwhile (see forwardsAll): then it is left on, and done is false.
+// meanwhile (see nl.ForwardsAll): then it is left on, and done is false.
 func giveBack(host *netns.Handle, hc *nl.Conn, k upKey) (done bool, err error) {
-	if forwardsAll(host, k.fam) {
+	if nl.ForwardsAll(host, k.fam) {
 		return false, nil
 	}
-	return true, setUplinkForwarding(host, hc, k, false)
-}
-
-// forwardsAll reports whether forwarding of family fam is on for every
-// interface of host (net.ipv4.conf.all.forwarding, which
-// net.ipv4.ip_forward sets, or net.ipv6.conf.all.forwarding): the user's
-// choice, which Close leaves alone.
-func forwardsAll(host *netns.Handle, fam byte) bool {
-	v, _ := readSysctl(host, confPath(fam, "all", "forwarding"))
-	return v == "1"
+	return true, nl.SetLinkForwarding(host, hc, k.index, k.fam, false)
 }

@@ -84,7 +84,7 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		return nil, fmt.Errorf("%w: link %s is the uplink itself", ErrInvalidConfig, hostVeth)
 	}
 	fwd := upKey{r.hostIdx, nftset.FamilyOf(cidr.Addr())} // the link's forwarding of cidr's family
-	wasOn, err := uplinkForwarding(host, hc, fwd)
+	wasOn, err := nl.LinkForwards(host, hc, fwd.index, fwd.fam)
 	if err != nil {
 		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
 	}
@@ -98,10 +98,10 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		return nil, fmt.Errorf("forwarding: %w", err)
 	}
 	if !wasOn {
-		if err := setUplinkForwarding(host, hc, fwd, true); err != nil {
+		if err := nl.SetLinkForwarding(host, hc, fwd.index, fwd.fam, true); err != nil {
 			return nil, fmt.Errorf("forwarding: %w", err)
 		}
-		undo.push(func() { setUplinkForwarding(host, hc, fwd, false) })
+		undo.push(func() { nl.SetLinkForwarding(host, hc, fwd.index, fwd.fam, false) })
 		r.linkFwdOff = true
 	}
 	hs.addLive(r.owned)

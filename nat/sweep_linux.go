@@ -121,7 +121,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *SweepResult) error {
 		return err
 	}
 	defer func() { raw.Close() }()
-	if err := ownTableOn(c); err != nil {
+	if err := nftset.OwnTable(c); err != nil {
 		if nftset.IsENOENT(err) || errors.Is(err, ErrForeignTable) {
 			return nil // no table, or not ours: nothing of ours to sweep
 		}

@@ -110,3 +110,8 @@ func (e *privError) Error() string {
 }
 
 func (e *privError) Unwrap() error { return e.err }
+
+// ErrNoForceForwarding is matched by the error for IPv6 forwarding on a
+// kernel (before Linux 6.17) or a /proc/sys without
+// net.ipv6.conf.IF.force_forwarding (nat.ErrNoIPv6Forwarding is it).
+var ErrNoForceForwarding = errors.New("no per-interface IPv6 forwarding")

@@ -1,0 +1,42 @@
+package nftset
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/nftables"
+)
+
+// OwnTable checks that the table called nsnet is the library's: it has
+// every set of the library's, each with the library's key type, or it is
+// ErrForeignTable. (google/nftables does not read a set's comment back,
+// or that would be the mark.) A dump racing with another
+// process's removal and re-creation of the table can see part of it: only
+// a table found wanting three times running is called foreign.
+func OwnTable(c *nftables.Conn) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = CheckSets(c); err == nil || !errors.Is(err, ErrForeignTable) {
+			return err
+		}
+	}
+	return err
+}
+
+// CheckSets is one look of OwnTable's.
+func CheckSets(c *nftables.Conn) error {
+	got, err := c.GetSets(Table)
+	if err != nil {
+		return fmt.Errorf("read table inet %s: %w", TableName, err)
+	}
+	have := map[string]string{}
+	for _, s := range got {
+		have[s.Name] = s.KeyType.Name
+	}
+	for _, s := range Sets {
+		if have[s.Name] != s.KeyType.Name {
+			return fmt.Errorf("%w (it has no nsnet set %q of type %s); remove or rename it", ErrForeignTable, s.Name, s.KeyType.Name)
+		}
+	}
+	return nil
+}
