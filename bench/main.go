@@ -48,6 +48,7 @@ func main() {
 	portsN := flag.Int("ports", 0, "instead of the table: published ports, 1 against this many (rules, throughput, publish time)")
 	flag.BoolVar(&dualStack, "ipv6", false, "give every link an IPv6 prefix too (dual stack)")
 	cniRows := flag.Bool("cni", false, "instead of the table: nsnet-cni against the reference ptp plugin through libcni, for each N (needs NSNET_CNI_PLUGINS)")
+	ppsRounds := flag.Int("pps", 0, "instead of the table: 64-byte UDP packet rate, the tutorial's rules against nsnet's, this many alternating rounds (needs iperf3)")
 	teardownRows := flag.Bool("teardown", false, "instead of the table: the tear-down rows (Close alone, Close+Delete, until the kernel is done) for each N")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
@@ -64,6 +65,10 @@ func main() {
 	fmt.Printf("# %s, kernel %s, %d CPUs, %s\n", time.Now().UTC().Format("2006-01-02"), strings.TrimSpace(string(kernel)), runtime.NumCPU(), runtime.Version())
 	if *scale > 0 {
 		scaling(w, *scale)
+		return
+	}
+	if *ppsRounds > 0 {
+		packetRate(w, *ppsRounds)
 		return
 	}
 	if *cniRows {
@@ -524,11 +529,24 @@ func interleaved(n, rounds int) {
 		}
 		return all
 	}
+	// probe sets up one more namespace, timing netns.New and Connect apart
+	// (the kernel's cost of a namespace and its bind mount grows with
+	// their number, which is not the library's).
+	var newFew, newMany []float64
 	probe := func(w *nstest.World, tag string) float64 {
 		t0 := time.Now()
-		m := newConnected(nat.Config{HostNS: w.Host}, tag+"-probe", netip.MustParsePrefix("10.200.0.0/24"))
-		d := ms(time.Since(t0))
-		m.tearDown()
+		ns, err := netns.New(tag + "-probe")
+		check(err)
+		t1 := time.Now()
+		l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.200.0.0/24"))
+		check(err)
+		d := ms(time.Since(t1))
+		if tag == "few" {
+			newFew = append(newFew, ms(t1.Sub(t0)))
+		} else {
+			newMany = append(newMany, ms(t1.Sub(t0)))
+		}
+		made{tag + "-probe", ns, l}.tearDown()
 		return d
 	}
 	few := fill(a, "few", 1, 1)
@@ -544,8 +562,10 @@ func interleaved(n, rounds int) {
 		tFew = append(tFew, probe(a, "few"))
 		tMany = append(tMany, probe(b, "many"))
 	}
-	fmt.Printf("interleaved, %d rounds: set-up of one more namespace (median) %.2f ms with %d links, %.2f ms with %d, ratio %.2f\n",
+	fmt.Printf("interleaved, %d rounds: Connect of one more namespace (median) %.2f ms with %d links, %.2f ms with %d, ratio %.2f\n",
 		rounds, median(tFew), len(few), median(tMany), len(many), median(tMany)/median(tFew))
+	fmt.Printf("interleaved, %d rounds: netns.New of it (median) %.2f ms with %d namespaces, %.2f ms with %d, ratio %.2f\n",
+		rounds, median(newFew), len(few), median(newMany), len(many), median(newMany)/median(newFew))
 	fmt.Printf("interleaved, 7 rounds: throughput (median) %.0f MB/s with 1 link, %.0f MB/s with %d, ratio %.2f\n",
 		median(thFew), median(thMany), len(many), median(thMany)/median(thFew))
 	closeAll(few)

@@ -184,9 +184,9 @@ func icmpv6Type(typ byte) []expr.Any {
 //	    ct mark set … map @port_links dnat to … map @ports
 //	    meta nfproto ipv6 ct mark set … map @port_links6 dnat ip6 to … map @ports6 }
 //	  chain raw_prerouting { type filter hook prerouting priority raw; policy accept;
-//	    iif @links ip daddr 127.0.0.0/8 drop
-//	    iif @links icmpv6 type nd-router-advert drop
-//	    iif @links icmpv6 type nd-redirect drop }
+//	    ip daddr 127.0.0.0/8 iif @links drop
+//	    icmpv6 type nd-router-advert iif @links drop
+//	    icmpv6 type nd-redirect iif @links drop }
 //	}
 //
 // (see ports_linux.go for the published ports).
@@ -281,21 +281,22 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(out, "a published port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV4)...)
 	rule(pre, "a published IPv6 port", publishedDNAT(unix.NFPROTO_IPV6)...)
 	rule(out, "a published IPv6 port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV6)...)
+	// Every packet of the host passes these three rules: each tests the
+	// packet's header first, and looks its link up in the links set only
+	// for the few packets that match it.
 	rule(raw, "loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
-		metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false),
 		metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}}, verdict(expr.VerdictDrop, ""))
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+		metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictDrop, ""))
 	// The host end accepts router advertisements (accept_ra: its
 	// force_forwarding does not count as forwarding there), and takes a
 	// redirect from a link-local neighbour: a namespace could give the
 	// host a default route or move one of its routes.
 	rule(raw, "router advertisements from a link",
-		append([]expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false)},
-			append(icmpv6Type(ndRouterAdvert), verdict(expr.VerdictDrop, ""))...)...)
+		append(icmpv6Type(ndRouterAdvert), metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictDrop, ""))...)
 	rule(raw, "redirects from a link",
-		append([]expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false)},
-			append(icmpv6Type(ndRedirect), verdict(expr.VerdictDrop, ""))...)...)
+		append(icmpv6Type(ndRedirect), metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictDrop, ""))...)
 	return nil
 }
 
