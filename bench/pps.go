@@ -3,12 +3,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
@@ -85,15 +87,18 @@ func ppsRound(w *nstest.World, name string, tutorial bool) float64 {
 func iperfUDP(w *nstest.World, name string) float64 {
 	server := exec.Command("ip", "netns", "exec", w.InetName, "iperf3", "-s", "-1", "-B", w.Outside.String())
 	check(server.Start())
-	defer server.Wait()
+	defer func() { server.Process.Kill(); server.Wait() }()
 	var out []byte
 	var err error
 	for try := 0; try < 50; try++ { // until the server listens
-		out, err = exec.Command("ip", "netns", "exec", name, "iperf3", "-c", w.Outside.String(), "-u", "-b", "0",
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err = exec.CommandContext(ctx, "ip", "netns", "exec", name, "iperf3", "-c", w.Outside.String(), "-u", "-b", "0",
 			"-l", "64", "-t", "3", "-J").Output()
+		cancel()
 		if err == nil || !strings.Contains(string(out), "unable to connect") {
 			break
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	check(err)
 	var res struct {
@@ -116,4 +121,3 @@ func run(args ...string) {
 		check(fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out))
 	}
 }
-
