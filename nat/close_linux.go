@@ -54,8 +54,7 @@ func (o *owned) what() string {
 }
 
 // close undoes what o holds; deleteVeth says the host end is the
-// library's to delete (not for Rules). The steps are those of closeGroup
-// (see closeSteps), for one link.
+// library's to delete (not for Rules), with closeSteps.
 func (o *owned) close(what string, deleteVeth bool) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -35,7 +35,7 @@ type hostState struct {
 	host      *netns.Handle
 	links     int             // Links and Rules being made or alive
 	ownerMu   sync.Mutex      // guards ownerFD, guardStop and fw, held while they are made
-	ownerFD   int             // owner socket (see protocol_linux.go), -1 if none
+	ownerFD   int             // owner socket (see package owner), -1 if none
 	guardStop chan struct{}   // ends the guard (see guard_linux.go)
 	live      map[*owned]bool // Links and Rules made and not closed, for the guard
 	// restoreMu keeps the guard's restores (see guard_linux.go) apart

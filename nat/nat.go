@@ -63,9 +63,10 @@ type Rules struct {
 // and Rules. It finds the library's marks — the host veth's ifalias and
 // the comment of every set entry, "nsnet owner=ID pid=P" — and removes the
 // veths and entries of owners that no longer run, whatever PID namespace
-// they ran in (see protocol_linux.go: liveness is not a pid), turns
-// forwarding off again on uplinks that a dead owner had turned on and no
-// live one uses, and removes the table if nothing is left in it. What live
+// they ran in (liveness is not a pid: see the package doc, Several
+// processes), turns forwarding off again on uplinks that a dead owner had
+// turned on and no live one uses, and removes the table if nothing is left
+// in it. What live
 // processes own is never touched. Safe at any time and at any size,
 // concurrently with other processes' Connect, Close and Sweep, for example
 // at program start.

@@ -44,7 +44,7 @@ type owned struct {
 	dns        *dns.Setup // the namespace's resolv.conf and relay (nil: none)
 	etcDir     string     // the namespace's netns.EtcDir
 	// dockerUser is the comment of the link's rules in Docker's
-	// DOCKER-USER chain, "" if it has none (see dockeruser_linux.go).
+	// DOCKER-USER chain, "" if it has none (see the firewall package).
 	dockerUser string
 	dockerFams []byte // the families whose DOCKER-USER has its rules
 	// linkFwdOff: AddRules turned the caller's link's forwarding on, and
