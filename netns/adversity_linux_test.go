@@ -310,3 +310,91 @@ func TestNewDeleteRace(t *testing.T) {
 		t.Errorf("%d mounts left after the last Delete", n)
 	}
 }
+
+// TestDoOtherNamespaceKinds: fn unshares a namespace of another kind on
+// Do's thread (mount, uts, ipc, cgroup, pid and time for its children;
+// a user namespace cannot be unshared by a multithreaded process). After Do
+// returns, no thread of the process is in a namespace of that kind other
+// than the process's own: the thread was ended, not handed back to the
+// runtime. Oracles: every thread's /proc/self/task/*/ns/KIND, what a
+// locked goroutine on any thread reads, the host name other goroutines
+// see (uts), and the pid a child gets (pid: 1 in a new pid namespace).
+func TestDoOtherNamespaceKinds(t *testing.T) {
+	nstest.Require(t)
+	h, err := netns.NewAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	kinds := []struct {
+		name string // in /proc/PID/ns
+		flag int
+	}{
+		{"mnt", unix.CLONE_NEWNS}, {"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC},
+		{"cgroup", unix.CLONE_NEWCGROUP}, {"pid_for_children", unix.CLONE_NEWPID},
+		{"time_for_children", unix.CLONE_NEWTIME},
+	}
+	hostname, _ := os.Hostname()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			home, err := os.Readlink("/proc/self/ns/" + k.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 5 {
+				err := h.Do(func() error {
+					if err := unix.Unshare(k.flag); err != nil {
+						return err
+					}
+					if k.flag == unix.CLONE_NEWUTS {
+						return unix.Sethostname([]byte("moved-by-fn"))
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("unshare in Do: %v", err)
+				}
+			}
+			tasks, _ := filepath.Glob("/proc/self/task/*/ns/" + k.name)
+			for _, p := range tasks {
+				if ns, err := os.Readlink(p); err == nil && ns != home {
+					t.Errorf("%s is %s, not the process's %s", p, ns, home)
+				}
+			}
+			seen := make(chan string, 100)
+			for range 100 {
+				go func() {
+					runtime.LockOSThread()
+					defer runtime.UnlockOSThread()
+					ns, _ := os.Readlink("/proc/thread-self/ns/" + k.name)
+					if n, _ := os.Hostname(); n != hostname {
+						ns += " with host name " + n
+					}
+					seen <- ns
+				}()
+			}
+			for range 100 {
+				if ns := <-seen; ns != home {
+					t.Fatalf("a goroutine ran in %s, not %s", ns, home)
+				}
+			}
+			if k.flag == unix.CLONE_NEWPID {
+				for range 10 {
+					out, err := exec.Command("sh", "-c", "echo $$").Output()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if strings.TrimSpace(string(out)) == "1" {
+						t.Fatal("a child started as pid 1 of a new pid namespace")
+					}
+				}
+			}
+		})
+	}
+	t.Run("user", func(t *testing.T) {
+		err := h.Do(func() error { return unix.Unshare(unix.CLONE_NEWUSER) })
+		if !errors.Is(err, unix.EINVAL) {
+			t.Errorf("unshare(CLONE_NEWUSER) in Do: %v, want EINVAL (a multithreaded process cannot)", err)
+		}
+	})
+}

@@ -33,11 +33,11 @@ func (h *Handle) Dial(network, address string) (net.Conn, error) {
 // turn. A nil h dials from the current namespace.
 func (h *Handle) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	dial := func(addr string) (c net.Conn, err error) {
-		err = h.Do(func() error {
+		err = h.do(func() error {
 			var d net.Dialer
 			c, err = d.DialContext(ctx, network, addr)
 			return err
-		})
+		}, false)
 		return c, err
 	}
 	if !strings.HasPrefix(network, "tcp") && !strings.HasPrefix(network, "udp") {
@@ -75,20 +75,20 @@ func (h *Handle) DialContext(ctx context.Context, network, address string) (net.
 // Listen announces on the local network address inside h's namespace, as
 // net.Listen does.
 func (h *Handle) Listen(network, address string) (l net.Listener, err error) {
-	err = h.Do(func() error {
+	err = h.do(func() error {
 		l, err = net.Listen(network, address)
 		return err
-	})
+	}, false)
 	return l, err
 }
 
 // ListenPacket announces on the local network address inside h's
 // namespace, as net.ListenPacket does.
 func (h *Handle) ListenPacket(network, address string) (c net.PacketConn, err error) {
-	err = h.Do(func() error {
+	err = h.do(func() error {
 		c, err = net.ListenPacket(network, address)
 		return err
-	})
+	}, false)
 	return c, err
 }
 

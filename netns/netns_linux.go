@@ -10,13 +10,14 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/nsnet/nsnet/internal/nsthread"
 	"golang.org/x/sys/unix"
 )
 
 // threadNSPath names the network namespace of the calling OS thread.
 // /proc/self would name the thread group leader's, which is wrong as soon as
 // any thread has switched.
-const threadNSPath = "/proc/thread-self/ns/net"
+const threadNSPath = nsthread.NetPath
 
 func newHandle(fd int, name string) (*Handle, error) {
 	// Never 0, 1 or 2: mdlayher/netlink reads a namespace fd of 0 as "the
@@ -110,7 +111,7 @@ func sysNewAnonymous() (*Handle, error) {
 // namespace.
 func unshareNet(inside func() error) (int, error) {
 	fd := -1
-	err := onThread(func() error {
+	err := nsthread.Run(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare: %w", err)
 		}
@@ -123,7 +124,7 @@ func unshareNet(inside func() error) (int, error) {
 			return inside()
 		}
 		return nil
-	})
+	}, false)
 	if err != nil {
 		if fd >= 0 {
 			unix.Close(fd)
@@ -131,77 +132,6 @@ func unshareNet(inside func() error) (int, error) {
 		return -1, err
 	}
 	return fd, nil
-}
-
-// onThread runs fn on a fresh goroutine locked to its own OS thread, after
-// enter has moved that thread into another network namespace, and then
-// moves the thread back where it was. The caller's thread never moves.
-//
-// Whatever fn does, the thread goes back or dies: it is moved back by a
-// deferred call, which runs when fn returns, panics or calls
-// runtime.Goexit (as t.Fatal does); the thread is locked twice, so a
-// runtime.UnlockOSThread in fn neither lets the goroutine wander off the
-// thread nor lets others onto it while it is in the namespace; and if
-// moving back fails, the goroutine exits still locked, so the Go runtime
-// ends the thread instead of reusing it in the wrong namespace. A panic in
-// fn is re-raised in the caller, after the thread is back; a Goexit in fn
-// is an error.
-func onThread(enter, fn func() error) error {
-	type result struct {
-		err      error
-		panicked bool
-		panicVal any
-		goexit   bool
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		runtime.LockOSThread()
-		r := result{goexit: true} // unless fn returns or panics
-		orig, err := unix.Open(threadNSPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
-		}
-		moved := false
-		defer func() {
-			defer unix.Close(orig)
-			if moved {
-				if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-					r.err = errors.Join(r.err, fmt.Errorf("restore thread namespace: %w", err))
-					ch <- r
-					return // still locked: the runtime ends the thread
-				}
-			}
-			runtime.UnlockOSThread()
-			runtime.UnlockOSThread()
-			ch <- r
-		}()
-		if err := enter(); err != nil {
-			r = result{err: err} // the thread did not move
-			return
-		}
-		moved = true
-		func() {
-			defer func() {
-				if v := recover(); v != nil {
-					r = result{panicked: true, panicVal: v}
-				}
-			}()
-			err := fn()
-			r = result{err: err}
-		}()
-	}()
-	r := <-ch
-	switch {
-	case r.panicked:
-		panic(r.panicVal)
-	case r.goexit:
-		return errors.Join(r.err, errors.New("netns: the function called runtime.Goexit (t.Fatal, t.SkipNow?) on the namespace's thread; the thread was moved back"))
-	}
-	return r.err
 }
 
 var dirMu sync.Mutex
@@ -329,8 +259,13 @@ func sysList() ([]string, error) {
 	return names, nil
 }
 
-// sysDo is Do on Linux.
-func (h *Handle) sysDo(fn func() error) error {
+// sysDo is Do on Linux: fn may do anything, so a thread it moved into a
+// namespace of another kind is ended (see nsthread.Run).
+func (h *Handle) sysDo(fn func() error) error { return h.do(fn, true) }
+
+// do is Do, checking the thread's other namespaces afterwards or not (the
+// package's own functions, which change none).
+func (h *Handle) do(fn func() error, checkOthers bool) error {
 	if fn == nil {
 		return fmt.Errorf("netns: Do with a nil function: %w", os.ErrInvalid)
 	}
@@ -342,12 +277,12 @@ func (h *Handle) sysDo(fn func() error) error {
 		return err
 	}
 	defer runtime.KeepAlive(h)
-	return onThread(func() error {
+	return nsthread.Run(func() error {
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
 			return needPriv(fmt.Errorf("netns: enter %s: %w", h, err))
 		}
 		return nil
-	}, fn)
+	}, fn, checkOthers)
 }
 
 // sysStart is Start on Linux.

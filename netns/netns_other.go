@@ -35,3 +35,5 @@ func (h *Handle) sysDo(fn func() error) (err error) { return errUnsupported }
 func (h *Handle) sysStart(cmd *exec.Cmd) (err error) { return errUnsupported }
 
 func (h *Handle) sysRun(cmd *exec.Cmd) (err error) { return errUnsupported }
+
+func (h *Handle) do(fn func() error, _ bool) error { return h.sysDo(fn) }
