@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/naterr"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/netns"
 )
 
@@ -114,7 +116,7 @@ func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
 		}
 	}
 	errs = append(errs, stopDNS(links)...)
-	hc, err := hs.conn(host)
+	hc, err := hs.tbl.Conn(host)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("netlink: %w", err))
 	}
@@ -142,12 +144,12 @@ func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
 			for i, g := range gone {
 				if g {
 					o := links[i]
-					err = errors.Join(err, fmt.Errorf("veth %s (index %d) %w", o.vethName, o.hostIdx, errGone))
+					err = errors.Join(err, fmt.Errorf("veth %s (index %d) %w", o.vethName, o.hostIdx, naterr.ErrGone))
 				}
 			}
 			return err
 		})
-		if deleteVeth && len(errs) > n && !errors.Is(errs[n], errGone) {
+		if deleteVeth && len(errs) > n && !errors.Is(errs[n], naterr.ErrGone) {
 			// Not deleted: down and not forwarding at least, or its entries
 			// stay, so that its packets are still filtered.
 			quiet = stopLinks(hc, idx) == nil
@@ -164,12 +166,18 @@ func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
 		step("docker-user", func() error { return hs.dropDockerUser(host, comments) })
 	}
 	if quiet {
-		step("nftables", func() error { return hs.removeLinks(host, hc, links) })
+		step("nftables", func() error {
+			es := make([]nftset.Entries, len(links))
+			for i, o := range links {
+				es[i] = o.ent
+			}
+			return hs.shares.RemoveAll(host, hc, &hs.tbl, es)
+		})
 	} else {
 		errs = append(errs, errors.New("nftables: entries kept: the links could not be stopped"))
 	}
 	if hc != nil {
-		hs.putConn(hc)
+		hs.tbl.PutConn(hc)
 	}
 	errs = append(errs, hs.leaveAll(links, idle)...)
 	if !deleting {

@@ -3,8 +3,10 @@ package nat
 import (
 	"errors"
 	"fmt"
-	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
+
+	"github.com/nsnet/nsnet/nat/internal/naterr"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -13,12 +15,12 @@ import (
 // ErrInvalidConfig is matched by the error for input Connect refuses before
 // touching the kernel: nil or host namespace, unusable prefix or
 // addresses, bad names.
-var ErrInvalidConfig = errors.New("invalid nat config")
+var ErrInvalidConfig = naterr.ErrInvalidConfig
 
 // ErrOverlap is matched by the error when the prefix overlaps an address or
 // route of the host, or the prefix of another live Link or Rules of any
 // process; the error names the holder ("link nsn-… of live pid N").
-var ErrOverlap = errors.New("prefix overlaps")
+var ErrOverlap = naterr.ErrOverlap
 
 // ErrForeignTable is matched by the error when the host has an nftables
 // table called nsnet (family inet) that nsnet did not make: nsnet never

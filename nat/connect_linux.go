@@ -11,8 +11,10 @@ import (
 	"github.com/nsnet/nsnet/nat/internal/dns"
 	"github.com/nsnet/nsnet/nat/internal/firewall"
 	"github.com/nsnet/nsnet/nat/internal/flows"
+	"github.com/nsnet/nsnet/nat/internal/hostview"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/nat/internal/owner"
+	"github.com/nsnet/nsnet/nat/internal/sweep"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
@@ -35,7 +37,7 @@ type connecting struct {
 	plan              dns.Plan // decided before anything is made
 	hostMark, entMark string   // the host end's mark, every entry's
 	fw                firewall.View
-	up                uplinkInfo
+	up                hostview.Uplink
 	ports             []nftset.PortMap // Config.Ports, resolved
 	markedNow         bool             // the pair is marked as it is made
 	localnet          bool             // a port on 127.0.0.1: route_localnet
@@ -119,7 +121,7 @@ func (k *connecting) finish(err *error) {
 		k.undo.unwind()
 	}
 	if k.hc != nil {
-		k.hs.putConn(k.hc)
+		k.hs.tbl.PutConn(k.hc)
 	}
 	if k.nc != nil {
 		k.nc.Close()
@@ -130,8 +132,8 @@ func (k *connecting) finish(err *error) {
 // (from the host's files) and its marks.
 func (k *connecting) decide() error {
 	c, l := k.cfg, k.l
-	_, k.v6 = l.nets.of(unix.NFPROTO_IPV6)
-	_, k.v4 = l.nets.of(unix.NFPROTO_IPV4)
+	_, k.v6 = l.nets.Of(unix.NFPROTO_IPV6)
+	_, k.v4 = l.nets.Of(unix.NFPROTO_IPV4)
 	plan, err := dns.Decide(c.DNS.mode(), c.DNSServers, k.v4)
 	if err != nil {
 		return err
@@ -151,10 +153,10 @@ func (k *connecting) decide() error {
 
 func (k *connecting) reserve() error {
 	l := k.l
-	if err := reserve(l.hostKey, l.nsKey, l.nets.prefixes()); err != nil {
+	if err := reserve(l.hostKey, l.nsKey, l.nets.Prefixes()); err != nil {
 		return err
 	}
-	k.undo.push(func() { release(l.hostKey, l.nsKey, l.nets.prefixes()) })
+	k.undo.push(func() { release(l.hostKey, l.nsKey, l.nets.Prefixes()) })
 	return nil
 }
 
@@ -168,7 +170,7 @@ func (k *connecting) enter() error {
 	return nil
 }
 
-func (k *connecting) table() error { return k.hs.ensureTable(k.host) }
+func (k *connecting) table() error { return k.hs.tbl.Ensure(k.host) }
 
 // checkFirewalls refuses a host whose other firewalls would drop the
 // link's packets (unless AllowForeignDrop), and learns where Docker's
@@ -183,27 +185,27 @@ func (k *connecting) checkFirewalls() error {
 		return err
 	}
 	if !c.AllowForeignDrop {
-		if p := k.fw.Problem(c.DockerUser, k.l.nets.families()); p != "" {
+		if p := k.fw.Problem(c.DockerUser, k.l.nets.Families()); p != "" {
 			return fmt.Errorf("%w: %s", ErrForeignDrop, p)
 		}
 	}
 	return nil
 }
 
-// inspect finds the uplink and checks the host (see inspectHost), and
+// inspect finds the uplink and checks the host (see hostview.View.Uplink), and
 // resolves the published ports, which go into the same transaction as
 // the link's other entries: one taken fails it all, before anything is
 // added.
 func (k *connecting) inspect() (err error) {
-	if k.hc, err = k.hs.conn(k.host); err != nil {
+	if k.hc, err = k.hs.tbl.Conn(k.host); err != nil {
 		return err
 	}
-	if k.up, err = inspectHost(k.hs, k.host, k.hc, k.uplink, k.l.nets, true); err != nil {
+	if k.up, err = k.hs.view.Uplink(k.host, k.hc, k.l.nets.Need(k.uplink, true)); err != nil {
 		return err
 	}
-	k.l.Uplink = k.up.name
+	k.l.Uplink = k.up.Name
 	if len(k.cfg.Ports) > 0 {
-		if k.ports, err = expandPorts(k.host, k.hc, k.up.index, k.l.nets.families(), nil, k.cfg.Ports); err != nil {
+		if k.ports, err = expandPorts(k.host, k.hc, k.up.Index, k.l.nets.Families(), nil, k.cfg.Ports); err != nil {
 			return err
 		}
 	}
@@ -259,7 +261,7 @@ func (k *connecting) unlink() { quiesce(k.host, k.hc, []int{k.l.hostIdx}, nil) }
 // before they were published (see flows.ForgetUntranslated).
 func (k *connecting) entries() error {
 	l, c, hs, host, hc := k.l, k.cfg, k.hs, k.host, k.hc
-	l.ent = nftset.Entries{Link: l.hostIdx, Uplink: k.up.index, Prefixes: l.nets.prefixes(), Routed: l.nets.routed(),
+	l.ent = nftset.Entries{Link: l.hostIdx, Uplink: k.up.Index, Prefixes: l.nets.Prefixes(), Routed: l.nets.RoutedFams(),
 		NSAddr: l.NSAddr.Addr(), NSAddr6: l.NSAddr6.Addr(), AllowSiblings: c.AllowSiblings, Ports: k.ports,
 		Mark: k.entMark}
 	if c.Persistent {
@@ -268,18 +270,18 @@ func (k *connecting) entries() error {
 		}
 		k.undo.push(func() {
 			owner.WithHostLock(context.Background(), host, func() error {
-				_, err := dropPersistentEntries(host, hc, l.HostVeth)
+				_, err := sweep.Persistent(host, hc, l.HostVeth)
 				return err
 			})
 		})
 	} else {
-		if err := hs.addLink(k.ctx, host, hc, l.ent); err != nil {
+		if err := hs.shares.Add(k.ctx, host, hc, &hs.tbl, l.ent); err != nil {
 			return err
 		}
-		k.undo.push(func() { hs.removeLink(host, hc, l.ent) })
+		k.undo.push(func() { hs.shares.Remove(host, hc, &hs.tbl, l.ent) })
 	}
 	if len(k.ports) > 0 {
-		hs.withConntrack(host, func(c *conntrack.Conn) error { flows.ForgetUntranslated(c, k.ports); return nil })
+		hs.tbl.WithConntrack(host, func(c *conntrack.Conn) error { flows.ForgetUntranslated(c, k.ports); return nil })
 	}
 	return nil
 }
@@ -288,7 +290,7 @@ func (k *connecting) entries() error {
 // with Config.DockerUser.
 func (k *connecting) dockerFams() []byte {
 	var fams []byte
-	for _, fam := range k.l.nets.families() {
+	for _, fam := range k.l.nets.Families() {
 		if k.cfg.DockerUser && k.fw.DockerUser[fam] {
 			fams = append(fams, fam)
 		}
@@ -320,10 +322,10 @@ func (k *connecting) namespace() error {
 	}
 	reqs := []nl.Request{nl.GetLinkByName("lo"), nl.SetLinkUp(l.nsIdx, "", true)}
 	for _, n := range l.nets {
-		reqs = append(reqs, n.addNS(l.nsIdx)...)
+		reqs = append(reqs, n.AddNS(l.nsIdx)...)
 	}
 	for _, n := range l.nets {
-		reqs = append(reqs, nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(unspecified(n.fam()), 0), Gateway: n.host,
+		reqs = append(reqs, nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(unspecified(n.Fam()), 0), Gateway: n.Host,
 			Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
 	}
 	replies, errs, err := k.nc.Do(reqs...)
@@ -368,11 +370,11 @@ func (k *connecting) hostLink() error {
 		}
 		reqs = append(reqs, nl.SetLinkUp(l.hostIdx, "", true))
 		for _, n := range l.nets {
-			reqs = append(reqs, n.addHost(l.hostIdx)...)
+			reqs = append(reqs, n.AddHost(l.hostIdx)...)
 		}
 		reqs = append(reqs, nl.NewAddr(l.hostIdx, hostLinkLocal(l.hostIdx), unix.IFA_F_NODAD|unix.IFA_F_NOPREFIXROUTE, false))
 	} else {
-		reqs = append(append(reqs, nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true)), l.nets[0].addHost(l.hostIdx)...)
+		reqs = append(append(reqs, nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true)), l.nets[0].AddHost(l.hostIdx)...)
 		if !k.markedNow {
 			reqs = append(reqs, nl.SetAlias(l.hostIdx, k.hostMark))
 		}
@@ -399,7 +401,7 @@ func (k *connecting) dns() error {
 	m := owner.Self
 	m.Host, m.Link = l.hostKey, l.HostVeth
 	n := l.nets[0]
-	s, err := dns.Start(k.plan, k.host, l.etcDir, n.host, n.prefix, m.String())
+	s, err := dns.Start(k.plan, k.host, l.etcDir, n.Host, n.Prefix, m.String())
 	if err != nil {
 		return err
 	}

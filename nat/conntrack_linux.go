@@ -19,26 +19,11 @@ func (hs *hostState) forgetLinkFlows(host *netns.Handle, links []*owned) error {
 		idx = append(idx, o.hostIdx)
 		ports = append(ports, o.ent.Ports...)
 	}
-	return hs.withConntrack(host, func(c *conntrack.Conn) error {
+	return hs.tbl.WithConntrack(host, func(c *conntrack.Conn) error {
 		err := flows.ForgetMarked(c, idx...)
 		if len(ports) > 0 {
 			err = errors.Join(err, flows.ForgetPorts(c, ports))
 		}
 		return err
 	})
-}
-
-// withConntrack runs fn with an idle conntrack socket of the host state
-// (see flows.Forget: closing one can wait for a grace period).
-func (hs *hostState) withConntrack(host *netns.Handle, fn func(*conntrack.Conn) error) error {
-	c, ok := take(hs, &hs.cts)
-	if !ok {
-		var err error
-		if c, err = flows.Dial(host); err != nil {
-			return err
-		}
-	}
-	err := fn(c)
-	put(hs, &hs.cts, c, err != nil, func(c *conntrack.Conn) { c.Close() })
-	return err
 }

@@ -71,8 +71,8 @@
 // # Several processes
 //
 // Processes share the table and coordinate through the kernel alone (the
-// protocol is described in package nat/internal/owner and in
-// protocol_linux.go). Each live link's prefix is
+// protocol is described in packages nat/internal/owner, table and
+// uplinks). Each live link's prefix is
 // claimed in the claims map with an exclusive add, so of two processes
 // connecting overlapping prefixes at once exactly one succeeds. Everything
 // nsnet makes carries the mark "nsnet owner=ID pid=P" (the host veth's
@@ -152,10 +152,17 @@
 // nat keeps the public API and the order of the steps (connect_linux.go,
 // close_linux.go); each concern with state of its own is a package under
 // nat/internal: nftset (the table's schema, a link's entries, the
-// transactions), owner (owner IDs, the Mark, liveness, the host lock),
-// hostview (the host's routes and addresses), firewall (other firewalls,
-// the ruleset monitor, DOCKER-USER), dns (resolv.conf and the relay) and
-// flows (conntrack). Netlink plumbing is in internal/nl.
+// transactions), table (this process's use of the table: idle sockets,
+// the table made once, a link's entries added and explained, removed),
+// uplinks (the uplinks' forwarding shared between links and processes),
+// owner (owner IDs, the Mark, liveness, the host lock), addrplan (a
+// link's prefixes and addresses, checked), sweep (what dead owners left,
+// and persistent links' removal, from the kernel's record), hostview (the
+// host's routes and addresses, the uplink, port probes), firewall (other
+// firewalls, the ruleset monitor, DOCKER-USER), dns (resolv.conf and the
+// relay) and flows (conntrack); naterr holds the error values they share
+// with nat.
+// Netlink plumbing is in internal/nl.
 //
 // The mutexes, and what each guards:
 //
@@ -164,21 +171,23 @@
 //   - hostState.restoreMu: the live links' entries against the guard's
 //     restores (shared by Publish, Unpublish and Close, exclusive by a
 //     restore from its snapshot to its commit);
-//   - hostState.mu: the host state's counts, live links, uplink uses and
-//     idle sockets; never held across I/O;
+//   - hostState.mu: the host state's counts, its host handle and live
+//     links; never held across I/O;
 //   - hostState.ownerMu: the owner socket, the guard's stop channel, the
 //     ruleset monitor and the guard table, made and released under it;
 //   - registry (package level): this process's host states, prefixes and
 //     connected namespaces, taken alone;
-//   - guardTable.mu, firewall.Monitor's, hostview.View's and the DNS
-//     relay's: their own state, taken last (nothing else is taken under
+//   - table.Host's (idle sockets, the table's state), uplinks.Shares'
+//     (this process's uplink shares), guardTable.mu, firewall.Monitor's,
+//     hostview.View's and the DNS relay's: their own state, taken last (nothing else is taken under
 //     them).
 //
 // They are taken in that order: a Link's mu, restoreMu, mu, ownerMu, then
 // one of the last ones; the host lock (owner.WithHostLock, across
 // processes) is taken with at most a Link's mu and restoreMu held. The
 // goroutines: per host state with links, the guard (guard_linux.go: polls
-// the ruleset monitor every 20 ms, with a host handle of its own); per closing link, the one that waits
+// the ruleset monitor every 20 ms, with a host handle of its own); per
+// closing link, the one that waits
 // for the kernel's acknowledgement of its delete and then closes the idle
 // sockets (nl.DeleteLinks); per link with a relay, the relay's listeners
 // and one per query or connection in flight.

@@ -92,27 +92,19 @@ func (hs *hostState) restore(host *netns.Handle) {
 	for o := range hs.live {
 		all = append(all, o.ent)
 	}
-	var users []nftset.Elem
-	for k, ref := range hs.uplinks {
-		if ref.registered {
-			users = append(users, userElem(k, ref.origOff))
-			if ref.origOff {
-				users = append(users, openedElem(k))
-			}
-		}
-	}
 	hs.mu.Unlock()
+	users := hs.shares.Elems()
 	if len(all) == 0 {
 		return
 	}
-	hs.tableGone()
+	hs.tbl.Gone()
 	var b nftset.Batch
 	for _, e := range all {
 		b.Add(e.Elems(), false)
 		b.Add(e.Covers(), false)
 	}
 	b.Add(users, false)
-	hs.commitEntries(host, &b)
+	hs.tbl.CommitEntries(host, &b)
 }
 
 // addLive and removeLive keep the list of what restore makes again
@@ -146,20 +138,15 @@ func (hs *hostState) restoreDockerUser(host *netns.Handle) {
 	if len(links) == 0 {
 		return
 	}
-	c, err := hs.nft(host)
-	if err != nil {
-		return
-	}
-	err = firewall.RestoreDockerUser(c, links)
-	hs.putNFT(c, err)
+	hs.tbl.WithNFT(host, func(c *nftables.Conn) error { return firewall.RestoreDockerUser(c, links) })
 }
 
 // acceptInDockerUser and dropDockerUser are the firewall package's, on an
 // idle nftables connection of the host state.
 func (hs *hostState) acceptInDockerUser(host *netns.Handle, fams []byte, name, comment string) error {
-	return hs.withNFT(host, func(c *nftables.Conn) error { return firewall.AcceptInDockerUser(c, fams, name, comment) })
+	return hs.tbl.WithNFT(host, func(c *nftables.Conn) error { return firewall.AcceptInDockerUser(c, fams, name, comment) })
 }
 
 func (hs *hostState) dropDockerUser(host *netns.Handle, comments map[string]int) error {
-	return hs.withNFT(host, func(c *nftables.Conn) error { return firewall.DropDockerUser(c, comments) })
+	return hs.tbl.WithNFT(host, func(c *nftables.Conn) error { return firewall.DropDockerUser(c, comments) })
 }

@@ -15,13 +15,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+
 	"github.com/nsnet/nsnet/nat/internal/flows"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
-	"os"
-	"slices"
+	"github.com/nsnet/nsnet/nat/internal/sweep"
+	"github.com/nsnet/nsnet/nat/internal/table"
+	"github.com/nsnet/nsnet/nat/internal/uplinks"
 
-	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
@@ -35,25 +36,13 @@ func persistentEntryMark(hostVeth, tag string) string {
 	return m.String()
 }
 
-// persistentMark reads a persistent link's mark; ok is false for any other.
-func persistentMark(comment string) (m owner.Mark, ok bool) {
-	m, ok = owner.Parse(comment)
-	return m, ok && m.ID == owner.PersistentID
-}
-
-// isPersistent tells a mark of a persistent link.
-func isPersistent(mark string) bool {
-	_, ok := persistentMark(mark)
-	return ok
-}
-
 // addPersistent adds the entries of a new persistent link and, for the
 // first persistent link out of an uplink in a family, the persistent
 // owner's share of the uplink's forwarding (as register does for a
 // process), under the host lock.
 func (hs *hostState) addPersistent(ctx context.Context, host *netns.Handle, hc *nl.Conn, e nftset.Entries) error {
 	return owner.WithHostLock(ctx, host, func() error {
-		_, err := hs.shareUplinks(host, hc, e, upKeys(e), owner.Persistent, true)
+		_, err := uplinks.Share(host, hc, &hs.tbl, e, uplinks.KeysOf(e), owner.Persistent, true)
 		return err
 	})
 }
@@ -82,7 +71,7 @@ func removePersistent(ctx context.Context, host *netns.Handle, index int, hostVe
 		}
 	}
 	err = owner.WithHostLock(ctx, host, func() error {
-		f, err := dropPersistentEntries(host, hc, hostVeth)
+		f, err := sweep.Persistent(host, hc, hostVeth)
 		found = found || f
 		return err
 	})
@@ -90,94 +79,6 @@ func removePersistent(ctx context.Context, host *netns.Handle, index int, hostVe
 		errs = append(errs, err)
 	}
 	return found, errors.Join(errs...)
-}
-
-// dropPersistentEntries removes the set entries of the persistent link
-// hostVeth, and the persistent owner's uplinks entries (and the uplink's
-// forwarding, when no other owner uses it) that no persistent link needs
-// any more; the table too, when nothing is left in it. It runs under the
-// host lock.
-func dropPersistentEntries(host *netns.Handle, hc *nl.Conn, hostVeth string) (found bool, err error) {
-	c, err := nftConn(host)
-	if err != nil {
-		return false, err
-	}
-	defer c.CloseLasting()
-	raw, err := nftset.DialNFT(host)
-	if err != nil {
-		return false, err
-	}
-	defer func() { raw.Close() }()
-	if err := nftset.OwnTable(c); err != nil {
-		if nftset.IsENOENT(err) || errors.Is(err, ErrForeignTable) {
-			return false, nil
-		}
-		return false, err
-	}
-	mine := func(comment string) bool {
-		m, ok := persistentMark(comment)
-		return ok && m.Link == hostVeth
-	}
-	var gone []nftset.Elem
-	left := map[upKey]bool{} // uplink forwardings other persistent links use
-	for _, set := range append(slices.Clone(nftset.LinkSets), nftset.SetClaims, nftset.SetClaims6) {
-		els, err := c.GetSetElements(nftset.ByName[set])
-		if nftset.IsENOENT(err) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("set %s: %w", set, err)
-		}
-		for _, x := range els {
-			switch {
-			case mine(x.Comment):
-				gone = append(gone, nftset.Elem{Set: set, Key: x.Key})
-			case set == nftset.SetEgress && isPersistent(x.Comment) && len(x.Key) >= 12:
-				left[upKey{int(binary.NativeEndian.Uint32(x.Key[4:8])), x.Key[8]}] = true
-			}
-		}
-	}
-	if len(gone) == 0 {
-		return false, nil
-	}
-	users, err := readUplinkUsers(c, upKey{})
-	if err != nil {
-		return true, err
-	}
-	live, err := owner.Live(host, ownerIDs(users))
-	if err != nil {
-		return true, err
-	}
-	var errs []error
-	for _, u := range users {
-		if u.owner != owner.PersistentID || left[u.uplink] {
-			continue
-		}
-		gone = append(gone, u.elem())
-		others := false
-		for _, v := range users {
-			others = others || (v.uplink == u.uplink && v.owner != owner.PersistentID && live[v.owner])
-		}
-		if others || !u.origOff {
-			continue
-		}
-		if _, err := giveBack(host, hc, u.uplink); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("uplink forwarding (%s): %w", nftset.FamilyName(u.uplink.fam), err))
-		}
-		gone = append(gone, openedElem(u.uplink))
-	}
-	var b nftset.Batch
-	if err := b.Del(gone, true); err != nil {
-		return true, err
-	}
-	if err := b.Commit(raw); err != nil && !nftset.IsENOENT(err) {
-		errs = append(errs, fmt.Errorf("set entries: %w", err))
-	}
-	if len(errs) == 0 {
-		socks := idleSockets{nft: []*nftables.Conn{c}, raw: []*netlink.Conn{raw}}
-		dropTable(host, &socks, nil)
-	}
-	return true, errors.Join(errs...)
 }
 
 // sysRemove is Remove on Linux.
@@ -209,10 +110,10 @@ func sysRemove(ctx context.Context, hostNS *netns.Handle, hostVeth string) error
 		if err != nil {
 			return 0, false, err
 		}
-		return int(link.Index), link.Attributes.Alias != nil && isPersistent(*link.Attributes.Alias), nil
+		return int(link.Index), link.Attributes.Alias != nil && isPersistentAlias(*link.Attributes.Alias), nil
 	}
 	index := 0
-	recorded := recordedIndex(host, hostVeth)
+	recorded := sweep.RecordedIndex(host, hostVeth)
 	if recorded != 0 {
 		if i, ok, err := persistentAt(nl.GetLinkByIndex(recorded)); err != nil {
 			return err
@@ -238,26 +139,6 @@ func sysRemove(ctx context.Context, hostNS *netns.Handle, hostVeth string) error
 	return err
 }
 
-// recordedIndex is the interface index the table records for the
-// persistent link hostVeth (its links entry), 0 if none.
-func recordedIndex(host *netns.Handle, hostVeth string) int {
-	c, err := nftConn(host)
-	if err != nil {
-		return 0
-	}
-	defer c.CloseLasting()
-	els, err := c.GetSetElements(nftset.ByName[nftset.SetLinks])
-	if err != nil {
-		return 0
-	}
-	for _, x := range els {
-		if m, ok := persistentMark(x.Comment); ok && m.Link == hostVeth && len(x.Key) == 4 {
-			return int(binary.NativeEndian.Uint32(x.Key))
-		}
-	}
-	return 0
-}
-
 // sysPersistentLinks is PersistentLinks on Linux.
 func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 	host, err := openHost(hostNS)
@@ -265,7 +146,7 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 		return nil, err
 	}
 	defer host.Close()
-	c, err := nftConn(host)
+	c, err := table.NFTConn(host)
 	if err != nil {
 		return nil, err
 	}
@@ -290,13 +171,13 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 	}
 	up := map[int]bool{}
 	for _, m := range msgs {
-		if link, err := nl.DecodeLink(m.Data); err == nil && link.Attributes.Alias != nil && isPersistent(*link.Attributes.Alias) {
+		if link, err := nl.DecodeLink(m.Data); err == nil && link.Attributes.Alias != nil && isPersistentAlias(*link.Attributes.Alias) {
 			up[int(link.Index)] = true
 		}
 	}
 	var out []PersistentLink
 	for _, x := range els {
-		m, ok := persistentMark(x.Comment)
+		m, ok := owner.ParsePersistent(x.Comment)
 		if !ok || len(x.Key) != 4 {
 			continue
 		}
@@ -305,4 +186,10 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 		out = append(out, pl)
 	}
 	return out, nil
+}
+
+// isPersistentAlias tells a persistent host end by its ifalias.
+func isPersistentAlias(alias string) bool {
+	_, ok := owner.ParsePersistent(alias)
+	return ok
 }

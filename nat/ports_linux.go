@@ -18,13 +18,14 @@ package nat
 import (
 	"errors"
 	"fmt"
-	"github.com/nsnet/nsnet/nat/internal/flows"
-	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
 	"slices"
 
-	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/nsnet/nsnet/nat/internal/flows"
+	"github.com/nsnet/nsnet/nat/internal/hostview"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
+
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/ti-mo/conntrack"
@@ -95,7 +96,7 @@ func (p Port) matches(pm nftset.PortMap) bool {
 // fams (every address of the uplink of those families for one without an
 // address: IPv4's, and IPv6's global ones; each port of a range), refusing
 // one twice or one in have (os.ErrExist), and probes the host's sockets
-// (see probePorts).
+// (see hostview.ProbePorts).
 func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []nftset.PortMap, ports []Port) ([]nftset.PortMap, error) {
 	var uplinkAddrs []netip.Addr
 	var maps []nftset.PortMap
@@ -105,7 +106,7 @@ func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 		if !p.HostAddr.IsValid() {
 			if uplinkAddrs == nil {
 				var err error
-				if uplinkAddrs, err = hostAddrs(hc, uplink, fams); err != nil {
+				if uplinkAddrs, err = hostview.Addrs(hc, uplink, fams); err != nil {
 					return nil, fmt.Errorf("uplink addresses: %w", err)
 				}
 				if len(uplinkAddrs) == 0 {
@@ -131,18 +132,18 @@ func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 			}
 		}
 	}
-	return maps, probePorts(host, maps)
+	return maps, hostview.ProbePorts(host, maps)
 }
 
 // publish adds the ports to a live link, all or none. The caller holds
 // l.mu.
 func (l *Link) publish(ports []Port) error {
 	host, hs := l.host, l.hs
-	hc, err := hs.conn(host)
+	hc, err := hs.tbl.Conn(host)
 	if err != nil {
 		return err
 	}
-	defer hs.putConn(hc)
+	defer hs.tbl.PutConn(hc)
 	maps, err := expandPorts(host, hc, l.ent.Uplink, l.ent.Families(), l.ent.Ports, ports)
 	if err != nil {
 		return err
@@ -155,7 +156,7 @@ func (l *Link) publish(ports []Port) error {
 	if err := b.Add(els, true); err != nil {
 		return err
 	}
-	if err := hs.commitEntries(host, &b); err != nil {
+	if err := hs.tbl.CommitEntries(host, &b); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("a port published already (by this process or another): %w", os.ErrExist)
 		}
@@ -163,12 +164,12 @@ func (l *Link) publish(ports []Port) error {
 	}
 	if slices.ContainsFunc(maps, nftset.PortMap.Loopback) {
 		if err := hc.Exec(nl.SetRouteLocalnet(l.hostIdx, true)); err != nil {
-			hs.delEntries(host, els)
+			hs.tbl.Del(host, els)
 			return fmt.Errorf("route_localnet: %w", err)
 		}
 	}
 	l.ent.Ports = append(l.ent.Ports, maps...)
-	hs.withConntrack(host, func(c *conntrack.Conn) error { flows.ForgetUntranslated(c, maps); return nil })
+	hs.tbl.WithConntrack(host, func(c *conntrack.Conn) error { flows.ForgetUntranslated(c, maps); return nil })
 	return nil
 }
 
@@ -178,77 +179,9 @@ func (l *Link) unpublish(maps []nftset.PortMap) error {
 	for _, pm := range maps {
 		els = append(els, pm.Elems(l.ent)...)
 	}
-	err := l.hs.delEntries(l.host, els)
+	err := l.hs.tbl.Del(l.host, els)
 	l.ent.Ports = slices.DeleteFunc(l.ent.Ports, func(x nftset.PortMap) bool { return slices.Contains(maps, x) })
-	return errors.Join(err, l.hs.withConntrack(l.host, func(c *conntrack.Conn) error { return flows.ForgetPorts(c, maps) }))
-}
-
-// probePorts fails with os.ErrExist for a port a socket of the host
-// already has (binding a socket to it is refused: EADDRINUSE), and with
-// ErrInvalidConfig for an address that is not the host's.
-func probePorts(host *netns.Handle, maps []nftset.PortMap) error {
-	return host.Do(func() error {
-		for _, pm := range maps {
-			typ := unix.SOCK_STREAM
-			if pm.Proto == unix.IPPROTO_UDP {
-				typ = unix.SOCK_DGRAM
-			}
-			family := unix.AF_INET6
-			var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: pm.Addr.As16(), Port: int(pm.Port)}
-			if pm.Addr.Is4() {
-				family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: pm.Addr.As4(), Port: int(pm.Port)}
-			}
-			fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			err = unix.Bind(fd, sa)
-			unix.Close(fd)
-			switch {
-			case err == unix.EADDRINUSE:
-				return fmt.Errorf("%v: a socket of the host uses it: %w", pm, os.ErrExist)
-			case err == unix.EADDRNOTAVAIL:
-				return fmt.Errorf("%w: %v: %v is not an address of the host", ErrInvalidConfig, pm, pm.Addr)
-			case err != nil && err != unix.EACCES:
-				return fmt.Errorf("%v: %w", pm, err)
-			}
-		}
-		return nil
-	})
-}
-
-// hostAddrs lists the addresses of the link with the index in the
-// families fams: IPv4's, and IPv6's global ones.
-func hostAddrs(hc *nl.Conn, index int, fams []byte) ([]netip.Addr, error) {
-	var out []netip.Addr
-	for _, fam := range fams {
-		af := unix.AF_INET
-		if fam == unix.NFPROTO_IPV6 {
-			af = unix.AF_INET6
-		}
-		msgs, err := hc.Dump(nl.DumpAddrs(uint8(af), index))
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range msgs {
-			var am rtnetlink.AddressMessage
-			if err := am.UnmarshalBinary(m.Data); err != nil {
-				return nil, err
-			}
-			if int(am.Index) != index || am.Attributes == nil {
-				continue
-			}
-			ip := am.Attributes.Local
-			if ip == nil {
-				ip = am.Attributes.Address
-			}
-			a := nl.IPToAddr(ip)
-			if (a.Is4() && af == unix.AF_INET) || (a.Is6() && af == unix.AF_INET6 && !a.IsLinkLocalUnicast() && !a.IsLoopback()) {
-				out = append(out, a)
-			}
-		}
-	}
-	return out, nil
+	return errors.Join(err, l.hs.tbl.WithConntrack(l.host, func(c *conntrack.Conn) error { return flows.ForgetPorts(c, maps) }))
 }
 
 // sysPorts is Ports on Linux.

@@ -3,9 +3,13 @@ package nat
 import (
 	"context"
 	"fmt"
-	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"net/netip"
 	"os"
+
+	"github.com/nsnet/nsnet/nat/internal/addrplan"
+
+	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/nat/internal/uplinks"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -21,9 +25,9 @@ func sysAddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix)
 }
 
 func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (_ *Rules, err error) {
-	valid := validPrefix
+	valid := addrplan.ValidPrefix
 	if cidr.IsValid() && cidr.Addr().Is6() && !cidr.Addr().Is4In6() {
-		valid = validPrefix6
+		valid = addrplan.ValidPrefix6
 	}
 	if err := valid(cidr); err != nil {
 		return nil, err
@@ -59,15 +63,15 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	}
 	r.hs = hs
 	undo.push(func() { hs.leaveNow(host) })
-	if err := hs.ensureTable(host); err != nil {
+	if err := hs.tbl.Ensure(host); err != nil {
 		return nil, fmt.Errorf("nftables table: %w", err)
 	}
-	hc, err := hs.conn(host)
+	hc, err := hs.tbl.Conn(host)
 	if err != nil {
 		return nil, err
 	}
-	defer hs.putConn(hc)
-	up, err := inspectHost(hs, host, hc, uplink, networks{{prefix: cidr}}, false)
+	defer hs.tbl.PutConn(hc)
+	up, err := hs.view.Uplink(host, hc, addrplan.Networks{{Prefix: cidr}}.Need(uplink, false))
 	if err != nil {
 		return nil, err
 	}
@@ -79,29 +83,29 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	if err != nil {
 		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
 	}
-	r.Uplink, r.hostIdx = up.name, int(link.Index)
-	if r.hostIdx == up.index {
+	r.Uplink, r.hostIdx = up.Name, int(link.Index)
+	if r.hostIdx == up.Index {
 		return nil, fmt.Errorf("%w: link %s is the uplink itself", ErrInvalidConfig, hostVeth)
 	}
-	fwd := upKey{r.hostIdx, nftset.FamilyOf(cidr.Addr())} // the link's forwarding of cidr's family
-	wasOn, err := nl.LinkForwards(host, hc, fwd.index, fwd.fam)
+	fwd := uplinks.Key{Index: r.hostIdx, Fam: nftset.FamilyOf(cidr.Addr())} // the link's forwarding of cidr's family
+	wasOn, err := nl.LinkForwards(host, hc, fwd.Index, fwd.Fam)
 	if err != nil {
 		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
 	}
-	r.ent = nftset.Entries{Link: r.hostIdx, Uplink: up.index, Prefixes: []netip.Prefix{cidr}, Mark: entryMark(hostVeth)}
-	if err := hs.addLink(context.Background(), host, hc, r.ent); err != nil {
+	r.ent = nftset.Entries{Link: r.hostIdx, Uplink: up.Index, Prefixes: []netip.Prefix{cidr}, Mark: entryMark(hostVeth)}
+	if err := hs.shares.Add(context.Background(), host, hc, &hs.tbl, r.ent); err != nil {
 		return nil, err
 	}
-	undo.push(func() { hs.removeLink(host, hc, r.ent) })
+	undo.push(func() { hs.shares.Remove(host, hc, &hs.tbl, r.ent) })
 	// Forwarding last, once the rules are in place.
 	if err := hook("rules forwarding"); err != nil {
 		return nil, fmt.Errorf("forwarding: %w", err)
 	}
 	if !wasOn {
-		if err := nl.SetLinkForwarding(host, hc, fwd.index, fwd.fam, true); err != nil {
+		if err := nl.SetLinkForwarding(host, hc, fwd.Index, fwd.Fam, true); err != nil {
 			return nil, fmt.Errorf("forwarding: %w", err)
 		}
-		undo.push(func() { nl.SetLinkForwarding(host, hc, fwd.index, fwd.fam, false) })
+		undo.push(func() { nl.SetLinkForwarding(host, hc, fwd.Index, fwd.Fam, false) })
 		r.linkFwdOff = true
 	}
 	hs.addLive(r.owned)

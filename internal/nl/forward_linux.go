@@ -35,7 +35,7 @@ func ConfPath(fam byte, dev, name string) string {
 // /proc/sys/net follows: the reading thread's).
 func ReadSysctl(host *netns.Handle, path string) (string, error) {
 	var b []byte
-	err := host.Do(func() (err error) {
+	err := Do(host, func() (err error) {
 		b, err = os.ReadFile(path)
 		return err
 	})
@@ -44,7 +44,7 @@ func ReadSysctl(host *netns.Handle, path string) (string, error) {
 
 // WriteSysctl writes a /proc/sys file of host's network namespace.
 func WriteSysctl(host *netns.Handle, path, v string) error {
-	return host.Do(func() error { return os.WriteFile(path, []byte(v+"\n"), 0) })
+	return Do(host, func() error { return os.WriteFile(path, []byte(v+"\n"), 0) })
 }
 
 // LinkName is the name of the link index now.

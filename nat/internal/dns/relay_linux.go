@@ -46,7 +46,7 @@ func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.P
 	r := &relay{host: host, upstream: netip.AddrPortFrom(upstream, 53), clients: clients,
 		slots: make(chan struct{}, relayWorkers), conns: map[net.Conn]bool{}}
 	at := netip.AddrPortFrom(listen, 53)
-	err = host.Do(func() (err error) {
+	err = nl.Do(host, func() (err error) {
 		if r.udp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(at)); err != nil {
 			return err
 		}
@@ -83,7 +83,7 @@ func (r *relay) close() {
 // dialUpstream opens a socket to the resolver from the host namespace.
 func (r *relay) dialUpstream(network string) (net.Conn, error) {
 	var c net.Conn
-	err := r.host.Do(func() (err error) {
+	err := nl.Do(r.host, func() (err error) {
 		c, err = net.DialTimeout(network, r.upstream.String(), relayTimeout)
 		return err
 	})

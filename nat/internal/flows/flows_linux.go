@@ -31,7 +31,7 @@ import (
 // The conntrack socket is a netfilter one: closing it makes the kernel
 // finish nf_tables' pending destroy work first, an RCU grace period after
 // any commit that deleted something (each Close's). So a host state keeps
-// its socket with its other idle ones (see nat's hostState.withConntrack), closed after
+// its socket with its other idle ones (see table.Host.WithConntrack), closed after
 // the veths are deleted; only Sweep dials one for itself.
 func Forget(host *netns.Handle, links ...int) error {
 	if len(links) == 0 {

@@ -20,7 +20,7 @@ const (
 	SetEgress     = "egress"      // iface_index . iface_index . nf_proto: host end . its uplink . a family it forwards
 	SetMasq       = "masq"        // iface_index . iface_index . nf_proto: host end . its uplink . a family it masquerades
 	SetSiblings   = "siblings"    // iface_index: links that may talk to each other
-	SetClaims     = "claims"      // map ipv4_addr . inet_service : mark: IPv4 prefixes held (see nat/protocol_linux.go)
+	SetClaims     = "claims"      // map ipv4_addr . inet_service : mark: IPv4 prefixes held (see nat/internal/table)
 	SetClaims6    = "claims6"     // map ipv6_addr . inet_service : mark: IPv6 prefixes held
 	SetUplinks    = "uplinks"     // iface_index . nf_proto . ifname: uplink . family . owner using its forwarding
 	SetOpened     = "opened"      // iface_index . nf_proto: uplinks (and families) whose forwarding nsnet turned on

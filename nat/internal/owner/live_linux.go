@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
@@ -51,7 +52,7 @@ func Live(host *netns.Handle, ids []string) (map[string]bool, error) {
 	if len(probe) == 0 {
 		return live, nil
 	}
-	err := host.Do(func() error {
+	err := nl.Do(host, func() error {
 		for _, id := range probe {
 			fd, err := bindAbstract(socketName(id))
 			switch {
@@ -121,7 +122,7 @@ func WithHostLock(ctx context.Context, host *netns.Handle, fn func() error) erro
 // cannot be named.
 func lockHolder(host *netns.Handle) string {
 	var table []byte
-	host.Do(func() (err error) {
+	nl.Do(host, func() (err error) {
 		table, err = os.ReadFile("/proc/thread-self/net/unix")
 		return err
 	})

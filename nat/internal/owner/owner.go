@@ -107,3 +107,10 @@ func Parse(s string) (m Mark, ok bool) {
 func validID(id string) bool {
 	return len(id) == 12 && strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789") == ""
 }
+
+// ParsePersistent reads a persistent link's mark; ok is false for any
+// other.
+func ParsePersistent(s string) (m Mark, ok bool) {
+	m, ok = Parse(s)
+	return m, ok && m.ID == PersistentID
+}

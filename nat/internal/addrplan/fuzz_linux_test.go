@@ -1,4 +1,4 @@
-package nat
+package addrplan
 
 import (
 	"fmt"
@@ -6,9 +6,10 @@ import (
 	"testing"
 )
 
-// FuzzValidate: whatever Config.validate accepts is an IPv4 prefix with
-// two distinct host addresses inside it.
-func FuzzValidate(f *testing.F) {
+// FuzzAddresses: whatever ValidPrefix and Addresses accept is an IPv4
+// prefix with two distinct host addresses inside it (or a point-to-point
+// pair).
+func FuzzAddresses(f *testing.F) {
 	f.Add(uint32(0x0a000000), 24, uint32(0), uint32(0))
 	f.Add(uint32(0x0a000000), 30, uint32(0x0a000001), uint32(0x0a000002))
 	f.Add(uint32(0x7f000000), 8, uint32(0), uint32(0))
@@ -17,17 +18,17 @@ func FuzzValidate(f *testing.F) {
 			return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 		}
 		cidr := netip.PrefixFrom(addr(a), bits)
-		cfg := Config{}
+		var hostAddr, nsAddr netip.Addr
 		if host != 0 {
-			cfg.HostAddr = addr(host)
+			hostAddr = addr(host)
 		}
 		if nsa != 0 {
-			cfg.NSAddr = addr(nsa)
+			nsAddr = addr(nsa)
 		}
-		if validPrefix(cidr) != nil {
+		if ValidPrefix(cidr) != nil {
 			return
 		}
-		h, n, err := addresses(cidr, cfg.HostAddr, cfg.NSAddr)
+		h, n, err := Addresses(cidr, hostAddr, nsAddr)
 		if err != nil {
 			return
 		}

@@ -1,0 +1,210 @@
+package addrplan
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/hostview"
+	"github.com/nsnet/nsnet/nat/internal/naterr"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"golang.org/x/sys/unix"
+)
+
+// invalid is an error matching naterr.ErrInvalidConfig (nat.ErrInvalidConfig).
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", naterr.ErrInvalidConfig, fmt.Sprintf(format, a...))
+}
+
+// Network is one family's network of a link: its prefix, the two
+// addresses, and whether it leaves routed (not masqueraded).
+type Network struct {
+	Prefix   netip.Prefix
+	Host, NS netip.Addr
+	Routed   bool
+}
+
+func (n Network) Fam() byte { return nftset.FamilyOf(n.Prefix.Addr()) }
+
+// HostAddr and nsAddr are the two addresses with the prefix's length.
+func (n Network) HostAddr() netip.Prefix { return netip.PrefixFrom(n.Host, n.Prefix.Bits()) }
+func (n Network) NSAddr() netip.Prefix   { return netip.PrefixFrom(n.NS, n.Prefix.Bits()) }
+
+// PointToPoint tells a network of one address (/32, /128): the
+// namespace's, with the host end's (its gateway, which many links may
+// share) outside it, each the other's peer, as CNI's ptp plugin does.
+func (n Network) PointToPoint() bool { return n.Prefix.Bits() == n.Prefix.Addr().BitLen() }
+
+// AddHost and addNS are the requests that add the host end's address and
+// the namespace's. An IPv4 point-to-point address
+// is one with a peer (its route to the peer comes with it); an IPv6 one
+// is the address and a route to the peer, since IPv6 adds a peer's route
+// only once the link is ready, after its carrier, and the namespace's
+// default route needs it at once.
+func (n Network) AddHost(index int) []nl.Request { return n.add(index, n.Host, n.NS) }
+func (n Network) AddNS(index int) []nl.Request   { return n.add(index, n.NS, n.Host) }
+
+func (n Network) add(index int, local, peer netip.Addr) []nl.Request {
+	switch {
+	case !n.PointToPoint():
+		return []nl.Request{nl.NewAddr(index, netip.PrefixFrom(local, n.Prefix.Bits()), AddrFlags(n), false)}
+	case local.Is4():
+		return []nl.Request{nl.NewPeerAddr(index, local, peer, 0)}
+	}
+	return []nl.Request{nl.NewAddr(index, netip.PrefixFrom(local, 128), AddrFlags(n), false), nl.NewRoute(PeerRoute(index, peer), false)}
+}
+
+// PeerRoute is the route to a point-to-point peer through link index.
+func PeerRoute(index int, peer netip.Addr) nl.RouteSpec {
+	return nl.RouteSpec{Dst: netip.PrefixFrom(peer, peer.BitLen()), LinkIndex: index, Protocol: unix.RTPROT_BOOT,
+		Scope: unix.RT_SCOPE_LINK, Type: unix.RTN_UNICAST}
+}
+
+// Networks are a link's networks, IPv4 first.
+type Networks []Network
+
+func (ns Networks) Prefixes() []netip.Prefix {
+	var ps []netip.Prefix
+	for _, n := range ns {
+		ps = append(ps, n.Prefix)
+	}
+	return ps
+}
+
+func (ns Networks) Families() []byte {
+	var fams []byte
+	for _, n := range ns {
+		fams = append(fams, n.Fam())
+	}
+	return fams
+}
+
+func (ns Networks) RoutedFams() []byte {
+	var fams []byte
+	for _, n := range ns {
+		if n.Routed {
+			fams = append(fams, n.Fam())
+		}
+	}
+	return fams
+}
+
+// Need is what the networks need of the host (see hostview.View.Uplink),
+// their prefixes checked against its routes with checkOverlap.
+func (ns Networks) Need(uplink string, checkOverlap bool) hostview.Need {
+	need := hostview.Need{Uplink: uplink, DefaultFam: ns[0].Fam()}
+	if checkOverlap {
+		need.Prefixes = ns.Prefixes()
+	}
+	for _, n := range ns {
+		need.Masq4 = need.Masq4 || !n.Routed && n.Fam() == unix.NFPROTO_IPV4
+		need.Masq6 = need.Masq6 || !n.Routed && n.Fam() == unix.NFPROTO_IPV6
+	}
+	return need
+}
+
+// Of returns the network of family fam, if the link has one.
+func (ns Networks) Of(fam byte) (Network, bool) {
+	for _, n := range ns {
+		if n.Fam() == fam {
+			return n, true
+		}
+	}
+	return Network{}, false
+}
+
+// Addresses returns the host and namespace addresses for cidr: those
+// given, or by default the first two host Addresses. An IPv4 network's
+// first and last Addresses (network, broadcast) are no host Addresses,
+// nor is an IPv6 network's first (the subnet-router anycast address).
+func Addresses(cidr netip.Prefix, hostAddr, nsAddr netip.Addr) (netip.Addr, netip.Addr, error) {
+	v4 := cidr.Addr().Is4()
+	if cidr.Bits() == cidr.Addr().BitLen() {
+		// Point-to-point: the namespace's address is the prefix, the host
+		// end's its gateway, outside it (see network.pointToPoint).
+		switch {
+		case !hostAddr.IsValid():
+			return hostAddr, nsAddr, invalid("prefix %v is a single address: give the host end's address (the namespace's gateway) as HostAddr%s", cidr, map[bool]string{true: "", false: "6"}[v4])
+		case hostAddr.Is4() != v4 || hostAddr.Zone() != "" || hostAddr == cidr.Addr() || hostAddr.IsUnspecified() ||
+			hostAddr.IsLoopback() || hostAddr.IsMulticast() || hostAddr.IsLinkLocalUnicast():
+			return hostAddr, nsAddr, invalid("host address %v cannot be the gateway of %v", hostAddr, cidr)
+		case nsAddr.IsValid() && nsAddr != cidr.Addr():
+			return hostAddr, nsAddr, invalid("namespace address %v is not %v", nsAddr, cidr.Addr())
+		}
+		return hostAddr, cidr.Addr(), nil
+	}
+	if !hostAddr.IsValid() {
+		hostAddr = cidr.Addr().Next()
+	}
+	if !nsAddr.IsValid() {
+		nsAddr = hostAddr.Next()
+		if !cidr.Contains(nsAddr) || (v4 && nsAddr == lastAddr(cidr)) {
+			nsAddr = cidr.Addr().Next()
+		}
+	}
+	for _, a := range []netip.Addr{hostAddr, nsAddr} {
+		if !cidr.Contains(a) || a == cidr.Addr() || (v4 && a == lastAddr(cidr)) {
+			return hostAddr, nsAddr, invalid("address %v is not a host address of %v", a, cidr)
+		}
+	}
+	if hostAddr == nsAddr {
+		return hostAddr, nsAddr, invalid("host and namespace addresses are both %v", hostAddr)
+	}
+	return hostAddr, nsAddr, nil
+}
+
+// ValidPrefix checks that cidr can be a namespace's IPv4 network.
+func ValidPrefix(cidr netip.Prefix) error {
+	switch {
+	case !cidr.IsValid() || !cidr.Addr().Is4() || cidr.Addr().Zone() != "":
+		return invalid("prefix %v is not an IPv4 prefix", cidr)
+	case cidr.Masked() != cidr:
+		return invalid("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
+	case cidr.Bits() == 31:
+		return invalid("prefix %v has no room for two hosts (at most /30, or /32 with HostAddr as its gateway)", cidr)
+	case cidr.Bits() < nftset.MinBits4:
+		return invalid("prefix %v is larger than /%d", cidr, nftset.MinBits4)
+	case cidr.Addr().IsLoopback() || cidr.Addr().IsMulticast() || cidr.Addr().IsLinkLocalUnicast() ||
+		cidr.Addr().IsUnspecified() || cidr.Overlaps(netip.MustParsePrefix("240.0.0.0/4")):
+		return invalid("prefix %v is loopback, multicast, link-local or reserved", cidr)
+	}
+	return nil
+}
+
+// ValidPrefix6 checks that cidr can be a namespace's IPv6 network.
+func ValidPrefix6(cidr netip.Prefix) error {
+	a := cidr.Addr()
+	switch {
+	case !cidr.IsValid() || !a.Is6() || a.Is4In6() || a.Zone() != "":
+		return invalid("prefix %v is not an IPv6 prefix", cidr)
+	case cidr.Masked() != cidr:
+		return invalid("prefix %v has host bits set (did you mean %v?)", cidr, cidr.Masked())
+	case cidr.Bits() > 126 && cidr.Bits() < 128:
+		return invalid("prefix %v has no room for two hosts (at most /126, or /128 with HostAddr6 as its gateway)", cidr)
+	case cidr.Bits() < nftset.MinBits6:
+		return invalid("prefix %v is larger than /%d", cidr, nftset.MinBits6)
+	case a.IsMulticast() || a.IsLinkLocalUnicast() || cidr.Overlaps(netip.MustParsePrefix("::/8")) ||
+		cidr.Overlaps(netip.MustParsePrefix("fec0::/10")):
+		return invalid("prefix %v is loopback, multicast, link-local, IPv4-mapped or reserved", cidr)
+	}
+	return nil
+}
+
+// lastAddr is the last address of p (its broadcast address).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(b)
+}
+
+// AddrFlags are the flags of a link's new address: IPv6 addresses skip
+// duplicate address detection (the pair is the link's own, and the
+// address usable at once).
+func AddrFlags(n Network) uint32 {
+	if n.Fam() == unix.NFPROTO_IPV6 {
+		return unix.IFA_F_NODAD
+	}
+	return 0
+}

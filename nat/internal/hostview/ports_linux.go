@@ -1,0 +1,82 @@
+package hostview
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/naterr"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ProbePorts fails with os.ErrExist for a port a socket of the host
+// already has (binding a socket to it is refused: EADDRINUSE), and with
+// naterr.ErrInvalidConfig for an address that is not the host's.
+func ProbePorts(host *netns.Handle, maps []nftset.PortMap) error {
+	return nl.Do(host, func() error {
+		for _, pm := range maps {
+			typ := unix.SOCK_STREAM
+			if pm.Proto == unix.IPPROTO_UDP {
+				typ = unix.SOCK_DGRAM
+			}
+			family := unix.AF_INET6
+			var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: pm.Addr.As16(), Port: int(pm.Port)}
+			if pm.Addr.Is4() {
+				family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: pm.Addr.As4(), Port: int(pm.Port)}
+			}
+			fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			err = unix.Bind(fd, sa)
+			unix.Close(fd)
+			switch {
+			case err == unix.EADDRINUSE:
+				return fmt.Errorf("%v: a socket of the host uses it: %w", pm, os.ErrExist)
+			case err == unix.EADDRNOTAVAIL:
+				return fmt.Errorf("%w: %v: %v is not an address of the host", naterr.ErrInvalidConfig, pm, pm.Addr)
+			case err != nil && err != unix.EACCES:
+				return fmt.Errorf("%v: %w", pm, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Addrs lists the addresses of the link with the index in the
+// families fams: IPv4's, and IPv6's global ones.
+func Addrs(hc *nl.Conn, index int, fams []byte) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, fam := range fams {
+		af := unix.AF_INET
+		if fam == unix.NFPROTO_IPV6 {
+			af = unix.AF_INET6
+		}
+		msgs, err := hc.Dump(nl.DumpAddrs(uint8(af), index))
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			var am rtnetlink.AddressMessage
+			if err := am.UnmarshalBinary(m.Data); err != nil {
+				return nil, err
+			}
+			if int(am.Index) != index || am.Attributes == nil {
+				continue
+			}
+			ip := am.Attributes.Local
+			if ip == nil {
+				ip = am.Attributes.Address
+			}
+			a := nl.IPToAddr(ip)
+			if (a.Is4() && af == unix.AF_INET) || (a.Is6() && af == unix.AF_INET6 && !a.IsLinkLocalUnicast() && !a.IsLoopback()) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out, nil
+}

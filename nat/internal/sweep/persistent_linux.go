@@ -1,0 +1,132 @@
+package sweep
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/nat/internal/owner"
+	"github.com/nsnet/nsnet/nat/internal/table"
+	"github.com/nsnet/nsnet/nat/internal/uplinks"
+	"github.com/nsnet/nsnet/netns"
+)
+
+// persistent tells a mark of a persistent link.
+func persistent(mark string) bool {
+	_, ok := owner.ParsePersistent(mark)
+	return ok
+}
+
+// Persistent removes the set entries of the persistent link
+// hostVeth, and the persistent owner's uplinks entries (and the uplink's
+// forwarding, when no other owner uses it) that no persistent link needs
+// any more; the table too, when nothing is left in it. It runs under the
+// host lock.
+func Persistent(host *netns.Handle, hc *nl.Conn, hostVeth string) (found bool, err error) {
+	c, err := table.NFTConn(host)
+	if err != nil {
+		return false, err
+	}
+	defer c.CloseLasting()
+	raw, err := nftset.DialNFT(host)
+	if err != nil {
+		return false, err
+	}
+	defer func() { raw.Close() }()
+	if err := nftset.OwnTable(c); err != nil {
+		if nftset.IsENOENT(err) || errors.Is(err, nftset.ErrForeignTable) {
+			return false, nil
+		}
+		return false, err
+	}
+	mine := func(comment string) bool {
+		m, ok := owner.ParsePersistent(comment)
+		return ok && m.Link == hostVeth
+	}
+	var gone []nftset.Elem
+	left := map[uplinks.Key]bool{} // uplink forwardings other persistent links use
+	for _, set := range append(slices.Clone(nftset.LinkSets), nftset.SetClaims, nftset.SetClaims6) {
+		els, err := c.GetSetElements(nftset.ByName[set])
+		if nftset.IsENOENT(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("set %s: %w", set, err)
+		}
+		for _, x := range els {
+			switch {
+			case mine(x.Comment):
+				gone = append(gone, nftset.Elem{Set: set, Key: x.Key})
+			case set == nftset.SetEgress && persistent(x.Comment) && len(x.Key) >= 12:
+				left[uplinks.Key{Index: int(binary.NativeEndian.Uint32(x.Key[4:8])), Fam: x.Key[8]}] = true
+			}
+		}
+	}
+	if len(gone) == 0 {
+		return false, nil
+	}
+	users, err := uplinks.ReadUsers(c, uplinks.Key{})
+	if err != nil {
+		return true, err
+	}
+	live, err := owner.Live(host, uplinks.OwnerIDs(users))
+	if err != nil {
+		return true, err
+	}
+	var errs []error
+	for _, u := range users {
+		if u.Owner != owner.PersistentID || left[u.Uplink] {
+			continue
+		}
+		gone = append(gone, u.Elem())
+		others := false
+		for _, v := range users {
+			others = others || (v.Uplink == u.Uplink && v.Owner != owner.PersistentID && live[v.Owner])
+		}
+		if others || !u.OrigOff {
+			continue
+		}
+		if _, err := uplinks.GiveBack(host, hc, u.Uplink); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("uplink forwarding (%s): %w", nftset.FamilyName(u.Uplink.Fam), err))
+		}
+		gone = append(gone, uplinks.OpenedElem(u.Uplink))
+	}
+	var b nftset.Batch
+	if err := b.Del(gone, true); err != nil {
+		return true, err
+	}
+	if err := b.Commit(raw); err != nil && !nftset.IsENOENT(err) {
+		errs = append(errs, fmt.Errorf("set entries: %w", err))
+	}
+	if len(errs) == 0 {
+		socks := table.Idle{NFT: []*nftables.Conn{c}, Raw: []*netlink.Conn{raw}}
+		table.Drop(host, &socks, nil)
+	}
+	return true, errors.Join(errs...)
+}
+
+// RecordedIndex is the interface index the table records for the
+// persistent link hostVeth (its links entry), 0 if none.
+func RecordedIndex(host *netns.Handle, hostVeth string) int {
+	c, err := table.NFTConn(host)
+	if err != nil {
+		return 0
+	}
+	defer c.CloseLasting()
+	els, err := c.GetSetElements(nftset.ByName[nftset.SetLinks])
+	if err != nil {
+		return 0
+	}
+	for _, x := range els {
+		if m, ok := owner.ParsePersistent(x.Comment); ok && m.Link == hostVeth && len(x.Key) == 4 {
+			return int(binary.NativeEndian.Uint32(x.Key))
+		}
+	}
+	return 0
+}

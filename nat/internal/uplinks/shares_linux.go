@@ -1,0 +1,254 @@
+package uplinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/naterr"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/nat/internal/owner"
+	"github.com/nsnet/nsnet/nat/internal/table"
+	"github.com/nsnet/nsnet/netns"
+)
+
+// Shares is this process's use of uplinks' forwarding in one host: one
+// share per uplink forwarding (see the package doc). The zero value is
+// ready to use.
+type Shares struct {
+	mu    sync.Mutex
+	byKey map[Key]*share
+}
+
+// share is this process's use of one uplink forwarding.
+type share struct {
+	users      int  // this process's links out of it, counted from Add to Remove
+	registered bool // this process has its entry in the uplinks set
+	origOff    bool // forwarding was off before the first nsnet user
+}
+
+// Add adds the entries e of a new link in one transaction. The first of
+// this process's links out of an uplink (in a family) also registers the
+// process as a user of the uplink's forwarding of that family, in the same
+// transaction and under the host lock, and then turns that forwarding on.
+// A failure leaves the shares as they were.
+func (s *Shares) Add(ctx context.Context, host *netns.Handle, hc *nl.Conn, t *table.Host, e nftset.Entries) error {
+	keys := KeysOf(e)
+	registered := true
+	s.mu.Lock()
+	if s.byKey == nil {
+		s.byKey = map[Key]*share{}
+	}
+	for _, k := range keys {
+		sh := s.byKey[k]
+		if sh == nil {
+			sh = &share{}
+			s.byKey[k] = sh
+		}
+		sh.users++
+		registered = registered && sh.registered
+	}
+	s.mu.Unlock()
+	var err error
+	if registered {
+		err = t.Add(host, e, nil)
+	} else {
+		err = owner.WithHostLock(ctx, host, func() error { return s.register(host, hc, t, e, keys) })
+	}
+	if err != nil {
+		if last := s.drop(keys); len(last) > 0 {
+			// A Close of the share's other links ran meanwhile and left
+			// the unregistering to this link.
+			owner.WithHostLock(context.Background(), host, func() error { return s.unregister(host, hc, t, nil, last) })
+		}
+	}
+	return err
+}
+
+// register is Add for links whose uplink forwardings are not all
+// registered yet; it runs under the host lock.
+func (s *Shares) register(host *netns.Handle, hc *nl.Conn, t *table.Host, e nftset.Entries, keys []Key) error {
+	var todo []Key
+	s.mu.Lock()
+	for _, k := range keys {
+		if !s.byKey[k].registered { // (or registered by another Add while this one waited)
+			todo = append(todo, k)
+		}
+	}
+	s.mu.Unlock()
+	if len(todo) == 0 {
+		return t.Add(host, e, nil)
+	}
+	wasOff, err := Share(host, hc, t, e, todo, owner.Self, false)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, k := range todo {
+		sh := s.byKey[k]
+		sh.registered, sh.origOff = true, wasOff[k]
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// drop uncounts a link out of keys and returns the registered shares it
+// was the last user of (with this process's record of the original
+// setting); unregistered shares without users are forgotten.
+func (s *Shares) drop(keys []Key) (last []Key) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		sh := s.byKey[k]
+		if sh == nil || sh.users == 0 {
+			continue
+		}
+		if sh.users--; sh.users == 0 {
+			if sh.registered {
+				last = append(last, k)
+			} else {
+				delete(s.byKey, k)
+			}
+		}
+	}
+	return last
+}
+
+// Remove removes the entries e of a closing link; the last of this
+// process's links out of the uplink (in a family) also removes the
+// process's uplinks entry and, when no live user is left, restores the
+// uplink's forwarding of that family: from this process's own record if
+// the table's was lost meanwhile.
+func (s *Shares) Remove(host *netns.Handle, hc *nl.Conn, t *table.Host, e nftset.Entries) error {
+	last := s.drop(KeysOf(e))
+	if len(last) == 0 {
+		return t.Del(host, e.Elems())
+	}
+	Hook("close uplink release") // (tests: a Connect registering meanwhile)
+	return owner.WithHostLock(context.Background(), host, func() error { return s.unregister(host, hc, t, e.Elems(), last) })
+}
+
+// RemoveAll removes the entries of closing links: those of all links but
+// the last of each uplink forwarding in one transaction, the last ones
+// each with their uplink's release (see Remove).
+func (s *Shares) RemoveAll(host *netns.Handle, hc *nl.Conn, t *table.Host, es []nftset.Entries) error {
+	if len(es) == 1 {
+		return s.Remove(host, hc, t, es[0])
+	}
+	left := map[Key]int{}
+	for _, e := range es {
+		for _, k := range KeysOf(e) {
+			left[k]++
+		}
+	}
+	var bulk []nftset.Elem
+	var last []nftset.Entries
+	for _, e := range es {
+		isLast := false
+		for _, k := range KeysOf(e) {
+			left[k]--
+			isLast = isLast || left[k] == 0
+		}
+		if isLast {
+			last = append(last, e)
+		} else {
+			bulk = append(bulk, e.Elems()...)
+			s.drop(KeysOf(e)) // (never the last: e's last one follows)
+		}
+	}
+	var errs []error
+	if len(bulk) > 0 {
+		errs = append(errs, t.Del(host, bulk))
+	}
+	for _, e := range last {
+		errs = append(errs, s.Remove(host, hc, t, e))
+	}
+	return errors.Join(errs...)
+}
+
+// unregister removes els and, for each share of last still unused (not
+// reused by an Add meanwhile), the process's uplinks entry, restoring the
+// forwarding where no live user is left. It runs under the host lock.
+func (s *Shares) unregister(host *netns.Handle, hc *nl.Conn, t *table.Host, els []nftset.Elem, last []Key) error {
+	var stale []nftset.Elem
+	var ferrs []error
+	var done []Key
+	wasOff := map[Key]bool{}
+	s.mu.Lock()
+	for _, k := range last {
+		if sh := s.byKey[k]; sh != nil && sh.users == 0 {
+			delete(s.byKey, k)
+			done, wasOff[k] = append(done, k), sh.origOff
+		}
+	}
+	s.mu.Unlock()
+	for _, k := range done {
+		users, live, err := liveUsers(host, t, k)
+		if err != nil {
+			return err
+		}
+		others, off := false, wasOff[k]
+		for _, u := range users {
+			if u.Owner != owner.ID && live[u.Owner] {
+				others = true
+				continue
+			}
+			stale = append(stale, u.Elem())
+			off = off || u.OrigOff
+		}
+		if !slices.ContainsFunc(users, func(u User) bool { return u.Owner == owner.ID }) {
+			ferrs = append(ferrs, fmt.Errorf("uplink forwarding record (%s) %w", nftset.FamilyName(k.Fam), naterr.ErrGone))
+		}
+		if others || !off {
+			continue
+		}
+		// Forwarding back off first, then the drop of everything else goes
+		// (opened): the host forwards nothing meanwhile it did not before.
+		// If the user turned forwarding on for every interface meanwhile
+		// (net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1), it
+		// stays as the user set it.
+		err = Hook("close uplink forwarding")
+		if err == nil {
+			_, err = GiveBack(host, hc, k)
+			if errors.Is(err, os.ErrNotExist) {
+				err = fmt.Errorf("uplink (index %d) %w", k.Index, naterr.ErrGone)
+			}
+		}
+		if err != nil {
+			ferrs = append(ferrs, fmt.Errorf("uplink forwarding (%s): %w", nftset.FamilyName(k.Fam), err))
+		}
+		stale = append(stale, OpenedElem(k))
+	}
+	if len(els) > 0 || len(stale) > 0 {
+		ferrs = append(ferrs, t.Del(host, els, stale...))
+	}
+	return errors.Join(ferrs...)
+}
+
+// Elems returns the uplinks entries of this process's registered shares,
+// with their opened entries: what a restore puts back.
+func (s *Shares) Elems() []nftset.Elem {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var els []nftset.Elem
+	for k, sh := range s.byKey {
+		if sh.registered {
+			els = append(els, UserElem(k, owner.Self, sh.origOff))
+			if sh.origOff {
+				els = append(els, OpenedElem(k))
+			}
+		}
+	}
+	return els
+}
+
+// Reset forgets every share: the process has no link left in the host.
+func (s *Shares) Reset() {
+	s.mu.Lock()
+	clear(s.byKey)
+	s.mu.Unlock()
+}
