@@ -318,7 +318,8 @@ func TestNewDeleteRace(t *testing.T) {
 // than the process's own: the thread was ended, not handed back to the
 // runtime. Oracles: every thread's /proc/self/task/*/ns/KIND, what a
 // locked goroutine on any thread reads, the host name other goroutines
-// see (uts), and the pid a child gets (pid: 1 in a new pid namespace).
+// see (uts), the pid a child gets (pid: 1 in a new pid namespace), and
+// for an unshared filesystem context, the working directory.
 func TestDoOtherNamespaceKinds(t *testing.T) {
 	nstest.Require(t)
 	h, err := netns.NewAnonymous()
@@ -391,6 +392,40 @@ func TestDoOtherNamespaceKinds(t *testing.T) {
 			}
 		})
 	}
+	t.Run("fs", func(t *testing.T) {
+		// Not a namespace, but the same hazard: a working directory (or
+		// root, or umask) of the thread's own.
+		home, err := os.Getwd()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		for range 5 {
+			err := h.Do(func() error {
+				if err := unix.Unshare(unix.CLONE_FS); err != nil {
+					return err
+				}
+				return unix.Chdir(dir)
+			})
+			if err != nil {
+				t.Fatalf("unshare and chdir in Do: %v", err)
+			}
+		}
+		seen := make(chan string, 100)
+		for range 100 {
+			go func() {
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				wd, _ := os.Readlink("/proc/thread-self/cwd")
+				seen <- wd
+			}()
+		}
+		for range 100 {
+			if wd := <-seen; wd != home {
+				t.Fatalf("a goroutine ran in %s, not %s", wd, home)
+			}
+		}
+	})
 	t.Run("user", func(t *testing.T) {
 		err := h.Do(func() error { return unix.Unshare(unix.CLONE_NEWUSER) })
 		if !errors.Is(err, unix.EINVAL) {

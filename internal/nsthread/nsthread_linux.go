@@ -160,11 +160,15 @@ func threadNS() (ids nsIDs) {
 	return ids
 }
 
-// threadIsHome reports whether the calling thread is in the process's own
-// namespaces of otherKinds. One readlink each (about 4 us): cheaper than
+// threadIsHome reports whether the calling thread shares the main
+// thread's filesystem context and is in the process's own namespaces of
+// otherKinds. One readlink each (about 4 us): cheaper than
 // reading them before and after, and a thread moved before Do, by someone
 // else, is not handed back to the runtime either.
 func threadIsHome() bool {
+	if sharesFS() == errNotShared {
+		return false
+	}
 	var buf [40]byte
 	for i, p := range otherKinds {
 		clear(buf[:])
@@ -187,3 +191,26 @@ func awaitEnd(tid int) {
 		}
 	}
 }
+
+// kcmpFS is KCMP_FS (linux/kcmp.h): whether two tasks share their
+// filesystem context (root, working directory, umask).
+const kcmpFS = 3
+
+// sharesFS checks that the calling thread still shares the main thread's
+// filesystem context: unshare(CLONE_FS) or CLONE_NEWNS gives it its own,
+// after which a chdir or chroot on it would be its alone. nil if it
+// shares it; errNotShared if not; the kcmp error if the kernel cannot tell
+// (ENOSYS without CONFIG_KCMP, EPERM under some seccomp filters).
+func sharesFS() error {
+	pid := unix.Getpid()
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(unix.Gettid()), uintptr(pid), kcmpFS, 0, 0, 0)
+	switch {
+	case e != 0:
+		return e
+	case r != 0:
+		return errNotShared
+	}
+	return nil
+}
+
+var errNotShared = errors.New("filesystem context not shared with the main thread")
