@@ -16,8 +16,10 @@ const ifaFTentative = 0x40
 // ErrInvalidName is matched by the error for a malformed link name.
 var ErrInvalidName = nl.ErrInvalidName
 
-// ErrInterrupted is matched by List's error when the addresses kept
-// changing while they were read (eight reads in a row disagreed): try again.
+// ErrInterrupted is matched by List's error when the addresses kept changing
+// while they were read, through every read for two seconds (List reads
+// again after growing pauses; a change during a read makes the read
+// incomplete). It is one value in every package that returns it.
 var ErrInterrupted = nl.ErrInterrupted
 
 // ErrInvalidPrefix is matched by the error for an unusable address.

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
 
 	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
@@ -85,42 +85,55 @@ func sysList(ns *netns.Handle, link string) ([]Address, error) {
 			return nil, fmt.Errorf("addr: list dev %s: %w", link, err)
 		}
 	}
-	return list(c, index)
+	return list(ns, c, index)
 }
 
-// list reads the addresses twice and returns them when both reads agree.
-// A dump is read in parts, and addresses removed between two parts shift
-// the kernel's position in its list: others, which stayed, were silently
-// left out (50-80 % of lists of a link with 1,200 addresses while 400
-// others went). Unfiltered dumps say so with NLM_F_DUMP_INTR; a dump of
-// one link's addresses says nothing, so two agreeing reads are the check.
-func list(c *nl.Conn, index int) ([]Address, error) {
-	prev, err := listOnce(c, index)
-	for attempt := 0; err == nil && attempt < 8; attempt++ {
-		var cur []Address
-		if cur, err = listOnce(c, index); err == nil && slices.EqualFunc(prev, cur, sameAddress) {
-			return cur, nil
+// list reads the addresses while watching for changes to any address,
+// and reads them again while any came in during the read (see
+// nl.DumpUnchanged). A dump is read in parts, and addresses removed
+// between two parts shift the kernel's position in its list: others, which
+// stayed, were silently left out (50-80 % of lists of a link with 1,200
+// addresses while 400 others went). Unfiltered dumps say so with
+// NLM_F_DUMP_INTR; a dump of one link's addresses says nothing.
+//
+// A new IPv6 address is notified later, from a work queue, so the watch
+// can miss one added during the read; but one added before the kernel's
+// position makes it send an address it had sent already, which the read
+// shows: a read with an address twice is read again.
+func list(ns *netns.Handle, c *nl.Conn, index int) ([]Address, error) {
+	var out []Address
+	var derr error
+	_, err := nl.DumpUnchanged(ns, c, nl.DumpAddrs(0, index), func(msgs []netlink.Message) bool {
+		if out, derr = decode(msgs, index); derr != nil {
+			return true // (reported below)
 		}
-		prev = cur
-	}
-	if err == nil || errors.Is(err, nl.ErrInterrupted) {
+		type key struct {
+			p    netip.Prefix
+			link int
+		}
+		seen := make(map[key]bool, len(out))
+		for _, a := range out {
+			k := key{a.Prefix, a.LinkIndex}
+			if seen[k] {
+				return false
+			}
+			seen[k] = true
+		}
+		return true
+	}, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR)
+	switch {
+	case errors.Is(err, nl.ErrInterrupted):
 		return nil, fmt.Errorf("addr: list: %w", ErrInterrupted)
-	}
-	return nil, err
-}
-
-// sameAddress compares what List reports, except lifetimes, which the
-// kernel counts down between two reads.
-func sameAddress(a, b Address) bool {
-	return a.Prefix == b.Prefix && a.LinkIndex == b.LinkIndex && a.Scope == b.Scope &&
-		a.Flags == b.Flags && a.Label == b.Label && a.Broadcast == b.Broadcast
-}
-
-func listOnce(c *nl.Conn, index int) ([]Address, error) {
-	msgs, err := c.Dump(nl.DumpAddrs(0, index))
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("addr: list: %w", err)
+	case derr != nil:
+		return nil, derr
 	}
+	return out, nil
+}
+
+// decode reads the addresses of link index (all for 0) in a dump.
+func decode(msgs []netlink.Message, index int) ([]Address, error) {
 	var out []Address
 	for _, m := range msgs {
 		var am rtnetlink.AddressMessage
@@ -183,7 +196,7 @@ func sysWaitReady(ctx context.Context, ns *netns.Handle, link string, p netip.Pr
 		if err != nil && !errors.Is(err, nl.ErrOverflow) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("addr: wait %v: %w", p, err)
 		}
-		addrs, err := list(c, index)
+		addrs, err := list(ns, c, index)
 		interrupted := errors.Is(err, ErrInterrupted)
 		if interrupted {
 			err = nil // changed while read: the changes are queued too

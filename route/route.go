@@ -25,7 +25,9 @@ const (
 )
 
 // ErrInterrupted is matched by List's error when the routes kept changing
-// while they were read: try again.
+// while they were read, through every read for two seconds (List reads
+// again after growing pauses; a change during a read makes the read
+// incomplete). It is one value in every package that returns it.
 var ErrInterrupted = nl.ErrInterrupted
 
 // Tables, as in "ip route ... table TABLE".

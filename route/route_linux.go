@@ -138,7 +138,7 @@ func sysList(ns *netns.Handle, f *Filter) ([]Route, error) {
 	} else {
 		// IPv6's restarts its walk after a change, skipping as many
 		// routes as it had sent: it repeats or misses some, unflagged.
-		msgs, err = nl.DumpUnchanged(ns, c, nl.DumpRoutes(family, table), unix.RTNLGRP_IPV6_ROUTE)
+		msgs, err = nl.DumpUnchanged(ns, c, nl.DumpRoutes(family, table), nil, unix.RTNLGRP_IPV6_ROUTE)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("route: list: %w", err)

@@ -13,7 +13,9 @@ import (
 var ErrInvalidName = nl.ErrInvalidName
 
 // ErrInterrupted is matched by List's error when the links kept changing
-// while they were read (eight reads in a row disagreed): try again.
+// while they were read, through every read for two seconds (List reads
+// again after growing pauses; a change during a read makes the read
+// incomplete). It is one value in every package that returns it.
 var ErrInterrupted = nl.ErrInterrupted
 
 // ErrInvalidConfig is matched by the error for a Config that cannot be

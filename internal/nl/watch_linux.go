@@ -115,32 +115,42 @@ func (w *Watch) Interrupt() { w.c.SetReadDeadline(time.Unix(1, 0)) }
 
 // DumpUnchanged dumps r on c (a connection in ns) while watching the
 // groups for notifications, and reads it again while any came in during
-// the read (up to eight times; then the error matches ErrInterrupted).
-// For dumps the kernel does not flag when they are interrupted (IPv6
-// routes): a read during which nothing changed is consistent.
-func DumpUnchanged(ns *netns.Handle, c *Conn, r Request, groups ...uint32) ([]netlink.Message, error) {
+// the read (see Retrying; then the error matches ErrInterrupted). For
+// dumps the kernel does not flag when they are interrupted (IPv6 routes,
+// one link's addresses): a read during which nothing changed is
+// consistent. whole, if not nil, looks at a read too: a change whose
+// notification the kernel sends later (an IPv6 address's, from a work
+// queue) can only be seen in the read itself.
+func DumpUnchanged(ns *netns.Handle, c *Conn, r Request, whole func([]netlink.Message) bool, groups ...uint32) ([]netlink.Message, error) {
 	w, err := DialWatch(ns, groups...)
 	if err != nil {
 		return nil, err
 	}
 	defer w.Close()
-	for attempt := 0; attempt < 8; attempt++ {
-		msgs, err := c.Dump(r)
-		if err != nil {
-			return nil, err
+	var msgs []netlink.Message
+	err = Retrying(func() (err error) {
+		// What came in before this read is no news about it.
+		if err := w.Poll(func(uint16, uint16, []byte) {}); err != nil && !errors.Is(err, ErrOverflow) {
+			return err
+		}
+		if msgs, err = c.Dump(r); err != nil {
+			return err
 		}
 		changed := false
-		perr := w.Poll(func(uint16, uint16, []byte) { changed = true })
-		if errors.Is(perr, ErrOverflow) {
+		err = w.Poll(func(uint16, uint16, []byte) { changed = true })
+		switch {
+		case errors.Is(err, ErrOverflow):
 			changed = true
-		} else if perr != nil {
-			return nil, perr
+		case err != nil:
+			return err
 		}
-		if !changed {
-			return msgs, nil
+		if changed || whole != nil && !whole(msgs) {
+			msgs = nil
+			return ErrInterrupted
 		}
-	}
-	return nil, ErrInterrupted
+		return nil
+	})
+	return msgs, err
 }
 
 // eachMessage splits a datagram into netlink messages.
