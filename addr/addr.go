@@ -13,7 +13,8 @@ import (
 // ifaFTentative is Linux's IFA_F_TENTATIVE.
 const ifaFTentative = 0x40
 
-// ErrInvalidName is matched by the error for a malformed link name.
+// ErrInvalidName is matched by the error for a malformed link name; it is
+// netns.ErrInvalidName (one value across nsnet).
 var ErrInvalidName = nl.ErrInvalidName
 
 // ErrInterrupted is matched by List's error when the addresses kept changing

@@ -192,7 +192,8 @@ var ErrForeignDrop = errors.New("another firewall drops forwarded packets")
 // (net.ipv6.conf.all.forwarding=1, which nsnet never sets).
 var ErrNoIPv6Forwarding = nl.ErrNoForceForwarding
 
-// ErrInvalidName is matched by the error for a malformed interface name.
+// ErrInvalidName is matched by the error for a malformed interface name; it is
+// netns.ErrInvalidName (one value across nsnet).
 var ErrInvalidName = nl.ErrInvalidName
 
 // SweepResult says what Sweep removed.

@@ -7,8 +7,11 @@ import (
 )
 
 // ErrInvalidName is matched (errors.Is) by the error for a namespace name that
-// cannot be a file name directly under [Dir].
-var ErrInvalidName = errors.New("invalid namespace name")
+// cannot be a file name directly under [Dir]. It is one value across nsnet:
+// veth.ErrInvalidName, addr.ErrInvalidName, route.ErrInvalidName and
+// nat.ErrInvalidName (for malformed interface names) are it, so a caller
+// checks one of them whichever package returned the error.
+var ErrInvalidName = errors.New("invalid name")
 
 // ErrClosed is matched (errors.Is) by the error of any operation on a closed
 // [Handle].
@@ -38,5 +41,5 @@ func ValidateName(name string) error {
 	default:
 		return nil
 	}
-	return fmt.Errorf("%w %q: %s", ErrInvalidName, name, why)
+	return fmt.Errorf("%w: namespace %q: %s", ErrInvalidName, name, why)
 }

@@ -14,7 +14,8 @@ import (
 // to the kernel as given.
 var ErrInvalidRoute = errors.New("invalid route")
 
-// ErrInvalidName is matched by the error for a malformed link name.
+// ErrInvalidName is matched by the error for a malformed link name; it is
+// netns.ErrInvalidName (one value across nsnet).
 var ErrInvalidName = nl.ErrInvalidName
 
 // Scopes, as in "ip route ... scope SCOPE".

@@ -9,7 +9,8 @@ import (
 	"github.com/nsnet/nsnet/netns"
 )
 
-// ErrInvalidName is matched by the error for a malformed interface name.
+// ErrInvalidName is matched by the error for a malformed interface name; it is
+// netns.ErrInvalidName (one value across nsnet).
 var ErrInvalidName = nl.ErrInvalidName
 
 // ErrInterrupted is matched by List's error when the links kept changing

@@ -7,10 +7,13 @@ import (
 	"strings"
 	"syscall"
 	"unicode"
+
+	"github.com/nsnet/nsnet/netns"
 )
 
-// ErrInvalidName is matched by the error for a malformed interface name.
-var ErrInvalidName = errors.New("invalid interface name")
+// ErrInvalidName is matched by the error for a malformed interface name:
+// netns.ErrInvalidName, one value for namespace and interface names.
+var ErrInvalidName = netns.ErrInvalidName
 
 // MaxIfNameLen is IFNAMSIZ-1: the kernel refuses longer names with ERANGE.
 const MaxIfNameLen = 15
@@ -35,7 +38,7 @@ func CheckIfName(name string) error {
 	default:
 		return nil
 	}
-	return fmt.Errorf("%w %q: %s", ErrInvalidName, name, why)
+	return fmt.Errorf("%w: interface %q: %s", ErrInvalidName, name, why)
 }
 
 // badNameByte is a rune that has no place in an interface or namespace
