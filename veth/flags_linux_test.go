@@ -20,7 +20,7 @@ func TestFlagsMatchKernel(t *testing.T) {
 		{veth.FlagAllMulti, unix.IFF_ALLMULTI}, {veth.FlagMaster, unix.IFF_MASTER}, {veth.FlagSlave, unix.IFF_SLAVE},
 		{veth.FlagMulticast, unix.IFF_MULTICAST}, {veth.FlagPortSel, unix.IFF_PORTSEL}, {veth.FlagAutoMedia, unix.IFF_AUTOMEDIA},
 		{veth.FlagDynamic, unix.IFF_DYNAMIC}, {veth.FlagLowerUp, unix.IFF_LOWER_UP}, {veth.FlagDormant, unix.IFF_DORMANT},
-		{veth.FlagEcho, unix.IFF_ECHO},
+		{veth.FlagEcho, unix.IFF_ECHO}, {veth.FlagRunning, unix.IFF_RUNNING},
 	} {
 		if int(c.got) != c.want {
 			t.Errorf("%v = %#x, kernel %#x", c.got, uint32(c.got), c.want)

@@ -32,7 +32,70 @@ func fromNL(m nl.Link) Link {
 	if a.Alias != nil {
 		l.Alias = *a.Alias
 	}
+	l.Qdisc = a.QueueDisc
+	if a.LinkMode != nil {
+		l.LinkMode = *a.LinkMode
+	}
+	if a.NetDevGroup != nil {
+		l.Group = *a.NetDevGroup
+	}
+	if a.TxQueueLen != nil {
+		l.TxQueueLen = int(*a.TxQueueLen)
+	}
 	return l
+}
+
+// nameNetNSs fills in the names of the named namespaces (see netns.List)
+// that links' peers are in, asking c's namespace for the id it gives each
+// until every id in links is named.
+func nameNetNSs(c *nl.Conn, links []Link) {
+	want := map[int]string{}
+	for _, l := range links {
+		if l.PeerNetNSID >= 0 {
+			want[l.PeerNetNSID] = ""
+		}
+	}
+	if len(want) == 0 {
+		return
+	}
+	names, _ := netns.List()
+	for left := len(want); left > 0 && len(names) > 0; names = names[1:] {
+		h, err := netns.Open(names[0])
+		if err != nil {
+			continue
+		}
+		msgs, err := c.Query(nl.GetNSID(h.Fd()))
+		h.Close()
+		if err != nil || len(msgs) == 0 {
+			continue
+		}
+		if id, err := nl.DecodeNSID(msgs[0].Data); err == nil {
+			if name, ok := want[id]; ok && name == "" {
+				want[id] = names[0]
+				left--
+			}
+		}
+	}
+	for i := range links {
+		if links[i].PeerNetNSID >= 0 {
+			links[i].PeerNetNSName = want[links[i].PeerNetNSID]
+		}
+	}
+}
+
+// nameOthers fills in l's peer (when in the same namespace) and master
+// from others, the namespace's links by index.
+func nameOthers(l *Link, others func(index int) (Link, bool)) {
+	if l.PeerIndex != 0 && l.PeerNetNSID < 0 {
+		if p, ok := others(l.PeerIndex); ok {
+			l.PeerName, l.PeerFlags = p.Name, p.Flags
+		}
+	}
+	if l.MasterIndex != 0 {
+		if m, ok := others(l.MasterIndex); ok {
+			l.MasterName = m.Name
+		}
+	}
 }
 
 func operState(s rtnetlink.OperationalState) string {
@@ -79,6 +142,17 @@ func sysList(ns *netns.Handle) ([]Link, error) {
 		}
 		links = append(links, fromNL(l))
 	}
+	byIndex := make(map[int]Link, len(links))
+	for _, l := range links {
+		byIndex[l.Index] = l
+	}
+	for i := range links {
+		nameOthers(&links[i], func(index int) (Link, bool) {
+			l, ok := byIndex[index]
+			return l, ok
+		})
+	}
+	nameNetNSs(c, links)
 	return links, nil
 }
 
@@ -92,11 +166,22 @@ func sysLookup(ns *netns.Handle, name string) (Link, error) {
 		return Link{}, fmt.Errorf("veth: lookup %q: %w", name, err)
 	}
 	defer c.Close()
-	l, err := c.LinkByName(name)
+	m, err := c.LinkByName(name)
 	if err != nil {
 		return Link{}, fmt.Errorf("veth: lookup %q: %w", name, err)
 	}
-	return fromNL(l), nil
+	l := fromNL(m)
+	nameOthers(&l, func(index int) (Link, bool) {
+		msgs, err := c.Query(nl.GetLinkByIndex(index))
+		if err != nil {
+			return Link{}, false
+		}
+		o, err := nl.DecodeLink(msgs[0].Data)
+		return fromNL(o), err == nil
+	})
+	one := []Link{l}
+	nameNetNSs(c, one)
+	return one[0], nil
 }
 
 // sysSetUp is SetUp on Linux.

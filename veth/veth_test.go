@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nsnet/nsnet/netns"
@@ -305,5 +306,60 @@ func TestListUnderChurn(t *testing.T) {
 	// under this churn at least 99 % of calls succeed.
 	if retry*100 > complete+retry {
 		t.Errorf("%d of %d lists failed with ErrInterrupted (more than 1 %%)", retry, complete+retry)
+	}
+}
+
+// TestFormatMatchesIP: Format of List's links prints what "ip link show"
+// prints, line for line: loopback, a bridge and its port ("master br0"),
+// pairs with both ends in the namespace (up, down, up with the peer down:
+// NO-CARRIER and M-DOWN), a pair whose peer is in another namespace
+// ("@ifN", "link-netnsid"), a device group, a zero queue length and an
+// alias.
+func TestFormatMatchesIP(t *testing.T) {
+	nstest.Require(t)
+	nstest.RequireCmd(t, "ip")
+	ns := nstest.NewNS(t, "fmt-ns")
+	nstest.NewNS(t, "fmt-other")
+	for _, args := range [][]string{
+		{"link", "add", "br0", "type", "bridge"},
+		{"link", "add", "va", "type", "veth", "peer", "name", "vb"},
+		{"link", "set", "va", "master", "br0", "up"},
+		{"link", "add", "vc", "type", "veth", "peer", "name", "vd"},
+		{"link", "set", "vc", "up"},
+		{"link", "set", "vd", "up", "group", "5", "txqueuelen", "0"},
+		{"link", "set", "vd", "alias", "the other end"},
+		{"link", "add", "ve", "type", "veth", "peer", "name", "vf", "netns", "fmt-other"},
+		{"link", "set", "ve", "up", "mtu", "1400"},
+		{"link", "set", "lo", "up"},
+	} {
+		nstest.Cmd(t, "ip", append([]string{"-n", "fmt-ns"}, args...)...)
+	}
+	// Carrier and operational state settle shortly after "up": compare
+	// once List reads the same before and after ip.
+	for attempt := 0; ; attempt++ {
+		before, err := veth.List(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := nstest.Cmd(t, "ip", "-n", "fmt-ns", "link", "show")
+		after, _ := veth.List(ns)
+		if veth.Format(before) != veth.Format(after) && attempt < 20 {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if got := veth.Format(before); got != want {
+			t.Errorf("Format:\n%s\nip link show:\n%s", got, want)
+		}
+		break
+	}
+	for _, name := range []string{"va", "vd", "ve", "lo"} {
+		l, err := veth.Lookup(ns, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := nstest.Cmd(t, "ip", "-n", "fmt-ns", "link", "show", name)
+		if got := l.String() + "\n"; got != want {
+			t.Errorf("Lookup(%s).String():\n%s\nip link show %s:\n%s", name, got, name, want)
+		}
 	}
 }

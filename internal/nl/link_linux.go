@@ -248,3 +248,31 @@ func SetAliasByName(name, alias string) Request {
 func RenameLink(index int, name string) Request {
 	return SetLink(&rtnetlink.LinkMessage{Index: uint32(index), Attributes: &rtnetlink.LinkAttributes{Name: name}})
 }
+
+// GetNSID asks which id the connection's namespace gives the namespace of
+// the file descriptor fd (RTM_GETNSID); see DecodeNSID. It only looks: no
+// id is assigned.
+func GetNSID(fd int) Request {
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint32(unix.NETNSA_FD, uint32(fd))
+	attrs, _ := ae.Encode()
+	return Request{Type: unix.RTM_GETNSID, Data: append([]byte{unix.AF_UNSPEC, 0, 0, 0}, attrs...)}
+}
+
+// DecodeNSID reads the id of an RTM_NEWNSID reply: -1 if none is
+// assigned.
+func DecodeNSID(b []byte) (int, error) {
+	if len(b) < 4 {
+		return -1, fmt.Errorf("nsid reply of %d bytes", len(b))
+	}
+	ad, err := netlink.NewAttributeDecoder(b[4:])
+	if err != nil {
+		return -1, err
+	}
+	for ad.Next() {
+		if ad.Type() == unix.NETNSA_NSID {
+			return int(ad.Int32()), nil
+		}
+	}
+	return -1, ad.Err()
+}
