@@ -76,10 +76,10 @@ type Link struct {
 	// when it is a named one (under netns.Dir), as ip prints it
 	// ("link-netns NAME"); "" otherwise.
 	PeerNetNSName string
-	Qdisc      string // queueing discipline ("noqueue", "noop", ...)
-	LinkMode   uint8  // IFLA_LINKMODE: 0 default, 1 dormant
-	Group      uint32 // device group (0: "default")
-	TxQueueLen int    // transmit queue length ("qlen")
+	Qdisc         string // queueing discipline ("noqueue", "noop", ...)
+	LinkMode      uint8  // IFLA_LINKMODE: 0 default, 1 dormant
+	Group         uint32 // device group (0: "default")
+	TxQueueLen    int    // transmit queue length ("qlen")
 }
 
 // Up reports whether the link is administratively up (IFF_UP).
