@@ -50,7 +50,8 @@ func TestExamples(t *testing.T) {
 		t.Skip("go toolchain not in PATH")
 	}
 	out := run(t, build(t, "tutorial"))
-	for _, want := range []string{"$ ip netns add example-ns1", "nat.AddRules", "the outside says: 203.0.113.2", "nothing left behind"} {
+	for _, want := range []string{"$ ip netns add example-ns1", "nat.AddRules", "the outside says: 203.0.113.2", "nothing left behind",
+		"default via 10.0.0.1 dev ex-veth-b"} { // (a link by name, as ip prints it)
 		if !strings.Contains(out, want) {
 			t.Errorf("tutorial output lacks %q:\n%s", want, out)
 		}

@@ -153,7 +153,7 @@ func (k *connecting) decide() error {
 
 func (k *connecting) reserve() error {
 	l := k.l
-	if err := reserve(l.hostKey, l.nsKey, l.nets.Prefixes()); err != nil {
+	if err := reserve(l.hostKey, l.nsKey, l.nsName, l.nets.Prefixes()); err != nil {
 		return err
 	}
 	k.undo.push(func() { release(l.hostKey, l.nsKey, l.nets.Prefixes()) })

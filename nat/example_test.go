@@ -102,8 +102,8 @@ func ExampleConfig_Connect() {
 	seen, err := nstest.Echo(a, "10.2.0.2:5432") // sibling to sibling, not masqueraded
 	fmt.Println("db sees web as", seen, err)
 	// Output:
-	// 10.1.0.0/24: web-host (10.1.0.1) <-> web0 (10.1.0.10) via up0
-	// 10.2.0.0/24: db-host (10.2.0.1) <-> db0 (10.2.0.2) via up0
+	// 10.1.0.0/24: host web-host (10.1.0.1) <-> namespace web0 (10.1.0.10), uplink up0
+	// 10.2.0.0/24: host db-host (10.2.0.1) <-> namespace db0 (10.2.0.2), uplink up0
 	// db sees web as 10.1.0.10 <nil>
 }
 

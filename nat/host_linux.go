@@ -253,12 +253,13 @@ func (s idleSockets) close() {
 // reserve records the prefixes and namespace of a Link about to be made
 // in this process, so that its own concurrent Connects fail early and
 // clearly (other processes are kept out by the claims maps). Rules have no
-// namespace: nsKey 0 reserves the prefixes alone.
-func reserve(hostKey, nsKey uint64, prefixes []netip.Prefix) error {
+// namespace: nsKey 0 reserves the prefixes alone. nsName names the
+// namespace in the error.
+func reserve(hostKey, nsKey uint64, nsName string, prefixes []netip.Prefix) error {
 	registry.Lock()
 	defer registry.Unlock()
 	if nsKey != 0 && registry.nss[nsKey] {
-		return fmt.Errorf("namespace net:[%d] is already connected: %w", nsKey, os.ErrExist)
+		return fmt.Errorf("namespace %s is already connected (by this process): %w", nsName, os.ErrExist)
 	}
 	for _, q := range registry.prefixes[hostKey] {
 		for _, p := range prefixes {

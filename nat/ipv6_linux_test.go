@@ -83,7 +83,7 @@ func TestIPv6Masquerade(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if got, want := l.String(), "10.6.0.0/24, fd00:1::/64: "+l.HostVeth+" (10.6.0.1, fd00:1::1) <-> eth0 (10.6.0.2, fd00:1::2) via up0"; got != want {
+	if got, want := l.String(), "10.6.0.0/24, fd00:1::/64: host "+l.HostVeth+" (10.6.0.1, fd00:1::1) <-> namespace eth0 (10.6.0.2, fd00:1::2), uplink up0"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 	if l.NSAddr6 != p6("fd00:1::2/64") || l.HostAddr6 != p6("fd00:1::1/64") || l.Prefix6 != p6("fd00:1::/64") {

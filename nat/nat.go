@@ -27,9 +27,9 @@ type Link struct {
 	*owned // the library's record (nil in a Link not made by Connect)
 }
 
-// String describes the link in one line, as
-// "10.0.0.0/24: nsn-k3f9a0b2c7d (10.0.0.1) <-> eth0 (10.0.0.2) via up0"
-// (with both families "10.0.0.0/24, fd00::/64: nsn-… (10.0.0.1, fd00::1) …").
+// String describes the link in one line, naming each side, as
+// "10.0.0.0/24: host nsn-k3f9a0b2c7d (10.0.0.1) <-> namespace eth0 (10.0.0.2), uplink up0"
+// (with both families "10.0.0.0/24, fd00::/64: host nsn-… (10.0.0.1, fd00::1) …").
 func (l *Link) String() string {
 	if l == nil {
 		return "<nil>"
@@ -43,7 +43,7 @@ func (l *Link) String() string {
 		}
 	}
 	j := func(s []string) string { return strings.Join(s, ", ") }
-	return fmt.Sprintf("%s: %s (%s) <-> %s (%s) via %s", j(nets), l.HostVeth, j(host), l.NSVeth, j(ns), l.Uplink)
+	return fmt.Sprintf("%s: host %s (%s) <-> namespace %s (%s), uplink %s", j(nets), l.HostVeth, j(host), l.NSVeth, j(ns), l.Uplink)
 }
 
 // Rules is the tutorial's iptables and sysctl step on its own, for a veth

@@ -36,6 +36,9 @@ type owned struct {
 	// inode, nsKey, cannot then be reused by a new namespace that the
 	// registry would mistake for this one.
 	nsRef *netns.Handle
+	// nsName names the connected namespace for errors, as the caller's
+	// handle does ("NAME net:[INODE]" for a named one).
+	nsName string
 	// sharedHost: host is the host state's (see hostState.host), not the
 	// link's own, and goes with the host state's last link.
 	sharedHost bool
@@ -253,7 +256,7 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 	}
 	l.nets = nets
 	l.host, l.nsRef = host, nsRef
-	l.hostKey, l.nsKey = host.ID(), nsRef.ID()
+	l.hostKey, l.nsKey, l.nsName = host.ID(), nsRef.ID(), ns.String()
 	l.etcDir = netns.EtcDir(ns) // by the caller's handle, which has its name
 	if l.HostVeth == "" {
 		l.HostVeth = randomVethName()

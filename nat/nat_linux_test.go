@@ -253,7 +253,8 @@ func TestBadInput(t *testing.T) {
 		{"nil namespace", nil, cfg, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "nil"},
 		{"host namespace", w.Host, cfg, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "host namespace"},
 		{"closed namespace", closed, cfg, "up0", p("10.0.0.0/24"), netns.ErrClosed, "closed"},
-		{"missing uplink", ns, cfg, "nope0", p("10.0.0.0/24"), os.ErrNotExist, "nope0"},
+		{"missing uplink", ns, cfg, "nope0", p("10.0.0.0/24"), os.ErrNotExist, `uplink "nope0" does not exist`},
+		{"missing uplink, the candidates", ns, cfg, "nope0", p("10.0.0.0/24"), os.ErrNotExist, "links up there: nov4, up0)"},
 		{"bad uplink name", ns, cfg, "bad/name", p("10.0.0.0/24"), nat.ErrInvalidName, "bad/name"},
 		{"uplink down", ns, cfg, "down0", p("10.0.0.0/24"), nil, "down"},
 		{"uplink without IPv4", ns, cfg, "nov4", p("10.0.0.0/24"), nil, "no IPv4 address"},
@@ -300,8 +301,8 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cfg.Connect(ns, "up0", p("10.7.0.0/24")); !errors.Is(err, os.ErrExist) {
-		t.Errorf("second Connect of one namespace: %v, want ErrExist", err)
+	if _, err := cfg.Connect(ns, "up0", p("10.7.0.0/24")); !errors.Is(err, os.ErrExist) || !strings.Contains(err.Error(), "namespace bad-ns net:[") {
+		t.Errorf("second Connect of one namespace: %v, want ErrExist naming bad-ns", err)
 	}
 	l.Close()
 	if after := state(t, w); after != before {

@@ -49,8 +49,8 @@ func (p Port) nsPort() uint16 {
 // validate checks p before anything is touched.
 func (p Port) validate() error {
 	switch {
-	case p.Protocol != "tcp" && p.Protocol != "udp":
-		return invalid("port %v: protocol %q is not tcp or udp", p, p.Protocol)
+	case p.proto() != "tcp" && p.proto() != "udp":
+		return invalid("port %v: protocol %q is not tcp or udp (in any case)", p, p.Protocol)
 	case p.HostPort == 0:
 		return invalid("port %v: host port 0", p)
 	case p.HostAddr.IsValid() && (p.HostAddr.Is4In6() || p.HostAddr.Zone() != "" || p.HostAddr.IsUnspecified() || p.HostAddr.IsMulticast() ||
@@ -67,3 +67,7 @@ func (p Port) validate() error {
 	}
 	return nil
 }
+
+// proto is the port's protocol in lower case: "TCP" and "tcp" are one, as
+// Docker takes them.
+func (p Port) proto() string { return strings.ToLower(p.Protocol) }

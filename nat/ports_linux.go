@@ -84,7 +84,7 @@ func (l *Link) portsOp(verb string, ports []Port, fn func() error) error {
 // matches reports whether pm is one of p's ports.
 func (p Port) matches(pm nftset.PortMap) bool {
 	proto := uint8(unix.IPPROTO_TCP)
-	if p.Protocol == "udp" {
+	if p.proto() == "udp" {
 		proto = unix.IPPROTO_UDP
 	}
 	n := uint16(max(int(p.Count), 1))
@@ -118,7 +118,7 @@ func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 			return nil, fmt.Errorf("%w: port %v: the link has no %s network", ErrInvalidConfig, p, nftset.FamilyName(fam))
 		}
 		proto := uint8(unix.IPPROTO_TCP)
-		if p.Protocol == "udp" {
+		if p.proto() == "udp" {
 			proto = unix.IPPROTO_UDP
 		}
 		for _, a := range addrs {

@@ -41,8 +41,8 @@ func TestPublishReachable(t *testing.T) {
 	a, b := nstest.NewNS(t, "pub-a"), nstest.NewNS(t, "pub-b")
 	local := netip.MustParseAddr("127.0.0.1")
 	la, err := nat.Config{HostNS: w.Host, Ports: []nat.Port{
-		{Protocol: "tcp", HostPort: 8080, NSPort: 80},
-		{Protocol: "udp", HostPort: 5353, NSPort: 53},
+		{Protocol: "TCP", HostPort: 8080, NSPort: 80}, // (any case, as Docker takes it)
+		{Protocol: "Udp", HostPort: 5353, NSPort: 53},
 		{Protocol: "tcp", HostAddr: local, HostPort: 9090, NSPort: 80},
 		{Protocol: "udp", HostAddr: local, HostPort: 9053, NSPort: 53},
 	}}.Connect(a, "up0", netip.MustParsePrefix("10.60.0.0/24"))

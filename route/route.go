@@ -46,7 +46,9 @@ type Route struct {
 	// destination. Same family as Dst.
 	Gateway netip.Addr
 	// Link is the output link by name ("dev"); "" for none, or use
-	// LinkIndex. When both are set, Link wins.
+	// LinkIndex. When both are set, LinkIndex wins: List and Get set
+	// both, the name as it was then, and a route they returned keeps
+	// meaning its link if that is renamed.
 	Link      string
 	LinkIndex int
 	// Src is the preferred source address ("src"); invalid for none.
@@ -70,7 +72,7 @@ type Route struct {
 // NextHop is one next hop of a multipath route.
 type NextHop struct {
 	Gateway   netip.Addr // "via"; invalid for none
-	Link      string     // "dev" by name, or use LinkIndex; Link wins
+	Link      string     // "dev" by name, or use LinkIndex; LinkIndex wins (see Route.Link)
 	LinkIndex int
 	Weight    int // 1..256; 0 means 1
 }

@@ -15,7 +15,7 @@ func (r Route) spec(c *nl.Conn) (nl.RouteSpec, error) {
 		Dst: r.Dst, Gateway: r.Gateway, LinkIndex: r.LinkIndex, Src: r.Src,
 		Metric: r.Metric, Table: r.Table, Scope: r.Scope, Protocol: r.Protocol, Type: r.Type,
 	}
-	if r.Link != "" {
+	if r.Link != "" && r.LinkIndex == 0 {
 		index, err := c.LinkIndex(r.Link)
 		if err != nil {
 			return s, err
@@ -24,7 +24,7 @@ func (r Route) spec(c *nl.Conn) (nl.RouteSpec, error) {
 	}
 	for _, h := range r.NextHops {
 		nh := nl.NextHopSpec{Gateway: h.Gateway, LinkIndex: h.LinkIndex, Weight: h.Weight}
-		if h.Link != "" {
+		if h.Link != "" && h.LinkIndex == 0 {
 			index, err := c.LinkIndex(h.Link)
 			if err != nil {
 				return s, err
@@ -154,7 +154,40 @@ func sysList(ns *netns.Handle, f *Filter) ([]Route, error) {
 		}
 		out = append(out, fromSpec(s))
 	}
+	nameLinks(c, out)
 	return out, nil
+}
+
+// nameLinks fills in the names of the routes' links (and next hops'), as
+// ip prints them ("dev eth0"): a query per link, or one dump for many.
+func nameLinks(c *nl.Conn, rs []Route) {
+	names := map[int]string{}
+	for _, r := range rs {
+		names[r.LinkIndex] = ""
+		for _, h := range r.NextHops {
+			names[h.LinkIndex] = ""
+		}
+	}
+	delete(names, 0)
+	if len(names) > 16 {
+		if msgs, err := c.Dump(nl.DumpLinks()); err == nil {
+			for _, m := range msgs {
+				if l, err := nl.DecodeLink(m.Data); err == nil {
+					names[int(l.Index)] = l.Attributes.Name
+				}
+			}
+		}
+	} else {
+		for i := range names {
+			names[i], _ = nl.LinkName(c, i)
+		}
+	}
+	for i := range rs {
+		rs[i].Link = names[rs[i].LinkIndex]
+		for j := range rs[i].NextHops {
+			rs[i].NextHops[j].Link = names[rs[i].NextHops[j].LinkIndex]
+		}
+	}
 }
 
 func fromSpec(s nl.RouteSpec) Route {
@@ -190,5 +223,7 @@ func sysGet(ns *netns.Handle, dst netip.Addr) (Route, error) {
 	if err != nil {
 		return Route{}, fmt.Errorf("route: get %v: %w", dst, err)
 	}
-	return fromSpec(s), nil
+	r := []Route{fromSpec(s)}
+	nameLinks(c, r)
+	return r[0], nil
 }

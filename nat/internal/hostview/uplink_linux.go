@@ -1,8 +1,11 @@
 package hostview
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"slices"
 	"strings"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -37,6 +40,9 @@ func (v *View) Uplink(host *netns.Handle, hc *nl.Conn, need Need) (Uplink, error
 	var linkMsg []byte
 	if need.Uplink != "" {
 		msgs, err := hc.Query(nl.GetLinkByName(need.Uplink))
+		if errors.Is(err, os.ErrNotExist) {
+			return Uplink{}, fmt.Errorf("uplink %q does not exist in the host namespace (%s): %w", need.Uplink, candidates(hc), err)
+		}
 		if err != nil {
 			return Uplink{}, fmt.Errorf("uplink %q: %w", need.Uplink, err)
 		}
@@ -123,4 +129,28 @@ func overlapErr(host *netns.Handle, hc *nl.Conn, k RouteKey) error {
 		}
 	}
 	return fmt.Errorf("%w: host %s %v of %s", naterr.ErrOverlap, what, k.Dst, holder)
+}
+
+// candidates names the host's links that could be uplinks (up, not
+// loopback, not an nsnet host end), for an error about a missing one.
+func candidates(hc *nl.Conn) string {
+	msgs, err := hc.Dump(nl.DumpLinks())
+	if err != nil {
+		return "its links could not be listed"
+	}
+	var names []string
+	for _, m := range msgs {
+		l, err := nl.DecodeLink(m.Data)
+		switch {
+		case err != nil, l.Flags&unix.IFF_LOOPBACK != 0, l.Flags&unix.IFF_UP == 0:
+		case l.Attributes.Alias != nil && strings.HasPrefix(*l.Attributes.Alias, "nsnet "):
+		default:
+			names = append(names, l.Attributes.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "it has no link that is up besides loopback"
+	}
+	slices.Sort(names)
+	return "links up there: " + strings.Join(names, ", ")
 }
