@@ -55,8 +55,24 @@ type Config struct {
 	// forwarded per interface (net.ipv6.conf.IF.force_forwarding, Linux
 	// 6.17 and later), on the host end and the uplink only: the global
 	// switch is never touched, the uplink keeps accepting router
-	// advertisements, and the last Close puts its setting back.
+	// advertisements, and the last Close puts its setting back. On an
+	// older kernel see IPv6GlobalForwarding.
 	Prefix6 netip.Prefix
+	// IPv6GlobalForwarding lets Connect, on a kernel without per-interface
+	// IPv6 forwarding (before Linux 6.17: Debian 12 and 13, RHEL 9 and 10,
+	// Ubuntu 22.04 and 24.04), turn on net.ipv6.conf.all.forwarding while
+	// IPv6 links need it; without it such a Connect fails with
+	// ErrNoIPv6Forwarding (unless the host forwards IPv6 already). What
+	// nsnet then changes on the host, and puts back after the last link of
+	// any process (or Sweep, after a crash): accept_ra 1 becomes 2 on
+	// default and every interface (so they keep accepting router
+	// advertisements, and a SLAAC host its default route), the switch goes
+	// on (which sets every interface's forwarding), and the forward chain
+	// drops every forwarded IPv6 packet that is not a link's, so the host
+	// forwards nothing it did not before. Interfaces made meanwhile get
+	// accept_ra 2 from default and keep it (the same as 1 with forwarding
+	// off). Ignored where the kernel has per-interface forwarding.
+	IPv6GlobalForwarding bool
 	// HostAddr6 and NSAddr6 are the two addresses inside Prefix6; the
 	// zero value means its first and second host address (fd00:1::1 and
 	// fd00:1::2 for fd00:1::/64).
@@ -186,10 +202,11 @@ var ErrForeignDrop = errors.New("another firewall drops forwarded packets")
 
 // ErrNoIPv6Forwarding is matched by Connect's error for a link with an
 // IPv6 network on a kernel without per-interface IPv6 forwarding
-// (net.ipv6.conf.IF.force_forwarding, Linux 6.17), or where /proc/sys
-// cannot be written (a read-only /proc/sys, as in many containers),
-// unless the host forwards IPv6 on every interface already
-// (net.ipv6.conf.all.forwarding=1, which nsnet never sets).
+// (net.ipv6.conf.IF.force_forwarding, Linux 6.17) unless
+// Config.IPv6GlobalForwarding is set, or where /proc/sys cannot be
+// written (a read-only /proc/sys, as in many containers), unless the host
+// forwards IPv6 on every interface already
+// (net.ipv6.conf.all.forwarding=1).
 var ErrNoIPv6Forwarding = nl.ErrNoForceForwarding
 
 // ErrInvalidName is matched by the error for a malformed interface name; it is
@@ -200,7 +217,7 @@ var ErrInvalidName = nl.ErrInvalidName
 type SweepResult struct {
 	Links    []string // host veth ends deleted (their peers went with them)
 	Elements int      // set entries removed from the library's table
-	Uplinks  []string // uplinks whose forwarding was turned off again ("NAME (IPv6)" for IPv6's)
+	Uplinks  []string // uplinks whose forwarding was turned off again ("NAME (IPv6)" for IPv6's, "all (IPv6)" for the global switch)
 	Table    bool     // the library's table was removed (no owner left)
 	// DockerUser counts the rules removed from Docker's DOCKER-USER chain
 	// (see Config.DockerUser).

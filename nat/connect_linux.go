@@ -34,6 +34,7 @@ type connecting struct {
 	undo   undoStack
 
 	v4, v6            bool     // the link's families
+	globalV6          bool     // IPv6 forwarded by the global switch (a kernel before 6.17)
 	plan              dns.Plan // decided before anything is made
 	hostMark, entMark string   // the host end's mark, every entry's
 	fw                firewall.View
@@ -148,6 +149,16 @@ func (k *connecting) decide() error {
 		k.entMark = k.hostMark
 	}
 	k.markedNow = c.HostVeth == ""
+	if k.v6 && !nl.HasForceForwarding(k.host) {
+		// Before Linux 6.17: IPv6 is forwarded by the global switch (see
+		// uplinks.GlobalV6), which only a Config that allows it turns on.
+		if !c.IPv6GlobalForwarding && !globalV6ForTests && !nl.ForwardsAll(k.host, unix.NFPROTO_IPV6) {
+			return fmt.Errorf("%w: this kernel forwards IPv6 only with the global net.ipv6.conf.all.forwarding "+
+				"(per-interface force_forwarding is Linux 6.17 and later): set Config.IPv6GlobalForwarding to let nsnet turn it on "+
+				"while IPv6 links need it", ErrNoIPv6Forwarding)
+		}
+		k.globalV6 = true
+	}
 	return nil
 }
 
@@ -191,6 +202,10 @@ func (k *connecting) checkFirewalls() error {
 	}
 	return nil
 }
+
+// globalV6ForTests takes every Config as setting IPv6GlobalForwarding (see
+// SetIPv6GlobalMode in the tests).
+var globalV6ForTests bool
 
 // inspect finds the uplink and checks the host (see hostview.View.Uplink), and
 // resolves the published ports, which go into the same transaction as
@@ -263,7 +278,7 @@ func (k *connecting) entries() error {
 	l, c, hs, host, hc := k.l, k.cfg, k.hs, k.host, k.hc
 	l.ent = nftset.Entries{Link: l.hostIdx, Uplink: k.up.Index, Prefixes: l.nets.Prefixes(), Routed: l.nets.RoutedFams(),
 		NSAddr: l.NSAddr.Addr(), NSAddr6: l.NSAddr6.Addr(), AllowSiblings: c.AllowSiblings, Ports: k.ports,
-		Mark: k.entMark}
+		Mark: k.entMark, GlobalV6: k.globalV6}
 	if c.Persistent {
 		if err := hs.addPersistent(k.ctx, host, hc, l.ent); err != nil {
 			return err
@@ -355,7 +370,7 @@ func (k *connecting) hostLink() error {
 	l, host := k.l, k.host
 	if !k.v6 {
 		disableIPv6(host, l.HostVeth)
-	} else if !nl.ForwardsAll(host, unix.NFPROTO_IPV6) {
+	} else if !k.globalV6 && !nl.ForwardsAll(host, unix.NFPROTO_IPV6) {
 		if err := nl.SetForceForwarding(host, l.HostVeth, true); err != nil {
 			return err
 		}

@@ -109,9 +109,13 @@
 // sources, no traffic between links unless both allow it. The host end
 // takes no router advertisement or redirect from the namespace. IPv6 is
 // forwarded per interface (net.ipv6.conf.IF.force_forwarding, Linux 6.17
-// and later, [ErrNoIPv6Forwarding] without it), on the host end and the
-// uplink only: the global switch is never touched, and the uplink keeps
-// the default route it learns from router advertisements. An IPv4-only
+// and later), on the host end and the uplink only: the global switch is
+// never touched, and the uplink keeps the default route it learns from
+// router advertisements. On an older kernel a link with IPv6 fails with
+// [ErrNoIPv6Forwarding] unless [Config.IPv6GlobalForwarding] lets nsnet
+// turn the global switch on while links need it (accept_ra 1 becomes 2,
+// every other forwarded IPv6 packet is dropped, and the last link of any
+// process, or Sweep, puts back every value it changed). An IPv4-only
 // link's host end has IPv6 turned off, as before: the kernel walks every
 // IPv6 route of the host at each change of a link with IPv6, so a host end
 // without it costs nothing there.

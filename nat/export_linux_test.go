@@ -1,6 +1,9 @@
 package nat
 
-import "github.com/nsnet/nsnet/nat/internal/dns"
+import (
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/dns"
+)
 
 // SetFailHook makes f run before each step of Connect and Close (steps of
 // Close are named "close STEP"); a non-nil error fails that step. nil
@@ -14,4 +17,24 @@ func SetHostResolvConf(path string) {
 		path = "/etc/resolv.conf"
 	}
 	dns.HostResolvConf = path
+}
+
+// SetIPv6GlobalMode makes Connect run as on a kernel before Linux 6.17,
+// without per-interface IPv6 forwarding (force_forwarding reads as
+// missing), with every Config taken as setting IPv6GlobalForwarding. For
+// tests only (TestMain, from NSNET_IPV6_GLOBAL): not safe to change while
+// Connects run.
+func SetIPv6GlobalMode(on bool) {
+	nl.ForceForwarding, globalV6ForTests = "force_forwarding", on
+	if on {
+		nl.ForceForwarding = "force_forwarding_hidden_by_nsnet_test"
+	}
+}
+
+// SetNoForceForwarding makes force_forwarding read as missing (a kernel
+// before Linux 6.17) without taking Configs as opting in: see
+// SetIPv6GlobalMode.
+func SetNoForceForwarding(on bool) {
+	SetIPv6GlobalMode(on)
+	globalV6ForTests = false
 }

@@ -68,6 +68,17 @@ func count6(t *testing.T, w *nstest.World, src string) int {
 
 var p6 = netip.MustParsePrefix
 
+// v6Forwards reads whether the host forwards IPv6 out of up0 as nsnet
+// turns it on: up0's force_forwarding, or before 6.17 (ipv6Global) the
+// global switch.
+func v6Forwards(t *testing.T, w *nstest.World) bool {
+	t.Helper()
+	if ipv6Global {
+		return sysctl(t, w, "net.ipv6.conf.all.forwarding") == "1"
+	}
+	return sysctl(t, w, "net.ipv6.conf.up0.force_forwarding") == "1"
+}
+
 // TestIPv6Masquerade: a dual-stack link reaches the outside host in both
 // families, by ping and TCP, seen from the uplink's addresses; only the
 // uplink's and the host end's IPv6 forwarding are turned on (never the
@@ -105,13 +116,24 @@ func TestIPv6Masquerade(t *testing.T) {
 	if seen, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
 		t.Errorf("TCP over IPv4: seen from %q, %v", seen, err)
 	}
-	for key, want := range map[string]string{
+	want := map[string]string{
 		"net.ipv6.conf.up0.force_forwarding":                "1",
 		"net.ipv6.conf." + l.HostVeth + ".force_forwarding": "1",
 		"net.ipv6.conf.all.forwarding":                      "0",
 		"net.ipv6.conf.up0.forwarding":                      "0",
 		"net.ipv6.conf.up0.accept_ra":                       "1",
-	} {
+	}
+	if ipv6Global {
+		// Before 6.17: the global switch, with router advertisements
+		// still accepted (accept_ra 2) where they were.
+		want = map[string]string{
+			"net.ipv6.conf.up0.force_forwarding": "0",
+			"net.ipv6.conf.all.forwarding":       "1",
+			"net.ipv6.conf.default.accept_ra":    "2",
+			"net.ipv6.conf.up0.accept_ra":        "2",
+		}
+	}
+	for key, want := range want {
 		if got := sysctl(t, w, key); got != want {
 			t.Errorf("%s = %s, want %s", key, got, want)
 		}
@@ -317,7 +339,7 @@ func TestIPv6OnlyLinksForwarded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sysctl(t, w, "net.ipv6.conf.up0.force_forwarding") != "1" {
+	if !v6Forwards(t, w) {
 		t.Fatal("uplink IPv6 forwarding not on")
 	}
 	if reach() {
@@ -417,13 +439,22 @@ func TestIPv6HostKeepsRouterAdvertisements(t *testing.T) {
 	}
 	nstest.Cmd(t, "ip", "-n", w.HostName, "-6", "route", "flush", "proto", "ra")
 	// The oracle can fail: with the uplink's forwarding (not
-	// force_forwarding) on, Linux ignores the advertisement.
-	setSysctl(t, w, "net.ipv6.conf.up0.forwarding", "1")
+	// force_forwarding) on, Linux ignores the advertisement (before 6.17,
+	// where forwarding is on, unless accept_ra is 2).
+	if ipv6Global {
+		setSysctl(t, w, "net.ipv6.conf.up0.accept_ra", "1")
+	} else {
+		setSysctl(t, w, "net.ipv6.conf.up0.forwarding", "1")
+	}
 	sendRA(t, w.Inet, "inet0")
 	if raDefault(t, w) {
 		t.Error("the host took a router advertisement with forwarding on: the test proves nothing")
 	}
-	setSysctl(t, w, "net.ipv6.conf.up0.forwarding", "0")
+	if ipv6Global {
+		setSysctl(t, w, "net.ipv6.conf.up0.accept_ra", "2")
+	} else {
+		setSysctl(t, w, "net.ipv6.conf.up0.forwarding", "0")
+	}
 
 	// From the link: the namespace advertises itself as a router.
 	nstest.Cmd(t, "ip", "-n", "v6ra-ns", "addr", "add", "fe80::1/64", "dev", "eth0", "nodad")
@@ -453,14 +484,18 @@ func TestIPv6SweepDeadOwner(t *testing.T) {
 	w := nstest.NewWorld(t, "v6sw-")
 	before := state(t, w)
 	killedChild(t, w, "v6sw-ns", "10.6.9.0/24", "", "NSNET_HELPER_PREFIX6=fd00:69::/64")
-	if sysctl(t, w, "net.ipv6.conf.up0.force_forwarding") != "1" {
+	if !v6Forwards(t, w) {
 		t.Fatal("the killed helper did not turn IPv6 forwarding on: the test proves nothing")
 	}
 	res, err := nat.Sweep(w.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Links) != 1 || !res.Table || !slices.Equal(res.Uplinks, []string{"up0", "up0 (IPv6)"}) && !slices.Equal(res.Uplinks, []string{"up0 (IPv6)", "up0"}) {
+	v6name := "up0 (IPv6)"
+	if ipv6Global {
+		v6name = "all (IPv6)" // the global switch
+	}
+	if len(res.Links) != 1 || !res.Table || !slices.Equal(res.Uplinks, []string{"up0", v6name}) && !slices.Equal(res.Uplinks, []string{v6name, "up0"}) {
 		t.Errorf("Sweep = %+v", res)
 	}
 	sameState(t, w, before, "state after Sweep")

@@ -14,7 +14,16 @@ import (
 	"github.com/nsnet/nsnet/nstest"
 )
 
-func TestMain(m *testing.M) { nstest.Main(m) }
+// TestMain runs the tests as on a kernel before Linux 6.17 (IPv6 forwarded
+// by the global switch: see Config.IPv6GlobalForwarding) when
+// NSNET_IPV6_GLOBAL=1; CI runs the IPv6 tests so too.
+func TestMain(m *testing.M) {
+	nat.SetIPv6GlobalMode(ipv6Global)
+	nstest.Main(m)
+}
+
+// ipv6Global: see TestMain.
+var ipv6Global = os.Getenv("NSNET_IPV6_GLOBAL") == "1"
 
 // state is everything Close must restore, read with independent tools
 // (right after Close: it returns when nothing of the link is left).

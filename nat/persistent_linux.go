@@ -12,7 +12,6 @@ package nat
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -20,7 +19,6 @@ import (
 	"github.com/nsnet/nsnet/nat/internal/flows"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/nat/internal/sweep"
-	"github.com/nsnet/nsnet/nat/internal/table"
 	"github.com/nsnet/nsnet/nat/internal/uplinks"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -42,7 +40,7 @@ func persistentEntryMark(hostVeth, tag string) string {
 // process), under the host lock.
 func (hs *hostState) addPersistent(ctx context.Context, host *netns.Handle, hc *nl.Conn, e nftset.Entries) error {
 	return owner.WithHostLock(ctx, host, func() error {
-		_, err := uplinks.Share(host, hc, &hs.tbl, e, uplinks.KeysOf(e), owner.Persistent, true)
+		_, _, err := uplinks.Share(host, hc, &hs.tbl, e, uplinks.KeysOf(e), owner.Persistent, true)
 		return err
 	})
 }
@@ -146,46 +144,12 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 		return nil, err
 	}
 	defer host.Close()
-	c, err := table.NFTConn(host)
-	if err != nil {
-		return nil, err
+	pls, err := sweep.PersistentLinks(host)
+	out := make([]PersistentLink, 0, len(pls))
+	for _, pl := range pls {
+		out = append(out, PersistentLink(pl))
 	}
-	defer c.CloseLasting()
-	els, err := c.GetSetElements(nftset.ByName[nftset.SetLinks])
-	if nftset.IsENOENT(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("set %s: %w", nftset.SetLinks, err)
-	}
-	hc, err := nl.Dial(host)
-	if err != nil {
-		return nil, err
-	}
-	defer hc.Close()
-	// The host's persistent host ends, with one dump: a GC looks at every
-	// link, where a query each would cost a round trip per container.
-	msgs, err := hc.Dump(nl.DumpLinks())
-	if err != nil {
-		return nil, err
-	}
-	up := map[int]bool{}
-	for _, m := range msgs {
-		if link, err := nl.DecodeLink(m.Data); err == nil && link.Attributes.Alias != nil && isPersistentAlias(*link.Attributes.Alias) {
-			up[int(link.Index)] = true
-		}
-	}
-	var out []PersistentLink
-	for _, x := range els {
-		m, ok := owner.ParsePersistent(x.Comment)
-		if !ok || len(x.Key) != 4 {
-			continue
-		}
-		pl := PersistentLink{Index: int(binary.NativeEndian.Uint32(x.Key)), HostVeth: m.Link, Tag: m.Tag}
-		pl.Up = up[pl.Index]
-		out = append(out, pl)
-	}
-	return out, nil
+	return out, err
 }
 
 // isPersistentAlias tells a persistent host end by its ifalias.

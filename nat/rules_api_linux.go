@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/nsnet/nsnet/nat/internal/addrplan"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/nat/internal/uplinks"
@@ -88,11 +89,21 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		return nil, fmt.Errorf("%w: link %s is the uplink itself", ErrInvalidConfig, hostVeth)
 	}
 	fwd := uplinks.Key{Index: r.hostIdx, Fam: nftset.FamilyOf(cidr.Addr())} // the link's forwarding of cidr's family
-	wasOn, err := nl.LinkForwards(host, hc, fwd.Index, fwd.Fam)
-	if err != nil {
-		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
+	// Before Linux 6.17 IPv6 is forwarded by the global switch only,
+	// which AddRules shares if it is on but never turns on itself.
+	globalV6 := fwd.Fam == unix.NFPROTO_IPV6 && !nl.HasForceForwarding(host)
+	if globalV6 && !globalV6ForTests && !nl.ForwardsAll(host, unix.NFPROTO_IPV6) {
+		return nil, fmt.Errorf("%w: this kernel forwards IPv6 only with the global net.ipv6.conf.all.forwarding "+
+			"(per-interface force_forwarding is Linux 6.17 and later), which AddRules does not turn on: "+
+			"turn it on yourself, or use Connect with Config.IPv6GlobalForwarding", ErrNoIPv6Forwarding)
 	}
-	r.ent = nftset.Entries{Link: r.hostIdx, Uplink: up.Index, Prefixes: []netip.Prefix{cidr}, Mark: entryMark(hostVeth)}
+	wasOn := globalV6 // (the global switch forwards the link's IPv6)
+	if !globalV6 {
+		if wasOn, err = nl.LinkForwards(host, hc, fwd.Index, fwd.Fam); err != nil {
+			return nil, fmt.Errorf("link %q: %w", hostVeth, err)
+		}
+	}
+	r.ent = nftset.Entries{Link: r.hostIdx, Uplink: up.Index, Prefixes: []netip.Prefix{cidr}, Mark: entryMark(hostVeth), GlobalV6: globalV6}
 	if err := hs.shares.Add(context.Background(), host, hc, &hs.tbl, r.ent); err != nil {
 		return nil, err
 	}

@@ -194,11 +194,15 @@ func TestTutorialByHandIPv6(t *testing.T) {
 	if from, err := nstest.Echo(ns, "[2001:db8::1]:8080"); err != nil || from != "2001:db8::2" {
 		t.Errorf("TCP out: %q %v", from, err)
 	}
-	if got := sysctl(t, w, "net.ipv6.conf.veth6-a.force_forwarding"); got != "1" {
-		t.Errorf("link force_forwarding %s", got)
+	key := "net.ipv6.conf.veth6-a.force_forwarding"
+	if ipv6Global {
+		key = "net.ipv6.conf.all.forwarding" // (before 6.17)
+	}
+	if got := sysctl(t, w, key); got != "1" {
+		t.Errorf("%s = %s", key, got)
 	}
 	must(r.Close())
-	for _, k := range []string{"net.ipv6.conf.veth6-a.force_forwarding", "net.ipv6.conf.up0.force_forwarding"} {
+	for _, k := range []string{key, "net.ipv6.conf.up0.force_forwarding"} {
 		if got := sysctl(t, w, k); got != "0" {
 			t.Errorf("after Close: %s = %s", k, got)
 		}

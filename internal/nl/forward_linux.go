@@ -22,6 +22,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ForceForwarding is the name of IPv6's per-interface forwarding setting.
+// Tests set another name to run as on a kernel before 6.17, which lacks it.
+var ForceForwarding = "force_forwarding"
+
+// HasForceForwarding reports whether host's kernel forwards IPv6 per
+// interface (net.ipv6.conf.IF.force_forwarding, Linux 6.17 and later).
+func HasForceForwarding(host *netns.Handle) bool {
+	_, err := ReadSysctl(host, ConfPath(unix.NFPROTO_IPV6, "all", ForceForwarding))
+	return err == nil
+}
+
 // ConfPath is the sysctl file of setting name for interface dev ("all",
 // "default" or a link's name) in family fam.
 func ConfPath(fam byte, dev, name string) string {
@@ -80,7 +91,7 @@ func LinkForwards(host *netns.Handle, hc *Conn, index int, fam byte) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	v, err := ReadSysctl(host, ConfPath(unix.NFPROTO_IPV6, name, "force_forwarding"))
+	v, err := ReadSysctl(host, ConfPath(unix.NFPROTO_IPV6, name, ForceForwarding))
 	if errors.Is(err, os.ErrNotExist) {
 		return false, noForceForwarding(err)
 	}
@@ -114,7 +125,7 @@ func SetForceForwarding(host *netns.Handle, link string, on bool) error {
 	if on {
 		v = "1"
 	}
-	err := WriteSysctl(host, ConfPath(unix.NFPROTO_IPV6, link, "force_forwarding"), v)
+	err := WriteSysctl(host, ConfPath(unix.NFPROTO_IPV6, link, ForceForwarding), v)
 	if errors.Is(err, os.ErrNotExist) {
 		if _, lerr := ReadSysctl(host, ConfPath(unix.NFPROTO_IPV6, link, "forwarding")); lerr == nil {
 			return noForceForwarding(err) // the link is there, the setting is not

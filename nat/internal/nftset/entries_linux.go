@@ -25,6 +25,10 @@ type Entries struct {
 	AllowSiblings bool
 	Mark          string    // owner mark, the comment of each entry
 	Ports         []PortMap // published ports
+	// GlobalV6: the host forwards the link's IPv6 by the global switch
+	// (net.ipv6.conf.all.forwarding), on a kernel without per-interface
+	// force_forwarding (see uplinks.Key).
+	GlobalV6 bool
 }
 
 // FamilyOf is an address's family as meta nfproto gives it.

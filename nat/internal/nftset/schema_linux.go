@@ -161,7 +161,8 @@ func icmpv6Type(typ byte) []expr.Any {
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    iif @links jump from_link
 //	    oif @links jump to_link
-//	    iif . meta nfproto @opened drop }     # the host forwards nothing else it did not before
+//	    iif . meta nfproto @opened drop       # the host forwards nothing else it did not before
+//	    0 . meta nfproto @opened drop }       # (the same, for a family's global switch)
 //	  chain from_link {
 //	    fib saddr . iif oif missing drop      # spoofed source
 //	    ct mark set iif                       # for Close (see flows.Forget)
@@ -235,6 +236,8 @@ func AddSkeleton(c *nftables.Conn) error {
 		metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictJump, "to_link"))
 	rule(forward, "anything else from an uplink whose forwarding (of this family) nsnet turned on",
 		metaLoad(expr.MetaKeyIIF, 1), metaLoad(expr.MetaKeyNFPROTO, 9), lookup(SetOpened, 1, false), verdict(expr.VerdictDrop, ""))
+	rule(forward, "anything else, while nsnet turned this family's forwarding on for every interface (IPv6 before Linux 6.17)",
+		&expr.Immediate{Register: 1, Data: []byte{0, 0, 0, 0}}, metaLoad(expr.MetaKeyNFPROTO, 9), lookup(SetOpened, 1, false), verdict(expr.VerdictDrop, ""))
 
 	rule(fromLink, "source not routed back out of the link",
 		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},

@@ -65,6 +65,9 @@ func Persistent(host *netns.Handle, hc *nl.Conn, hostVeth string) (found bool, e
 				gone = append(gone, nftset.Elem{Set: set, Key: x.Key})
 			case set == nftset.SetEgress && persistent(x.Comment) && len(x.Key) >= 12:
 				left[uplinks.Key{Index: int(binary.NativeEndian.Uint32(x.Key[4:8])), Fam: x.Key[8]}] = true
+				if x.Key[8] == uplinks.GlobalV6.Fam {
+					left[uplinks.GlobalV6] = true // (its users, where IPv6 is forwarded so)
+				}
 			}
 		}
 	}
@@ -92,10 +95,21 @@ func Persistent(host *netns.Handle, hc *nl.Conn, hostVeth string) (found bool, e
 		if others || !u.OrigOff {
 			continue
 		}
-		if _, err := uplinks.GiveBack(host, hc, u.Uplink); err != nil && !errors.Is(err, os.ErrNotExist) {
+		var records []nftset.Elem
+		if u.Uplink.Global() {
+			if records, err = uplinks.ReadGlobalRecords(c); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if _, err := uplinks.GiveBack(host, hc, u.Uplink, records); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("uplink forwarding (%s): %w", nftset.FamilyName(u.Uplink.Fam), err))
 		}
-		gone = append(gone, uplinks.OpenedElem(u.Uplink))
+		if len(records) > 0 {
+			gone = append(gone, records...)
+		} else {
+			gone = append(gone, uplinks.OpenedElem(u.Uplink))
+		}
 	}
 	var b nftset.Batch
 	if err := b.Del(gone, true); err != nil {
@@ -129,4 +143,58 @@ func RecordedIndex(host *netns.Handle, hostVeth string) int {
 		}
 	}
 	return 0
+}
+
+// Link is a persistent link as the table records it (nat.PersistentLink is
+// it, field for field).
+type Link struct {
+	HostVeth string // the host end's name at Connect
+	Index    int    // the host end's interface index
+	Tag      string // Config.Tag
+	Up       bool   // the host end is there
+}
+
+// PersistentLinks lists the persistent links of host from the table's
+// links set, each with whether its host end is still there.
+func PersistentLinks(host *netns.Handle) ([]Link, error) {
+	c, err := table.NFTConn(host)
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	els, err := c.GetSetElements(nftset.ByName[nftset.SetLinks])
+	if nftset.IsENOENT(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("set %s: %w", nftset.SetLinks, err)
+	}
+	hc, err := nl.Dial(host)
+	if err != nil {
+		return nil, err
+	}
+	defer hc.Close()
+	// The host's persistent host ends, with one dump: a GC looks at every
+	// link, where a query each would cost a round trip per container.
+	msgs, err := hc.Dump(nl.DumpLinks())
+	if err != nil {
+		return nil, err
+	}
+	up := map[int]bool{}
+	for _, m := range msgs {
+		if link, err := nl.DecodeLink(m.Data); err == nil && link.Attributes.Alias != nil && persistent(*link.Attributes.Alias) {
+			up[int(link.Index)] = true
+		}
+	}
+	var out []Link
+	for _, x := range els {
+		m, ok := owner.ParsePersistent(x.Comment)
+		if !ok || len(x.Key) != 4 {
+			continue
+		}
+		pl := Link{Index: int(binary.NativeEndian.Uint32(x.Key)), HostVeth: m.Link, Tag: m.Tag}
+		pl.Up = up[pl.Index]
+		out = append(out, pl)
+	}
+	return out, nil
 }

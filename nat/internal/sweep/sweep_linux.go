@@ -142,7 +142,7 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *Result) error {
 			gone = append(gone, x.e)
 		}
 	}
-	more, restored, uerrs := uplinks.GiveBackDead(host, hc, found.users, found.live)
+	more, restored, uerrs := uplinks.GiveBackDead(host, hc, c, found.users, found.live)
 	res.Uplinks = append(res.Uplinks, restored...)
 	gone = append(gone, more...)
 	errs = append(errs, uerrs...)

@@ -12,6 +12,8 @@
 // read-decide-write sequences runs under the host lock (owner.WithHostLock).
 // Where an uplink forwarded a family for nsnet only, its entry in the
 // opened set makes the forward chain drop everything else arriving there.
+// On a kernel before 6.17 IPv6's share is of the global switch (Key{0,
+// IPv6}), with records of what it changed (global_linux.go).
 //
 // [Shares] is one process's count of its links per uplink forwarding: one
 // count, guarded by its mutex mu (a leaf in nat's lock order, never held

@@ -29,6 +29,9 @@ type share struct {
 	users      int  // this process's links out of it, counted from Add to Remove
 	registered bool // this process has its entry in the uplinks set
 	origOff    bool // forwarding was off before the first nsnet user
+	// records are the global switch's records (see global_linux.go), for
+	// a restore of the table and for the last user's give-back.
+	records []nftset.Elem
 }
 
 // Add adds the entries e of a new link in one transaction. The first of
@@ -83,7 +86,7 @@ func (s *Shares) register(host *netns.Handle, hc *nl.Conn, t *table.Host, e nfts
 	if len(todo) == 0 {
 		return t.Add(host, e, nil)
 	}
-	wasOff, err := Share(host, hc, t, e, todo, owner.Self, false)
+	wasOff, records, err := Share(host, hc, t, e, todo, owner.Self, false)
 	if err != nil {
 		return err
 	}
@@ -91,6 +94,9 @@ func (s *Shares) register(host *netns.Handle, hc *nl.Conn, t *table.Host, e nfts
 	for _, k := range todo {
 		sh := s.byKey[k]
 		sh.registered, sh.origOff = true, wasOff[k]
+		if k.Global() {
+			sh.records = records
+		}
 	}
 	s.mu.Unlock()
 	return nil
@@ -178,11 +184,15 @@ func (s *Shares) unregister(host *netns.Handle, hc *nl.Conn, t *table.Host, els 
 	var ferrs []error
 	var done []Key
 	wasOff := map[Key]bool{}
+	var records []nftset.Elem
 	s.mu.Lock()
 	for _, k := range last {
 		if sh := s.byKey[k]; sh != nil && sh.users == 0 {
 			delete(s.byKey, k)
 			done, wasOff[k] = append(done, k), sh.origOff
+			if k.Global() {
+				records = sh.records
+			}
 		}
 	}
 	s.mu.Unlock()
@@ -211,9 +221,17 @@ func (s *Shares) unregister(host *netns.Handle, hc *nl.Conn, t *table.Host, els 
 		// If the user turned forwarding on for every interface meanwhile
 		// (net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1), it
 		// stays as the user set it.
+		if k.Global() {
+			// The table's records if it has them (it had them all along
+			// unless flushed meanwhile), else this process's copy.
+			if recs, rerr := tableRecords(host, t); rerr == nil && len(recs) > 0 {
+				records = recs
+			}
+			stale = append(stale, records...)
+		}
 		err = Hook("close uplink forwarding")
 		if err == nil {
-			_, err = GiveBack(host, hc, k)
+			_, err = GiveBack(host, hc, k, records)
 			if errors.Is(err, os.ErrNotExist) {
 				err = fmt.Errorf("uplink (index %d) %w", k.Index, naterr.ErrGone)
 			}
@@ -221,7 +239,9 @@ func (s *Shares) unregister(host *netns.Handle, hc *nl.Conn, t *table.Host, els 
 		if err != nil {
 			ferrs = append(ferrs, fmt.Errorf("uplink forwarding (%s): %w", nftset.FamilyName(k.Fam), err))
 		}
-		stale = append(stale, OpenedElem(k))
+		if !k.Global() || len(records) == 0 {
+			stale = append(stale, OpenedElem(k)) // (else records[0])
+		}
 	}
 	if len(els) > 0 || len(stale) > 0 {
 		ferrs = append(ferrs, t.Del(host, els, stale...))
@@ -238,7 +258,10 @@ func (s *Shares) Elems() []nftset.Elem {
 	for k, sh := range s.byKey {
 		if sh.registered {
 			els = append(els, UserElem(k, owner.Self, sh.origOff))
-			if sh.origOff {
+			switch {
+			case sh.origOff && k.Global():
+				els = append(els, sh.records...)
+			case sh.origOff:
 				els = append(els, OpenedElem(k))
 			}
 		}
