@@ -164,6 +164,7 @@ func icmpv6Type(typ byte) []expr.Any {
 //	    iif . meta nfproto @opened drop       # the host forwards nothing else it did not before
 //	    0 . meta nfproto @opened drop }       # (the same, for a family's global switch)
 //	  chain from_link {
+//	    ct state established iif . ct mark @same iif . oif . meta nfproto @egress accept  # its own flow, checked at its start
 //	    fib saddr . iif oif missing drop      # spoofed source
 //	    ct mark set iif                       # for Close (see flows.Forget)
 //	    iif . oif . meta nfproto @egress ct state new,established,related accept  # out of its own uplink, tracked
@@ -208,7 +209,14 @@ func icmpv6Type(typ byte) []expr.Any {
 // rp_filter=1 does: a source passes only if the host routes it back out
 // of the link it came in by, which the link's prefix is (its address on
 // the host end makes that route). It costs one FIB lookup per packet
-// however many links there are.
+// however many links there are, except for the packets of an established
+// connection out of the link's own uplink that the link itself began: its
+// first packet passed the lookup and marked the connection with the
+// link's index, and "iif . ct mark @same" (the same set hairpin traffic
+// uses: each link's index twice) holds only on that link. Conntrack's
+// tuples do not include the interface, so without the mark another link
+// could send with the first one's address and ports and ride its
+// connection (TestNoRidingAnotherLinksFlow).
 func AddSkeleton(c *nftables.Conn) error {
 	c.CreateTable(Table)
 	for _, s := range Sets {
@@ -239,6 +247,9 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(forward, "anything else, while nsnet turned this family's forwarding on for every interface (IPv6 before Linux 6.17)",
 		&expr.Immediate{Register: 1, Data: []byte{0, 0, 0, 0}}, metaLoad(expr.MetaKeyNFPROTO, 9), lookup(SetOpened, 1, false), verdict(expr.VerdictDrop, ""))
 
+	rule(fromLink, "out of its own uplink, a connection of the link's own (marked with its index by its first packet, which passed the checks below): its packets skip the reverse-path lookup",
+		append(append(ctState(expr.CtStateBitESTABLISHED), metaLoad(expr.MetaKeyIIF, 1), &expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(SetSame, 1, false)),
+			append(iifDotOifDotFam(), lookup(SetEgress, 1, false), verdict(expr.VerdictAccept, ""))...)...)
 	rule(fromLink, "source not routed back out of the link",
 		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
@@ -319,10 +330,15 @@ const ipsDstNAT = 1 << 5
 // entry was just deleted) or an untracked one (notrack in someone's raw
 // chain) that was forwarded would leave with its private source.
 func ctStateTracked() []expr.Any {
+	return ctState(expr.CtStateBitNEW | expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
+}
+
+// ctState matches packets whose conntrack state is one of bits.
+func ctState(bits uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW | expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Mask: binaryutil.NativeEndian.PutUint32(bits),
 			Xor:  binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
 	}
