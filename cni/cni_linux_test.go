@@ -22,7 +22,57 @@ import (
 	"github.com/nsnet/nsnet/nstest"
 )
 
-func TestMain(m *testing.M) { nstest.Main(m) }
+// TestMain finds the reference CNI plugins, or builds them (go install of
+// containernetworking/plugins v1.10.0 into the user's cache directory,
+// once: the private world where the tests run has no network), then runs
+// the tests.
+func TestMain(m *testing.M) {
+	if nstest.Outside() && os.Getenv("NSNET_CNI_PLUGINS") == "" && !hasPlugins("/opt/cni/bin") {
+		if dir, err := cachedPlugins(); err == nil {
+			os.Setenv("NSNET_CNI_PLUGINS", dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "cni tests: no reference CNI plugins in /opt/cni/bin, and building them failed: %v\n", err)
+		}
+	}
+	nstest.Main(m)
+}
+
+// pluginsVersion is the containernetworking/plugins release the tests
+// run with (as .ci/run installs it).
+const pluginsVersion = "v1.10.0"
+
+// hasPlugins reports whether dir holds the reference plugins the tests use.
+func hasPlugins(dir string) bool {
+	for _, p := range []string{"host-local", "tuning", "ptp", "loopback"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// cachedPlugins returns a directory with the reference plugins, built
+// there with go install the first time.
+func cachedPlugins() (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(cache, "nsnet", "cni-plugins-"+pluginsVersion)
+	if hasPlugins(dir) {
+		return dir, nil
+	}
+	args := []string{"install"}
+	for _, p := range []string{"ipam/host-local", "meta/tuning", "main/ptp", "main/loopback"} {
+		args = append(args, "github.com/containernetworking/plugins/plugins/"+p+"@"+pluginsVersion)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install: %v: %s", err, out)
+	}
+	return dir, nil
+}
 
 func netipPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
@@ -36,11 +86,9 @@ func pluginDir(t *testing.T) string {
 	if ref == "" {
 		ref = "/opt/cni/bin"
 	}
-	if _, err := os.Stat(filepath.Join(ref, "host-local")); err != nil {
-		if os.Getenv("NSNET_REQUIRE_PRIVILEGED") != "" {
-			t.Fatalf("no host-local in %s (NSNET_CNI_PLUGINS): %v", ref, err)
-		}
-		t.Skipf("no host-local in %s: set NSNET_CNI_PLUGINS to the reference plugins' directory", ref)
+	if !hasPlugins(ref) {
+		nstest.MissingTool(t, "no reference CNI plugins in %s (host-local, tuning, ptp, loopback): set NSNET_CNI_PLUGINS to their directory, "+
+			"or let the tests build them (go install, which needs the module proxy)", ref)
 	}
 	dir := t.TempDir()
 	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "nsnet-cni"), "github.com/nsnet/nsnet/cni/nsnet-cni").CombinedOutput()
