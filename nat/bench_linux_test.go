@@ -46,7 +46,16 @@ func BenchmarkNewConnect(b *testing.B) {
 	}
 }
 
+// BenchmarkConnectClose: one Connect and Close of a given prefix ("given")
+// or of one the pool supplies ("auto"), beside 10 live links.
 func BenchmarkConnectClose(b *testing.B) {
+	for _, auto := range []bool{false, true} {
+		name := map[bool]string{false: "given", true: "auto"}[auto]
+		b.Run(name, func(b *testing.B) { benchConnectClose(b, auto) })
+	}
+}
+
+func benchConnectClose(b *testing.B, auto bool) {
 	nstest.Require(b)
 	w := nstest.NewWorld(b, "bc-")
 	ns, err := netns.NewAnonymous()
@@ -55,8 +64,24 @@ func BenchmarkConnectClose(b *testing.B) {
 	}
 	defer ns.Close()
 	cfg := nat.Config{HostNS: w.Host}
+	for i := range 10 {
+		other, err := netns.NewAnonymous()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer other.Close()
+		l, err := cfg.Connect(other, "up0", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i), 0}), 24))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+	}
+	prefix := netip.MustParsePrefix("10.0.0.0/24")
+	if auto {
+		prefix = netip.Prefix{}
+	}
 	for b.Loop() {
-		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.0.0.0/24"))
+		l, err := cfg.Connect(ns, "up0", prefix)
 		if err != nil {
 			b.Fatal(err)
 		}

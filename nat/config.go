@@ -22,6 +22,20 @@ var ErrInvalidConfig = naterr.ErrInvalidConfig
 // process; the error names the holder ("link nsn-… of live pid N").
 var ErrOverlap = naterr.ErrOverlap
 
+// ErrPoolExhausted is matched by Connect's error when no prefix of the pool
+// (see Config.Pool) is free; the error names the pool.
+var ErrPoolExhausted = errors.New("no free prefix in the pool")
+
+// DefaultPool is where Connect takes a link's IPv4 prefix when it is given
+// none (Config.Pool's default): 10.200.0.0/13, 2,048 /24s. It keeps clear of the ranges hosts
+// commonly have already: Docker's 172.17.0.0/16 and its address pools
+// (172.16.0.0/12, 192.168.0.0/16), podman's 10.88.0.0/16, Kubernetes'
+// service range 10.96.0.0/12 and usual pod ranges (10.244.0.0/16,
+// 10.42.0.0/15), CGNAT and Tailscale's 100.64.0.0/10, home and office
+// LANs' 192.168.0.0/16, and the low 10.x networks many sites number from.
+// A prefix that overlaps a route or address of the host anyway is skipped.
+var DefaultPool = netip.MustParsePrefix("10.200.0.0/13")
+
 // ErrForeignTable is matched by the error when the host has an nftables
 // table called nsnet (family inet) that nsnet did not make: nsnet never
 // changes or deletes it.
@@ -73,6 +87,14 @@ type Config struct {
 	// accept_ra 2 from default and keep it (the same as 1 with forwarding
 	// off). Ignored where the kernel has per-interface forwarding.
 	IPv6GlobalForwarding bool
+	// Pool and PoolBits say where Connect takes the link's IPv4 prefix when
+	// its cidr is the zero Prefix (and Prefix6 is unset): the next /PoolBits
+	// of Pool that overlaps no route or address of the host and no live
+	// link of any process (Link.Prefix reports it). The zero values mean
+	// 10.200.0.0/13 and /24 (2,048 links; why that range: DefaultPool).
+	// With none free, Connect fails with ErrPoolExhausted.
+	Pool     netip.Prefix
+	PoolBits int
 	// HostAddr6 and NSAddr6 are the two addresses inside Prefix6; the
 	// zero value means its first and second host address (fd00:1::1 and
 	// fd00:1::2 for fd00:1::/64).

@@ -166,16 +166,17 @@ func (l *Link) Close() error {
 }
 
 // Connect gives the namespace ns a path to the outside world through the
-// link uplink of the current namespace, with cidr as its network:
-// Config{}.Connect(ns, uplink, cidr). An empty uplink means the link of the
-// default route.
+// link uplink of the current namespace, with cidr as its network (the zero
+// Prefix: a free one, see Config.Pool): Config{}.Connect(ns, uplink, cidr).
+// An empty uplink means the link of the default route.
 func Connect(ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
 	return Config{}.Connect(ns, uplink, cidr)
 }
 
 // Connect connects ns to the outside world through uplink (in c.HostNS;
-// "" for the link of the default route), giving it the network cidr. It is
-// the tutorial in one call:
+// "" for the link of the default route), giving it the network cidr (the
+// zero Prefix, with no Prefix6: the next free prefix of c.Pool). It is the
+// tutorial in one call:
 //
 //  1. checks everything before touching the kernel: ns is given and not
 //     the host namespace, cidr is an IPv4 prefix with room for two hosts

@@ -83,6 +83,8 @@ func hook(step string) error {
 // describe names the prefixes asked for, for errors.
 func (c Config) describe(cidr netip.Prefix) string {
 	switch {
+	case c.Prefix6 == (netip.Prefix{}) && cidr == (netip.Prefix{}):
+		return "a prefix of the pool"
 	case c.Prefix6 == (netip.Prefix{}):
 		return cidr.String()
 	case cidr == (netip.Prefix{}):
@@ -224,7 +226,13 @@ func randomVethName() string { return "nsn-" + owner.RandomString(11) }
 
 // sysConnect is Connect on Linux.
 func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
-	l, err := c.connect(ctx, ns, uplink, cidr)
+	var l *Link
+	var err error
+	if cidr == (netip.Prefix{}) && c.Prefix6 == (netip.Prefix{}) {
+		l, err = c.autoConnect(ctx, ns, uplink)
+	} else {
+		l, err = c.connect(ctx, ns, uplink, cidr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("nat: connect %s: %w", c.describe(cidr), err)
 	}

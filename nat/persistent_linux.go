@@ -94,41 +94,9 @@ func sysRemove(ctx context.Context, hostNS *netns.Handle, hostVeth string) error
 		return err
 	}
 	defer hc.Close()
-	// The link by the table's record of it (its index: a rename does not
-	// change it), else by its name.
-	persistentAt := func(q nl.Request) (int, bool, error) {
-		msgs, err := hc.Query(q)
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, false, nil
-		}
-		if err != nil {
-			return 0, false, err
-		}
-		link, err := nl.DecodeLink(msgs[0].Data)
-		if err != nil {
-			return 0, false, err
-		}
-		return int(link.Index), link.Attributes.Alias != nil && isPersistentAlias(*link.Attributes.Alias), nil
-	}
-	index := 0
-	recorded := sweep.RecordedIndex(host, hostVeth)
-	if recorded != 0 {
-		if i, ok, err := persistentAt(nl.GetLinkByIndex(recorded)); err != nil {
-			return err
-		} else if ok {
-			index = i
-		}
-	}
-	if index == 0 {
-		i, ok, err := persistentAt(nl.GetLinkByName(hostVeth))
-		switch {
-		case err != nil:
-			return err
-		case i != 0 && !ok && recorded == 0:
-			return fmt.Errorf("%w: link %s is not a persistent nsnet link", ErrInvalidConfig, hostVeth)
-		case ok:
-			index = i
-		}
+	index, err := sweep.PersistentIndex(host, hc, hostVeth)
+	if err != nil {
+		return err
 	}
 	found, err := removePersistent(ctx, host, index, hostVeth)
 	if err == nil && !found {
@@ -150,10 +118,4 @@ func sysPersistentLinks(hostNS *netns.Handle) ([]PersistentLink, error) {
 		out = append(out, PersistentLink(pl))
 	}
 	return out, err
-}
-
-// isPersistentAlias tells a persistent host end by its ifalias.
-func isPersistentAlias(alias string) bool {
-	_, ok := owner.ParsePersistent(alias)
-	return ok
 }

@@ -18,7 +18,6 @@ package nat
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"slices"
 
@@ -83,56 +82,19 @@ func (l *Link) portsOp(verb string, ports []Port, fn func() error) error {
 
 // matches reports whether pm is one of p's ports.
 func (p Port) matches(pm nftset.PortMap) bool {
-	proto := uint8(unix.IPPROTO_TCP)
-	if p.proto() == "udp" {
-		proto = unix.IPPROTO_UDP
-	}
 	n := uint16(max(int(p.Count), 1))
-	return pm.Proto == proto && (!p.HostAddr.IsValid() || p.HostAddr == pm.Addr) &&
+	return pm.Proto == p.protoNum() && (!p.HostAddr.IsValid() || p.HostAddr == pm.Addr) &&
 		pm.Port >= p.HostPort && pm.Port-p.HostPort < n
 }
 
-// expandPorts resolves ports into mappings for a link of the families
-// fams (every address of the uplink of those families for one without an
-// address: IPv4's, and IPv6's global ones; each port of a range), refusing
-// one twice or one in have (os.ErrExist), and probes the host's sockets
-// (see hostview.ProbePorts).
+// expandPorts resolves ports into mappings (see hostview.ExpandPorts).
 func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []nftset.PortMap, ports []Port) ([]nftset.PortMap, error) {
-	var uplinkAddrs []netip.Addr
-	var maps []nftset.PortMap
-	same := func(x, y nftset.PortMap) bool { return x.Addr == y.Addr && x.Proto == y.Proto && x.Port == y.Port }
-	for _, p := range ports {
-		addrs := []netip.Addr{p.HostAddr}
-		if !p.HostAddr.IsValid() {
-			if uplinkAddrs == nil {
-				var err error
-				if uplinkAddrs, err = hostview.Addrs(hc, uplink, fams); err != nil {
-					return nil, fmt.Errorf("uplink addresses: %w", err)
-				}
-				if len(uplinkAddrs) == 0 {
-					return nil, fmt.Errorf("%w: the uplink has no address to publish %v on", ErrInvalidConfig, p)
-				}
-			}
-			addrs = uplinkAddrs
-		} else if fam := nftset.FamilyOf(p.HostAddr); !slices.Contains(fams, fam) {
-			return nil, fmt.Errorf("%w: port %v: the link has no %s network", ErrInvalidConfig, p, nftset.FamilyName(fam))
-		}
-		proto := uint8(unix.IPPROTO_TCP)
-		if p.proto() == "udp" {
-			proto = unix.IPPROTO_UDP
-		}
-		for _, a := range addrs {
-			for i := range uint16(max(int(p.Count), 1)) {
-				pm := nftset.PortMap{Addr: a, Proto: proto, Port: p.HostPort + i, NSPort: p.nsPort() + i}
-				if slices.ContainsFunc(maps, func(x nftset.PortMap) bool { return same(x, pm) }) ||
-					slices.ContainsFunc(have, func(x nftset.PortMap) bool { return same(x, pm) }) {
-					return nil, fmt.Errorf("%v: published already: %w", pm, os.ErrExist)
-				}
-				maps = append(maps, pm)
-			}
-		}
+	reqs := make([]hostview.PortRequest, len(ports))
+	for i, p := range ports {
+		reqs[i] = hostview.PortRequest{Addr: p.HostAddr, Proto: p.protoNum(), Port: p.HostPort, NSPort: p.nsPort(),
+			Count: uint16(max(int(p.Count), 1)), Name: p.String()}
 	}
-	return maps, hostview.ProbePorts(host, maps)
+	return hostview.ExpandPorts(host, hc, uplink, fams, have, reqs)
 }
 
 // publish adds the ports to a live link, all or none. The caller holds
@@ -200,4 +162,12 @@ func (l *Link) sysPorts() []Port {
 		out = append(out, Port{Protocol: proto, HostAddr: pm.Addr, HostPort: pm.Port, NSPort: pm.NSPort})
 	}
 	return out
+}
+
+// protoNum is the port's protocol number (unix.IPPROTO_TCP or _UDP).
+func (p Port) protoNum() uint8 {
+	if p.proto() == "udp" {
+		return unix.IPPROTO_UDP
+	}
+	return unix.IPPROTO_TCP
 }

@@ -51,7 +51,14 @@ func TestHelperConnect(t *testing.T) {
 	if port, err := strconv.Atoi(os.Getenv("NSNET_HELPER_PORT")); err == nil {
 		cfg.Ports = []nat.Port{{Protocol: "tcp", HostPort: uint16(port)}}
 	}
-	l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix(os.Getenv("NSNET_HELPER_PREFIX")))
+	var prefix netip.Prefix // (none: one of the pool, NSNET_HELPER_POOL)
+	if v := os.Getenv("NSNET_HELPER_PREFIX"); v != "" {
+		prefix = netip.MustParsePrefix(v)
+	}
+	if v := os.Getenv("NSNET_HELPER_POOL"); v != "" {
+		cfg.Pool = netip.MustParsePrefix(v)
+	}
+	l, err := cfg.Connect(ns, "up0", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}

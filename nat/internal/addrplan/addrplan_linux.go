@@ -1,8 +1,12 @@
 package addrplan
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat/internal/hostview"
@@ -207,4 +211,63 @@ func AddrFlags(n Network) uint32 {
 		return unix.IFA_F_NODAD
 	}
 	return 0
+}
+
+// CheckPool checks that pool can be cut into prefixes of bits for links.
+func CheckPool(pool netip.Prefix, bits int) error {
+	switch {
+	case !pool.IsValid() || !pool.Addr().Is4() || pool.Masked() != pool:
+		return invalid("pool %v is not an IPv4 prefix without host bits", pool)
+	case bits < pool.Bits() || bits > 30:
+		return invalid("pool %v cannot be cut into /%d prefixes (between /%d and /30)", pool, bits, pool.Bits())
+	case bits-pool.Bits() > 24:
+		return invalid("pool %v holds too many /%d prefixes to search (at most 2^24)", pool, bits)
+	}
+	return ValidPrefix(netip.PrefixFrom(pool.Addr(), bits))
+}
+
+// Candidates is the number of prefixes of bits in pool.
+func Candidates(pool netip.Prefix, bits int) int { return 1 << (bits - pool.Bits()) }
+
+// Candidate is the i-th prefix of bits in pool (0 <= i < Candidates).
+func Candidate(pool netip.Prefix, bits, i int) netip.Prefix {
+	b := pool.Addr().As4()
+	binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32(b[:])+uint32(i)<<(32-bits))
+	return netip.PrefixFrom(netip.AddrFrom4(b), bits)
+}
+
+// Pool hands out the prefixes of one size in a pool in turn, from a
+// random place on (each process starts elsewhere, so processes rarely try
+// the same one), each call the next (concurrent callers get different
+// ones). Which are free is for the caller to find out.
+type Pool struct {
+	prefix netip.Prefix
+	bits   int
+	next   atomic.Uint64
+}
+
+var pools sync.Map // poolKey → *Pool
+
+type poolKey struct {
+	prefix netip.Prefix
+	bits   int
+}
+
+// PoolOf returns this process's Pool of the prefixes of bits in pool.
+func PoolOf(pool netip.Prefix, bits int) (*Pool, error) {
+	if err := CheckPool(pool, bits); err != nil {
+		return nil, err
+	}
+	p := &Pool{prefix: pool, bits: bits}
+	p.next.Store(rand.Uint64N(uint64(p.Size())))
+	v, _ := pools.LoadOrStore(poolKey{pool, bits}, p)
+	return v.(*Pool), nil
+}
+
+// Size is the number of prefixes in the pool.
+func (p *Pool) Size() int { return Candidates(p.prefix, p.bits) }
+
+// Next is the next prefix to try.
+func (p *Pool) Next() netip.Prefix {
+	return Candidate(p.prefix, p.bits, int((p.next.Add(1)-1)%uint64(p.Size())))
 }

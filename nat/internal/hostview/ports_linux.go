@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/nsnet/nsnet/internal/nl"
@@ -79,4 +80,53 @@ func Addrs(hc *nl.Conn, index int, fams []byte) ([]netip.Addr, error) {
 		}
 	}
 	return out, nil
+}
+
+// PortRequest is a published port as asked for: Addr (invalid for every
+// address of the uplink), the protocol number, the first host port and
+// namespace port, how many, and its name for errors.
+type PortRequest struct {
+	Addr                netip.Addr
+	Proto               uint8
+	Port, NSPort, Count uint16
+	Name                string
+}
+
+// ExpandPorts resolves reqs into mappings for a link of the families fams
+// (every address of the uplink of those families for one without an
+// address: IPv4's, and IPv6's global ones; each port of a range), refusing
+// one twice or one in have (os.ErrExist), and probes the host's sockets
+// (see ProbePorts).
+func ExpandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []nftset.PortMap, reqs []PortRequest) ([]nftset.PortMap, error) {
+	var uplinkAddrs []netip.Addr
+	var maps []nftset.PortMap
+	same := func(x, y nftset.PortMap) bool { return x.Addr == y.Addr && x.Proto == y.Proto && x.Port == y.Port }
+	for _, r := range reqs {
+		addrs := []netip.Addr{r.Addr}
+		if !r.Addr.IsValid() {
+			if uplinkAddrs == nil {
+				var err error
+				if uplinkAddrs, err = Addrs(hc, uplink, fams); err != nil {
+					return nil, fmt.Errorf("uplink addresses: %w", err)
+				}
+				if len(uplinkAddrs) == 0 {
+					return nil, fmt.Errorf("%w: the uplink has no address to publish %s on", naterr.ErrInvalidConfig, r.Name)
+				}
+			}
+			addrs = uplinkAddrs
+		} else if fam := nftset.FamilyOf(r.Addr); !slices.Contains(fams, fam) {
+			return nil, fmt.Errorf("%w: port %s: the link has no %s network", naterr.ErrInvalidConfig, r.Name, nftset.FamilyName(fam))
+		}
+		for _, a := range addrs {
+			for i := range r.Count {
+				pm := nftset.PortMap{Addr: a, Proto: r.Proto, Port: r.Port + i, NSPort: r.NSPort + i}
+				if slices.ContainsFunc(maps, func(x nftset.PortMap) bool { return same(x, pm) }) ||
+					slices.ContainsFunc(have, func(x nftset.PortMap) bool { return same(x, pm) }) {
+					return nil, fmt.Errorf("%v: published already: %w", pm, os.ErrExist)
+				}
+				maps = append(maps, pm)
+			}
+		}
+	}
+	return maps, ProbePorts(host, maps)
 }

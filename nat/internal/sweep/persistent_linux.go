@@ -10,6 +10,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/naterr"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/nat/internal/table"
@@ -197,4 +198,41 @@ func PersistentLinks(host *netns.Handle) ([]Link, error) {
 		out = append(out, pl)
 	}
 	return out, nil
+}
+
+// PersistentIndex finds the host end of the persistent link hostVeth: by
+// the table's record of it (its index: a rename does not change it), else
+// by its name; 0 if it is gone. A link of that name that is not a
+// persistent nsnet link is an error (naterr.ErrInvalidConfig).
+func PersistentIndex(host *netns.Handle, hc *nl.Conn, hostVeth string) (int, error) {
+	persistentAt := func(q nl.Request) (int, bool, error) {
+		msgs, err := hc.Query(q)
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, false, nil
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		link, err := nl.DecodeLink(msgs[0].Data)
+		if err != nil {
+			return 0, false, err
+		}
+		return int(link.Index), link.Attributes.Alias != nil && persistent(*link.Attributes.Alias), nil
+	}
+	recorded := RecordedIndex(host, hostVeth)
+	if recorded != 0 {
+		if i, ok, err := persistentAt(nl.GetLinkByIndex(recorded)); err != nil || ok {
+			return i, err
+		}
+	}
+	i, ok, err := persistentAt(nl.GetLinkByName(hostVeth))
+	switch {
+	case err != nil:
+		return 0, err
+	case i != 0 && !ok && recorded == 0:
+		return 0, fmt.Errorf("%w: link %s is not a persistent nsnet link", naterr.ErrInvalidConfig, hostVeth)
+	case ok:
+		return i, nil
+	}
+	return 0, nil
 }

@@ -1,0 +1,100 @@
+package nat_test
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nstest"
+)
+
+// TestAutoPrefix: a zero cidr takes a free prefix of the pool: three links
+// of a pool of four /24s get three distinct ones, never the one a host
+// route holds; the next Connect fails with ErrPoolExhausted naming the
+// pool; a closed link's prefix is taken again; another process's links
+// are skipped (claims, across processes) while it lives; the default pool
+// is 10.200.0.0/13; traffic flows on a chosen prefix.
+func TestAutoPrefix(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "auto-")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "route", "add", "10.9.1.0/24", "dev", "up0")
+	cfg := nat.Config{HostNS: w.Host, Pool: netip.MustParsePrefix("10.9.0.0/22")}
+	var links []*nat.Link
+	seen := map[netip.Prefix]bool{}
+	ns1 := nstest.NewNS(t, "auto-1")
+	for i, name := range []string{"auto-1", "auto-2", "auto-3"} {
+		ns := ns1
+		if i > 0 {
+			ns = nstest.NewNS(t, name)
+		}
+		l, err := cfg.Connect(ns, "up0", netip.Prefix{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		links = append(links, l)
+		switch p := l.Prefix; {
+		case seen[p], p.Bits() != 24, !cfg.Pool.Overlaps(p), p == netip.MustParsePrefix("10.9.1.0/24"):
+			t.Errorf("%s got %v (taken: %v)", name, p, seen)
+		default:
+			seen[p] = true
+		}
+	}
+	if from, err := nstest.Echo(nstest.NewNS(t, "auto-probe"), "203.0.113.1:8080"); err == nil {
+		t.Errorf("control: an unconnected namespace reached the outside (%s)", from)
+	}
+	if from, err := nstest.Echo(ns1, "203.0.113.1:8080"); err != nil || from != "203.0.113.2" {
+		t.Errorf("traffic on the chosen %v: %q %v", links[0].Prefix, from, err)
+	}
+	_, err := cfg.Connect(nstest.NewNS(t, "auto-4"), "up0", netip.Prefix{})
+	if !errors.Is(err, nat.ErrPoolExhausted) || !strings.Contains(err.Error(), "10.9.0.0/22") {
+		t.Errorf("a fourth link: %v, want ErrPoolExhausted naming 10.9.0.0/22", err)
+	}
+	freed := links[1].Prefix
+	if err := links[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := cfg.Connect(nstest.NewNS(t, "auto-5"), "up0", netip.Prefix{})
+	if err != nil || l.Prefix != freed {
+		t.Errorf("after a Close: %v %v, want the freed %v", l, err, freed)
+	}
+	if err == nil {
+		l.Close()
+	}
+
+	// Another process, alive: its link holds one of a pool of two, so this
+	// process gets the other, whichever it tried first, and then none.
+	nstest.NewNS(t, "auto-child")
+	child := nstest.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
+		"NSNET_HELPER_NS=auto-child", "NSNET_HELPER_POOL=10.9.8.0/23")
+	out, _ := child.StdoutPipe()
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	buf := make([]byte, 64)
+	if n, _ := out.Read(buf); !strings.Contains(string(buf[:n]), "connected") {
+		t.Fatalf("helper said %q", buf[:n])
+	}
+	pool2 := nat.Config{HostNS: w.Host, Pool: netip.MustParsePrefix("10.9.8.0/23")}
+	l, err = pool2.Connect(nstest.NewNS(t, "auto-6"), "up0", netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := pool2.Connect(nstest.NewNS(t, "auto-8"), "up0", netip.Prefix{}); !errors.Is(err, nat.ErrPoolExhausted) {
+		t.Errorf("with the other process's link and one of this one's, a pool of two: %v, want ErrPoolExhausted", err)
+	}
+
+	def, err := nat.Config{HostNS: w.Host}.Connect(nstest.NewNS(t, "auto-7"), "up0", netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer def.Close()
+	if !nat.DefaultPool.Overlaps(def.Prefix) || def.Prefix.Bits() != 24 {
+		t.Errorf("default pool: got %v", def.Prefix)
+	}
+}
