@@ -98,3 +98,60 @@ func TestAutoPrefix(t *testing.T) {
 		t.Errorf("default pool: got %v", def.Prefix)
 	}
 }
+
+// TestAutoPrefix6: Config.AutoPrefix6 gives each link a distinct /64 of
+// one unique local /48 (fd00::/8), the same /48 for another process in
+// the host namespace; IPv6 traffic flows on it, masqueraded; with a
+// given IPv4 prefix that overlaps, Connect fails with that overlap after a
+// few tries, not after the pool.
+func TestAutoPrefix6(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "auto6-")
+	dst := serve6(t, w)
+	cfg := nat.Config{HostNS: w.Host, AutoPrefix6: true}
+	a, b := nstest.NewNS(t, "auto6-a"), nstest.NewNS(t, "auto6-b")
+	la, err := cfg.Connect(a, "up0", netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer la.Close()
+	lb, err := cfg.Connect(b, "up0", netip.MustParsePrefix("10.9.20.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	p48 := netip.PrefixFrom(la.Prefix6.Addr(), 48).Masked()
+	switch {
+	case la.Prefix6.Bits() != 64 || lb.Prefix6.Bits() != 64 || la.Prefix6 == lb.Prefix6:
+		t.Errorf("prefixes %v and %v: want two distinct /64s", la.Prefix6, lb.Prefix6)
+	case !netip.MustParsePrefix("fd00::/8").Overlaps(p48) || !p48.Overlaps(lb.Prefix6):
+		t.Errorf("%v and %v are not of one fd00::/8 /48", la.Prefix6, lb.Prefix6)
+	case !la.Prefix.IsValid() || lb.Prefix != netip.MustParsePrefix("10.9.20.0/24"):
+		t.Errorf("IPv4: %v and %v", la.Prefix, lb.Prefix)
+	}
+	if seen, err := nstest.Echo(a, dst); err != nil || seen != "2001:db8::2" {
+		t.Errorf("TCP over IPv6 on %v: %q %v", la.Prefix6, seen, err)
+	}
+	// Another process finds the same /48.
+	nstest.NewNS(t, "auto6-child")
+	child := nstest.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
+		"NSNET_HELPER_NS=auto6-child", "NSNET_HELPER_PREFIX=10.9.21.0/24", "NSNET_HELPER_AUTO6=1")
+	out, _ := child.StdoutPipe()
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	buf := make([]byte, 64)
+	if n, _ := out.Read(buf); !strings.Contains(string(buf[:n]), "connected") {
+		t.Fatalf("helper said %q", buf[:n])
+	}
+	addrs := nstest.Cmd(t, "ip", "-n", "auto6-child", "-6", "addr", "show", "dev", "eth0", "scope", "global")
+	if !strings.Contains(addrs, strings.TrimSuffix(p48.Addr().String(), "::")+":") {
+		t.Errorf("the other process's link is not in %v:\n%s", p48, addrs)
+	}
+	// A given IPv4 prefix that overlaps: that error, soon.
+	_, err = cfg.Connect(nstest.NewNS(t, "auto6-c"), "up0", netip.MustParsePrefix("10.9.20.0/24"))
+	if !errors.Is(err, nat.ErrOverlap) || errors.Is(err, nat.ErrPoolExhausted) {
+		t.Errorf("an overlapping IPv4 prefix with AutoPrefix6: %v, want ErrOverlap", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/addrplan"
 	"github.com/nsnet/nsnet/nat/internal/naterr"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/netns"
@@ -203,7 +204,7 @@ func stopDNS(links []*owned) (errs []error) {
 // their namespace handles.
 func (hs *hostState) leaveAll(links []*owned, idle chan<- idleSockets) (errs []error) {
 	for _, o := range links {
-		release(o.hostKey, o.nsKey, o.ent.Prefixes)
+		addrplan.Release(o.hostKey, o.nsKey, o.ent.Prefixes)
 		socks, err := hs.leave(o.host)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("nftables table: %w", err))

@@ -95,6 +95,12 @@ type Config struct {
 	// With none free, Connect fails with ErrPoolExhausted.
 	Pool     netip.Prefix
 	PoolBits int
+	// AutoPrefix6 gives the link an IPv6 network too, without naming one
+	// (Prefix6 unset): the next free /64 of the host namespace's unique
+	// local /48, one fd00::/8 prefix that every process finds by itself
+	// (hashed from the machine's id and the namespace's). Link.Prefix6
+	// reports it.
+	AutoPrefix6 bool
 	// HostAddr6 and NSAddr6 are the two addresses inside Prefix6; the
 	// zero value means its first and second host address (fd00:1::1 and
 	// fd00:1::2 for fd00:1::/64).

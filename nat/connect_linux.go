@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/addrplan"
 	"github.com/nsnet/nsnet/nat/internal/dns"
 	"github.com/nsnet/nsnet/nat/internal/firewall"
 	"github.com/nsnet/nsnet/nat/internal/flows"
@@ -164,10 +165,10 @@ func (k *connecting) decide() error {
 
 func (k *connecting) reserve() error {
 	l := k.l
-	if err := reserve(l.hostKey, l.nsKey, l.nsName, l.nets.Prefixes()); err != nil {
+	if err := addrplan.Reserve(l.hostKey, l.nsKey, l.nsName, l.nets.Prefixes()); err != nil {
 		return err
 	}
-	k.undo.push(func() { release(l.hostKey, l.nsKey, l.nets.Prefixes()) })
+	k.undo.push(func() { addrplan.Release(l.hostKey, l.nsKey, l.nets.Prefixes()) })
 	return nil
 }
 

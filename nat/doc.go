@@ -179,8 +179,9 @@
 //     links; never held across I/O;
 //   - hostState.ownerMu: the owner socket, the guard's stop channel, the
 //     ruleset monitor and the guard table, made and released under it;
-//   - registry (package level): this process's host states, prefixes and
-//     connected namespaces, taken alone;
+//   - registry (package level): this process's host states; and
+//     addrplan's reservations: its prefixes and connected namespaces;
+//     each taken alone;
 //   - table.Host's (idle sockets, the table's state), uplinks.Shares'
 //     (this process's uplink shares), guardTable.mu, firewall.Monitor's,
 //     hostview.View's and the DNS relay's: their own state, taken last (nothing else is taken under

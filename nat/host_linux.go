@@ -2,9 +2,7 @@ package nat
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
-	"slices"
 	"sync"
 
 	"github.com/google/nftables"
@@ -54,10 +52,8 @@ type hostState struct {
 
 var registry = struct {
 	sync.Mutex
-	hosts    map[uint64]*hostState
-	prefixes map[uint64][]netip.Prefix // host ns → this process's live prefixes
-	nss      map[uint64]bool           // connected namespaces
-}{hosts: map[uint64]*hostState{}, prefixes: map[uint64][]netip.Prefix{}, nss: map[uint64]bool{}}
+	hosts map[uint64]*hostState
+}{hosts: map[uint64]*hostState{}}
 
 // enter returns the state of host (its key hostKey) with one more link
 // counted; the first also binds the owner socket there.
@@ -248,42 +244,6 @@ func (s idleSockets) close() {
 	if s.owner != nil {
 		s.owner.releaseOwner()
 	}
-}
-
-// reserve records the prefixes and namespace of a Link about to be made
-// in this process, so that its own concurrent Connects fail early and
-// clearly (other processes are kept out by the claims maps). Rules have no
-// namespace: nsKey 0 reserves the prefixes alone. nsName names the
-// namespace in the error.
-func reserve(hostKey, nsKey uint64, nsName string, prefixes []netip.Prefix) error {
-	registry.Lock()
-	defer registry.Unlock()
-	if nsKey != 0 && registry.nss[nsKey] {
-		return fmt.Errorf("namespace %s is already connected (by this process): %w", nsName, os.ErrExist)
-	}
-	for _, q := range registry.prefixes[hostKey] {
-		for _, p := range prefixes {
-			if q.Overlaps(p) {
-				return fmt.Errorf("%w: %v is used by another link of this process", ErrOverlap, q)
-			}
-		}
-	}
-	if nsKey != 0 {
-		registry.nss[nsKey] = true
-	}
-	registry.prefixes[hostKey] = append(registry.prefixes[hostKey], prefixes...)
-	return nil
-}
-
-func release(hostKey, nsKey uint64, prefixes []netip.Prefix) {
-	registry.Lock()
-	defer registry.Unlock()
-	if nsKey != 0 {
-		delete(registry.nss, nsKey)
-	}
-	registry.prefixes[hostKey] = slices.DeleteFunc(registry.prefixes[hostKey], func(q netip.Prefix) bool {
-		return slices.Contains(prefixes, q)
-	})
 }
 
 // openHost is resolveHost for a call's host namespace argument: a closed

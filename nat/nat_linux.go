@@ -228,8 +228,8 @@ func randomVethName() string { return "nsn-" + owner.RandomString(11) }
 func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
 	var l *Link
 	var err error
-	if cidr == (netip.Prefix{}) && c.Prefix6 == (netip.Prefix{}) {
-		l, err = c.autoConnect(ctx, ns, uplink)
+	if c.Prefix6 == (netip.Prefix{}) && (cidr == (netip.Prefix{}) || c.AutoPrefix6) {
+		l, err = c.autoConnect(ctx, ns, uplink, cidr)
 	} else {
 		l, err = c.connect(ctx, ns, uplink, cidr)
 	}
@@ -298,7 +298,7 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 	if c.Persistent {
 		// Not this process's: it keeps nothing of it (see Config.Persistent).
 		l.persistent = true
-		release(l.hostKey, l.nsKey, l.nets.Prefixes())
+		addrplan.Release(l.hostKey, l.nsKey, l.nets.Prefixes())
 		socks, _ := l.hs.leave(host)
 		socks.close()
 		return l, nil

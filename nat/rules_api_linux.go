@@ -54,10 +54,10 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	undo.push(func() { host.Close() })
 	r := &Rules{Prefix: cidr, HostVeth: hostVeth, owned: &owned{}}
 	r.host, r.hostKey, r.vethName = host, host.ID(), hostVeth
-	if err := reserve(r.hostKey, 0, "", []netip.Prefix{cidr}); err != nil {
+	if err := addrplan.Reserve(r.hostKey, 0, "", []netip.Prefix{cidr}); err != nil {
 		return nil, err
 	}
-	undo.push(func() { release(r.hostKey, 0, []netip.Prefix{cidr}) })
+	undo.push(func() { addrplan.Release(r.hostKey, 0, []netip.Prefix{cidr}) })
 	hs, err := enter(host, r.hostKey)
 	if err != nil {
 		return nil, err

@@ -58,6 +58,7 @@ func TestHelperConnect(t *testing.T) {
 	if v := os.Getenv("NSNET_HELPER_POOL"); v != "" {
 		cfg.Pool = netip.MustParsePrefix(v)
 	}
+	cfg.AutoPrefix6 = os.Getenv("NSNET_HELPER_AUTO6") != ""
 	l, err := cfg.Connect(ns, "up0", prefix)
 	if err != nil {
 		t.Fatal(err)

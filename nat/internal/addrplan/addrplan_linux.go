@@ -1,10 +1,14 @@
 package addrplan
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -270,4 +274,87 @@ func (p *Pool) Size() int { return Candidates(p.prefix, p.bits) }
 // Next is the next prefix to try.
 func (p *Pool) Next() netip.Prefix {
 	return Candidate(p.prefix, p.bits, int((p.next.Add(1)-1)%uint64(p.Size())))
+}
+
+// ULA48 is the unique local /48 (RFC 4193: fd00::/8 and a 40-bit global
+// ID) of the host namespace with identity nsID: the ID is hashed from the
+// machine's id (/etc/machine-id, else the boot's) and nsID, so every
+// process in that namespace finds the same /48 with nothing recorded, and
+// two hosts or namespaces almost never share one.
+func ULA48(nsID uint64) netip.Prefix {
+	machine, err := os.ReadFile("/etc/machine-id")
+	if err != nil {
+		machine, _ = os.ReadFile("/proc/sys/kernel/random/boot_id")
+	}
+	h := sha256.Sum256(fmt.Appendf(nil, "nsnet ula %s %d", bytes.TrimSpace(machine), nsID))
+	var a [16]byte
+	a[0] = 0xfd
+	copy(a[1:6], h[:5])
+	return netip.PrefixFrom(netip.AddrFrom16(a), 48)
+}
+
+// Pool6 hands out the /64s of a /48 in turn, as Pool does.
+type Pool6 struct {
+	prefix netip.Prefix
+	next   atomic.Uint64
+}
+
+// Pool6Of returns this process's Pool6 of the /64s of p48.
+func Pool6Of(p48 netip.Prefix) *Pool6 {
+	p := &Pool6{prefix: p48}
+	p.next.Store(rand.Uint64N(1 << 16))
+	v, _ := pools.LoadOrStore(poolKey{p48, 64}, p)
+	return v.(*Pool6)
+}
+
+// Next is the next /64 to try.
+func (p *Pool6) Next() netip.Prefix {
+	a := p.prefix.Addr().As16()
+	binary.BigEndian.PutUint16(a[6:8], uint16(p.next.Add(1)-1))
+	return netip.PrefixFrom(netip.AddrFrom16(a), 64)
+}
+
+// reservations are this process's prefixes per host namespace and the
+// namespaces it connected (see Reserve), under their own lock.
+var reservations = struct {
+	sync.Mutex
+	prefixes map[uint64][]netip.Prefix // host ns → this process's live prefixes
+	nss      map[uint64]bool           // connected namespaces
+}{prefixes: map[uint64][]netip.Prefix{}, nss: map[uint64]bool{}}
+
+// Reserve records the prefixes and namespace of a Link about to be made
+// in this process, so that its own concurrent Connects fail early and
+// clearly (other processes are kept out by the claims maps). Rules have no
+// namespace: nsKey 0 reserves the prefixes alone. nsName names the
+// namespace in the error.
+func Reserve(hostKey, nsKey uint64, nsName string, prefixes []netip.Prefix) error {
+	reservations.Lock()
+	defer reservations.Unlock()
+	if nsKey != 0 && reservations.nss[nsKey] {
+		return fmt.Errorf("namespace %s is already connected (by this process): %w", nsName, os.ErrExist)
+	}
+	for _, q := range reservations.prefixes[hostKey] {
+		for _, p := range prefixes {
+			if q.Overlaps(p) {
+				return fmt.Errorf("%w: %v is used by another link of this process", naterr.ErrOverlap, q)
+			}
+		}
+	}
+	if nsKey != 0 {
+		reservations.nss[nsKey] = true
+	}
+	reservations.prefixes[hostKey] = append(reservations.prefixes[hostKey], prefixes...)
+	return nil
+}
+
+// Release undoes Reserve.
+func Release(hostKey, nsKey uint64, prefixes []netip.Prefix) {
+	reservations.Lock()
+	defer reservations.Unlock()
+	if nsKey != 0 {
+		delete(reservations.nss, nsKey)
+	}
+	reservations.prefixes[hostKey] = slices.DeleteFunc(reservations.prefixes[hostKey], func(q netip.Prefix) bool {
+		return slices.Contains(prefixes, q)
+	})
 }
