@@ -1,12 +1,19 @@
 package nat_test
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
+	"io"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/nstest"
 )
 
@@ -154,4 +161,110 @@ func TestAutoPrefix6(t *testing.T) {
 	if !errors.Is(err, nat.ErrOverlap) || errors.Is(err, nat.ErrPoolExhausted) {
 		t.Errorf("an overlapping IPv4 prefix with AutoPrefix6: %v, want ErrOverlap", err)
 	}
+}
+
+// TestHelperAutoMany is the body of TestAutoPrefixProcesses's helpers:
+// NSNET_HELPER_N links with automatic prefixes, each printed, then "done";
+// they are closed when standard input ends.
+func TestHelperAutoMany(t *testing.T) {
+	if os.Getenv("NSNET_HELPER") != "automany" {
+		return
+	}
+	host, err := netns.Open(os.Getenv("NSNET_HELPER_HOST"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(os.Getenv("NSNET_HELPER_N"))
+	var links []*nat.Link
+	for range n {
+		ns, err := netns.NewAnonymous()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := nat.Config{HostNS: host, DNS: nat.DNSNone}.Connect(ns, "up0", netip.Prefix{})
+		ns.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l)
+		fmt.Println("prefix", l.Prefix)
+	}
+	fmt.Println("done")
+	io.Copy(io.Discard, os.Stdin)
+	if err := nat.CloseAll(links...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAutoPrefixProcesses: four processes make 250 links each with
+// automatic prefixes at once: 1,000 distinct prefixes of the default pool,
+// none in the part of it a host route holds; after they close, the host
+// reads as before.
+func TestAutoPrefixProcesses(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "autop-")
+	nstest.Cmd(t, "ip", "-n", w.HostName, "route", "add", "10.201.0.0/16", "dev", "up0")
+	before := state(t, w)
+	const procs, each = 4, 250
+	type result struct {
+		prefixes []netip.Prefix
+		err      error
+	}
+	results := make(chan result, procs)
+	var stdins []io.WriteCloser
+	var cmds []*exec.Cmd
+	for range procs {
+		cmd := nstest.Child("TestHelperAutoMany", "NSNET_HELPER=automany", "NSNET_HELPER_HOST="+w.HostName,
+			fmt.Sprintf("NSNET_HELPER_N=%d", each))
+		in, _ := cmd.StdinPipe()
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		stdins, cmds = append(stdins, in), append(cmds, cmd)
+		go func() {
+			var r result
+			s := bufio.NewScanner(out)
+			for s.Scan() {
+				line := s.Text()
+				if line == "done" {
+					results <- r
+					return
+				}
+				if v, ok := strings.CutPrefix(line, "prefix "); ok {
+					p, err := netip.ParsePrefix(v)
+					r.prefixes, r.err = append(r.prefixes, p), errors.Join(r.err, err)
+				}
+			}
+			r.err = errors.Join(r.err, fmt.Errorf("helper ended after %d links", len(r.prefixes)))
+			results <- r
+		}()
+	}
+	seen := map[netip.Prefix]bool{}
+	held := netip.MustParsePrefix("10.201.0.0/16")
+	for range procs {
+		r := <-results
+		if r.err != nil {
+			t.Error(r.err)
+		}
+		for _, p := range r.prefixes {
+			switch {
+			case seen[p]:
+				t.Errorf("%v given twice", p)
+			case !nat.DefaultPool.Overlaps(p) || held.Overlaps(p) || p.Bits() != 24:
+				t.Errorf("%v: outside the default pool, in the host route's %v, or not a /24", p, held)
+			}
+			seen[p] = true
+		}
+	}
+	if len(seen) != procs*each {
+		t.Errorf("%d distinct prefixes, want %d", len(seen), procs*each)
+	}
+	for i, in := range stdins {
+		in.Close()
+		if err := cmds[i].Wait(); err != nil {
+			t.Errorf("helper %d: %v", i, err)
+		}
+	}
+	sameState(t, w, before, "after the four processes closed")
 }
