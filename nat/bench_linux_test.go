@@ -3,6 +3,8 @@ package nat_test
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/nsnet/nsnet/nat"
@@ -47,7 +49,8 @@ func BenchmarkNewConnect(b *testing.B) {
 }
 
 // BenchmarkConnectClose: one Connect and Close of a given prefix ("given")
-// or of one the pool supplies ("auto"), beside 10 live links.
+// or of one the pool supplies ("auto"), beside 10 live links
+// (NSNET_BENCH_LINKS: that many).
 func BenchmarkConnectClose(b *testing.B) {
 	for _, auto := range []bool{false, true} {
 		name := map[bool]string{false: "given", true: "auto"}[auto]
@@ -64,13 +67,17 @@ func benchConnectClose(b *testing.B, auto bool) {
 	}
 	defer ns.Close()
 	cfg := nat.Config{HostNS: w.Host}
-	for i := range 10 {
+	n, err := strconv.Atoi(os.Getenv("NSNET_BENCH_LINKS"))
+	if err != nil {
+		n = 10
+	}
+	for i := range n {
 		other, err := netns.NewAnonymous()
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer other.Close()
-		l, err := cfg.Connect(other, "up0", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i), 0}), 24))
+		l, err := cfg.Connect(other, "up0", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i/256), byte(i), 0}), 24))
 		if err != nil {
 			b.Fatal(err)
 		}
