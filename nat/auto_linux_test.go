@@ -74,18 +74,7 @@ func TestAutoPrefix(t *testing.T) {
 
 	// Another process, alive: its link holds one of a pool of two, so this
 	// process gets the other, whichever it tried first, and then none.
-	nstest.NewNS(t, "auto-child")
-	child := nstest.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
-		"NSNET_HELPER_NS=auto-child", "NSNET_HELPER_POOL=10.9.8.0/23")
-	out, _ := child.StdoutPipe()
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { child.Process.Kill(); child.Wait() }()
-	buf := make([]byte, 64)
-	if n, _ := out.Read(buf); !strings.Contains(string(buf[:n]), "connected") {
-		t.Fatalf("helper said %q", buf[:n])
-	}
+	liveChild(t, w, "auto-child", "", "", "NSNET_HELPER_POOL=10.9.8.0/23")
 	pool2 := nat.Config{HostNS: w.Host, Pool: netip.MustParsePrefix("10.9.8.0/23")}
 	l, err = pool2.Connect(nstest.NewNS(t, "auto-6"), "up0", netip.Prefix{})
 	if err != nil {
@@ -140,18 +129,7 @@ func TestAutoPrefix6(t *testing.T) {
 		t.Errorf("TCP over IPv6 on %v: %q %v", la.Prefix6, seen, err)
 	}
 	// Another process finds the same /48.
-	nstest.NewNS(t, "auto6-child")
-	child := nstest.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
-		"NSNET_HELPER_NS=auto6-child", "NSNET_HELPER_PREFIX=10.9.21.0/24", "NSNET_HELPER_AUTO6=1")
-	out, _ := child.StdoutPipe()
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { child.Process.Kill(); child.Wait() }()
-	buf := make([]byte, 64)
-	if n, _ := out.Read(buf); !strings.Contains(string(buf[:n]), "connected") {
-		t.Fatalf("helper said %q", buf[:n])
-	}
+	liveChild(t, w, "auto6-child", "10.9.21.0/24", "", "NSNET_HELPER_AUTO6=1")
 	addrs := nstest.Cmd(t, "ip", "-n", "auto6-child", "-6", "addr", "show", "dev", "eth0", "scope", "global")
 	if !strings.Contains(addrs, strings.TrimSuffix(p48.Addr().String(), "::")+":") {
 		t.Errorf("the other process's link is not in %v:\n%s", p48, addrs)

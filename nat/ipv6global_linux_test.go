@@ -105,18 +105,7 @@ func TestIPv6GlobalForwarding(t *testing.T) {
 	}
 
 	// A second process shares the switch.
-	nstest.NewNS(t, "v6g-ns2")
-	child := nstest.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
-		"NSNET_HELPER_NS=v6g-ns2", "NSNET_HELPER_PREFIX=fd00:62::/64", "NSNET_IPV6_GLOBAL=1")
-	out, _ := child.StdoutPipe()
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { child.Process.Kill(); child.Wait() }()
-	buf := make([]byte, 64)
-	if n, _ := out.Read(buf); !strings.Contains(string(buf[:n]), "connected") {
-		t.Fatalf("helper said %q", buf[:n])
-	}
+	child := liveChild(t, w, "v6g-ns2", "fd00:62::/64", "", "NSNET_IPV6_GLOBAL=1")
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}

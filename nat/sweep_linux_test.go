@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -72,11 +73,24 @@ func TestHelperConnect(t *testing.T) {
 	select {}
 }
 
-// killedChild starts a helper that connects nsName and kills it (SIGKILL)
-// once it printed want ("connected", or "blocked" with step set); env
-// adds to the helper's environment (NSNET_HELPER_DOCKERUSER=1: with
-// Config.DockerUser; NSNET_HELPER_PREFIX6=P: with Config.Prefix6).
+// killedChild starts a helper that connects nsName (see liveChild) and
+// kills it (SIGKILL) once it printed want ("connected", or "blocked" with
+// step set).
 func killedChild(t *testing.T, w *nstest.World, nsName, prefix, step string, env ...string) {
+	t.Helper()
+	cmd := liveChild(t, w, nsName, prefix, step, env...)
+	cmd.Process.Kill()
+	cmd.Wait()
+}
+
+// liveChild starts a helper process that connects the new namespace
+// nsName with prefix ("" for one of the pool) and returns it, alive, once
+// it printed "connected" ("blocked" with step set: held at that step); it
+// is killed when t ends. env adds to the helper's environment
+// (NSNET_HELPER_DOCKERUSER=1: with Config.DockerUser;
+// NSNET_HELPER_PREFIX6=P: with Config.Prefix6; NSNET_HELPER_POOL=P: with
+// Config.Pool; NSNET_HELPER_AUTO6=1: with Config.AutoPrefix6).
+func liveChild(t *testing.T, w *nstest.World, nsName, prefix, step string, env ...string) *exec.Cmd {
 	t.Helper()
 	nstest.NewNS(t, nsName)
 	cmd := nstest.Child("TestHelperConnect", append([]string{"NSNET_HELPER=connect", "NSNET_HELPER_HOST=" + w.HostName,
@@ -88,6 +102,7 @@ func killedChild(t *testing.T, w *nstest.World, nsName, prefix, step string, env
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() }) // (also when it fails to report)
 	want := "connected"
 	if step != "" {
 		want = "blocked"
@@ -111,8 +126,7 @@ func killedChild(t *testing.T, w *nstest.World, nsName, prefix, step string, env
 	case <-time.After(20 * time.Second):
 		t.Fatal("helper did not report")
 	}
-	cmd.Process.Kill()
-	cmd.Wait()
+	return cmd
 }
 
 // TestSweepDeadOwner: a process killed after Connect leaves its link,
