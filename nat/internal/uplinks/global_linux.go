@@ -79,14 +79,12 @@ func parseRecord(key []byte, comment string) (c v6conf, ok bool) {
 // readConfs reads accept_ra and forwarding of default and of every
 // interface of host with IPv6, in one thread switch.
 func readConfs(host *netns.Handle, hc *nl.Conn) (dflt v6conf, ifs []v6conf, err error) {
-	msgs, err := hc.Dump(nl.DumpLinks())
+	names, err := linkNames(hc)
 	if err != nil {
 		return dflt, nil, err
 	}
-	for _, m := range msgs {
-		if l, err := nl.DecodeLink(m.Data); err == nil {
-			ifs = append(ifs, v6conf{index: int(l.Index), name: l.Attributes.Name})
-		}
+	for index, name := range names {
+		ifs = append(ifs, v6conf{index: index, name: name})
 	}
 	dflt.name = "default"
 	err = nl.Do(host, func() error {
@@ -108,6 +106,21 @@ func readConfs(host *netns.Handle, hc *nl.Conn) (dflt v6conf, ifs []v6conf, err 
 		return nil
 	})
 	return dflt, ifs, err
+}
+
+// linkNames are the names of host's links by index, from one dump.
+func linkNames(hc *nl.Conn) (map[int]string, error) {
+	msgs, err := hc.Dump(nl.DumpLinks())
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[int]string, len(msgs))
+	for _, m := range msgs {
+		if l, err := nl.DecodeLink(m.Data); err == nil {
+			names[int(l.Index)] = l.Attributes.Name
+		}
+	}
+	return names, nil
 }
 
 // globalRecords are the records of what turning the switch on changes:
@@ -146,6 +159,10 @@ func ReadGlobalRecords(c *nftables.Conn) ([]nftset.Elem, error) {
 // back what the records say. Interfaces are named by their index now (a
 // renamed one keeps its record; a deleted one has nothing to put back).
 func switchGlobal(host *netns.Handle, hc *nl.Conn, recs []nftset.Elem, on bool) error {
+	names, err := linkNames(hc)
+	if err != nil {
+		return err
+	}
 	var confs []v6conf
 	var dflt *v6conf
 	for _, r := range recs {
@@ -157,7 +174,7 @@ func switchGlobal(host *netns.Handle, hc *nl.Conn, recs []nftset.Elem, on bool) 
 			c.name, dflt = "default", &c
 			continue
 		}
-		if name, err := nl.LinkName(hc, c.index); err == nil {
+		if name, ok := names[c.index]; ok {
 			c.name = name
 			confs = append(confs, c)
 		}
