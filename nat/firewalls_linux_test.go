@@ -1,11 +1,13 @@
 package nat_test
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,7 +74,21 @@ func startFirewalld(t *testing.T, w *nstest.World) {
 		nstest.RequireCmd(t, c)
 	}
 	privateDirs(t, false, "/run/dbus", "/run/firewalld", "/etc/firewalld", "/var/log")
-	daemon(t, "dbus-daemon", "--system", "--nofork", "--nopidfile")
+	// The system bus as configured, less its switch to the messagebus
+	// user: a rootless world maps no other user (as root it changes
+	// nothing the test needs).
+	conf, err := os.ReadFile("/usr/share/dbus-1/system.conf")
+	if err != nil {
+		nstest.MissingTool(t, "dbus system bus configuration: %v (Debian: apt-get install dbus)", err)
+	}
+	file := filepath.Join(t.TempDir(), "system.conf")
+	conf = regexp.MustCompile(`<user>[^<]*</user>`).ReplaceAll(conf, nil)
+	conf = bytes.ReplaceAll(conf, []byte("<includedir>system.d</includedir>"),
+		[]byte("<includedir>/usr/share/dbus-1/system.d</includedir>")) // relative to the file
+	if err := os.WriteFile(file, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	daemon(t, "dbus-daemon", "--config-file="+file, "--nofork", "--nopidfile")
 	daemon(t, "ip", "netns", "exec", w.HostName, "firewalld", "--nofork", "--nopid")
 	for i := 0; ; i++ {
 		out, _ := exec.Command("ip", "netns", "exec", w.HostName, "firewall-cmd", "--state").Output()
@@ -89,7 +105,19 @@ func startFirewalld(t *testing.T, w *nstest.World) {
 // startUfw enables ufw in w's host namespace, with a private /etc/ufw.
 func startUfw(t *testing.T, w *nstest.World) {
 	nstest.RequireCmd(t, "ufw")
-	privateDirs(t, true, "/etc/ufw")
+	if nstest.Rootless() {
+		// /etc/ufw's rules are root's alone: a fresh private copy from
+		// the package's templates, as its installation makes them.
+		saved := t.TempDir()
+		nstest.Cmd(t, "cp", "-r", "/etc/ufw/sysctl.conf", "/etc/ufw/applications.d", saved)
+		privateDirs(t, false, "/etc/ufw")
+		nstest.Cmd(t, "cp", "-r", saved+"/.", "/usr/share/ufw/iptables/.", "/etc/ufw")
+		for _, f := range []string{"before.init", "after.init", "ufw.conf"} {
+			nstest.Cmd(t, "cp", "/usr/share/ufw/"+f, "/etc/ufw")
+		}
+	} else {
+		privateDirs(t, true, "/etc/ufw")
+	}
 	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "ufw", "--force", "enable")
 }
 

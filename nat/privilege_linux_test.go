@@ -61,6 +61,17 @@ func TestPermissionErrors(t *testing.T) {
 	cmd.Env = append(os.Environ(), "NSNET_PRIVATE=child", "NSNET_HELPER=unprivileged")
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if nstest.Rootless() {
+		// The world's user namespace maps one uid: the helper is nobody
+		// in a user namespace of its own, with no capability over the
+		// world's namespaces (as a rootless container's process is over
+		// the host's).
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags:  syscall.CLONE_NEWUSER,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 65534, HostID: 0, Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 65534, HostID: 0, Size: 1}},
+		}
+	}
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("helper: %v\n%s", err, out)

@@ -25,12 +25,24 @@
 //		seen, err := nstest.Echo(ns, w.Outside.String()+":8080") // seen: 203.0.113.2, masqueraded
 //	}
 //
-// Without root (or where namespaces cannot be created) the tests run in
-// place, every test that calls [Require] skips, and the package's Examples
-// (which cannot skip) are left out; with NSNET_REQUIRE_PRIVILEGED=1 (set
-// it in CI) they fail instead, so that a green run means the privileged
-// tests ran. Off Linux, Main runs the tests
-// in place and Require skips.
+// Without root, Main and Isolate make the private world in a user
+// namespace of their own, the caller's uid and gid mapped to 0 (what
+// unshare -Urnm does): the tests have every capability over the world's
+// network and mount namespaces and none over the machine, so the same
+// privileged tests run as an ordinary user. Where /run is root's, the
+// world covers it with an overlay of its own (and root's lock files
+// there with files of its own), so that tools the tests run (iptables,
+// ufw) can take their locks; a missing /run/netns or /etc/netns appears
+// the same way. A test that cannot run in a user namespace calls
+// [SkipRootless] saying why; the run ends with a line counting the
+// privileged tests that ran (go test -v shows it).
+//
+// Where no private world can be made at all (unprivileged user
+// namespaces turned off: the error names the setting; off Linux) the
+// tests run in place, every test that calls [Require] skips, and the
+// package's Examples (which cannot skip) are left out; with
+// NSNET_REQUIRE_PRIVILEGED=1 (set it in CI) they fail instead, so that a
+// green run means the privileged tests ran.
 package nstest
 
 import (
@@ -55,10 +67,18 @@ const (
 	envRequire = "NSNET_REQUIRE_PRIVILEGED"
 	// envRequireTools turns a skip for a missing tool into a failure.
 	envRequireTools = "NSNET_REQUIRE_TOOLS"
+	// envRootless is "1" in a private world made without root: in a user
+	// namespace of its own.
+	envRootless = "NSNET_ROOTLESS"
+	// envScratch names a directory (made by the parent, removed by it
+	// when the child exits) on which the private world mounts a tmpfs
+	// for its own files: overlay layers, the iptables lock.
+	envScratch = "NSNET_SCRATCH"
 )
 
 var (
 	inside    bool
+	rootless  bool // inside, in a user namespace of its own (not root)
 	whyNot    string
 	privateNS string // readlink of the private network namespace
 )
@@ -79,18 +99,19 @@ func run(m *testing.M) int {
 		fallthrough
 	case "child":
 		inside = true
+		rootless = os.Getenv(envRootless) == "1"
 		privateNS, _ = os.Readlink("/proc/self/ns/net")
-		return m.Run()
-	}
-	if os.Geteuid() != 0 {
-		whyNot = "not root"
-		skipExamples()
-		return m.Run()
+		code := m.Run()
+		if os.Getenv(envInside) == "1" {
+			report()
+		}
+		return code
 	}
 	code, err := rerun()
 	if err != nil {
-		// Unsharing fails in a container without CAP_SYS_ADMIN, and off
-		// Linux: run in place and let Require skip (or fail under CI).
+		// Unsharing fails where user namespaces are off for the caller,
+		// and off Linux: run in place and let Require skip (or fail
+		// under CI).
 		whyNot = fmt.Sprintf("cannot create private namespaces: %v", err)
 		skipExamples()
 		return m.Run()
@@ -111,7 +132,7 @@ func skipExamples() {
 		skip = f.Value.String() + "|" + skip
 	}
 	if flag.Set("test.skip", skip) == nil {
-		fmt.Fprintf(os.Stderr, "nstest: examples skipped (%s): run as root, e.g. sudo go test ./...\n", whyNot)
+		fmt.Fprintf(os.Stderr, "nstest: examples skipped (%s)\n", whyNot)
 	}
 }
 
@@ -121,12 +142,10 @@ func skipExamples() {
 // built (its host is the private namespace itself: uplink up0, outside
 // host in the namespace "inet"). Close the World before exiting. For
 // example programs and benchmarks that must be safe on any machine.
+// Without root it makes the world in a user namespace, as Main does.
 // Signals (Ctrl-C) reach the re-executed program, which decides.
 func Isolate() (*World, error) {
 	if os.Getenv(envInside) != "1" {
-		if os.Geteuid() != 0 {
-			return nil, fmt.Errorf("nstest: needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): try sudo")
-		}
 		code, err := rerun()
 		if err != nil {
 			return nil, fmt.Errorf("nstest: %w", err)
@@ -137,6 +156,7 @@ func Isolate() (*World, error) {
 		return nil, fmt.Errorf("nstest: %w", err)
 	}
 	inside = true
+	rootless = os.Getenv(envRootless) == "1"
 	return BuildWorld("", "inet")
 }
 
@@ -145,9 +165,10 @@ func Isolate() (*World, error) {
 func Require(t testing.TB) {
 	t.Helper()
 	if inside {
+		countRequired(t)
 		return
 	}
-	msg := fmt.Sprintf("privileged test skipped (%s): run as root, e.g. sudo go test ./...", whyNot)
+	msg := fmt.Sprintf("privileged test skipped (%s)", whyNot)
 	if os.Getenv(envRequire) == "1" {
 		t.Fatalf("%s; %s=1 makes this a failure", msg, envRequire)
 	}
