@@ -240,7 +240,7 @@ func (k *connecting) veth() error {
 	l, c := k.l, k.cfg
 	var err error
 	for attempt := 0; ; attempt++ {
-		l.hostIdx, l.nsIdx = randomIndex(), randomIndex()
+		l.hostIdx, l.nsIdx = nl.RandomIndex(), nl.RandomIndex()
 		reqs := []nl.Request{nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: l.nsRef.Fd(),
 			MTU: c.MTU, Index: l.hostIdx, PeerIndex: l.nsIdx})}
 		if k.markedNow {
@@ -341,7 +341,7 @@ func (k *connecting) namespace() error {
 		reqs = append(reqs, n.AddNS(l.nsIdx)...)
 	}
 	for _, n := range l.nets {
-		reqs = append(reqs, nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(unspecified(n.Fam()), 0), Gateway: n.Host,
+		reqs = append(reqs, nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(addrplan.Unspecified(n.Fam()), 0), Gateway: n.Host,
 			Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
 	}
 	replies, errs, err := k.nc.Do(reqs...)
@@ -370,7 +370,7 @@ func (k *connecting) namespace() error {
 func (k *connecting) hostLink() error {
 	l, host := k.l, k.host
 	if !k.v6 {
-		disableIPv6(host, l.HostVeth)
+		nl.DisableIPv6(host, l.HostVeth)
 	} else if !k.globalV6 && !nl.ForwardsAll(host, unix.NFPROTO_IPV6) {
 		if err := nl.SetForceForwarding(host, l.HostVeth, true); err != nil {
 			return err
@@ -388,7 +388,7 @@ func (k *connecting) hostLink() error {
 		for _, n := range l.nets {
 			reqs = append(reqs, n.AddHost(l.hostIdx)...)
 		}
-		reqs = append(reqs, nl.NewAddr(l.hostIdx, hostLinkLocal(l.hostIdx), unix.IFA_F_NODAD|unix.IFA_F_NOPREFIXROUTE, false))
+		reqs = append(reqs, nl.NewAddr(l.hostIdx, addrplan.HostLinkLocal(l.hostIdx), unix.IFA_F_NODAD|unix.IFA_F_NOPREFIXROUTE, false))
 	} else {
 		reqs = append(append(reqs, nl.NoLinkLocal(l.hostIdx), nl.SetLinkUp(l.hostIdx, "", true)), l.nets[0].AddHost(l.hostIdx)...)
 		if !k.markedNow {

@@ -287,6 +287,34 @@ func PersistentLinks(host *netns.Handle) ([]PersistentLink, error) {
 	return pls, nil
 }
 
+// LinkInfo is a link nsnet made in a host, by any process (see Links).
+type LinkInfo struct {
+	HostVeth   string // the host end's name now ("" if it is gone and only its entries are left)
+	Index      int    // the host end's interface index
+	Owner      string // the owning process's ID (see Sweep)
+	PID        int    // the owner's process ID at Connect, in its PID namespace: for people only
+	Alive      bool   // the owner still runs (persistent links: always)
+	Persistent bool   // Config.Persistent: no process owns it
+	Tag        string // a persistent link's Config.Tag
+	Namespace  string // the peer's namespace: its name under /run/netns, or "nsid N"
+	Uplink     string // the uplink's name now
+	Prefix     netip.Prefix
+	Prefix6    netip.Prefix
+	Ports      []Port // published, one per host address and port
+}
+
+// Links lists every link nsnet made in host (nil: the current namespace)
+// by any process, live or dead (Sweep removes the dead ones' links), from
+// the library's table and the host's links; it changes nothing. This is
+// what "nsnet ls" shows.
+func Links(host *netns.Handle) ([]LinkInfo, error) {
+	ls, err := sysLinks(host)
+	if err != nil {
+		return nil, nl.NeedPriv(fmt.Errorf("nat: links: %w", err), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
+	}
+	return ls, nil
+}
+
 // Ports returns the link's published ports, one per host address and
 // port.
 func (l *Link) Ports() []Port { return l.sysPorts() }

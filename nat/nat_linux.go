@@ -2,12 +2,9 @@ package nat
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 
@@ -326,49 +323,4 @@ func (u undoStack) unwind() {
 // 127.0.0.1 ports, the owner mark.
 func hostEndConf(v4, localnet bool, mark string) nl.LinkConf {
 	return nl.LinkConf{NoLinkLocal: true, Forwarding: v4, RouteLocalnet: localnet, Alias: mark}
-}
-
-// hostLinkLocal is the host end's IPv6 link-local address, fe80::INDEX:
-// the host solicits a neighbour from its link-local address, so without
-// one it could not reach a namespace that had not spoken first. It is
-// added without the fe80::/64 route (which every link would share: one
-// list in the kernel, longer with every link) and unique to the link, so
-// that its local route is too.
-func hostLinkLocal(index int) netip.Prefix {
-	b := [16]byte{0: 0xfe, 1: 0x80}
-	binary.BigEndian.PutUint32(b[12:], uint32(index))
-	return netip.PrefixFrom(netip.AddrFrom16(b), 64)
-}
-
-// unspecified is the family's unspecified address (the default route's).
-func unspecified(fam byte) netip.Addr {
-	if fam == unix.NFPROTO_IPV6 {
-		return netip.IPv6Unspecified()
-	}
-	return netip.IPv4Unspecified()
-}
-
-// disableIPv6 turns IPv6 off on the host end of a new IPv4-only pair while
-// it is still down. The kernel keeps the IPv6
-// routes of every link (fe80::/64, ff00::/8) in one list per prefix, so
-// with IPv6 on, each Connect cost more the more links the host had (see
-// README, Benchmarks). disable_ipv6 has no netlink attribute, so it is
-// written under /proc/sys, which follows the writing thread's namespace.
-// Where /proc/sys is read-only (as in many containers) the write fails and
-// is let go: nl.NoLinkLocal, sent with the link's up, still keeps the
-// link-local address and its route away.
-func disableIPv6(host *netns.Handle, link string) {
-	nl.Do(host, func() error {
-		return os.WriteFile("/proc/sys/net/ipv6/conf/"+link+"/disable_ipv6", []byte("1\n"), 0)
-	})
-}
-
-// randomIndex picks an interface index for a new link from the top of the
-// range, [2^29, 2^30): the kernel hands out indexes counting up from 1, so
-// these are never taken by links it numbers itself, and a collision with
-// another chosen one (EBUSY) is retried.
-func randomIndex() int {
-	var b [4]byte
-	rand.Read(b[:])
-	return 1<<29 + int(binary.NativeEndian.Uint32(b[:])&(1<<29-1))
 }

@@ -41,3 +41,5 @@ func (l *Link) sysPorts() []Port                { return nil }
 func sysRemove(ctx context.Context, host *netns.Handle, hostVeth string) error { return errUnsupported }
 
 func sysPersistentLinks(host *netns.Handle) ([]PersistentLink, error) { return nil, errUnsupported }
+
+func sysLinks(host *netns.Handle) ([]LinkInfo, error) { return nil, errUnsupported }

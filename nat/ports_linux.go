@@ -24,6 +24,8 @@ import (
 	"github.com/nsnet/nsnet/nat/internal/flows"
 	"github.com/nsnet/nsnet/nat/internal/hostview"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/nat/internal/owner"
+	"github.com/nsnet/nsnet/nat/internal/sweep"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -155,13 +157,39 @@ func (l *Link) sysPorts() []Port {
 	defer l.mu.Unlock()
 	var out []Port
 	for _, pm := range l.ent.Ports {
-		proto := "tcp"
-		if pm.Proto == unix.IPPROTO_UDP {
-			proto = "udp"
-		}
-		out = append(out, Port{Protocol: proto, HostAddr: pm.Addr, HostPort: pm.Port, NSPort: pm.NSPort})
+		out = append(out, portOf(pm))
 	}
 	return out
+}
+
+// portOf is the Port of a published port's entries.
+func portOf(pm nftset.PortMap) Port {
+	proto := "tcp"
+	if pm.Proto == unix.IPPROTO_UDP {
+		proto = "udp"
+	}
+	return Port{Protocol: proto, HostAddr: pm.Addr, HostPort: pm.Port, NSPort: pm.NSPort}
+}
+
+// sysLinks is Links on Linux.
+func sysLinks(hostNS *netns.Handle) ([]LinkInfo, error) {
+	host, err := openHost(hostNS)
+	if err != nil {
+		return nil, err
+	}
+	defer host.Close()
+	es, err := sweep.Inventory(host)
+	out := make([]LinkInfo, 0, len(es))
+	for _, e := range es {
+		li := LinkInfo{HostVeth: e.HostVeth, Index: e.Index, Owner: e.Mark.ID, PID: e.Mark.PID, Alive: e.Alive,
+			Persistent: e.Mark.ID == owner.PersistentID, Tag: e.Mark.Tag, Namespace: e.PeerNS, Uplink: e.Uplink,
+			Prefix: e.Prefix, Prefix6: e.Prefix6}
+		for _, p := range e.Ports {
+			li.Ports = append(li.Ports, portOf(p.PortMap))
+		}
+		out = append(out, li)
+	}
+	return out, err
 }
 
 // protoNum is the port's protocol number (unix.IPPROTO_TCP or _UDP).
