@@ -189,6 +189,30 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestLsPersistent: a persistent link (a CNI plugin's) is listed as
+// such, with its tag and named namespace, and sweep leaves it alone.
+func TestLsPersistent(t *testing.T) {
+	w := newWorld(t, "clip-")
+	ns := nstest.NewNS(t, "clip-ns")
+	l, err := nat.Config{HostNS: w.Host, Persistent: true, Tag: "container-1", DNS: nat.DNSNone}.Connect(ns, "up0", netip.MustParsePrefix("10.9.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nat.Remove(w.Host, l.HostVeth)
+	if out, code := w.run(t, "sweep"); code != 0 || !strings.Contains(out, "0 links") {
+		t.Errorf("nsnet sweep: status %d\n%s", code, out)
+	}
+	ls := w.ls(t)
+	if len(ls.Links) != 1 || ls.Links[0].State != "persistent" || !ls.Links[0].Persistent || ls.Links[0].Tag != "container-1" ||
+		ls.Links[0].Namespace != "clip-ns" || ls.Links[0].HostVeth != l.HostVeth || ls.Links[0].Prefixes[0] != "10.9.0.0/24" {
+		t.Errorf("nsnet ls: %+v", ls)
+	}
+	out, _ := w.run(t, "ls")
+	if !strings.Contains(out, "HOST END") || !strings.Contains(out, l.HostVeth) || !strings.Contains(out, "container-1") {
+		t.Errorf("nsnet ls:\n%s", out)
+	}
+}
+
 // dialFrom connects from the outside host to addr and returns the line
 // it reads.
 func dialFrom(t *testing.T, w world, addr string) string {
