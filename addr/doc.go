@@ -15,4 +15,10 @@
 // for concurrent use and need CAP_NET_ADMIN, except List, which needs no
 // privilege in the caller's own namespace (nil); acting in another
 // namespace (opening a socket inside it) needs CAP_SYS_ADMIN as well.
+//
+// Listings are netlink-filtered (one link's addresses) and consistent, or
+// fail with [ErrInterrupted] (try again): a dump the kernel flags as
+// interrupted is read again, and one link's addresses are read until two
+// reads agree (a dump loses its place when addresses before it go,
+// silently leaving out others).
 package addr

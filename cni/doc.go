@@ -36,4 +36,38 @@
 // nothing else), STATUS, VERSION; spec versions 0.4.0 to 1.1.0. Errors are
 // CNI error objects (code 7 for a configuration nsnet refuses, 8 for a
 // namespace it cannot open, 999 otherwise) with nsnet's message.
+//
+// # Installing
+//
+// On each node, next to the reference plugins:
+//
+//	GOBIN=/opt/cni/bin go install github.com/nsnet/nsnet/cni/nsnet-cni@latest
+//	GOBIN=/opt/cni/bin go install github.com/containernetworking/plugins/plugins/ipam/host-local@v1.10.0
+//
+// and a network configuration in /etc/cni/net.d, such as
+// cni/testdata/10-nsnet.conflist (the one the tests drive through libcni;
+// dual stack, with host-local ranges 10.88.0.0/16 and fd00:88::/64).
+// "cniVersion" must be one the runtime's libcni
+// (github.com/containernetworking/cni in its go.mod) knows: "1.1.0" needs
+// libcni v1.2.0 or later; "1.0.0" works with libcni v1.0 and v1.1 (podman
+// 4 on its CNI backend has v1.1.2 and refuses "1.1.0"); "0.4.0" with
+// anything older. The plugin answers in the version asked for.
+//
+//   - Kubernetes (containerd or CRI-O): give host-local the node's pod CIDR
+//     ("ranges": [[{"subnet": "<node podCIDR>"}]], written per node by
+//     your provisioning) and leave "uplink": "" (the default route's
+//     link). Pods reach the outside through the node's address and are
+//     isolated from each other unless "allowSiblings": true. Traffic
+//     between nodes needs routes to each node's pod CIDR (as with ptp):
+//     set "ipMasq": false where the network routes pod addresses.
+//   - Nomad: the file in the CNI config directory (cni_config_dir,
+//     /opt/cni/config by default) and network { mode = "cni/nsnet" };
+//     Nomad passes portMappings from port blocks.
+//   - podman (CNI backend) and nerdctl: the file in /etc/cni/net.d, then
+//     --network nsnet.
+//
+// Other keys: "mtu", "allowForeignDrop" (see nat.Config), "ipMasq": false
+// (forward with the containers' own addresses). DNS for containers stays
+// the runtime's (the result carries the configuration's "dns"). The
+// figures against ptp are in bench/README.md.
 package cni

@@ -80,8 +80,8 @@
 // liveness any process in the host namespace can check (an abstract unix
 // socket the owner holds there): unlike a pid, it means the same from every
 // PID namespace and is never reused. [Sweep] removes what dead owners left,
-// and Connect reclaims a prefix held only by a dead owner's leftovers.
-// [CloseAll] tears many links down at once.
+// and Connect reclaims a prefix held only by a dead owner's leftovers;
+// [Links] lists every link of every process.
 //
 // # Secure by default
 //
@@ -93,6 +93,38 @@
 // check) are dropped; and two connected namespaces cannot reach each other
 // through the host unless both set [Config.AllowSiblings]. These drops
 // match only the library's own links.
+//
+// What is filtered is the links' forwarded traffic. A namespace's
+// connections to the host's own addresses (its services, the host end,
+// the uplink's address) are delivered locally, not forwarded, and nsnet
+// does not filter them: filter the host's input where the namespaces must
+// not reach its services.
+//
+// # Published ports
+//
+// [Config.Ports] and [Link.Publish] give what "docker run -p" gives: a
+// port reachable from outside through the uplink's addresses (the server
+// sees the client's own address), from the host itself, from other links
+// and from the namespace itself (hairpin). Mappings are entries of two maps
+// (two rules whatever their number); a port published already, by any
+// process, or used by a socket of the host, is refused (os.ErrExist). A
+// port on 127.0.0.1 is the host's alone: route_localnet is set on that
+// link's host end only, prerouting never translates a 127.0.0.0/8
+// destination (CVE-2020-8558), and loopback destinations arriving from any
+// link are dropped. Unpublish and Close delete the port's conntrack
+// entries, and Publish those of flows already sending to it, so a port
+// moved to another namespace takes effect at once.
+//
+// # DNS
+//
+// By default ([DNSAuto]) Connect writes the namespace's resolv.conf into
+// its netns.EtcDir (/etc/netns/NAME/resolv.conf, which ip netns exec uses
+// too) with the host's servers the namespace can reach; a resolver on
+// loopback is replaced by systemd-resolved's upstream servers, or else
+// relayed (UDP and TCP, from the link's host address, answering only the
+// link's prefix, as Docker's embedded DNS does). A resolv.conf the user
+// put there is kept; Close removes exactly the file it wrote, Sweep dead
+// owners' files.
 //
 // # IPv6
 //

@@ -17,18 +17,18 @@ import (
 	"github.com/nsnet/nsnet/nstest"
 )
 
-// recipe returns the commands of the README's recipe name: the lines of
+// recipe returns the commands of docs/firewalls.md's recipe name: the lines of
 // the sh block after "<!-- recipe: name -->".
 func recipe(t *testing.T, name string) []string {
 	t.Helper()
-	b, err := os.ReadFile("../README.md")
+	b, err := os.ReadFile("../docs/firewalls.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(b), "<!-- recipe: "+name+" -->\n```sh\n")
 	block, _, ok2 := strings.Cut(rest, "```")
 	if !ok || !ok2 {
-		t.Fatalf("README has no recipe %q", name)
+		t.Fatalf("docs/firewalls.md has no recipe %q", name)
 	}
 	return strings.Split(strings.TrimSpace(block), "\n")
 }
@@ -138,8 +138,8 @@ func legacyDocker(t *testing.T, w *nstest.World) string {
 	return dir + ":" + os.Getenv("PATH")
 }
 
-// TestFirewallRecipes runs each recipe of the README's "Hosts with another
-// firewall" against the real firewall in a private world: the default
+// TestFirewallRecipes runs each recipe of docs/firewalls.md ("Hosts with
+// another firewall") against the real firewall in a private world: the default
 // Connect names the firewall's chain; with AllowForeignDrop and before
 // the recipe, TCP out fails (the firewall drops it); after it, TCP goes
 // out and back, masqueraded, nothing unsolicited gets in, and where the

@@ -8,16 +8,14 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat/internal/addrplan"
-	"github.com/nsnet/nsnet/nat/internal/table"
-	"github.com/nsnet/nsnet/nat/internal/uplinks"
-
+	"github.com/nsnet/nsnet/nat/internal/dns"
 	"github.com/nsnet/nsnet/nat/internal/naterr"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
-
-	"github.com/nsnet/nsnet/internal/nl"
-	"github.com/nsnet/nsnet/nat/internal/dns"
 	"github.com/nsnet/nsnet/nat/internal/owner"
+	"github.com/nsnet/nsnet/nat/internal/table"
+	"github.com/nsnet/nsnet/nat/internal/uplinks"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
@@ -77,19 +75,6 @@ func hook(step string) error {
 	return nil
 }
 
-// describe names the prefixes asked for, for errors.
-func (c Config) describe(cidr netip.Prefix) string {
-	switch {
-	case c.Prefix6 == (netip.Prefix{}) && cidr == (netip.Prefix{}):
-		return "a prefix of the pool"
-	case c.Prefix6 == (netip.Prefix{}):
-		return cidr.String()
-	case cidr == (netip.Prefix{}):
-		return c.Prefix6.String()
-	}
-	return cidr.String() + ", " + c.Prefix6.String()
-}
-
 func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (addrplan.Networks, error) {
 	switch {
 	case ns == nil:
@@ -135,32 +120,18 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 	if err := cfg.validateDNS(); err != nil {
 		return nil, err
 	}
-	if cfg.MTU != 0 && (cfg.MTU < 576 || cfg.MTU > 65535) {
-		return nil, invalid("MTU %d outside 576..65535", cfg.MTU)
-	}
-	if _, ok := nets.Of(unix.NFPROTO_IPV6); ok && cfg.MTU != 0 && cfg.MTU < 1280 {
-		return nil, invalid("MTU %d is below IPv6's minimum of 1280", cfg.MTU)
-	}
-	return nets, nil
+	return nets, nets.CheckMTU(cfg.MTU)
 }
 
 // validateDNS checks the DNS settings.
 func (cfg Config) validateDNS() error {
 	switch cfg.DNS {
 	case DNSAuto, DNSRelay, DNSNone:
+		return nil
 	case DNSServers:
-		if len(cfg.DNSServers) == 0 {
-			return invalid("DNS: DNSServers without Config.DNSServers")
-		}
-		for _, s := range cfg.DNSServers {
-			if !s.IsValid() || s.IsUnspecified() || s.IsMulticast() {
-				return invalid("DNS server %v", s)
-			}
-		}
-	default:
-		return invalid("DNS mode %v", cfg.DNS)
+		return dns.CheckServers(cfg.DNSServers)
 	}
-	return nil
+	return invalid("DNS mode %v", cfg.DNS)
 }
 
 // mode is m as the dns package names it.
@@ -231,7 +202,7 @@ func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string,
 		l, err = c.connect(ctx, ns, uplink, cidr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("nat: connect %s: %w", c.describe(cidr), err)
+		return nil, fmt.Errorf("nat: connect %s: %w", addrplan.Describe(cidr, c.Prefix6), err)
 	}
 	return l, nil
 }

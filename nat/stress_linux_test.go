@@ -88,7 +88,7 @@ func TestStress(t *testing.T) {
 	// Reloads start half way: until then, not one packet may leave with a
 	// private source; a reload deletes the table and the kernel's NAT
 	// hooks with it, so until the guard puts it back (20 ms) packets do
-	// (see README, Firewall reloads): counted and logged.
+	// (see nat's package doc, Firewall reloads): counted and logged.
 	reloads := start.Add(stressFor(t) / 2)
 	var wg sync.WaitGroup
 	var unexplained atomic.Int32

@@ -28,10 +28,47 @@
 // fails the goroutine exits still locked, so the Go runtime discards the
 // thread instead of reusing it in the wrong namespace.
 //
+// [Handle.Do] runs on a separate locked OS thread that is switched back
+// afterwards, or discarded by the runtime if it cannot be, so the
+// caller's threads never change namespace whatever the function does there
+// (returns, panics, calls runtime.Goexit as t.Fatal does, unlocks the
+// thread, calls setns or unshare). Goroutines started inside Do do not
+// inherit the namespace; sockets opened there keep it. A Handle never
+// rests on fd 0-2 (mdlayher/netlink reads fd 0 as "the current
+// namespace"), and one dropped without Close is closed by a cleanup.
+//
+// # Running commands
+//
+// [Handle.Start] and [Handle.Run] give a command what "ip netns exec"
+// gives it: a mount namespace of its own in which the files of the
+// namespace's [EtcDir] (/etc/netns/NAME, or /run/netns-etc/ID for an
+// anonymous namespace) are bound over /etc's (its resolv.conf, which
+// nat.Connect writes) and /sys is mounted afresh, so /sys/class/net shows
+// the namespace's links. The caller's mounts never change, and the
+// command's own SysProcAttr applies (Pdeathsig too: the thread that forks
+// the child lives until the child exits).
+//
+// # Go networking in a namespace
+//
+// [Handle.Dial], [Handle.DialContext], [Handle.Listen] and
+// [Handle.ListenPacket] make the socket inside the namespace (usable from
+// any goroutine after), and [Handle.Resolver] asks the namespace's name
+// servers from inside it. Code that dials on goroutines of its own
+// (net/http) takes DialContext:
+//
+//	client := &http.Client{Transport: &http.Transport{DialContext: ns.DialContext}}
+//	resp, err := client.Get("http://www.example.org/") // resolved and fetched from inside ns
+//
 // # Privileges
 //
 // Creating a namespace needs CAP_SYS_ADMIN (unshare and mount); entering one
-// needs CAP_SYS_ADMIN too. Opening and listing need only read access.
+// needs CAP_SYS_ADMIN too. Opening and listing need only read access. The
+// capabilities count in the user namespace that owns the namespace acted
+// on: a process that is root only in a user namespace of its own (a
+// rootless container, unshare -Urnm, nstest without root) can make and
+// enter network namespaces there, and name them where it can write
+// /run/netns. Errors for missing privileges match os.ErrPermission and
+// name the capability.
 //
 // # Errors
 //

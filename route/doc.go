@@ -14,4 +14,9 @@
 // matches os.ErrNotExist (ESRCH), a missing link os.ErrNotExist (ENODEV), a
 // duplicate os.ErrExist; an unreachable gateway is the kernel's ENETUNREACH.
 // All functions are safe for concurrent use; changes need CAP_NET_ADMIN.
+//
+// Listings are netlink-filtered (one table's routes) and consistent, or
+// fail with [ErrInterrupted] (try again), as in package addr. Multipath
+// routes list their NextHops; [Delete] with a zero Type matches any type,
+// as "ip route del" does.
 package route

@@ -24,6 +24,12 @@
 //
 // # Errors
 //
+// [Create] makes the peer directly inside its namespace in the same message
+// (no create-and-move, which costs an RCU grace period and resets the
+// link). The generic link operations (up, down, move, delete, lookup,
+// list) work on links of any kind, and [Format] prints a listing as
+// "ip link show" does.
+//
 // Interface names are checked before the kernel sees them (1 to 15 bytes,
 // no '/', ':', '%' (the kernel reads it as a template), white space, control
 // characters or the byte 0xA0, not "." or ".."); a bad one gives an error

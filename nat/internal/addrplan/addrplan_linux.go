@@ -112,6 +112,31 @@ func (ns Networks) Need(uplink string, checkOverlap bool) hostview.Need {
 }
 
 // Of returns the network of family fam, if the link has one.
+// CheckMTU checks a link's MTU (0: the kernel's default) for its networks.
+func (ns Networks) CheckMTU(mtu int) error {
+	if mtu != 0 && (mtu < 576 || mtu > 65535) {
+		return invalid("MTU %d outside 576..65535", mtu)
+	}
+	if _, ok := ns.Of(unix.NFPROTO_IPV6); ok && mtu != 0 && mtu < 1280 {
+		return invalid("MTU %d is below IPv6's minimum of 1280", mtu)
+	}
+	return nil
+}
+
+// Describe names the prefixes asked for (Connect's cidr and
+// Config.Prefix6), for errors.
+func Describe(cidr, prefix6 netip.Prefix) string {
+	switch {
+	case prefix6 == (netip.Prefix{}) && cidr == (netip.Prefix{}):
+		return "a prefix of the pool"
+	case prefix6 == (netip.Prefix{}):
+		return cidr.String()
+	case cidr == (netip.Prefix{}):
+		return prefix6.String()
+	}
+	return cidr.String() + ", " + prefix6.String()
+}
+
 func (ns Networks) Of(fam byte) (Network, bool) {
 	for _, n := range ns {
 		if n.Fam() == fam {

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/nsnet/nsnet/internal/resolv"
+	"github.com/nsnet/nsnet/nat/internal/naterr"
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
 )
@@ -24,6 +25,19 @@ var (
 
 // resolvedStub is systemd-resolved's stub listener.
 var resolvedStub = netip.MustParseAddr("127.0.0.53")
+
+// CheckServers checks the servers of Servers mode.
+func CheckServers(servers []netip.Addr) error {
+	if len(servers) == 0 {
+		return fmt.Errorf("%w: DNS: DNSServers without Config.DNSServers", naterr.ErrInvalidConfig)
+	}
+	for _, s := range servers {
+		if !s.IsValid() || s.IsUnspecified() || s.IsMulticast() {
+			return fmt.Errorf("%w: DNS server %v", naterr.ErrInvalidConfig, s)
+		}
+	}
+	return nil
+}
 
 // Mode is how names resolve in a connected namespace (nat.DNSMode).
 type Mode int
