@@ -3,6 +3,7 @@ package nat_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -336,5 +337,96 @@ func TestIPv6DNS(t *testing.T) {
 	}
 	if a, err := ns.Resolver().LookupNetIP(context.Background(), "ip6", "www.test"); err != nil || len(a) != 1 || a[0] != netip.MustParseAddr("2001:db8::1") {
 		t.Errorf("through the IPv6 relay: %v, %v", a, err)
+	}
+}
+
+// TestResolvConfKilledWhileWriting: a process killed at each step of
+// writing a namespace's resolv.conf (whole but not yet in place; in place
+// with its temporary name not yet removed) leaves no partial file: nothing,
+// or the whole file. That holds where the namespace's directory is made
+// with the file (a temporary directory moved into place) and where it is
+// there already (the file made with O_TMPFILE, or through a named
+// temporary file where a file system has no O_TMPFILE). Sweep then removes
+// everything it left, and the next Connect of that namespace writes its
+// own resolv.conf (an empty file left by a crash used to be taken for the
+// user's own, and names stopped resolving there).
+func TestResolvConfKilledWhileWriting(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "rck-")
+	for i, c := range []struct {
+		step         string
+		dirThere     bool
+		named        bool
+		inRoot, inNS []string // left by the killed process: in /etc/netns (temporaries), in the namespace's directory
+	}{
+		{"resolv.conf written", false, false, []string{".nsnet-tmp-"}, nil},
+		{"resolv.conf linked", false, false, nil, []string{"resolv.conf"}},
+		{"resolv.conf written", true, false, nil, nil},
+		{"resolv.conf linked", true, false, nil, []string{"resolv.conf"}},
+		{"resolv.conf written", true, true, nil, []string{".nsnet-tmp-"}},
+		{"resolv.conf linked", true, true, nil, []string{".nsnet-tmp-", "resolv.conf"}},
+	} {
+		name := fmt.Sprintf("%s, directory there %v, named temporary %v", c.step, c.dirThere, c.named)
+		t.Run(name, func(t *testing.T) {
+			nsName := fmt.Sprintf("rck-ns%d", i)
+			dir := filepath.Join(netns.EtcRoot, nsName)
+			if c.dirThere {
+				if err := os.Mkdir(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				defer os.Remove(dir)
+			}
+			env := []string{"NSNET_HELPER_DNS=1"}
+			if c.named {
+				env = append(env, "NSNET_HELPER_NO_TMPFILE=1")
+			}
+			killedChild(t, w, nsName, fmt.Sprintf("10.61.%d.0/24", i), c.step, env...)
+			left := func(d string, all bool) []string {
+				var out []string
+				ents, _ := os.ReadDir(d)
+				for _, e := range ents {
+					n := e.Name()
+					if strings.HasPrefix(n, ".nsnet-tmp-") {
+						n = ".nsnet-tmp-"
+					} else if !all {
+						continue
+					}
+					out = append(out, n)
+					if e.IsDir() {
+						continue
+					}
+					b, _ := os.ReadFile(filepath.Join(d, e.Name()))
+					if !strings.HasPrefix(string(b), "# nsnet owner=") || !strings.Contains(string(b), "nameserver 203.0.113.1\n") {
+						t.Errorf("%s: a partial file: %q", e.Name(), b)
+					}
+				}
+				return out
+			}
+			if got := left(netns.EtcRoot, false); strings.Join(got, " ") != strings.Join(c.inRoot, " ") {
+				t.Errorf("left in %s: %q, want %q", netns.EtcRoot, got, c.inRoot)
+			}
+			if got := left(dir, true); strings.Join(got, " ") != strings.Join(c.inNS, " ") {
+				t.Errorf("left in %s: %q, want %q", dir, got, c.inNS)
+			}
+			if _, err := nat.Sweep(w.Host); err != nil {
+				t.Fatal(err)
+			}
+			if got := append(left(netns.EtcRoot, false), left(dir, true)...); len(got) > 0 {
+				t.Errorf("after Sweep: %q", got)
+			}
+			ns, err := netns.Open(nsName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ns.Close()
+			l, err := nat.Config{HostNS: w.Host, DNS: nat.DNSServers, DNSServers: []netip.Addr{w.Outside}}.Connect(ns, "up0", netip.MustParsePrefix(fmt.Sprintf("10.61.%d.0/24", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if b, err := os.ReadFile(filepath.Join(dir, "resolv.conf")); err != nil || !strings.Contains(string(b), "nameserver 203.0.113.1") {
+				t.Errorf("the next Connect's resolv.conf: %q, %v", b, err)
+			}
+		})
 	}
 }

@@ -38,3 +38,7 @@ func SetNoForceForwarding(on bool) {
 	SetIPv6GlobalMode(on)
 	globalV6ForTests = false
 }
+
+// SetNoTmpfile makes resolv.conf files be written through a named
+// temporary file, as on a file system without O_TMPFILE.
+func SetNoTmpfile(on bool) { dns.NoTmpfile = on }

@@ -66,7 +66,7 @@ type owned struct {
 // Close; an error it returns fails that step.
 var failHook func(step string) error
 
-func init() { table.Hook, uplinks.Hook = hook, hook }
+func init() { table.Hook, uplinks.Hook, dns.Hook = hook, hook, hook }
 
 func hook(step string) error {
 	if failHook != nil {

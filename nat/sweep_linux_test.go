@@ -60,6 +60,10 @@ func TestHelperConnect(t *testing.T) {
 		cfg.Pool = netip.MustParsePrefix(v)
 	}
 	cfg.AutoPrefix6 = os.Getenv("NSNET_HELPER_AUTO6") != ""
+	if os.Getenv("NSNET_HELPER_DNS") != "" {
+		cfg.DNS, cfg.DNSServers = nat.DNSServers, []netip.Addr{netip.MustParseAddr("203.0.113.1")}
+	}
+	nat.SetNoTmpfile(os.Getenv("NSNET_HELPER_NO_TMPFILE") != "")
 	l, err := cfg.Connect(ns, "up0", prefix)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +93,9 @@ func killedChild(t *testing.T, w *nstest.World, nsName, prefix, step string, env
 // is killed when t ends. env adds to the helper's environment
 // (NSNET_HELPER_DOCKERUSER=1: with Config.DockerUser;
 // NSNET_HELPER_PREFIX6=P: with Config.Prefix6; NSNET_HELPER_POOL=P: with
-// Config.Pool; NSNET_HELPER_AUTO6=1: with Config.AutoPrefix6).
+// Config.Pool; NSNET_HELPER_AUTO6=1: with Config.AutoPrefix6;
+// NSNET_HELPER_DNS=1: DNSServers 203.0.113.1; NSNET_HELPER_NO_TMPFILE=1:
+// resolv.conf written through a named temporary file).
 func liveChild(t *testing.T, w *nstest.World, nsName, prefix, step string, env ...string) *exec.Cmd {
 	t.Helper()
 	nstest.NewNS(t, nsName)

@@ -135,20 +135,16 @@ func writeResolvConf(dir string, conf resolv.Conf, mark string) (dnsFile, error)
 		return dnsFile{}, fmt.Errorf("dns: %w", netns.ErrClosed)
 	}
 	f := dnsFile{path: filepath.Join(dir, "resolv.conf")}
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return dnsFile{}, fmt.Errorf("dns: %w", err)
-		}
-		f.madeDir = dir
-	}
 	f.content = conf.Format(mark + ": removed when the link is closed")
-	w, err := os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	m, _ := owner.Parse(mark)
+	made, err := createDirWhole(dir, "resolv.conf", f.content, m)
+	if made {
+		f.madeDir = dir
+	} else if err == nil {
+		err = createWhole(f.path, f.content, m)
+	}
 	if errors.Is(err, os.ErrExist) {
 		return dnsFile{}, nil // the user's own: left as it is
-	}
-	if err == nil {
-		_, err = w.Write(f.content)
-		err = errors.Join(err, w.Close())
 	}
 	if err != nil {
 		f.remove()
@@ -180,21 +176,27 @@ func (f dnsFile) remove() error {
 // namespace, but owners are known live only per host namespace: the mark
 // says which host the link was in ("host=ID"), and only that host's are
 // judged.
+//
+// Temporary files a dead owner left while writing one (see createWhole)
+// go too.
 func Sweep(host *netns.Handle) (int, error) {
 	hostMark := fmt.Sprintf(" host=%d ", host.ID())
-	var paths []string
-	var ids []string
+	var dirs []string
 	for _, root := range []string{netns.EtcRoot, netns.AnonEtcRoot} {
-		m, _ := filepath.Glob(filepath.Join(root, "*", "resolv.conf"))
-		for _, p := range m {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				continue
-			}
-			first, _, _ := strings.Cut(string(b), "\n")
-			if o, ok := owner.Parse(strings.TrimPrefix(first, "# ")); ok && strings.Contains(first, hostMark) {
-				paths, ids = append(paths, p), append(ids, o.ID)
-			}
+		d, _ := filepath.Glob(filepath.Join(root, "*"))
+		dirs = append(dirs, d...)
+	}
+	paths, ids := temps(append(dirs, netns.EtcRoot, netns.AnonEtcRoot), host.ID())
+	tmps := len(paths)
+	for _, dir := range dirs {
+		p := filepath.Join(dir, "resolv.conf")
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		first, _, _ := strings.Cut(string(b), "\n")
+		if o, ok := owner.Parse(strings.TrimPrefix(first, "# ")); ok && strings.Contains(first, hostMark) {
+			paths, ids = append(paths, p), append(ids, o.ID)
 		}
 	}
 	if len(ids) == 0 {
@@ -206,9 +208,13 @@ func Sweep(host *netns.Handle) (int, error) {
 	}
 	n := 0
 	for i, p := range paths {
-		if !live[ids[i]] && os.Remove(p) == nil {
-			os.Remove(filepath.Dir(p)) // only if empty
-			n++
+		if !live[ids[i]] && os.RemoveAll(p) == nil { // (a file, or a temporary directory)
+			if d := filepath.Dir(p); d != netns.EtcRoot && d != netns.AnonEtcRoot {
+				os.Remove(d) // only if empty
+			}
+			if i >= tmps {
+				n++ // (temporary files are not counted)
+			}
 		}
 	}
 	return n, nil
