@@ -222,6 +222,57 @@ func addrOf(res *current.Result, v4 bool) string {
 	return ""
 }
 
+// resultAgrees checks that res says what the container's interfaces hold:
+// every address of an interface in the namespace nsName (a Sandbox one),
+// with its length, is one `ip -j addr` lists on it, and every address
+// (but link-local ones) listed on the interfaces res names is in res.
+func resultAgrees(t *testing.T, res *current.Result, nsName string) {
+	t.Helper()
+	var links []struct {
+		IfName   string `json:"ifname"`
+		AddrInfo []struct {
+			Local     string `json:"local"`
+			PrefixLen int    `json:"prefixlen"`
+			Scope     string `json:"scope"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(nstest.Cmd(t, "ip", "-j", "-n", nsName, "addr")), &links); err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]bool{} // "ifname addr/len"
+	for _, l := range links {
+		for _, a := range l.AddrInfo {
+			if a.Scope != "link" {
+				held[fmt.Sprintf("%s %s/%d", l.IfName, a.Local, a.PrefixLen)] = true
+			}
+		}
+	}
+	named := map[string]bool{}
+	for _, i := range res.Interfaces {
+		if i.Sandbox != "" {
+			named[i.Name] = true
+		}
+	}
+	said := map[string]bool{}
+	for _, ipc := range res.IPs {
+		if ipc.Interface == nil || *ipc.Interface < 0 || *ipc.Interface >= len(res.Interfaces) || res.Interfaces[*ipc.Interface].Sandbox == "" {
+			t.Errorf("result address %v names no interface of the container", ipc.Address.String())
+			continue
+		}
+		ones, _ := ipc.Address.Mask.Size()
+		k := fmt.Sprintf("%s %s/%d", res.Interfaces[*ipc.Interface].Name, ipc.Address.IP, ones)
+		said[k] = true
+		if !held[k] {
+			t.Errorf("the result says %s; the namespace holds %v", k, held)
+		}
+	}
+	for k := range held {
+		if ifname, _, _ := strings.Cut(k, " "); named[ifname] && !said[k] {
+			t.Errorf("the namespace holds %s; the result does not say it: %v", k, res.IPs)
+		}
+	}
+}
+
 // TestLibcni drives the built plugin through libcni, as containerd,
 // CRI-O and Nomad do, with host-local: two containers get addresses of
 // one subnet in both families and reach the outside through the NAT, seen
@@ -247,6 +298,7 @@ func TestLibcni(t *testing.T) {
 		if len(res[id].IPs) != 2 || len(res[id].Interfaces) != 2 || res[id].Interfaces[1].Sandbox == "" {
 			t.Fatalf("ADD %s: %v", id, res[id])
 		}
+		resultAgrees(t, res[id], id)
 		if seen, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
 			t.Errorf("%s IPv4 out: %q %v", id, seen, err)
 		}
@@ -328,7 +380,7 @@ func TestLibcni(t *testing.T) {
 func TestLibcniChained(t *testing.T) {
 	w := nstest.NewWorld(t, "cnic-")
 	before := hostState(t, w)
-	for _, v := range []string{"1.1.0", "0.4.0"} {
+	for _, v := range []string{"1.1.0", "1.0.0", "0.4.0"} {
 		r := newRuntime(t, w, confList(t, v, map[string]any{"type": "tuning", "mtu": 1400}))
 		ns := nstest.NewNS(t, "cnic-"+strings.ReplaceAll(v, ".", ""))
 		id := "cnic-" + strings.ReplaceAll(v, ".", "")
@@ -338,6 +390,7 @@ func TestLibcniChained(t *testing.T) {
 		if a := addrOf(res, true); a != "10.88.7.7" {
 			t.Errorf("%s: the ips capability asked for 10.88.7.7, ADD gave %s", v, a)
 		}
+		resultAgrees(t, res, id)
 		if out := nstest.Cmd(t, "ip", "-n", id, "link", "show", "eth0"); !strings.Contains(out, "mtu 1400") {
 			t.Errorf("%s: tuning did not set the MTU:\n%s", v, out)
 		}
@@ -377,6 +430,7 @@ func TestLibcniChainedAfter(t *testing.T) {
 	if len(res.Interfaces) != 3 || res.Interfaces[0].Name != "lo" || res.Interfaces[2].Name != "eth0" {
 		t.Fatalf("interfaces %v", res.Interfaces)
 	}
+	resultAgrees(t, res, "cnia-c")
 	for _, ipc := range res.IPs {
 		if ipc.Address.IP.IsLoopback() != (*ipc.Interface == 0) || (!ipc.Address.IP.IsLoopback() && *ipc.Interface != 2) {
 			t.Errorf("address %v on interface %d", ipc.Address, *ipc.Interface)

@@ -183,6 +183,13 @@ func add(ctx context.Context, c *Conf, args *skel.CmdArgs, res *current.Result) 
 	}
 	res.Routes = nil
 	for _, ipc := range res.IPs {
+		// What the interface holds: the address alone (point to point,
+		// the gateway its peer), not the IPAM subnet's length.
+		bits := 128
+		if ip4 := ipc.Address.IP.To4(); ip4 != nil {
+			ipc.Address.IP, bits = ip4, 32
+		}
+		ipc.Address.Mask = net.CIDRMask(bits, bits)
 		ipc.Interface = current.Int(1)
 		dst := net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
 		if ipc.Address.IP.To4() == nil {
