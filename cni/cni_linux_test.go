@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -375,11 +376,19 @@ func TestLibcni(t *testing.T) {
 // TestLibcniChained: nsnet-cni followed by the reference tuning plugin,
 // which finds the container's interface in nsnet-cni's result and sets
 // its MTU; port mappings from the runtime (the portMappings capability)
-// publish a container's port; the ips capability picks the address;
-// cniVersion 0.4.0 works too.
+// publish a container's port, also while the runtime holds it bound (as
+// podman does); the ips capability picks the address; cniVersion 1.0.0
+// and 0.4.0 work too.
 func TestLibcniChained(t *testing.T) {
 	w := nstest.NewWorld(t, "cnic-")
 	before := hostState(t, w)
+	// The runtime's reservation of the host port, as podman's conmon
+	// holds it (at a network reload it is there before ADD).
+	var reservation net.Listener
+	if err := w.Host.Do(func() (err error) { reservation, err = net.Listen("tcp", ":8081"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer reservation.Close()
 	for _, v := range []string{"1.1.0", "1.0.0", "0.4.0"} {
 		r := newRuntime(t, w, confList(t, v, map[string]any{"type": "tuning", "mtu": 1400}))
 		ns := nstest.NewNS(t, "cnic-"+strings.ReplaceAll(v, ".", ""))
@@ -396,6 +405,10 @@ func TestLibcniChained(t *testing.T) {
 		}
 		if seen, err := nstest.Echo(w.Inet, "203.0.113.2:8081"); err != nil || seen != "203.0.113.1" {
 			t.Errorf("%s: the published port: %q %v", v, seen, err)
+		}
+		// From the host on 127.0.0.1, as with ptp+portmap and docker -p.
+		if seen, err := nstest.Echo(w.Host, "127.0.0.1:8081"); err != nil || seen != "10.88.0.1" {
+			t.Errorf("%s: the published port from the host's 127.0.0.1: %q %v", v, seen, err)
 		}
 		if res.CNIVersion != "1.1.0" && v == "1.1.0" {
 			t.Errorf("result version %s", res.CNIVersion)

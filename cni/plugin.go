@@ -125,7 +125,10 @@ func Add(args *skel.CmdArgs) error {
 func add(ctx context.Context, c *Conf, args *skel.CmdArgs, res *current.Result) error {
 	name := hostVeth(c.Name, args.ContainerID, args.IfName)
 	cfg := nat.Config{Persistent: true, Tag: tag(c.Name), HostVeth: name, NSVeth: args.IfName, MTU: c.MTU,
-		AllowSiblings: c.AllowSiblings, AllowForeignDrop: c.AllowForeignDrop, DNS: nat.DNSNone}
+		AllowSiblings: c.AllowSiblings, AllowForeignDrop: c.AllowForeignDrop, DNS: nat.DNSNone,
+		// The runtime reserves host ports (podman holds them bound in
+		// conmon: at a reload they are, and must not be refused).
+		PortsReserved: true}
 	masq := c.IPMasq == nil || *c.IPMasq
 	cfg.RoutedIPv4, cfg.RoutedIPv6 = !masq, !masq
 	var cidr netip.Prefix

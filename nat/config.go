@@ -165,6 +165,11 @@ type Config struct {
 	Tag string
 	// Ports are published at Connect (see Port and Link.Publish).
 	Ports []Port
+	// PortsReserved says the caller reserves the host ports itself (a
+	// container runtime holding them bound, as podman's conmon does): a
+	// port a socket of the host uses is not refused. Ports of other
+	// links stay refused (the kernel's exclusive add).
+	PortsReserved bool
 	// DNS chooses how names resolve in the namespace (see DNSMode); the
 	// zero value, DNSAuto, does what works on the host. Connect writes
 	// the namespace's resolv.conf into its netns.EtcDir (for a named

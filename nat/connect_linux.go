@@ -221,7 +221,7 @@ func (k *connecting) inspect() (err error) {
 	}
 	k.l.Uplink = k.up.Name
 	if len(k.cfg.Ports) > 0 {
-		if k.ports, err = expandPorts(k.host, k.hc, k.up.Index, k.l.nets.Families(), nil, k.cfg.Ports); err != nil {
+		if k.ports, err = expandPorts(k.host, k.hc, k.up.Index, k.l.nets.Families(), nil, k.cfg.Ports, !k.cfg.PortsReserved); err != nil {
 			return err
 		}
 	}

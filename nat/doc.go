@@ -197,8 +197,7 @@
 // host's routes and addresses, the uplink, port probes), firewall (other
 // firewalls, the ruleset monitor, DOCKER-USER), dns (resolv.conf and the
 // relay) and flows (conntrack); naterr holds the error values they share
-// with nat.
-// Netlink plumbing is in internal/nl.
+// with nat. Netlink plumbing is in internal/nl.
 //
 // The mutexes, and what each guards:
 //

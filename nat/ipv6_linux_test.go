@@ -546,7 +546,7 @@ func TestIPv6Ports(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if got := fmt.Sprint(l.Ports()); got != "[tcp 203.0.113.2:8082->80 tcp 2001:db8::2:8082->80]" {
+	if got := fmt.Sprint(l.Ports()); got != "[tcp 203.0.113.2:8082->80 tcp 2001:db8::2:8082->80 tcp 127.0.0.1:8082->80]" {
 		t.Errorf("Ports() = %s", got)
 	}
 	if seen, err := nstest.Echo(w.Inet, "[2001:db8::2]:8082"); err != nil || seen != "2001:db8::1" {

@@ -44,9 +44,10 @@ type owned struct {
 	nets           addrplan.Networks // the link's networks (Links only)
 	// persistent: the link is the persistent owner's (Config.Persistent):
 	// Close removes it as Remove does.
-	persistent bool
-	dns        *dns.Setup // the namespace's resolv.conf and relay (nil: none)
-	etcDir     string     // the namespace's netns.EtcDir
+	persistent    bool
+	portsReserved bool       // Config.PortsReserved: no probe of the host's sockets
+	dns           *dns.Setup // the namespace's resolv.conf and relay (nil: none)
+	etcDir        string     // the namespace's netns.EtcDir
 	// dockerUser is the comment of the link's rules in Docker's
 	// DOCKER-USER chain, "" if it has none (see the firewall package).
 	dockerUser string
@@ -263,6 +264,7 @@ func (c Config) connect(ctx context.Context, ns *netns.Handle, uplink string, ci
 		l.host, l.sharedHost = l.hs.handle(), true
 		host.Close()
 	}
+	l.portsReserved = c.PortsReserved
 	if c.Persistent {
 		// Not this process's: it keeps nothing of it (see Config.Persistent).
 		l.persistent = true

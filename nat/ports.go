@@ -16,9 +16,9 @@ type Port struct {
 	Protocol string // "tcp" or "udp"
 	// HostAddr is an address of the host, or 127.0.0.1 for the host
 	// alone; the zero value means every address the uplink has when the
-	// port is published, in the link's families (IPv4's, and IPv6's
-	// global ones for a link with an IPv6 network). An IPv6 port goes to
-	// the namespace's IPv6 address.
+	// port is published, in the link's families (IPv4's, IPv6's global
+	// ones), and 127.0.0.1 for the host's own connections (as docker run
+	// -p). An IPv6 port goes to the namespace's IPv6 address.
 	HostAddr netip.Addr
 	HostPort uint16
 	NSPort   uint16 // 0: HostPort

@@ -90,13 +90,13 @@ func (p Port) matches(pm nftset.PortMap) bool {
 }
 
 // expandPorts resolves ports into mappings (see hostview.ExpandPorts).
-func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []nftset.PortMap, ports []Port) ([]nftset.PortMap, error) {
+func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []nftset.PortMap, ports []Port, probe bool) ([]nftset.PortMap, error) {
 	reqs := make([]hostview.PortRequest, len(ports))
 	for i, p := range ports {
 		reqs[i] = hostview.PortRequest{Addr: p.HostAddr, Proto: p.protoNum(), Port: p.HostPort, NSPort: p.nsPort(),
 			Count: uint16(max(int(p.Count), 1)), Name: p.String()}
 	}
-	return hostview.ExpandPorts(host, hc, uplink, fams, have, reqs)
+	return hostview.ExpandPorts(host, hc, uplink, fams, have, reqs, probe)
 }
 
 // publish adds the ports to a live link, all or none. The caller holds
@@ -108,7 +108,7 @@ func (l *Link) publish(ports []Port) error {
 		return err
 	}
 	defer hs.tbl.PutConn(hc)
-	maps, err := expandPorts(host, hc, l.ent.Uplink, l.ent.Families(), l.ent.Ports, ports)
+	maps, err := expandPorts(host, hc, l.ent.Uplink, l.ent.Families(), l.ent.Ports, ports, !l.portsReserved)
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,9 @@ func TestPublishReachable(t *testing.T) {
 		{"outside", w.Inet, "203.0.113.2:8080", "203.0.113.2:5353", "203.0.113.1"},
 		{"host, uplink address", w.Host, "203.0.113.2:8080", "203.0.113.2:5353", "203.0.113.2"},
 		{"host, 127.0.0.1", w.Host, "127.0.0.1:9090", "127.0.0.1:9053", "10.60.0.1"},
+		// A port without an address is the host's on 127.0.0.1 too, as
+		// with docker run -p (a curl of localhost:8080 on the host).
+		{"host, 127.0.0.1, a port without an address", w.Host, "127.0.0.1:8080", "127.0.0.1:5353", "10.60.0.1"},
 		{"another namespace", b, "203.0.113.2:8080", "203.0.113.2:5353", "10.61.0.2"},
 		{"the namespace itself (hairpin)", a, "203.0.113.2:8080", "203.0.113.2:5353", "10.60.0.1"},
 		{"outside, to a port not published", w.Inet, "203.0.113.2:8081", "203.0.113.2:5354", ""},
@@ -90,7 +93,7 @@ func TestPublishReachable(t *testing.T) {
 			}
 		}
 	}
-	if got := len(la.Ports()); got != 4 {
+	if got := len(la.Ports()); got != 6 { // 8080 and 5353 on the uplink's address and 127.0.0.1; 9090, 9053
 		t.Errorf("Ports() = %v", la.Ports())
 	}
 }
@@ -229,6 +232,20 @@ func TestLoopbackPortsStayLocal(t *testing.T) {
 	if n := hostGot.Load(); n != 0 {
 		t.Errorf("%d datagrams from the namespace reached a service on the host's 127.0.0.1", n)
 	}
+	// 9054 has no address: it is the host's on 127.0.0.1 too, and that
+	// stays the host's alone (the host's own datagram arrives; frames from
+	// outside and from a link to 127.0.0.1:9054 do not).
+	inject(t, w.Inet, "inet0", udp4Frame(up0.HardwareAddr, inet0.HardwareAddr, netip.MustParseAddr("203.0.113.1"), loop, 9054))
+	inject(t, b, lb.NSVeth, udp4Frame(hostEnd.HardwareAddr, peer.HardwareAddr, netip.MustParseAddr("10.63.0.2"), loop, 9054))
+	time.Sleep(200 * time.Millisecond)
+	if n := got.Load(); n != 0 {
+		t.Errorf("%d datagrams to 127.0.0.1:9054 (a port without an address) from outside or from a namespace reached the server", n)
+	}
+	nstest.EchoUDP(w.Host, "127.0.0.1:9054")
+	if got.Load() == 0 {
+		t.Error("the host's own datagram to 127.0.0.1:9054 (a port without an address) did not arrive")
+	}
+	got.Store(0)
 	inject(t, w.Inet, "inet0", udp4Frame(up0.HardwareAddr, inet0.HardwareAddr, netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2"), 9054))
 	time.Sleep(200 * time.Millisecond)
 	if got.Load() == 0 {
@@ -558,5 +575,37 @@ func TestPublishDuringReload(t *testing.T) {
 	}
 	if len(la.Ports()) != 0 {
 		t.Errorf("A's ports: %v", la.Ports())
+	}
+}
+
+// TestPortsReserved: a port a socket of the host holds is refused, unless
+// the caller reserves ports itself (Config.PortsReserved, as a container
+// runtime that holds its ports bound does: podman's conmon); then the port
+// is published, and reached from outside past the host's socket. A port
+// of another link stays refused either way.
+func TestPortsReserved(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "rsv-")
+	a, b := nstest.NewNS(t, "rsv-a"), nstest.NewNS(t, "rsv-b")
+	nstest.Listen(t, a, "0.0.0.0:80")
+	var reservation net.Listener
+	if err := w.Host.Do(func() (err error) { reservation, err = net.Listen("tcp", "203.0.113.2:8090"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer reservation.Close()
+	port := []nat.Port{{Protocol: "tcp", HostAddr: netip.MustParseAddr("203.0.113.2"), HostPort: 8090, NSPort: 80}}
+	if _, err := (nat.Config{HostNS: w.Host, Ports: port}).Connect(a, "up0", netip.MustParsePrefix("10.64.0.0/24")); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("Connect with the port held by a host socket: %v, want os.ErrExist", err)
+	}
+	la, err := nat.Config{HostNS: w.Host, Ports: port, PortsReserved: true}.Connect(a, "up0", netip.MustParsePrefix("10.64.0.0/24"))
+	if err != nil {
+		t.Fatalf("Connect with PortsReserved: %v", err)
+	}
+	defer la.Close()
+	if seen, err := nstest.Echo(w.Inet, "203.0.113.2:8090"); err != nil || seen != "203.0.113.1" {
+		t.Errorf("outside to the reserved, published port: %q %v", seen, err)
+	}
+	if _, err := (nat.Config{HostNS: w.Host, Ports: port, PortsReserved: true}).Connect(b, "up0", netip.MustParsePrefix("10.65.0.0/24")); !errors.Is(err, os.ErrExist) {
+		t.Errorf("a second link on the same port with PortsReserved: %v, want os.ErrExist", err)
 	}
 }

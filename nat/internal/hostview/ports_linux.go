@@ -93,11 +93,12 @@ type PortRequest struct {
 }
 
 // ExpandPorts resolves reqs into mappings for a link of the families fams
-// (every address of the uplink of those families for one without an
-// address: IPv4's, and IPv6's global ones; each port of a range), refusing
-// one twice or one in have (os.ErrExist), and probes the host's sockets
-// (see ProbePorts).
-func ExpandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []nftset.PortMap, reqs []PortRequest) ([]nftset.PortMap, error) {
+// (for one without an address: every address of the uplink of those
+// families, IPv4's and IPv6's global ones, and 127.0.0.1 for the host's
+// own connections, as docker run -p gives; each port of a range), refusing
+// one twice or one in have (os.ErrExist), and with probe, probes the
+// host's sockets (see ProbePorts).
+func ExpandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have []nftset.PortMap, reqs []PortRequest, probe bool) ([]nftset.PortMap, error) {
 	var uplinkAddrs []netip.Addr
 	var maps []nftset.PortMap
 	same := func(x, y nftset.PortMap) bool { return x.Addr == y.Addr && x.Proto == y.Proto && x.Port == y.Port }
@@ -111,6 +112,11 @@ func ExpandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 				}
 				if len(uplinkAddrs) == 0 {
 					return nil, fmt.Errorf("%w: the uplink has no address to publish %s on", naterr.ErrInvalidConfig, r.Name)
+				}
+				if slices.Contains(fams, unix.NFPROTO_IPV4) {
+					// (Not ::1: Linux translates no IPv6 loopback
+					// destination to another link.)
+					uplinkAddrs = append(uplinkAddrs, netip.AddrFrom4([4]byte{127, 0, 0, 1}))
 				}
 			}
 			addrs = uplinkAddrs
@@ -127,6 +133,9 @@ func ExpandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 				maps = append(maps, pm)
 			}
 		}
+	}
+	if !probe {
+		return maps, nil
 	}
 	return maps, ProbePorts(host, maps)
 }
