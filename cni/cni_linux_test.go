@@ -156,7 +156,13 @@ func newRuntime(t *testing.T, w *nstest.World, list *libcni.NetworkConfigList) *
 }
 
 func (r *runtime) rt(id string, caps map[string]any) *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: id, NetNS: filepath.Join(netns.Dir, id), IfName: "eth0", CapabilityArgs: caps}
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: filepath.Join(netns.Dir, id), IfName: "eth0", CapabilityArgs: caps}
+	if mac, ok := caps["CNI_ARGS MAC"]; ok {
+		// CNI_ARGS, as podman passes a container's MAC at a reload.
+		rt.Args = [][2]string{{"IgnoreUnknown", "1"}, {"MAC", mac.(string)}}
+		delete(caps, "CNI_ARGS MAC")
+	}
+	return rt
 }
 
 func (r *runtime) do(f func() error) error {
@@ -377,7 +383,8 @@ func TestLibcni(t *testing.T) {
 // which finds the container's interface in nsnet-cni's result and sets
 // its MTU; port mappings from the runtime (the portMappings capability)
 // publish a container's port, also while the runtime holds it bound (as
-// podman does); the ips capability picks the address; cniVersion 1.0.0
+// podman does); the ips capability picks the address, the mac capability
+// or MAC in CNI_ARGS (podman's, at a reload) the MAC; cniVersion 1.0.0
 // and 0.4.0 work too.
 func TestLibcniChained(t *testing.T) {
 	w := nstest.NewWorld(t, "cnic-")
@@ -394,8 +401,18 @@ func TestLibcniChained(t *testing.T) {
 		ns := nstest.NewNS(t, "cnic-"+strings.ReplaceAll(v, ".", ""))
 		id := "cnic-" + strings.ReplaceAll(v, ".", "")
 		nstest.Listen(t, ns, "0.0.0.0:80")
-		res := r.add(id, map[string]any{"portMappings": []map[string]any{{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}},
-			"ips": []string{"10.88.7.7/16"}})
+		caps := map[string]any{"portMappings": []map[string]any{{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}},
+			"ips": []string{"10.88.7.7/16"}}
+		mac := map[string]string{"1.1.0": "c2:00:00:00:01:10", "1.0.0": "c2:00:00:00:01:00", "0.4.0": "c2:00:00:00:00:40"}[v]
+		if v == "1.1.0" {
+			caps["mac"] = mac // the mac capability
+		} else {
+			caps["CNI_ARGS MAC"] = mac
+		}
+		res := r.add(id, caps)
+		if out := nstest.Cmd(t, "ip", "-n", id, "link", "show", "eth0"); !strings.Contains(out, "link/ether "+mac) || res.Interfaces[1].Mac != mac {
+			t.Errorf("%s: MAC %s asked for; the result says %s:\n%s", v, mac, res.Interfaces[1].Mac, out)
+		}
 		if a := addrOf(res, true); a != "10.88.7.7" {
 			t.Errorf("%s: the ips capability asked for 10.88.7.7, ADD gave %s", v, a)
 		}

@@ -13,7 +13,7 @@
 //	    "type": "nsnet-cni",
 //	    "uplink": "",
 //	    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.22.0.0/16"}]]},
-//	    "capabilities": {"portMappings": true, "ips": true}
+//	    "capabilities": {"portMappings": true, "ips": true, "mac": true}
 //	  }]
 //	}
 //
@@ -22,7 +22,9 @@
 // the container's address and default route, masquerade out of the host's
 // uplink ("" for the default route's link), isolation between containers
 // (allowSiblings lets them reach each other), published ports (the
-// portMappings capability). Addresses come from the IPAM plugin the
+// portMappings capability; a port without a host address is the host's on
+// 127.0.0.1 too; the runtime reserves the host ports), the container's
+// MAC (the mac capability, or MAC in CNI_ARGS). Addresses come from the IPAM plugin the
 // configuration names, as with every CNI plugin; many containers share
 // one subnet, point to point: each gets its address as a /32 (/128) with
 // the IPAM gateway as its peer, and every host end has that gateway

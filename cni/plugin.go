@@ -58,6 +58,7 @@ type Conf struct {
 	// the configuration declares.
 	RuntimeConfig struct {
 		PortMappings []PortMapping `json:"portMappings,omitempty"`
+		MAC          string        `json:"mac,omitempty"` // the mac capability
 	} `json:"runtimeConfig,omitempty"`
 }
 
@@ -162,6 +163,11 @@ func add(ctx context.Context, c *Conf, args *skel.CmdArgs, res *current.Result) 
 		}
 		cfg.Ports = append(cfg.Ports, p)
 	}
+	mac, err := containerMAC(c, args.Args)
+	if err != nil {
+		return err
+	}
+	cfg.NSMAC = mac
 	ns, err := netns.OpenPath(args.Netns)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetNS, "nsnet-cni: cannot open the container's network namespace", err.Error())
@@ -218,6 +224,29 @@ func add(ctx context.Context, c *Conf, args *skel.CmdArgs, res *current.Result) 
 		res.Routes = append(prev.Routes, res.Routes...)
 	}
 	return nil
+}
+
+// containerMAC is the hardware address the runtime asks for: the mac
+// capability's, else MAC in CNI_ARGS (podman passes a container's former
+// one at a network reload), as the reference plugins read them; nil for
+// none.
+func containerMAC(c *Conf, cniArgs string) (net.HardwareAddr, error) {
+	mac := c.RuntimeConfig.MAC
+	if mac == "" {
+		for _, kv := range strings.Split(cniArgs, ";") {
+			if k, v, ok := strings.Cut(kv, "="); ok && k == "MAC" {
+				mac = v
+			}
+		}
+	}
+	if mac == "" {
+		return nil, nil
+	}
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("nsnet-cni: MAC %q is not an Ethernet address", mac), "")
+	}
+	return hw, nil
 }
 
 // natPort converts a portMappings entry.

@@ -3,6 +3,7 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/nsnet/nsnet/nat/internal/naterr"
@@ -113,6 +114,9 @@ type Config struct {
 	RoutedIPv4, RoutedIPv6 bool
 	// MTU of the veth pair; 0 keeps the kernel default (1500).
 	MTU int
+	// NSMAC is the namespace end's hardware address (a unicast one); nil
+	// lets the kernel choose (a CNI runtime gives back a container's).
+	NSMAC net.HardwareAddr
 	// AllowSiblings lets this link reach, and be reached by, other links
 	// that also set it. By default every Link is its own network: two
 	// connected namespaces cannot reach each other through the host.
@@ -122,15 +126,10 @@ type Config struct {
 	// FORWARD policy, firewalld's final reject, a final DROP rule, the
 	// legacy iptables FORWARD policy). An accept in nsnet's table does
 	// not override that drop, so forwarded traffic of the namespace is
-	// dropped there unless the caller accepts it in that chain too, for
-	// example (nsnet's own host ends are called nsn-*, unless HostVeth
-	// names them):
-	//
-	//	nft insert rule ip filter FORWARD iifname "nsn-*" accept
-	//	nft insert rule ip filter FORWARD oifname "nsn-*" ct state established,related accept
-	//
-	// (with Docker, in its DOCKER-USER chain). By default such a host is
-	// refused with ErrForeignDrop: nsnet never changes another table.
+	// dropped there unless the caller accepts it in that chain too: the
+	// recipe for each firewall is in the repository's docs/firewalls.md.
+	// By default such a host is refused with ErrForeignDrop: nsnet never
+	// changes another table.
 	AllowForeignDrop bool
 	// DockerUser, on a Docker host, accepts the link's packets in Docker's
 	// DOCKER-USER chain, which Docker's FORWARD chain (policy drop) jumps

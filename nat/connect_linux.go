@@ -242,7 +242,7 @@ func (k *connecting) veth() error {
 	for attempt := 0; ; attempt++ {
 		l.hostIdx, l.nsIdx = nl.RandomIndex(), nl.RandomIndex()
 		reqs := []nl.Request{nl.NewVeth(nl.Veth{Name: l.HostVeth, PeerName: l.NSVeth, PeerNSFd: l.nsRef.Fd(),
-			MTU: c.MTU, Index: l.hostIdx, PeerIndex: l.nsIdx})}
+			MTU: c.MTU, Index: l.hostIdx, PeerIndex: l.nsIdx, PeerHardwareAddr: c.NSMAC})}
 		if k.markedNow {
 			reqs = append(reqs, nl.SetAliasByName(l.HostVeth, k.hostMark))
 			if k.v6 {

@@ -165,15 +165,12 @@
 //
 // # Forwarding
 //
-// Forwarding is turned on per link and family — on the host end of the
-// veth and on the uplink — rather than with the global net.ipv4.ip_forward
-// or net.ipv6.conf.all.forwarding switch.
-// The uplink's original setting is recorded in the table's uplinks set
-// (one entry per process using it) and restored when the last Link through
-// it closes, in whichever nsnet process that is (they coordinate through a
-// lock scoped to the network namespace). The host end's forwarding is
-// turned on last, once the rules that filter and masquerade its packets
-// are in place.
+// Forwarding is turned on per link and family (host end and uplink), not
+// with the global switches. The uplink's original setting is recorded in
+// the uplinks set (one entry per process using it) and restored by the
+// last Link through it, in whichever process that is (under the host
+// lock). The host end's forwarding goes on last, once the rules that
+// filter and masquerade its packets are in place.
 //
 // # Coexistence
 //

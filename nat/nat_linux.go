@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -120,6 +121,9 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 	}
 	if err := cfg.validateDNS(); err != nil {
 		return nil, err
+	}
+	if m := cfg.NSMAC; m != nil && (len(m) != 6 || m[0]&1 != 0 || bytes.Equal(m, make([]byte, 6))) {
+		return nil, invalid("NSMAC %v: not a unicast Ethernet address", m)
 	}
 	return nets, nets.CheckMTU(cfg.MTU)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -286,6 +287,9 @@ func TestBadInput(t *testing.T) {
 		{"IPv6 address outside prefix", ns, nat.Config{HostNS: w.Host, NSAddr6: netip.MustParseAddr("fd00:9::2")}, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "not a host address"},
 		{"IPv6 subnet-router anycast", ns, nat.Config{HostNS: w.Host, HostAddr6: netip.MustParseAddr("fd00::")}, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "not a host address"},
 		{"IPv6 MTU", ns, nat.Config{HostNS: w.Host, MTU: 1000}, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "1280"},
+		{"multicast NSMAC", ns, nat.Config{HostNS: w.Host, NSMAC: net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}}, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "not a unicast"},
+		{"zero NSMAC", ns, nat.Config{HostNS: w.Host, NSMAC: make(net.HardwareAddr, 6)}, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "not a unicast"},
+		{"short NSMAC", ns, nat.Config{HostNS: w.Host, NSMAC: net.HardwareAddr{2, 0, 0}}, "up0", p("10.0.0.0/24"), nat.ErrInvalidConfig, "not a unicast"},
 		{"an IPv4 port on an IPv6-only link", ns, nat.Config{HostNS: w.Host, Ports: []nat.Port{{Protocol: "tcp", HostAddr: netip.MustParseAddr("203.0.113.2"), HostPort: 80}}}, "up0", p("fd00::/64"), nat.ErrInvalidConfig, "no IPv4 network"},
 		{"uplink without global IPv6", ns, cfg, "nov4", p("fd00::/64"), nil, "no global IPv6 address"},
 		{"IPv6 overlaps uplink address", ns, cfg, "up0", p("2001:db8::/64"), nat.ErrOverlap, "2001:db8::"},
