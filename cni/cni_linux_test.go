@@ -28,6 +28,13 @@ import (
 // once: the private world where the tests run has no network), then runs
 // the tests.
 func TestMain(m *testing.M) {
+	if nstest.Outside() {
+		// For TestOlderLibcni, which builds with it inside the private
+		// world (no network there).
+		if out, err := exec.Command("go", "mod", "download", "github.com/containernetworking/cni@"+olderLibcni).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "cni tests: go mod download libcni %s: %v: %s\n", olderLibcni, err, out)
+		}
+	}
 	if nstest.Outside() && os.Getenv("NSNET_CNI_PLUGINS") == "" && !hasPlugins("/opt/cni/bin") {
 		if dir, err := cachedPlugins(); err == nil {
 			os.Setenv("NSNET_CNI_PLUGINS", dir)
@@ -543,6 +550,87 @@ func TestLibcniParallel(t *testing.T) {
 	for range n {
 		if err := <-errs; err != nil {
 			t.Errorf("parallel DEL: %v", err)
+		}
+	}
+	if after := hostState(t, w); after != before {
+		t.Errorf("the host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// olderLibcni is the libcni of the runtimes before spec 1.1.0 (podman 4's
+// CNI backend has it), which TestOlderLibcni builds a driver with.
+const olderLibcni = "v1.1.2"
+
+// TestOlderLibcni drives nsnet-cni through libcni v1.1.2, built into a
+// program of its own (a module outside this one), as podman 4 does:
+// results 1.0.0 and 0.4.0 parse there and agree with the interface, the
+// container reaches the outside, MAC in CNI_ARGS is honoured, CHECK and
+// DEL pass, and the host is as before.
+func TestOlderLibcni(t *testing.T) {
+	w := nstest.NewWorld(t, "cnio-")
+	plugins := pluginDir(t)
+	nstest.RequireCmd(t, "nsenter")
+	nstest.Listen(t, w.Inet, "203.0.113.1:8080")
+	before := hostState(t, w)
+	mod := t.TempDir()
+	src, err := os.ReadFile("testdata/libcni-driver/main.go.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(mod, "main.go"), src, 0o644)
+	os.WriteFile(filepath.Join(mod, "go.mod"), []byte("module driver\n\ngo 1.21\n\nrequire github.com/containernetworking/cni "+olderLibcni+"\n"), 0o644)
+	build := exec.Command("go", "build", "-o", "driver", ".")
+	build.Dir = mod
+	// From the module cache only (TestMain downloaded it; the private
+	// world has no network).
+	build.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOSUMDB=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building a driver with libcni %s: %v\n%s", olderLibcni, err, out)
+	}
+	for i, v := range []string{"1.0.0", "0.4.0"} {
+		id := fmt.Sprintf("cnio-c%d", i)
+		ns := nstest.NewNS(t, id)
+		conf := filepath.Join(t.TempDir(), "net.conflist")
+		if err := os.WriteFile(conf, confList(t, v).Bytes, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mac := fmt.Sprintf("c2:00:00:00:02:%02x", i)
+		cache := t.TempDir() // libcni's record of ADD's result, which CHECK reads
+		driver := func(cmd string, extra ...string) (string, error) {
+			c := exec.Command("nsenter", append([]string{"--net=/run/netns/" + w.HostName, "--", filepath.Join(mod, "driver"), plugins, conf, cmd, id,
+				filepath.Join(netns.Dir, id)}, extra...)...)
+			c.Env = append(os.Environ(), "DRIVER_CACHE="+cache)
+			var out, stderr strings.Builder
+			c.Stdout, c.Stderr = &out, &stderr
+			if err := c.Run(); err != nil {
+				return out.String(), fmt.Errorf("%v: %s", err, stderr.String())
+			}
+			return out.String(), nil
+		}
+		out, err := driver("add", mac)
+		if err != nil {
+			t.Fatalf("%s: ADD: %v", v, err)
+		}
+		raw, err := version.NewResult(v, []byte(out))
+		if err != nil {
+			t.Fatalf("%s: the result does not parse as %s: %v\n%s", v, v, err, out)
+		}
+		res, err := current.NewResultFromResult(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resultAgrees(t, res, id)
+		if link := nstest.Cmd(t, "ip", "-n", id, "link", "show", "eth0"); !strings.Contains(link, "link/ether "+mac) {
+			t.Errorf("%s: MAC %s in CNI_ARGS not honoured:\n%s", v, mac, link)
+		}
+		if seen, err := nstest.Echo(ns, "203.0.113.1:8080"); err != nil || seen != "203.0.113.2" {
+			t.Errorf("%s: out: %q %v", v, seen, err)
+		}
+		if _, err := driver("check"); err != nil {
+			t.Errorf("%s: CHECK: %v", v, err)
+		}
+		if _, err := driver("del"); err != nil {
+			t.Errorf("%s: DEL: %v", v, err)
 		}
 	}
 	if after := hostState(t, w); after != before {
