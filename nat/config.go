@@ -202,7 +202,10 @@ const (
 	// resolv.conf, or 127.0.0.53), in this process, for as long as the
 	// link lives: for dnsmasq, unbound or systemd-resolved with per-link
 	// DNS, where no server list can be copied. Only queries from the
-	// link's prefix are answered.
+	// link's prefix are answered, and a namespace cannot exhaust the
+	// process: per link at most 64 UDP queries and 16 TCP connections
+	// (8 per client) in flight, 512 and 256 for all links, TCP idle 10 s;
+	// more is refused, not queued.
 	DNSRelay
 	// DNSNone writes nothing: the namespace's commands read the host's
 	// /etc/resolv.conf.

@@ -1,15 +1,18 @@
 package nat_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -428,5 +431,109 @@ func TestResolvConfKilledWhileWriting(t *testing.T) {
 				t.Errorf("the next Connect's resolv.conf: %q, %v", b, err)
 			}
 		})
+	}
+}
+
+// TestHelperFlood is not a test: the body of a process in a namespace that
+// opens NSNET_FLOOD_N TCP connections to NSNET_FLOOD_ADDR, sending nothing,
+// prints "opened N", then, a moment later, how many the other side still
+// holds open ("open K"), and waits to be killed.
+func TestHelperFlood(t *testing.T) {
+	if os.Getenv("NSNET_HELPER") != "flood" {
+		return
+	}
+	n, _ := strconv.Atoi(os.Getenv("NSNET_FLOOD_N"))
+	var conns []net.Conn
+	for range n {
+		c, err := net.DialTimeout("tcp", os.Getenv("NSNET_FLOOD_ADDR"), 2*time.Second)
+		if err != nil {
+			continue
+		}
+		conns = append(conns, c)
+	}
+	fmt.Printf("opened %d\n", len(conns))
+	time.Sleep(500 * time.Millisecond)
+	open := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
+			open++ // (a closed one reads EOF or a reset)
+		}
+	}
+	fmt.Printf("open %d\n", open)
+	select {}
+}
+
+// TestRelayFlood: code in a namespace that floods its DNS relay with TCP
+// connections and says nothing (two processes, 900 connections each, to a
+// resolver that waits for queries) cannot exhaust the program that
+// connected it: the program's descriptors stay within the relay's bounds,
+// connections over the bound are closed at once, the relay still answers
+// over UDP, another link's relay too, and a new Connect works.
+func TestRelayFlood(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "rfl-")
+	conf := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(conf, []byte("nameserver 127.0.0.1\n"), 0o644)
+	nat.SetHostResolvConf(conf)
+	defer nat.SetHostResolvConf("")
+	srv, err := nstest.ServeDNS(w.Host, "127.0.0.1:53", map[string]netip.Addr{"outside.test": w.Outside})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ns := nstest.NewNS(t, "rfl-ns")
+	l, err := nat.Config{HostNS: w.Host, DNS: nat.DNSRelay}.Connect(ns, "up0", netip.MustParsePrefix("10.66.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	fds := func() int { ents, _ := os.ReadDir("/proc/self/fd"); return len(ents) }
+	before := fds()
+	var helpers []*exec.Cmd
+	var outs []*bufio.Scanner
+	for range 2 {
+		cmd := nstest.Child("TestHelperFlood", "NSNET_HELPER=flood", "NSNET_FLOOD_N=900", "NSNET_FLOOD_ADDR=10.66.0.1:53")
+		out, _ := cmd.StdoutPipe()
+		if err := ns.Start(cmd); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		helpers, outs = append(helpers, cmd), append(outs, bufio.NewScanner(out))
+	}
+	open := 0
+	for i, s := range outs {
+		for _, want := range []string{"opened", "open"} {
+			if !s.Scan() || !strings.HasPrefix(s.Text(), want+" ") {
+				t.Fatalf("helper %d said %q, want %q", i, s.Text(), want)
+			}
+			if want == "open" {
+				n, _ := strconv.Atoi(strings.Fields(s.Text())[1])
+				open += n
+			}
+		}
+	}
+	// Per client address 8 (both helpers share the namespace's address);
+	// each costs the program two descriptors, and the test's own resolver
+	// a third.
+	if open > 8 {
+		t.Errorf("%d of 1,800 flood connections held open, want at most 8", open)
+	}
+	if during := fds(); during > before+3*8+16 {
+		t.Errorf("descriptors: %d before the flood, %d during it", before, during)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if addrs, err := ns.Resolver().LookupHost(ctx, "outside.test"); err != nil || len(addrs) == 0 || addrs[0] != "203.0.113.1" {
+		t.Errorf("the flooded link's relay over UDP: %v, %v", addrs, err)
+	}
+	ns2 := nstest.NewNS(t, "rfl-ns2")
+	l2, err := nat.Config{HostNS: w.Host, DNS: nat.DNSRelay}.Connect(ns2, "up0", netip.MustParsePrefix("10.67.0.0/24"))
+	if err != nil {
+		t.Fatalf("Connect during the flood: %v", err)
+	}
+	defer l2.Close()
+	if addrs, err := ns2.Resolver().LookupHost(ctx, "outside.test"); err != nil || len(addrs) == 0 {
+		t.Errorf("another link's relay during the flood: %v, %v", addrs, err)
 	}
 }

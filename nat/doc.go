@@ -174,11 +174,9 @@
 //
 // # Coexistence
 //
-// An accept in one nftables table does not override a drop in another on
-// the same hook. On a host whose forward chain in another table drops by
-// policy (Docker's iptables FORWARD chain, for one), Connect fails with
-// [ErrForeignDrop] naming the chain, unless [Config.AllowForeignDrop] says
-// the caller has accepted the traffic there.
+// An accept in one table does not override another table's drop: on a
+// host whose forward chain elsewhere drops (Docker's, firewalld's), Connect
+// fails with [ErrForeignDrop] naming it, unless [Config.AllowForeignDrop].
 //
 // # Inside the package
 //

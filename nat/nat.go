@@ -304,9 +304,8 @@ type LinkInfo struct {
 }
 
 // Links lists every link nsnet made in host (nil: the current namespace)
-// by any process, live or dead (Sweep removes the dead ones' links), from
-// the library's table and the host's links; it changes nothing. This is
-// what "nsnet ls" shows.
+// by any process, live or dead (Sweep removes dead ones), from the table
+// and the host's links, changing nothing: what "nsnet ls" shows.
 func Links(host *netns.Handle) ([]LinkInfo, error) {
 	ls, err := sysLinks(host)
 	if err != nil {

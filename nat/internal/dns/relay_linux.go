@@ -18,10 +18,27 @@ import (
 	"github.com/nsnet/nsnet/netns"
 )
 
+// What a namespace can take from the process that relays for it: code in
+// the namespace is not trusted (a CI job, a container), so every cost of
+// its traffic here is bounded, per link and for all links together, and
+// what exceeds a bound is refused (a UDP query dropped, a TCP connection
+// closed at once), never queued. A TCP connection costs two descriptors
+// (client and resolver) and three goroutines; a UDP query in flight one
+// descriptor, one goroutine and a 64 KiB buffer.
 const (
 	relayTimeout = 5 * time.Second  // for an answer over UDP
-	relayIdle    = 30 * time.Second // a TCP connection with nothing to say
-	relayWorkers = 64               // UDP queries in flight
+	relayIdle    = 10 * time.Second // a TCP connection with nothing to say (RFC 7766 suggests seconds)
+	relayWorkers = 64               // UDP queries in flight, per link
+	relayTCPLink = 16               // TCP connections, per link
+	relayTCPPeer = 8                // TCP connections, per client address
+)
+
+// For all links of the process together: at most 1,024 descriptors (and a
+// bounded number of goroutines), whatever the number of links and however
+// they are flooded; the process's own calls keep the rest of its limit.
+var (
+	relayUDPAll = make(chan struct{}, 512)
+	relayTCPAll = make(chan struct{}, 256)
 )
 
 type relay struct {
@@ -35,6 +52,8 @@ type relay struct {
 	mu       sync.Mutex
 	conns    map[net.Conn]bool // open connections (TCP, and UDP to the resolver), closed with the relay
 	closing  bool
+	tcpPeers map[netip.Addr]int // TCP connections per client address
+	tcpN     int                // TCP connections of this link
 }
 
 // startRelay listens on listen:53 in host and relays to upstream:53.
@@ -44,7 +63,7 @@ func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.P
 		return nil, err
 	}
 	r := &relay{host: host, upstream: netip.AddrPortFrom(upstream, 53), clients: clients,
-		slots: make(chan struct{}, relayWorkers), conns: map[net.Conn]bool{}}
+		slots: make(chan struct{}, relayWorkers), conns: map[net.Conn]bool{}, tcpPeers: map[netip.Addr]int{}}
 	at := netip.AddrPortFrom(listen, 53)
 	err = nl.Do(host, func() (err error) {
 		if r.udp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(at)); err != nil {
@@ -109,11 +128,17 @@ func (r *relay) serveUDP() {
 		default:
 			continue // too many in flight: the client retries
 		}
+		select {
+		case relayUDPAll <- struct{}{}:
+		default:
+			<-r.slots
+			continue // too many for all links together
+		}
 		q := append([]byte(nil), buf[:n]...)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			defer func() { <-r.slots }()
+			defer func() { <-r.slots; <-relayUDPAll }()
 			r.answerUDP(q, from)
 		}()
 	}
@@ -152,18 +177,53 @@ func (r *relay) serveTCP() {
 			}
 			continue
 		}
-		from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-		if !r.clients.Contains(from.Addr().Unmap()) || !r.track(c, true) {
+		peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+		if !r.clients.Contains(peer) || !r.admitTCP(peer) {
+			c.Close() // refused: not a client, or over a bound
+			continue
+		}
+		if !r.track(c, true) {
+			r.leaveTCP(peer)
 			c.Close()
 			continue
 		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
+			defer r.leaveTCP(peer)
 			defer r.track(c, false)
 			r.pipeTCP(c)
 		}()
 	}
+}
+
+// admitTCP counts a new TCP connection from peer in, unless that would
+// pass a bound (the peer's, the link's, all links'); leaveTCP counts it
+// out.
+func (r *relay) admitTCP(peer netip.Addr) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tcpPeers[peer] >= relayTCPPeer || r.tcpN >= relayTCPLink {
+		return false
+	}
+	select {
+	case relayTCPAll <- struct{}{}:
+	default:
+		return false
+	}
+	r.tcpPeers[peer]++
+	r.tcpN++
+	return true
+}
+
+func (r *relay) leaveTCP(peer netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tcpPeers[peer]--; r.tcpPeers[peer] == 0 {
+		delete(r.tcpPeers, peer)
+	}
+	r.tcpN--
+	<-relayTCPAll
 }
 
 // track adds or removes an open TCP connection; adding fails once the
