@@ -314,16 +314,20 @@ func (k *connecting) dockerFams() []byte {
 	return fams
 }
 
-func (k *connecting) wantsDockerUser() bool { return len(k.dockerFams()) > 0 }
+func (k *connecting) wantsDockerUser() bool { return k.cfg.DockerUser }
 
+// dockerUser inserts the link's rules where Docker's chain is; where it is
+// not yet (Docker starts later), the guard inserts them when it appears.
 func (k *connecting) dockerUser() error {
 	l, fams := k.l, k.dockerFams()
 	comment := firewall.DockerUserComment(l.HostVeth, l.hostIdx)
-	if err := k.hs.acceptInDockerUser(k.host, fams, l.HostVeth, comment); err != nil {
-		return err
+	if len(fams) > 0 {
+		if err := k.hs.acceptInDockerUser(k.host, fams, l.HostVeth, comment); err != nil {
+			return err
+		}
+		k.undo.push(func() { k.hs.dropDockerUser(k.host, map[string]int{comment: 2 * len(fams)}) })
 	}
 	l.dockerUser, l.dockerFams = comment, fams
-	k.undo.push(func() { k.hs.dropDockerUser(k.host, map[string]int{comment: 2 * len(fams)}) })
 	return nil
 }
 

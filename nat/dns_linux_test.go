@@ -490,7 +490,6 @@ func TestRelayFlood(t *testing.T) {
 	defer l.Close()
 	fds := func() int { ents, _ := os.ReadDir("/proc/self/fd"); return len(ents) }
 	before := fds()
-	var helpers []*exec.Cmd
 	var outs []*bufio.Scanner
 	for range 2 {
 		cmd := nstest.Child("TestHelperFlood", "NSNET_HELPER=flood", "NSNET_FLOOD_N=900", "NSNET_FLOOD_ADDR=10.66.0.1:53")
@@ -499,7 +498,7 @@ func TestRelayFlood(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		helpers, outs = append(helpers, cmd), append(outs, bufio.NewScanner(out))
+		outs = append(outs, bufio.NewScanner(out))
 	}
 	open := 0
 	for i, s := range outs {

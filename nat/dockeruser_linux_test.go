@@ -12,6 +12,7 @@ import (
 
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/nstest"
+	"github.com/nsnet/nsnet/veth"
 )
 
 // dockerHost gives the world's host Docker's filter chains as Docker 28
@@ -280,5 +281,149 @@ func TestDockerUserIPv6(t *testing.T) {
 	}
 	if after := iptables("-S"); after != before4 {
 		t.Errorf("Docker's ip table after Close:\n%s", lineDiff(before4, after))
+	}
+}
+
+// nsnetRules counts nsnet's rules in DOCKER-USER, as iptables lists them.
+func nsnetRules(iptables func(args ...string) string) int {
+	return strings.Count(iptables("-S", "DOCKER-USER"), "nsnet owner=")
+}
+
+// waitFor polls cond for up to 2 s (the guard looks every 20 ms).
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// TestDockerUserRoundTrip: after "iptables-save | iptables-restore" (what
+// Docker, firewall tools and admins run), iptables-nft writes nsnet's
+// comments back as xt comment matches, not rule userdata: nsnet still
+// knows its rules (the guard adds no second pair), Close removes them, and
+// Sweep those of a killed process.
+func TestDockerUserRoundTrip(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "dkr-")
+	iptables := dockerHost(t, w)
+	before := iptables("-S")
+	roundTrip := func() {
+		nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "sh", "-c", "iptables-nft-save | iptables-nft-restore")
+	}
+	ns := nstest.NewNS(t, "dkr-ns")
+	l, err := nat.Config{HostNS: w.Host, DockerUser: true}.Connect(ns, "up0", netip.MustParsePrefix("10.31.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip()
+	time.Sleep(200 * time.Millisecond) // (ten looks of the guard)
+	if n := nsnetRules(iptables); n != 2 {
+		t.Errorf("%d nsnet rules in DOCKER-USER after a round trip, want 2:\n%s", n, iptables("-S", "DOCKER-USER"))
+	}
+	if !nstest.Ping(t, "dkr-ns", "203.0.113.1") {
+		t.Error("no traffic after the round trip")
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if after := iptables("-S"); after != before {
+		t.Errorf("Docker's table after Close:\n%s", lineDiff(before, after))
+	}
+	killedChild(t, w, "dkr-ns2", "10.31.2.0/24", "", "NSNET_HELPER_DOCKERUSER=1")
+	roundTrip()
+	if res, err := nat.Sweep(w.Host); err != nil || res.DockerUser != 2 {
+		t.Errorf("Sweep after a round trip: %+v, %v; want 2 DOCKER-USER rules", res, err)
+	}
+	if after := iptables("-S"); after != before {
+		t.Errorf("Docker's table after Sweep:\n%s", lineDiff(before, after))
+	}
+}
+
+// TestDockerUserChainAfterLink: a link with DockerUser made before Docker
+// started (no DOCKER-USER yet) gets its rules when Docker makes the
+// chain, so Docker's drop policy does not kill its traffic; Close removes
+// them.
+func TestDockerUserChainAfterLink(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "dka-")
+	ns := nstest.NewNS(t, "dka-ns")
+	l, err := nat.Config{HostNS: w.Host, DockerUser: true}.Connect(ns, "up0", netip.MustParsePrefix("10.32.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iptables := dockerHost(t, w) // Docker starts
+	if !waitFor(func() bool { return nsnetRules(iptables) == 2 }) {
+		t.Fatalf("no rules in DOCKER-USER after Docker made it:\n%s", iptables("-S", "DOCKER-USER"))
+	}
+	if !nstest.Ping(t, "dka-ns", "203.0.113.1") {
+		t.Error("no traffic through Docker's FORWARD chain")
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if n := nsnetRules(iptables); n != 0 {
+		t.Errorf("%d nsnet rules left in DOCKER-USER", n)
+	}
+}
+
+// TestForwardingTurnedOnByOther: when someone turns IPv4 forwarding on for
+// every interface (Docker starting after nsnet sets net.ipv4.ip_forward=1)
+// while nsnet has the uplink's forwarding on for its links only, nsnet
+// withdraws its drop of everything else arriving at the uplink (it would
+// cut Docker's containers and ports off), and Close leaves forwarding on;
+// in the other order (forwarding on first) there is no drop at all.
+func TestForwardingTurnedOnByOther(t *testing.T) {
+	requireTools(t)
+	for _, order := range []string{"nsnet first", "other first"} {
+		t.Run(order, func(t *testing.T) {
+			w := nstest.NewWorld(t, "fwo-")
+			host := func(args ...string) string {
+				return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
+			}
+			// Another network of the host, not nsnet's (a Docker bridge,
+			// say): the outside reaches 192.0.2.2 through the host.
+			other := nstest.NewNS(t, "fwo-other")
+			if err := veth.Create(w.Host, veth.Config{Name: "fwo-br", PeerName: "eth0", PeerNS: other}); err != nil {
+				t.Fatal(err)
+			}
+			host("ip", "addr", "add", "192.0.2.1/24", "dev", "fwo-br")
+			host("ip", "link", "set", "fwo-br", "up")
+			nstest.Cmd(t, "ip", "-n", "fwo-other", "addr", "add", "192.0.2.2/24", "dev", "eth0")
+			nstest.Cmd(t, "ip", "-n", "fwo-other", "link", "set", "eth0", "up")
+			nstest.Cmd(t, "ip", "-n", "fwo-other", "route", "add", "default", "via", "192.0.2.1")
+			nstest.Cmd(t, "ip", "-n", w.InetName, "route", "add", "192.0.2.0/24", "via", "203.0.113.2")
+			dockerStarts := func() { host("sysctl", "-qw", "net.ipv4.ip_forward=1") }
+			if order == "other first" {
+				dockerStarts()
+			}
+			ns := nstest.NewNS(t, "fwo-ns")
+			l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.33.1.0/24"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if order == "nsnet first" {
+				if nstest.Ping(t, w.InetName, "192.0.2.2") {
+					t.Fatal("control: the host forwarded to another network while only nsnet's links were opened")
+				}
+				dockerStarts()
+			}
+			if !waitFor(func() bool { return nstest.Ping(t, w.InetName, "192.0.2.2") }) {
+				t.Errorf("the host does not forward to its other network after ip_forward=1:\n%s", host("nft", "list", "set", "inet", "nsnet", "opened"))
+			}
+			if !nstest.Ping(t, "fwo-ns", "203.0.113.1") {
+				t.Error("the link lost its traffic")
+			}
+			if err := l.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if got := host("sh", "-c", "cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/up0/forwarding"); got != "1\n1\n" {
+				t.Errorf("after Close, ip_forward and up0's forwarding: %q, want both on", got)
+			}
+			if !nstest.Ping(t, w.InetName, "192.0.2.2") {
+				t.Error("after Close the host no longer forwards to its other network")
+			}
+		})
 	}
 }

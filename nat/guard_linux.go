@@ -63,7 +63,8 @@ func (hs *hostState) startGuard(host *netns.Handle, fw *firewall.Monitor) error 
 
 // pollNFT reads the notifications queued since the last look: the
 // library's table deleted (or notifications lost) makes restore run, a
-// change of Docker's tables restoreDockerUser.
+// change of Docker's tables restoreDockerUser, a family's forwarding
+// turned on everywhere Withdraw.
 func (hs *hostState) pollNFT(host *netns.Handle) {
 	fw := hs.monitor()
 	if fw == nil {
@@ -75,6 +76,9 @@ func (hs *hostState) pollNFT(host *netns.Handle) {
 	}
 	if docker {
 		hs.restoreDockerUser(host)
+	}
+	for _, fam := range fw.ForwardingOn() {
+		hs.shares.Withdraw(host, &hs.tbl, fam)
 	}
 }
 
@@ -131,7 +135,7 @@ func (hs *hostState) restoreDockerUser(host *netns.Handle) {
 	hs.mu.Lock()
 	for o := range hs.live {
 		if o.dockerUser != "" {
-			links = append(links, firewall.DockerUserLink{Name: o.vethName, Comment: o.dockerUser, Fams: o.dockerFams})
+			links = append(links, firewall.DockerUserLink{Name: o.vethName, Comment: o.dockerUser, Fams: o.nets.Families()})
 		}
 	}
 	hs.mu.Unlock()

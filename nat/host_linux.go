@@ -134,7 +134,7 @@ func enter(host *netns.Handle, hostKey uint64) (*hostState, error) {
 		hs.ownerFD = fd
 	}
 	if !watching {
-		if err := hs.startGuard(host, firewall.NewMonitor(w, legacyDrop, legacyErr)); err != nil {
+		if err := hs.startGuard(host, firewall.NewMonitor(host, w, legacyDrop, legacyErr)); err != nil {
 			w.Close()
 			hs.ownerMu.Unlock()
 			hs.leaveNow(host)

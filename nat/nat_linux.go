@@ -31,33 +31,23 @@ type owned struct {
 	// nsRef holds the connected namespace open while the Link lives: its
 	// inode, nsKey, cannot then be reused by a new namespace that the
 	// registry would mistake for this one.
-	nsRef *netns.Handle
-	// nsName names the connected namespace for errors, as the caller's
-	// handle does ("NAME net:[INODE]" for a named one).
-	nsName string
-	// sharedHost: host is the host state's (see hostState.host), not the
-	// link's own, and goes with the host state's last link.
-	sharedHost bool
+	nsRef      *netns.Handle
+	nsName     string // the connected namespace for errors, as its handle says ("NAME net:[INODE]")
+	sharedHost bool   // host is the host state's (see hostState.host), not the link's own
 	// hostIdx and nsIdx are the interface indexes of the pair's ends
 	// (hostIdx is the caller's link for Rules, never deleted).
 	hostIdx, nsIdx int
-	vethName       string            // for error messages only
+	vethName       string            // the host end's name (error messages, DOCKER-USER rules)
 	nets           addrplan.Networks // the link's networks (Links only)
-	// persistent: the link is the persistent owner's (Config.Persistent):
-	// Close removes it as Remove does.
-	persistent    bool
-	portsReserved bool       // Config.PortsReserved: no probe of the host's sockets
-	dns           *dns.Setup // the namespace's resolv.conf and relay (nil: none)
-	etcDir        string     // the namespace's netns.EtcDir
-	// dockerUser is the comment of the link's rules in Docker's
-	// DOCKER-USER chain, "" if it has none (see the firewall package).
-	dockerUser string
-	dockerFams []byte // the families whose DOCKER-USER has its rules
-	// linkFwdOff: AddRules turned the caller's link's forwarding on, and
-	// Rules.Close turns it back off (Rules only).
-	linkFwdOff bool
-	ent        nftset.Entries
-	hs         *hostState
+	persistent     bool              // the persistent owner's (Config.Persistent): Close removes it as Remove does
+	portsReserved  bool              // Config.PortsReserved: no probe of the host's sockets
+	dns            *dns.Setup        // the namespace's resolv.conf and relay (nil: none)
+	etcDir         string            // the namespace's netns.EtcDir
+	dockerUser     string            // the comment of its DOCKER-USER rules ("": no Config.DockerUser)
+	dockerFams     []byte            // the families whose DOCKER-USER had its rules at Connect
+	linkFwdOff     bool              // AddRules turned the caller's link's forwarding on (Rules only)
+	ent            nftset.Entries
+	hs             *hostState
 
 	mu     sync.Mutex
 	closed bool

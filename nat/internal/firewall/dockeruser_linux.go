@@ -32,6 +32,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/google/nftables/xt"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/netns"
@@ -124,7 +125,7 @@ func removeFromDockerUser(c *nftables.Conn, match func(comment string) bool) (n 
 				return 0, err
 			}
 			for _, r := range rules {
-				if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && match(s) {
+				if s, ok := ruleComment(r); ok && match(s) {
 					if err := c.DelRule(r); err != nil {
 						return 0, err
 					}
@@ -144,11 +145,31 @@ func removeFromDockerUser(c *nftables.Conn, match func(comment string) bool) (n 
 	}
 }
 
+// ruleComment is a rule's comment: in its userdata, as nsnet and nft
+// write it, or in an xt comment match, as iptables-nft writes it back
+// after "iptables-save | iptables-restore" (which Docker, firewall tools
+// and admins run): nsnet's rules are its own in both encodings.
+func ruleComment(r *nftables.Rule) (string, bool) {
+	if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
+		return s, true
+	}
+	for _, e := range r.Exprs {
+		if m, ok := e.(*expr.Match); ok && m.Name == "comment" {
+			if c, ok := m.Info.(*xt.Comment); ok {
+				return string(*c), true
+			}
+		}
+	}
+	return "", false
+}
+
 // DropDockerUser removes the rules of the links whose comments are given,
-// with the number of rules each has (two per family), which must be
-// there: fewer found is an error matching os.ErrNotExist.
+// with the number of rules each had when made (two per family), which
+// must be there: fewer found is an error matching os.ErrNotExist. (More
+// is no error: the guard adds a link's rules where Docker made its chain
+// after the link.)
 func DropDockerUser(c *nftables.Conn, comments map[string]int) error {
-	n, err := removeFromDockerUser(c, func(s string) bool { return comments[s] > 0 })
+	n, err := removeFromDockerUser(c, func(s string) bool { _, ok := comments[s]; return ok })
 	want := 0
 	for _, k := range comments {
 		want += k
@@ -172,7 +193,7 @@ func SweepDockerUser(host *netns.Handle, c *nftables.Conn) (int, error) {
 			return 0, fmt.Errorf("%s %s: %w", dockerFamilyName(t), dockerUserChain, err)
 		}
 		for _, r := range rules {
-			s, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			s, _ := ruleComment(r)
 			if o, ok := dockerUserOwner(s); ok {
 				ids = append(ids, o.ID)
 			}
@@ -208,14 +229,14 @@ func dockerUserOwner(comment string) (owner.Mark, bool) {
 // DOCKER-USER.
 type DockerUserLink struct {
 	Name, Comment string
-	Fams          []byte // its families whose Docker table has DOCKER-USER
+	Fams          []byte // its families: its rules go where Docker's table has DOCKER-USER
 }
 
 // RestoreDockerUser puts back the DOCKER-USER rules of the live links
 // that lack them (both of a link's in a table, or none: a firewall reload
-// or a user's "iptables -F DOCKER-USER" removed them, or Docker made the
-// chain again), in each of the link's families whose chain exists, in one
-// transaction. Called by the guard when Docker's tables changed; the
+// or a user's "iptables -F DOCKER-USER" removed them, Docker made the
+// chain again, or Docker started after the link was made), in each of the
+// link's families whose chain exists, in one transaction. Called by the guard when Docker's tables changed; the
 // caller keeps the links from closing meanwhile.
 func RestoreDockerUser(c *nftables.Conn, links []DockerUserLink) error {
 	fixed := false
@@ -226,7 +247,7 @@ func RestoreDockerUser(c *nftables.Conn, links []DockerUserLink) error {
 		}
 		count := map[string]int{}
 		for _, r := range rules {
-			if s, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
+			if s, ok := ruleComment(r); ok {
 				count[s]++
 			}
 		}
@@ -235,7 +256,7 @@ func RestoreDockerUser(c *nftables.Conn, links []DockerUserLink) error {
 				continue
 			}
 			for _, r := range rules {
-				if s, _ := userdata.GetString(r.UserData, userdata.TypeComment); s == w.Comment {
+				if s, _ := ruleComment(r); s == w.Comment {
 					c.DelRule(r)
 				}
 			}

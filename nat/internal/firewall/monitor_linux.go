@@ -1,11 +1,13 @@
 package firewall
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,8 +21,9 @@ import (
 type Monitor struct {
 	mu         sync.Mutex
 	watch      *nl.Watch
-	dirty      bool // a table, chain or rule changed since the last look
-	checked    bool // view holds a look
+	conf       *nl.Watch // rtnetlink netconf notifications (nil if it could not be had)
+	dirty      bool      // a table, chain or rule changed since the last look
+	checked    bool      // view holds a look
 	view       View
 	legacyDrop bool  // the legacy FORWARD policy, read once (it sends no notifications)
 	legacyErr  error // and the error reading it
@@ -28,9 +31,47 @@ type Monitor struct {
 
 // NewMonitor follows the ruleset through w (a socket on NFNLGRP_NFTABLES
 // in the host), with what the first link found of the legacy iptables
-// FORWARD policy.
-func NewMonitor(w *nl.Watch, legacyDrop bool, legacyErr error) *Monitor {
-	return &Monitor{watch: w, dirty: true, legacyDrop: legacyDrop, legacyErr: legacyErr}
+// FORWARD policy, and the host's forwarding switches (see ForwardingOn).
+func NewMonitor(host *netns.Handle, w *nl.Watch, legacyDrop bool, legacyErr error) *Monitor {
+	conf, _ := nl.DialWatch(host, unix.RTNLGRP_IPV4_NETCONF, unix.RTNLGRP_IPV6_NETCONF)
+	return &Monitor{watch: w, conf: conf, dirty: true, legacyDrop: legacyDrop, legacyErr: legacyErr}
+}
+
+// ForwardingOn returns the families (unix.NFPROTO_IPV4, _IPV6) whose
+// forwarding someone turned on for every interface (net.ipv4.ip_forward,
+// net.ipv6.conf.all.forwarding) since the last call, as the kernel's
+// netconf notifications say: a container engine started after nsnet, or
+// the host's owner, chose to forward (see uplinks.Shares.Withdraw).
+func (m *Monitor) ForwardingOn() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conf == nil {
+		return nil
+	}
+	var fams []byte
+	m.conf.Poll(func(typ, _ uint16, body []byte) {
+		if typ != unix.RTM_NEWNETCONF || len(body) < 4 {
+			return
+		}
+		ad, err := netlink.NewAttributeDecoder(body[4:])
+		if err != nil {
+			return
+		}
+		index, fwd := int32(0), int32(-1)
+		for ad.Next() {
+			switch ad.Type() {
+			case netconfIfindex:
+				index = int32(ad.Uint32())
+			case netconfForwarding:
+				fwd = int32(ad.Uint32())
+			}
+		}
+		// (AF_INET and AF_INET6 are NFPROTO_IPV4 and _IPV6.)
+		if index == netconfIfindexAll && fwd == 1 && !slices.Contains(fams, body[0]) {
+			fams = append(fams, body[0])
+		}
+	})
+	return fams
 }
 
 // Poll reads the notifications queued since the last look: tableLost says
@@ -86,8 +127,20 @@ func (m *Monitor) View(look func() (View, error)) (View, error) {
 	return view, nil
 }
 
-// Close closes the socket.
-func (m *Monitor) Close() error { return m.watch.Close() }
+// From linux/netconf.h (not in x/sys/unix).
+const (
+	netconfIfindex    = 1  // NETCONFA_IFINDEX
+	netconfForwarding = 2  // NETCONFA_FORWARDING
+	netconfIfindexAll = -1 // NETCONFA_IFINDEX_ALL: net.*.conf.all
+)
+
+// Close closes the sockets.
+func (m *Monitor) Close() error {
+	if m.conf != nil {
+		m.conf.Close()
+	}
+	return m.watch.Close()
+}
 
 // tableOf returns the table an nftables table, chain or rule notification
 // is about, for family fam only ("" otherwise): the first attribute of

@@ -269,6 +269,30 @@ func (s *Shares) Elems() []nftset.Elem {
 	return els
 }
 
+// Withdraw takes back the opened entries of this process's uplinks of
+// family fam: someone turned the family's forwarding on for every
+// interface (a container engine started after nsnet, or the host's owner),
+// choosing to forward, and the drop of everything else arriving at those
+// uplinks would break what they forward (Docker's containers and ports).
+// The shares no longer count as having turned forwarding on: a restore
+// puts no opened entry back, and the last user leaves forwarding on. The
+// global switch's records (IPv6 before Linux 6.17) are not touched.
+func (s *Shares) Withdraw(host *netns.Handle, t *table.Host, fam byte) error {
+	s.mu.Lock()
+	var gone []nftset.Elem
+	for k, sh := range s.byKey {
+		if k.Fam == fam && !k.Global() && sh.origOff {
+			sh.origOff = false
+			gone = append(gone, OpenedElem(k))
+		}
+	}
+	s.mu.Unlock()
+	if len(gone) == 0 {
+		return nil
+	}
+	return t.Del(host, nil, gone...)
+}
+
 // Reset forgets every share: the process has no link left in the host.
 func (s *Shares) Reset() {
 	s.mu.Lock()

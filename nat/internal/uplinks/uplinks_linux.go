@@ -221,10 +221,12 @@ func Share(host *netns.Handle, hc *nl.Conn, t *table.Host, e nftset.Entries, key
 		case wasOff[k] && k.Global():
 			// Its own opened entry first among the records.
 			opened = append(opened, records...)
-		case wasOff[k]:
+		case wasOff[k] && !nl.ForwardsAll(host, k.Fam):
 			// The uplink forwards this family for nsnet only: nothing else
 			// arriving there is forwarded (the forward chain drops it), as
-			// before.
+			// before. (Where someone forwards the family everywhere since
+			// another owner opened it, nothing is dropped: see
+			// Shares.Withdraw.)
 			opened = append(opened, OpenedElem(k))
 		}
 	}
