@@ -196,7 +196,7 @@ var packages = map[string]string{
 	"iptables-legacy": "iptables", "ip6tables-nft": "iptables", "ping": "iputils-ping",
 	"conntrack": "conntrack", "curl": "curl", "firewalld": "firewalld", "firewall-cmd": "firewalld",
 	"ufw": "ufw", "dbus-daemon": "dbus", "sysctl": "procps", "bc": "bc", "go": "golang (or go.dev/dl)",
-	"nsenter": "util-linux",
+	"nsenter": "util-linux", "dockerd": "docker.io", "containerd": "containerd", "runc": "runc", "docker": "docker.io",
 }
 
 // MissingTool skips t, saying what is missing (format and args), or fails

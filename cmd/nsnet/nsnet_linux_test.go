@@ -175,7 +175,9 @@ func TestRun(t *testing.T) {
 		}
 	}
 	ls := w.ls(t)
-	if len(ls.Links) != 1 || ls.Links[0].State != "alive" || len(ls.Links[0].Ports) != 2 || ls.Links[0].Uplink != "up0" ||
+	// Three ports: 8080 on the uplink's address and on 127.0.0.1 (no
+	// address given), 8081 on the address given.
+	if len(ls.Links) != 1 || ls.Links[0].State != "alive" || len(ls.Links[0].Ports) != 3 || ls.Links[0].Uplink != "up0" ||
 		len(ls.Links[0].Prefixes) != 1 || !nat.DefaultPool.Contains(netip.MustParsePrefix(ls.Links[0].Prefixes[0]).Addr()) {
 		t.Errorf("nsnet ls while serving: %+v", ls)
 	}
