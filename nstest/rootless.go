@@ -14,6 +14,9 @@ var (
 	countMu  sync.Mutex
 	required = map[string]bool{}     // tests (top-level) that called Require inside a private world
 	skipped  = map[string][]string{} // SkipRootless reason: tests
+	// skippedOther: top-level tests that skipped after Require for
+	// another reason (SkipRootless's included), each counted once.
+	skippedOther = map[string]bool{}
 )
 
 // Rootless reports whether the private world was made without root: in
@@ -42,10 +45,21 @@ func SkipRootless(t testing.TB, why string) {
 // countRequired notes that t's test is privileged (its subtests and
 // helpers count once, under the top-level name).
 func countRequired(t testing.TB) {
-	name, _, _ := strings.Cut(t.Name(), "/")
+	name, _, sub := strings.Cut(t.Name(), "/")
 	countMu.Lock()
 	required[name] = true
 	countMu.Unlock()
+	if !sub {
+		// A test that skips after Require (a kernel without a module, a
+		// missing tool) did not run either.
+		t.Cleanup(func() {
+			if t.Skipped() {
+				countMu.Lock()
+				skippedOther[name] = true
+				countMu.Unlock()
+			}
+		})
+	}
 }
 
 // report prints how many privileged tests ran, and which could not run
@@ -53,7 +67,7 @@ func countRequired(t testing.TB) {
 func report() {
 	countMu.Lock()
 	defer countMu.Unlock()
-	n := int64(len(required))
+	n := len(required)
 	if n == 0 {
 		return
 	}
@@ -62,19 +76,30 @@ func report() {
 		mode = "rootless (in a user namespace)"
 	}
 	var lines []string
-	whole := map[string]bool{} // top-level tests skipped as a whole
+	userNS := map[string]bool{} // top-level tests SkipRootless skipped as a whole
 	for why, tests := range skipped {
 		for _, t := range tests {
 			if !strings.Contains(t, "/") {
-				whole[t] = true
+				userNS[t] = true
 			}
 		}
 		lines = append(lines, fmt.Sprintf("nstest:   %s: %s", strings.Join(tests, ", "), why))
 	}
 	slices.Sort(lines)
-	s := int64(len(whole))
-	fmt.Fprintf(os.Stdout, "nstest: %d of %d privileged tests ran %s (%.1f%%), %d skipped there (listed with their subtests)\n",
-		n-s, n, mode, 100*float64(n-s)/float64(n), s)
+	all := map[string]bool{}
+	for name := range skippedOther {
+		all[name] = true
+	}
+	for name := range userNS {
+		all[name] = true
+	}
+	fmt.Fprintf(os.Stdout, "nstest: %d of %d privileged tests ran %s, %d skipped (go test -v says why)\n", n-len(all), n, mode, len(all))
+	if rootless {
+		// What a user namespace cannot do, apart from what this machine
+		// lacks for root as well (a kernel module, a tool).
+		fmt.Fprintf(os.Stdout, "nstest: rootless: %d of %d privileged tests can run in a user namespace (%.1f%%)\n",
+			n-len(userNS), n, 100*float64(n-len(userNS))/float64(n))
+	}
 	for _, l := range lines {
 		fmt.Fprintln(os.Stdout, l)
 	}

@@ -1,0 +1,16 @@
+//go:build !linux
+
+package qdisc
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/nsnet/nsnet/netns"
+)
+
+var errUnsupported = fmt.Errorf("qdisc: %w: queueing disciplines are Linux's", errors.ErrUnsupported)
+
+func sysSet(ns *netns.Handle, name string, im Impairment) error { return errUnsupported }
+
+func sysRemove(ns *netns.Handle, name string) error { return errUnsupported }
