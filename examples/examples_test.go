@@ -77,6 +77,27 @@ func TestExamples(t *testing.T) {
 	}
 }
 
+// TestSlowlink: the slow link's upload runs at its rate (2 Mbit/s, within
+// 15%: one 512 KiB transfer), and the lossy link's client gets through by
+// retrying, or the program says the kernel lacks netem.
+func TestSlowlink(t *testing.T) {
+	nstest.Require(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("go toolchain not in PATH")
+	}
+	out := run(t, build(t, "slowlink"))
+	var secs, rate float64
+	for _, line := range strings.Split(out, "\n") {
+		fmt.Sscanf(line, "512 KiB uploaded in %f s: %f Mbit/s", &secs, &rate)
+	}
+	if rate < 1.7 || rate > 2.3 {
+		t.Errorf("the slow link ran at %v Mbit/s, want 2 ±15%%:\n%s", rate, out)
+	}
+	if !strings.Contains(out, "answered in") && !strings.Contains(out, "no sch_netem") {
+		t.Errorf("neither an answer through the lossy link nor a word about netem:\n%s", out)
+	}
+}
+
 // TestNsrun: names resolve and pages load in nsrun's namespace (from the
 // private world's outside host); with -name, ip netns exec reaches the
 // namespace while the command runs; what the command leaves running in

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nsnet/nsnet/nat/internal/naterr"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/qdisc"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -132,20 +133,15 @@ type Config struct {
 	// changes another table.
 	AllowForeignDrop bool
 	// DockerUser, on a Docker host, accepts the link's packets in Docker's
-	// DOCKER-USER chain, which Docker's FORWARD chain (policy drop) jumps
-	// to first: two rules, "-i HOSTVETH -j ACCEPT" and "-o HOSTVETH -j
-	// ACCEPT", inserted at its top with a comment naming the owner, in the
-	// shapes iptables-nft makes, so "iptables -S" still reads the table;
-	// for a link with IPv6, the same in Docker's ip6 filter table where
-	// Docker manages IPv6 (ip6tables). Close removes exactly them (Sweep, those of dead processes); while
-	// the link lives they are put back when a firewall reload or a flush
-	// of the chain removed them and the chain exists. They
-	// only let the link's packets past Docker's chain: nsnet's own table
-	// still filters them (out of their uplink, replies back, nothing
-	// else). Where the host has no DOCKER-USER chain in nftables, nothing
-	// is added; with Docker on the legacy iptables backend, which nsnet
-	// never writes, Connect fails with ErrForeignDrop and the commands to
-	// run instead.
+	// DOCKER-USER chain (which Docker's FORWARD chain, policy drop, jumps
+	// to first): "-i HOSTVETH -j ACCEPT" and "-o HOSTVETH -j ACCEPT" at its
+	// top, commented with the owner, in the shapes iptables-nft makes (so
+	// "iptables -S" reads them), in ip6 filter too where Docker manages
+	// IPv6. They come back after a reload, come when Docker starts after
+	// the link, and go with Close (Sweep: dead owners'); nsnet's own table
+	// still filters the packets. With Docker on legacy iptables, which
+	// nsnet never writes, Connect fails with ErrForeignDrop saying what to
+	// run.
 	DockerUser bool
 	// Persistent makes a link that outlives this process, for programs
 	// that set a namespace up and exit (a CNI plugin): its marks name the
@@ -164,6 +160,9 @@ type Config struct {
 	Tag string
 	// Ports are published at Connect (see Port and Link.Publish).
 	Ports []Port
+	// ToNS and FromNS impair the traffic towards the namespace and from it
+	// (delay, loss, rate: package qdisc); Link.Impair changes them live.
+	ToNS, FromNS qdisc.Impairment
 	// PortsReserved says the caller reserves the host ports itself (a
 	// container runtime holding them bound, as podman's conmon does): a
 	// port a socket of the host uses is not refused. Ports of other

@@ -103,28 +103,25 @@
 // # Published ports
 //
 // [Config.Ports] and [Link.Publish] give what "docker run -p" gives: a
-// port reachable from outside through the uplink's addresses (the server
-// sees the client's own address), from the host itself, from other links
-// and from the namespace itself (hairpin). Mappings are entries of two maps
-// (two rules whatever their number); a port published already, by any
-// process, or used by a socket of the host, is refused (os.ErrExist). A
-// port on 127.0.0.1 is the host's alone: route_localnet is set on that
-// link's host end only, prerouting never translates a 127.0.0.0/8
-// destination (CVE-2020-8558), and loopback destinations arriving from any
-// link are dropped. Unpublish and Close delete the port's conntrack
-// entries, and Publish those of flows already sending to it, so a port
-// moved to another namespace takes effect at once.
+// port reachable from outside at the uplink's addresses (the server sees
+// the client's address), from the host (at 127.0.0.1 too), other links
+// and the namespace itself. Mappings are entries of two maps; a port
+// published already, by any process, or used by a socket of the host, is
+// refused (os.ErrExist). 127.0.0.1 stays the host's: route_localnet on
+// that host end only, no prerouting DNAT of 127.0.0.0/8 (CVE-2020-8558),
+// loopback destinations from links dropped. Unpublish and Close delete
+// the port's conntrack entries, Publish those of flows already sending to
+// it, so a port moved to another namespace takes effect at once.
 //
 // # DNS
 //
 // By default ([DNSAuto]) Connect writes the namespace's resolv.conf into
-// its netns.EtcDir (/etc/netns/NAME/resolv.conf, which ip netns exec uses
-// too) with the host's servers the namespace can reach; a resolver on
-// loopback is replaced by systemd-resolved's upstream servers, or else
-// relayed (UDP and TCP, from the link's host address, answering only the
-// link's prefix, as Docker's embedded DNS does). A resolv.conf the user
-// put there is kept; Close removes exactly the file it wrote, Sweep dead
-// owners' files.
+// its netns.EtcDir (/etc/netns/NAME, as ip netns exec uses) with the
+// host's servers the namespace can reach; a resolver on loopback is
+// replaced by systemd-resolved's upstream servers, or else relayed (as
+// Docker's embedded DNS does). The file appears whole or not at all; one
+// the user put there is kept; Close removes what it wrote, Sweep what
+// dead owners wrote.
 //
 // # IPv6
 //
@@ -182,17 +179,7 @@
 //
 // nat keeps the public API and the order of the steps (connect_linux.go,
 // close_linux.go); each concern with state of its own is a package under
-// nat/internal: nftset (the table's schema, a link's entries, the
-// transactions), table (this process's use of the table: idle sockets,
-// the table made once, a link's entries added and explained, removed),
-// uplinks (the uplinks' forwarding shared between links and processes),
-// owner (owner IDs, the Mark, liveness, the host lock), addrplan (a
-// link's prefixes and addresses, checked), sweep (what dead owners left,
-// and persistent links' removal, from the kernel's record), hostview (the
-// host's routes and addresses, the uplink, port probes), firewall (other
-// firewalls, the ruleset monitor, DOCKER-USER), dns (resolv.conf and the
-// relay) and flows (conntrack); naterr holds the error values they share
-// with nat. Netlink plumbing is in internal/nl.
+// nat/internal (listed in the repository's CONTRIBUTING.md).
 //
 // The mutexes, and what each guards:
 //

@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/addrplan"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/qdisc"
 )
 
 // Link is one namespace connected to the outside through NAT. Its fields
@@ -34,16 +35,7 @@ func (l *Link) String() string {
 	if l == nil {
 		return "<nil>"
 	}
-	var nets, host, ns []string
-	for _, f := range [][3]netip.Prefix{{l.Prefix, l.HostAddr, l.NSAddr}, {l.Prefix6, l.HostAddr6, l.NSAddr6}} {
-		if f[0].IsValid() {
-			nets = append(nets, f[0].String())
-			host = append(host, f[1].Addr().String())
-			ns = append(ns, f[2].Addr().String())
-		}
-	}
-	j := func(s []string) string { return strings.Join(s, ", ") }
-	return fmt.Sprintf("%s: host %s (%s) <-> namespace %s (%s), uplink %s", j(nets), l.HostVeth, j(host), l.NSVeth, j(ns), l.Uplink)
+	return addrplan.DescribeLink([2][3]netip.Prefix{{l.Prefix, l.HostAddr, l.NSAddr}, {l.Prefix6, l.HostAddr6, l.NSAddr6}}, l.HostVeth, l.NSVeth, l.Uplink)
 }
 
 // Rules is the tutorial's iptables and sysctl step on its own, for a veth
@@ -312,6 +304,12 @@ func Links(host *netns.Handle) ([]LinkInfo, error) {
 		return nil, nl.NeedPriv(fmt.Errorf("nat: links: %w", err), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
 	}
 	return ls, nil
+}
+
+// Impair sets, live, how the link impairs its traffic towards the
+// namespace and from it (see package qdisc; zero values take it away).
+func (l *Link) Impair(toNS, fromNS qdisc.Impairment) error {
+	return nl.NeedPriv(l.sysImpair(toNS, fromNS), "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
 }
 
 // Ports returns the link's published ports, one per host address and

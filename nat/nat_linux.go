@@ -112,6 +112,9 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 	if err := cfg.validateDNS(); err != nil {
 		return nil, err
 	}
+	if err := errors.Join(cfg.ToNS.Validate(), cfg.FromNS.Validate()); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
 	if m := cfg.NSMAC; m != nil && (len(m) != 6 || m[0]&1 != 0 || bytes.Equal(m, make([]byte, 6))) {
 		return nil, invalid("NSMAC %v: not a unicast Ethernet address", m)
 	}
@@ -195,6 +198,11 @@ func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string,
 		l, err = c.autoConnect(ctx, ns, uplink, cidr)
 	} else {
 		l, err = c.connect(ctx, ns, uplink, cidr)
+	}
+	if err == nil && (!c.ToNS.IsZero() || !c.FromNS.IsZero()) {
+		if err = l.sysImpair(c.ToNS, c.FromNS); err != nil {
+			l.Close()
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("nat: connect %s: %w", addrplan.Describe(cidr, c.Prefix6), err)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/qdisc"
 )
 
 var errUnsupported = fmt.Errorf("nat: %w: NAT is done with Linux nftables", errors.ErrUnsupported)
@@ -43,3 +44,5 @@ func sysRemove(ctx context.Context, host *netns.Handle, hostVeth string) error {
 func sysPersistentLinks(host *netns.Handle) ([]PersistentLink, error) { return nil, errUnsupported }
 
 func sysLinks(host *netns.Handle) ([]LinkInfo, error) { return nil, errUnsupported }
+
+func (l *Link) sysImpair(toNS, fromNS qdisc.Impairment) error { return errUnsupported }

@@ -26,6 +26,7 @@ import (
 	"github.com/nsnet/nsnet/nat/internal/nftset"
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/nat/internal/sweep"
+	"github.com/nsnet/nsnet/qdisc"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
@@ -54,6 +55,12 @@ func (l *Link) sysUnpublish(ports []Port) error {
 		}
 		return l.unpublish(gone)
 	})
+}
+
+// sysImpair is Impair on Linux: the host end's root qdisc shapes what goes
+// to the namespace, the namespace end's what comes from it (by index).
+func (l *Link) sysImpair(toNS, fromNS qdisc.Impairment) error {
+	return l.portsOp("impair", nil, func() error { return qdisc.SetPair(l.host, l.hostIdx, toNS, l.nsRef, l.nsIdx, fromNS) })
 }
 
 // portsOp checks the ports and runs fn with the link locked and open.

@@ -53,7 +53,9 @@ func (im Impairment) netem() bool {
 	return im != rate
 }
 
-func (im Impairment) validate() error {
+// Validate reports what is wrong with im (an error matching ErrInvalid),
+// or nil.
+func (im Impairment) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("qdisc: %w: %s", ErrInvalid, fmt.Sprintf(format, a...))
 	}
@@ -167,15 +169,25 @@ func rateString(bits uint64) string {
 // namespace) sends, replacing its root qdisc; the zero Impairment is
 // Remove. Bad values change nothing.
 func Set(ns *netns.Handle, name string, im Impairment) error {
-	if err := im.validate(); err != nil {
+	if err := im.Validate(); err != nil {
 		return err
 	}
-	if im.IsZero() {
-		return Remove(ns, name)
+	return sysSet(ns, name, 0, im)
+}
+
+// SetPair is Set on both ends of a pair, by interface index (identity, not
+// names: a renamed end is still found): a's index ai, b's bi. Both are
+// checked before either is set.
+func SetPair(a *netns.Handle, ai int, ima Impairment, b *netns.Handle, bi int, imb Impairment) error {
+	if err := errors.Join(ima.Validate(), imb.Validate()); err != nil {
+		return err
 	}
-	return sysSet(ns, name, im)
+	if err := sysSet(a, "", ai, ima); err != nil {
+		return err
+	}
+	return sysSet(b, "", bi, imb)
 }
 
 // Remove takes the link's impairment away: its root qdisc goes back to
 // the kernel's default. A link without one is no error.
-func Remove(ns *netns.Handle, name string) error { return sysRemove(ns, name) }
+func Remove(ns *netns.Handle, name string) error { return sysSet(ns, name, 0, Impairment{}) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
@@ -35,49 +36,43 @@ const (
 	netemDefaultLimit   = 1000
 )
 
-func sysSet(ns *netns.Handle, name string, im Impairment) error {
+// sysSet applies im (the zero value: removes the impairment) to the link
+// of index, or by that name if index is 0, in ns.
+func sysSet(ns *netns.Handle, name string, index int, im Impairment) error {
 	c, err := nl.Dial(ns)
 	if err != nil {
 		return nl.NeedPriv(fmt.Errorf("qdisc: %w", err), "CAP_NET_ADMIN in the namespace")
 	}
 	defer c.Close()
-	index, err := linkIndex(c, name)
-	if err != nil {
-		return err
+	if index == 0 {
+		if index, err = linkIndex(c, name); err != nil {
+			return err
+		}
+	} else {
+		name = fmt.Sprintf("link %d", index)
 	}
-	kind, opts, err := encode(im)
-	if err != nil {
-		return err
+	if im.IsZero() {
+		err = c.Exec(nl.Request{Type: unix.RTM_DELQDISC, Data: tcmsg(index)})
+		if errors.Is(err, unix.ENOENT) {
+			return nil // the default qdisc: nothing to take away
+		}
+		return nl.NeedPriv(wrap(err, "qdisc: remove on %s", name), "CAP_NET_ADMIN in the namespace")
 	}
+	kind, opts := encode(im)
 	err = c.Exec(newQdisc(index, kind, opts))
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP) {
+	if errors.Is(err, unix.ENOENT) {
 		// The kernel answers ENOENT for a qdisc kind it has no module for.
-		err = fmt.Errorf("%w (the kernel lacks sch_%s: CONFIG_NET_SCH_%s)", err, kind, map[string]string{"netem": "NETEM", "tbf": "TBF"}[kind])
+		err = fmt.Errorf("%w (the kernel lacks sch_%s: CONFIG_NET_SCH_%s)", err, kind, strings.ToUpper(kind))
 	}
-	if err != nil {
-		return nl.NeedPriv(fmt.Errorf("qdisc: set %s on %s: %w", im, name, err), "CAP_NET_ADMIN in the namespace")
-	}
-	return nil
+	return nl.NeedPriv(wrap(err, "qdisc: set %s on %s", im, name), "CAP_NET_ADMIN in the namespace")
 }
 
-func sysRemove(ns *netns.Handle, name string) error {
-	c, err := nl.Dial(ns)
-	if err != nil {
-		return nl.NeedPriv(fmt.Errorf("qdisc: %w", err), "CAP_NET_ADMIN in the namespace")
+// wrap is err with what was being done, or nil.
+func wrap(err error, format string, a ...any) error {
+	if err == nil {
+		return nil
 	}
-	defer c.Close()
-	index, err := linkIndex(c, name)
-	if err != nil {
-		return err
-	}
-	err = c.Exec(nl.Request{Type: unix.RTM_DELQDISC, Data: tcmsg(index)})
-	if errors.Is(err, unix.ENOENT) {
-		return nil // the default qdisc: nothing to take away
-	}
-	if err != nil {
-		return nl.NeedPriv(fmt.Errorf("qdisc: remove on %s: %w", name, err), "CAP_NET_ADMIN in the namespace")
-	}
-	return nil
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, a...), err)
 }
 
 func linkIndex(c *nl.Conn, name string) (int, error) {
@@ -122,11 +117,11 @@ func prob(percent float64) uint32 {
 }
 
 // encode returns the qdisc kind and its TCA_OPTIONS for im.
-func encode(im Impairment) (kind string, opts []byte, err error) {
+func encode(im Impairment) (kind string, opts []byte) {
 	if !im.netem() {
-		return "tbf", tbfOptions(im), nil
+		return "tbf", tbfOptions(im)
 	}
-	return "netem", netemOptions(im), nil
+	return "netem", netemOptions(im)
 }
 
 // tbfOptions: TCA_TBF_PARMS (struct tc_tbf_qopt: the rate's tc_ratespec,

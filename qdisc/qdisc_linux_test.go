@@ -78,7 +78,7 @@ func TestNetemLayout(t *testing.T) {
 	im := Impairment{Delay: 50 * time.Millisecond, Jitter: 5 * time.Millisecond, DelayCorrelation: 25, Distribution: "normal",
 		Loss: 10, Duplicate: 1, DuplicateCorrelation: 50, Corrupt: 0.5, Reorder: 25, ReorderCorrelation: 50,
 		Rate: 8e9 * 8, Limit: 500}
-	kind, opts, _ := encode(im)
+	kind, opts := encode(im)
 	if kind != "netem" {
 		t.Fatalf("kind %s", kind)
 	}
@@ -126,7 +126,7 @@ func TestNetemLayout(t *testing.T) {
 		t.Errorf("TCA_NETEM_DELAY_DIST: %d bytes", len(seen[tcaNetemDelayDist]))
 	}
 	// Bursts: Gilbert-Elliott with 10% lost overall in bursts of 4.
-	_, opts, _ = encode(Impairment{Loss: 10, LossBurst: 4})
+	_, opts = encode(Impairment{Loss: 10, LossBurst: 4})
 	if loss := u32(opts, 2); loss != 0 {
 		t.Errorf("random loss %d beside the burst model", loss)
 	}

@@ -11,6 +11,4 @@ import (
 
 var errUnsupported = fmt.Errorf("qdisc: %w: queueing disciplines are Linux's", errors.ErrUnsupported)
 
-func sysSet(ns *netns.Handle, name string, im Impairment) error { return errUnsupported }
-
-func sysRemove(ns *netns.Handle, name string) error { return errUnsupported }
+func sysSet(ns *netns.Handle, name string, index int, im Impairment) error { return errUnsupported }
