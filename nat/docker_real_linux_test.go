@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,9 +23,10 @@ import (
 // realDocker is a dockerd running in a world's host namespace, with its
 // state on private tmpfs mounts, its socket at /run/docker/docker.sock.
 type realDocker struct {
-	t   *testing.T
-	w   *nstest.World
-	cmd *exec.Cmd
+	t    *testing.T
+	w    *nstest.World
+	cmd  *exec.Cmd
+	done chan struct{} // closed once dockerd has exited
 }
 
 // startDocker starts dockerd (Debian's docker.io) in w's host namespace,
@@ -47,8 +49,23 @@ func (d *realDocker) start() {
 		"-H", "unix:///run/docker/docker.sock", "--pidfile", "/run/docker/docker.pid", "--group", "root")
 	log, _ := os.Create(filepath.Join(d.t.TempDir(), "dockerd.log"))
 	d.cmd.Stdout, d.cmd.Stderr = log, log
+	// Killed if the test process dies. Pdeathsig fires when the thread
+	// that forked the child ends, and the Go runtime ends threads (one a
+	// goroutine locked and left): the start and the wait run on a thread
+	// of their own, locked until dockerd has exited.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
+	started := make(chan error, 1)
+	d.done = make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		err := d.cmd.Start()
+		started <- err
+		if err == nil {
+			d.cmd.Wait()
+		}
+		close(d.done)
+	}()
+	if err := <-started; err != nil {
 		d.t.Fatal(err)
 	}
 	for i := 0; ; i++ {
@@ -69,13 +86,11 @@ func (d *realDocker) stop() {
 		return
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { d.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-d.done:
 	case <-time.After(20 * time.Second):
 		d.cmd.Process.Kill()
-		<-done
+		<-d.done
 	}
 	d.cmd = nil
 }
