@@ -13,7 +13,8 @@ import (
 
 // autoConnect connects ns with the next free prefix of the pool (see
 // Config.Pool) when cidr is zero, and the next free /64 of the host
-// namespace's ULA /48 with AutoPrefix6: a candidate that overlaps this
+// namespace's ULA /48 with AutoPrefix6 (or as its only network, for the
+// cidr AutoIPv6): a candidate that overlaps this
 // process's links, another process's or the host's routes fails Connect's
 // own checks (ErrOverlap, before anything is made but for another
 // process's claim, which the entries' transaction refuses), and the next
@@ -22,7 +23,7 @@ func (c Config) autoConnect(ctx context.Context, ns *netns.Handle, uplink string
 	pool, bits := cmp.Or(c.Pool, DefaultPool), cmp.Or(c.PoolBits, 24)
 	var pl *addrplan.Pool
 	var pl6 *addrplan.Pool6
-	tries := 16
+	tries, v6only := 16, cidr == AutoIPv6
 	if cidr == (netip.Prefix{}) {
 		var err error
 		if pl, err = addrplan.PoolOf(pool, bits); err != nil {
@@ -30,7 +31,7 @@ func (c Config) autoConnect(ctx context.Context, ns *netns.Handle, uplink string
 		}
 		tries = pl.Size()
 	}
-	if c.AutoPrefix6 {
+	if c.AutoPrefix6 || v6only {
 		host, err := openHost(c.HostNS)
 		if err != nil {
 			return nil, err
@@ -46,6 +47,9 @@ func (c Config) autoConnect(ctx context.Context, ns *netns.Handle, uplink string
 		}
 		if pl6 != nil {
 			c.Prefix6 = pl6.Next()
+		}
+		if v6only {
+			cidr, c.Prefix6 = c.Prefix6, netip.Prefix{} // an IPv6 cidr: IPv6 only
 		}
 		if l, err = c.connect(ctx, ns, uplink, cidr); !errors.Is(err, ErrOverlap) || ctx.Err() != nil {
 			return l, err

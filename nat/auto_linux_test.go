@@ -134,6 +134,22 @@ func TestAutoPrefix6(t *testing.T) {
 	if !strings.Contains(addrs, strings.TrimSuffix(p48.Addr().String(), "::")+":") {
 		t.Errorf("the other process's link is not in %v:\n%s", p48, addrs)
 	}
+	// IPv6 only (AutoIPv6): a /64 of the same /48, no IPv4.
+	c := nstest.NewNS(t, "auto6-v6only")
+	lc, err := nat.Config{HostNS: w.Host}.Connect(c, "up0", nat.AutoIPv6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	if lc.Prefix.IsValid() || lc.Prefix6.Bits() != 64 || !p48.Overlaps(lc.Prefix6) || lc.Prefix6 == la.Prefix6 || lc.Prefix6 == lb.Prefix6 {
+		t.Errorf("AutoIPv6: %v and %v, want no IPv4 and a new /64 of %v", lc.Prefix, lc.Prefix6, p48)
+	}
+	if seen, err := nstest.Echo(c, dst); err != nil || seen != "2001:db8::2" {
+		t.Errorf("TCP over IPv6 on an IPv6-only automatic link: %q %v", seen, err)
+	}
+	if _, err := (nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:9::/64")}).Connect(nstest.NewNS(t, "auto6-d"), "up0", nat.AutoIPv6); !errors.Is(err, nat.ErrInvalidConfig) {
+		t.Errorf("AutoIPv6 with Prefix6: %v, want ErrInvalidConfig", err)
+	}
 	// A given IPv4 prefix that overlaps: that error, soon.
 	_, err = cfg.Connect(nstest.NewNS(t, "auto6-c"), "up0", netip.MustParsePrefix("10.9.20.0/24"))
 	if !errors.Is(err, nat.ErrOverlap) || errors.Is(err, nat.ErrPoolExhausted) {

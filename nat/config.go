@@ -38,6 +38,10 @@ var ErrPoolExhausted = errors.New("no free prefix in the pool")
 // A prefix that overlaps a route or address of the host anyway is skipped.
 var DefaultPool = netip.MustParsePrefix("10.200.0.0/13")
 
+// AutoIPv6, as Connect's cidr, asks for an IPv6-only link on a free /64 of
+// the host namespace's unique local /48 (see Config.AutoPrefix6).
+var AutoIPv6 = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+
 // ErrForeignTable is matched by the error when the host has an nftables
 // table called nsnet (family inet) that nsnet did not make: nsnet never
 // changes or deletes it.
@@ -143,15 +147,12 @@ type Config struct {
 	// nsnet never writes, Connect fails with ErrForeignDrop saying what to
 	// run.
 	DockerUser bool
-	// Persistent makes a link that outlives this process, for programs
-	// that set a namespace up and exit (a CNI plugin): its marks name the
-	// persistent owner, which no process holds, so neither Sweep nor
-	// another process's Connect takes it for a dead one's leftovers. Any
-	// process removes it with Remove (by its host end's name; give
-	// HostVeth a name you can find again), or Close in the process that
-	// made it. The process keeps nothing of it: no firewall-reload guard,
-	// no DNS (no resolv.conf is written: DNS must be DNSAuto or DNSNone),
-	// no DOCKER-USER rules.
+	// Persistent makes a link that outlives this process (a CNI plugin's):
+	// its marks name the persistent owner, which no process holds, so
+	// Sweep never takes it for a dead one's leftovers. Remove (by its host
+	// end's name: give HostVeth one you can find again) removes it from any
+	// process. The process keeps nothing of it: no reload guard, no DNS
+	// (DNS must be DNSAuto or DNSNone), no DOCKER-USER rules.
 	Persistent bool
 	// Tag is kept in a persistent link's marks, and given back by
 	// PersistentLinks: what the caller needs to tell its links apart

@@ -25,18 +25,13 @@ import (
 // made: set entries, a share of the uplink's forwarding, a reserved
 // prefix; close gives it all back.
 type owned struct {
-	host    *netns.Handle // our own handle to the host namespace
-	hostKey uint64
-	nsKey   uint64 // connected namespace, 0 for Rules
-	// nsRef holds the connected namespace open while the Link lives: its
-	// inode, nsKey, cannot then be reused by a new namespace that the
-	// registry would mistake for this one.
-	nsRef      *netns.Handle
-	nsName     string // the connected namespace for errors, as its handle says ("NAME net:[INODE]")
-	sharedHost bool   // host is the host state's (see hostState.host), not the link's own
-	// hostIdx and nsIdx are the interface indexes of the pair's ends
-	// (hostIdx is the caller's link for Rules, never deleted).
-	hostIdx, nsIdx int
+	host           *netns.Handle // our own handle to the host namespace
+	hostKey        uint64
+	nsKey          uint64            // connected namespace, 0 for Rules
+	nsRef          *netns.Handle     // holds the namespace open, so that its inode (nsKey) is not reused meanwhile
+	nsName         string            // the connected namespace for errors, as its handle says ("NAME net:[INODE]")
+	sharedHost     bool              // host is the host state's (see hostState.host), not the link's own
+	hostIdx, nsIdx int               // the pair's ends (hostIdx: the caller's link for Rules, never deleted)
 	vethName       string            // the host end's name (error messages, DOCKER-USER rules)
 	nets           addrplan.Networks // the link's networks (Links only)
 	persistent     bool              // the persistent owner's (Config.Persistent): Close removes it as Remove does
@@ -194,7 +189,7 @@ func randomVethName() string { return "nsn-" + owner.RandomString(11) }
 func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (*Link, error) {
 	var l *Link
 	var err error
-	if c.Prefix6 == (netip.Prefix{}) && (cidr == (netip.Prefix{}) || c.AutoPrefix6) {
+	if c.Prefix6 == (netip.Prefix{}) && (cidr == (netip.Prefix{}) || c.AutoPrefix6 || cidr == AutoIPv6) {
 		l, err = c.autoConnect(ctx, ns, uplink, cidr)
 	} else {
 		l, err = c.connect(ctx, ns, uplink, cidr)
