@@ -5,13 +5,13 @@
 // uplink), side by side in one run, and prints the ratios. Everything runs
 // in private network and mount namespaces made for the run.
 //
-//	sudo go run ./bench                  # N = 1, 10, 200
-//	sudo go run ./bench -n 1,50 -runs 3  # chosen N, best of 3
-//	sudo go run ./bench -scale 1000      # scaling, rules, throughput, resources
-//	sudo go run ./bench -scale 1000 -ipv6  # the same with dual-stack links
-//	sudo NSNET_CNI_PLUGINS=DIR go run ./bench -cni -n 1,10,100  # nsnet-cni against ptp, through libcni
-//	sudo go run ./bench -pairs 21        # one namespace, 21 alternating pairs, medians
-//	sudo go run ./bench -n 10 -par 16    # 16 rounds of sequential vs parallel set-up
+//	go run ./bench                  # N = 1, 10, 200
+//	go run ./bench -n 1,50 -runs 3  # chosen N, best of 3
+//	go run ./bench -scale 1000      # scaling, rules, throughput, resources
+//	go run ./bench -scale 1000 -ipv6  # the same with dual-stack links
+//	NSNET_CNI_PLUGINS=DIR go run ./bench -cni -n 1,10,100  # nsnet-cni against ptp, through libcni
+//	go run ./bench -pairs 21        # one namespace, 21 alternating pairs, medians
+//	go run ./bench -n 10 -par 16    # 16 rounds of sequential vs parallel set-up
 package main
 
 import (

@@ -314,3 +314,33 @@ func ExampleRemove() {
 	// Output:
 	// nsp-example example true
 }
+
+// Every link nsnet made in a host, of every process, alive or not: what
+// "nsnet ls" prints.
+func ExampleLinks() {
+	w, err := nstest.BuildWorld("host-links", "inet-links")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+	l, err := nat.Config{HostNS: w.Host, Ports: []nat.Port{{Protocol: "tcp", HostAddr: netip.MustParseAddr("203.0.113.2"), HostPort: 8080, NSPort: 80}}}.
+		Connect(ns, "up0", netip.MustParsePrefix("10.0.0.0/24"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	links, err := nat.Links(w.Host)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, li := range links {
+		fmt.Println(li.HostVeth == l.HostVeth, li.Alive, li.Prefix, li.Uplink, li.Ports)
+	}
+	// Output:
+	// true true 10.0.0.0/24 up0 [tcp 203.0.113.2:8080->80]
+}

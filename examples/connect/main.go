@@ -7,7 +7,7 @@
 // outside host 203.0.113.1 with a TCP echo server), so it is safe on any
 // Linux machine:
 //
-//	sudo go run ./examples/connect
+//	go run ./examples/connect   # as root or not
 //
 // With -uplink it connects through a real link of the host instead, and
 // -probe HOST:PORT names a TCP service outside to connect to. The

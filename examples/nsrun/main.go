@@ -7,7 +7,7 @@
 //
 //	sudo go run ./examples/nsrun -- curl -sI https://example.org
 //	sudo go run ./examples/nsrun -name box -- sleep 600   # ip netns exec box ... meanwhile
-//	sudo go run ./examples/nsrun -private -- curl -s http://outside.test/
+//	go run ./examples/nsrun -private -- curl -s http://outside.test/   # no root needed
 //
 // It needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN). Names resolve as on the
 // host (nat.Config.DNS: the host's servers, systemd-resolved's upstream

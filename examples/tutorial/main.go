@@ -8,7 +8,7 @@
 // and an outside host 203.0.113.1 with a TCP echo server), so it is safe
 // on any Linux machine:
 //
-//	sudo go run ./examples/tutorial
+//	go run ./examples/tutorial   # as root or not
 //
 // With -uplink it runs on the real host instead, connecting through that
 // link; -probe HOST:PORT then names a TCP service outside to try.
