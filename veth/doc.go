@@ -26,7 +26,8 @@
 //
 // [Create] makes the peer directly inside its namespace in the same message
 // (no create-and-move, which costs an RCU grace period and resets the
-// link). The generic link operations (up, down, move, delete, lookup,
+// link). [CreateBridge] and [SetMaster] make a Linux bridge and its
+// ports. The generic link operations (up, down, move, delete, lookup,
 // list) work on links of any kind, and [Format] prints a listing as
 // "ip link show" does.
 //

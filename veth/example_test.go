@@ -68,3 +68,27 @@ func ExampleMove() {
 	fmt.Println(l.Name, l.Kind, l.Flags)
 	// Output: right veth BROADCAST,MULTICAST
 }
+
+// A bridge with a veth pair's end as its port: "ip link add br0 type
+// bridge", "ip link set port0 master br0".
+func ExampleCreateBridge() {
+	ns, err := netns.NewAnonymous()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ns.Close()
+	if err := veth.CreateBridge(ns, "br0"); err != nil {
+		log.Fatal(err)
+	}
+	if err := veth.Create(ns, veth.Config{Name: "port0", PeerName: "port1"}); err != nil {
+		log.Fatal(err)
+	}
+	if err := veth.SetMaster(ns, "port0", "br0"); err != nil {
+		log.Fatal(err)
+	}
+	br, _ := veth.Lookup(ns, "br0")
+	port, _ := veth.Lookup(ns, "port0")
+	fmt.Println(br.Kind, port.MasterName)
+	// Output:
+	// bridge br0
+}

@@ -24,3 +24,7 @@ func sysDelete(ns *netns.Handle, name string) (err error) { return errUnsupporte
 func sysMove(ns *netns.Handle, name string, to *netns.Handle) (err error) { return errUnsupported }
 
 func sysCreate(ns *netns.Handle, c Config) (err error) { return errUnsupported }
+
+func sysCreateBridge(ns *netns.Handle, name string) (err error) { return errUnsupported }
+
+func sysSetMaster(ns *netns.Handle, name, master string) (err error) { return errUnsupported }
