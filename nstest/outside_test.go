@@ -10,12 +10,7 @@ import (
 	"github.com/nsnet/nsnet/nstest"
 )
 
-func TestMain(m *testing.M) {
-	if os.Getenv("NSTEST_HELPER") == "userns-off" {
-		userNSOffHelper() // (never returns)
-	}
-	nstest.Main(m)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // userTest is a test as a user of nsnet writes it in a module of their
 // own: a private world, a namespace connected through NAT, real TCP.

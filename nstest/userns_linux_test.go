@@ -12,6 +12,12 @@ import (
 	"github.com/nsnet/nsnet/nstest"
 )
 
+func init() {
+	if os.Getenv("NSTEST_HELPER") == "userns-off" {
+		userNSOffHelper() // (never returns)
+	}
+}
+
 // userNSOffHelper runs in a user namespace made by TestUserNamespacesOff,
 // as its root: it turns user namespaces off there
 // (user.max_user_namespaces = 0), then runs this test binary as an
