@@ -35,8 +35,16 @@ func Serve(ns *netns.Handle, addr string) (net.Listener, error) {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(5 * time.Second))
 				fmt.Fprintf(c, "%s\n", c.RemoteAddr().(*net.TCPAddr).IP)
-				line, _ := bufio.NewReader(c).ReadString('\n')
+				r := bufio.NewReader(c)
+				line, _ := r.ReadString('\n')
 				io.WriteString(c, line)
+				// The client closes first, so that TIME_WAIT is its own,
+				// not this server's: behind NAT, a later client of another
+				// namespace may be given the same address and port once
+				// the first's conntrack entry is gone (nat's Close flushes
+				// it), and a server in TIME_WAIT for that pair drops its
+				// SYN (PAWS: another namespace's TCP timestamps).
+				io.Copy(io.Discard, r)
 			}()
 		}
 	}()
