@@ -2,6 +2,7 @@ package nstest
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -9,9 +10,11 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nsnet/nsnet/addr"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/route"
 	"github.com/nsnet/nsnet/veth"
 )
 
@@ -98,6 +101,19 @@ func BuildWorld(hostName, inetName string) (w *World, err error) {
 	} {
 		if err = step(); err != nil {
 			return nil, err
+		}
+	}
+	// The kernel adds an IPv6 address's local route from a work queue,
+	// after the address is listed: wait until the host routes its uplink's
+	// address locally (what nat reads as the uplink having a global IPv6
+	// address), as a real host's long-standing address is.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		r, err := route.Get(w.Host, w.UplinkAddr6.Addr())
+		if err == nil && r.Type == 2 { // RTN_LOCAL
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the uplink's IPv6 address %v is not routed locally after 5 s: %v", w.UplinkAddr6, err)
 		}
 	}
 	return w, nil
