@@ -58,7 +58,7 @@ func createWhole(path string, content []byte, mark owner.Mark) error {
 			return &os.PathError{Op: "open", Path: dir, Err: err}
 		}
 	}
-	tmp := filepath.Join(dir, fmt.Sprintf("%s%s-%d-%s", tmpPrefix, mark.ID, mark.Host, owner.RandomString(8)))
+	tmp := tmpName(dir, mark)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
@@ -91,7 +91,7 @@ func createDirWhole(dir, name string, content []byte, mark owner.Mark) (made boo
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return false, err
 	}
-	tmp := filepath.Join(parent, fmt.Sprintf("%s%s-%d-%s", tmpPrefix, mark.ID, mark.Host, owner.RandomString(8)))
+	tmp := tmpName(parent, mark)
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return false, err
 	}
@@ -110,6 +110,12 @@ func createDirWhole(dir, name string, content []byte, mark owner.Mark) (made boo
 		return false, &os.LinkError{Op: "rename", Old: tmp, New: dir, Err: err}
 	}
 	return true, Hook("resolv.conf linked")
+}
+
+// tmpName is a new temporary name in dir for the owner of mark (see
+// tmpPrefix; temps reads it back).
+func tmpName(dir string, mark owner.Mark) string {
+	return filepath.Join(dir, fmt.Sprintf("%s%s-%d-%s", tmpPrefix, mark.ID, mark.Host, owner.RandomString(8)))
 }
 
 func writeAll(f *os.File, content []byte) error {
