@@ -100,8 +100,10 @@ func TestImpair(t *testing.T) {
 		t.Errorf("the host end: %s, want noqueue (nothing towards the namespace)", kind)
 	}
 	payload := 10e6 * 1448 / 1514
-	if r := rateTo(t, ns, w.Inet, "203.0.113.1:9100"); r < 0.9*payload || r > 1.1*payload {
-		t.Errorf("from the namespace at 10 Mbit/s: %.2f Mbit/s of payload, want %.2f ±10%%", r/1e6, payload/1e6)
+	// At most the rate (+10%); at least half (a loaded machine's sender
+	// may not fill it: see qdisc's TestRate).
+	if r := rateTo(t, ns, w.Inet, "203.0.113.1:9100"); r < 0.5*payload || r > 1.1*payload {
+		t.Errorf("from the namespace at 10 Mbit/s: %.2f Mbit/s of payload, want at most %.2f (+10%%) and at least half", r/1e6, payload/1e6)
 	}
 	nstest.Listen(t, ns, "0.0.0.0:9101")
 	if err := l.Publish(nat.Port{Protocol: "tcp", HostPort: 9101}); err != nil {
