@@ -153,7 +153,7 @@ func closeSteps(hs *hostState, links []*owned, deleteVeth bool) error {
 		if deleteVeth && len(errs) > n && !errors.Is(errs[n], naterr.ErrGone) {
 			// Not deleted: down and not forwarding at least, or its entries
 			// stay, so that its packets are still filtered.
-			quiet = stopLinks(hc, idx) == nil
+			quiet = nl.StopLinks(hc, idx) == nil
 		}
 	}
 	step("conntrack", func() error { return hs.forgetLinkFlows(host, links) })
@@ -223,25 +223,9 @@ func (hs *hostState) leaveAll(links []*owned, idle chan<- idleSockets) (errs []e
 func rulesForwardingOff(hc *nl.Conn, links []*owned) error {
 	var errs []error
 	for _, o := range links {
-		if o.linkFwdOff {
-			errs = append(errs, nl.SetLinkForwarding(o.host, hc, o.hostIdx, o.ent.Families()[0], false))
+		for _, fam := range o.linkFwdOff {
+			errs = append(errs, nl.SetLinkForwarding(o.host, hc, o.hostIdx, fam, false))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// stopLinks takes the links down with their IPv4 forwarding off, where
-// they could not be deleted: nothing passes them then.
-func stopLinks(hc *nl.Conn, links []int) error {
-	var reqs []nl.Request
-	for _, l := range links {
-		reqs = append(reqs, nl.SetLinkUp(l, "", false), nl.SetForwarding(l, false))
-	}
-	_, errs, err := hc.Do(reqs...)
-	for _, e := range errs {
-		if e != nil && !errors.Is(e, os.ErrNotExist) {
-			err = errors.Join(err, e)
-		}
-	}
-	return err
 }

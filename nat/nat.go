@@ -44,10 +44,11 @@ func (l *Link) String() string {
 // use AddRules when building the rest with the veth, addr and route
 // packages. Close removes exactly what AddRules added.
 type Rules struct {
-	Prefix   netip.Prefix // the namespace's network behind HostVeth
-	HostVeth string       // host end of the pair, made by the caller
-	Uplink   string       // the host link the traffic leaves by
-	*owned                // the library's record (nil in Rules not made by AddRules)
+	Prefix   netip.Prefix   // the network behind HostVeth (the first of Prefixes)
+	Prefixes []netip.Prefix // all of them, IPv4 first
+	HostVeth string         // host end of the pair (or a bridge), made by the caller
+	Uplink   string         // the host link the traffic leaves by
+	*owned                  // the library's record (nil in Rules not made by AddRules)
 }
 
 // Sweep removes what dead processes left behind in host (nil: the current
@@ -94,13 +95,14 @@ func CloseAll(links ...*Link) error {
 }
 
 // AddRules masquerades the traffic of the link hostVeth (in host; nil: the
-// current namespace) leaving by uplink, and forwards it (cidr may be
-// IPv4 or IPv6: one family per Rules; for IPv6, hostVeth's and the
+// current namespace) leaving by uplink, and forwards it (cidrs: one
+// prefix, or an IPv4 and an IPv6 one; for IPv6, hostVeth's and the
 // uplink's force_forwarding, see Config.Prefix6), with the same
 // rules and isolation as Connect ("iptables -t nat -A POSTROUTING -s CIDR
 // -o UPLINK -j MASQUERADE", the two FORWARD rules, and forwarding on). An
-// empty uplink means the link of the default route. hostVeth must exist,
-// and the host must route cidr through it (an address in cidr on hostVeth
+// empty uplink means the link of the default route. hostVeth must exist
+// (a veth's host end, or a bridge with the namespaces behind it), and the
+// host must route the prefixes through it (an address in each on hostVeth
 // does that): packets from the link whose source would not be routed back
 // out of it are dropped as spoofed. Links are matched by interface index:
 // the rules follow hostVeth and the uplink through renames. Overlap with
@@ -109,10 +111,27 @@ func CloseAll(links ...*Link) error {
 // One Rules per link: a second AddRules for the same hostVeth while the
 // first is live fails with an error matching os.ErrExist. A failure
 // part-way undoes what was done, hostVeth's forwarding included.
-func AddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
-	r, err := sysAddRules(host, hostVeth, uplink, cidr)
+func AddRules(host *netns.Handle, hostVeth, uplink string, cidrs ...netip.Prefix) (*Rules, error) {
+	r, err := sysAddRules(host, hostVeth, uplink, cidrs)
 	return r, nl.NeedPriv(err, "CAP_NET_ADMIN in the host namespace, and CAP_SYS_ADMIN to enter namespaces")
 }
+
+// Publish publishes ports (see Port) of the address to, inside the Rules'
+// prefixes (a namespace behind HostVeth), in to's family only: the
+// Publish of a Link, for links built by hand. Mappings, checks and errors
+// are Link.Publish's; Close removes them all.
+func (r *Rules) Publish(to netip.Addr, ports ...Port) error {
+	return nl.NeedPriv(r.sysPublish(to, ports), "CAP_NET_ADMIN in the host namespace")
+}
+
+// Unpublish removes ports published to the address to (the zero Addr: to
+// any) and forgets their connections, as Link.Unpublish.
+func (r *Rules) Unpublish(to netip.Addr, ports ...Port) error {
+	return nl.NeedPriv(r.sysUnpublish(to, ports), "CAP_NET_ADMIN in the host namespace")
+}
+
+// Ports returns the ports published to the address to (zero: to any).
+func (r *Rules) Ports(to netip.Addr) []Port { return r.rec().ports(to) }
 
 // Close undoes exactly what AddRules did, from its own record (renames of
 // the link or the uplink do not matter): HostVeth's forwarding goes back
@@ -314,4 +333,4 @@ func (l *Link) Impair(toNS, fromNS qdisc.Impairment) error {
 
 // Ports returns the link's published ports, one per host address and
 // port.
-func (l *Link) Ports() []Port { return l.sysPorts() }
+func (l *Link) Ports() []Port { return l.rec().ports(netip.Addr{}) }

@@ -40,7 +40,7 @@ type owned struct {
 	etcDir         string            // the namespace's netns.EtcDir
 	dockerUser     string            // the comment of its DOCKER-USER rules ("": no Config.DockerUser)
 	dockerFams     []byte            // the families whose DOCKER-USER had its rules at Connect
-	linkFwdOff     bool              // AddRules turned the caller's link's forwarding on (Rules only)
+	linkFwdOff     []byte            // the families whose forwarding AddRules turned on on the caller's link (Rules only)
 	ent            nftset.Entries
 	hs             *hostState
 
@@ -73,7 +73,8 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 	case ns.Equal(cfg.HostNS):
 		return nil, invalid("namespace %v is the host namespace itself", ns)
 	}
-	nets, err := cfg.networks(cidr)
+	nets, err := addrplan.Ask{V4: cidr, V6: cfg.Prefix6, Host: cfg.HostAddr, NS: cfg.NSAddr, Host6: cfg.HostAddr6, NS6: cfg.NSAddr6,
+		Routed: cfg.RoutedIPv4, Routed6: cfg.RoutedIPv6}.Networks()
 	if err != nil {
 		return nil, err
 	}
@@ -130,47 +131,6 @@ func (cfg Config) validateDNS() error {
 // mode is m as the dns package names it.
 func (m DNSMode) mode() dns.Mode {
 	return map[DNSMode]dns.Mode{DNSAuto: dns.Auto, DNSServers: dns.Servers, DNSRelay: dns.Relay, DNSNone: dns.None}[m]
-}
-
-// networks checks the link's prefixes and addresses: cidr (either family,
-// or zero when Prefix6 is given) and Prefix6.
-func (cfg Config) networks(cidr netip.Prefix) (addrplan.Networks, error) {
-	v4, v6 := cidr, cfg.Prefix6
-	if cidr.IsValid() && cidr.Addr().Is6() && !cidr.Addr().Is4In6() {
-		if v6 != (netip.Prefix{}) {
-			return nil, invalid("prefix %v is IPv6 and Prefix6 is %v: give the IPv4 prefix to Connect and the IPv6 one as Prefix6", cidr, v6)
-		}
-		v4, v6 = netip.Prefix{}, cidr
-	}
-	var nets addrplan.Networks
-	switch {
-	case v4 == (netip.Prefix{}) && v6 == (netip.Prefix{}):
-		return nil, invalid("no prefix: give an IPv4 or IPv6 prefix")
-	case v4 != (netip.Prefix{}):
-		if err := addrplan.ValidPrefix(v4); err != nil {
-			return nil, err
-		}
-		host, ns, err := addrplan.Addresses(v4, cfg.HostAddr, cfg.NSAddr)
-		if err != nil {
-			return nil, err
-		}
-		nets = append(nets, addrplan.Network{Prefix: v4, Host: host, NS: ns, Routed: cfg.RoutedIPv4})
-	case cfg.HostAddr.IsValid() || cfg.NSAddr.IsValid():
-		return nil, invalid("HostAddr and NSAddr are IPv4 addresses, and the link has no IPv4 prefix (HostAddr6 and NSAddr6 are IPv6's)")
-	}
-	if v6 != (netip.Prefix{}) {
-		if err := addrplan.ValidPrefix6(v6); err != nil {
-			return nil, err
-		}
-		host, ns, err := addrplan.Addresses(v6, cfg.HostAddr6, cfg.NSAddr6)
-		if err != nil {
-			return nil, err
-		}
-		nets = append(nets, addrplan.Network{Prefix: v6, Host: host, NS: ns, Routed: cfg.RoutedIPv6})
-	} else if cfg.HostAddr6.IsValid() || cfg.NSAddr6.IsValid() {
-		return nil, invalid("HostAddr6 and NSAddr6 are given, and the link has no IPv6 prefix (set Prefix6)")
-	}
-	return nets, nil
 }
 
 // entryMark is the comment of this process's set entries for the link

@@ -23,7 +23,7 @@ func sysSweep(ctx context.Context, host *netns.Handle) (_ SweepResult, err error
 
 func sysCloseAll(links ...*Link) (err error) { return errUnsupported }
 
-func sysAddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (_ *Rules, err error) {
+func sysAddRules(host *netns.Handle, hostVeth, uplink string, cidrs []netip.Prefix) (_ *Rules, err error) {
 	return nil, errUnsupported
 }
 
@@ -37,7 +37,12 @@ func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string,
 
 func (l *Link) sysPublish(ports []Port) error   { return errUnsupported }
 func (l *Link) sysUnpublish(ports []Port) error { return errUnsupported }
-func (l *Link) sysPorts() []Port                { return nil }
+func (o *owned) ports(to netip.Addr) []Port     { return nil }
+func (l *Link) rec() *owned                     { return nil }
+func (r *Rules) rec() *owned                    { return nil }
+
+func (r *Rules) sysPublish(to netip.Addr, ports []Port) error   { return errUnsupported }
+func (r *Rules) sysUnpublish(to netip.Addr, ports []Port) error { return errUnsupported }
 
 func sysRemove(ctx context.Context, host *netns.Handle, hostVeth string) error { return errUnsupported }
 

@@ -1,23 +1,11 @@
 package nat
 
-// Published ports (Port). Each mapping is two entries: in the ports map
-// (host address . protocol . port : namespace address . port), which the
-// prerouting and output chains' DNAT reads, and in port_links (same key :
-// the host end's index), with which the same rule marks the connection, so
-// that Close and Unpublish find its conntrack entries (see flows.Forget).
-// Both are added with NLM_F_EXCL in one transaction: a port published
-// already, by this process or another, is refused by the kernel (EEXIST,
-// os.ErrExist), atomically. The forward chain accepts connections whose
-// destination was translated (ct status dnat) towards a link; postrouting
-// masquerades the two cases whose replies would not come back through the
-// host otherwise: a link to a port of its own (hairpin, the "same" set)
-// and the host's 127.0.0.1 (for which the host end gets route_localnet,
-// and the raw_prerouting chain drops loopback destinations arriving from
-// any link).
+// Published ports (Port): see the comment of nftset.PortMap.
 
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 
@@ -34,57 +22,89 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// rec is the link's record (nil for a nil or zero Link or Rules).
+func (l *Link) rec() *owned {
+	if l == nil {
+		return nil
+	}
+	return l.owned
+}
+
+func (r *Rules) rec() *owned {
+	if r == nil {
+		return nil
+	}
+	return r.owned
+}
+
 // sysPublish is Publish on Linux.
 func (l *Link) sysPublish(ports []Port) error {
-	return l.portsOp("publish", ports, func() error { return l.publish(ports) })
+	return l.rec().portsOp("publish", ports, func(o *owned) error { return o.publish(ports, netip.Addr{}) })
 }
 
 // sysUnpublish is Unpublish on Linux.
 func (l *Link) sysUnpublish(ports []Port) error {
-	return l.portsOp("unpublish", ports, func() error {
-		var gone []nftset.PortMap
-		for _, p := range ports {
-			for _, pm := range l.ent.Ports {
-				if p.matches(pm) {
-					gone = append(gone, pm)
-				}
+	return l.rec().portsOp("unpublish", ports, func(o *owned) error { return o.unpublishPorts(ports, netip.Addr{}) })
+}
+
+// sysPublish is Rules.Publish on Linux: to must be a host address of one
+// of the Rules' prefixes.
+func (r *Rules) sysPublish(to netip.Addr, ports []Port) error {
+	return r.rec().portsOp("publish", ports, func(o *owned) error {
+		if !slices.ContainsFunc(o.ent.Prefixes, func(p netip.Prefix) bool { return p.Contains(to) && p.Addr() != to }) || to.Zone() != "" {
+			return invalid("address %v is not a host address of %v", to, o.ent)
+		}
+		return o.publish(ports, to)
+	})
+}
+
+// sysUnpublish is Rules.Unpublish on Linux.
+func (r *Rules) sysUnpublish(to netip.Addr, ports []Port) error {
+	return r.rec().portsOp("unpublish", ports, func(o *owned) error { return o.unpublishPorts(ports, to) })
+}
+
+// unpublishPorts removes the mappings of ports (to the address to; the
+// zero Addr: to any).
+func (o *owned) unpublishPorts(ports []Port, to netip.Addr) error {
+	var gone []nftset.PortMap
+	for _, p := range ports {
+		for _, pm := range o.ent.Ports {
+			if p.matches(pm) && (!to.IsValid() || pm.To == to) {
+				gone = append(gone, pm)
 			}
 		}
-		if len(gone) == 0 {
-			return fmt.Errorf("%v %w", ports, os.ErrNotExist)
-		}
-		return l.unpublish(gone)
-	})
+	}
+	if len(gone) == 0 {
+		return fmt.Errorf("%v %w", ports, os.ErrNotExist)
+	}
+	return o.unpublish(gone)
 }
 
 // sysImpair is Impair on Linux: the host end's root qdisc shapes what goes
 // to the namespace, the namespace end's what comes from it (by index).
 func (l *Link) sysImpair(toNS, fromNS qdisc.Impairment) error {
-	return l.portsOp("impair", nil, func() error { return qdisc.SetPair(l.host, l.hostIdx, toNS, l.nsRef, l.nsIdx, fromNS) })
+	return l.rec().portsOp("impair", nil, func(o *owned) error { return qdisc.SetPair(o.host, o.hostIdx, toNS, o.nsRef, o.nsIdx, fromNS) })
 }
 
-// portsOp checks the ports and runs fn with the link locked and open.
-func (l *Link) portsOp(verb string, ports []Port, fn func() error) error {
-	if l == nil {
-		return fmt.Errorf("nat: %s on a nil *Link: %w", verb, os.ErrInvalid)
-	}
+// portsOp checks the ports and runs fn with o locked and open.
+func (o *owned) portsOp(verb string, ports []Port, fn func(*owned) error) error {
 	for _, p := range ports {
 		if err := p.validate(); err != nil {
 			return fmt.Errorf("nat: %s: %w", verb, err)
 		}
 	}
-	if l.owned == nil {
-		return fmt.Errorf("nat: %s on a link not made by Connect: %w", verb, os.ErrInvalid)
+	if o == nil {
+		return fmt.Errorf("nat: %s on a link not made by Connect or AddRules: %w", verb, os.ErrInvalid)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed || l.hs == nil {
-		return fmt.Errorf("nat: %s on %s: %w", verb, l.what(), os.ErrClosed)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed || o.hs == nil {
+		return fmt.Errorf("nat: %s on %s: %w", verb, o.what(), os.ErrClosed)
 	}
-	l.hs.restoreMu.RLock() // (see hostState.restoreMu)
-	defer l.hs.restoreMu.RUnlock()
-	if err := fn(); err != nil {
-		return fmt.Errorf("nat: %s on %s: %w", verb, l.what(), err)
+	o.hs.restoreMu.RLock() // (see hostState.restoreMu)
+	defer o.hs.restoreMu.RUnlock()
+	if err := fn(o); err != nil {
+		return fmt.Errorf("nat: %s on %s: %w", verb, o.what(), err)
 	}
 	return nil
 }
@@ -106,18 +126,26 @@ func expandPorts(host *netns.Handle, hc *nl.Conn, uplink int, fams []byte, have 
 	return hostview.ExpandPorts(host, hc, uplink, fams, have, reqs, probe)
 }
 
-// publish adds the ports to a live link, all or none. The caller holds
-// l.mu.
-func (l *Link) publish(ports []Port) error {
+// publish adds the ports to a live link, all or none, to the address to
+// (in its family only), or to the namespace's (the zero Addr). The caller
+// holds l.mu.
+func (l *owned) publish(ports []Port, to netip.Addr) error {
 	host, hs := l.host, l.hs
 	hc, err := hs.tbl.Conn(host)
 	if err != nil {
 		return err
 	}
 	defer hs.tbl.PutConn(hc)
-	maps, err := expandPorts(host, hc, l.ent.Uplink, l.ent.Families(), l.ent.Ports, ports, !l.portsReserved)
+	fams := l.ent.Families()
+	if to.IsValid() {
+		fams = []byte{nftset.FamilyOf(to)}
+	}
+	maps, err := expandPorts(host, hc, l.ent.Uplink, fams, l.ent.Ports, ports, !l.portsReserved)
 	if err != nil {
 		return err
+	}
+	for i := range maps {
+		maps[i].To = to
 	}
 	var b nftset.Batch
 	var els []nftset.Elem
@@ -145,7 +173,7 @@ func (l *Link) publish(ports []Port) error {
 }
 
 // unpublish removes the ports and forgets their connections.
-func (l *Link) unpublish(maps []nftset.PortMap) error {
+func (l *owned) unpublish(maps []nftset.PortMap) error {
 	var els []nftset.Elem
 	for _, pm := range maps {
 		els = append(els, pm.Elems(l.ent)...)
@@ -155,16 +183,18 @@ func (l *Link) unpublish(maps []nftset.PortMap) error {
 	return errors.Join(err, l.hs.tbl.WithConntrack(l.host, func(c *conntrack.Conn) error { return flows.ForgetPorts(c, maps) }))
 }
 
-// sysPorts is Ports on Linux.
-func (l *Link) sysPorts() []Port {
-	if l == nil || l.owned == nil {
+// ports are the published ports (to the address to; the zero Addr: all).
+func (o *owned) ports(to netip.Addr) []Port {
+	if o == nil {
 		return nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	var out []Port
-	for _, pm := range l.ent.Ports {
-		out = append(out, portOf(pm))
+	for _, pm := range o.ent.Ports {
+		if !to.IsValid() || pm.To == to {
+			out = append(out, portOf(pm))
+		}
 	}
 	return out
 }

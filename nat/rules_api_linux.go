@@ -10,27 +10,23 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsnet/nsnet/nat/internal/nftset"
-	"github.com/nsnet/nsnet/nat/internal/uplinks"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/netns"
 )
 
 // sysAddRules is AddRules on Linux.
-func sysAddRules(host *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (*Rules, error) {
-	r, err := addRules(host, hostVeth, uplink, cidr)
+func sysAddRules(host *netns.Handle, hostVeth, uplink string, cidrs []netip.Prefix) (*Rules, error) {
+	r, err := addRules(host, hostVeth, uplink, cidrs)
 	if err != nil {
-		return nil, fmt.Errorf("nat: add rules %v dev %s: %w", cidr, hostVeth, err)
+		return nil, fmt.Errorf("nat: add rules %v dev %s: %w", nftset.Entries{Prefixes: cidrs}, hostVeth, err)
 	}
 	return r, nil
 }
 
-func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) (_ *Rules, err error) {
-	valid := addrplan.ValidPrefix
-	if cidr.IsValid() && cidr.Addr().Is6() && !cidr.Addr().Is4In6() {
-		valid = addrplan.ValidPrefix6
-	}
-	if err := valid(cidr); err != nil {
+func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidrs []netip.Prefix) (_ *Rules, err error) {
+	cidrs, err = addrplan.OnePerFamily(cidrs)
+	if err != nil {
 		return nil, err
 	}
 	if err := nl.CheckIfName(hostVeth); err != nil {
@@ -52,12 +48,12 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		}
 	}()
 	undo.push(func() { host.Close() })
-	r := &Rules{Prefix: cidr, HostVeth: hostVeth, owned: &owned{}}
+	r := &Rules{Prefix: cidrs[0], Prefixes: cidrs, HostVeth: hostVeth, owned: &owned{}}
 	r.host, r.hostKey, r.vethName = host, host.ID(), hostVeth
-	if err := addrplan.Reserve(r.hostKey, 0, "", []netip.Prefix{cidr}); err != nil {
+	if err := addrplan.Reserve(r.hostKey, 0, "", cidrs); err != nil {
 		return nil, err
 	}
-	undo.push(func() { addrplan.Release(r.hostKey, 0, []netip.Prefix{cidr}) })
+	undo.push(func() { addrplan.Release(r.hostKey, 0, cidrs) })
 	hs, err := enter(host, r.hostKey)
 	if err != nil {
 		return nil, err
@@ -72,38 +68,43 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 		return nil, err
 	}
 	defer hs.tbl.PutConn(hc)
-	up, err := hs.view.Uplink(host, hc, addrplan.Networks{{Prefix: cidr}}.Need(uplink, false))
+	var nets addrplan.Networks
+	for _, cidr := range cidrs {
+		nets = append(nets, addrplan.Network{Prefix: cidr})
+	}
+	up, err := hs.view.Uplink(host, hc, nets.Need(uplink, false))
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := hc.Query(nl.GetLinkByName(hostVeth))
-	if err != nil {
+	if r.hostIdx, err = hc.LinkIndex(hostVeth); err != nil {
 		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
 	}
-	link, err := nl.DecodeLink(msgs[0].Data)
-	if err != nil {
-		return nil, fmt.Errorf("link %q: %w", hostVeth, err)
-	}
-	r.Uplink, r.hostIdx = up.Name, int(link.Index)
+	r.Uplink = up.Name
 	if r.hostIdx == up.Index {
 		return nil, fmt.Errorf("%w: link %s is the uplink itself", ErrInvalidConfig, hostVeth)
 	}
-	fwd := uplinks.Key{Index: r.hostIdx, Fam: nftset.FamilyOf(cidr.Addr())} // the link's forwarding of cidr's family
-	// Before Linux 6.17 IPv6 is forwarded by the global switch only,
-	// which AddRules shares if it is on but never turns on itself.
-	globalV6 := fwd.Fam == unix.NFPROTO_IPV6 && !nl.HasForceForwarding(host)
-	if globalV6 && !globalV6ForTests && !nl.ForwardsAll(host, unix.NFPROTO_IPV6) {
-		return nil, fmt.Errorf("%w: this kernel forwards IPv6 only with the global net.ipv6.conf.all.forwarding "+
-			"(per-interface force_forwarding is Linux 6.17 and later), which AddRules does not turn on: "+
-			"turn it on yourself, or use Connect with Config.IPv6GlobalForwarding", ErrNoIPv6Forwarding)
-	}
-	wasOn := globalV6 // (the global switch forwards the link's IPv6)
-	if !globalV6 {
-		if wasOn, err = nl.LinkForwards(host, hc, fwd.Index, fwd.Fam); err != nil {
-			return nil, fmt.Errorf("link %q: %w", hostVeth, err)
+	r.ent = nftset.Entries{Link: r.hostIdx, Uplink: up.Index, Prefixes: cidrs, Mark: entryMark(hostVeth)}
+	var turnOn []byte // the families of the link whose forwarding AddRules turns on
+	for _, fam := range r.ent.Families() {
+		// Before Linux 6.17 IPv6 is forwarded by the global switch only,
+		// which AddRules shares if it is on but never turns on itself.
+		globalV6 := fam == unix.NFPROTO_IPV6 && !nl.HasForceForwarding(host)
+		if globalV6 && !globalV6ForTests && !nl.ForwardsAll(host, unix.NFPROTO_IPV6) {
+			return nil, fmt.Errorf("%w: this kernel forwards IPv6 only with the global net.ipv6.conf.all.forwarding "+
+				"(per-interface force_forwarding is Linux 6.17 and later), which AddRules does not turn on: "+
+				"turn it on yourself, or use Connect with Config.IPv6GlobalForwarding", ErrNoIPv6Forwarding)
+		}
+		r.ent.GlobalV6 = r.ent.GlobalV6 || globalV6
+		wasOn := globalV6 // (the global switch forwards the link's IPv6)
+		if !globalV6 {
+			if wasOn, err = nl.LinkForwards(host, hc, r.hostIdx, fam); err != nil {
+				return nil, fmt.Errorf("link %q: %w", hostVeth, err)
+			}
+		}
+		if !wasOn {
+			turnOn = append(turnOn, fam)
 		}
 	}
-	r.ent = nftset.Entries{Link: r.hostIdx, Uplink: up.Index, Prefixes: []netip.Prefix{cidr}, Mark: entryMark(hostVeth), GlobalV6: globalV6}
 	if err := hs.shares.Add(context.Background(), host, hc, &hs.tbl, r.ent); err != nil {
 		return nil, err
 	}
@@ -112,12 +113,12 @@ func addRules(hostNS *netns.Handle, hostVeth, uplink string, cidr netip.Prefix) 
 	if err := hook("rules forwarding"); err != nil {
 		return nil, fmt.Errorf("forwarding: %w", err)
 	}
-	if !wasOn {
-		if err := nl.SetLinkForwarding(host, hc, fwd.Index, fwd.Fam, true); err != nil {
+	for _, fam := range turnOn {
+		if err := nl.SetLinkForwarding(host, hc, r.hostIdx, fam, true); err != nil {
 			return nil, fmt.Errorf("forwarding: %w", err)
 		}
-		undo.push(func() { nl.SetLinkForwarding(host, hc, fwd.Index, fwd.Fam, false) })
-		r.linkFwdOff = true
+		undo.push(func() { nl.SetLinkForwarding(host, hc, r.hostIdx, fam, false) })
+		r.linkFwdOff = append(r.linkFwdOff, fam)
 	}
 	hs.addLive(r.owned)
 	return r, nil

@@ -160,3 +160,19 @@ func RandomGroup() uint32 {
 		}
 	}
 }
+
+// StopLinks takes the links down with their IPv4 forwarding off, where
+// they could not be deleted: nothing passes them then.
+func StopLinks(hc *Conn, links []int) error {
+	var reqs []Request
+	for _, l := range links {
+		reqs = append(reqs, SetLinkUp(l, "", false), SetForwarding(l, false))
+	}
+	_, errs, err := hc.Do(reqs...)
+	for _, e := range errs {
+		if e != nil && !errors.Is(e, os.ErrNotExist) {
+			err = errors.Join(err, e)
+		}
+	}
+	return err
+}

@@ -2,6 +2,7 @@ package addrplan
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -382,4 +383,74 @@ func Release(hostKey, nsKey uint64, prefixes []netip.Prefix) {
 	reservations.prefixes[hostKey] = slices.DeleteFunc(reservations.prefixes[hostKey], func(q netip.Prefix) bool {
 		return slices.Contains(prefixes, q)
 	})
+}
+
+// OnePerFamily checks nat.AddRules' prefixes (one or two, of different
+// families) and returns them IPv4 first.
+func OnePerFamily(cidrs []netip.Prefix) ([]netip.Prefix, error) {
+	cidrs = slices.Clone(cidrs)
+	slices.SortStableFunc(cidrs, func(a, b netip.Prefix) int { return cmp.Compare(a.Addr().BitLen(), b.Addr().BitLen()) })
+	if len(cidrs) == 0 || len(cidrs) > 2 || len(cidrs) == 2 && cidrs[0].Addr().BitLen() == cidrs[1].Addr().BitLen() {
+		return nil, invalid("prefixes %v: give one, or one of each family", cidrs)
+	}
+	for _, cidr := range cidrs {
+		valid := ValidPrefix
+		if cidr.IsValid() && cidr.Addr().Is6() && !cidr.Addr().Is4In6() {
+			valid = ValidPrefix6
+		}
+		if err := valid(cidr); err != nil {
+			return nil, err
+		}
+	}
+	return cidrs, nil
+}
+
+// Ask is what a link asks for (nat.Config's fields, and Connect's cidr
+// as V4, which may be IPv6 for an IPv6-only link): prefixes, addresses
+// (zero: the first two host addresses) and which families are routed.
+type Ask struct {
+	V4, V6               netip.Prefix
+	Host, NS, Host6, NS6 netip.Addr
+	Routed, Routed6      bool
+}
+
+// Networks checks the asked prefixes and addresses and returns the
+// link's networks, IPv4 first.
+func (a Ask) Networks() (Networks, error) {
+	v4, v6 := a.V4, a.V6
+	if v4.IsValid() && v4.Addr().Is6() && !v4.Addr().Is4In6() {
+		if v6 != (netip.Prefix{}) {
+			return nil, invalid("prefix %v is IPv6 and Prefix6 is %v: give the IPv4 prefix to Connect and the IPv6 one as Prefix6", v4, v6)
+		}
+		v4, v6 = netip.Prefix{}, v4
+	}
+	var nets Networks
+	switch {
+	case v4 == (netip.Prefix{}) && v6 == (netip.Prefix{}):
+		return nil, invalid("no prefix: give an IPv4 or IPv6 prefix")
+	case v4 != (netip.Prefix{}):
+		if err := ValidPrefix(v4); err != nil {
+			return nil, err
+		}
+		host, ns, err := Addresses(v4, a.Host, a.NS)
+		if err != nil {
+			return nil, err
+		}
+		nets = append(nets, Network{Prefix: v4, Host: host, NS: ns, Routed: a.Routed})
+	case a.Host.IsValid() || a.NS.IsValid():
+		return nil, invalid("HostAddr and NSAddr are IPv4 addresses, and the link has no IPv4 prefix (HostAddr6 and NSAddr6 are IPv6's)")
+	}
+	if v6 != (netip.Prefix{}) {
+		if err := ValidPrefix6(v6); err != nil {
+			return nil, err
+		}
+		host, ns, err := Addresses(v6, a.Host6, a.NS6)
+		if err != nil {
+			return nil, err
+		}
+		nets = append(nets, Network{Prefix: v6, Host: host, NS: ns, Routed: a.Routed6})
+	} else if a.Host6.IsValid() || a.NS6.IsValid() {
+		return nil, invalid("HostAddr6 and NSAddr6 are given, and the link has no IPv6 prefix (set Prefix6)")
+	}
+	return nets, nil
 }

@@ -165,11 +165,28 @@ func ClaimPrefix(key []byte) (netip.Prefix, bool) {
 	return p, p.IsValid()
 }
 
-// PortMap is one published port, its host address resolved.
+// PortMap is one published port, its host address resolved (nat.Port).
+// Each mapping is two entries: in the ports map
+// (host address . protocol . port : namespace address . port), which the
+// prerouting and output chains' DNAT reads, and in port_links (same key :
+// the host end's index), with which the same rule marks the connection, so
+// that Close and Unpublish find its conntrack entries (see flows.Forget).
+// Both are added with NLM_F_EXCL in one transaction: a port published
+// already, by this process or another, is refused by the kernel (EEXIST,
+// os.ErrExist), atomically. The forward chain accepts connections whose
+// destination was translated (ct status dnat) towards a link; postrouting
+// masquerades the two cases whose replies would not come back through the
+// host otherwise: a link to a port of its own (hairpin, the "same" set)
+// and the host's 127.0.0.1 (for which the host end gets route_localnet,
+// and the raw_prerouting chain drops loopback destinations arriving from
+// any link).
 type PortMap struct {
 	Addr         netip.Addr
 	Proto        uint8 // unix.IPPROTO_TCP or IPPROTO_UDP
 	Port, NSPort uint16
+	// To is the target address, for Rules (behind a bridge, several);
+	// the zero Addr: the link's namespace address of Addr's family.
+	To netip.Addr
 }
 
 // Key is "address . protocol . port", each field padded to 4 bytes.
@@ -198,6 +215,9 @@ func (pm PortMap) Elems(e Entries) []Elem {
 	ns := e.NSAddr
 	if pm.Addr.Is6() {
 		ns = e.NSAddr6
+	}
+	if pm.To.IsValid() {
+		ns = pm.To
 	}
 	ports, links := pm.Sets()
 	return []Elem{

@@ -191,7 +191,7 @@ func icmpv6Type(typ byte) []expr.Any {
 //	    icmpv6 type nd-redirect iif @links drop }
 //	}
 //
-// (see nat/ports_linux.go for the published ports).
+// (see PortMap for the published ports).
 //
 // Both families go through the same rules and sets (the sets are keyed by
 // interface index, and the family where it matters); a rule that reads an
