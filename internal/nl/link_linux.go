@@ -136,6 +136,7 @@ type Veth struct {
 	HardwareAddr     []byte
 	PeerHardwareAddr []byte
 	Up               bool // the first end comes up in the same request (see NewVeth)
+	Master           int  // the first end's master (a bridge), by index (0: none)
 	// Index and PeerIndex ask for these interface indexes (0: the kernel
 	// picks). The kernel takes PeerIndex only together with Index. A taken
 	// index fails the request with EBUSY.
@@ -162,6 +163,10 @@ func NewVeth(v Veth) Request {
 		Address: v.HardwareAddr,
 		Info:    &rtnetlink.LinkInfo{Kind: "veth", Data: &vethData{peer}},
 	}}
+	if v.Master != 0 {
+		master := uint32(v.Master)
+		m.Attributes.Master = &master
+	}
 	// Only the first end can be created up: the kernel registers and
 	// configures the peer before it links the two, so opening the peer then
 	// fails with ENOTCONN (veth_open without a peer). Bring it up after.

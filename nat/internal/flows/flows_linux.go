@@ -3,6 +3,7 @@ package flows
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -122,6 +123,31 @@ func deletePortFlows(c *conntrack.Conn, maps []nftset.PortMap, filter conntrack.
 		}) {
 			if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ForgetAddrs deletes the entries marked with one of marks (a bridge's
+// index: the connections of all its members; 0: the host's own, such as
+// its connections with the members) that an address of match began or
+// answered: the connections of the members of a network, whose addresses
+// the next member given them must not inherit. The kernel filters by mark.
+func ForgetAddrs(c *conntrack.Conn, marks []uint32, match func(netip.Addr) bool) error {
+	var errs []error
+	for _, mark := range marks {
+		for _, fam := range []netfilter.ProtoFamily{netfilter.ProtoIPv4, netfilter.ProtoIPv6} {
+			fs, err := c.DumpFilter(conntrack.NewFilter().Mark(mark).Family(fam), nil)
+			if err != nil {
+				return fmt.Errorf("conntrack: %w", err)
+			}
+			for _, f := range fs {
+				if match(f.TupleOrig.IP.SourceAddress) || match(f.TupleReply.IP.SourceAddress) {
+					if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+						errs = append(errs, err)
+					}
+				}
 			}
 		}
 	}

@@ -63,7 +63,11 @@ func nfgen(family uint8, resID uint16) []byte {
 
 // Batch is one nftables transaction.
 type Batch struct {
-	msgs []netlink.Message
+	// Family and Table name the table whose sets the entries go to (zero:
+	// the library's inet table).
+	Family uint8
+	Table  string
+	msgs   []netlink.Message
 	// Gen, when set, makes the kernel refuse the transaction (ERESTART) if
 	// the ruleset's generation is no longer *Gen.
 	Gen *uint32
@@ -102,23 +106,37 @@ func (b *Batch) queue(typ uint16, flags netlink.HeaderFlags, els []Elem) error {
 	for _, set := range order {
 		all := bySet[set]
 		for lo := 0; lo < len(all); lo += perMessage {
-			data, err := encodeElems(set, all[lo:min(lo+perMessage, len(all))])
+			data, err := encodeElems(b.table(), set, all[lo:min(lo+perMessage, len(all))])
 			if err != nil {
 				return err
 			}
 			b.msgs = append(b.msgs, netlink.Message{
 				Header: netlink.Header{Type: netlink.HeaderType(NFTType | typ), Flags: netlink.Request | netlink.Acknowledge | flags},
-				Data:   append(nfgen(unix.NFPROTO_INET, 0), data...),
+				Data:   append(nfgen(b.family(), 0), data...),
 			})
 		}
 	}
 	return nil
 }
 
-func encodeElems(set string, els []Elem) ([]byte, error) {
+func (b *Batch) table() string {
+	if b.Table == "" {
+		return TableName
+	}
+	return b.Table
+}
+
+func (b *Batch) family() uint8 {
+	if b.Family == 0 {
+		return unix.NFPROTO_INET
+	}
+	return b.Family
+}
+
+func encodeElems(table, set string, els []Elem) ([]byte, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian
-	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
+	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, table)
 	ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
 	ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(list *netlink.AttributeEncoder) error {
 		for _, e := range els {
@@ -150,14 +168,14 @@ func encodeElems(set string, els []Elem) ([]byte, error) {
 // DelTable queues the deletion of the library's table.
 func (b *Batch) DelTable() error {
 	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_TABLE_NAME, TableName)
+	ae.String(unix.NFTA_TABLE_NAME, b.table())
 	data, err := ae.Encode()
 	if err != nil {
 		return err
 	}
 	b.msgs = append(b.msgs, netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(NFTType | unix.NFT_MSG_DELTABLE), Flags: netlink.Request | netlink.Acknowledge},
-		Data:   append(nfgen(unix.NFPROTO_INET, 0), data...),
+		Data:   append(nfgen(b.family(), 0), data...),
 	})
 	return nil
 }

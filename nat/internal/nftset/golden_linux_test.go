@@ -6,7 +6,7 @@ import (
 	"github.com/nsnet/nsnet/internal/nftgolden"
 )
 
-// TestSkeletonGolden: the table, its sets, chains and eighteen rules, byte
+// TestSkeletonGolden: the table, its sets, chains and rules, byte
 // for byte as sent to the kernel (the privileged tests check what the
 // kernel makes of them with nft and real traffic). Runs without root.
 func TestSkeletonGolden(t *testing.T) {

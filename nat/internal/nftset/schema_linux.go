@@ -168,6 +168,7 @@ func icmpv6Type(typ byte) []expr.Any {
 //	    fib saddr . iif oif missing drop      # spoofed source
 //	    ct mark set iif                       # for Close (see flows.Forget)
 //	    iif . oif . meta nfproto @egress ct state new,established,related accept  # out of its own uplink, tracked
+//	    iif . oif @same accept                # within its own network (a bridge's members, see nat/network)
 //	    iif @siblings oif @siblings accept
 //	    ct status dnat oif @links accept      # to a published port of a link
 //	    drop }                                # anywhere else
@@ -259,6 +260,8 @@ func AddSkeleton(c *nftables.Conn) error {
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
 	rule(fromLink, "out of its own uplink, in a family it has, tracked (an invalid or untracked packet would leave un-masqueraded)",
 		append(append(iifDotOifDotFam(), lookup(SetEgress, 1, false)), append(ctStateTracked(), verdict(expr.VerdictAccept, ""))...)...)
+	rule(fromLink, "within the link's own network: the members of a bridge (package nat/network), whose frames to each other br_netfilter passes through this hook",
+		append(iifDotOif(), lookup(SetSame, 1, false), verdict(expr.VerdictAccept, ""))...)
 	rule(fromLink, "siblings allowed",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(SetSiblings, 1, false),
 		metaLoad(expr.MetaKeyOIF, 1), lookup(SetSiblings, 1, false), verdict(expr.VerdictAccept, ""))

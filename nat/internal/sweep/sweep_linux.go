@@ -10,6 +10,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat/internal/bridgeset"
 	"github.com/nsnet/nsnet/nat/internal/dns"
 	"github.com/nsnet/nsnet/nat/internal/firewall"
 	"github.com/nsnet/nsnet/nat/internal/flows"
@@ -102,11 +103,73 @@ func Host(ctx context.Context, host *netns.Handle) (res Result, err error) {
 	// Set entries, uplink forwarding, the table: under the host lock, so
 	// that no Connect or Close of another process decides about an
 	// uplink's forwarding in between.
-	err = owner.WithHostLock(ctx, host, func() error { return sweepTable(host, hc, &res) })
+	err = owner.WithHostLock(ctx, host, func() error {
+		return errors.Join(sweepTable(host, hc, &res), sweepBridge(host, &res))
+	})
 	if err != nil {
 		errs = append(errs, err)
 	}
 	return res, errors.Join(errs...)
+}
+
+// sweepBridge removes dead owners' entries from the bridge table (the
+// members of networks, see package bridgeset), and the table once it is
+// empty.
+func sweepBridge(host *netns.Handle, res *Result) error {
+	c, err := table.NFTConn(host)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	if err := bridgeset.Own(c); err != nil {
+		if nftset.IsENOENT(err) || errors.Is(err, bridgeset.ErrForeign) {
+			return nil
+		}
+		return err
+	}
+	es, err := bridgeset.Read(c, func(s string) (string, bool) { m, ok := owner.Parse(s); return m.ID, ok })
+	if err != nil {
+		if nftset.IsENOENT(err) {
+			return nil
+		}
+		return err
+	}
+	var ids []string
+	for _, e := range es {
+		if e.Owner != "" {
+			ids = append(ids, e.Owner)
+		}
+	}
+	live, err := owner.Live(host, ids)
+	if err != nil {
+		return err
+	}
+	var gone []nftset.Elem
+	for _, e := range es {
+		if e.Owner != "" && !live[e.Owner] {
+			gone = append(gone, e.Elem)
+		}
+	}
+	raw, err := nftset.DialNFT(host)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	if len(gone) > 0 {
+		b := bridgeset.Batch()
+		if err := b.Del(gone, true); err == nil {
+			err = b.Commit(raw)
+		}
+		if nftset.IsENOENT(err) {
+			return nil // the table went meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("bridge set entries: %w", err)
+		}
+		res.Elements += len(gone)
+	}
+	_, err = bridgeset.Drop(c, raw)
+	return err
 }
 
 func sweepTable(host *netns.Handle, hc *nl.Conn, res *Result) error {

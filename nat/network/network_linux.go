@@ -1,0 +1,361 @@
+package network
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/nsnet/nsnet/internal/nl"
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nat/internal/addrplan"
+	"github.com/nsnet/nsnet/nat/internal/bridgeset"
+	"github.com/nsnet/nsnet/nat/internal/flows"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/nat/internal/owner"
+	"github.com/nsnet/nsnet/nat/internal/table"
+	"github.com/nsnet/nsnet/netns"
+	"golang.org/x/sys/unix"
+)
+
+// state is what a Network holds in the host, recorded at Create; close
+// gives it all back. mu guards the members, the addresses and names
+// taken, and closed; a member's own lock is taken after it, never before.
+type state struct {
+	host      *netns.Handle // our own handle to the host namespace
+	hostKey   uint64
+	bridgeIdx int
+	pub       Network // what Create returned, for the members
+	rules     *nat.Rules
+	dns       *nameServer // nil: Config.NoDNS
+	hc        *nl.Conn    // the host's rtnetlink socket (its own lock)
+	hcMu      sync.Mutex
+
+	mu      sync.Mutex
+	members map[*member]bool
+	used    map[netip.Addr]bool // addresses of members, and those being attached
+	names   map[string]*member  // lower-cased names and aliases
+	closed  bool
+	err     error
+}
+
+// mark is the owner mark on what the network's parts are called name.
+func mark(hostKey uint64, name string) string {
+	m := owner.Self
+	m.Host, m.Link = hostKey, name
+	return m.String()
+}
+
+// randomMAC is a random locally administered unicast Ethernet address.
+func randomMAC() []byte {
+	b := make([]byte, 6)
+	rand.Read(b)
+	b[0] = b[0]&0xfe | 0x02
+	return b
+}
+
+// undoStack runs its functions in reverse on failure.
+type undoStack []func()
+
+func (u *undoStack) push(f func()) { *u = append(*u, f) }
+func (u undoStack) unwind() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.HostNS != nil && c.HostNS.Fd() < 0:
+		return fmt.Errorf("host namespace: %w", netns.ErrClosed)
+	case !c.Prefix.IsValid() && !c.Prefix6.IsValid():
+		return invalid("no prefix: give Prefix, Prefix6 or both")
+	case c.Prefix.IsValid() && (!c.Prefix.Addr().Is4() || c.Prefix.Bits() > 30):
+		return invalid("Prefix %v: an IPv4 prefix of /30 or larger", c.Prefix)
+	case c.Prefix6.IsValid() && (!c.Prefix6.Addr().Is6() || c.Prefix6.Addr().Is4In6() || c.Prefix6.Bits() < 64 || c.Prefix6.Bits() > 120):
+		return invalid("Prefix6 %v: an IPv6 prefix of /64 to /120", c.Prefix6)
+	case c.Prefix.IsValid() && c.Prefix.Masked() != c.Prefix || c.Prefix6.IsValid() && c.Prefix6.Masked() != c.Prefix6:
+		return invalid("prefix %s has host bits set", describe(c.Prefix, c.Prefix6))
+	}
+	if c.Uplink != "" {
+		if err := nl.CheckIfName(c.Uplink); err != nil {
+			return fmt.Errorf("uplink: %w", err)
+		}
+	}
+	if c.Bridge != "" {
+		if err := nl.CheckIfName(c.Bridge); err != nil {
+			return fmt.Errorf("bridge: %w", err)
+		}
+	}
+	return nil
+}
+
+// hostHandle is our own handle to h (nil: the current namespace).
+func hostHandle(h *netns.Handle) (*netns.Handle, error) {
+	if h == nil {
+		return netns.Current()
+	}
+	return nl.DupHandle(h)
+}
+
+// create is Create: the bridge (marked, down, no IPv6 link-local) with its
+// gateway addresses, up; the nftables entries; the bridge table; the name
+// server.
+func (c Config) create() (_ *Network, err error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	host, err := hostHandle(c.HostNS)
+	if err != nil {
+		return nil, err
+	}
+	var undo undoStack
+	defer func() {
+		if err != nil {
+			undo.unwind()
+		}
+	}()
+	undo.push(func() { host.Close() })
+	st := &state{host: host, hostKey: host.ID(), members: map[*member]bool{}, used: map[netip.Addr]bool{}, names: map[string]*member{}}
+	if st.hc, err = nl.Dial(host); err != nil {
+		return nil, err
+	}
+	undo.push(func() { st.hc.Close() })
+	n := &Network{Bridge: c.Bridge, Prefix: c.Prefix, Prefix6: c.Prefix6, state: st}
+	if n.Bridge == "" {
+		n.Bridge = "nsb-" + owner.RandomString(11)
+	}
+	if c.Prefix.IsValid() {
+		n.Gateway = c.Prefix.Addr().Next()
+	}
+	if c.Prefix6.IsValid() {
+		n.Gateway6 = c.Prefix6.Addr().Next()
+	}
+	if err := st.makeBridge(n); err != nil {
+		return nil, err
+	}
+	undo.push(func() { nl.DeleteLinks(host, st.hc, []int{st.bridgeIdx}, nil) })
+	var prefixes []netip.Prefix
+	for _, p := range []netip.Prefix{c.Prefix, c.Prefix6} {
+		if p.IsValid() {
+			prefixes = append(prefixes, p)
+		}
+	}
+	if st.rules, err = nat.AddRules(host, n.Bridge, c.Uplink, prefixes...); err != nil {
+		return nil, err
+	}
+	undo.push(func() { st.rules.Close() })
+	n.Uplink = st.rules.Uplink
+	if err := bridgeset.Ensure(host, table.NFTConn); err != nil {
+		return nil, fmt.Errorf("bridge table: %w", err)
+	}
+	if !c.NoDNS {
+		if st.dns, err = startNameServer(host, n, st.lookupMember); err != nil {
+			return nil, fmt.Errorf("name server: %w", err)
+		}
+	}
+	st.pub = *n
+	st.pub.state = nil
+	guardAdd(st)
+	return n, nil
+}
+
+// makeBridge creates the bridge with a fixed Ethernet address of its own
+// (else it takes its ports' lowest, which changes as members come and go,
+// and the members' neighbour caches go stale), its mark and no IPv6
+// link-local address, then gives it the gateway addresses and brings it
+// up.
+func (st *state) makeBridge(n *Network) error {
+	m := mark(st.hostKey, n.Bridge)
+	_, errs, err := st.hc.Do(
+		nl.NewLink(&rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{Name: n.Bridge, Address: randomMAC(),
+			Info: &rtnetlink.LinkInfo{Kind: "bridge"}}}),
+		nl.PrepareLinkByName(n.Bridge, nl.LinkConf{NoLinkLocal: true, Alias: m}))
+	if err == nil {
+		err = errs[0]
+	}
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
+	}
+	if st.bridgeIdx, err = st.hc.LinkIndex(n.Bridge); err == nil {
+		err = errs[1]
+	}
+	if err != nil {
+		if st.bridgeIdx != 0 {
+			nl.DeleteLinks(st.host, st.hc, []int{st.bridgeIdx}, nil)
+		}
+		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
+	}
+	var reqs []nl.Request
+	if n.Gateway.IsValid() {
+		reqs = append(reqs, nl.NewAddr(st.bridgeIdx, netip.PrefixFrom(n.Gateway, n.Prefix.Bits()), 0, false))
+	}
+	if n.Gateway6.IsValid() {
+		// And a link-local address: the host solicits a neighbour from
+		// one (see addrplan.HostLinkLocal), or it reaches no member that
+		// has not spoken first (a published port's).
+		reqs = append(reqs, nl.NewAddr(st.bridgeIdx, netip.PrefixFrom(n.Gateway6, n.Prefix6.Bits()), unix.IFA_F_NODAD, false),
+			nl.NewAddr(st.bridgeIdx, addrplan.HostLinkLocal(st.bridgeIdx), unix.IFA_F_NODAD|unix.IFA_F_NOPREFIXROUTE, false))
+	}
+	reqs = append(reqs, nl.SetLinkUp(st.bridgeIdx, "", true))
+	if err := st.hc.Exec(reqs...); err != nil {
+		nl.DeleteLinks(st.host, st.hc, []int{st.bridgeIdx}, nil)
+		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
+	}
+	return nil
+}
+
+// close is Network.Close: the members first (their pairs with one
+// request), then the name server, the entries (forwarding off first),
+// the bridge, and the bridge table if it is empty.
+func (st *state) close() error {
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return st.err
+	}
+	st.closed = true
+	var ms []*member
+	for m := range st.members {
+		ms = append(ms, m)
+	}
+	st.mu.Unlock()
+	guardRemove(st)
+	errs := []error{st.closeMembers(ms)}
+	if st.dns != nil {
+		st.dns.close()
+	}
+	errs = append(errs, st.rules.Close())
+	st.hcMu.Lock()
+	gone, err := nl.DeleteLinks(st.host, st.hc, []int{st.bridgeIdx}, nil)
+	st.hcMu.Unlock()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("bridge %s: %w", st.pub.Bridge, err))
+	} else if gone[0] != nil {
+		errs = append(errs, fmt.Errorf("bridge %s: %w", st.pub.Bridge, gone[0]))
+	}
+	errs = append(errs, forget(st.host, []uint32{0, uint32(st.bridgeIdx)}, func(a netip.Addr) bool {
+		return st.pub.Prefix.Contains(a) || st.pub.Prefix6.Contains(a)
+	}))
+	errs = append(errs, dropBridgeTable(st.host))
+	st.hc.Close()
+	st.host.Close()
+	st.mu.Lock()
+	st.err = errors.Join(errs...)
+	if st.err != nil {
+		st.err = fmt.Errorf("network: close %s: %w", st.pub.Bridge, st.err)
+	}
+	st.mu.Unlock()
+	return st.err
+}
+
+// forget deletes the connection tracking entries marked with one of marks
+// (0: the host's own, such as the name server's and the bridge's) that an
+// address of match began or answered.
+func forget(host *netns.Handle, marks []uint32, match func(netip.Addr) bool) error {
+	c, err := flows.Dial(host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return flows.ForgetAddrs(c, marks, match)
+}
+
+// dropBridgeTable removes the bridge table if no entry is left in it (of
+// any process).
+func dropBridgeTable(host *netns.Handle) error {
+	c, err := table.NFTConn(host)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	raw, err := nftset.DialNFT(host)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	if _, err := bridgeset.Drop(c, raw); err != nil && !nftset.IsENOENT(err) {
+		return fmt.Errorf("bridge table: %w", err)
+	}
+	return nil
+}
+
+// commitBridge commits entries to the bridge table (exclusive adds, or
+// removals that ignore entries gone), making the table again if it is
+// missing (a flushed ruleset, another process's last Close between its
+// check and ours).
+func commitBridge(host *netns.Handle, els []nftset.Elem, add, exclusive bool) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if add {
+			if err = bridgeset.Ensure(host, table.NFTConn); err != nil {
+				return err
+			}
+		}
+		b := bridgeset.Batch()
+		if add {
+			err = b.Add(els, exclusive)
+		} else {
+			err = b.Del(els, true)
+		}
+		if err != nil {
+			return err
+		}
+		raw, derr := nftset.DialNFT(host)
+		if derr != nil {
+			return derr
+		}
+		err = b.Commit(raw)
+		raw.Close()
+		if !nftset.IsENOENT(err) {
+			break
+		}
+		if !add {
+			return nil // no table: nothing to remove
+		}
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("anti-spoofing entries: %w", os.ErrExist)
+	}
+	return err
+}
+
+func (st *state) list() []*Member {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []*Member
+	for m := range st.members {
+		out = append(out, m.pub)
+	}
+	slices.SortFunc(out, func(a, b *Member) int { return a.Addr.Compare(b.Addr) + 2*a.Addr6.Compare(b.Addr6) })
+	return out
+}
+
+// lookupMember returns the member called name (lower case), if any.
+func (st *state) lookupMember(name string) (*Member, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	m, ok := st.names[name]
+	if !ok || m == nil { // (nil: reserved by an Attach not finished)
+		return nil, false
+	}
+	return m.pub, true
+}
+
+func (st *state) lookup(name string) []netip.Addr {
+	m, ok := st.lookupMember(toLower(name))
+	if !ok {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range []netip.Addr{m.Addr, m.Addr6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
