@@ -91,7 +91,7 @@ func (cfg Config) validate(ns *netns.Handle, uplink string, cidr netip.Prefix) (
 		}
 	}
 	for _, p := range cfg.Ports {
-		if err := p.validate(); err != nil {
+		if err := p.Validate(); err != nil {
 			return nil, err
 		}
 	}

@@ -46,8 +46,9 @@ func (p Port) nsPort() uint16 {
 	return p.NSPort
 }
 
-// validate checks p before anything is touched.
-func (p Port) validate() error {
+// Validate checks p as Publish does, before anything is touched: an error
+// matching ErrInvalidConfig for a port that cannot be published.
+func (p Port) Validate() error {
 	switch {
 	case p.proto() != "tcp" && p.proto() != "udp":
 		return invalid("port %v: protocol %q is not tcp or udp (in any case)", p, p.Protocol)

@@ -89,7 +89,7 @@ func (l *Link) sysImpair(toNS, fromNS qdisc.Impairment) error {
 // portsOp checks the ports and runs fn with o locked and open.
 func (o *owned) portsOp(verb string, ports []Port, fn func(*owned) error) error {
 	for _, p := range ports {
-		if err := p.validate(); err != nil {
+		if err := p.Validate(); err != nil {
 			return fmt.Errorf("nat: %s: %w", verb, err)
 		}
 	}

@@ -147,6 +147,11 @@ func (m MemberConfig) validate(st *state, ns *netns.Handle) error {
 	case m.MAC != nil && (len(m.MAC) != 6 || m.MAC[0]&1 != 0 || bytes.Equal(m.MAC, make([]byte, 6))):
 		return invalid("MAC %v: not a unicast Ethernet address", m.MAC)
 	}
+	for _, p := range m.Ports {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+	}
 	if m.Interface != "" {
 		return nl.CheckIfName(m.Interface)
 	}
@@ -260,7 +265,8 @@ func (m *member) makePair(hostMark string) error {
 		_, errs, err = st.hc.Do(
 			nl.NewVeth(nl.Veth{Name: pub.HostVeth, PeerName: pub.Interface, PeerNSFd: m.nsRef.Fd(), Index: m.hostIdx, PeerIndex: nsIdx,
 				PeerHardwareAddr: pub.MAC, Master: st.bridgeIdx}),
-			nl.PrepareLink(m.hostIdx, nl.LinkConf{NoLinkLocal: true, Alias: hostMark}))
+			// (By name: one of the library's, which no one else has.)
+			nl.PrepareLinkByName(pub.HostVeth, nl.LinkConf{NoLinkLocal: true, Alias: hostMark}))
 		if err == nil {
 			err = errs[0]
 			if err == nil {

@@ -170,24 +170,24 @@ func (c Config) create() (_ *Network, err error) {
 // link-local address, then gives it the gateway addresses and brings it
 // up.
 func (st *state) makeBridge(n *Network) error {
-	m := mark(st.hostKey, n.Bridge)
-	_, errs, err := st.hc.Do(
-		nl.NewLink(&rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{Name: n.Bridge, Address: randomMAC(),
-			Info: &rtnetlink.LinkInfo{Kind: "bridge"}}}),
-		nl.PrepareLinkByName(n.Bridge, nl.LinkConf{NoLinkLocal: true, Alias: m}))
-	if err == nil {
-		err = errs[0]
+	// The index is the library's choice, so that the mark goes to the
+	// bridge by index once it exists: never by a name that may be the
+	// caller's or someone else's link (Config.Bridge is refused if taken).
+	var err error
+	for attempt := 0; ; attempt++ {
+		st.bridgeIdx = nl.RandomIndex()
+		err = st.hc.Exec(nl.NewLink(&rtnetlink.LinkMessage{Index: uint32(st.bridgeIdx), Attributes: &rtnetlink.LinkAttributes{
+			Name: n.Bridge, Address: randomMAC(), Info: &rtnetlink.LinkInfo{Kind: "bridge"}}}))
+		if !errors.Is(err, unix.EBUSY) || attempt == 3 {
+			break
+		}
 	}
 	if err != nil {
+		st.bridgeIdx = 0
 		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
 	}
-	if st.bridgeIdx, err = st.hc.LinkIndex(n.Bridge); err == nil {
-		err = errs[1]
-	}
-	if err != nil {
-		if st.bridgeIdx != 0 {
-			nl.DeleteLinks(st.host, st.hc, []int{st.bridgeIdx}, nil)
-		}
+	if err := st.hc.Exec(nl.PrepareLink(st.bridgeIdx, nl.LinkConf{NoLinkLocal: true, Alias: mark(st.hostKey, n.Bridge)})); err != nil {
+		nl.DeleteLinks(st.host, st.hc, []int{st.bridgeIdx}, nil)
 		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
 	}
 	var reqs []nl.Request

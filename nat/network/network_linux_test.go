@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -57,13 +58,16 @@ func hostState(t *testing.T, w *nstest.World) string {
 	in := func(args ...string) string {
 		return nstest.Cmd(t, "ip", append([]string{"netns", "exec", w.HostName}, args...)...)
 	}
-	return nstest.Steady(strings.Join([]string{
+	return timers.ReplaceAllString(nstest.Steady(strings.Join([]string{
 		in("ip", "-d", "link"), in("ip", "addr"), in("ip", "-4", "route", "show", "table", "all"),
 		in("ip", "-6", "route", "show", "table", "all"), in("nft", "list", "ruleset"),
 		in("sh", "-c", "grep . /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv6/conf/*/force_forwarding"),
 		in("sh", "-c", "conntrack -L 2>/dev/null | grep -v 203.0.113 || true"),
-	}, "\n---\n"))
+	}, "\n---\n")), "timer")
 }
+
+// timers are the bridge's and its ports' timers in ip -d link.
+var timers = regexp.MustCompile(`timer\s+[\d.]+`)
 
 // resolve resolves name inside the named namespace as its programs do
 // (glibc, through ip netns exec's resolv.conf): the first address of
@@ -236,37 +240,29 @@ func TestNetwork(t *testing.T) {
 }
 
 func diff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	in := func(l []string, s string) bool {
-		for _, x := range l {
-			if x == s {
-				return true
-			}
-		}
-		return false
+	dir, err := os.MkdirTemp("", "nsnet-diff")
+	if err != nil {
+		return err.Error()
 	}
-	var out []string
-	for _, l := range al {
-		if !in(bl, l) {
-			out = append(out, "- "+l)
-		}
-	}
-	for _, l := range bl {
-		if !in(al, l) {
-			out = append(out, "+ "+l)
-		}
-	}
-	return strings.Join(out, "\n")
+	defer os.RemoveAll(dir)
+	os.WriteFile(filepath.Join(dir, "before"), []byte(a), 0o644)
+	os.WriteFile(filepath.Join(dir, "after"), []byte(b), 0o644)
+	out, _ := exec.Command("diff", "-u", filepath.Join(dir, "before"), filepath.Join(dir, "after")).CombinedOutput()
+	return string(out)
 }
 
-var counters = regexp.MustCompile(`comment "(\w+)" counter packets (\d+)`)
+var counters = regexp.MustCompile(`counter packets (\d+) bytes \d+ comment "(\w+)"`)
 
-func count(t *testing.T, nsName string) map[string]int {
+func count(t *testing.T, nsName string) map[string]int { return countIn(t, nsName, "netdev") }
+
+// countIn reads the counters of table FAMILY count in the named namespace,
+// by their comments.
+func countIn(t *testing.T, nsName, family string) map[string]int {
 	t.Helper()
-	out := nstest.Cmd(t, "ip", "netns", "exec", nsName, "nft", "list", "table", "netdev", "count")
+	out := nstest.Cmd(t, "ip", "netns", "exec", nsName, "nft", "list", "table", family, "count")
 	got := map[string]int{}
 	for _, m := range counters.FindAllStringSubmatch(out, -1) {
-		got[m[1]], _ = strconv.Atoi(m[2])
+		got[m[2]], _ = strconv.Atoi(m[1])
 	}
 	return got
 }

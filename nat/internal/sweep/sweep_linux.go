@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -199,6 +201,9 @@ func sweepTable(host *netns.Handle, hc *nl.Conn, res *Result) error {
 	if err := flows.Forget(host, found.deadLinks()...); err != nil {
 		errs = append(errs, err)
 	}
+	if err := forgetHostFlows(host, found.deadPrefixes()); err != nil {
+		errs = append(errs, err)
+	}
 	var gone []nftset.Elem
 	for _, x := range found.entries {
 		if !found.live[x.owner] {
@@ -293,6 +298,36 @@ func (f *ownedEntries) deadLinks() []int {
 		}
 	}
 	return dead
+}
+
+// deadPrefixes are the prefixes that dead owners' links claimed.
+func (f *ownedEntries) deadPrefixes() []netip.Prefix {
+	var dead []netip.Prefix
+	for _, x := range f.entries {
+		if p, ok := nftset.ClaimPrefix(x.e.Key); ok && !f.live[x.owner] && (x.e.Set == nftset.SetClaims || x.e.Set == nftset.SetClaims6) {
+			dead = append(dead, p)
+		}
+	}
+	return dead
+}
+
+// forgetHostFlows deletes the host's own connections (unmarked: the
+// from_link chain marks only what links send) with the dead links'
+// prefixes, such as a network's bridge's multicast reports, or the host's
+// connections to a dead namespace: the next holder of a prefix inherits
+// none.
+func forgetHostFlows(host *netns.Handle, prefixes []netip.Prefix) error {
+	if len(prefixes) == 0 {
+		return nil
+	}
+	c, err := flows.Dial(host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return flows.ForgetAddrs(c, []uint32{0}, func(a netip.Addr) bool {
+		return slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(a) })
+	})
 }
 
 // deadUsers counts the uplinks set's entries of dead owners.

@@ -1,0 +1,256 @@
+package network_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nat/network"
+	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/nstest"
+)
+
+// TestHelperNetwork is the body of a helper process (see deadOwner): it
+// makes a network in the host named by NSNET_HELPER_HOST with one member,
+// the namespace NSNET_HELPER_NS, says "ready" and waits to be killed (or
+// with NSNET_HELPER_CLOSE=1, closes the network and exits at once).
+func TestHelperNetwork(t *testing.T) {
+	if os.Getenv("NSNET_HELPER") != "network" {
+		return // only a body for helper processes, as os/exec's TestHelperProcess
+	}
+	host, err := netns.Open(os.Getenv("NSNET_HELPER_HOST"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.Open(os.Getenv("NSNET_HELPER_NS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := network.Create(network.Config{HostNS: host, Uplink: "up0", Prefix: netip.MustParsePrefix("10.79.0.0/24"),
+		Prefix6: netip.MustParsePrefix("fd00:79::/64")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := n.Attach(ns, network.MemberConfig{Name: "helper", Ports: []nat.Port{{Protocol: "tcp", HostPort: 18090}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("NSNET_HELPER_CLOSE") != "" {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+		os.Exit(0) // at once: nothing may be left for later
+	}
+	fmt.Println("ready", m.HostVeth)
+	select {}
+}
+
+func helper(t *testing.T, w *nstest.World, nsName string, env ...string) (*bufio.Reader, func()) {
+	t.Helper()
+	cmd := nstest.Child("TestHelperNetwork", append([]string{"NSNET_HELPER=network", "NSNET_HELPER_HOST=" + w.HostName,
+		"NSNET_HELPER_NS=" + nsName}, env...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kill := func() { cmd.Process.Kill(); cmd.Wait() }
+	t.Cleanup(kill)
+	return bufio.NewReader(out), kill
+}
+
+// TestDeadOwner: a process killed with a network and a member leaves them;
+// nat.Sweep (of another process) removes all of it: the bridge, the pair,
+// the entries of both tables, the resolv.conf, the forwarding.
+func TestDeadOwner(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "ndo-")
+	nstest.NewNS(t, "ndo-ns")
+	before := hostState(t, w)
+	r, kill := helper(t, w, "ndo-ns")
+	line, err := r.ReadString('\n')
+	if !strings.HasPrefix(line, "ready") {
+		rest, _ := io.ReadAll(r)
+		t.Fatalf("helper: %q, %v: %s", line, err, rest)
+	}
+	kill()
+	if hostState(t, w) == before {
+		t.Fatal("the killed helper left nothing: the test proves nothing")
+	}
+	if _, err := os.Stat("/etc/netns/ndo-ns/resolv.conf"); err != nil {
+		t.Errorf("the helper's resolv.conf: %v", err)
+	}
+	res, err := nat.Sweep(w.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Sweep = %+v", res)
+	if len(res.Links) != 2 || !res.Table || res.ResolvConfs != 1 {
+		t.Errorf("Sweep = %+v, want the bridge and the member's port, the table, the resolv.conf", res)
+	}
+	if after := hostState(t, w); after != before {
+		t.Errorf("host after Sweep:\n%s", diff(before, after))
+	}
+}
+
+// TestExitRightAfterClose: a process that exits the moment Close returns
+// leaves the host exactly as before, at once.
+func TestExitRightAfterClose(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "nex-")
+	nstest.NewNS(t, "nex-ns")
+	before := hostState(t, w)
+	for i := range 3 {
+		cmd := nstest.Child("TestHelperNetwork", "NSNET_HELPER=network", "NSNET_HELPER_HOST="+w.HostName, "NSNET_HELPER_NS=nex-ns", "NSNET_HELPER_CLOSE=1")
+		if out, err := cmd.Output(); err != nil {
+			t.Fatalf("helper: %v: %s", err, out)
+		}
+		if after := hostState(t, w); after != before {
+			t.Fatalf("host right after the helper's Close and exit (%d):\n%s", i, diff(before, after))
+		}
+	}
+}
+
+// TestIsolation: members of one network reach neither another network's
+// members nor a Link's namespace, nor are reached by them; the outside
+// reaches no member.
+func TestIsolation(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "nis-")
+	a := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.80.1.0/24"), NoDNS: true})
+	b := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.80.2.0/24"), NoDNS: true})
+	aNS, a1 := attach(t, a, "nis-a1", network.MemberConfig{})
+	bNS, b1 := attach(t, b, "nis-b1", network.MemberConfig{})
+	lNS := nstest.NewNS(t, "nis-l")
+	l, err := nat.Config{HostNS: w.Host, DNS: nat.DNSNone}.Connect(lNS, w.Uplink, netip.MustParsePrefix("10.80.3.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, ns := range []*netns.Handle{aNS, bNS, lNS} {
+		nstest.Listen(t, ns, ":8080")
+	}
+	for _, c := range []struct {
+		from *netns.Handle
+		name string
+		to   netip.Addr
+	}{{aNS, "a -> b", b1.Addr}, {bNS, "b -> a", a1.Addr}, {aNS, "a -> link", l.NSAddr.Addr()}, {lNS, "link -> a", a1.Addr},
+		{w.Inet, "outside -> a", a1.Addr}} {
+		if _, err := nstest.Echo(c.from, netip.AddrPortFrom(c.to, 8080).String()); err == nil {
+			t.Errorf("%s (%v): reached", c.name, c.to)
+		}
+	}
+	// (Controls: each reaches the outside.)
+	nstest.Listen(t, w.Inet, "203.0.113.1:9000")
+	for _, ns := range []*netns.Handle{aNS, bNS, lNS} {
+		if _, err := nstest.Echo(ns, "203.0.113.1:9000"); err != nil {
+			t.Errorf("control: %v", err)
+		}
+	}
+}
+
+// TestBadInput: bad input gets a clear error and changes nothing.
+func TestBadInput(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "nbi-")
+	before := hostState(t, w)
+	for _, c := range []network.Config{
+		{HostNS: w.Host},
+		{HostNS: w.Host, Prefix: netip.MustParsePrefix("fd00::/64")},
+		{HostNS: w.Host, Prefix: netip.MustParsePrefix("10.81.0.0/31")},
+		{HostNS: w.Host, Prefix: netip.MustParsePrefix("10.81.0.1/24")},
+		{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00::/56")},
+		{HostNS: w.Host, Prefix: netip.MustParsePrefix("10.81.0.0/24"), Bridge: "bad name"},
+		{HostNS: w.Host, Prefix: netip.MustParsePrefix("10.81.0.0/24"), Uplink: "nosuch0"},
+		{HostNS: w.Host, Prefix: netip.MustParsePrefix("10.81.0.0/24"), Bridge: w.Uplink},
+	} {
+		if n, err := network.Create(c); err == nil {
+			n.Close()
+			t.Errorf("Create(%+v) worked", c)
+		} else {
+			t.Logf("Create: %v", err)
+		}
+	}
+	if after := hostState(t, w); after != before {
+		t.Errorf("host after failed Creates:\n%s", diff(before, after))
+	}
+	n := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.81.0.0/29"), NoDNS: true})
+	ns := nstest.NewNS(t, "nbi-ns")
+	ns2 := nstest.NewNS(t, "nbi-ns2")
+	if _, err := n.Attach(ns, network.MemberConfig{Name: "taken"}); err != nil {
+		t.Fatal(err)
+	}
+	mid := hostState(t, w)
+	for _, c := range []struct {
+		ns *netns.Handle
+		mc network.MemberConfig
+		is error
+	}{
+		{nil, network.MemberConfig{}, network.ErrInvalidConfig},
+		{w.Host, network.MemberConfig{}, network.ErrInvalidConfig},
+		{ns2, network.MemberConfig{Name: "Taken"}, os.ErrExist},
+		{ns2, network.MemberConfig{Name: "x", Aliases: []string{"X"}}, os.ErrExist},
+		{ns2, network.MemberConfig{Name: "-bad"}, network.ErrInvalidConfig},
+		{ns2, network.MemberConfig{Name: "a.b"}, network.ErrInvalidConfig},
+		{ns2, network.MemberConfig{Addr: netip.MustParseAddr("10.81.0.1")}, network.ErrInvalidConfig}, // the gateway
+		{ns2, network.MemberConfig{Addr: netip.MustParseAddr("10.81.0.7")}, network.ErrInvalidConfig}, // broadcast
+		{ns2, network.MemberConfig{Addr: netip.MustParseAddr("10.81.0.2")}, os.ErrExist},
+		{ns2, network.MemberConfig{Addr: netip.MustParseAddr("10.82.0.2")}, network.ErrInvalidConfig},
+		{ns2, network.MemberConfig{Addr6: netip.MustParseAddr("fd00::2")}, network.ErrInvalidConfig},
+		{ns2, network.MemberConfig{MAC: []byte{1, 2, 3, 4, 5, 6}}, network.ErrInvalidConfig},
+		{ns2, network.MemberConfig{Interface: "bad/name"}, nil},
+		{ns2, network.MemberConfig{Ports: []nat.Port{{Protocol: "sctp", HostPort: 1}}}, network.ErrInvalidConfig},
+	} {
+		m, err := n.Attach(c.ns, c.mc)
+		switch {
+		case err == nil:
+			m.Close()
+			t.Errorf("Attach(%+v) worked", c.mc)
+		case c.is != nil && !errors.Is(err, c.is):
+			t.Errorf("Attach(%+v) = %v, want %v", c.mc, err, c.is)
+		default:
+			t.Logf("Attach: %v", err)
+		}
+	}
+	if after := hostState(t, w); after != mid {
+		t.Errorf("host after failed Attaches:\n%s", diff(mid, after))
+	}
+	// The /29 has room for 5 members: the gateway .1, members .2 to .6.
+	for i := range 4 {
+		nsi := nstest.NewNS(t, fmt.Sprintf("nbi-f%d", i))
+		if _, err := n.Attach(nsi, network.MemberConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.Attach(ns2, network.MemberConfig{}); err == nil || !strings.Contains(err.Error(), "no free address") {
+		t.Errorf("Attach to a full network = %v", err)
+	}
+	// Zero values and closed networks.
+	var zero network.Network
+	if _, err := zero.Attach(ns2, network.MemberConfig{}); err == nil {
+		t.Error("Attach on a zero Network worked")
+	}
+	if err := (&network.Member{}).Close(); err == nil {
+		t.Error("Close of a zero Member worked")
+	}
+	if err := (*network.Network)(nil).Close(); err == nil {
+		t.Error("Close of a nil Network worked")
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Attach(ns2, network.MemberConfig{}); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Attach after Close = %v", err)
+	}
+	if after := hostState(t, w); after != before {
+		t.Errorf("host after Close:\n%s", diff(before, after))
+	}
+}
