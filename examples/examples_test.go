@@ -65,6 +65,14 @@ func TestExamples(t *testing.T) {
 	if !strings.Contains(out, "the outside host saw 203.0.113.2") || !strings.Contains(out, "TCP to [2001:db8::1]:8080: the outside host saw 2001:db8::2") {
 		t.Errorf("connect -ipv6 output:\n%s", out)
 	}
+	out = run(t, build(t, "network"))
+	for _, want := range []string{"client1 -> server:8080: hello 10.0.10.3, I am 10.0.10.2", "client2 -> server:8080: hello 10.0.10.4, I am 10.0.10.2",
+		"over IPv6: hello fd00:10::3, I am fd00:10::2", "client2 -> the outside host: hello 203.0.113.2",
+		"(published): hello 203.0.113.1, I am 10.0.10.2", "network closed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("network output lacks %q:\n%s", want, out)
+		}
+	}
 	nsrun := build(t, "nsrun")
 	out = run(t, nsrun, "-private", "--", "ping", "-c1", "-W2", "203.0.113.1")
 	if !strings.Contains(out, "1 received") {
