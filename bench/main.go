@@ -10,6 +10,7 @@
 //	go run ./bench -scale 1000      # scaling, rules, throughput, resources
 //	go run ./bench -scale 1000 -ipv6  # the same with dual-stack links
 //	NSNET_CNI_PLUGINS=DIR go run ./bench -cni -n 1,10,100  # nsnet-cni against ptp, through libcni
+//	go run ./bench -network 1000   # nat/network: Attach at 10 and 1000 members, rules, throughput
 //	go run ./bench -pairs 21        # one namespace, 21 alternating pairs, medians
 //	go run ./bench -n 10 -par 16    # 16 rounds of sequential vs parallel set-up
 package main
@@ -49,11 +50,13 @@ func main() {
 	flag.BoolVar(&dualStack, "ipv6", false, "give every link an IPv6 prefix too (dual stack)")
 	cniRows := flag.Bool("cni", false, "instead of the table: nsnet-cni against the reference ptp plugin through libcni, for each N (needs NSNET_CNI_PLUGINS)")
 	ppsRounds := flag.Int("pps", 0, "instead of the table: 64-byte UDP packet rate, the tutorial's rules against nsnet's, this many alternating rounds (needs iperf3)")
+	netN := flag.Int("network", 0, "instead of the table: nat/network, Attach at 10 members against this many, rules with networks, member-to-member throughput against a bridge by hand (-rounds)")
+	netRounds := flag.Int("rounds", 5, "alternating throughput rounds for -network")
 	teardownRows := flag.Bool("teardown", false, "instead of the table: the tear-down rows (Close alone, Close+Delete, until the kernel is done) for each N")
 	script := flag.String("shell", "", "the shell baseline (default: seed-shell.sh next to this program's source)")
 	flag.Parse()
-	if *scale > 0 {
-		raiseFileLimit(4*(*scale) + 1024)
+	if *scale > 0 || *netN > 0 {
+		raiseFileLimit(4*max(*scale, *netN) + 1024)
 	}
 	w, err := nstest.Isolate() // everything below runs in private namespaces
 	if err != nil {
@@ -69,6 +72,10 @@ func main() {
 	}
 	if *ppsRounds > 0 {
 		packetRate(w, *ppsRounds)
+		return
+	}
+	if *netN > 0 {
+		networks(w, *netN, *netRounds)
 		return
 	}
 	if *cniRows {

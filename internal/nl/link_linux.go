@@ -281,3 +281,18 @@ func DecodeNSID(b []byte) (int, error) {
 	}
 	return -1, ad.Err()
 }
+
+// SetHairpin turns the bridge port's hairpin mode on (IFLA_BRPORT_MODE in
+// IFLA_PROTINFO, to the PF_BRIDGE handler): the bridge may send a frame
+// back out of the port it came in by, as a translated connection from a
+// port to a published port of its own needs where br_netfilter bridges it.
+func SetHairpin(index int) Request {
+	r := rawLinkRequest(unix.RTM_SETLINK, index, func(ae *netlink.AttributeEncoder) {
+		ae.Nested(unix.IFLA_PROTINFO, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint8(unix.IFLA_BRPORT_MODE, 1)
+			return nil
+		})
+	})
+	r.Data[0] = unix.AF_BRIDGE
+	return r
+}

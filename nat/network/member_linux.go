@@ -198,7 +198,7 @@ func (n *Network) attach(ns *netns.Handle, mc MemberConfig) (_ *Member, err erro
 	}
 	m.pub = pub
 	hostMark := mark(st.hostKey, pub.HostVeth)
-	m.ent = bridgeset.Member{MAC: pub.MAC, Addr: a4, Addr6: a6, Mark: hostMark}
+	m.ent = bridgeset.Member{MAC: pub.MAC, Bridge: st.bridgeMAC, Addr: a4, Addr6: a6, Mark: hostMark}
 
 	// 1. The pair, the host end on the bridge (down), the other in ns.
 	if err := m.makePair(hostMark); err != nil {
@@ -214,7 +214,9 @@ func (n *Network) attach(ns *netns.Handle, mc MemberConfig) (_ *Member, err erro
 	undo.push(func() { commitBridge(st.host, m.ent.Elems(), false, false) })
 	// 3. The port up; the namespace's end with its addresses and routes.
 	st.hcMu.Lock()
-	err = st.hc.Exec(nl.SetLinkUp(m.hostIdx, "", true))
+	// (Hairpin mode: a member's connection to a published port of its
+	// own comes back out of its port where br_netfilter bridges it.)
+	err = st.hc.Exec(nl.SetHairpin(m.hostIdx), nl.SetLinkUp(m.hostIdx, "", true))
 	st.hcMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("bridge port: %w", err)
@@ -297,10 +299,11 @@ func (m *member) configureNS() error {
 	if err != nil {
 		return err
 	}
-	var reqs []nl.Request
-	if pub.Addr6.IsValid() {
-		reqs = append(reqs, nl.NoLinkLocal(idx))
-	}
+	// No link-local address, with or without IPv6: a link-local address
+	// means duplicate address detection, router solicitations and
+	// multicast listener reports, which the bridge floods to every member
+	// (each attach would cost the others work, more the more there are).
+	reqs := []nl.Request{nl.NoLinkLocal(idx)}
 	if pub.Addr.IsValid() {
 		reqs = append(reqs, nl.NewAddr(idx, netip.PrefixFrom(pub.Addr, st.pub.Prefix.Bits()), 0, false))
 	}

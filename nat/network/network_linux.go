@@ -29,6 +29,7 @@ type state struct {
 	host      *netns.Handle // our own handle to the host namespace
 	hostKey   uint64
 	bridgeIdx int
+	bridgeMAC []byte
 	pub       Network // what Create returned, for the members
 	rules     *nat.Rules
 	dns       *nameServer // nil: Config.NoDNS
@@ -174,10 +175,11 @@ func (st *state) makeBridge(n *Network) error {
 	// bridge by index once it exists: never by a name that may be the
 	// caller's or someone else's link (Config.Bridge is refused if taken).
 	var err error
+	st.bridgeMAC = randomMAC()
 	for attempt := 0; ; attempt++ {
 		st.bridgeIdx = nl.RandomIndex()
 		err = st.hc.Exec(nl.NewLink(&rtnetlink.LinkMessage{Index: uint32(st.bridgeIdx), Attributes: &rtnetlink.LinkAttributes{
-			Name: n.Bridge, Address: randomMAC(), Info: &rtnetlink.LinkInfo{Kind: "bridge"}}}))
+			Name: n.Bridge, Address: st.bridgeMAC, Info: &rtnetlink.LinkInfo{Kind: "bridge"}}}))
 		if !errors.Is(err, unix.EBUSY) || attempt == 3 {
 			break
 		}

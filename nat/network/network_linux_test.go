@@ -110,9 +110,26 @@ func attach(t *testing.T, n *network.Network, nsName string, mc network.MemberCo
 // outside masqueraded, in from the outside to a published port; names
 // leave with their member; Close of the network leaves the host exactly as
 // before, at once.
+//
+// Twice: with br_netfilter passing bridged frames through the IP hooks
+// (as on a host where Docker runs), and without (as where it is not
+// loaded), where the host offers the setting.
 func TestNetwork(t *testing.T) {
 	requireTools(t)
+	for _, brnf := range []string{"1", "0"} {
+		t.Run("bridge-nf-call-iptables="+brnf, func(t *testing.T) { testNetwork(t, brnf) })
+	}
+}
+
+func testNetwork(t *testing.T, brnf string) {
 	w := nstest.NewWorld(t, "nw-")
+	const sysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	if _, err := os.Stat(sysctl); err == nil {
+		nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "sh", "-c",
+			"echo "+brnf+" > "+sysctl+" && echo "+brnf+" > /proc/sys/net/bridge/bridge-nf-call-ip6tables")
+	} else if brnf == "1" {
+		t.Log("no br_netfilter here: bridged frames pass no IP hooks")
+	}
 	hostResolvConf(t, w)
 	before := hostState(t, w)
 	n := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink,
@@ -198,8 +215,13 @@ func TestNetwork(t *testing.T) {
 			t.Errorf("outside -> %s: seen from %q, %v", to, seen, err)
 		}
 	}
-	if _, err := nstest.Echo(c2NS, "203.0.113.2:18080"); err != nil {
-		t.Errorf("client2 -> published port through the host: %v", err)
+	// Hairpin: a member, and the server itself, through the host's
+	// address (masqueraded to the gateway, so that the replies come back
+	// through the host).
+	for _, from := range []*netns.Handle{c2NS, srvNS} {
+		if seen, err := nstest.Echo(from, "203.0.113.2:18080"); err != nil || seen != "10.77.0.1" {
+			t.Errorf("hairpin to the published port: seen from %q, %v; want the gateway", seen, err)
+		}
 	}
 	// Nothing unsolicited from the outside.
 	if _, err := nstest.Echo(w.Inet, "10.77.0.2:8080"); err == nil {

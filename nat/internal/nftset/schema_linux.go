@@ -165,10 +165,10 @@ func icmpv6Type(typ byte) []expr.Any {
 //	    0 . meta nfproto @opened drop }       # (the same, for a family's global switch)
 //	  chain from_link {
 //	    ct state established iif . ct mark @same iif . oif . meta nfproto @egress accept  # its own flow, checked at its start
+//	    iif . oif @same accept                # within its own network (a bridge's members, see nat/network)
 //	    fib saddr . iif oif missing drop      # spoofed source
 //	    ct mark set iif                       # for Close (see flows.Forget)
 //	    iif . oif . meta nfproto @egress ct state new,established,related accept  # out of its own uplink, tracked
-//	    iif . oif @same accept                # within its own network (a bridge's members, see nat/network)
 //	    iif @siblings oif @siblings accept
 //	    ct status dnat oif @links accept      # to a published port of a link
 //	    drop }                                # anywhere else
@@ -179,6 +179,7 @@ func icmpv6Type(typ byte) []expr.Any {
 //	  chain postrouting { type nat hook postrouting priority srcnat; policy accept;
 //	    iif . oif . meta nfproto @masq masquerade                # not for a routed family
 //	    ct status dnat iif . oif @same masquerade                # hairpin
+//	    ct status dnat iif 0 fib saddr type != local ct mark . oif @same masquerade  # hairpin bridged (nat/network)
 //	    ct status dnat ip saddr 127.0.0.0/8 oif @links masquerade } # the host's 127.0.0.1
 //	  chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //	    ip daddr != 127.0.0.0/8 ct mark set … map @port_links dnat to … map @ports
@@ -251,6 +252,8 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(fromLink, "out of its own uplink, a connection of the link's own (marked with its index by its first packet, which passed the checks below): its packets skip the reverse-path lookup",
 		append(append(ctState(expr.CtStateBitESTABLISHED), metaLoad(expr.MetaKeyIIF, 1), &expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(SetSame, 1, false)),
 			append(iifDotOifDotFam(), lookup(SetEgress, 1, false), verdict(expr.VerdictAccept, ""))...)...)
+	rule(fromLink, "within the link's own network: the members of a bridge (package nat/network), whose frames to each other br_netfilter passes through this hook (their sources checked by the bridge table), before the reverse-path lookup they do not need",
+		append(iifDotOif(), lookup(SetSame, 1, false), verdict(expr.VerdictAccept, ""))...)
 	rule(fromLink, "source not routed back out of the link",
 		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
@@ -260,8 +263,6 @@ func AddSkeleton(c *nftables.Conn) error {
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
 	rule(fromLink, "out of its own uplink, in a family it has, tracked (an invalid or untracked packet would leave un-masqueraded)",
 		append(append(iifDotOifDotFam(), lookup(SetEgress, 1, false)), append(ctStateTracked(), verdict(expr.VerdictAccept, ""))...)...)
-	rule(fromLink, "within the link's own network: the members of a bridge (package nat/network), whose frames to each other br_netfilter passes through this hook",
-		append(iifDotOif(), lookup(SetSame, 1, false), verdict(expr.VerdictAccept, ""))...)
 	rule(fromLink, "siblings allowed",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(SetSiblings, 1, false),
 		metaLoad(expr.MetaKeyOIF, 1), lookup(SetSiblings, 1, false), verdict(expr.VerdictAccept, ""))
@@ -283,6 +284,16 @@ func AddSkeleton(c *nftables.Conn) error {
 		append(iifDotOifDotFam(), lookup(SetMasq, 1, false), &expr.Masq{})...)
 	rule(post, "a link to a published port of its own (hairpin): from the host end's address",
 		append(append(ctStatusDNAT(), iifDotOif()...), lookup(SetSame, 1, false), &expr.Masq{})...)
+	// A network's members' hairpin traffic is bridged back out where
+	// br_netfilter is loaded, and passes this hook with no input
+	// interface: matched by the connection's mark (the publishing link's
+	// index, set by the DNAT rule) and a source that is not the host's own
+	// (the host's own connections pass here with no input interface too).
+	rule(post, "a network's member to a published port of the network (hairpin, bridged by br_netfilter): from the bridge's address",
+		append(ctStatusDNAT(), metaLoad(expr.MetaKeyIIF, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+			&expr.Fib{Register: 1, ResultADDRTYPE: true, FlagSADDR: true},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1}, metaLoad(expr.MetaKeyOIF, 9), lookup(SetSame, 1, false), &expr.Masq{})...)
 	rule(post, "the host's 127.0.0.1 to a published port: from the host end's address",
 		append(ctStatusDNAT(), metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
