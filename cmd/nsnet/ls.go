@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nat/network"
 )
 
 func lsMain(args []string, stdout, stderr io.Writer) int {
@@ -18,8 +19,9 @@ func lsMain(args []string, stdout, stderr io.Writer) int {
 run, a test, a container runtime through nsnet-cni): its host end, owner
 and whether the owner still runs (dead: "nsnet sweep" removes the link),
 the namespace at its other end, its prefixes, uplink and published ports,
-and the tag of a persistent link. Named namespaces that a killed "nsnet
-run" left are listed after the links.`, stdout, stderr)
+and the tag of a persistent link. A network's bridge (nat/network) is one
+link, "(network)"; its members are listed after the links, then the named
+namespaces that a killed "nsnet run" left.`, stdout, stderr)
 	asJSON := fs.Bool("json", false, "print JSON (an array of objects, one per link)")
 	if code, ok := fs.parse(args); !ok {
 		return code
@@ -33,6 +35,15 @@ run" left are listed after the links.`, stdout, stderr)
 		fmt.Fprintln(stderr, "nsnet ls:", err)
 		return 1
 	}
+	nets, err := network.List(nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "nsnet ls:", err)
+		return 1
+	}
+	bridges := map[int]bool{}
+	for _, n := range nets {
+		bridges[n.Index] = true
+	}
 	runs, err := listRuns()
 	if err != nil {
 		fmt.Fprintln(stderr, "nsnet ls:", err)
@@ -40,11 +51,19 @@ run" left are listed after the links.`, stdout, stderr)
 	}
 	if *asJSON {
 		out := struct {
-			Links      []jsonLink `json:"links"`
-			Namespaces []runNS    `json:"namespaces"`
-		}{Links: []jsonLink{}, Namespaces: runs}
+			Links      []jsonLink   `json:"links"`
+			Members    []jsonMember `json:"members"`
+			Namespaces []runNS      `json:"namespaces"`
+		}{Links: []jsonLink{}, Members: []jsonMember{}, Namespaces: runs}
 		for _, l := range links {
-			out.Links = append(out.Links, toJSON(l))
+			j := toJSON(l)
+			j.Network = bridges[l.Index]
+			out.Links = append(out.Links, j)
+		}
+		for _, n := range nets {
+			for _, m := range n.Members {
+				out.Members = append(out.Members, memberJSON(n, m))
+			}
 		}
 		if out.Namespaces == nil {
 			out.Namespaces = []runNS{}
@@ -61,10 +80,25 @@ run" left are listed after the links.`, stdout, stderr)
 	fmt.Fprintln(tw, "HOST END\tINDEX\tOWNER\tPID\tSTATE\tNAMESPACE\tUPLINK\tPREFIXES\tPORTS\tTAG")
 	for _, l := range links {
 		j := toJSON(l)
+		if bridges[l.Index] {
+			j.Namespace = "(network)"
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(j.HostVeth), j.Index, j.Owner, j.PID, j.State,
 			dash(j.Namespace), dash(j.Uplink), dash(strings.Join(j.Prefixes, ",")), dash(strings.Join(j.Ports, ",")), dash(j.Tag))
 	}
 	tw.Flush()
+	if len(nets) > 0 {
+		fmt.Fprintln(stdout)
+		tw = tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "NETWORK\tMEMBER\tNAME\tNAMESPACE\tADDRESSES\tMAC")
+		for _, n := range nets {
+			for _, m := range n.Members {
+				j := memberJSON(n, m)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.Network, j.HostVeth, dash(j.Name), dash(j.Namespace), dash(strings.Join(j.Addrs, ",")), j.MAC)
+			}
+		}
+		tw.Flush()
+	}
 	if len(runs) > 0 {
 		fmt.Fprintln(stdout)
 		tw = tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
@@ -90,6 +124,28 @@ type jsonLink struct {
 	Uplink     string   `json:"uplink"`
 	Prefixes   []string `json:"prefixes"`
 	Ports      []string `json:"ports"`
+	Network    bool     `json:"network,omitempty"` // the bridge of a network (its members are in "members")
+}
+
+// jsonMember is a member of a network as ls prints it.
+type jsonMember struct {
+	Network   string   `json:"network"` // its bridge
+	HostVeth  string   `json:"host_end"`
+	Index     int      `json:"index"`
+	Name      string   `json:"name"`
+	Namespace string   `json:"namespace"`
+	Addrs     []string `json:"addresses"`
+	MAC       string   `json:"mac"`
+}
+
+func memberJSON(n network.Info, m network.MemberInfo) jsonMember {
+	j := jsonMember{Network: n.HostVeth, HostVeth: m.HostVeth, Index: m.Index, Name: m.Name, Namespace: m.Namespace, Addrs: []string{}, MAC: m.MAC.String()}
+	for _, a := range []netip.Addr{m.Addr, m.Addr6} {
+		if a.IsValid() {
+			j.Addrs = append(j.Addrs, a.String())
+		}
+	}
+	return j
 }
 
 func toJSON(l nat.LinkInfo) jsonLink {

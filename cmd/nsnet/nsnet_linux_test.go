@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nat/network"
 	"github.com/nsnet/nsnet/nstest"
 )
 
@@ -93,6 +94,7 @@ func (w world) run(t *testing.T, args ...string) (string, int) {
 // ls is nsnet ls -json.
 func (w world) ls(t *testing.T) (out struct {
 	Links      []jsonLink
+	Members    []jsonMember
 	Namespaces []runNS
 }) {
 	t.Helper()
@@ -211,6 +213,35 @@ func TestLsPersistent(t *testing.T) {
 	}
 	out, _ := w.run(t, "ls")
 	if !strings.Contains(out, "HOST END") || !strings.Contains(out, l.HostVeth) || !strings.Contains(out, "container-1") {
+		t.Errorf("nsnet ls:\n%s", out)
+	}
+}
+
+// TestLsNetwork: a network's bridge is listed as a link "(network)", its
+// members after the links with their names, namespaces and addresses.
+func TestLsNetwork(t *testing.T) {
+	w := newWorld(t, "clin-")
+	n, err := network.Create(network.Config{HostNS: w.Host, Uplink: "up0", Prefix: netip.MustParsePrefix("10.9.1.0/24"), NoDNS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ns := nstest.NewNS(t, "clin-ns")
+	m, err := n.Attach(ns, network.MemberConfig{Name: "Web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := w.ls(t)
+	if len(ls.Links) != 1 || !ls.Links[0].Network || ls.Links[0].HostVeth != n.Bridge || ls.Links[0].State != "alive" {
+		t.Errorf("nsnet ls links: %+v", ls.Links)
+	}
+	want := jsonMember{Network: n.Bridge, HostVeth: m.HostVeth, Index: ls.Members[0].Index, Name: "web", Namespace: "clin-ns",
+		Addrs: []string{"10.9.1.2"}, MAC: m.MAC.String()}
+	if len(ls.Members) != 1 || fmt.Sprint(ls.Members[0]) != fmt.Sprint(want) {
+		t.Errorf("nsnet ls members: %+v, want %+v", ls.Members, want)
+	}
+	out, _ := w.run(t, "ls")
+	if !strings.Contains(out, "(network)") || !strings.Contains(out, m.HostVeth) || !strings.Contains(out, "10.9.1.2") {
 		t.Errorf("nsnet ls:\n%s", out)
 	}
 }

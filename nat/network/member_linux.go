@@ -198,6 +198,9 @@ func (n *Network) attach(ns *netns.Handle, mc MemberConfig) (_ *Member, err erro
 	}
 	m.pub = pub
 	hostMark := mark(st.hostKey, pub.HostVeth)
+	if pub.Name != "" {
+		hostMark += " tag=" + toLower(pub.Name) // (for List: "nsnet ls" in other processes)
+	}
 	m.ent = bridgeset.Member{MAC: pub.MAC, Bridge: st.bridgeMAC, Addr: a4, Addr6: a6, Mark: hostMark}
 
 	// 1. The pair, the host end on the bridge (down), the other in ns.

@@ -258,3 +258,30 @@ type names struct {
 	mu sync.RWMutex
 	m  map[string]*Member
 }
+
+// Info is a network nsnet made in a host, by any process (see List).
+type Info struct {
+	nat.LinkInfo // the bridge, as nat.Links lists it: owner, alive, uplink, prefixes, published ports
+	Members      []MemberInfo
+}
+
+// MemberInfo is a member of a network, as List finds it.
+type MemberInfo struct {
+	HostVeth    string           // its bridge port
+	Index       int              // the port's interface index
+	Name        string           // its name on the network (MemberConfig.Name)
+	Namespace   string           // its namespace: its name under /run/netns, or "nsid N"
+	Addr, Addr6 netip.Addr       // its addresses, as the anti-spoofing filter holds them
+	MAC         net.HardwareAddr // the Ethernet address it may send from
+}
+
+// List lists every network nsnet made in host (nil: the current
+// namespace) by any process, live or dead (nat.Sweep removes dead ones),
+// with their members, changing nothing: what "nsnet ls" shows.
+func List(host *netns.Handle) ([]Info, error) {
+	infos, err := list(host)
+	if err != nil {
+		return nil, nl.NeedPriv(fmt.Errorf("network: list: %w", err), privileges)
+	}
+	return infos, nil
+}

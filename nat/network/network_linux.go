@@ -2,8 +2,10 @@ package network
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -19,6 +21,7 @@ import (
 	"github.com/nsnet/nsnet/nat/internal/owner"
 	"github.com/nsnet/nsnet/nat/internal/table"
 	"github.com/nsnet/nsnet/netns"
+	"github.com/nsnet/nsnet/veth"
 	"golang.org/x/sys/unix"
 )
 
@@ -360,4 +363,89 @@ func (st *state) lookup(name string) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// list is List: the bridges among nat.Links, their ports with an owner
+// mark (its tag: the member's name), their addresses from the bridge
+// table.
+func list(hostNS *netns.Handle) ([]Info, error) {
+	links, err := nat.Links(hostNS)
+	if err != nil {
+		return nil, err
+	}
+	all, err := veth.List(hostNS)
+	if err != nil {
+		return nil, err
+	}
+	kind := map[int]string{}
+	for _, l := range all {
+		kind[l.Index] = l.Kind
+	}
+	host, err := hostHandle(hostNS)
+	if err != nil {
+		return nil, err
+	}
+	defer host.Close()
+	entries, err := readBridgeTable(host)
+	if err != nil {
+		return nil, err
+	}
+	var out []Info
+	for _, li := range links {
+		if kind[li.Index] != "bridge" {
+			continue
+		}
+		info := Info{LinkInfo: li}
+		for _, l := range all {
+			m, ok := owner.Parse(l.Alias)
+			if l.MasterIndex != li.Index || !ok {
+				continue
+			}
+			mi := MemberInfo{HostVeth: l.Name, Index: l.Index, Name: m.Tag, Namespace: l.PeerNetNSName}
+			if mi.Namespace == "" && l.PeerNetNSID >= 0 {
+				mi.Namespace = fmt.Sprintf("nsid %d", l.PeerNetNSID)
+			}
+			for _, e := range entries[l.Index] {
+				switch e.Set {
+				case bridgeset.SetAddrs, bridgeset.SetAddrs6:
+					a, _ := netip.AddrFromSlice(e.Key[4:])
+					if a.Is4() {
+						mi.Addr = a
+					} else {
+						mi.Addr6 = a
+					}
+				case bridgeset.SetMACs:
+					mi.MAC = net.HardwareAddr(e.Key[4:10])
+				}
+			}
+			info.Members = append(info.Members, mi)
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// readBridgeTable reads the bridge table's entries by port (none if there
+// is no table).
+func readBridgeTable(host *netns.Handle) (map[int][]nftset.Elem, error) {
+	c, err := table.NFTConn(host)
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	es, err := bridgeset.Read(c, func(string) (string, bool) { return "", false })
+	if nftset.IsENOENT(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	byPort := map[int][]nftset.Elem{}
+	for _, e := range es {
+		if len(e.Elem.Key) >= 4 {
+			p := int(binary.NativeEndian.Uint32(e.Elem.Key))
+			byPort[p] = append(byPort[p], e.Elem)
+		}
+	}
+	return byPort, nil
 }

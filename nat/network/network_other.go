@@ -26,3 +26,4 @@ func (m *Member) close() error                     { return errUnsupported }
 func (m *Member) publish(ports []nat.Port) error   { return errUnsupported }
 func (m *Member) unpublish(ports []nat.Port) error { return errUnsupported }
 func (m *Member) ports() []nat.Port                { return nil }
+func list(host *netns.Handle) ([]Info, error)      { return nil, errUnsupported }
