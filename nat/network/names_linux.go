@@ -33,6 +33,7 @@ const (
 	nameIdle    = 10 * time.Second // a TCP connection with nothing to say
 	nameUDP     = 64               // UDP queries passed on at once
 	nameTCP     = 16               // TCP connections at once
+	nameTCPPeer = 4                // TCP connections at once from one member
 	nameTTL     = 5                // seconds: members come and go
 )
 
@@ -48,7 +49,8 @@ type nameServer struct {
 	tcpSlots chan struct{}
 	wg       sync.WaitGroup
 	mu       sync.Mutex
-	conns    map[net.Conn]bool // open connections, closed with the server
+	conns    map[net.Conn]bool  // open connections, closed with the server
+	peers    map[netip.Addr]int // TCP connections per member
 	closing  bool
 }
 
@@ -59,7 +61,7 @@ func startNameServer(host *netns.Handle, n *Network, lookup func(string) (*Membe
 		return nil, err
 	}
 	s := &nameServer{host: host, lookup: lookup, udpSlots: make(chan struct{}, nameUDP), tcpSlots: make(chan struct{}, nameTCP),
-		conns: map[net.Conn]bool{}}
+		conns: map[net.Conn]bool{}, peers: map[netip.Addr]int{}}
 	conf, err := resolv.Read(dns.HostResolvConf)
 	if err == nil && len(conf.Servers) > 0 {
 		s.upstream = netip.AddrPortFrom(conf.Servers[0], 53)
@@ -196,29 +198,46 @@ func (s *nameServer) serveTCP(l *net.TCPListener) {
 			}
 			continue
 		}
-		if !s.client(c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()) {
+		peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+		if !s.client(peer) || !s.admit(peer, 1) {
 			c.Close()
 			continue
 		}
 		select {
 		case s.tcpSlots <- struct{}{}:
 		default:
+			s.admit(peer, -1)
 			c.Close() // over the bound
 			continue
 		}
 		if !s.track(c, true) {
 			<-s.tcpSlots
+			s.admit(peer, -1)
 			c.Close()
 			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-s.tcpSlots }()
+			defer func() { <-s.tcpSlots; s.admit(peer, -1) }()
 			defer s.track(c, false)
 			s.serveConn(c)
 		}()
 	}
+}
+
+// admit counts a TCP connection of peer in (n = 1: unless it has
+// nameTCPPeer already) or out (n = -1).
+func (s *nameServer) admit(peer netip.Addr, n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n > 0 && s.peers[peer] >= nameTCPPeer {
+		return false
+	}
+	if s.peers[peer] += n; s.peers[peer] == 0 {
+		delete(s.peers, peer)
+	}
+	return true
 }
 
 // serveConn answers the queries of one TCP connection (RFC 7766: each

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -34,7 +35,14 @@ const (
 	SetAddrs  = "addrs"  // iface_index . ipv4_addr: the IPv4 address each port may send from
 	SetAddrs6 = "addrs6" // iface_index . ipv6_addr: the IPv6 address each port may send from
 	SetHosts  = "hosts"  // iface_index . ether_addr: the Ethernet address of each port's bridge (frames to the host)
+	SetDNS    = "dns"    // iface_index, dynamic: the rate of each port's queries to the network's name server
 )
+
+// DNSRate is how many DNS datagrams a second each member may send to the
+// host (its network's name server): more than any program resolving
+// names needs, and a bound on what a flooding member costs the host and
+// the other members (the name server's socket is shared).
+const DNSRate = 2000
 
 const setComment = "nsnet: "
 
@@ -51,8 +59,10 @@ var (
 		{Table: Table, Name: SetAddrs, ID: 3, KeyType: idxIP, Concatenation: true, Comment: setComment + "port . the IPv4 address it sends from"},
 		{Table: Table, Name: SetAddrs6, ID: 4, KeyType: idxIP6, Concatenation: true, Comment: setComment + "port . the IPv6 address it sends from"},
 		{Table: Table, Name: SetHosts, ID: 5, KeyType: idxMAC, Concatenation: true, Comment: setComment + "port . its bridge's Ethernet address"},
+		{Table: Table, Name: SetDNS, ID: 6, KeyType: nftables.TypeIFIndex, KeyByteOrder: binaryutil.NativeEndian, Dynamic: true,
+			HasTimeout: true, Timeout: time.Minute, Comment: setComment + "ports' DNS query rate to the host"},
 	}
-	byName = map[string]*nftables.Set{SetPorts: Sets[0], SetMACs: Sets[1], SetAddrs: Sets[2], SetAddrs6: Sets[3], SetHosts: Sets[4]}
+	byName = map[string]*nftables.Set{SetPorts: Sets[0], SetMACs: Sets[1], SetAddrs: Sets[2], SetAddrs6: Sets[3], SetHosts: Sets[4], SetDNS: Sets[5]}
 )
 
 // Member is what one member holds in the sets: its port, its Ethernet
@@ -193,6 +203,13 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(member, "from an Ethernet address not the member's", iif(), load(ll, 6, 6, 9), lookup(SetMACs, true), drop)
 	rule(member, "to another member (not to the host): switched, never routed nor translated, so not tracked (br_netfilter would pass it through conntrack)",
 		iif(), load(ll, 0, 6, 9), lookup(SetHosts, true), &expr.Notrack{})
+	s := byName[SetDNS]
+	rule(member, "DNS to the host over the member's rate",
+		iif(), load(ll, 0, 6, 9), lookup(SetHosts, false),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, eq(1, unix.IPPROTO_UDP), load(th, 2, 2, 1), eq(1, 0, 53),
+		iif(), &expr.Dynset{SrcRegKey: 1, SetName: s.Name, SetID: s.ID, Operation: 1, Timeout: time.Minute,
+			Exprs: []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: DNSRate, Over: true, Unit: expr.LimitTimeSecond, Burst: DNSRate}}},
+		drop)
 	rule(member, "ARP", load(ll, 12, 2, 1), eq(1, etherARP>>8, etherARP&0xff), verdict(expr.VerdictJump, "arp"))
 	rule(member, "IPv4", load(ll, 12, 2, 1), eq(1, etherIPv4>>8, etherIPv4&0xff), verdict(expr.VerdictJump, "ip"))
 	rule(member, "IPv6", load(ll, 12, 2, 1), eq(1, etherIPv6>>8, etherIPv6&0xff), verdict(expr.VerdictJump, "ip6"))
@@ -280,6 +297,9 @@ type Entry struct {
 func Read(c *nftables.Conn, parse func(comment string) (id string, ok bool)) ([]Entry, error) {
 	var out []Entry
 	for _, s := range Sets {
+		if s.Dynamic {
+			continue // (the kernel's: rates, which time out)
+		}
 		els, err := c.GetSetElements(s)
 		if err != nil {
 			return nil, fmt.Errorf("set %s: %w", s.Name, err)
@@ -302,6 +322,9 @@ func Drop(c *nftables.Conn, raw *netlink.Conn) (bool, error) {
 		return false, err
 	}
 	for _, s := range Sets {
+		if s.Dynamic {
+			continue // (rates, not anyone's entries)
+		}
 		els, err := c.GetSetElements(s)
 		if err != nil {
 			if nftset.IsENOENT(err) {
