@@ -254,3 +254,50 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("host after Close:\n%s", diff(before, after))
 	}
 }
+
+// TestTwoProcesses: a network of another live process beside ours: each
+// has its own bridge and entries in the shared tables; our Close and a
+// Sweep leave the other's network whole (its member still reaches the
+// outside), and its prefix cannot be taken while it lives.
+func TestTwoProcesses(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "ntp-")
+	otherNS := nstest.NewNS(t, "ntp-other")
+	r, _ := helper(t, w, "ntp-other")
+	line, err := r.ReadString('\n')
+	if !strings.HasPrefix(line, "ready") {
+		rest, _ := io.ReadAll(r)
+		t.Fatalf("helper: %q, %v: %s", line, err, rest)
+	}
+	if _, err := network.Create(network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.79.0.0/25")}); err == nil {
+		t.Error("a prefix inside the other process's network was given again")
+	}
+	n, err := network.Create(network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.86.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mineNS := nstest.NewNS(t, "ntp-mine")
+	if _, err := n.Attach(mineNS, network.MemberConfig{Name: "mine"}); err != nil {
+		t.Fatal(err)
+	}
+	nstest.Listen(t, w.Inet, "203.0.113.1:9000")
+	check := func(what string) {
+		t.Helper()
+		if seen, err := nstest.Echo(otherNS, "203.0.113.1:9000"); err != nil || seen != "203.0.113.2" {
+			t.Errorf("%s: the other process's member -> outside: %q, %v", what, seen, err)
+		}
+		out := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "list", "set", "bridge", "nsnet", "addrs")
+		if !strings.Contains(out, "10.79.0.2") {
+			t.Errorf("%s: the other process's anti-spoofing entry is gone:\n%s", what, out)
+		}
+	}
+	check("both live")
+	if res, err := nat.Sweep(w.Host); err != nil || len(res.Links) != 0 || res.Elements != 0 {
+		t.Errorf("Sweep with both live = %+v, %v", res, err)
+	}
+	check("after Sweep")
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("after our Close")
+}
