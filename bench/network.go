@@ -101,6 +101,11 @@ func networks(w *nstest.World, n, rounds int) {
 	}
 	fmt.Printf("member to member TCP, %d alternating rounds of 3 s: bridge by hand %.2f Gbit/s, nsnet network %.2f (medians); "+
 		"ratio of each round's pair: median %.2f\n", rounds, median(hand), median(lib), median(ratios))
+	if g, err := dockerNetwork(w); err != nil {
+		fmt.Println("Docker network: not measured:", err)
+	} else {
+		fmt.Printf("Docker network (docker.io, docker run --network, the server by name), once, after the rounds: %.2f Gbit/s\n", g)
+	}
 }
 
 // bridgeRound puts two named namespaces on a bridge, by hand (the shell's

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat"
@@ -251,12 +250,6 @@ func checkName(name string) error {
 		return invalid("name %q: not a DNS label (letters, digits, hyphens; at most 63)", name)
 	}
 	return nil
-}
-
-// names is a network's name table: lower-cased name to member.
-type names struct {
-	mu sync.RWMutex
-	m  map[string]*Member
 }
 
 // Info is a network nsnet made in a host, by any process (see List).

@@ -159,7 +159,8 @@ func sweepBridge(host *netns.Handle, res *Result) error {
 	defer raw.Close()
 	if len(gone) > 0 {
 		b := bridgeset.Batch()
-		if err := b.Del(gone, true); err == nil {
+		err := b.Del(gone, true)
+		if err == nil {
 			err = b.Commit(raw)
 		}
 		if nftset.IsENOENT(err) {
