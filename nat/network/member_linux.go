@@ -239,6 +239,13 @@ func (n *Network) attach(ns *netns.Handle, mc MemberConfig) (_ *Member, err erro
 		if err := m.publish(mc.Ports); err != nil {
 			return nil, err
 		}
+		undo.push(func() {
+			for _, a := range m.addrs {
+				if ps := st.rules.Ports(a); len(ps) > 0 {
+					st.rules.Unpublish(a, ps...)
+				}
+			}
+		})
 	}
 	// 6. On the network, under its names.
 	st.mu.Lock()
