@@ -42,8 +42,11 @@ func dockerNetwork(w *nstest.World) (float64, error) {
 		}
 		defer unix.Unmount(dir, unix.MNT_DETACH)
 	}
-	dockerd := exec.Command("nsenter", "--net=/run/netns/"+w.HostName, "dockerd", "--storage-driver", "vfs",
-		"-H", "unix:///run/docker/docker.sock", "--pidfile", "/run/docker/docker.pid", "--group", "root")
+	args := []string{"dockerd", "--storage-driver", "vfs", "-H", "unix:///run/docker/docker.sock", "--pidfile", "/run/docker/docker.pid", "--group", "root"}
+	if w.HostName != "" { // (Isolate's world: the host is this namespace)
+		args = append([]string{"nsenter", "--net=/run/netns/" + w.HostName, "--"}, args...)
+	}
+	dockerd := exec.Command(args[0], args[1:]...)
 	var log bytes.Buffer
 	dockerd.Stdout, dockerd.Stderr = &log, &log
 	dockerd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -99,7 +102,22 @@ func dockerNetwork(w *nstest.World) (float64, error) {
 		return 0, err
 	}
 	defer docker("rm", "-f", "srv")
+	var runs []float64
+	for range 3 {
+		g, err := dockerIperf(docker)
+		if err != nil {
+			return 0, err
+		}
+		runs = append(runs, g)
+	}
+	return median(runs), nil
+}
+
+// dockerIperf runs the iperf3 client in a container of its own against
+// the server container, by name, and returns Gbit/s received.
+func dockerIperf(docker func(...string) (string, error)) (float64, error) {
 	var out string
+	var err error
 	for try := 0; try < 20; try++ {
 		if out, err = docker("run", "--rm", "--network", "benchnet", "nsnet-iperf:1", "-c", "srv", "-t", "3", "-J"); err == nil {
 			break
@@ -118,6 +136,9 @@ func dockerNetwork(w *nstest.World) (float64, error) {
 	}
 	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res); err != nil {
 		return 0, err
+	}
+	if res.End.SumReceived.BitsPerSecond == 0 {
+		return 0, fmt.Errorf("iperf3 in Docker: %s", out)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
@@ -138,6 +159,7 @@ func iperfImage() (string, error) {
 	}
 	defer f.Close()
 	tw := tar.NewWriter(f)
+	tw.WriteHeader(&tar.Header{Name: "tmp/", Mode: 0o1777, Typeflag: tar.TypeDir}) // (iperf3's streams are files there)
 	seen := map[string]bool{}
 	for _, name := range files {
 		real, err := filepath.EvalSymlinks(name)

@@ -95,5 +95,9 @@
 // network's; multicast listener reports go from the unspecified address).
 // The bridge table's guard leaves a window of up to 50 ms after a flush
 // in which members' frames are not checked. A network lives in the
-// process that made it: there is no persistent network.
+// process that made it: there is no persistent network. A bridge takes at
+// most 1,023 ports (the kernel's limit), so a network at most 1,023
+// members. On a kernel before Linux 6.17 (no per-interface IPv6
+// forwarding) an IPv6 prefix needs net.ipv6.conf.all.forwarding on
+// already, as nat.AddRules does.
 package network
