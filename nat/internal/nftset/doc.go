@@ -8,7 +8,7 @@
 // # The schema
 //
 // Per-link state lives in sets and maps keyed by interface index, so the
-// rules (22 in 5 base chains) and the work every packet does stay the same
+// rules (26 in 5 base chains) and the work every packet does stay the same
 // however many links there are; see AddSkeleton for the ruleset as nft
 // lists it. The table's schema is a contract between processes (of this
 // version and others): sets are never renamed or retyped, and a table of
