@@ -185,23 +185,7 @@ func (n *Network) attach(ns *netns.Handle, mc MemberConfig) (_ *Member, err erro
 		return nil, err
 	}
 	undo.push(func() { m.nsRef.Close() })
-	pub := &Member{Addr: a4, Addr6: a6, Interface: mc.Interface, MAC: mc.MAC, HostVeth: "nsm-" + owner.RandomString(11), member: m}
-	if mc.Name != "" {
-		pub.Name = mc.Name
-	}
-	pub.Aliases = append([]string(nil), mc.Aliases...)
-	if pub.Interface == "" {
-		pub.Interface = "eth0"
-	}
-	if pub.MAC == nil {
-		pub.MAC = randomMAC()
-	}
-	m.pub = pub
-	hostMark := mark(st.hostKey, pub.HostVeth)
-	if pub.Name != "" {
-		hostMark += " tag=" + toLower(pub.Name) // (for List: "nsnet ls" in other processes)
-	}
-	m.ent = bridgeset.Member{MAC: pub.MAC, Bridge: st.bridgeMAC, Addr: a4, Addr6: a6, Mark: hostMark}
+	pub, hostMark := m.describe(mc, a4, a6)
 
 	// 1. The pair, the host end on the bridge (down), the other in ns.
 	if err := m.makePair(hostMark); err != nil {
@@ -259,6 +243,27 @@ func (n *Network) attach(ns *netns.Handle, mc MemberConfig) (_ *Member, err erro
 	}
 	st.mu.Unlock()
 	return pub, nil
+}
+
+// describe fills in the Member that Attach returns and m's entries, with
+// the defaults for what mc leaves out, and returns them with the mark of
+// the member's port (its name as the tag: "nsnet ls" shows it).
+func (m *member) describe(mc MemberConfig, a4, a6 netip.Addr) (*Member, string) {
+	pub := &Member{Name: mc.Name, Aliases: append([]string(nil), mc.Aliases...), Addr: a4, Addr6: a6, Interface: mc.Interface,
+		MAC: mc.MAC, HostVeth: "nsm-" + owner.RandomString(11), member: m}
+	if pub.Interface == "" {
+		pub.Interface = "eth0"
+	}
+	if pub.MAC == nil {
+		pub.MAC = randomMAC()
+	}
+	m.pub = pub
+	hostMark := mark(m.st.hostKey, pub.HostVeth)
+	if pub.Name != "" {
+		hostMark += " tag=" + toLower(pub.Name)
+	}
+	m.ent = bridgeset.Member{MAC: pub.MAC, Bridge: m.st.bridgeMAC, Addr: a4, Addr6: a6, Mark: hostMark}
+	return pub, hostMark
 }
 
 // makePair creates the veth pair: the host end enslaved to the bridge,

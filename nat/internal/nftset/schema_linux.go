@@ -280,25 +280,7 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(toLink, "to a published port", append(ctStatusDNAT(), verdict(expr.VerdictAccept, ""))...)
 	rule(toLink, "unsolicited", verdict(expr.VerdictDrop, ""))
 
-	rule(post, "masquerade out of the uplink (the families not routed)",
-		append(iifDotOifDotFam(), lookup(SetMasq, 1, false), &expr.Masq{})...)
-	rule(post, "a link to a published port of its own (hairpin): from the host end's address",
-		append(append(ctStatusDNAT(), iifDotOif()...), lookup(SetSame, 1, false), &expr.Masq{})...)
-	// A network's members' hairpin traffic is bridged back out where
-	// br_netfilter is loaded, and passes this hook with no input
-	// interface: matched by the connection's mark (the publishing link's
-	// index, set by the DNAT rule) and a source that is not the host's own
-	// (the host's own connections pass here with no input interface too).
-	rule(post, "a network's member to a published port of the network (hairpin, bridged by br_netfilter): from the bridge's address",
-		append(ctStatusDNAT(), metaLoad(expr.MetaKeyIIF, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
-			&expr.Fib{Register: 1, ResultADDRTYPE: true, FlagSADDR: true},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
-			&expr.Ct{Key: expr.CtKeyMARK, Register: 1}, metaLoad(expr.MetaKeyOIF, 9), lookup(SetSame, 1, false), &expr.Masq{})...)
-	rule(post, "the host's 127.0.0.1 to a published port: from the host end's address",
-		append(ctStatusDNAT(), metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
-			metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), &expr.Masq{})...)
+	addPostrouting(func(why string, e ...expr.Any) { rule(post, why, e...) })
 	// Not for 127.0.0.0/8 arriving from outside: translated before the
 	// routing decision, such a packet would not be dropped as a martian
 	// (the hole of CVE-2020-8558); only the host reaches 127.0.0.1 ports.
@@ -326,6 +308,30 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(raw, "redirects from a link",
 		append(icmpv6Type(ndRedirect), metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictDrop, ""))...)
 	return nil
+}
+
+// addPostrouting adds the postrouting chain's rules with rule: the
+// masquerade out of the uplink and the hairpin cases.
+func addPostrouting(rule func(why string, e ...expr.Any)) {
+	rule("masquerade out of the uplink (the families not routed)",
+		append(iifDotOifDotFam(), lookup(SetMasq, 1, false), &expr.Masq{})...)
+	rule("a link to a published port of its own (hairpin): from the host end's address",
+		append(append(ctStatusDNAT(), iifDotOif()...), lookup(SetSame, 1, false), &expr.Masq{})...)
+	// A network's members' hairpin traffic is bridged back out where
+	// br_netfilter is loaded, and passes this hook with no input
+	// interface: matched by the connection's mark (the publishing link's
+	// index, set by the DNAT rule) and a source that is not the host's own
+	// (the host's own connections pass here with no input interface too).
+	rule("a network's member to a published port of the network (hairpin, bridged by br_netfilter): from the bridge's address",
+		append(ctStatusDNAT(), metaLoad(expr.MetaKeyIIF, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+			&expr.Fib{Register: 1, ResultADDRTYPE: true, FlagSADDR: true},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1}, metaLoad(expr.MetaKeyOIF, 9), lookup(SetSame, 1, false), &expr.Masq{})...)
+	rule("the host's 127.0.0.1 to a published port: from the host end's address",
+		append(ctStatusDNAT(), metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+			metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), &expr.Masq{})...)
 }
 
 // ICMPv6 types (RFC 4861), not in x/sys.
