@@ -301,3 +301,47 @@ func TestTwoProcesses(t *testing.T) {
 	}
 	check("after our Close")
 }
+
+// TestTwoNetworks: a namespace on two networks (eth0 and eth1) reaches
+// the members of both and keeps the first network's default route; the
+// two networks' other members still cannot reach each other, and closing
+// its membership of one leaves the other working.
+func TestTwoNetworks(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "n2n-")
+	front := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.87.1.0/24"), NoDNS: true})
+	back := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.87.2.0/24"), NoDNS: true})
+	webNS, _ := attach(t, front, "n2n-web", network.MemberConfig{})
+	dbNS, db := attach(t, back, "n2n-db", network.MemberConfig{})
+	appNS, appFront := attach(t, front, "n2n-app", network.MemberConfig{})
+	appBack, err := back.Attach(appNS, network.MemberConfig{Interface: "eth1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []*netns.Handle{webNS, dbNS, appNS} {
+		nstest.Listen(t, ns, ":8080")
+	}
+	reach := func(from *netns.Handle, to netip.Addr) bool {
+		_, err := nstest.Echo(from, netip.AddrPortFrom(to, 8080).String())
+		return err == nil
+	}
+	if !reach(appNS, db.Addr) || !reach(dbNS, appBack.Addr) || !reach(webNS, appFront.Addr) {
+		t.Error("the namespace on both networks does not reach both")
+	}
+	if reach(webNS, db.Addr) {
+		t.Error("a member of front reached a member of back")
+	}
+	if out := nstest.Cmd(t, "ip", "-n", "n2n-app", "route", "show", "default"); !strings.Contains(out, "via 10.87.1.1 dev eth0") {
+		t.Errorf("default route of the namespace on both networks: %s", out)
+	}
+	nstest.Listen(t, w.Inet, "203.0.113.1:9000")
+	if seen, err := nstest.Echo(appNS, "203.0.113.1:9000"); err != nil || seen != "203.0.113.2" {
+		t.Errorf("out from the namespace on both networks: %q, %v", seen, err)
+	}
+	if err := appBack.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if reach(appNS, db.Addr) || !reach(webNS, appFront.Addr) {
+		t.Error("after leaving back: still reaches back, or no longer front")
+	}
+}

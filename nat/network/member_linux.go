@@ -326,18 +326,28 @@ func (m *member) configureNS() error {
 		reqs = append(reqs, nl.NewAddr(idx, netip.PrefixFrom(pub.Addr6, st.pub.Prefix6.Bits()), unix.IFA_F_NODAD, false))
 	}
 	reqs = append(reqs, nl.SetLinkUp(idx, "", true))
+	lo, err := nc.LinkIndex("lo")
+	if err != nil {
+		return err
+	}
+	reqs = append(reqs, nl.SetLinkUp(lo, "", true))
+	// Default routes last: a namespace on a second network keeps the
+	// first one's (EEXIST), and reaches the second's subnet directly.
+	routes := len(reqs)
 	for _, gw := range []netip.Addr{st.pub.Gateway, st.pub.Gateway6} {
 		if gw.IsValid() {
 			reqs = append(reqs, nl.NewRoute(nl.RouteSpec{Dst: netip.PrefixFrom(unspecified(gw), 0), Gateway: gw,
 				Protocol: unix.RTPROT_BOOT, Type: unix.RTN_UNICAST}, false))
 		}
 	}
-	lo, err := nc.LinkIndex("lo")
-	if err != nil {
-		return err
+	_, errs, err := nc.Do(reqs...)
+	for i, e := range errs {
+		if i >= routes && errors.Is(e, unix.EEXIST) {
+			continue
+		}
+		err = errors.Join(err, e)
 	}
-	reqs = append(reqs, nl.SetLinkUp(lo, "", true))
-	return nc.Exec(reqs...)
+	return err
 }
 
 func unspecified(a netip.Addr) netip.Addr {

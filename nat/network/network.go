@@ -73,7 +73,13 @@ type MemberConfig struct {
 	// prefixes (zero: the next free one; the network's families only).
 	Addr, Addr6 netip.Addr
 	// Interface is the name of the member's end in its namespace ("":
-	// "eth0").
+	// "eth0"). A namespace may be a member of several networks, each
+	// through an interface of its own ("eth1" ...): it keeps the default
+	// route of the first, reaches the others' subnets directly, and
+	// resolves names with the name server of the first that wrote its
+	// resolv.conf. The networks stay isolated from each other: such a
+	// member cannot forward between them either (the anti-spoofing filter
+	// passes only its own addresses).
 	Interface string
 	// MAC is the member's Ethernet address (nil: a random locally
 	// administered one).
