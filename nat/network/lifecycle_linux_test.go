@@ -345,3 +345,44 @@ func TestTwoNetworks(t *testing.T) {
 		t.Error("after leaving back: still reaches back, or no longer front")
 	}
 }
+
+// TestChangedUnder: the host changes under a network: its bridge renamed
+// (identity is the index: nothing changes), a member's port deleted by
+// someone else, then the bridge itself deleted. Close still removes all
+// that is left, says what was gone already (os.ErrNotExist), and leaves
+// the host as before.
+func TestChangedUnder(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "ncu-")
+	before := hostState(t, w)
+	n, err := network.Create(network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.88.0.0/24"),
+		Prefix6: netip.MustParsePrefix("fd00:88::/64")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aNS, _ := attach(t, n, "ncu-a", network.MemberConfig{Name: "a"})
+	_, b := attach(t, n, "ncu-b", network.MemberConfig{Name: "b"})
+	_, c := attach(t, n, "ncu-c", network.MemberConfig{Name: "c"})
+	in := func(args ...string) { nstest.Cmd(t, "ip", append([]string{"-n", w.HostName}, args...)...) }
+	in("link", "set", n.Bridge, "name", "renamed0")
+	nstest.Listen(t, w.Inet, "203.0.113.1:9000")
+	if seen, err := nstest.Echo(aNS, "203.0.113.1:9000"); err != nil || seen != "203.0.113.2" {
+		t.Errorf("out after the bridge's rename: %q, %v", seen, err)
+	}
+	in("link", "del", b.HostVeth)
+	if err := b.Close(); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Close of a member whose port someone deleted = %v, want os.ErrNotExist", err)
+	}
+	in("link", "del", "renamed0")
+	err = n.Close()
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Close of a network whose bridge someone deleted = %v, want os.ErrNotExist", err)
+	}
+	t.Log(err)
+	if err := c.Close(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Close of a member after its network's = %v", err)
+	}
+	if after := hostState(t, w); after != before {
+		t.Errorf("host after Close:\n%s", diff(before, after))
+	}
+}
