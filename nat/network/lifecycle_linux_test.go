@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nsnet/nsnet/nat"
@@ -138,16 +139,22 @@ func TestIsolation(t *testing.T) {
 	for _, ns := range []*netns.Handle{aNS, bNS, lNS} {
 		nstest.Listen(t, ns, ":8080")
 	}
+	var wg sync.WaitGroup
 	for _, c := range []struct {
 		from *netns.Handle
 		name string
 		to   netip.Addr
 	}{{aNS, "a -> b", b1.Addr}, {bNS, "b -> a", a1.Addr}, {aNS, "a -> link", l.NSAddr.Addr()}, {lNS, "link -> a", a1.Addr},
 		{w.Inet, "outside -> a", a1.Addr}} {
-		if _, err := nstest.Echo(c.from, netip.AddrPortFrom(c.to, 8080).String()); err == nil {
-			t.Errorf("%s (%v): reached", c.name, c.to)
-		}
+		wg.Add(1)
+		go func() { // (at once: each waits for its dial's timeout)
+			defer wg.Done()
+			if _, err := nstest.Echo(c.from, netip.AddrPortFrom(c.to, 8080).String()); err == nil {
+				t.Errorf("%s (%v): reached", c.name, c.to)
+			}
+		}()
 	}
+	wg.Wait()
 	// (Controls: each reaches the outside.)
 	nstest.Listen(t, w.Inet, "203.0.113.1:9000")
 	for _, ns := range []*netns.Handle{aNS, bNS, lNS} {
