@@ -78,6 +78,10 @@
 // goroutine per host namespace with networks, looks every 50 ms and makes
 // the bridge table again with the entries of the process's live members.
 //
+// nat's table is shared by every nsnet process of the host and made by the
+// first of them: one made by an older nsnet, without the rules networks
+// need, is refused by Create (ErrStaleTable) rather than used.
+//
 // # Locks and goroutines
 //
 // A Network's state has one mutex (its members, the addresses and names

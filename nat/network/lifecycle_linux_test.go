@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -391,5 +392,37 @@ func TestChangedUnder(t *testing.T) {
 	}
 	if after := hostState(t, w); after != before {
 		t.Errorf("host after Close:\n%s", diff(before, after))
+	}
+}
+
+// TestStaleTable: nat's table made by an older nsnet (here: the current
+// one without the rule that accepts members' bridged traffic) is refused
+// with ErrStaleTable, changing nothing, rather than used silently.
+func TestStaleTable(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "nst-")
+	ns := nstest.NewNS(t, "nst-link")
+	l, err := nat.Config{HostNS: w.Host, DNS: nat.DNSNone}.Connect(ns, w.Uplink, netip.MustParsePrefix("10.89.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	out := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "-a", "list", "chain", "inet", "nsnet", "from_link")
+	m := regexp.MustCompile(`within the link's own network.*# handle (\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no such rule:\n%s", out)
+	}
+	nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "nft", "delete", "rule", "inet", "nsnet", "from_link", "handle", m[1])
+	before := hostState(t, w)
+	n, err := network.Create(network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.89.2.0/24")})
+	if !errors.Is(err, network.ErrStaleTable) {
+		if n != nil {
+			n.Close()
+		}
+		t.Fatalf("Create on a stale table = %v, want ErrStaleTable", err)
+	}
+	t.Log(err)
+	if after := hostState(t, w); after != before {
+		t.Errorf("host after the refused Create:\n%s", diff(before, after))
 	}
 }

@@ -16,6 +16,12 @@ import (
 // anything changed.
 var ErrInvalidConfig = nat.ErrInvalidConfig
 
+// ErrStaleTable is returned by Create when nat's nftables table, shared
+// by every nsnet process of the host, was made by an older nsnet without
+// the rules networks need (it is replaced once the last process using it
+// closes its links).
+var ErrStaleTable = errors.New("the nftables table inet nsnet was made by an older nsnet, without the rules networks need")
+
 func invalid(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
 }

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/google/nftables"
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat"
@@ -149,6 +151,9 @@ func (c Config) create() (_ *Network, err error) {
 			prefixes = append(prefixes, p)
 		}
 	}
+	if err := checkTableRules(host); err != nil {
+		return nil, err
+	}
 	if st.rules, err = nat.AddRules(host, n.Bridge, c.Uplink, prefixes...); err != nil {
 		return nil, err
 	}
@@ -166,6 +171,36 @@ func (c Config) create() (_ *Network, err error) {
 	st.pub.state = nil
 	guardAdd(st)
 	return n, nil
+}
+
+// withinNetwork is the comment of the rule that accepts a network's
+// members' bridged traffic in nat's table (see nftset.AddSkeleton).
+const withinNetwork = "nsnet: within the link's own network"
+
+// checkTableRules checks that nat's table has the rule networks need: a
+// table is made by the first process with a link on the host and used by
+// all others until the last is gone, so one made by an older nsnet, still
+// in use, would drop the members' traffic to each other where
+// br_netfilter is loaded, silently.
+func checkTableRules(host *netns.Handle) error {
+	c, err := table.NFTConn(host)
+	if err != nil {
+		return err
+	}
+	defer c.CloseLasting()
+	rules, err := c.GetRules(nftset.Table, &nftables.Chain{Name: "from_link", Table: nftset.Table})
+	if nftset.IsENOENT(err) || err == nil && len(rules) == 0 {
+		return nil // no table yet: AddRules makes today's
+	}
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	for _, r := range rules {
+		if bytes.Contains(r.UserData, []byte(withinNetwork)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: close the links of the processes using it (nsnet ls), or run nsnet sweep once they have exited", ErrStaleTable)
 }
 
 // makeBridge creates the bridge with a fixed Ethernet address of its own
