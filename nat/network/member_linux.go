@@ -191,7 +191,10 @@ func (n *Network) attach(ns *netns.Handle, mc MemberConfig) (_ *Member, err erro
 	if err := m.makePair(hostMark); err != nil {
 		return nil, fmt.Errorf("veth: %w", err)
 	}
-	undo.push(func() { m.deletePair() })
+	undo.push(func() {
+		m.deletePair()
+		forget(st.host, []uint32{0, uint32(st.bridgeIdx)}, func(a netip.Addr) bool { return slices.Contains(m.addrs, a) })
+	})
 	// 2. Its anti-spoofing entries, before its port comes up: the member
 	// sends nothing unchecked.
 	m.ent.Port = m.hostIdx

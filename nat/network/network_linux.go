@@ -144,7 +144,12 @@ func (c Config) create() (_ *Network, err error) {
 	if err := st.makeBridge(n); err != nil {
 		return nil, err
 	}
-	undo.push(func() { nl.DeleteLinks(host, st.hc, []int{st.bridgeIdx}, nil) })
+	undo.push(func() {
+		nl.DeleteLinks(host, st.hc, []int{st.bridgeIdx}, nil)
+		// (The bridge's own traffic while it was up: its multicast
+		// reports, say.)
+		forget(host, []uint32{0}, func(a netip.Addr) bool { return c.Prefix.Contains(a) || c.Prefix6.Contains(a) })
+	})
 	var prefixes []netip.Prefix
 	for _, p := range []netip.Prefix{c.Prefix, c.Prefix6} {
 		if p.IsValid() {
