@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/nat/internal/dns"
 	"github.com/nsnet/nsnet/nat/network"
 	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/nstest"
@@ -184,4 +186,33 @@ func query(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return q
+}
+
+// TestHostResolverChanges: the host's resolv.conf replaced under a live
+// network (a new lease, a VPN): the name server passes queries to the new
+// name server at once, with no stale copy of the old.
+func TestHostResolverChanges(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "nhr-")
+	hostResolvConf(t, w) // nameserver 203.0.113.1, which knows www.test.example only
+	n := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.89.8.0/24")})
+	attach(t, n, "nhr-m", network.MemberConfig{Name: "m"})
+	s, err := nstest.ServeDNS(w.Inet, "[2001:db8::1]:53", map[string]netip.Addr{"new.test.example": netip.MustParseAddr("203.0.113.9")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := resolve(t, "nhr-m", "ahostsv4", "new.test.example"); err == nil {
+		t.Fatal("control: new.test.example resolved before the host's resolver changed")
+	}
+	tmp := dns.HostResolvConf + ".new"
+	if err := os.WriteFile(tmp, []byte("nameserver 2001:db8::1\nsearch test.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dns.HostResolvConf); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := resolve(t, "nhr-m", "ahostsv4", "new.test.example"); err != nil || got.String() != "203.0.113.9" {
+		t.Errorf("after the host's resolver changed: new.test.example = %v, %v", got, err)
+	}
 }

@@ -50,7 +50,7 @@
 //     addresses, port 53, in the process that made the network. It
 //     answers A and AAAA for the members' names and aliases (bare, or
 //     followed by one of the host's search domains) and passes every other
-//     query to the host's first name server, as Docker's embedded DNS
+//     query to the host's first name server (read again whenever the host's resolv.conf changes), as Docker's embedded DNS
 //     does; each member's resolv.conf (netns.EtcDir) names it. Names leave
 //     with their member. What members can make it do is bounded: 64 UDP
 //     queries passed on at once, 16 TCP connections (4 per member, 10 s

@@ -14,11 +14,14 @@ package network
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -38,20 +41,21 @@ const (
 )
 
 type nameServer struct {
-	host     *netns.Handle
-	lookup   func(name string) (*Member, bool)
-	clients  []netip.Prefix
-	search   []string       // lower-cased, with a trailing dot
-	upstream netip.AddrPort // invalid: the host has no resolver
-	udp      []*net.UDPConn
-	tcp      []*net.TCPListener
-	udpSlots chan struct{}
-	tcpSlots chan struct{}
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    map[net.Conn]bool  // open connections, closed with the server
-	peers    map[netip.Addr]int // TCP connections per member
-	closing  bool
+	host      *netns.Handle
+	lookup    func(name string) (*Member, bool)
+	clients   []netip.Prefix
+	search    []string       // lower-cased, with a trailing dot
+	upstream  netip.AddrPort // the host's first name server (invalid: none), as of confStamp
+	confStamp string         // the host resolv.conf's identity and size and time when upstream was read
+	udp       []*net.UDPConn
+	tcp       []*net.TCPListener
+	udpSlots  chan struct{}
+	tcpSlots  chan struct{}
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[net.Conn]bool  // open connections, closed with the server
+	peers     map[netip.Addr]int // TCP connections per member
+	closing   bool
 }
 
 // startNameServer listens on the network's gateway addresses.
@@ -62,10 +66,8 @@ func startNameServer(host *netns.Handle, n *Network, lookup func(string) (*Membe
 	}
 	s := &nameServer{host: host, lookup: lookup, udpSlots: make(chan struct{}, nameUDP), tcpSlots: make(chan struct{}, nameTCP),
 		conns: map[net.Conn]bool{}, peers: map[netip.Addr]int{}}
-	conf, err := resolv.Read(dns.HostResolvConf)
-	if err == nil && len(conf.Servers) > 0 {
-		s.upstream = netip.AddrPortFrom(conf.Servers[0], 53)
-	}
+	conf, _ := resolv.Read(dns.HostResolvConf)
+	s.hostResolver()
 	for _, d := range conf.Search {
 		s.search = append(s.search, strings.ToLower(strings.TrimSuffix(d, "."))+".")
 	}
@@ -278,12 +280,13 @@ func readMsg(r io.Reader) ([]byte, error) {
 // forward passes a query to the host's resolver and returns its answer
 // (SERVFAIL if the host has none).
 func (s *nameServer) forward(network string, q []byte) ([]byte, error) {
-	if !s.upstream.IsValid() {
+	upstream := s.hostResolver()
+	if !upstream.IsValid() {
 		return failure(q)
 	}
 	var c net.Conn
 	err := nl.Do(s.host, func() (err error) {
-		c, err = net.DialTimeout(network, s.upstream.String(), nameTimeout)
+		c, err = net.DialTimeout(network, upstream.String(), nameTimeout)
 		return err
 	})
 	if err != nil {
@@ -310,6 +313,30 @@ func (s *nameServer) forward(network string, q []byte) ([]byte, error) {
 		return nil, err
 	}
 	return a[:n], nil
+}
+
+// hostResolver returns the host's first name server, reading the host's
+// resolv.conf again when it changed (replaced, or written: its inode,
+// size or time differ), so that a host whose resolver changes (a DHCP
+// lease, a VPN) is followed with no stale copy: one stat per query passed
+// on.
+func (s *nameServer) hostResolver() netip.AddrPort {
+	var stamp string
+	if fi, err := os.Stat(dns.HostResolvConf); err == nil {
+		stamp = fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			stamp += fmt.Sprint(" ", st.Ino)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if stamp != s.confStamp || stamp == "" {
+		s.confStamp, s.upstream = stamp, netip.AddrPort{}
+		if conf, err := resolv.Read(dns.HostResolvConf); err == nil && len(conf.Servers) > 0 {
+			s.upstream = netip.AddrPortFrom(conf.Servers[0], 53)
+		}
+	}
+	return s.upstream
 }
 
 // failure is a SERVFAIL answer to q.
