@@ -50,8 +50,9 @@
 //     addresses, port 53, in the process that made the network. It
 //     answers A and AAAA for the members' names and aliases (bare, or
 //     followed by one of the host's search domains) and passes every other
-//     query to the host's first name server (read again whenever the host's resolv.conf changes), as Docker's embedded DNS
-//     does; each member's resolv.conf (netns.EtcDir) names it. Names leave
+//     query to the host's first name server (read again whenever the
+//     host's resolv.conf changes), as Docker's embedded DNS does; each
+//     member's resolv.conf (netns.EtcDir) names it. Names leave
 //     with their member. What members can make it do is bounded: 64 UDP
 //     queries passed on at once, 16 TCP connections (4 per member, 10 s
 //     idle), and 2,000 DNS datagrams a second per member, limited in the
