@@ -5,7 +5,6 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -127,20 +126,14 @@ func dockerIperf(docker func(...string) (string, error)) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res); err != nil {
+	g, _, err := tcpReceived([]byte(out[strings.Index(out, "{"):]))
+	if err != nil {
 		return 0, err
 	}
-	if res.End.SumReceived.BitsPerSecond == 0 {
+	if g == 0 {
 		return 0, fmt.Errorf("iperf3 in Docker: %s", out)
 	}
-	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+	return g, nil
 }
 
 // iperfImage writes a tar of a root file system holding iperf3 and the

@@ -3,13 +3,10 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
-	"strings"
 	"time"
 
 	"github.com/google/nftables"
@@ -157,47 +154,14 @@ func bridgeRound(w *nstest.World, byHand bool) float64 {
 // iperfTCP runs iperf3's TCP test for 3 s from the namespace from to the
 // server in the namespace to, at addr, and returns Gbit/s received.
 func iperfTCP(to, from, addr string) float64 {
-	// iperf3 now and then reports nothing (its server's result lost):
-	// measure again.
-	for try := 0; ; try++ {
-		if r := iperfTCPOnce(to, from, addr); r > 0 || try == 3 {
-			return r
+	return again(func() float64 {
+		g, why, err := tcpReceived(iperfJSON(to, from, addr, "-t", "3"))
+		check(err)
+		if g == 0 {
+			fmt.Fprintf(os.Stderr, "iperf3 %s -> %s: %s\n", from, addr, why)
 		}
-	}
-}
-
-func iperfTCPOnce(to, from, addr string) float64 {
-	server := exec.Command("ip", "netns", "exec", to, "iperf3", "-s", "-1", "-B", addr)
-	check(server.Start())
-	defer func() { server.Process.Kill(); server.Wait() }()
-	var out []byte
-	var err error
-	for try := 0; try < 50; try++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		out, err = exec.CommandContext(ctx, "ip", "netns", "exec", from, "iperf3", "-c", addr, "-t", "3", "-J").Output()
-		cancel()
-		if err == nil || !strings.Contains(string(out), "unable to connect") {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	check(err)
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	check(json.Unmarshal(out, &res))
-	if res.End.SumReceived.BitsPerSecond == 0 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		json.Unmarshal(out, &e)
-		fmt.Fprintf(os.Stderr, "iperf3 %s -> %s: %s\n", from, addr, e.Error)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e9
+		return g
+	})
 }
 
 // countAllRules counts the rules and base chains of the library's inet
