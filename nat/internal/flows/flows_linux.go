@@ -101,28 +101,35 @@ func ForgetPorts(c *conntrack.Conn, maps []nftset.PortMap) error {
 // maps, whose original destination is one of the ports and whose
 // destination was translated (translated) or not.
 func deletePortFlows(c *conntrack.Conn, maps []nftset.PortMap, filter conntrack.Filter, translated bool) error {
-	var flows []conntrack.Flow
+	var fams []netfilter.ProtoFamily
 	for _, fam := range []netfilter.ProtoFamily{netfilter.ProtoIPv4, netfilter.ProtoIPv6} {
-		if !slices.ContainsFunc(maps, func(pm nftset.PortMap) bool { return pm.Addr.Is6() == (fam == netfilter.ProtoIPv6) }) {
-			continue
+		if slices.ContainsFunc(maps, func(pm nftset.PortMap) bool { return pm.Addr.Is6() == (fam == netfilter.ProtoIPv6) }) {
+			fams = append(fams, fam)
 		}
+	}
+	return deleteMatching(c, filter, fams, func(f conntrack.Flow) bool {
+		o := f.TupleOrig
+		return f.Status.DstNAT() == translated && slices.ContainsFunc(maps, func(pm nftset.PortMap) bool {
+			return o.Proto.Protocol == pm.Proto && o.Proto.DestinationPort == pm.Port && o.IP.DestinationAddress == pm.Addr
+		})
+	})
+}
+
+// deleteMatching dumps the entries that filter selects (the kernel
+// filters) in each family of fams and deletes those that match; entries
+// gone meanwhile are no error.
+func deleteMatching(c *conntrack.Conn, filter conntrack.Filter, fams []netfilter.ProtoFamily, match func(conntrack.Flow) bool) error {
+	var errs []error
+	for _, fam := range fams {
 		fs, err := c.DumpFilter(filter.Family(fam), nil)
 		if err != nil {
 			return fmt.Errorf("conntrack: %w", err)
 		}
-		flows = append(flows, fs...)
-	}
-	var errs []error
-	for _, f := range flows {
-		if f.Status.DstNAT() != translated {
-			continue
-		}
-		o := f.TupleOrig
-		if slices.ContainsFunc(maps, func(pm nftset.PortMap) bool {
-			return o.Proto.Protocol == pm.Proto && o.Proto.DestinationPort == pm.Port && o.IP.DestinationAddress == pm.Addr
-		}) {
-			if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
+		for _, f := range fs {
+			if match(f) {
+				if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}
@@ -137,19 +144,10 @@ func deletePortFlows(c *conntrack.Conn, maps []nftset.PortMap, filter conntrack.
 func ForgetAddrs(c *conntrack.Conn, marks []uint32, match func(netip.Addr) bool) error {
 	var errs []error
 	for _, mark := range marks {
-		for _, fam := range []netfilter.ProtoFamily{netfilter.ProtoIPv4, netfilter.ProtoIPv6} {
-			fs, err := c.DumpFilter(conntrack.NewFilter().Mark(mark).Family(fam), nil)
-			if err != nil {
-				return fmt.Errorf("conntrack: %w", err)
-			}
-			for _, f := range fs {
-				if match(f.TupleOrig.IP.SourceAddress) || match(f.TupleReply.IP.SourceAddress) {
-					if err := c.Delete(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-						errs = append(errs, err)
-					}
-				}
-			}
-		}
+		errs = append(errs, deleteMatching(c, conntrack.NewFilter().Mark(mark), []netfilter.ProtoFamily{netfilter.ProtoIPv4, netfilter.ProtoIPv6},
+			func(f conntrack.Flow) bool {
+				return match(f.TupleOrig.IP.SourceAddress) || match(f.TupleReply.IP.SourceAddress)
+			}))
 	}
 	return errors.Join(errs...)
 }
