@@ -37,8 +37,6 @@ type member struct {
 	err    error
 }
 
-func toLower(s string) string { return strings.ToLower(s) }
-
 // take checks the member's names and addresses and reserves them (under
 // st.mu), choosing free addresses where none is given.
 func (st *state) take(mc MemberConfig) (names []string, a4, a6 netip.Addr, err error) {
@@ -50,7 +48,7 @@ func (st *state) take(mc MemberConfig) (names []string, a4, a6 netip.Addr, err e
 		if err := checkName(n); err != nil {
 			return nil, a4, a6, err
 		}
-		names = append(names, toLower(n))
+		names = append(names, strings.ToLower(n))
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -58,7 +56,7 @@ func (st *state) take(mc MemberConfig) (names []string, a4, a6 netip.Addr, err e
 		return nil, a4, a6, fmt.Errorf("network %s: %w", st.pub.Bridge, os.ErrClosed)
 	}
 	for i, n := range names {
-		if _, taken := st.names[n]; taken || slicesIndex(names, n) != i {
+		if _, taken := st.names[n]; taken || slices.Index(names, n) != i {
 			return nil, a4, a6, fmt.Errorf("name %q is taken on the network: %w", n, os.ErrExist)
 		}
 	}
@@ -77,15 +75,6 @@ func (st *state) take(mc MemberConfig) (names []string, a4, a6 netip.Addr, err e
 		st.names[n] = nil // reserved; the member is set once attached
 	}
 	return names, a4, a6, nil
-}
-
-func slicesIndex(s []string, v string) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
 }
 
 // pick checks a given address, or picks the next free one of p.
@@ -263,7 +252,7 @@ func (m *member) describe(mc MemberConfig, a4, a6 netip.Addr) (*Member, string) 
 	m.pub = pub
 	hostMark := mark(m.st.hostKey, pub.HostVeth)
 	if pub.Name != "" {
-		hostMark += " tag=" + toLower(pub.Name)
+		hostMark += " tag=" + strings.ToLower(pub.Name)
 	}
 	m.ent = bridgeset.Member{MAC: pub.MAC, Bridge: m.st.bridgeMAC, Addr: a4, Addr6: a6, Mark: hostMark}
 	return pub, hostMark

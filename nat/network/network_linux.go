@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/google/nftables"
@@ -164,7 +165,7 @@ func (c Config) create() (_ *Network, err error) {
 	}
 	undo.push(func() { st.rules.Close() })
 	n.Uplink = st.rules.Uplink
-	if err := bridgeset.Ensure(host, table.NFTConn); err != nil {
+	if err := bridgeset.Ensure(host); err != nil {
 		return nil, fmt.Errorf("bridge table: %w", err)
 	}
 	if !c.NoDNS {
@@ -330,17 +331,12 @@ func dropBridgeTable(host *netns.Handle) error {
 }
 
 // commitBridge commits entries to the bridge table (exclusive adds, or
-// removals that ignore entries gone), making the table again if it is
-// missing (a flushed ruleset, another process's last Close between its
-// check and ours).
+// removals that ignore entries gone). Create made the table; an add makes
+// it again if it is missing (a flushed ruleset, another process's last
+// Close between ours).
 func commitBridge(host *netns.Handle, els []nftset.Elem, add, exclusive bool) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		if add {
-			if err = bridgeset.Ensure(host, table.NFTConn); err != nil {
-				return err
-			}
-		}
 		b := bridgeset.Batch()
 		if add {
 			err = b.Add(els, exclusive)
@@ -361,6 +357,9 @@ func commitBridge(host *netns.Handle, els []nftset.Elem, add, exclusive bool) er
 		}
 		if !add {
 			return nil // no table: nothing to remove
+		}
+		if err = bridgeset.Ensure(host); err != nil {
+			return err
 		}
 	}
 	if errors.Is(err, unix.EEXIST) {
@@ -392,7 +391,7 @@ func (st *state) lookupMember(name string) (*Member, bool) {
 }
 
 func (st *state) lookup(name string) []netip.Addr {
-	m, ok := st.lookupMember(toLower(name))
+	m, ok := st.lookupMember(strings.ToLower(name))
 	if !ok {
 		return nil
 	}

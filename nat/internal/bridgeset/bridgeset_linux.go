@@ -20,6 +20,7 @@ import (
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
+	"github.com/nsnet/nsnet/nat/internal/table"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/sys/unix"
 )
@@ -263,9 +264,9 @@ func Own(c *nftables.Conn) error {
 
 // Ensure makes the table unless the library's is there (made by another
 // process, say).
-func Ensure(host *netns.Handle, dial func(*netns.Handle) (*nftables.Conn, error)) error {
+func Ensure(host *netns.Handle) error {
 	for attempt := 0; attempt < 4; attempt++ {
-		c, err := dial(host)
+		c, err := table.NFTConn(host)
 		if err != nil {
 			return err
 		}
