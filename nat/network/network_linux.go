@@ -284,7 +284,9 @@ func (st *state) close() error {
 	} else if gone[0] != nil {
 		errs = append(errs, fmt.Errorf("bridge %s: %w", st.pub.Bridge, gone[0]))
 	}
-	errs = append(errs, forget(st.host, []uint32{0, uint32(st.bridgeIdx)}, func(a netip.Addr) bool {
+	// (The members' and the network's marked connections went with
+	// closeMembers and the Rules' Close: the host's own are left.)
+	errs = append(errs, forget(st.host, []uint32{0}, func(a netip.Addr) bool {
 		return st.pub.Prefix.Contains(a) || st.pub.Prefix6.Contains(a)
 	}))
 	errs = append(errs, dropBridgeTable(st.host))
