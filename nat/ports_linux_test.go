@@ -153,7 +153,7 @@ func inject(t *testing.T, ns *netns.Handle, dev string, frame []byte) {
 // route_localnet on for the link's host end) is not reachable by a packet
 // addressed to 127.0.0.1 that arrives from outside (on the uplink) or from
 // another connected namespace (on its host end, where route_localnet would
-// let it in but for the raw_prerouting drop): raw frames, counted at the
+// let it in but for the input chain's drop): raw frames, counted at the
 // server.
 func TestLoopbackPortsStayLocal(t *testing.T) {
 	requireTools(t)
@@ -200,7 +200,7 @@ func TestLoopbackPortsStayLocal(t *testing.T) {
 	peer, _ := veth.Lookup(b, lb.NSVeth)
 	inject(t, b, lb.NSVeth, udp4Frame(hostEnd.HardwareAddr, peer.HardwareAddr, netip.MustParseAddr("10.63.0.2"), loop, 9053))
 	// From the link with route_localnet on, to a service on the host's own
-	// loopback: dropped (raw_prerouting), not delivered to the host.
+	// loopback: dropped (the input chain), not delivered to the host.
 	var hostGot atomic.Int32
 	var hostSrv net.PacketConn
 	if err := w.Host.Do(func() (err error) { hostSrv, err = net.ListenPacket("udp", "127.0.0.1:9055"); return err }); err != nil {
@@ -220,6 +220,16 @@ func TestLoopbackPortsStayLocal(t *testing.T) {
 	peerA, _ := veth.Lookup(a, la.NSVeth)
 	inject(t, a, la.NSVeth, udp4Frame(hostEndA.HardwareAddr, peerA.HardwareAddr, netip.MustParseAddr("10.62.0.2"), loop, 9055))
 	inject(t, a, la.NSVeth, udp4Frame(hostEndA.HardwareAddr, peerA.HardwareAddr, netip.MustParseAddr("10.62.0.2"), loop, 9053))
+	// Someone else's DNAT of 127.0.0.1 (as Docker's for a port published
+	// on 127.0.0.1), to a's server: translated before the routing decision,
+	// b's packet escapes the martian check and the input chain, and
+	// from_link drops it; the same DNAT of the uplink's address, the
+	// control below, arrives.
+	nftIn(t, w, "add table ip foreign; add chain ip foreign pre { type nat hook prerouting priority dstnat; }; "+
+		"add rule ip foreign pre ip daddr 127.0.0.1 udp dport 9057 dnat to 10.62.0.2:53; "+
+		"add rule ip foreign pre ip daddr 203.0.113.2 udp dport 9058 dnat to 10.62.0.2:53")
+	defer nstest.CmdErr("ip", "netns", "exec", w.HostName, "nft", "delete", "table", "ip", "foreign")
+	inject(t, b, lb.NSVeth, udp4Frame(hostEnd.HardwareAddr, peer.HardwareAddr, netip.MustParseAddr("10.63.0.2"), loop, 9057))
 	// The same frames to the uplink's address on a published port arrive:
 	// the frames themselves are right.
 	if err := la.Publish(nat.Port{Protocol: "udp", HostPort: 9054, NSPort: 53}); err != nil {
@@ -250,6 +260,12 @@ func TestLoopbackPortsStayLocal(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got.Load() == 0 {
 		t.Error("control: raw frames to the uplink's published port did not arrive: the test proves nothing")
+	}
+	got.Store(0)
+	inject(t, b, lb.NSVeth, udp4Frame(hostEnd.HardwareAddr, peer.HardwareAddr, netip.MustParseAddr("10.63.0.2"), netip.MustParseAddr("203.0.113.2"), 9058))
+	time.Sleep(200 * time.Millisecond)
+	if got.Load() == 0 {
+		t.Error("control: b's frame to someone's DNAT of the uplink's address did not arrive: the test proves nothing")
 	}
 }
 

@@ -150,7 +150,7 @@ func TestSweepDeadOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Links) != 1 || res.Elements != 6 || len(res.Uplinks) != 1 || !res.Table {
+	if len(res.Links) != 1 || res.Elements != 8 || len(res.Uplinks) != 1 || !res.Table {
 		t.Errorf("Sweep = %+v", res)
 	}
 	sameState(t, w, before, "state after Sweep")

@@ -79,7 +79,9 @@ func (e Entries) Elems() []Elem {
 	els = append(els, Elem{Set: SetLinks, Key: IfIndex(e.Link), Comment: e.Mark})
 	for _, fam := range e.Families() {
 		key := append(IfIndex(e.Link), FamKey(e.Uplink, fam)...)
-		els = append(els, Elem{Set: SetEgress, Key: key, Comment: e.Mark})
+		els = append(els, Elem{Set: SetEgress, Key: key, Comment: e.Mark},
+			Elem{Set: SetFast, Key: slices.Concat(IfIndex(e.Link), IfIndex(e.Uplink), FamKey(e.Link, fam)), Comment: e.Mark},
+			Elem{Set: SetFast, Key: slices.Concat(IfIndex(e.Uplink), IfIndex(e.Link), FamKey(e.Link, fam)), Comment: e.Mark})
 		if !slices.Contains(e.Routed, fam) {
 			els = append(els, Elem{Set: SetMasq, Key: key, Comment: e.Mark})
 		}
@@ -178,7 +180,7 @@ func ClaimPrefix(key []byte) (netip.Prefix, bool) {
 // masquerades the two cases whose replies would not come back through the
 // host otherwise: a link to a port of its own (hairpin, the "same" set)
 // and the host's 127.0.0.1 (for which the host end gets route_localnet,
-// and the raw_prerouting chain drops loopback destinations arriving from
+// and the input chain drops loopback destinations arriving from
 // any link).
 type PortMap struct {
 	Addr         netip.Addr
