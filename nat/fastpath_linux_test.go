@@ -1,6 +1,9 @@
 package nat_test
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -61,4 +64,42 @@ func TestFastPath(t *testing.T) {
 	if out, err := nstest.CmdErr("ip", "netns", "exec", w.HostName, "nft", "list", "set", "inet", "nsnet", "fast"); err == nil && strings.Contains(out, "elements") {
 		t.Errorf("fast set entries left after Close:\n%s", out)
 	}
+}
+
+// TestOlderTable: a table made by an older nsnet, without the fast set,
+// is refused by Connect with an error that says so, before anything is
+// made; a link of this version whose table was made again that way (an
+// older process after a flush) still closes, taking its entries from the
+// sets that are there.
+func TestOlderTable(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "older-")
+	ns1, ns2 := nstest.NewNS(t, "older-1"), nstest.NewNS(t, "older-2")
+	cfg := nat.Config{HostNS: w.Host, DNS: nat.DNSNone}
+	l1, err := cfg.Connect(ns1, "up0", p6("10.0.74.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Close()
+	m := regexp.MustCompile(`@fast accept .*# handle (\d+)`).FindStringSubmatch(nftIn(t, w, "-a", "list", "chain", "inet", "nsnet", "forward"))
+	if m == nil {
+		t.Fatal("no fast rule in forward")
+	}
+	nftIn(t, w, "delete rule inet nsnet forward handle "+m[1]+"; delete set inet nsnet fast")
+	links := func() int { return strings.Count(inHost(t, w, "ip", "-o", "link"), "nsn-") }
+	before := links()
+	_, err = cfg.Connect(ns2, "up0", p6("10.0.75.0/24"))
+	if !errors.Is(err, nat.ErrForeignTable) || !strings.Contains(fmt.Sprint(err), "older nsnet") {
+		t.Errorf("Connect next to an older table: %v, want ErrForeignTable saying so", err)
+	}
+	if links() != before {
+		t.Errorf("the refused Connect left links:\n%s", inHost(t, w, "ip", "-o", "link"))
+	}
+	if err := l1.Close(); err != nil && !errors.Is(err, os.ErrNotExist) { // (the fast entries went with the set)
+		t.Fatal(err)
+	}
+	if out := nftIn(t, w, "list", "table", "inet", "nsnet"); strings.Contains(out, "owner=") {
+		t.Errorf("entries left after Close:\n%s", out)
+	}
+	nftIn(t, w, "delete table inet nsnet") // not this version's to remove
 }

@@ -34,9 +34,16 @@ func CheckSets(c *nftables.Conn) error {
 		have[s.Name] = s.KeyType.Name
 	}
 	for _, s := range Sets {
-		if have[s.Name] != s.KeyType.Name {
-			return fmt.Errorf("%w (it has no nsnet set %q of type %s); remove or rename it", ErrForeignTable, s.Name, s.KeyType.Name)
+		if have[s.Name] == s.KeyType.Name {
+			continue
 		}
+		if have[SetLinks] == ByName[SetLinks].KeyType.Name && have[s.Name] == "" {
+			// An older nsnet's table: its processes' links work on in it,
+			// but it lacks what this version's entries need.
+			return fmt.Errorf("%w: it was made by an older nsnet (no set %q): close the links of the processes using it (nsnet ls), or run nsnet sweep once they have exited",
+				ErrForeignTable, s.Name)
+		}
+		return fmt.Errorf("%w (it has no nsnet set %q of type %s); remove or rename it", ErrForeignTable, s.Name, s.KeyType.Name)
 	}
 	return nil
 }

@@ -146,11 +146,18 @@ func (t *Host) Add(host *netns.Handle, e nftset.Entries, extra func(*nftset.Batc
 		if !errors.Is(err, unix.EEXIST) {
 			return err
 		}
-		if err = t.inTheWay(host, e, err); err != errStaleCover || attempt == 3 {
+		if err = t.inTheWay(host, e, err); !errors.Is(err, errStaleCover) && !errors.Is(err, errUnexplained) || attempt == 3 {
 			return err
 		}
 	}
 }
+
+// errUnexplained marks an EEXIST that nothing read afterwards explains:
+// Add tries again, and the next refusal names what is in the way (four
+// processes taking automatic prefixes at once saw it about once in 50
+// runs of TestAutoPrefixProcesses: a claim of another process that had
+// refused the entries was not among the claims read).
+var errUnexplained = errors.New("no entry in the way found")
 
 // errStaleCover says that what refused a claim was only a cover left by
 // closed links, now removed: try again.
@@ -168,13 +175,7 @@ func (t *Host) inTheWay(host *netns.Handle, e nftset.Entries, err error) error {
 	defer raw.Close()
 	why := err
 	t.WithNFT(host, func(c *nftables.Conn) error {
-		// The generation first: a stale cover is removed only if nothing
-		// committed since the claims were read.
-		gen, cerr := nftset.RuleGeneration(raw)
-		if cerr != nil {
-			return cerr
-		}
-		claims, cerr := ReadClaims(c)
+		gen, claims, cerr := readClaimsAt(c, raw)
 		if cerr != nil {
 			return cerr
 		}
@@ -186,6 +187,34 @@ func (t *Host) inTheWay(host *netns.Handle, e nftset.Entries, err error) error {
 		return nil
 	})
 	return why
+}
+
+// readClaimsAt reads the claims as they were at generation gen: the
+// generation is read before the dump and again after it, and the dump is
+// read again when a commit came in between. A set's dump takes several
+// messages, and one that a commit interrupts can miss entries (the kernel
+// only flags it, NLM_F_DUMP_INTR, which google/nftables does not report):
+// four processes taking automatic prefixes at once saw a claim that
+// refused theirs missing from the dump, once in about 50 runs of
+// TestAutoPrefixProcesses, and failed with an unexplained EEXIST instead
+// of trying the next prefix. A stale cover is removed only at gen (see
+// staleCover).
+func readClaimsAt(c *nftables.Conn, raw *netlink.Conn) (gen uint32, claims []Claim, err error) {
+	for attempt := 0; ; attempt++ {
+		if gen, err = nftset.RuleGeneration(raw); err != nil {
+			return 0, nil, err
+		}
+		if claims, err = ReadClaims(c); err != nil {
+			return 0, nil, err
+		}
+		after, err := nftset.RuleGeneration(raw)
+		if err != nil {
+			return 0, nil, err
+		}
+		if after == gen || attempt == 9 {
+			return gen, claims, nil
+		}
+	}
 }
 
 // claimInTheWay is the ErrOverlap for a claim overlapping e's prefixes.
@@ -228,7 +257,8 @@ func staleCover(raw *netlink.Conn, gen uint32, claims []Claim, e nftset.Entries)
 }
 
 // portInTheWay names the published port of e already there, or says that
-// e's host end already has entries.
+// e's host end already has entries, or that nothing was found in the way
+// (errUnexplained).
 func portInTheWay(c *nftables.Conn, e nftset.Entries) error {
 	for _, pm := range e.Ports {
 		ports, links := pm.Sets()
@@ -247,7 +277,14 @@ func portInTheWay(c *nftables.Conn, e nftset.Entries) error {
 			}
 		}
 	}
-	return fmt.Errorf("interface index %d already has nsnet entries: %w", e.Link, os.ErrExist)
+	if els, gerr := c.GetSetElements(nftset.ByName[nftset.SetLinks]); gerr == nil {
+		for _, x := range els {
+			if bytes.Equal(x.Key, nftset.IfIndex(e.Link)) {
+				return fmt.Errorf("interface index %d already has nsnet entries: %w", e.Link, os.ErrExist)
+			}
+		}
+	}
+	return fmt.Errorf("entries of interface index %d refused: %w (%w)", e.Link, os.ErrExist, errUnexplained)
 }
 
 // Del removes els, and others if they are still there, in one
@@ -266,15 +303,43 @@ func (t *Host) Del(host *netns.Handle, els []nftset.Elem, others ...nftset.Elem)
 		return err
 	}
 	// The kernel refused the whole transaction for the missing ones:
-	// remove what is left, ignoring what is not there.
-	b = nftset.Batch{}
-	if err := b.Del(append(els, others...), true); err != nil {
+	// remove what is left, ignoring what is not there; in the sets that
+	// are there (a table an older nsnet made again after a flush lacks
+	// some).
+	all := append(els, others...)
+	for attempt := 0; attempt < 2; attempt++ {
+		b = nftset.Batch{}
+		if err := b.Del(all, true); err != nil {
+			return err
+		}
+		err = t.Commit(host, &b)
+		if err == nil || !nftset.IsENOENT(err) {
+			break
+		}
+		all = t.inExistingSets(host, all) // (none: the table itself is gone)
+	}
+	if err != nil && !nftset.IsENOENT(err) {
 		return err
 	}
-	if err := t.Commit(host, &b); err != nil && !nftset.IsENOENT(err) {
-		return err // (ENOENT now: the table itself is gone)
-	}
 	return fmt.Errorf("set entries %w", naterr.ErrGone)
+}
+
+// inExistingSets keeps the entries of els whose sets the table has.
+func (t *Host) inExistingSets(host *netns.Handle, els []nftset.Elem) []nftset.Elem {
+	var kept []nftset.Elem
+	t.WithNFT(host, func(c *nftables.Conn) error {
+		sets, err := c.GetSets(nftset.Table)
+		if err != nil {
+			return err
+		}
+		for _, e := range els {
+			if slices.ContainsFunc(sets, func(s *nftables.Set) bool { return s.Name == e.Set }) {
+				kept = append(kept, e)
+			}
+		}
+		return nil
+	})
+	return kept
 }
 
 // Drop deletes the table when its links set is empty (no process has a
