@@ -28,11 +28,8 @@ func TestConcurrentMembers(t *testing.T) {
 	requireTools(t)
 	w := nstest.NewWorld(t, "ncc-")
 	before := hostState(t, w)
-	n, err := network.Create(network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.84.0.0/24"),
+	n := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.84.0.0/24"),
 		Prefix6: netip.MustParsePrefix("fd00:84::/64")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	seen := map[netip.Addr]bool{}

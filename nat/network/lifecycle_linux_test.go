@@ -280,10 +280,7 @@ func TestTwoProcesses(t *testing.T) {
 	if _, err := network.Create(network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.79.0.0/25")}); err == nil {
 		t.Error("a prefix inside the other process's network was given again")
 	}
-	n, err := network.Create(network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.86.0.0/24")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.86.0.0/24")})
 	mineNS := nstest.NewNS(t, "ntp-mine")
 	if _, err := n.Attach(mineNS, network.MemberConfig{Name: "mine"}); err != nil {
 		t.Fatal(err)
@@ -363,11 +360,8 @@ func TestChangedUnder(t *testing.T) {
 	requireTools(t)
 	w := nstest.NewWorld(t, "ncu-")
 	before := hostState(t, w)
-	n, err := network.Create(network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.88.0.0/24"),
+	n := newNetwork(t, network.Config{HostNS: w.Host, Uplink: w.Uplink, Prefix: netip.MustParsePrefix("10.88.0.0/24"),
 		Prefix6: netip.MustParsePrefix("fd00:88::/64")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	aNS, _ := attach(t, n, "ncu-a", network.MemberConfig{Name: "a"})
 	_, b := attach(t, n, "ncu-b", network.MemberConfig{Name: "b"})
 	_, c := attach(t, n, "ncu-c", network.MemberConfig{Name: "c"})
@@ -382,7 +376,7 @@ func TestChangedUnder(t *testing.T) {
 		t.Errorf("Close of a member whose port someone deleted = %v, want os.ErrNotExist", err)
 	}
 	in("link", "del", "renamed0")
-	err = n.Close()
+	err := n.Close()
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Close of a network whose bridge someone deleted = %v, want os.ErrNotExist", err)
 	}

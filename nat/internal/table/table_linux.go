@@ -153,10 +153,11 @@ func (t *Host) Add(host *netns.Handle, e nftset.Entries, extra func(*nftset.Batc
 }
 
 // errUnexplained marks an EEXIST that nothing read afterwards explains:
-// Add tries again, and the next refusal names what is in the way (four
-// processes taking automatic prefixes at once saw it about once in 50
-// runs of TestAutoPrefixProcesses: a claim of another process that had
-// refused the entries was not among the claims read).
+// Add tries again, and the next refusal names what is in the way. Four
+// processes taking automatic prefixes at once (TestAutoPrefixProcesses)
+// met one about once in 40 runs, also with the claims read at a stable
+// generation: a claim of another process for the same prefix showed up
+// only in a later read. The cause is not known.
 var errUnexplained = errors.New("no entry in the way found")
 
 // errStaleCover says that what refused a claim was only a cover left by
@@ -191,14 +192,10 @@ func (t *Host) inTheWay(host *netns.Handle, e nftset.Entries, err error) error {
 
 // readClaimsAt reads the claims as they were at generation gen: the
 // generation is read before the dump and again after it, and the dump is
-// read again when a commit came in between. A set's dump takes several
-// messages, and one that a commit interrupts can miss entries (the kernel
-// only flags it, NLM_F_DUMP_INTR, which google/nftables does not report):
-// four processes taking automatic prefixes at once saw a claim that
-// refused theirs missing from the dump, once in about 50 runs of
-// TestAutoPrefixProcesses, and failed with an unexplained EEXIST instead
-// of trying the next prefix. A stale cover is removed only at gen (see
-// staleCover).
+// read again when a commit came in between (a set's dump takes several
+// messages, and one that a commit interrupts can miss entries; the
+// kernel only flags it, NLM_F_DUMP_INTR, which google/nftables does not
+// report). A stale cover is removed only at gen (see staleCover).
 func readClaimsAt(c *nftables.Conn, raw *netlink.Conn) (gen uint32, claims []Claim, err error) {
 	for attempt := 0; ; attempt++ {
 		if gen, err = nftset.RuleGeneration(raw); err != nil {
@@ -306,7 +303,7 @@ func (t *Host) Del(host *netns.Handle, els []nftset.Elem, others ...nftset.Elem)
 	// remove what is left, ignoring what is not there; in the sets that
 	// are there (a table an older nsnet made again after a flush lacks
 	// some).
-	all := append(els, others...)
+	all := slices.Concat(els, others)
 	for attempt := 0; attempt < 2; attempt++ {
 		b = nftset.Batch{}
 		if err := b.Del(all, true); err != nil {
