@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -164,6 +165,12 @@ func TestSweepDeadOwner(t *testing.T) {
 func TestKilledRightAfterClose(t *testing.T) {
 	requireTools(t)
 	w := nstest.NewWorld(t, "swdd-")
+	// A dead owner's files that an earlier test left for a host namespace
+	// whose inode number this world's host now has again (the kernel
+	// reuses them) are not this test's: swept first.
+	if _, err := nat.Sweep(w.Host); err != nil {
+		t.Fatal(err)
+	}
 	before := state(t, w)
 	nstest.NewNS(t, "swdd-ns")
 	for _, env := range [][]string{nil, {"NSNET_HELPER_PREFIX6=fd00:5:9::/64"}, {"NSNET_HELPER_PORT=8080"}} {
@@ -180,6 +187,9 @@ func TestKilledRightAfterClose(t *testing.T) {
 		}
 		if len(res.Links) != 0 || res.Elements != 0 || len(res.Uplinks) != 0 || res.ResolvConfs != 0 {
 			t.Errorf("Sweep after a killed Close found leftovers (%v): %+v", env, res)
+		}
+		if _, err := os.Stat(filepath.Join(netns.EtcRoot, "swdd-ns", "resolv.conf")); err == nil {
+			t.Errorf("the namespace's resolv.conf is left after a killed Close (%v)", env)
 		}
 	}
 }
