@@ -44,6 +44,7 @@ func main() {
 	ns := flag.String("n", "1,10,200", "comma-separated numbers of namespaces")
 	runs := flag.Int("runs", 1, "runs per N; the best is kept")
 	scale := flag.Int("scale", 0, "run the scaling checks with this many namespaces instead")
+	probeOnly := flag.Bool("probe", false, "with -scale: only the interleaved comparison of one more namespace (nsnet and the tutorial's ip commands) at 10 links and at -scale")
 	pairs := flag.Int("pairs", 0, "instead of the table: set up and tear down one namespace this many times each way, alternating, and print medians")
 	parRounds := flag.Int("par", 8, "alternating rounds of sequential against parallel set-up per N (medians)")
 	portsN := flag.Int("ports", 0, "instead of the table: published ports, 1 against this many (rules, throughput, publish time)")
@@ -66,6 +67,10 @@ func main() {
 	defer w.Close()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Printf("# %s, kernel %s, %d CPUs, %s\n", time.Now().UTC().Format("2006-01-02"), strings.TrimSpace(string(kernel)), runtime.NumCPU(), runtime.Version())
+	if *scale > 0 && *probeOnly {
+		interleaved(*scale, 50)
+		return
+	}
 	if *scale > 0 {
 		scaling(w, *scale)
 		return
@@ -565,18 +570,42 @@ func interleaved(n, rounds int) {
 	}
 	few = append(few, fill(a, "few", 2, 10)...)
 	var tFew, tMany []float64
+	var cFew, cMany []steps
 	for range rounds {
 		tFew = append(tFew, probe(a, "few"))
 		tMany = append(tMany, probe(b, "many"))
+		cFew = append(cFew, commandProbe(a.Host, "few"))
+		cMany = append(cMany, commandProbe(b.Host, "many"))
 	}
-	fmt.Printf("interleaved, %d rounds: Connect of one more namespace (median) %.2f ms with %d links, %.2f ms with %d, ratio %.2f\n",
-		rounds, median(tFew), len(few), median(tMany), len(many), median(tMany)/median(tFew))
+	fmt.Printf("interleaved, %d rounds: Connect of one more namespace (median) %.2f ms with %d links, %.2f ms with %d, ratio %.2f, growth %+.2f ms\n",
+		rounds, median(tFew), len(few), median(tMany), len(many), median(tMany)/median(tFew), median(tMany)-median(tFew))
+	for _, c := range []struct {
+		what string
+		of   func(steps) float64
+	}{
+		{"veth.Create (ip link add, peer in the namespace)", func(s steps) float64 { return s.create }},
+		{"veth.SetUp (ip link set up)", func(s steps) float64 { return s.up }},
+		{"addr.Add (ip address add)", func(s steps) float64 { return s.address }},
+	} {
+		f, m := medianOf(cFew, c.of), medianOf(cMany, c.of)
+		fmt.Printf("interleaved, %d rounds: the tutorial's host-end command %s, one request (median) %.3f ms with %d links, %.3f ms with %d, ratio %.2f, growth %+.3f ms\n",
+			rounds, c.what, f, len(few), m, len(many), m/f, m-f)
+	}
 	fmt.Printf("interleaved, %d rounds: netns.New of it (median) %.2f ms with %d namespaces, %.2f ms with %d, ratio %.2f\n",
 		rounds, median(newFew), len(few), median(newMany), len(many), median(newMany)/median(newFew))
 	fmt.Printf("interleaved, 7 rounds: throughput (median) %.0f MB/s with 1 link, %.0f MB/s with %d, ratio %.2f\n",
 		median(thFew), median(thMany), len(many), median(thMany)/median(thFew))
 	closeAll(few)
 	closeAll(many)
+}
+
+// medianOf is the median of one field of steps.
+func medianOf(all []steps, of func(steps) float64) float64 {
+	var v []float64
+	for _, s := range all {
+		v = append(v, of(s))
+	}
+	return median(v)
 }
 
 // setUpTimes sets up n namespaces (netns.New + nat.Connect each) and returns
