@@ -586,6 +586,7 @@ func interleaved(n, rounds int) {
 		{"veth.Create (ip link add, peer in the namespace)", func(s steps) float64 { return s.create }},
 		{"veth.SetUp (ip link set up)", func(s steps) float64 { return s.up }},
 		{"addr.Add (ip address add)", func(s steps) float64 { return s.address }},
+		{"route.Add twice (no address: a local route and a prefix route, an unnumbered host end's way; two requests)", func(s steps) float64 { return s.routes }},
 	} {
 		f, m := medianOf(cFew, c.of), medianOf(cMany, c.of)
 		fmt.Printf("interleaved, %d rounds: the tutorial's host-end command %s, one request (median) %.3f ms with %d links, %.3f ms with %d, ratio %.2f, growth %+.3f ms\n",

@@ -256,7 +256,7 @@ func (k *connecting) veth() error {
 		if err == nil {
 			err = errs[0]
 		}
-		if !errors.Is(err, unix.EBUSY) || attempt == 3 {
+		if attempt == 3 || !nl.IndexTaken(k.hc, err, l.HostVeth) {
 			break
 		}
 	}

@@ -284,7 +284,7 @@ func (m *member) makePair(hostMark string) error {
 				}
 			}
 		}
-		if !errors.Is(err, unix.EBUSY) || attempt == 3 {
+		if attempt == 3 || !nl.IndexTaken(st.hc, err, pub.HostVeth) {
 			break
 		}
 	}

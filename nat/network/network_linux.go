@@ -224,7 +224,7 @@ func (st *state) makeBridge(n *Network) error {
 		st.bridgeIdx = nl.RandomIndex()
 		err = st.hc.Exec(nl.NewLink(&rtnetlink.LinkMessage{Index: uint32(st.bridgeIdx), Attributes: &rtnetlink.LinkAttributes{
 			Name: n.Bridge, Address: st.bridgeMAC, Info: &rtnetlink.LinkInfo{Kind: "bridge"}}}))
-		if !errors.Is(err, unix.EBUSY) || attempt == 3 {
+		if attempt == 3 || !nl.IndexTaken(st.hc, err, n.Bridge) {
 			break
 		}
 	}
