@@ -215,6 +215,10 @@ func testNetwork(t *testing.T, brnf string) {
 			t.Errorf("outside -> %s: seen from %q, %v", to, seen, err)
 		}
 	}
+	// The host itself, on 127.0.0.1.
+	if seen, err := nstest.Echo(w.Host, "127.0.0.1:18080"); err != nil {
+		t.Errorf("host -> 127.0.0.1:18080: seen from %q, %v", seen, err)
+	}
 	// Hairpin: a member, and the server itself, through the host's
 	// address (masqueraded to the gateway, so that the replies come back
 	// through the host).

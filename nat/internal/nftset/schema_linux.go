@@ -331,10 +331,16 @@ func addInput(rule func(why string, e ...expr.Any)) {
 	// already, but for an untracked one, which the NAT hooks do not see.)
 	// The host's own connection to a 127.0.0.1 port gets its replies from
 	// the link, their destination translated back to 127.0.0.1 before they
-	// get here.
-	rule("replies to the host's own connections to a 127.0.0.1 port",
+	// get here: from the publishing link only (the connection's mark, set
+	// by the DNAT rule). Conntrack matches a reply whatever link it comes
+	// from, so without the mark another namespace with a 127.0.0.1 port of
+	// its own (route_localnet on) could answer in the publishing one's name
+	// to the host's socket.
+	rule("replies to the host's own connections to a 127.0.0.1 port, from the link that publishes it",
 		append(loopbackFromLink(), &expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}}, verdict(expr.VerdictAccept, ""))...) // IP_CT_DIR_REPLY
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}}, // IP_CT_DIR_REPLY
+			metaLoad(expr.MetaKeyIIF, 1), &expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(SetSame, 1, false),
+			verdict(expr.VerdictAccept, ""))...)
 	rule("loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
 		append(loopbackFromLink(), verdict(expr.VerdictDrop, ""))...)
 	// The host end accepts router advertisements (accept_ra: its
