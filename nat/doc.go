@@ -90,15 +90,19 @@
 // reaches it, even from a host that routes the namespace's prefix to the
 // uplink; packets from the namespace whose source the host would not route
 // back out of its link (anything outside its prefix: a strict reverse-path
-// check) are dropped; and two connected namespaces cannot reach each other
+// check) are dropped, forwarded or to the host itself, so that no
+// namespace can speak in another's name, not even to the host's own
+// sockets (a reply to the host's connection to the other namespace, a
+// query to its DNS relay); and two connected namespaces cannot reach each other
 // through the host unless both set [Config.AllowSiblings]. These drops
 // match only the library's own links.
 //
 // What is filtered is the links' forwarded traffic. A namespace's
 // connections to the host's own addresses (its services, the host end,
 // the uplink's address) are delivered locally, not forwarded, and nsnet
-// does not filter them: filter the host's input where the namespaces must
-// not reach its services.
+// does not filter them beyond their source (above), loopback addresses
+// and IPv6 router advertisements and redirects: filter the host's input
+// where the namespaces must not reach its services.
 //
 // # Published ports
 //

@@ -626,28 +626,29 @@ func TestPortsReserved(t *testing.T) {
 	}
 }
 
-// TestLoopbackRepliesOnlyFromTheirLink: the host's own connection to a
-// published 127.0.0.1 port gets its replies from the publishing link, and
-// from no other: a namespace that knows the connection (the translated
-// source the publishing namespace sees is the host end's address and a
-// port) and sends a reply in its name, from the other namespace's address,
-// must not reach the host's socket. Its packet matches the connection's
-// reply direction in conntrack, which does not look at interfaces.
-func TestLoopbackRepliesOnlyFromTheirLink(t *testing.T) {
+// TestNoAnswerInAnothersName: the host's own connections to a namespace
+// get their replies from that namespace's link, and from no other: a
+// namespace that knows such a connection (the source the other namespace
+// sees: an address of the host and a port) and sends a reply in the other
+// one's name, from its address, must not reach the host's socket.
+// Conntrack matches a reply whatever link it comes from. Two ways in: to
+// a published 127.0.0.1 port (both namespaces have one, so route_localnet
+// is on for both links and the kernel does not drop the packet as
+// martian), and to the namespace's address directly.
+func TestNoAnswerInAnothersName(t *testing.T) {
 	requireTools(t)
 	w := nstest.NewWorld(t, "lrl-")
 	a, b := nstest.NewNS(t, "lrl-a"), nstest.NewNS(t, "lrl-b")
-	// A has a 127.0.0.1 port too: route_localnet is on for its link, so
-	// the kernel does not drop a packet from it to 127.0.0.1 as martian.
-	la, err := nat.Config{HostNS: w.Host, Ports: []nat.Port{
-		{Protocol: "udp", HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: 9054, NSPort: 53},
+	local := netip.MustParseAddr("127.0.0.1")
+	la, err := nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:62::/64"), Ports: []nat.Port{
+		{Protocol: "udp", HostAddr: local, HostPort: 9054, NSPort: 53},
 	}}.Connect(a, "up0", netip.MustParsePrefix("10.62.0.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer la.Close()
-	lb, err := nat.Config{HostNS: w.Host, Ports: []nat.Port{
-		{Protocol: "udp", HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: 9053, NSPort: 53},
+	lb, err := nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:63::/64"), Ports: []nat.Port{
+		{Protocol: "udp", HostAddr: local, HostPort: 9053, NSPort: 53},
 	}}.Connect(b, "up0", netip.MustParsePrefix("10.63.0.0/24"))
 	if err != nil {
 		t.Fatal(err)
@@ -661,52 +662,54 @@ func TestLoopbackRepliesOnlyFromTheirLink(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	server := listen(b, "10.63.0.2:53")
-	var client net.Conn
-	if err := w.Host.Do(func() (err error) { client, err = net.Dial("udp", "127.0.0.1:9053"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	read := func(c interface {
-		SetReadDeadline(time.Time) error
-		Read([]byte) (int, error)
-	}) string {
+	b6 := lb.NSAddr6.Addr().String()
+	server, server6 := listen(b, "10.63.0.2:53"), listen(b, "["+b6+"]:53")
+	// The other namespace takes the first one's addresses, to send in its
+	// name.
+	nstest.Cmd(t, "ip", "-n", "lrl-a", "address", "add", "10.63.0.2/32", "dev", "eth0")
+	nstest.Cmd(t, "ip", "-n", "lrl-a", "address", "add", b6+"/128", "dev", "eth0", "nodad")
+	spoofer, spoofer6 := listen(a, "10.63.0.2:53"), listen(a, "["+b6+"]:53")
+	read := func(c net.Conn) string {
 		buf := make([]byte, 64)
 		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 		n, _ := c.Read(buf)
 		return string(buf[:n])
 	}
-	if _, err := client.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 64)
-	server.SetReadDeadline(time.Now().Add(2 * time.Second))
-	_, from, err := server.ReadFrom(buf)
-	if err != nil {
-		t.Fatalf("the published port: %v", err)
-	}
-	// Control: the publishing namespace's reply arrives.
-	if _, err := server.WriteTo([]byte("reply"), from); err != nil {
-		t.Fatal(err)
-	}
-	if got := read(client); got != "reply" {
-		t.Fatalf("the publishing namespace's reply: got %q", got)
-	}
-	// The other namespace takes the publishing namespace's address and
-	// sends in its name.
-	nstest.Cmd(t, "ip", "-n", "lrl-a", "address", "add", "10.63.0.2/32", "dev", "eth0")
-	spoofer := listen(a, "10.63.0.2:53")
-	for range 5 {
-		if _, err := spoofer.WriteTo([]byte("spoofed"), from); err != nil {
+	for _, to := range []string{"127.0.0.1:9053", "10.63.0.2:53", "[" + b6 + "]:53"} {
+		server, spoofer := server, spoofer
+		if strings.HasPrefix(to, "[") {
+			server, spoofer = server6, spoofer6
+		}
+		var client net.Conn
+		if err := w.Host.Do(func() (err error) { client, err = net.Dial("udp", to); return err }); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if got := read(client); got != "" {
-		t.Errorf("a reply sent by another namespace in the publishing one's name reached the host's socket: %q", got)
-	}
-	// And the real one still does.
-	server.WriteTo([]byte("reply"), from)
-	if got := read(client); got != "reply" {
-		t.Errorf("the publishing namespace's reply after the attempt: got %q", got)
+		defer client.Close()
+		if _, err := client.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		server.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, from, err := server.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("host to %s: %v", to, err)
+		}
+		// Control: the namespace's own reply arrives.
+		server.WriteTo([]byte("reply"), from)
+		if got := read(client); got != "reply" {
+			t.Fatalf("host to %s: the namespace's reply: got %q", to, got)
+		}
+		for range 5 {
+			if _, err := spoofer.WriteTo([]byte("spoofed"), from); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := read(client); got != "" {
+			t.Errorf("host to %s: a reply sent by another namespace in the first one's name reached the host's socket: %q", to, got)
+		}
+		server.WriteTo([]byte("reply"), from)
+		if got := read(client); got != "reply" {
+			t.Errorf("host to %s: the namespace's reply after the attempt: got %q", to, got)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package nftset
 
 import (
 	"encoding/binary"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -217,7 +218,9 @@ func icmpv6Type(typ byte) []expr.Any {
 // the host. The spoofing check is a strict reverse-path lookup, as
 // rp_filter=1 does: a source passes only if the host routes it back out
 // of the link it came in by, which the link's prefix is (its address on
-// the host end makes that route). It costs one FIB lookup per packet
+// the host end makes that route); the input chain does the same for a
+// link's packets to the host itself (rp_filter on the host ends would
+// cost every forwarded packet the lookup). It costs one FIB lookup per packet
 // however many links there are, except for the packets of the connections
 // the link itself began, out of its own uplink, and their replies: the
 // first packet passed the lookup and marked the connection with the
@@ -273,10 +276,7 @@ func AddSkeleton(c *nftables.Conn) error {
 
 	rule(fromLink, "within the link's own network: the members of a bridge (package nat/network), whose frames to each other br_netfilter passes through this hook (their sources checked by the bridge table), before the reverse-path lookup they do not need",
 		append(iifDotOif(), lookup(SetSame, 1, false), verdict(expr.VerdictAccept, ""))...)
-	rule(fromLink, "source not routed back out of the link",
-		&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
-		verdict(expr.VerdictDrop, ""))
+	rule(fromLink, "source not routed back out of the link", reversePathMissing()...)
 	rule(fromLink, "tag the link's connections with its index, for Close (see flows.Forget)",
 		metaLoad(expr.MetaKeyIIF, 1),
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
@@ -343,6 +343,23 @@ func addInput(rule func(why string, e ...expr.Any)) {
 			verdict(expr.VerdictAccept, ""))...)
 	rule("loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
 		append(loopbackFromLink(), verdict(expr.VerdictDrop, ""))...)
+	// The forward path checks a link's sources in from_link; the host's
+	// own sockets need the same check, or a namespace could speak in
+	// another's name to them: reply to the host's own connections to the
+	// other namespace (conntrack matches a reply whatever link it comes
+	// from), query the other's DNS relay. IPv6 link-local and unspecified
+	// sources (neighbour discovery) are the link's own and not looked up.
+	fromLink := []expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false)}
+	rule("IPv4 source of a link's packet to the host not routed back out of the link",
+		slices.Concat(isFamily(unix.NFPROTO_IPV4), fromLink, reversePathMissing())...)
+	rule("IPv6 source of a link's packet to the host, neither link-local nor unspecified, not routed back out of the link",
+		slices.Concat(isFamily(unix.NFPROTO_IPV6), []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 2},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0xfe, 0x80}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 16)},
+		}, fromLink, reversePathMissing())...)
 	// The host end accepts router advertisements (accept_ra: its
 	// force_forwarding does not count as forwarding there), and takes a
 	// redirect from a link-local neighbour: a namespace could give the
@@ -375,6 +392,15 @@ func addPostrouting(rule func(why string, e ...expr.Any)) {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
 			metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), &expr.Masq{})...)
+}
+
+// reversePathMissing drops a packet whose source the host does not route
+// back out of the interface it came in by (fib saddr . iif oif missing:
+// what rp_filter=1 does).
+func reversePathMissing() []expr.Any {
+	return []expr.Any{&expr.Fib{Register: 1, ResultOIF: true, FlagSADDR: true, FlagIIF: true, FlagPRESENT: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+		verdict(expr.VerdictDrop, "")}
 }
 
 // loopbackFromLink matches IPv4 packets to 127.0.0.0/8 from a link.
