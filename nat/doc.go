@@ -93,7 +93,8 @@
 // check) are dropped, forwarded or to the host itself, so that no
 // namespace can speak in another's name, not even to the host's own
 // sockets (a reply to the host's connection to the other namespace, a
-// query to its DNS relay); and two connected namespaces cannot reach each other
+// query to its DNS relay), nor send an ICMP error about another link's
+// connection; and two connected namespaces cannot reach each other
 // through the host unless both set [Config.AllowSiblings]. These drops
 // match only the library's own links.
 //

@@ -2,13 +2,16 @@ package nat_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/nstest"
 	"golang.org/x/sys/unix"
 )
@@ -138,6 +141,24 @@ func TestAllowSiblings(t *testing.T) {
 	}
 	if !nstest.Ping(t, names[0], "10.0.2.2") || !nstest.Ping(t, names[1], "10.0.1.2") {
 		t.Error("allowed siblings cannot reach each other")
+	}
+	// A sibling's ICMP error about the other's connection passes (the
+	// connection's mark is the other link's): a datagram to a closed port
+	// is refused at once.
+	if ns, err := netns.Open(names[0]); err != nil {
+		t.Fatal(err)
+	} else {
+		defer ns.Close()
+		var c net.Conn
+		if err := ns.Do(func() (err error) { c, err = net.Dial("udp", "10.0.2.2:9"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("x"))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 8)); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("a datagram to a sibling's closed port: %v, want connection refused", err)
+		}
 	}
 	if nstest.Ping(t, names[0], "10.0.3.2") || nstest.Ping(t, names[2], "10.0.1.2") {
 		t.Error("a link without AllowSiblings is reachable")

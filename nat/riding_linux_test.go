@@ -1,6 +1,8 @@
 package nat_test
 
 import (
+	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nsnet/nsnet/nat"
+	"github.com/nsnet/nsnet/netns"
 	"github.com/nsnet/nsnet/nstest"
 )
 
@@ -104,4 +107,135 @@ func TestNoRidingAnotherLinksFlow(t *testing.T) {
 		t.Errorf("ns2 rode ns1's established flow: the outside got %s", strings.Join(got, ", "))
 		mu.Unlock()
 	}
+}
+
+// TestNoErrorsInAnothersName: an ICMP error that a namespace makes up
+// about another link's connection (conntrack relates an error to a
+// connection by the header it quotes, whatever link it comes from, and
+// checks only its outer destination) must not reach the outside, nor take
+// the connection's mark: a namespace could otherwise break another's
+// connections (the outside's socket reads "connection refused") and keep
+// one out of its Close's reach (Close forgets the connections marked with
+// its link). The namespace's own error about its own connection is the
+// control.
+//
+// Twice: the namespace that makes the errors up does not allow siblings,
+// then does (the other one does not: "not both").
+func TestNoErrorsInAnothersName(t *testing.T) {
+	requireTools(t)
+	nstest.RequireCmd(t, "conntrack")
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("AllowSiblings=%v", allow), func(t *testing.T) { noErrorsInAnothersName(t, allow) })
+	}
+}
+
+func noErrorsInAnothersName(t *testing.T, allowSiblings bool) {
+	w := nstest.NewWorld(t, "rerr-")
+	ns1, ns2 := nstest.NewNS(t, "rerr-1"), nstest.NewNS(t, "rerr-2")
+	cfg := nat.Config{HostNS: w.Host}
+	l1, err := cfg.Connect(ns1, "up0", netip.MustParsePrefix("10.0.73.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Close()
+	cfg.AllowSiblings = allowSiblings
+	l2, err := cfg.Connect(ns2, "up0", netip.MustParsePrefix("10.0.74.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	// The outside's ICMP, as it arrives.
+	icmp, err := w.Inet.ListenPacket("ip4:icmp", "203.0.113.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer icmp.Close()
+	unreachable := func() int {
+		n := 0
+		buf := make([]byte, 1500)
+		for {
+			icmp.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			m, _, err := icmp.ReadFrom(buf)
+			if err != nil {
+				return n
+			}
+			if m > 0 && buf[0] == 3 { // destination unreachable
+				n++
+			}
+		}
+	}
+	// ns1's flow to the outside: 10.0.73.2:5001 -> 203.0.113.1:9996.
+	c1, err := ns1.ListenPacket("udp4", "10.0.73.2:5001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if _, err := c1.WriteTo([]byte("flow"), &net.UDPAddr{IP: net.IPv4(203, 0, 113, 1), Port: 9996}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	markOf := func() string {
+		out := nstest.Cmd(t, "ip", "netns", "exec", w.HostName, "sh", "-c",
+			"conntrack -L -p udp --dport 9996 -o extended 2>/dev/null || true")
+		for _, f := range strings.Fields(out) {
+			if strings.HasPrefix(f, "mark=") {
+				return f
+			}
+		}
+		return "none"
+	}
+	var index int
+	if err := w.Host.Do(func() (err error) { index, err = netInterfaceIndex(l1.HostVeth); return err }); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("mark=%d", index)
+	if m := markOf(); m != want {
+		t.Fatalf("ns1's connection: %s, want %s", m, want)
+	}
+	// A port unreachable about the outside's reply 203.0.113.1:9996 ->
+	// 10.0.73.2:5001, sent to the outside host: from ns2 (made up), then
+	// from ns1 (its own, the control).
+	portUnreachable := func(ns *netns.Handle, from string) {
+		c, err := ns.ListenPacket("ip4:icmp", from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		quoted := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 203, 0, 113, 1, 10, 0, 73, 2,
+			0x27, 0x0c, 0x13, 0x89, 0, 8, 0, 0} // UDP 9996 -> 5001
+		binary.BigEndian.PutUint16(quoted[10:], checksum(quoted[:20]))
+		msg := append([]byte{3, 3, 0, 0, 0, 0, 0, 0}, quoted...)
+		binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+		for range 3 {
+			if _, err := c.WriteTo(msg, &net.IPAddr{IP: net.IPv4(203, 0, 113, 1)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	portUnreachable(ns2, "10.0.74.2")
+	if n := unreachable(); n != 0 {
+		t.Errorf("%d made-up errors about another link's connection reached the outside", n)
+	}
+	if m := markOf(); m != want {
+		t.Errorf("ns1's connection after ns2's made-up errors: %s, want %s", m, want)
+	}
+	portUnreachable(ns1, "10.0.73.2")
+	if n := unreachable(); n == 0 {
+		t.Error("control: ns1's own errors about its connection did not reach the outside")
+	}
+}
+
+// checksum is the Internet checksum (RFC 1071).
+func checksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
 }

@@ -277,6 +277,19 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(fromLink, "within the link's own network: the members of a bridge (package nat/network), whose frames to each other br_netfilter passes through this hook (their sources checked by the bridge table), before the reverse-path lookup they do not need",
 		append(iifDotOif(), lookup(SetSame, 1, false), verdict(expr.VerdictAccept, ""))...)
 	rule(fromLink, "source not routed back out of the link", reversePathMissing()...)
+	// Conntrack relates an ICMP error to a connection by the header it
+	// quotes, from whichever link it comes, checking only its outer
+	// destination: a namespace could make one up about another link's
+	// connection, to break it (the other end reads "connection refused")
+	// and to take its mark (out of its Close's reach). An error passes
+	// only on the connection's own link, or between siblings that both
+	// allow it (two rules: "not both").
+	notOwnRelated := slices.Concat(ctState(expr.CtStateBitRELATED), []expr.Any{metaLoad(expr.MetaKeyIIF, 1),
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(SetSame, 1, true)})
+	rule(fromLink, "an error about another link's connection, from a link that does not allow siblings",
+		slices.Concat(notOwnRelated, []expr.Any{lookup(SetSiblings, 1, true), verdict(expr.VerdictDrop, "")})...)
+	rule(fromLink, "an error about another link's connection, of a link that does not allow siblings",
+		slices.Concat(notOwnRelated, []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 1}, lookup(SetSiblings, 1, true), verdict(expr.VerdictDrop, "")})...)
 	rule(fromLink, "tag the link's connections with its index, for Close (see flows.Forget)",
 		metaLoad(expr.MetaKeyIIF, 1),
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
