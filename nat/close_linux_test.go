@@ -277,3 +277,67 @@ func TestDescriptorsPerLink(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCloseForgetsHostConnections: the connections between a link's
+// namespace and the host itself, both ways (the namespace's query to a
+// host service, as to the DNS relay; the host's own connection to the
+// namespace), are marked with the link's index and go with its Close:
+// conntrack -L, the oracle, lists none of them right after it, while the
+// other link's stay.
+func TestCloseForgetsHostConnections(t *testing.T) {
+	requireTools(t)
+	nstest.RequireCmd(t, "conntrack")
+	w := nstest.NewWorld(t, "clh-")
+	ns, other := nstest.NewNS(t, "clh-ns"), nstest.NewNS(t, "clh-other")
+	l, err := nat.Config{HostNS: w.Host}.Connect(ns, "up0", netip.MustParsePrefix("10.78.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, err := nat.Config{HostNS: w.Host}.Connect(other, "up0", netip.MustParsePrefix("10.79.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+	send := func(in *netns.Handle, to string) {
+		t.Helper()
+		var c net.Conn
+		if err := in.Do(func() (err error) { c, err = net.Dial("udp4", to); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, srv := range []struct {
+		in   *netns.Handle
+		addr string
+	}{{w.Host, "10.78.0.1:5301"}, {w.Host, "10.79.0.1:5301"}, {ns, "10.78.0.2:5302"}, {other, "10.79.0.2:5302"}} {
+		c, err := srv.in.ListenPacket("udp4", srv.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	send(ns, "10.78.0.1:5301")
+	send(other, "10.79.0.1:5301")
+	send(w.Host, "10.78.0.2:5302")
+	send(w.Host, "10.79.0.2:5302")
+	flows := func() string {
+		return inHost(t, w, "sh", "-c", "conntrack -L -p udp 2>/dev/null | grep -E 'dport=530[12] ' | sort || true")
+	}
+	before := flows()
+	if strings.Count(before, "\n") != 4 {
+		t.Fatalf("the four connections are not all tracked:\n%s", before)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := flows()
+	if strings.Contains(after, "10.78.0.") {
+		t.Errorf("connections between the closed link's namespace and the host survive its Close:\n%s", after)
+	}
+	if strings.Count(after, "\n") != 2 || strings.Count(after, "10.79.0.") != 8 { // two lines, four addresses each
+		t.Errorf("the other link's connections went too:\n%s", after)
+	}
+}

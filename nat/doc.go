@@ -48,7 +48,9 @@
 // ends, about a millisecond, not for the kernel's RCU grace period after
 // it (tens of milliseconds, which the kernel finishes by itself even if
 // the process exits at once); then the link's connection tracking entries
-// and set entries go and, after the last link, the table and the uplink's
+// (its forwarded connections, and those between its namespace and the
+// host itself, each way: all carry the link's index as their mark) and
+// set entries go and, after the last link, the table and the uplink's
 // forwarding. A process may exit, or be killed, the moment
 // Close returns. [CloseAll] does the same for many links with one delete.
 //

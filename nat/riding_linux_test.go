@@ -2,11 +2,13 @@ package nat_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -195,33 +197,76 @@ func noErrorsInAnothersName(t *testing.T, allowSiblings bool) {
 	// A port unreachable about the outside's reply 203.0.113.1:9996 ->
 	// 10.0.73.2:5001, sent to the outside host: from ns2 (made up), then
 	// from ns1 (its own, the control).
-	portUnreachable := func(ns *netns.Handle, from string) {
-		c, err := ns.ListenPacket("ip4:icmp", from)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		quoted := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 203, 0, 113, 1, 10, 0, 73, 2,
-			0x27, 0x0c, 0x13, 0x89, 0, 8, 0, 0} // UDP 9996 -> 5001
-		binary.BigEndian.PutUint16(quoted[10:], checksum(quoted[:20]))
-		msg := append([]byte{3, 3, 0, 0, 0, 0, 0, 0}, quoted...)
-		binary.BigEndian.PutUint16(msg[2:], checksum(msg))
-		for range 3 {
-			if _, err := c.WriteTo(msg, &net.IPAddr{IP: net.IPv4(203, 0, 113, 1)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	portUnreachable(ns2, "10.0.74.2")
+	outside, quotedSrc, quotedDst := netip.MustParseAddr("203.0.113.1"), netip.MustParseAddrPort("203.0.113.1:9996"), netip.MustParseAddrPort("10.0.73.2:5001")
+	portUnreachable(t, ns2, netip.MustParseAddr("10.0.74.2"), outside, quotedSrc, quotedDst)
 	if n := unreachable(); n != 0 {
 		t.Errorf("%d made-up errors about another link's connection reached the outside", n)
 	}
 	if m := markOf(); m != want {
 		t.Errorf("ns1's connection after ns2's made-up errors: %s, want %s", m, want)
 	}
-	portUnreachable(ns1, "10.0.73.2")
+	portUnreachable(t, ns1, netip.MustParseAddr("10.0.73.2"), outside, quotedSrc, quotedDst)
 	if n := unreachable(); n == 0 {
 		t.Error("control: ns1's own errors about its connection did not reach the outside")
+	}
+
+	// The host's own connection to ns1: ns2's made-up error about it must
+	// not reach the host's socket; ns1's own does. (ns1 listens: its
+	// kernel would refuse the datagram itself.)
+	sink, err := ns1.ListenPacket("udp4", "10.0.73.2:5002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	var c net.Conn
+	if err := w.Host.Do(func() (err error) { c, err = net.Dial("udp4", "10.0.73.2:5002"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("flow")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	hostEnd := netip.MustParseAddr("10.0.73.1")
+	quotedSrc = netip.MustParseAddrPort(c.LocalAddr().String())
+	quotedDst = netip.MustParseAddrPort("10.0.73.2:5002")
+	refused := func() bool {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err := c.Read(make([]byte, 8))
+		return errors.Is(err, syscall.ECONNREFUSED)
+	}
+	portUnreachable(t, ns2, netip.MustParseAddr("10.0.74.2"), hostEnd, quotedSrc, quotedDst)
+	if refused() {
+		t.Error("a made-up error about the host's connection to another namespace reached the host's socket")
+	}
+	portUnreachable(t, ns1, netip.MustParseAddr("10.0.73.2"), hostEnd, quotedSrc, quotedDst)
+	if !refused() {
+		t.Error("control: the namespace's own error about the host's connection to it did not reach the host's socket")
+	}
+}
+
+// portUnreachable sends, from ns's address from to the address to, three
+// ICMP port unreachable errors quoting a UDP datagram quotedSrc ->
+// quotedDst.
+func portUnreachable(t *testing.T, ns *netns.Handle, from, to netip.Addr, quotedSrc, quotedDst netip.AddrPort) {
+	t.Helper()
+	c, err := ns.ListenPacket("ip4:icmp", from.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	quoted := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0}
+	quoted = append(append(quoted, quotedSrc.Addr().AsSlice()...), quotedDst.Addr().AsSlice()...)
+	quoted = binary.BigEndian.AppendUint16(quoted, quotedSrc.Port())
+	quoted = binary.BigEndian.AppendUint16(quoted, quotedDst.Port())
+	quoted = append(quoted, 0, 8, 0, 0) // length, no checksum
+	binary.BigEndian.PutUint16(quoted[10:], checksum(quoted[:20]))
+	msg := append([]byte{3, 3, 0, 0, 0, 0, 0, 0}, quoted...)
+	binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+	for range 3 {
+		if _, err := c.WriteTo(msg, &net.IPAddr{IP: to.AsSlice()}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -329,6 +329,8 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(out, "a published port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV4)...)
 	rule(pre, "a published IPv6 port", publishedDNAT(unix.NFPROTO_IPV6)...)
 	rule(out, "a published IPv6 port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV6)...)
+	rule(out, "the host's own connection to a link: marked with the link's index (for its Close, and errors about it: see input)",
+		metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
 	addInput(func(why string, e ...expr.Any) { rule(in, why, e...) })
 	return nil
 }
@@ -373,6 +375,15 @@ func addInput(rule func(why string, e ...expr.Any)) {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 16)},
 		}, fromLink, reversePathMissing())...)
+	// Every connection between a link and the host carries the link's
+	// index, as the links' forwarded ones do (the host's own, from the
+	// output chain): an ICMP error about one passes only from that link
+	// (see from_link).
+	rule("an error about a connection of the host with another link",
+		slices.Concat(ctState(expr.CtStateBitRELATED), fromLink, []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 9},
+			lookup(SetSame, 1, true), verdict(expr.VerdictDrop, "")})...)
+	rule("a link's connection to the host: marked with the link's index",
+		slices.Concat(ctState(expr.CtStateBitNEW), fromLink, []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}})...)
 	// The host end accepts router advertisements (accept_ra: its
 	// force_forwarding does not count as forwarding there), and takes a
 	// redirect from a link-local neighbour: a namespace could give the
