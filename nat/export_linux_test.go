@@ -3,7 +3,12 @@ package nat
 import (
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat/internal/dns"
+	"github.com/nsnet/nsnet/nat/internal/nftset"
 )
+
+// NewestRule is the comment of the rule that tells this version's table
+// from an older one's (see nftset.CheckRules).
+const NewestRule = nftset.NewestRule
 
 // SetFailHook makes f run before each step of Connect and Close (steps of
 // Close are named "close STEP"); a non-nil error fails that step. nil

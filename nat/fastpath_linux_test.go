@@ -3,6 +3,7 @@ package nat_test
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -102,4 +103,42 @@ func TestOlderTable(t *testing.T) {
 		t.Errorf("entries left after Close:\n%s", out)
 	}
 	nftIn(t, w, "delete table inet nsnet") // not this version's to remove
+}
+
+// TestOlderRules: a table with this version's sets but without its newest
+// rule was made by an older nsnet: a process of this version (its first
+// Connect on the host) refuses it, saying so, rather than connect its
+// links without the checks the table lacks.
+func TestOlderRules(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "oldr-")
+	ns1 := nstest.NewNS(t, "oldr-1")
+	nstest.NewNS(t, "oldr-2")
+	l1, err := nat.Config{HostNS: w.Host, DNS: nat.DNSNone}.Connect(ns1, "up0", netip.MustParsePrefix("10.0.76.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Close()
+	helper := func() string {
+		out, _ := nstest.Child("TestHelperConnect", "NSNET_HELPER=connect", "NSNET_HELPER_HOST="+w.HostName,
+			"NSNET_HELPER_NS=oldr-2", "NSNET_HELPER_PREFIX=10.0.77.0/24", "NSNET_HELPER_CLOSE=1").Output()
+		return string(out)
+	}
+	// Control: with the table as this version makes it, the other
+	// process connects (and closes).
+	if out := helper(); strings.Contains(out, "older nsnet") || strings.Contains(out, "FAIL") {
+		t.Fatalf("control: another process's Connect next to this version's table:\n%s", out)
+	}
+	m := regexp.MustCompile(`(?m)` + regexp.QuoteMeta(nat.NewestRule) + `" # handle (\d+)$`).FindStringSubmatch(nftIn(t, w, "-a", "list", "chain", "inet", "nsnet", "input"))
+	if m == nil {
+		t.Fatal("no newest rule in input")
+	}
+	nftIn(t, w, "delete rule inet nsnet input handle "+m[1])
+	links := inHost(t, w, "ip", "-o", "link")
+	if out := helper(); !strings.Contains(out, "made by an older nsnet") {
+		t.Errorf("another process's Connect next to an older table: want it refused as such, got:\n%s", out)
+	}
+	if got := inHost(t, w, "ip", "-o", "link"); got != links {
+		t.Errorf("the refused Connect left links:\n%s", got)
+	}
 }

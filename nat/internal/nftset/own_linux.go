@@ -1,6 +1,7 @@
 package nftset
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -46,4 +47,31 @@ func CheckSets(c *nftables.Conn) error {
 		return fmt.Errorf("%w (it has no nsnet set %q of type %s); remove or rename it", ErrForeignTable, s.Name, s.KeyType.Name)
 	}
 	return nil
+}
+
+// NewestRule is the comment of the rule this version added last to the
+// skeleton (see AddSkeleton): a table without it was made by an older
+// nsnet, whose rules lack what this version's links rely on. Change it
+// with every rule added.
+const NewestRule = "nsnet: " + newestRule
+
+const newestRule = "a link's connection to the host: marked with the link's index"
+
+// CheckRules checks that the library's table (see OwnTable) has this
+// version's rules, or it is ErrForeignTable saying it was made by an older
+// nsnet. Links of this version in such a table would go without the
+// checks it lacks (a table is made by the first process with a link on
+// the host and used by all others until the last is gone), silently.
+func CheckRules(c *nftables.Conn) error {
+	rules, err := c.GetRules(Table, &nftables.Chain{Name: "input", Table: Table})
+	if err != nil && !IsENOENT(err) {
+		return fmt.Errorf("read table inet %s: %w", TableName, err)
+	}
+	for _, r := range rules {
+		if bytes.Contains(r.UserData, []byte(NewestRule)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: it was made by an older nsnet (without the rule %q): close the links of the processes using it (nsnet ls), or run nsnet sweep once they have exited",
+		ErrForeignTable, NewestRule)
 }

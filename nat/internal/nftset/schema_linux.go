@@ -382,7 +382,7 @@ func addInput(rule func(why string, e ...expr.Any)) {
 	rule("an error about a connection of the host with another link",
 		slices.Concat(ctState(expr.CtStateBitRELATED), fromLink, []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 9},
 			lookup(SetSame, 1, true), verdict(expr.VerdictDrop, "")})...)
-	rule("a link's connection to the host: marked with the link's index",
+	rule(newestRule, // (see CheckRules)
 		slices.Concat(ctState(expr.CtStateBitNEW), fromLink, []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}})...)
 	// The host end accepts router advertisements (accept_ra: its
 	// force_forwarding does not count as forwarding there), and takes a

@@ -77,7 +77,14 @@ func (t *Host) make(host *netns.Handle) error {
 	// an RCU grace period, about 10 ms of every new process's first
 	// Connect (of every CNI ADD, which is one), where the look costs one
 	// dump of the table's sets.
-	own := func() error { return t.WithNFT(host, nftset.OwnTable) }
+	own := func() error {
+		return t.WithNFT(host, func(c *nftables.Conn) error {
+			if err := nftset.OwnTable(c); err != nil {
+				return err
+			}
+			return nftset.CheckRules(c)
+		})
+	}
 	err := own()
 	if err == nil || !nftset.IsENOENT(err) {
 		return err
