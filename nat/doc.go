@@ -21,10 +21,11 @@
 // Every rule lives in the library's own table, "inet nsnet" ([TableName]),
 // made with the first Link and removed with the last (by whichever process
 // closes it; the delete only commits if no other process added anything
-// meanwhile). A table of that name that nsnet did not make is refused
+// meanwhile). A table of that name that nsnet did not make, or that an
+// older nsnet made without this version's rules, is refused
 // ([ErrForeignTable]) and never changed. Per-link state goes into nftables
-// sets and maps, so N links (and N published ports, see [Port]) mean N
-// set elements, not N rules: twenty-two rules and five base chains, and the
+// sets and maps, so N links (and N published ports, see [Port]) mean N set
+// elements, not N rules: thirty-five rules and five base chains, and the
 // same per-packet work, with 1 link or 1,000. No other table, chain or rule
 // is touched (except Docker's DOCKER-USER chain with [Config.DockerUser]).
 //
@@ -48,11 +49,10 @@
 // ends, about a millisecond, not for the kernel's RCU grace period after
 // it (tens of milliseconds, which the kernel finishes by itself even if
 // the process exits at once); then the link's connection tracking entries
-// (its forwarded connections, and those between its namespace and the
-// host itself, each way: all carry the link's index as their mark) and
-// set entries go and, after the last link, the table and the uplink's
-// forwarding. A process may exit, or be killed, the moment
-// Close returns. [CloseAll] does the same for many links with one delete.
+// (marked with its index: those it forwards, and its namespace's with the
+// host) and set entries go and, after the last link, the table and the
+// uplink's forwarding. A process may exit, or be killed, the moment Close
+// returns. [CloseAll] does the same for many links with one delete.
 //
 // # Firewall reloads
 //
@@ -92,20 +92,17 @@
 // reaches it, even from a host that routes the namespace's prefix to the
 // uplink; packets from the namespace whose source the host would not route
 // back out of its link (anything outside its prefix: a strict reverse-path
-// check) are dropped, forwarded or to the host itself, so that no
-// namespace can speak in another's name, not even to the host's own
-// sockets (a reply to the host's connection to the other namespace, a
-// query to its DNS relay), nor send an ICMP error about another link's
-// connection; and two connected namespaces cannot reach each other
-// through the host unless both set [Config.AllowSiblings]. These drops
-// match only the library's own links.
+// check) are dropped, forwarded or to the host, as are its ICMP errors
+// about another link's connections: no namespace speaks in another's name;
+// and two connected namespaces cannot reach each other through the host
+// unless both set [Config.AllowSiblings]. These drops match only the
+// library's own links.
 //
 // What is filtered is the links' forwarded traffic. A namespace's
-// connections to the host's own addresses (its services, the host end,
-// the uplink's address) are delivered locally, not forwarded, and nsnet
-// does not filter them beyond their source (above), loopback addresses
-// and IPv6 router advertisements and redirects: filter the host's input
-// where the namespaces must not reach its services.
+// connections to the host's own addresses (its services, the host end, the
+// uplink's address) are delivered locally, and nsnet filters them only as
+// above and for loopback addresses, router advertisements and redirects:
+// filter the host's input where the namespaces must not reach its services.
 //
 // # Published ports
 //

@@ -28,8 +28,7 @@ func sysAddRules(host *netns.Handle, hostVeth, uplink string, cidrs []netip.Pref
 }
 
 func (r *Rules) sysClose() (err error) { return errUnsupported }
-
-func (l *Link) sysClose() (err error) { return errUnsupported }
+func (l *Link) sysClose() (err error)  { return errUnsupported }
 
 func (c Config) sysConnect(ctx context.Context, ns *netns.Handle, uplink string, cidr netip.Prefix) (_ *Link, err error) {
 	return nil, errUnsupported
@@ -45,9 +44,6 @@ func (r *Rules) sysPublish(to netip.Addr, ports []Port) error   { return errUnsu
 func (r *Rules) sysUnpublish(to netip.Addr, ports []Port) error { return errUnsupported }
 
 func sysRemove(ctx context.Context, host *netns.Handle, hostVeth string) error { return errUnsupported }
-
-func sysPersistentLinks(host *netns.Handle) ([]PersistentLink, error) { return nil, errUnsupported }
-
-func sysLinks(host *netns.Handle) ([]LinkInfo, error) { return nil, errUnsupported }
-
-func (l *Link) sysImpair(toNS, fromNS qdisc.Impairment) error { return errUnsupported }
+func sysPersistentLinks(host *netns.Handle) ([]PersistentLink, error)          { return nil, errUnsupported }
+func sysLinks(host *netns.Handle) ([]LinkInfo, error)                          { return nil, errUnsupported }
+func (l *Link) sysImpair(toNS, fromNS qdisc.Impairment) error                  { return errUnsupported }
