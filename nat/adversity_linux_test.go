@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -283,19 +284,19 @@ func TestPrefixExclusiveAcrossProcesses(t *testing.T) {
 	before := state(t, w)
 	start := time.Now().Add(300 * time.Millisecond).UnixNano()
 	var outs [2][]byte
-	errs := make(chan error, 2)
+	var wg sync.WaitGroup
+	var errs [2]error
 	for i := range 2 {
-		go func() {
+		wg.Go(func() {
 			cmd := nstest.Child("TestHelperRace", "NSNET_HELPER=race", "NSNET_HELPER_HOST="+w.HostName,
 				fmt.Sprintf("NSNET_HELPER_START=%d", start))
-			var err error
-			outs[i], err = cmd.Output()
-			errs <- err
-		}()
+			outs[i], errs[i] = cmd.Output()
+		})
 	}
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("helper %d: %v:\n%s", i, err, outs[i])
 		}
 	}
 	type span struct{ from, to int64 }

@@ -25,7 +25,7 @@
 // older nsnet made without this version's rules, is refused
 // ([ErrForeignTable]) and never changed. Per-link state goes into nftables
 // sets and maps, so N links (and N published ports, see [Port]) mean N set
-// elements, not N rules: thirty-five rules and five base chains, and the
+// elements, not N rules: thirty-six rules and five base chains, and the
 // same per-packet work, with 1 link or 1,000. No other table, chain or rule
 // is touched (except Docker's DOCKER-USER chain with [Config.DockerUser]).
 //

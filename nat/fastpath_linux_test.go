@@ -129,11 +129,11 @@ func TestOlderRules(t *testing.T) {
 	if out := helper(); strings.Contains(out, "older nsnet") || strings.Contains(out, "FAIL") {
 		t.Fatalf("control: another process's Connect next to this version's table:\n%s", out)
 	}
-	m := regexp.MustCompile(`(?m)` + regexp.QuoteMeta(nat.NewestRule) + `" # handle (\d+)$`).FindStringSubmatch(nftIn(t, w, "-a", "list", "chain", "inet", "nsnet", "input"))
+	m := regexp.MustCompile(`(?m)` + regexp.QuoteMeta(nat.NewestRule) + `" # handle (\d+)$`).FindStringSubmatch(nftIn(t, w, "-a", "list", "chain", "inet", "nsnet", "link_to_host"))
 	if m == nil {
-		t.Fatal("no newest rule in input")
+		t.Fatal("no newest rule in link_to_host")
 	}
-	nftIn(t, w, "delete rule inet nsnet input handle "+m[1])
+	nftIn(t, w, "delete rule inet nsnet link_to_host handle "+m[1])
 	links := inHost(t, w, "ip", "-o", "link")
 	if out := helper(); !strings.Contains(out, "made by an older nsnet") {
 		t.Errorf("another process's Connect next to an older table: want it refused as such, got:\n%s", out)

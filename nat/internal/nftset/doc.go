@@ -8,11 +8,13 @@
 // # The schema
 //
 // Per-link state lives in sets and maps keyed by interface index, so the
-// rules (26 in 5 base chains) and the work every packet does stay the same
+// rules (36 in 5 base chains) and the work every packet does stay the same
 // however many links there are; see AddSkeleton for the ruleset as nft
 // lists it. The table's schema is a contract between processes (of this
 // version and others): sets are never renamed or retyped, and a table of
-// that name without them is not the library's (see nat.ErrForeignTable).
+// that name without them is not the library's (see nat.ErrForeignTable);
+// one without this version's newest rule (NewestRule) was made by an older
+// nsnet, and a process of this version does not connect links in it.
 //
 // # Transactions
 //

@@ -61,15 +61,22 @@ const newestRule = "a link's connection to the host: marked with the link's inde
 // version's rules, or it is ErrForeignTable saying it was made by an older
 // nsnet. Links of this version in such a table would go without the
 // checks it lacks (a table is made by the first process with a link on
-// the host and used by all others until the last is gone), silently.
+// the host and used by all others until the last is gone), silently. A
+// table that went meanwhile (another process's last Close) is ENOENT, as
+// for OwnTable; one found wanting is looked at again, as there.
 func CheckRules(c *nftables.Conn) error {
-	rules, err := c.GetRules(Table, &nftables.Chain{Name: "input", Table: Table})
-	if err != nil && !IsENOENT(err) {
-		return fmt.Errorf("read table inet %s: %w", TableName, err)
-	}
-	for _, r := range rules {
-		if bytes.Contains(r.UserData, []byte(NewestRule)) {
-			return nil
+	for attempt := 0; attempt < 3; attempt++ {
+		rules, err := c.GetRules(Table, &nftables.Chain{Name: ChainToHost, Table: Table})
+		if err != nil && !IsENOENT(err) {
+			return fmt.Errorf("read table inet %s: %w", TableName, err)
+		}
+		for _, r := range rules {
+			if bytes.Contains(r.UserData, []byte(NewestRule)) {
+				return nil
+			}
+		}
+		if err := CheckSets(c); err != nil {
+			return err // gone (ENOENT), or not ours any more
 		}
 	}
 	return fmt.Errorf("%w: it was made by an older nsnet (without the rule %q): close the links of the processes using it (nsnet ls), or run nsnet sweep once they have exited",

@@ -329,69 +329,67 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(out, "a published port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV4)...)
 	rule(pre, "a published IPv6 port", publishedDNAT(unix.NFPROTO_IPV6)...)
 	rule(out, "a published IPv6 port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV6)...)
-	rule(out, "the host's own connection to a link: marked with the link's index (for its Close, and errors about it: see input)",
+	rule(out, "the host's own connection to a link: marked with the link's index (for its Close, and errors about it: see addToHost)",
 		metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
-	addInput(func(why string, e ...expr.Any) { rule(in, why, e...) })
+	toHost := c.AddChain(&nftables.Chain{Name: ChainToHost, Table: Table})
+	rule(in, "from a connected namespace to the host itself",
+		metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictJump, ChainToHost))
+	addToHost(func(why string, e ...expr.Any) { rule(toHost, why, e...) })
 	return nil
 }
 
-// addInput adds the input chain's rules with rule: what a link may not
-// send the host itself.
-func addInput(rule func(why string, e ...expr.Any)) {
-	// Only packets the host delivers to itself pass these rules,
-	// never the ones it forwards (in prerouting they cost every forwarded
-	// packet its header tests). Each tests the packet's header first, and
-	// looks its link up in the links set only for the few packets that
-	// match it. (A link's packet to 127.0.0.0/8 is dropped in prerouting
-	// already, but for an untracked one, which the NAT hooks do not see.)
+// ChainToHost is the chain of the rules for what a link sends the host
+// itself (see addToHost).
+const ChainToHost = "link_to_host"
+
+// addToHost adds, with rule, the rules for what a link sends the host
+// itself, which the input chain's one rule jumps to: the host's other
+// packets pay one lookup, forwarded ones none (in prerouting they cost
+// every forwarded packet). (A link's packet to 127.0.0.0/8 is dropped in
+// prerouting already, but for an untracked one, which the NAT hooks do not
+// see.)
+func addToHost(rule func(why string, e ...expr.Any)) {
+	iifAndMark := []expr.Any{metaLoad(expr.MetaKeyIIF, 1), &expr.Ct{Key: expr.CtKeyMARK, Register: 9}}
 	// The host's own connection to a 127.0.0.1 port gets its replies from
 	// the link, their destination translated back to 127.0.0.1 before they
 	// get here: from the publishing link only (the connection's mark, set
-	// by the DNAT rule). Conntrack matches a reply whatever link it comes
-	// from, so without the mark another namespace with a 127.0.0.1 port of
-	// its own (route_localnet on) could answer in the publishing one's name
-	// to the host's socket.
+	// by the DNAT rule).
 	rule("replies to the host's own connections to a 127.0.0.1 port, from the link that publishes it",
-		append(loopbackFromLink(), &expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}}, // IP_CT_DIR_REPLY
-			metaLoad(expr.MetaKeyIIF, 1), &expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(SetSame, 1, false),
-			verdict(expr.VerdictAccept, ""))...)
-	rule("loopback addresses from a link (route_localnet is on for a link with a 127.0.0.1 port)",
-		append(loopbackFromLink(), verdict(expr.VerdictDrop, ""))...)
+		slices.Concat(toLoopback(), []expr.Any{&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}}}, // IP_CT_DIR_REPLY
+			iifAndMark, []expr.Any{lookup(SetSame, 1, false), verdict(expr.VerdictAccept, "")})...)
+	rule("loopback addresses (route_localnet is on for a link with a 127.0.0.1 port)",
+		append(toLoopback(), verdict(expr.VerdictDrop, ""))...)
 	// The forward path checks a link's sources in from_link; the host's
 	// own sockets need the same check, or a namespace could speak in
 	// another's name to them: reply to the host's own connections to the
 	// other namespace (conntrack matches a reply whatever link it comes
 	// from), query the other's DNS relay. IPv6 link-local and unspecified
 	// sources (neighbour discovery) are the link's own and not looked up.
-	fromLink := []expr.Any{metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false)}
-	rule("IPv4 source of a link's packet to the host not routed back out of the link",
-		slices.Concat(isFamily(unix.NFPROTO_IPV4), fromLink, reversePathMissing())...)
-	rule("IPv6 source of a link's packet to the host, neither link-local nor unspecified, not routed back out of the link",
+	rule("IPv4 source not routed back out of the link",
+		append(isFamily(unix.NFPROTO_IPV4), reversePathMissing()...)...)
+	rule("IPv6 source, neither link-local nor unspecified, not routed back out of the link",
 		slices.Concat(isFamily(unix.NFPROTO_IPV6), []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 2},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0xfe, 0x80}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 16)},
-		}, fromLink, reversePathMissing())...)
+		}, reversePathMissing())...)
 	// Every connection between a link and the host carries the link's
 	// index, as the links' forwarded ones do (the host's own, from the
 	// output chain): an ICMP error about one passes only from that link
 	// (see from_link).
 	rule("an error about a connection of the host with another link",
-		slices.Concat(ctState(expr.CtStateBitRELATED), fromLink, []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 9},
-			lookup(SetSame, 1, true), verdict(expr.VerdictDrop, "")})...)
+		slices.Concat(ctState(expr.CtStateBitRELATED), iifAndMark, []expr.Any{lookup(SetSame, 1, true), verdict(expr.VerdictDrop, "")})...)
 	rule(newestRule, // (see CheckRules)
-		slices.Concat(ctState(expr.CtStateBitNEW), fromLink, []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}})...)
+		append(ctState(expr.CtStateBitNEW), metaLoad(expr.MetaKeyIIF, 1), &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})...)
 	// The host end accepts router advertisements (accept_ra: its
 	// force_forwarding does not count as forwarding there), and takes a
 	// redirect from a link-local neighbour: a namespace could give the
 	// host a default route or move one of its routes.
-	rule("router advertisements from a link",
-		append(icmpv6Type(ndRouterAdvert), metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictDrop, ""))...)
-	rule("redirects from a link",
-		append(icmpv6Type(ndRedirect), metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictDrop, ""))...)
+	rule("router advertisements", append(icmpv6Type(ndRouterAdvert), verdict(expr.VerdictDrop, ""))...)
+	rule("redirects", append(icmpv6Type(ndRedirect), verdict(expr.VerdictDrop, ""))...)
 }
 
 // addPostrouting adds the postrouting chain's rules with rule: the
@@ -429,10 +427,14 @@ func reversePathMissing() []expr.Any {
 
 // loopbackFromLink matches IPv4 packets to 127.0.0.0/8 from a link.
 func loopbackFromLink() []expr.Any {
+	return append(toLoopback(), metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false))
+}
+
+// toLoopback matches IPv4 packets to 127.0.0.0/8.
+func toLoopback() []expr.Any {
 	return []expr.Any{metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
-		metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false)}
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}}}
 }
 
 // ICMPv6 types (RFC 4861), not in x/sys.
