@@ -329,8 +329,13 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(out, "a published port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV4)...)
 	rule(pre, "a published IPv6 port", publishedDNAT(unix.NFPROTO_IPV6)...)
 	rule(out, "a published IPv6 port, for the host's own connections", publishedDNAT(unix.NFPROTO_IPV6)...)
+	// (Unicast: a network's bridge's own multicast reports stay the
+	// host's, unmarked, for the network's Close.)
 	rule(out, "the host's own connection to a link: marked with the link's index (for its Close, and errors about it: see addToHost)",
-		metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
+		metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false),
+		&expr.Fib{Register: 9, ResultADDRTYPE: true, FlagDADDR: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 9, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_UNICAST)},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
 	toHost := c.AddChain(&nftables.Chain{Name: ChainToHost, Table: Table})
 	rule(in, "from a connected namespace to the host itself",
 		metaLoad(expr.MetaKeyIIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictJump, ChainToHost))
