@@ -134,13 +134,13 @@ func TestNoErrorsInAnothersName(t *testing.T) {
 func noErrorsInAnothersName(t *testing.T, allowSiblings bool) {
 	w := nstest.NewWorld(t, "rerr-")
 	ns1, ns2 := nstest.NewNS(t, "rerr-1"), nstest.NewNS(t, "rerr-2")
-	cfg := nat.Config{HostNS: w.Host}
+	cfg := nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:73::/64")}
 	l1, err := cfg.Connect(ns1, "up0", netip.MustParsePrefix("10.0.73.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l1.Close()
-	cfg.AllowSiblings = allowSiblings
+	cfg.AllowSiblings, cfg.Prefix6 = allowSiblings, netip.MustParsePrefix("fd00:74::/64")
 	l2, err := cfg.Connect(ns2, "up0", netip.MustParsePrefix("10.0.74.0/24"))
 	if err != nil {
 		t.Fatal(err)
@@ -210,6 +210,47 @@ func noErrorsInAnothersName(t *testing.T, allowSiblings bool) {
 		t.Error("control: ns1's own errors about its connection did not reach the outside")
 	}
 
+	// The same with IPv6: ns1's flow [its address]:5001 ->
+	// [2001:db8::1]:9996.
+	icmp6, err := w.Inet.ListenPacket("ip6:ipv6-icmp", "2001:db8::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer icmp6.Close()
+	unreachable6 := func() int {
+		n := 0
+		buf := make([]byte, 1500)
+		for {
+			icmp6.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			m, _, err := icmp6.ReadFrom(buf)
+			if err != nil {
+				return n
+			}
+			if m > 0 && buf[0] == 1 { // destination unreachable
+				n++
+			}
+		}
+	}
+	a1, a2 := l1.NSAddr6.Addr(), l2.NSAddr6.Addr()
+	c6, err := ns1.ListenPacket("udp6", netip.AddrPortFrom(a1, 5001).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c6.Close()
+	if _, err := c6.WriteTo([]byte("flow"), &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 9996}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	outside6, quoted6Src, quoted6Dst := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddrPort("[2001:db8::1]:9996"), netip.AddrPortFrom(a1, 5001)
+	portUnreachable(t, ns2, a2, outside6, quoted6Src, quoted6Dst)
+	if n := unreachable6(); n != 0 {
+		t.Errorf("%d made-up ICMPv6 errors about another link's connection reached the outside", n)
+	}
+	portUnreachable(t, ns1, a1, outside6, quoted6Src, quoted6Dst)
+	if n := unreachable6(); n == 0 {
+		t.Error("control: ns1's own ICMPv6 errors about its connection did not reach the outside")
+	}
+
 	// The host's own connection to ns1: ns2's made-up error about it must
 	// not reach the host's socket; ns1's own does. (ns1 listens: its
 	// kernel would refuse the datagram itself.)
@@ -246,23 +287,34 @@ func noErrorsInAnothersName(t *testing.T, allowSiblings bool) {
 }
 
 // portUnreachable sends, from ns's address from to the address to, three
-// ICMP port unreachable errors quoting a UDP datagram quotedSrc ->
-// quotedDst.
+// ICMP (ICMPv6 for IPv6 addresses) port unreachable errors quoting a UDP
+// datagram quotedSrc -> quotedDst.
 func portUnreachable(t *testing.T, ns *netns.Handle, from, to netip.Addr, quotedSrc, quotedDst netip.AddrPort) {
 	t.Helper()
-	c, err := ns.ListenPacket("ip4:icmp", from.String())
+	network, msg := "ip4:icmp", []byte{3, 3, 0, 0, 0, 0, 0, 0}
+	quoted := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0}
+	if from.Is6() {
+		// (The kernel fills in an ICMPv6 checksum; an IPv6 header has
+		// none.)
+		network, msg = "ip6:ipv6-icmp", []byte{1, 4, 0, 0, 0, 0, 0, 0}
+		quoted = []byte{0x60, 0, 0, 0, 0, 8, 17, 64}
+	}
+	c, err := ns.ListenPacket(network, from.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	quoted := []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0}
 	quoted = append(append(quoted, quotedSrc.Addr().AsSlice()...), quotedDst.Addr().AsSlice()...)
 	quoted = binary.BigEndian.AppendUint16(quoted, quotedSrc.Port())
 	quoted = binary.BigEndian.AppendUint16(quoted, quotedDst.Port())
 	quoted = append(quoted, 0, 8, 0, 0) // length, no checksum
-	binary.BigEndian.PutUint16(quoted[10:], checksum(quoted[:20]))
-	msg := append([]byte{3, 3, 0, 0, 0, 0, 0, 0}, quoted...)
-	binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+	if !from.Is6() {
+		binary.BigEndian.PutUint16(quoted[10:], checksum(quoted[:20]))
+	}
+	msg = append(msg, quoted...)
+	if !from.Is6() {
+		binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+	}
 	for range 3 {
 		if _, err := c.WriteTo(msg, &net.IPAddr{IP: to.AsSlice()}); err != nil {
 			t.Fatal(err)
