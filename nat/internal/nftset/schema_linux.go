@@ -274,54 +274,18 @@ func AddSkeleton(c *nftables.Conn) error {
 	rule(forward, "anything else, while nsnet turned this family's forwarding on for every interface (IPv6 before Linux 6.17)",
 		&expr.Immediate{Register: 1, Data: []byte{0, 0, 0, 0}}, metaLoad(expr.MetaKeyNFPROTO, 9), lookup(SetOpened, 1, false), verdict(expr.VerdictDrop, ""))
 
-	rule(fromLink, "within the link's own network: the members of a bridge (package nat/network), whose frames to each other br_netfilter passes through this hook (their sources checked by the bridge table), before the reverse-path lookup they do not need",
-		append(iifDotOif(), lookup(SetSame, 1, false), verdict(expr.VerdictAccept, ""))...)
-	rule(fromLink, "source not routed back out of the link", reversePathMissing()...)
-	// Conntrack relates an ICMP error to a connection by the header it
-	// quotes, from whichever link it comes, checking only its outer
-	// destination: a namespace could make one up about another link's
-	// connection, to break it (the other end reads "connection refused")
-	// and to take its mark (out of its Close's reach). An error passes
-	// only on the connection's own link, or between siblings that both
-	// allow it (two rules: "not both").
-	notOwnRelated := slices.Concat(ctState(expr.CtStateBitRELATED), []expr.Any{metaLoad(expr.MetaKeyIIF, 1),
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(SetSame, 1, true)})
-	rule(fromLink, "an error about another link's connection, from a link that does not allow siblings",
-		slices.Concat(notOwnRelated, []expr.Any{lookup(SetSiblings, 1, true), verdict(expr.VerdictDrop, "")})...)
-	rule(fromLink, "an error about another link's connection, of a link that does not allow siblings",
-		slices.Concat(notOwnRelated, []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 1}, lookup(SetSiblings, 1, true), verdict(expr.VerdictDrop, "")})...)
-	rule(fromLink, "tag the link's connections with its index, for Close (see flows.Forget)",
-		metaLoad(expr.MetaKeyIIF, 1),
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
-	rule(fromLink, "out of its own uplink, in a family it has, tracked (an invalid or untracked packet would leave un-masqueraded)",
-		append(append(iifDotOifDotFam(), lookup(SetEgress, 1, false)), append(ctStateTracked(), verdict(expr.VerdictAccept, ""))...)...)
-	rule(fromLink, "siblings allowed",
-		metaLoad(expr.MetaKeyIIF, 1), lookup(SetSiblings, 1, false),
-		metaLoad(expr.MetaKeyOIF, 1), lookup(SetSiblings, 1, false), verdict(expr.VerdictAccept, ""))
-	rule(fromLink, "to a published port of a link",
-		append(ctStatusDNAT(), metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictAccept, ""))...)
-	rule(fromLink, "anywhere else", verdict(expr.VerdictDrop, ""))
-
-	rule(toLink, "replies",
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-			Xor:  binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-		verdict(expr.VerdictAccept, ""))
-	rule(toLink, "to a published port", append(ctStatusDNAT(), verdict(expr.VerdictAccept, ""))...)
-	rule(toLink, "unsolicited", verdict(expr.VerdictDrop, ""))
-
+	addFromLink(func(why string, e ...expr.Any) { rule(fromLink, why, e...) })
+	addToLink(func(why string, e ...expr.Any) { rule(toLink, why, e...) })
 	addPostrouting(func(why string, e ...expr.Any) { rule(post, why, e...) })
-	// Not for 127.0.0.0/8 arriving from outside: translated before the
-	// routing decision, such a packet would not be dropped as a martian
-	// (the hole of CVE-2020-8558); only the host reaches 127.0.0.1 ports.
 	// A link's packet to 127.0.0.0/8 that someone else's DNAT translates
 	// before the routing decision escapes the martian check and the input
 	// chain (CVE-2020-8558): dropped here, where only the first packet of
 	// a connection passes (the input chain drops the untracked ones).
 	rule(pre, "loopback addresses from a link, before anyone's DNAT translates them",
 		append(loopbackFromLink(), verdict(expr.VerdictDrop, ""))...)
+	// Not for 127.0.0.0/8 arriving from outside: translated before the
+	// routing decision, such a packet would not be dropped as a martian
+	// (the hole of CVE-2020-8558); only the host reaches 127.0.0.1 ports.
 	rule(pre, "a published port (127.0.0.1 ports: the host's own connections only, in output)",
 		append([]expr.Any{metaLoad(expr.MetaKeyNFPROTO, 1), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
@@ -346,6 +310,53 @@ func AddSkeleton(c *nftables.Conn) error {
 // ChainToHost is the chain of the rules for what a link sends the host
 // itself (see addToHost).
 const ChainToHost = "link_to_host"
+
+// addFromLink adds, with rule, the from_link chain's rules: what a link
+// may send through the host (its connections' first packets, and whatever
+// the fast rule of forward does not accept).
+func addFromLink(rule func(why string, e ...expr.Any)) {
+	rule("within the link's own network: the members of a bridge (package nat/network), whose frames to each other br_netfilter passes through this hook (their sources checked by the bridge table), before the reverse-path lookup they do not need",
+		append(iifDotOif(), lookup(SetSame, 1, false), verdict(expr.VerdictAccept, ""))...)
+	rule("source not routed back out of the link", reversePathMissing()...)
+	// Conntrack relates an ICMP error to a connection by the header it
+	// quotes, from whichever link it comes, checking only its outer
+	// destination: a namespace could make one up about another link's
+	// connection, to break it (the other end reads "connection refused")
+	// and to take its mark (out of its Close's reach). An error passes
+	// only on the connection's own link, or between siblings that both
+	// allow it (two rules: "not both").
+	notOwnRelated := slices.Concat(ctState(expr.CtStateBitRELATED), []expr.Any{metaLoad(expr.MetaKeyIIF, 1),
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 9}, lookup(SetSame, 1, true)})
+	rule("an error about another link's connection, from a link that does not allow siblings",
+		slices.Concat(notOwnRelated, []expr.Any{lookup(SetSiblings, 1, true), verdict(expr.VerdictDrop, "")})...)
+	rule("an error about another link's connection, of a link that does not allow siblings",
+		slices.Concat(notOwnRelated, []expr.Any{&expr.Ct{Key: expr.CtKeyMARK, Register: 1}, lookup(SetSiblings, 1, true), verdict(expr.VerdictDrop, "")})...)
+	rule("tag the link's connections with its index, for Close (see flows.Forget)",
+		metaLoad(expr.MetaKeyIIF, 1),
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true})
+	rule("out of its own uplink, in a family it has, tracked (an invalid or untracked packet would leave un-masqueraded)",
+		append(append(iifDotOifDotFam(), lookup(SetEgress, 1, false)), append(ctStateTracked(), verdict(expr.VerdictAccept, ""))...)...)
+	rule("siblings allowed",
+		metaLoad(expr.MetaKeyIIF, 1), lookup(SetSiblings, 1, false),
+		metaLoad(expr.MetaKeyOIF, 1), lookup(SetSiblings, 1, false), verdict(expr.VerdictAccept, ""))
+	rule("to a published port of a link",
+		append(ctStatusDNAT(), metaLoad(expr.MetaKeyOIF, 1), lookup(SetLinks, 1, false), verdict(expr.VerdictAccept, ""))...)
+	rule("anywhere else", verdict(expr.VerdictDrop, ""))
+}
+
+// addToLink adds, with rule, the to_link chain's rules: what may reach a
+// link through the host.
+func addToLink(rule func(why string, e ...expr.Any)) {
+	rule("replies",
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		verdict(expr.VerdictAccept, ""))
+	rule("to a published port", append(ctStatusDNAT(), verdict(expr.VerdictAccept, ""))...)
+	rule("unsolicited", verdict(expr.VerdictDrop, ""))
+}
 
 // addToHost adds, with rule, the rules for what a link sends the host
 // itself, which the input chain's one rule jumps to: the host's other
