@@ -173,6 +173,8 @@ func icmpv6Type(typ byte) []expr.Any {
 //	  chain from_link {
 //	    iif . oif @same accept                # within its own network (a bridge's members, see nat/network)
 //	    fib saddr . iif oif missing drop      # spoofed source
+//	    ct state related iif . ct mark != @same iif != @siblings drop  # an error about another link's connection
+//	    ct state related iif . ct mark != @same ct mark != @siblings drop  # (not both siblings)
 //	    ct mark set iif                       # for Close (see flows.Forget)
 //	    iif . oif . meta nfproto @egress ct state new,established,related accept  # out of its own uplink, tracked
 //	    iif @siblings oif @siblings accept
@@ -193,12 +195,19 @@ func icmpv6Type(typ byte) []expr.Any {
 //	    meta nfproto ipv6 ct mark set … map @port_links6 dnat ip6 to … map @ports6 }
 //	  chain output { type nat hook output priority dstnat; policy accept;
 //	    ct mark set … map @port_links dnat to … map @ports
-//	    meta nfproto ipv6 ct mark set … map @port_links6 dnat ip6 to … map @ports6 }
+//	    meta nfproto ipv6 ct mark set … map @port_links6 dnat ip6 to … map @ports6
+//	    oif @links fib daddr type unicast ct mark set oif }  # the host's own connection to a link
 //	  chain input { type filter hook input priority raw; policy accept;
-//	    ip daddr 127.0.0.0/8 iif @links ct direction reply accept  # the host's own, translated back
-//	    ip daddr 127.0.0.0/8 iif @links drop
-//	    icmpv6 type nd-router-advert iif @links drop
-//	    icmpv6 type nd-redirect iif @links drop }
+//	    iif @links jump link_to_host }
+//	  chain link_to_host {
+//	    ip daddr 127.0.0.0/8 ct direction reply iif . ct mark @same accept  # the host's own, translated back
+//	    ip daddr 127.0.0.0/8 drop
+//	    meta nfproto ipv4 fib saddr . iif oif missing drop  # spoofed source
+//	    (ipv6, not fe80::/10 or ::) fib saddr . iif oif missing drop
+//	    ct state related iif . ct mark != @same drop  # an error about another link's connection
+//	    ct state new ct mark set iif
+//	    icmpv6 type nd-router-advert drop
+//	    icmpv6 type nd-redirect drop }
 //	}
 //
 // (see PortMap for the published ports).
