@@ -3,6 +3,7 @@ package nat_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -639,21 +640,19 @@ func TestNoAnswerInAnothersName(t *testing.T) {
 	requireTools(t)
 	w := nstest.NewWorld(t, "lrl-")
 	a, b := nstest.NewNS(t, "lrl-a"), nstest.NewNS(t, "lrl-b")
-	local := netip.MustParseAddr("127.0.0.1")
-	la, err := nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:62::/64"), Ports: []nat.Port{
-		{Protocol: "udp", HostAddr: local, HostPort: 9054, NSPort: 53},
-	}}.Connect(a, "up0", netip.MustParsePrefix("10.62.0.0/24"))
-	if err != nil {
-		t.Fatal(err)
+	// Each with a 127.0.0.1 port, 9054 and 9053.
+	connect := func(ns *netns.Handle, i int) *nat.Link {
+		l, err := nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix(fmt.Sprintf("fd00:%d::/64", 62+i)), Ports: []nat.Port{
+			{Protocol: "udp", HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: uint16(9054 - i), NSPort: 53},
+		}}.Connect(ns, "up0", netip.MustParsePrefix(fmt.Sprintf("10.%d.0.0/24", 62+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
 	}
-	defer la.Close()
-	lb, err := nat.Config{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:63::/64"), Ports: []nat.Port{
-		{Protocol: "udp", HostAddr: local, HostPort: 9053, NSPort: 53},
-	}}.Connect(b, "up0", netip.MustParsePrefix("10.63.0.0/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lb.Close()
+	connect(a, 0)
+	lb := connect(b, 1)
 	listen := func(ns *netns.Handle, addr string) net.PacketConn {
 		var c net.PacketConn
 		if err := ns.Do(func() (err error) { c, err = net.ListenPacket("udp", addr); return err }); err != nil {

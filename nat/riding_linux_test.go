@@ -152,20 +152,7 @@ func noErrorsInAnothersName(t *testing.T, allowSiblings bool) {
 		t.Fatal(err)
 	}
 	defer icmp.Close()
-	unreachable := func() int {
-		n := 0
-		buf := make([]byte, 1500)
-		for {
-			icmp.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			m, _, err := icmp.ReadFrom(buf)
-			if err != nil {
-				return n
-			}
-			if m > 0 && buf[0] == 3 { // destination unreachable
-				n++
-			}
-		}
-	}
+	unreachable := unreachableCounter(icmp, 3)
 	// ns1's flow to the outside: 10.0.73.2:5001 -> 203.0.113.1:9996.
 	c1, err := ns1.ListenPacket("udp4", "10.0.73.2:5001")
 	if err != nil {
@@ -217,20 +204,7 @@ func noErrorsInAnothersName(t *testing.T, allowSiblings bool) {
 		t.Fatal(err)
 	}
 	defer icmp6.Close()
-	unreachable6 := func() int {
-		n := 0
-		buf := make([]byte, 1500)
-		for {
-			icmp6.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-			m, _, err := icmp6.ReadFrom(buf)
-			if err != nil {
-				return n
-			}
-			if m > 0 && buf[0] == 1 { // destination unreachable
-				n++
-			}
-		}
-	}
+	unreachable6 := unreachableCounter(icmp6, 1)
 	a1, a2 := l1.NSAddr6.Addr(), l2.NSAddr6.Addr()
 	c6, err := ns1.ListenPacket("udp6", netip.AddrPortFrom(a1, 5001).String())
 	if err != nil {
@@ -283,6 +257,26 @@ func noErrorsInAnothersName(t *testing.T, allowSiblings bool) {
 	portUnreachable(t, ns1, netip.MustParseAddr("10.0.73.2"), hostEnd, quotedSrc, quotedDst)
 	if !refused() {
 		t.Error("control: the namespace's own error about the host's connection to it did not reach the host's socket")
+	}
+}
+
+// unreachableCounter returns a function that counts the destination
+// unreachable messages (ICMP type typ: 3, or 1 for ICMPv6) c receives
+// until none has come for 300 ms.
+func unreachableCounter(c net.PacketConn, typ byte) func() int {
+	return func() int {
+		n := 0
+		buf := make([]byte, 1500)
+		for {
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			m, _, err := c.ReadFrom(buf)
+			if err != nil {
+				return n
+			}
+			if m > 0 && buf[0] == typ {
+				n++
+			}
+		}
 	}
 }
 
