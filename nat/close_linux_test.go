@@ -1,8 +1,10 @@
 package nat_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -339,5 +341,98 @@ func TestCloseForgetsHostConnections(t *testing.T) {
 	}
 	if strings.Count(after, "\n") != 2 || strings.Count(after, "10.79.0.") != 8 { // two lines, four addresses each
 		t.Errorf("the other link's connections went too:\n%s", after)
+	}
+}
+
+// TestCloseForgetsRelayFlows: the DNS relay's own connections to the
+// host's loopback resolver, made for a link's queries (over UDP and TCP),
+// are forgotten by that link's Close, as the link's other connections
+// are: conntrack -L right after Close shows none of them, while another
+// link's relay connections stay.
+func TestCloseForgetsRelayFlows(t *testing.T) {
+	requireTools(t)
+	nstest.RequireCmd(t, "conntrack")
+	for _, resolver := range []string{"127.0.0.1", "::1"} {
+		t.Run(resolver, func(t *testing.T) { closeForgetsRelayFlows(t, netip.MustParseAddr(resolver)) })
+	}
+}
+
+// closeForgetsRelayFlows: TestCloseForgetsRelayFlows with the host's
+// resolver on resolver.
+func closeForgetsRelayFlows(t *testing.T, resolver netip.Addr) {
+	w := nstest.NewWorld(t, "crf-")
+	bindOver(t, "/etc/resolv.conf", "nameserver "+resolver.String()+"\n")
+	local, err := nstest.ServeDNS(w.Host, netip.AddrPortFrom(resolver, 53).String(), map[string]netip.Addr{"www.test": netip.MustParseAddr("203.0.113.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	// The relay's connections to the resolver, as "protocol source-port".
+	flows := func() []string {
+		out := inHost(t, w, "sh", "-c", "conntrack -L -f "+map[bool]string{true: "ipv4", false: "ipv6"}[resolver.Is4()]+
+			" 2>/dev/null | grep -E ' dst="+resolver.String()+" sport=[0-9]+ dport=53 ' || true")
+		var keys []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if f := strings.Fields(line); len(f) > 0 {
+				for _, x := range f {
+					if strings.HasPrefix(x, "sport=") {
+						keys = append(keys, f[0]+" "+x)
+						break
+					}
+				}
+			}
+		}
+		slices.Sort(keys)
+		return keys
+	}
+	if f := flows(); len(f) > 0 {
+		t.Fatalf("relay connections before Connect: %q", f)
+	}
+	var links []*nat.Link
+	var seen [][]string // the relay connections after each link's queries
+	for i, p := range []string{"10.80.0.0/24", "10.81.0.0/24"} {
+		ns := nstest.NewNS(t, fmt.Sprintf("crf-ns%d", i))
+		l, err := nat.Config{HostNS: w.Host, DNS: nat.DNSRelay}.Connect(ns, "up0", netip.MustParsePrefix(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		links = append(links, l)
+		if a, err := ns.Resolver().LookupNetIP(context.Background(), "ip4", "www.test"); err != nil || len(a) != 1 {
+			t.Fatalf("%s: lookup through the relay: %v, %v", p, a, err)
+		}
+		tc, err := ns.Dial("tcp", netip.MustParsePrefix(p).Addr().Next().String()+":53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := query()
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		tc.Write(append([]byte{0, byte(len(q))}, q...))
+		if _, err := io.ReadFull(tc, make([]byte, 2)); err != nil {
+			t.Fatalf("%s: TCP query through the relay: %v", p, err)
+		}
+		tc.Close()
+		seen = append(seen, flows())
+	}
+	all := seen[1]
+	second := slices.DeleteFunc(slices.Clone(all), func(k string) bool { return slices.Contains(seen[0], k) })
+	if len(seen[0]) == 0 || len(second) == 0 {
+		t.Fatalf("each link's relay connections are not tracked: %q, then %q", seen[0], all)
+	}
+	if !slices.ContainsFunc(all, func(k string) bool { return strings.HasPrefix(k, "udp") }) ||
+		!slices.ContainsFunc(all, func(k string) bool { return strings.HasPrefix(k, "tcp") }) {
+		t.Fatalf("the relay's connections are not tracked: %q", all)
+	}
+	if err := links[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := flows(); !slices.Equal(after, second) {
+		t.Errorf("after the first link's Close, its relay connections were %q, the other's %q; left: %q", seen[0], second, after)
+	}
+	if err := links[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f := flows(); len(f) > 0 {
+		t.Errorf("relay connections survive the last Close: %q", f)
 	}
 }

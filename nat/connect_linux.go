@@ -208,10 +208,9 @@ func (k *connecting) checkFirewalls() error {
 // SetIPv6GlobalMode in the tests).
 var globalV6ForTests bool
 
-// inspect finds the uplink and checks the host (see hostview.View.Uplink), and
-// resolves the published ports, which go into the same transaction as
-// the link's other entries: one taken fails it all, before anything is
-// added.
+// inspect finds the uplink and checks the host (see hostview.View.Uplink),
+// and resolves the published ports, which go into the same transaction as
+// the link's other entries: one taken fails it all, before anything is added.
 func (k *connecting) inspect() (err error) {
 	if k.hc, err = k.hs.tbl.Conn(k.host); err != nil {
 		return err
@@ -421,7 +420,7 @@ func (k *connecting) dns() error {
 	m := owner.Self
 	m.Host, m.Link = l.hostKey, l.HostVeth
 	n := l.nets[0]
-	s, err := dns.Start(k.plan, k.host, l.etcDir, n.Host, n.Prefix, m.String())
+	s, err := dns.Start(k.plan, k.host, l.etcDir, n.Host, n.Prefix, m.String(), k.hs.tbl.FlowOwner(l.hostIdx))
 	if err != nil {
 		return err
 	}

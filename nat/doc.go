@@ -49,10 +49,11 @@
 // ends, about a millisecond, not for the kernel's RCU grace period after
 // it (tens of milliseconds, which the kernel finishes by itself even if
 // the process exits at once); then the link's connection tracking entries
-// (marked with its index: those it forwards, and its namespace's with the
-// host) and set entries go and, after the last link, the table and the
-// uplink's forwarding. A process may exit, or be killed, the moment Close
-// returns. [CloseAll] does the same for many links with one delete.
+// (marked with its index: those it forwards, its namespace's with the
+// host, the relay's with the host's resolver) and set entries go and,
+// after the last link, the table and the uplink's forwarding. A process
+// may exit, or be killed, the moment Close returns. [CloseAll] does the
+// same for many links with one delete.
 //
 // # Firewall reloads
 //
@@ -199,20 +200,20 @@
 //   - registry (package level): this process's host states; and
 //     addrplan's reservations: its prefixes and connected namespaces;
 //     each taken alone;
-//   - table.Host's (idle sockets, the table's state), uplinks.Shares'
-//     (this process's uplink shares), guardTable.mu, firewall.Monitor's,
-//     hostview.View's and the DNS relay's: their own state, taken last (nothing else is taken under
-//     them).
+//   - table.Host's (idle sockets, the table's state; its ownMu, taken
+//     just before, the relays' conntrack marks, one at a time),
+//     uplinks.Shares' (this process's uplink shares), guardTable.mu,
+//     firewall.Monitor's, hostview.View's and the DNS relay's: their own
+//     state, taken last (nothing else is taken under them).
 //
 // They are taken in that order: a Link's mu, restoreMu, mu, ownerMu, then
 // one of the last ones; the host lock (owner.WithHostLock, across
 // processes) is taken with at most a Link's mu and restoreMu held. The
 // goroutines: per host state with links, the guard (guard_linux.go: polls
 // the ruleset monitor every 20 ms, with a host handle of its own); per
-// closing link, the one that waits
-// for the kernel's acknowledgement of its delete and then closes the idle
-// sockets (nl.DeleteLinks); per link with a relay, the relay's listeners
-// and one per query or connection in flight.
+// closing link, the one that waits for the kernel's acknowledgement of its
+// delete and then closes the idle sockets (nl.DeleteLinks); per link with
+// a relay, the relay's listeners and one per query or connection in flight.
 //
 // # Errors
 //

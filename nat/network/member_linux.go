@@ -361,7 +361,7 @@ func (m *member) writeResolvConf(ns *netns.Handle, hostMark string) error {
 	if err != nil {
 		return err
 	}
-	if m.resolv, err = dns.Start(plan, st.host, netns.EtcDir(ns), gw, p, hostMark); err != nil {
+	if m.resolv, err = dns.Start(plan, st.host, netns.EtcDir(ns), gw, p, hostMark, nil); err != nil {
 		return fmt.Errorf("resolv.conf: %w", err)
 	}
 	return nil

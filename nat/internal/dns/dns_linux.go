@@ -230,13 +230,14 @@ type Setup struct {
 
 // Start starts the link's relay, if the plan has one, on hostAddr in host
 // for the clients of prefix, and writes the namespace's resolv.conf into
-// etcDir, its first line naming mark. A resolver already listening on
+// etcDir, its first line naming mark; own, if set, is told of each of the
+// relay's connections to the resolver (see Owner). A resolver already listening on
 // every address of the host (port 53 taken) answers the namespace itself:
 // no relay. A failure leaves nothing.
-func Start(plan Plan, host *netns.Handle, etcDir string, hostAddr netip.Addr, prefix netip.Prefix, mark string) (*Setup, error) {
+func Start(plan Plan, host *netns.Handle, etcDir string, hostAddr netip.Addr, prefix netip.Prefix, mark string, own Owner) (*Setup, error) {
 	s := &Setup{}
 	if plan.upstream.IsValid() {
-		r, err := startRelay(host, hostAddr, plan.upstream, prefix)
+		r, err := startRelay(host, hostAddr, plan.upstream, prefix, own)
 		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("relay: %w", err)
 		}

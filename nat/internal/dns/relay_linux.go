@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -43,6 +44,7 @@ var (
 
 type relay struct {
 	host     *netns.Handle
+	own      Owner
 	upstream netip.AddrPort
 	clients  netip.Prefix
 	udp      *net.UDPConn
@@ -56,13 +58,22 @@ type relay struct {
 	tcpN     int                // TCP connections of this link
 }
 
-// startRelay listens on listen:53 in host and relays to upstream:53.
-func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.Prefix) (*relay, error) {
+// Owner makes one of the relay's connections to the resolver the link's
+// (see flows.Own), once its first packet is sent: host is the relay's
+// handle to the host namespace, proto the connection's IP protocol, local
+// and upstream its ends. The relay stops only after its
+// last call returns, so the link's Close, which stops the relay first,
+// forgets every connection the relay made.
+type Owner func(host *netns.Handle, proto uint8, local, upstream netip.AddrPort)
+
+// startRelay listens on listen:53 in host and relays to upstream:53; own,
+// if set, is told of each connection to the resolver.
+func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.Prefix, own Owner) (*relay, error) {
 	host, err := nl.DupHandle(host) // its own: it outlives the caller's
 	if err != nil {
 		return nil, err
 	}
-	r := &relay{host: host, upstream: netip.AddrPortFrom(upstream, 53), clients: clients,
+	r := &relay{host: host, own: own, upstream: netip.AddrPortFrom(upstream, 53), clients: clients,
 		slots: make(chan struct{}, relayWorkers), conns: map[net.Conn]bool{}, tcpPeers: map[netip.Addr]int{}}
 	at := netip.AddrPortFrom(listen, 53)
 	err = nl.Do(host, func() (err error) {
@@ -97,6 +108,20 @@ func (r *relay) close() {
 	r.mu.Unlock()
 	r.wg.Wait()
 	r.host.Close()
+}
+
+// owned tells r.own of c, a connection to the resolver whose first packet
+// is sent.
+func (r *relay) owned(c net.Conn) {
+	if r.own == nil {
+		return
+	}
+	switch a := c.LocalAddr().(type) {
+	case *net.UDPAddr:
+		r.own(r.host, syscall.IPPROTO_UDP, a.AddrPort(), r.upstream)
+	case *net.TCPAddr:
+		r.own(r.host, syscall.IPPROTO_TCP, a.AddrPort(), r.upstream)
+	}
 }
 
 // dialUpstream opens a socket to the resolver from the host namespace.
@@ -156,7 +181,9 @@ func (r *relay) answerUDP(q []byte, from netip.AddrPort) {
 	}
 	defer r.track(c, false)
 	c.SetDeadline(time.Now().Add(relayTimeout))
-	if _, err := c.Write(q); err != nil {
+	_, err = c.Write(q)
+	r.owned(c) // even if the write failed: a part may have been sent
+	if err != nil {
 		return
 	}
 	a := make([]byte, 65535)
@@ -255,6 +282,7 @@ func (r *relay) pipeTCP(c *net.TCPConn) {
 		return
 	}
 	defer r.track(up, false)
+	r.owned(up) // its handshake is done
 	done := make(chan struct{}, 2)
 	copyIdle := func(dst, src net.Conn) {
 		buf := make([]byte, 4096)

@@ -74,6 +74,21 @@ func ForgetMarked(c *conntrack.Conn, links ...int) error {
 	return nil
 }
 
+// Own marks the host's connection from local to remote (protocol proto,
+// its original direction) with the link's index, so that the link's Close,
+// or a Sweep after a crash, forgets it with the link's other connections:
+// the DNS relay's connections to the host's resolver on loopback, which
+// no rule marks (loopback is no link's). The connection's first packet
+// must have been sent (its entry exists once the send returns); an entry
+// gone meanwhile is no error.
+func Own(c *conntrack.Conn, proto uint8, local, remote netip.AddrPort, link int) error {
+	f := conntrack.NewFlow(proto, 0, local.Addr().Unmap(), remote.Addr().Unmap(), local.Port(), remote.Port(), 0, uint32(link))
+	if err := c.Update(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("mark conntrack entry: %w", err)
+	}
+	return nil
+}
+
 // ForgetUntranslated deletes the conntrack entries of flows to the ports
 // that were set up before the ports were published, untranslated: the
 // kernel translates only a connection's first packet, so a UDP client that

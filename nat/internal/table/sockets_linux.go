@@ -1,6 +1,7 @@
 package table
 
 import (
+	"net/netip"
 	"runtime"
 
 	"github.com/google/nftables"
@@ -145,6 +146,19 @@ func (t *Host) WithConntrack(host *netns.Handle, fn func(*conntrack.Conn) error)
 	err := fn(c)
 	put(t, &t.idle.CT, c, err != nil, func(c *conntrack.Conn) { c.Close() })
 	return err
+}
+
+// FlowOwner returns what marks a connection of the link's DNS relay as
+// the link's (see flows.Own and dns.Owner). Marks are made one at a time,
+// so that a relay flooded by its namespace uses one idle socket, not one
+// per query: a socket beyond the idle ones would be dialled, and closed,
+// which can wait for a grace period.
+func (t *Host) FlowOwner(link int) func(host *netns.Handle, proto uint8, local, remote netip.AddrPort) {
+	return func(host *netns.Handle, proto uint8, local, remote netip.AddrPort) {
+		t.ownMu.Lock()
+		defer t.ownMu.Unlock()
+		t.WithConntrack(host, func(c *conntrack.Conn) error { return flows.Own(c, proto, local, remote, link) })
+	}
 }
 
 // Commit commits b on an idle raw nftables socket of the host.

@@ -25,6 +25,7 @@ var Hook = func(step string) error { return nil }
 // package doc). The zero value is ready to use, keeping no sockets until
 // Open.
 type Host struct {
+	ownMu  sync.Mutex // one FlowOwner mark at a time; taken before mu
 	mu     sync.Mutex
 	keep   bool // idle sockets are kept for later (see Open, Drain)
 	idle   Idle
