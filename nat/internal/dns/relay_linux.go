@@ -96,13 +96,20 @@ func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.P
 	return r, nil
 }
 
-// close stops the relay and waits for its goroutines.
+// close stops the relay and waits for its goroutines. Its TCP
+// connections are reset, not closed: a closed one would go on with its
+// peer after close returns (the resolver's FIN, the last ACK), and such a
+// packet, after the link's Close forgot the connection, would be taken
+// up by conntrack as a new connection that nobody forgets.
 func (r *relay) close() {
 	r.udp.Close()
 	r.tcp.Close()
 	r.mu.Lock()
 	r.closing = true
 	for c := range r.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
 		c.Close()
 	}
 	r.mu.Unlock()
@@ -179,11 +186,10 @@ func (r *relay) answerUDP(q []byte, from netip.AddrPort) {
 		c.Close()
 		return
 	}
+	defer r.owned(c) // last, after the answer: the client does not wait for it
 	defer r.track(c, false)
 	c.SetDeadline(time.Now().Add(relayTimeout))
-	_, err = c.Write(q)
-	r.owned(c) // even if the write failed: a part may have been sent
-	if err != nil {
+	if _, err := c.Write(q); err != nil {
 		return
 	}
 	a := make([]byte, 65535)
