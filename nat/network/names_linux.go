@@ -15,7 +15,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -27,6 +26,7 @@ import (
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/internal/resolv"
 	"github.com/nsnet/nsnet/nat/internal/dns"
+	"github.com/nsnet/nsnet/nat/internal/flows"
 	"github.com/nsnet/nsnet/netns"
 	"golang.org/x/net/dns/dnsmessage"
 )
@@ -51,21 +51,24 @@ type nameServer struct {
 	tcp       []*net.TCPListener
 	udpSlots  chan struct{}
 	tcpSlots  chan struct{}
+	conns     *dns.Conns // open connections, closed with the server
+	marker    *flows.Marker
 	wg        sync.WaitGroup
 	mu        sync.Mutex
-	conns     map[net.Conn]bool  // open connections, closed with the server
 	peers     map[netip.Addr]int // TCP connections per member
-	closing   bool
 }
 
-// startNameServer listens on the network's gateway addresses.
-func startNameServer(host *netns.Handle, n *Network, lookup func(string) (*Member, bool)) (*nameServer, error) {
+// startNameServer listens on the network's gateway addresses; its
+// connections to the host's resolver carry mark (the bridge's index), so
+// that the network's Close forgets them.
+func startNameServer(host *netns.Handle, n *Network, mark int, lookup func(string) (*Member, bool)) (*nameServer, error) {
 	host, err := nl.DupHandle(host)
 	if err != nil {
 		return nil, err
 	}
 	s := &nameServer{host: host, lookup: lookup, udpSlots: make(chan struct{}, nameUDP), tcpSlots: make(chan struct{}, nameTCP),
-		conns: map[net.Conn]bool{}, peers: map[netip.Addr]int{}}
+		marker: flows.NewMarker(mark), peers: map[netip.Addr]int{}}
+	s.conns = dns.NewConns(host, s.marker.Own)
 	conf, _ := resolv.Read(dns.HostResolvConf)
 	s.hostResolver()
 	for _, d := range conf.Search {
@@ -118,13 +121,9 @@ func (s *nameServer) close() {
 	for _, t := range s.tcp {
 		t.Close()
 	}
-	s.mu.Lock()
-	s.closing = true
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.conns.Close()
 	s.wg.Wait()
+	s.marker.Close()
 	s.host.Close()
 }
 
@@ -136,23 +135,6 @@ func (s *nameServer) client(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// track adds or removes an open connection; adding fails once the server
-// is closing.
-func (s *nameServer) track(c net.Conn, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.conns, c)
-		c.Close()
-		return true
-	}
-	if s.closing {
-		return false
-	}
-	s.conns[c] = true
-	return true
 }
 
 func (s *nameServer) serveUDP(u *net.UDPConn) {
@@ -212,7 +194,7 @@ func (s *nameServer) serveTCP(l *net.TCPListener) {
 			c.Close() // over the bound
 			continue
 		}
-		if !s.track(c, true) {
+		if !s.conns.Track(c) {
 			<-s.tcpSlots
 			s.admit(peer, -1)
 			c.Close()
@@ -222,7 +204,7 @@ func (s *nameServer) serveTCP(l *net.TCPListener) {
 		go func() {
 			defer s.wg.Done()
 			defer func() { <-s.tcpSlots; s.admit(peer, -1) }()
-			defer s.track(c, false)
+			defer s.conns.Release(c)
 			s.serveConn(c)
 		}()
 	}
@@ -247,7 +229,7 @@ func (s *nameServer) admit(peer netip.Addr, n int) bool {
 func (s *nameServer) serveConn(c net.Conn) {
 	for {
 		c.SetReadDeadline(time.Now().Add(nameIdle))
-		q, err := readMsg(c)
+		q, err := dns.ReadMsg(c)
 		if err != nil {
 			return
 		}
@@ -267,16 +249,6 @@ func (s *nameServer) serveConn(c net.Conn) {
 	}
 }
 
-func readMsg(r io.Reader) ([]byte, error) {
-	var n [2]byte
-	if _, err := io.ReadFull(r, n[:]); err != nil {
-		return nil, err
-	}
-	b := make([]byte, binary.BigEndian.Uint16(n[:]))
-	_, err := io.ReadFull(r, b)
-	return b, err
-}
-
 // forward passes a query to the host's resolver and returns its answer
 // (SERVFAIL if the host has none).
 func (s *nameServer) forward(network string, q []byte) ([]byte, error) {
@@ -284,35 +256,11 @@ func (s *nameServer) forward(network string, q []byte) ([]byte, error) {
 	if !upstream.IsValid() {
 		return failure(q)
 	}
-	var c net.Conn
-	err := nl.Do(s.host, func() (err error) {
-		c, err = net.DialTimeout(network, upstream.String(), nameTimeout)
-		return err
-	})
-	if err != nil {
+	a, err := s.conns.Exchange(network, upstream, q, nameTimeout)
+	if errors.Is(err, dns.ErrDial) {
 		return failure(q)
 	}
-	if !s.track(c, true) {
-		c.Close()
-		return nil, net.ErrClosed
-	}
-	defer s.track(c, false)
-	c.SetDeadline(time.Now().Add(nameTimeout))
-	if network == "tcp" {
-		if _, err := c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)); err != nil {
-			return nil, err
-		}
-		return readMsg(c)
-	}
-	if _, err := c.Write(q); err != nil {
-		return nil, err
-	}
-	a := make([]byte, 65535)
-	n, err := c.Read(a)
-	if err != nil {
-		return nil, err
-	}
-	return a[:n], nil
+	return a, err
 }
 
 // hostResolver returns the host's first name server, reading the host's

@@ -169,7 +169,7 @@ func (c Config) create() (_ *Network, err error) {
 		return nil, fmt.Errorf("bridge table: %w", err)
 	}
 	if !c.NoDNS {
-		if st.dns, err = startNameServer(host, n, st.lookupMember); err != nil {
+		if st.dns, err = startNameServer(host, n, st.bridgeIdx, st.lookupMember); err != nil {
 			return nil, fmt.Errorf("name server: %w", err)
 		}
 	}

@@ -13,5 +13,8 @@
 // as Docker's embedded DNS and podman's aardvark-dns do. It lives in the
 // process that made the link, until Close: goroutines of its own (one
 // per listener, one per query or connection in flight) with a mutex over
-// its open connections.
+// its bounds. Its open connections (Conns, which a network's name server
+// shares) have a mutex of their own; those to the resolver are marked as
+// the link's (Owner), so that Close forgets them with its flows, and all
+// are reset when it stops, so that no packet of theirs follows the flush.
 package dns

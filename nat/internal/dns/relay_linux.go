@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nsnet/nsnet/internal/nl"
@@ -44,37 +43,27 @@ var (
 
 type relay struct {
 	host     *netns.Handle
-	own      Owner
 	upstream netip.AddrPort
 	clients  netip.Prefix
 	udp      *net.UDPConn
 	tcp      *net.TCPListener
+	conns    *Conns // open connections (TCP, and UDP to the resolver), closed with the relay
 	slots    chan struct{}
 	wg       sync.WaitGroup
 	mu       sync.Mutex
-	conns    map[net.Conn]bool // open connections (TCP, and UDP to the resolver), closed with the relay
-	closing  bool
 	tcpPeers map[netip.Addr]int // TCP connections per client address
 	tcpN     int                // TCP connections of this link
 }
 
-// Owner makes one of the relay's connections to the resolver the link's
-// (see flows.Own), once its first packet is sent: host is the relay's
-// handle to the host namespace, proto the connection's IP protocol, local
-// and upstream its ends. The relay stops only after its
-// last call returns, so the link's Close, which stops the relay first,
-// forgets every connection the relay made.
-type Owner func(host *netns.Handle, proto uint8, local, upstream netip.AddrPort)
-
 // startRelay listens on listen:53 in host and relays to upstream:53; own,
-// if set, is told of each connection to the resolver.
+// if set, is told of each connection to the resolver (see Owner).
 func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.Prefix, own Owner) (*relay, error) {
 	host, err := nl.DupHandle(host) // its own: it outlives the caller's
 	if err != nil {
 		return nil, err
 	}
-	r := &relay{host: host, own: own, upstream: netip.AddrPortFrom(upstream, 53), clients: clients,
-		slots: make(chan struct{}, relayWorkers), conns: map[net.Conn]bool{}, tcpPeers: map[netip.Addr]int{}}
+	r := &relay{host: host, upstream: netip.AddrPortFrom(upstream, 53), clients: clients, conns: NewConns(host, own),
+		slots: make(chan struct{}, relayWorkers), tcpPeers: map[netip.Addr]int{}}
 	at := netip.AddrPortFrom(listen, 53)
 	err = nl.Do(host, func() (err error) {
 		if r.udp, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(at)); err != nil {
@@ -96,49 +85,13 @@ func startRelay(host *netns.Handle, listen, upstream netip.Addr, clients netip.P
 	return r, nil
 }
 
-// close stops the relay and waits for its goroutines. Its TCP
-// connections are reset, not closed: a closed one would go on with its
-// peer after close returns (the resolver's FIN, the last ACK), and such a
-// packet, after the link's Close forgot the connection, would be taken
-// up by conntrack as a new connection that nobody forgets.
+// close stops the relay and waits for its goroutines (see Conns.Close).
 func (r *relay) close() {
 	r.udp.Close()
 	r.tcp.Close()
-	r.mu.Lock()
-	r.closing = true
-	for c := range r.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-		}
-		c.Close()
-	}
-	r.mu.Unlock()
+	r.conns.Close()
 	r.wg.Wait()
 	r.host.Close()
-}
-
-// owned tells r.own of c, a connection to the resolver whose first packet
-// is sent.
-func (r *relay) owned(c net.Conn) {
-	if r.own == nil {
-		return
-	}
-	switch a := c.LocalAddr().(type) {
-	case *net.UDPAddr:
-		r.own(r.host, syscall.IPPROTO_UDP, a.AddrPort(), r.upstream)
-	case *net.TCPAddr:
-		r.own(r.host, syscall.IPPROTO_TCP, a.AddrPort(), r.upstream)
-	}
-}
-
-// dialUpstream opens a socket to the resolver from the host namespace.
-func (r *relay) dialUpstream(network string) (net.Conn, error) {
-	var c net.Conn
-	err := nl.Do(r.host, func() (err error) {
-		c, err = net.DialTimeout(network, r.upstream.String(), relayTimeout)
-		return err
-	})
-	return c, err
 }
 
 func (r *relay) serveUDP() {
@@ -177,27 +130,9 @@ func (r *relay) serveUDP() {
 }
 
 func (r *relay) answerUDP(q []byte, from netip.AddrPort) {
-	c, err := r.dialUpstream("udp")
-	if err != nil {
-		return
+	if a, err := r.conns.Exchange("udp", r.upstream, q, relayTimeout); err == nil {
+		r.udp.WriteToUDPAddrPort(a, from)
 	}
-	// Tracked, so that closing the relay does not wait for an answer.
-	if !r.track(c, true) {
-		c.Close()
-		return
-	}
-	defer r.owned(c) // last, after the answer: the client does not wait for it
-	defer r.track(c, false)
-	c.SetDeadline(time.Now().Add(relayTimeout))
-	if _, err := c.Write(q); err != nil {
-		return
-	}
-	a := make([]byte, 65535)
-	n, err := c.Read(a)
-	if err != nil {
-		return
-	}
-	r.udp.WriteToUDPAddrPort(a[:n], from)
 }
 
 func (r *relay) serveTCP() {
@@ -215,7 +150,7 @@ func (r *relay) serveTCP() {
 			c.Close() // refused: not a client, or over a bound
 			continue
 		}
-		if !r.track(c, true) {
+		if !r.conns.Track(c) {
 			r.leaveTCP(peer)
 			c.Close()
 			continue
@@ -224,7 +159,7 @@ func (r *relay) serveTCP() {
 		go func() {
 			defer r.wg.Done()
 			defer r.leaveTCP(peer)
-			defer r.track(c, false)
+			defer r.conns.Release(c)
 			r.pipeTCP(c)
 		}()
 	}
@@ -259,36 +194,14 @@ func (r *relay) leaveTCP(peer netip.Addr) {
 	<-relayTCPAll
 }
 
-// track adds or removes an open TCP connection; adding fails once the
-// relay is closing.
-func (r *relay) track(c net.Conn, add bool) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !add {
-		delete(r.conns, c)
-		c.Close()
-		return true
-	}
-	if r.closing {
-		return false
-	}
-	r.conns[c] = true
-	return true
-}
-
 // pipeTCP copies both ways between a client and the resolver until one
 // side closes or both are idle for relayIdle.
 func (r *relay) pipeTCP(c *net.TCPConn) {
-	up, err := r.dialUpstream("tcp")
+	up, err := r.conns.Dial(r.upstream, relayTimeout)
 	if err != nil {
 		return
 	}
-	if !r.track(up, true) {
-		up.Close()
-		return
-	}
-	defer r.track(up, false)
-	r.owned(up) // its handshake is done
+	defer r.conns.Release(up)
 	done := make(chan struct{}, 2)
 	copyIdle := func(dst, src net.Conn) {
 		buf := make([]byte, 4096)

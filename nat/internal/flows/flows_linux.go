@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/nsnet/nsnet/internal/nl"
 	"github.com/nsnet/nsnet/nat/internal/nftset"
@@ -87,6 +88,51 @@ func Own(c *conntrack.Conn, proto uint8, local, remote netip.AddrPort, link int)
 		return fmt.Errorf("mark conntrack entry: %w", err)
 	}
 	return nil
+}
+
+// Marker marks connections with one index (see Own) on a socket of its
+// own, dialled at its first mark and kept until Close, one mark at a time:
+// for a server of a part of nsnet that has no pool of sockets (a
+// network's name server, whose connections carry its bridge's index).
+type Marker struct {
+	index  int
+	mu     sync.Mutex
+	c      *conntrack.Conn
+	closed bool
+}
+
+// NewMarker returns a Marker of index.
+func NewMarker(index int) *Marker { return &Marker{index: index} }
+
+// Own marks the connection (see Own), dialling the socket in host first
+// if need be; best effort: a connection it cannot mark stays unmarked.
+func (m *Marker) Own(host *netns.Handle, proto uint8, local, remote netip.AddrPort) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	if m.c == nil {
+		c, err := Dial(host)
+		if err != nil {
+			return
+		}
+		m.c = c
+	}
+	if Own(m.c, proto, local, remote, m.index) != nil {
+		m.c.Close() // it may hold a stale reply
+		m.c = nil
+	}
+}
+
+// Close closes the socket; Own does nothing from then on.
+func (m *Marker) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	if m.c != nil {
+		m.c.Close()
+	}
 }
 
 // ForgetUntranslated deletes the conntrack entries of flows to the ports
