@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/nsnet/nsnet/nat"
 	"github.com/nsnet/nsnet/netns"
@@ -94,6 +95,41 @@ func benchConnectClose(b *testing.B, auto bool) {
 		}
 		if err := l.Close(); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRelayQuery: one DNS query over UDP from a connected namespace,
+// through the link's relay, to a resolver on the host's loopback, and its
+// answer back.
+func BenchmarkRelayQuery(b *testing.B) {
+	nstest.Require(b)
+	w := nstest.NewWorld(b, "brq-")
+	bindOver(b, "/etc/resolv.conf", "nameserver 127.0.0.1\n")
+	local, err := nstest.ServeDNS(w.Host, "127.0.0.1:53", map[string]netip.Addr{"www.test": netip.MustParseAddr("203.0.113.1")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer local.Close()
+	ns := nstest.NewNS(b, "brq-ns")
+	l, err := nat.Config{HostNS: w.Host, DNS: nat.DNSRelay}.Connect(ns, "up0", netip.MustParsePrefix("10.82.0.0/24"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	c, err := ns.Dial("udp", "10.82.0.1:53")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	q, a := query(), make([]byte, 512)
+	for b.Loop() {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(q); err != nil {
+			b.Fatal(err)
+		}
+		if n, err := c.Read(a); err != nil || n < 12 || a[0] != q[0] || a[1] != q[1] {
+			b.Fatalf("answer % x: %v", a[:n], err)
 		}
 	}
 }

@@ -25,7 +25,7 @@ import (
 
 // bindOver binds a file with text over path (in the test's private mount
 // namespace) for the rest of t.
-func bindOver(t *testing.T, path, text string) {
+func bindOver(t testing.TB, path, text string) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), filepath.Base(path))
 	if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
