@@ -165,9 +165,7 @@ func (s *nameServer) serveUDP(u *net.UDPConn) {
 		go func() {
 			defer s.wg.Done()
 			defer func() { <-s.udpSlots }()
-			if a, err := s.forward("udp", q); err == nil {
-				u.WriteToUDPAddrPort(a, from)
-			}
+			s.forward("udp", q, func(a []byte) { u.WriteToUDPAddrPort(a, from) })
 		}()
 	}
 }
@@ -235,7 +233,7 @@ func (s *nameServer) serveConn(c net.Conn) {
 		}
 		a, ok := s.answer(q)
 		if !ok {
-			if a, err = s.forward("tcp", q); err != nil {
+			if err := s.forward("tcp", q, func(b []byte) { a = b }); err != nil {
 				return
 			}
 		}
@@ -249,18 +247,23 @@ func (s *nameServer) serveConn(c net.Conn) {
 	}
 }
 
-// forward passes a query to the host's resolver and returns its answer
-// (SERVFAIL if the host has none).
-func (s *nameServer) forward(network string, q []byte) ([]byte, error) {
+// forward passes a query to the host's resolver and hands its answer to
+// reply (SERVFAIL if the host has none, or it cannot be reached).
+func (s *nameServer) forward(network string, q []byte, reply func([]byte)) error {
 	upstream := s.hostResolver()
-	if !upstream.IsValid() {
-		return failure(q)
+	err := dns.ErrDial
+	if upstream.IsValid() {
+		err = s.conns.Exchange(network, upstream, q, nameTimeout, reply)
 	}
-	a, err := s.conns.Exchange(network, upstream, q, nameTimeout)
 	if errors.Is(err, dns.ErrDial) {
-		return failure(q)
+		a, ferr := failure(q)
+		if ferr != nil {
+			return ferr
+		}
+		reply(a)
+		return nil
 	}
-	return a, err
+	return err
 }
 
 // hostResolver returns the host's first name server, reading the host's

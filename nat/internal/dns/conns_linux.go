@@ -91,33 +91,38 @@ func (cs *Conns) Dial(upstream netip.AddrPort, timeout time.Duration) (net.Conn,
 }
 
 // Exchange passes a query to the resolver at upstream over UDP, or over
-// TCP (RFC 7766: the message after its two-byte length), and returns its
-// answer.
-func (cs *Conns) Exchange(network string, upstream netip.AddrPort, q []byte, timeout time.Duration) ([]byte, error) {
+// TCP (RFC 7766: the message after its two-byte length), and hands its
+// answer to reply; then it tells the Owner of the connection, so that the
+// client does not wait for that.
+func (cs *Conns) Exchange(network string, upstream netip.AddrPort, q []byte, timeout time.Duration, reply func([]byte)) error {
 	c, err := cs.dial(network, upstream, timeout)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer cs.Release(c)
+	defer cs.owned(c) // even if the write failed: it may have sent it
 	c.SetDeadline(time.Now().Add(timeout))
+	var a []byte
 	if network == "tcp" {
-		cs.owned(c)
 		if _, err := c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)); err != nil {
-			return nil, err
+			return err
 		}
-		return ReadMsg(c)
+		if a, err = ReadMsg(c); err != nil {
+			return err
+		}
+	} else {
+		if _, err := c.Write(q); err != nil {
+			return err
+		}
+		a = make([]byte, 65535)
+		n, err := c.Read(a)
+		if err != nil {
+			return err
+		}
+		a = a[:n]
 	}
-	_, err = c.Write(q)
-	cs.owned(c) // even if the write failed: it may have sent it
-	if err != nil {
-		return nil, err
-	}
-	a := make([]byte, 65535)
-	n, err := c.Read(a)
-	if err != nil {
-		return nil, err
-	}
-	return a[:n], nil
+	reply(a)
+	return nil
 }
 
 // ErrDial is the error of Dial and Exchange when no connection to the

@@ -130,9 +130,7 @@ func (r *relay) serveUDP() {
 }
 
 func (r *relay) answerUDP(q []byte, from netip.AddrPort) {
-	if a, err := r.conns.Exchange("udp", r.upstream, q, relayTimeout); err == nil {
-		r.udp.WriteToUDPAddrPort(a, from)
-	}
+	r.conns.Exchange("udp", r.upstream, q, relayTimeout, func(a []byte) { r.udp.WriteToUDPAddrPort(a, from) })
 }
 
 func (r *relay) serveTCP() {
