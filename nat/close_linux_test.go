@@ -3,11 +3,14 @@ package nat_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -64,18 +67,6 @@ func TestCloseLeavesNothing(t *testing.T) {
 		{HostNS: w.Host, Prefix6: netip.MustParsePrefix("fd00:77::/64")},
 		{HostNS: w.Host, Ports: []nat.Port{{Protocol: "tcp", HostPort: 8080, NSPort: 80}}},
 	}
-	// One cycle of each first: the claims' covers stay after Close
-	// (shared, see the package doc), so the ruleset reads the same after
-	// each later one.
-	for _, cfg := range configs {
-		l, err := cfg.Connect(ns, "up0", netip.MustParsePrefix("10.77.0.0/24"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
 	hostBefore := linkNames(t, w.HostName)
 	nsBefore := linkNames(t, "cln-ns")
 	rulesetBefore := in("nft", "list", "ruleset")
@@ -110,7 +101,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 		if got := linkNames(t, "cln-ns"); !slices.Equal(got, nsBefore) {
 			t.Fatalf("cycle %d: namespace links right after Close: %v, before: %v", i, got, nsBefore)
 		}
-		if i%10 == 0 {
+		if i%10 == 0 || i < len(configs) {
 			if out := in("nft", "list", "ruleset"); out != rulesetBefore {
 				t.Fatalf("cycle %d: the ruleset right after Close:\n%s", i, lineDiff(rulesetBefore, out))
 			}
@@ -438,4 +429,71 @@ func closeForgetsRelayFlows(t *testing.T, resolver netip.Addr) {
 	if f := flows(); len(f) > 0 {
 		t.Errorf("relay connections survive the last Close: %q", f)
 	}
+}
+
+// concatKey is an "address . length" key in nft -j's output.
+var concatKey = regexp.MustCompile(`"concat": \["([0-9a-f.:]+)", (\d+)\]`)
+
+// claimKeys are the keys of the IPv4 claims map (claims and their
+// covers), as nft shows them: "10.91.0.0 . 17".
+func claimKeys(t *testing.T, w *nstest.World) map[string]bool {
+	t.Helper()
+	out := inHost(t, w, "nft", "-j", "list", "map", "inet", "nsnet", "claims")
+	if !json.Valid([]byte(out)) {
+		t.Fatalf("nft -j: %s", out)
+	}
+	keys := map[string]bool{}
+	for _, m := range concatKey.FindAllStringSubmatch(out, -1) {
+		keys[m[1]+" . "+m[2]] = true
+	}
+	return keys
+}
+
+// TestCloseKeepsNeededCovers: Close removes the covers of its link's
+// prefix (the entries that refuse a later prefix containing it) that no
+// other claim needs, and keeps those another link's claim needs: a prefix
+// containing a live link's is still refused after a neighbour closes,
+// and one that contains only the closed link's is free again. nft -j is
+// the oracle for the covers.
+func TestCloseKeepsNeededCovers(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "ckc-")
+	connect := func(name, p string) (*nat.Link, error) {
+		return nat.Config{HostNS: w.Host, DNS: nat.DNSNone}.Connect(nstest.NewNS(t, name), "up0", netip.MustParsePrefix(p))
+	}
+	keeper, err := connect("ckc-keep", "10.91.64.0/24") // inside 10.91.0.0/17, outside 10.91.0.0/18
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keeper.Close()
+	claims := func() map[string]bool { return claimKeys(t, w) }
+	before := claims()
+	l, err := connect("ckc-ns", "10.91.0.0/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := claims()
+	for _, k := range []string{"10.91.0.0 . 24", "10.91.0.0 . 23", "10.91.0.0 . 18"} {
+		if !with[k] {
+			t.Fatalf("no %q in the claims with the link: %v", k, with)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := claims()
+	if !maps.Equal(after, before) {
+		t.Errorf("claims after Close %v, before Connect %v", after, before)
+	}
+	if !after["10.91.0.0 . 17"] {
+		t.Errorf("the keeper's cover 10.91.0.0/17 went with the other link's Close: %v", after)
+	}
+	if _, err := connect("ckc-wide", "10.91.0.0/17"); !errors.Is(err, nat.ErrOverlap) {
+		t.Errorf("10.91.0.0/17, which holds the keeper's prefix, after the neighbour's Close: %v, want ErrOverlap", err)
+	}
+	l2, err := connect("ckc-free", "10.91.0.0/18")
+	if err != nil {
+		t.Fatalf("10.91.0.0/18, which holds only the closed link's prefix: %v", err)
+	}
+	l2.Close()
 }

@@ -229,7 +229,7 @@ func (k *connecting) inspect() (err error) {
 }
 
 // veth makes the pair, its ends numbered by the library (see
-// randomIndex), so that every later step names them by index. The owner
+// nl.RandomIndex), so that every later step names them by index. The owner
 // mark (ifalias, which the kernel ignores on creation) goes in the same
 // batch when the name is the library's own random one, so not even a
 // crash right after leaves an unmarked pair; a name the caller chose may

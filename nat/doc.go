@@ -202,8 +202,8 @@
 //     each taken alone;
 //   - table.Host's (idle sockets, the table's state; its ownMu, taken
 //     just before, the relays' conntrack marks, one at a time),
-//     uplinks.Shares' (this process's uplink shares), guardTable.mu,
-//     firewall.Monitor's, hostview.View's and the DNS relay's: their own
+//     uplinks.Shares' (this process's uplink shares), firewall.Monitor's,
+//     hostview.View's, the DNS relay's and its dns.Conns': their own
 //     state, taken last (nothing else is taken under them).
 //
 // They are taken in that order: a Link's mu, restoreMu, mu, ownerMu, then

@@ -47,7 +47,9 @@ func TestConnectFaults(t *testing.T) {
 		if withLive {
 			other := nstest.NewNS(t, "flt-live")
 			var err error
-			if live, err = cfg.Connect(other, "up0", netip.MustParsePrefix("10.6.0.0/24")); err != nil {
+			// Not next to 10.6.1.0/24: the failed Connect's covers from
+			// /23 to /17 are its own, which its undo must remove.
+			if live, err = cfg.Connect(other, "up0", netip.MustParsePrefix("10.6.128.0/24")); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -2,6 +2,7 @@ package nat_test
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"strings"
@@ -166,4 +167,30 @@ func TestPersistentRenamed(t *testing.T) {
 	}
 	nstest.Cmd(t, "ip", "-n", w.HostName, "link", "del", "nsp-four")
 	sameState(t, w, before, "after Remove")
+}
+
+// TestRemoveLeavesNoCovers: Remove of a persistent link, next to a live
+// link that keeps the table, leaves the claims as before its Connect: its
+// claim and the covers no other claim needs go.
+func TestRemoveLeavesNoCovers(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "perc-")
+	keeper, err := nat.Config{HostNS: w.Host}.Connect(nstest.NewNS(t, "perc-keep"), "up0", netip.MustParsePrefix("10.53.64.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keeper.Close()
+	before := claimKeys(t, w)
+	if _, err := (nat.Config{HostNS: w.Host, Persistent: true, HostVeth: "nsp-five"}).Connect(nstest.NewNS(t, "perc-ns"), "up0", netip.MustParsePrefix("10.53.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if with := claimKeys(t, w); !with["10.53.0.0 . 23"] {
+		t.Fatalf("no cover 10.53.0.0/23 with the persistent link: %v", with)
+	}
+	if err := nat.Remove(w.Host, "nsp-five"); err != nil {
+		t.Fatal(err)
+	}
+	if after := claimKeys(t, w); !maps.Equal(after, before) {
+		t.Errorf("claims after Remove %v, before Connect %v", after, before)
+	}
 }

@@ -44,7 +44,7 @@ func (n Network) NSAddr() netip.Prefix   { return netip.PrefixFrom(n.NS, n.Prefi
 // share) outside it, each the other's peer, as CNI's ptp plugin does.
 func (n Network) PointToPoint() bool { return n.Prefix.Bits() == n.Prefix.Addr().BitLen() }
 
-// AddHost and addNS are the requests that add the host end's address and
+// AddHost and AddNS are the requests that add the host end's address and
 // the namespace's. An IPv4 point-to-point address
 // is one with a peer (its route to the peer comes with it); an IPv6 one
 // is the address and a route to the peer, since IPv6 adds a peer's route
@@ -155,7 +155,7 @@ func Addresses(cidr netip.Prefix, hostAddr, nsAddr netip.Addr) (netip.Addr, neti
 	v4 := cidr.Addr().Is4()
 	if cidr.Bits() == cidr.Addr().BitLen() {
 		// Point-to-point: the namespace's address is the prefix, the host
-		// end's its gateway, outside it (see network.pointToPoint).
+		// end's its gateway, outside it (see Network.PointToPoint).
 		switch {
 		case !hostAddr.IsValid():
 			return hostAddr, nsAddr, invalid("prefix %v is a single address: give the host end's address (the namespace's gateway) as HostAddr%s", cidr, map[bool]string{true: "", false: "6"}[v4])

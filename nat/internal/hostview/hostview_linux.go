@@ -35,8 +35,8 @@ type span struct {
 // of thousands of routes every time. It lives while the process has links
 // in the host namespace; View's lock guards it.
 //
-// The kernel does not announce every change (DESIGN.md, principle 10):
-// a link going down flushes its routes but keeps its local ones, and says
+// The kernel does not announce every change, and a copy that can be wrong
+// is worse than none: a link going down flushes its routes but keeps its local ones, and says
 // nothing of either; a link going away flushes all of its routes without
 // a word; a replaced route is announced as new, with no word of the one it
 // replaced. The copy follows what it can follow exactly (a link going down

@@ -31,7 +31,7 @@ import (
 //     64 KiB and silently drops the rest (683 of 2,001 entries in one
 //     Sweep);
 //   - NFNL_BATCH_GENID: a transaction that commits only if nothing else
-//     committed since the generation it names (see delTableAtGen).
+//     committed since the generation it names (see Batch.Gen).
 const (
 	nftMsgDestroySetElem = 0x1e // NFT_MSG_DESTROYSETELEM, not in x/sys yet
 	NFTType              = unix.NFNL_SUBSYS_NFTABLES << 8
@@ -188,7 +188,7 @@ var ErrGenChanged = errors.New("nftables ruleset changed meanwhile")
 // on its own, when it is that large) and waits for the kernel's
 // answer to every message. After an error the socket may still hold
 // answers to the failed transaction's other messages: the caller must not
-// use it again (rawPool.put closes it).
+// use it again (table.Host's pool closes it).
 func (b *Batch) Commit(c *netlink.Conn) error {
 	for lo := 0; lo < len(b.msgs); {
 		hi, size := lo, 0
@@ -254,21 +254,79 @@ func RuleGeneration(c *netlink.Conn) (uint32, error) {
 		return 0, err
 	}
 	for _, m := range msgs {
-		if len(m.Data) < NfgenmsgLen {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[NfgenmsgLen:])
-		if err != nil {
-			return 0, err
-		}
-		ad.ByteOrder = binary.BigEndian
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_GEN_ID {
-				return ad.Uint32(), nil
-			}
+		if gen, err := decodeGen(m.Data); err == nil {
+			return gen, nil
 		}
 	}
-	return 0, errors.New("no generation in NFT_MSG_NEWGEN reply")
+	return 0, errNoGen
+}
+
+var errNoGen = errors.New("no generation in NFT_MSG_NEWGEN reply")
+
+// decodeGen reads the generation of an NFT_MSG_NEWGEN message.
+func decodeGen(data []byte) (uint32, error) {
+	if len(data) < NfgenmsgLen {
+		return 0, errNoGen
+	}
+	ad, err := netlink.NewAttributeDecoder(data[NfgenmsgLen:])
+	if err != nil {
+		return 0, err
+	}
+	ad.ByteOrder = binary.BigEndian
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_GEN_ID {
+			return ad.Uint32(), nil
+		}
+	}
+	return 0, errNoGen
+}
+
+// ExistAt reports which of els (entries of the library's table, by key)
+// are there, and the ruleset's generation read just before them: a
+// transaction at that generation (Batch.Gen) commits only if they are
+// still as read. One round trip, the generation and one get per entry in
+// one send, each answered with one message: the entry, or an error
+// (ENOENT: not there).
+func ExistAt(c *netlink.Conn, els []Elem) (gen uint32, exist []bool, err error) {
+	msgs := []netlink.Message{{
+		Header: netlink.Header{Type: netlink.HeaderType(NFTType | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Data:   nfgen(unix.AF_UNSPEC, 0),
+	}}
+	for _, e := range els {
+		data, err := encodeElems(TableName, e.Set, []Elem{{Key: e.Key}})
+		if err != nil {
+			return 0, nil, err
+		}
+		msgs = append(msgs, netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(NFTType | unix.NFT_MSG_GETSETELEM), Flags: netlink.Request},
+			Data:   append(nfgen(unix.NFPROTO_INET, 0), data...),
+		})
+	}
+	if _, err := c.SendMessages(msgs); err != nil {
+		return 0, nil, err
+	}
+	exist = make([]bool, len(els))
+	for i := 0; i < len(msgs); {
+		replies, err := c.Receive()
+		if err != nil {
+			if i == 0 || !errors.Is(err, unix.ENOENT) {
+				return 0, nil, nl.Wrap(err)
+			}
+			i++ // not there
+			continue
+		}
+		for _, m := range replies {
+			if i == 0 {
+				if gen, err = decodeGen(m.Data); err != nil {
+					return 0, nil, err
+				}
+			} else {
+				exist[i-1] = true
+			}
+			i++
+		}
+	}
+	return gen, exist, nil
 }
 
 // DialNFT opens a raw nftables socket in host, with a read buffer large

@@ -131,12 +131,13 @@ func MinBits(p netip.Prefix) int {
 }
 
 // Covers are the entries of every prefix that contains one of e's (down
-// to minBits), mapped to 0. Added without NLM_F_EXCL, each fails only
+// to MinBits), mapped to 0. Added without NLM_F_EXCL, each fails only
 // where that prefix is claimed itself (an entry mapped to a host end: the
 // data differ), so a prefix inside a claimed one is refused; Covers shared
-// with other claims are no conflict. Close leaves them (others may share
-// them): a cover no claim needs any more is removed when it is in the way
-// (see dropStaleCover) or with the table.
+// with other claims are no conflict. Close removes those no other claim
+// needs (table.Host.DropCovers); one left behind (by a crash, or a ruleset
+// that kept changing) is removed when it is in the way (table.Host.Add),
+// by Sweep, or with the table.
 func (e Entries) Covers() []Elem {
 	var els []Elem
 	for _, p := range e.Prefixes {
@@ -156,7 +157,7 @@ func ClaimKey(p netip.Prefix) []byte {
 	return append(p.Masked().Addr().AsSlice(), 0, byte(p.Bits()), 0, 0)
 }
 
-// ClaimPrefix reads a claimKey back.
+// ClaimPrefix reads a ClaimKey back.
 func ClaimPrefix(key []byte) (netip.Prefix, bool) {
 	if len(key) != 8 && len(key) != 20 {
 		return netip.Prefix{}, false

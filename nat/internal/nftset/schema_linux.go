@@ -59,7 +59,7 @@ const (
 )
 
 // setComment starts every set's comment, for people reading nft's output
-// (ownership is checked by the sets' names and key types: see ownTable).
+// (ownership is checked by the sets' names and key types: see OwnTable).
 const setComment = "nsnet: "
 
 var (

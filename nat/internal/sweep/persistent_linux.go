@@ -118,6 +118,8 @@ func Persistent(host *netns.Handle, hc *nl.Conn, hostVeth string) (found bool, e
 	}
 	if err := b.Commit(raw); err != nil && !nftset.IsENOENT(err) {
 		errs = append(errs, fmt.Errorf("set entries: %w", err))
+	} else if err := table.DropStaleCovers(c, raw); err != nil && !nftset.IsENOENT(err) {
+		errs = append(errs, fmt.Errorf("claims' covers: %w", err)) // (its claims' covers no other needs)
 	}
 	if len(errs) == 0 {
 		socks := table.Idle{NFT: []*nftables.Conn{c}, Raw: []*netlink.Conn{raw}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -129,7 +130,13 @@ func (s *Shares) drop(keys []Key) (last []Key) {
 // process's uplinks entry and, when no live user is left, restores the
 // uplink's forwarding of that family: from this process's own record if
 // the table's was lost meanwhile.
+// Then the covers of its prefixes that no other claim needs go too (see
+// table.Host.DropCovers).
 func (s *Shares) Remove(host *netns.Handle, hc *nl.Conn, t *table.Host, e nftset.Entries) error {
+	return errors.Join(s.remove(host, hc, t, e), t.DropCovers(host, e.Prefixes))
+}
+
+func (s *Shares) remove(host *netns.Handle, hc *nl.Conn, t *table.Host, e nftset.Entries) error {
 	last := s.drop(KeysOf(e))
 	if len(last) == 0 {
 		return t.Del(host, e.Elems())
@@ -140,7 +147,7 @@ func (s *Shares) Remove(host *netns.Handle, hc *nl.Conn, t *table.Host, e nftset
 
 // RemoveAll removes the entries of closing links: those of all links but
 // the last of each uplink forwarding in one transaction, the last ones
-// each with their uplink's release (see Remove).
+// each with their uplink's release, then their covers (see Remove).
 func (s *Shares) RemoveAll(host *netns.Handle, hc *nl.Conn, t *table.Host, es []nftset.Entries) error {
 	if len(es) == 1 {
 		return s.Remove(host, hc, t, es[0])
@@ -170,10 +177,14 @@ func (s *Shares) RemoveAll(host *netns.Handle, hc *nl.Conn, t *table.Host, es []
 	if len(bulk) > 0 {
 		errs = append(errs, t.Del(host, bulk))
 	}
-	for _, e := range last {
-		errs = append(errs, s.Remove(host, hc, t, e))
+	var prefixes []netip.Prefix
+	for _, e := range es {
+		prefixes = append(prefixes, e.Prefixes...)
 	}
-	return errors.Join(errs...)
+	for _, e := range last {
+		errs = append(errs, s.remove(host, hc, t, e))
+	}
+	return errors.Join(append(errs, t.DropCovers(host, prefixes))...)
 }
 
 // unregister removes els and, for each share of last still unused (not
