@@ -16,11 +16,16 @@
 // claimed or covers a claim: one inside it), its covers without (refused
 // only where a cover is claimed itself, as the data differ: it is inside
 // another claim). So of two processes connecting overlapping prefixes at
-// the same moment, exactly one succeeds. Covers are shared and stay after
-// Close; one that no claim needs any more is removed, with a
-// generation-checked transaction, when it is in the way of a new claim or
-// by Sweep. (A hash map: an interval set did the same with one entry per
-// prefix, but each commit cost the kernel more the more prefixes it held.)
+// the same moment, exactly one succeeds. Covers are shared: a link's
+// removal (Close, a failed Connect, Remove) also removes those of its
+// covers no other claim needs (Host.DropCovers: a cover is needed exactly
+// when one of the siblings between it and the prefix is in the map), with
+// a transaction checked against the generation they were read at, so that
+// a claim added meanwhile keeps its own. One left behind (a crash, a
+// ruleset that kept changing) is removed the same way when it is in the
+// way of a new claim, or by Sweep. (A hash map: an interval set did the
+// same with one entry per prefix, but each commit cost the kernel more the
+// more prefixes it held.)
 //
 // # The table
 //
@@ -31,6 +36,8 @@
 // read before that check (NFNL_BATCH_GENID): if anything committed in
 // between, the kernel refuses it and the check runs again.
 //
-// A [Host] has one mutex, mu, never held across I/O: it guards the idle
-// sockets and the table's state. It is a leaf in nat's lock order.
+// A [Host] has two mutexes: mu, never held across I/O, guards the idle
+// sockets and the table's state, a leaf in nat's lock order; ownMu, taken
+// just before it, makes the DNS relays' conntrack marks one at a time (see
+// FlowOwner).
 package table
