@@ -497,3 +497,52 @@ func TestCloseKeepsNeededCovers(t *testing.T) {
 	}
 	l2.Close()
 }
+
+// TestCoversOfAClaimAddedMeanwhile: a link connected while its
+// neighbour's Close has found covers that no claim needs, before it
+// removes them, keeps them all: the removal commits only at the ruleset's
+// generation it read them at, and is looked at again. nft -j is the
+// oracle; a prefix containing the new link's is still refused.
+func TestCoversOfAClaimAddedMeanwhile(t *testing.T) {
+	requireTools(t)
+	w := nstest.NewWorld(t, "cam-")
+	cfg := nat.Config{HostNS: w.Host, DNS: nat.DNSNone}
+	a, err := cfg.Connect(nstest.NewNS(t, "cam-a"), "up0", netip.MustParsePrefix("10.93.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb := netip.MustParsePrefix("10.93.1.0/24")
+	nsB := nstest.NewNS(t, "cam-b")
+	var b *nat.Link
+	nat.SetFailHook(func(step string) error {
+		if step == "close covers" && b == nil {
+			var err error
+			if b, err = cfg.Connect(nsB, "up0", pb); err != nil {
+				t.Errorf("the link connected meanwhile: %v", err)
+			}
+		}
+		return nil
+	})
+	err = a.Close()
+	nat.SetFailHook(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b == nil {
+		t.Fatal("the Close found no cover to remove: the hook never ran")
+	}
+	defer b.Close()
+	keys := claimKeys(t, w)
+	for bits := pb.Bits() - 1; bits >= 8; bits-- {
+		c := netip.PrefixFrom(pb.Addr(), bits).Masked()
+		if k := fmt.Sprintf("%s . %d", c.Addr(), bits); !keys[k] {
+			t.Errorf("%s's cover %s went with its neighbour's Close", pb, k)
+		}
+	}
+	if l, err := cfg.Connect(nstest.NewNS(t, "cam-wide"), "up0", netip.MustParsePrefix("10.93.0.0/23")); !errors.Is(err, nat.ErrOverlap) {
+		if err == nil {
+			l.Close()
+		}
+		t.Errorf("10.93.0.0/23, which holds %s: %v, want ErrOverlap", pb, err)
+	}
+}

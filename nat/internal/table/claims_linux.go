@@ -130,6 +130,7 @@ func (t *Host) dropCovers(host *netns.Handle, c *netlink.Conn, prefixes []netip.
 		if err != nil || len(stale) == 0 {
 			return err
 		}
+		Hook("close covers") // (tests: a claim added meanwhile)
 		b := nftset.Batch{Gen: &gen}
 		if err := b.Del(stale, true); err != nil {
 			return err
