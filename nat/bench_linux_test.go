@@ -105,12 +105,7 @@ func benchConnectClose(b *testing.B, auto bool) {
 func BenchmarkRelayQuery(b *testing.B) {
 	nstest.Require(b)
 	w := nstest.NewWorld(b, "brq-")
-	bindOver(b, "/etc/resolv.conf", "nameserver 127.0.0.1\n")
-	local, err := nstest.ServeDNS(w.Host, "127.0.0.1:53", map[string]netip.Addr{"www.test": netip.MustParseAddr("203.0.113.1")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer local.Close()
+	loopbackResolver(b, w, netip.MustParseAddr("127.0.0.1"), map[string]netip.Addr{"www.test": netip.MustParseAddr("203.0.113.1")})
 	ns := nstest.NewNS(b, "brq-ns")
 	l, err := nat.Config{HostNS: w.Host, DNS: nat.DNSRelay}.Connect(ns, "up0", netip.MustParsePrefix("10.82.0.0/24"))
 	if err != nil {

@@ -355,12 +355,7 @@ func TestCloseForgetsRelayFlows(t *testing.T) {
 // resolver on resolver.
 func closeForgetsRelayFlows(t *testing.T, resolver netip.Addr) {
 	w := nstest.NewWorld(t, "crf-")
-	bindOver(t, "/etc/resolv.conf", "nameserver "+resolver.String()+"\n")
-	local, err := nstest.ServeDNS(w.Host, netip.AddrPortFrom(resolver, 53).String(), map[string]netip.Addr{"www.test": netip.MustParseAddr("203.0.113.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer local.Close()
+	loopbackResolver(t, w, resolver, map[string]netip.Addr{"www.test": netip.MustParseAddr("203.0.113.1")})
 	// The relay's connections to the resolver, as "protocol source-port".
 	flows := func() []string {
 		out := inHost(t, w, "sh", "-c", "conntrack -L -f "+map[bool]string{true: "ipv4", false: "ipv6"}[resolver.Is4()]+

@@ -37,6 +37,20 @@ func bindOver(t testing.TB, path, text string) {
 	t.Cleanup(func() { syscall.Unmount(path, syscall.MNT_DETACH) })
 }
 
+// loopbackResolver makes resolver (a loopback address) the host's only
+// name server for the rest of t, in its resolv.conf, and serves names
+// there in the world's host namespace.
+func loopbackResolver(t testing.TB, w *nstest.World, resolver netip.Addr, names map[string]netip.Addr) *nstest.DNSServer {
+	t.Helper()
+	bindOver(t, "/etc/resolv.conf", "nameserver "+resolver.String()+"\n")
+	s, err := nstest.ServeDNS(w.Host, netip.AddrPortFrom(resolver, 53).String(), names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // outsideWeb gives the world's outside host a web server on port 80
 // answering "hello from outside".
 func outsideWeb(t *testing.T, w *nstest.World) {
@@ -327,12 +341,7 @@ func TestIPv6DNS(t *testing.T) {
 	}
 	l.Close()
 
-	bindOver(t, "/etc/resolv.conf", "nameserver 127.0.0.1\n")
-	local, err := nstest.ServeDNS(w.Host, "127.0.0.1:53", map[string]netip.Addr{"www.test": netip.MustParseAddr("2001:db8::1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer local.Close()
+	loopbackResolver(t, w, netip.MustParseAddr("127.0.0.1"), map[string]netip.Addr{"www.test": netip.MustParseAddr("2001:db8::1")})
 	l = connect("fd00:d6::/64", nat.Config{})
 	defer l.Close()
 	if b, _ := os.ReadFile(conf); !strings.Contains(string(b), "nameserver fd00:d6::1\n") {

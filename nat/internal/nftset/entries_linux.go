@@ -107,6 +107,10 @@ func (e Entries) ClaimElems() []Elem {
 	return els
 }
 
+// ClaimElem is p's entry in the claims maps, by key (to look it up or
+// remove it).
+func ClaimElem(p netip.Prefix) Elem { return Elem{Set: ClaimSet(p), Key: ClaimKey(p)} }
+
 // ClaimSet is the map holding claims of p's family.
 func ClaimSet(p netip.Prefix) string {
 	if p.Addr().Is4() {

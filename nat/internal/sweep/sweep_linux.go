@@ -277,7 +277,7 @@ func readOwned(host *netns.Handle, c *nftables.Conn) (*ownedEntries, error) {
 	}
 	for _, cl := range claims {
 		if o, ok := owner.Parse(cl.Mark); ok && !cl.Cover {
-			found.entries = append(found.entries, ownedEntry{nftset.Elem{Set: nftset.ClaimSet(cl.Prefix), Key: nftset.ClaimKey(cl.Prefix)}, o.ID})
+			found.entries = append(found.entries, ownedEntry{nftset.ClaimElem(cl.Prefix), o.ID})
 			ids = append(ids, o.ID)
 		}
 	}

@@ -73,7 +73,7 @@ func DropStaleCovers(c *nftables.Conn, raw *netlink.Conn) error {
 	var stale []nftset.Elem
 	for _, cl := range claims {
 		if cl.Cover && !needed[cl.Prefix] {
-			stale = append(stale, nftset.Elem{Set: nftset.ClaimSet(cl.Prefix), Key: nftset.ClaimKey(cl.Prefix)})
+			stale = append(stale, nftset.ClaimElem(cl.Prefix))
 		}
 	}
 	if len(stale) == 0 {
@@ -106,15 +106,7 @@ func (t *Host) DropCovers(host *netns.Handle, prefixes []netip.Prefix) error {
 	if len(prefixes) == 0 {
 		return nil
 	}
-	c, ok := take(t, &t.idle.Raw)
-	if !ok {
-		var err error
-		if c, err = nftset.DialNFT(host); err != nil {
-			return err
-		}
-	}
-	err := t.dropCovers(host, c, prefixes)
-	put(t, &t.idle.Raw, c, err != nil, func(c *netlink.Conn) { c.Close() })
+	err := t.withRaw(host, func(c *netlink.Conn) error { return t.dropCovers(host, c, prefixes) })
 	if nftset.IsENOENT(err) {
 		return nil // the table is gone, and its covers with it
 	}
@@ -159,7 +151,7 @@ func staleCovers(c *netlink.Conn, prefixes []netip.Prefix) (gen uint32, stale []
 		var of []int
 		for i, p := range prefixes {
 			for bits := next[i]; bits > nftset.MinBits(p) && bits > next[i]-n; bits-- {
-				siblings = append(siblings, claimElem(netip.PrefixFrom(flipBit(p.Masked().Addr(), bits-1), bits).Masked()))
+				siblings = append(siblings, nftset.ClaimElem(netip.PrefixFrom(flipBit(p.Masked().Addr(), bits-1), bits).Masked()))
 				of = append(of, i)
 			}
 		}
@@ -182,17 +174,12 @@ func staleCovers(c *netlink.Conn, prefixes []netip.Prefix) (gen uint32, stale []
 				continue
 			}
 			p := prefixes[i]
-			stale = append(stale, claimElem(netip.PrefixFrom(p.Addr(), next[i]-1).Masked()))
+			stale = append(stale, nftset.ClaimElem(netip.PrefixFrom(p.Addr(), next[i]-1).Masked()))
 			if next[i]--; next[i] == nftset.MinBits(p) {
 				next[i] = 0
 			}
 		}
 	}
-}
-
-// claimElem is p's entry in the claims maps, by key.
-func claimElem(p netip.Prefix) nftset.Elem {
-	return nftset.Elem{Set: nftset.ClaimSet(p), Key: nftset.ClaimKey(p)}
 }
 
 // flipBit flips bit i (0: the first, most significant) of a.

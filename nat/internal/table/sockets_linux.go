@@ -121,30 +121,35 @@ func (t *Host) PutConn(c *nl.Conn) {
 // skeleton and for reading sets). A google/nftables Conn that failed to
 // serialise a message stays failed, so one that saw an error is closed.
 func (t *Host) WithNFT(host *netns.Handle, fn func(*nftables.Conn) error) error {
-	c, ok := take(t, &t.idle.NFT)
-	if !ok {
-		var err error
-		if c, err = NFTConn(host); err != nil {
-			return err
-		}
-	}
-	err := fn(c)
-	put(t, &t.idle.NFT, c, err != nil, func(c *nftables.Conn) { c.CloseLasting() })
-	return err
+	return withIdle(t, &t.idle.NFT, func() (*nftables.Conn, error) { return NFTConn(host) },
+		func(c *nftables.Conn) { c.CloseLasting() }, fn)
 }
 
 // WithConntrack runs fn with an idle conntrack socket (see flows.Forget:
 // closing one can wait for a grace period).
 func (t *Host) WithConntrack(host *netns.Handle, fn func(*conntrack.Conn) error) error {
-	c, ok := take(t, &t.idle.CT)
+	return withIdle(t, &t.idle.CT, func() (*conntrack.Conn, error) { return flows.Dial(host) },
+		func(c *conntrack.Conn) { c.Close() }, fn)
+}
+
+// withRaw runs fn with an idle raw nftables socket.
+func (t *Host) withRaw(host *netns.Handle, fn func(*netlink.Conn) error) error {
+	return withIdle(t, &t.idle.Raw, func() (*netlink.Conn, error) { return nftset.DialNFT(host) },
+		func(c *netlink.Conn) { c.Close() }, fn)
+}
+
+// withIdle runs fn with an idle socket of pool, a pool of t, dialling one
+// if there is none, and keeps it for later unless fn failed (see put).
+func withIdle[C any](t *Host, pool *[]C, dial func() (C, error), closeFn func(C), fn func(C) error) error {
+	c, ok := take(t, pool)
 	if !ok {
 		var err error
-		if c, err = flows.Dial(host); err != nil {
+		if c, err = dial(); err != nil {
 			return err
 		}
 	}
 	err := fn(c)
-	put(t, &t.idle.CT, c, err != nil, func(c *conntrack.Conn) { c.Close() })
+	put(t, pool, c, err != nil, closeFn)
 	return err
 }
 
@@ -163,16 +168,7 @@ func (t *Host) FlowOwner(link int) func(host *netns.Handle, proto uint8, local, 
 
 // Commit commits b on an idle raw nftables socket of the host.
 func (t *Host) Commit(host *netns.Handle, b *nftset.Batch) error {
-	c, ok := take(t, &t.idle.Raw)
-	if !ok {
-		var err error
-		if c, err = nftset.DialNFT(host); err != nil {
-			return err
-		}
-	}
-	err := b.Commit(c)
-	put(t, &t.idle.Raw, c, err != nil, func(c *netlink.Conn) { c.Close() })
-	return err
+	return t.withRaw(host, b.Commit)
 }
 
 // NFTConn opens a lasting google/nftables connection in the host

@@ -250,7 +250,7 @@ func staleCover(raw *netlink.Conn, gen uint32, claims []Claim, e nftset.Entries)
 			continue
 		}
 		b := nftset.Batch{Gen: &gen}
-		if err := b.Del([]nftset.Elem{{Set: nftset.ClaimSet(cl.Prefix), Key: nftset.ClaimKey(cl.Prefix)}}, true); err != nil {
+		if err := b.Del([]nftset.Elem{nftset.ClaimElem(cl.Prefix)}, true); err != nil {
 			return err
 		}
 		if err := b.Commit(raw); err != nil && err != nftset.ErrGenChanged {
